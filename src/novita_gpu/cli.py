@@ -1,0 +1,54 @@
+"""The `novita-gpu` command: run the service or the emulator."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+import uvicorn
+
+app = typer.Typer(help="A self-hosted control plane for Novita.ai GPU instances.", no_args_is_help=True)
+
+
+@app.command()
+def serve(
+    host: str = typer.Option(None, help="Address to listen on (default: HOST or 127.0.0.1)."),
+    port: int = typer.Option(None, help="Port to listen on (default: PORT or 3000)."),
+) -> None:
+    """Run the service (against the built-in emulator unless NOVITA_API_KEY is set)."""
+    from novita_gpu.app import create_app
+    from novita_gpu.settings import InsecureConfiguration, Settings
+
+    settings = Settings()
+    host = host or settings.host
+    port = port or settings.port
+    try:
+        settings.check_exposure(host)
+    except InsecureConfiguration as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+    uvicorn.run(
+        create_app(settings), host=host, port=port, log_level="warning", access_log=False,
+        timeout_graceful_shutdown=10, backlog=2048,
+    )
+
+
+@app.command()
+def emulator(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(4000, help="Port to listen on."),
+    speed: float = typer.Option(1.0, help="Timing multiplier: 10 makes instances boot ten times faster."),
+    seed: int = typer.Option(42, help="Seed for the emulator's randomness."),
+    api_key: list[str] = typer.Option(None, help="Accept only these API keys (default: any non-empty key)."),
+) -> None:
+    """Run the Novita API emulator alone (for offline development and tests)."""
+    from novita_gpu.emulator.app import create_emulator_app
+    from novita_gpu.emulator.config import EmulatorConfig
+
+    config = EmulatorConfig(speed=speed, seed=seed, api_keys=list(api_key or []))
+    typer.echo(f"Novita emulator on http://{host}:{port}/gpu-instance/openapi/v1 (speed x{speed})", err=True)
+    uvicorn.run(create_emulator_app(config), host=host, port=port, log_level="warning", access_log=False)
+
+
+def main() -> None:  # pragma: no cover - entry point shim
+    sys.exit(app())

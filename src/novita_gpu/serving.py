@@ -1,0 +1,104 @@
+"""Run an ASGI app on a real loopback socket, either as a task of the running loop or in a thread.
+
+Used for the built-in emulator (same process as the service, reached over real HTTP) and by tests
+that need a real server on a free port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _bound_socket(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def _config(app: Any, host: str, port: int) -> uvicorn.Config:
+    return uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
+        timeout_graceful_shutdown=5, backlog=2048,
+    )
+
+
+@dataclass
+class BackgroundServer:
+    """A uvicorn server started with `start()` (in this loop) or `start_in_thread()`."""
+
+    app: Any
+    host: str = "127.0.0.1"
+    port: int = 0
+    _server: uvicorn.Server | None = field(default=None, init=False)
+    _task: asyncio.Task[None] | None = field(default=None, init=False)
+    _thread: threading.Thread | None = field(default=None, init=False)
+    _sock: socket.socket | None = field(default=None, init=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _prepare(self) -> uvicorn.Server:
+        self._sock = _bound_socket(self.host, self.port)
+        self.port = int(self._sock.getsockname()[1])
+        self._server = uvicorn.Server(_config(self.app, self.host, self.port))
+        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        return self._server
+
+    async def start(self) -> None:
+        server = self._prepare()
+        assert self._sock is not None
+        self._task = asyncio.create_task(server.serve(sockets=[self._sock]))
+        while not server.started:
+            if self._task.done():
+                self._task.result()
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._task is not None:
+            await self._task
+        self._close_socket()
+
+    def start_in_thread(self) -> None:
+        server = self._prepare()
+        sock = self._sock
+        assert sock is not None
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True, name=f"server:{self.port}"
+        )
+        self._thread.start()
+        deadline = threading.Event()
+        for _ in range(1000):
+            if server.started:
+                return
+            deadline.wait(0.01)
+        raise RuntimeError("server did not start within 10 s")
+
+    def stop_thread(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._close_socket()
+
+    def _close_socket(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None

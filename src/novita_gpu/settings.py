@@ -1,0 +1,143 @@
+"""All configuration in one place: environment variables (and an optional .env file).
+
+Every variable is documented in README.md and docs/configuration.md with its default.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import cached_property
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+BillingMode = Literal["onDemand", "spot"]
+
+DEFAULT_NOVITA_BASE_URL = "https://api.novita.ai/gpu-instance/openapi"
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/novita-gpu.db"
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class InsecureConfiguration(ValueError):
+    """The settings would expose the service without protection; the message says how to fix it."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # Where we listen (the CLI flags override these).
+    host: str = "127.0.0.1"
+    port: int = 3000
+
+    # Upstream: with no key the built-in emulator is used.
+    novita_api_key: SecretStr | None = None
+    novita_api_base_url: str = DEFAULT_NOVITA_BASE_URL
+    novita_timeout_seconds: float = 15.0
+    novita_retry_deadline_seconds: float = 30.0
+    emulator_speed: float = Field(default=1.0, gt=0)
+    emulator_port: int = 0  # 0: a free loopback port chosen at start-up
+    emulator_seed: int = 42
+
+    # Store.
+    database_url: str = DEFAULT_DATABASE_URL
+
+    # Access.
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    allow_unauthenticated: bool = False
+    max_body_bytes: int = 64 * 1024
+
+    # Instance defaults and lifecycle limits.
+    default_billing_mode: BillingMode = "onDemand"
+    default_rootfs_gb: int = 60
+    capacity_wait_seconds: float = 600.0
+    startup_timeout_seconds: float = 900.0
+    health_check_timeout_seconds: float = 600.0
+    probe_timeout_seconds: float = 3.0
+    reconcile_fast_seconds: float = 0.5
+    reconcile_slow_seconds: float = 15.0
+    lease_seconds: float = 30.0
+    catalog_cache_ttl_seconds: float = 300.0
+    idempotency_ttl_seconds: float = 24 * 3600.0
+
+    # Webhooks.
+    webhook_url: str | None = None
+    webhook_secret: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    webhook_max_age_seconds: float = 24 * 3600.0
+    webhook_timeout_seconds: float = 5.0
+    webhook_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    webhook_allow_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    webhook_allow_loopback: bool | None = None  # None: allowed in emulator mode only
+
+    # Auto-stop.
+    auto_stop_enabled: bool = True
+    auto_stop_idle_minutes: int = Field(default=60, ge=0)
+    auto_stop_check_seconds: float = Field(default=60.0, gt=0)
+
+    # Cache.
+    redis_url: str | None = None
+    upstash_redis_rest_url: str | None = None
+    upstash_redis_rest_token: SecretStr | None = None
+
+    # Logs.
+    log_level: str = "INFO"
+    log_format: Literal["json", "console"] = "json"
+
+    # Workers (tests switch them off and drive ticks by hand).
+    workers_enabled: bool = True
+
+    @field_validator("api_keys", "webhook_secret", mode="before")
+    @classmethod
+    def _secret_list(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("webhook_allow_hosts", "webhook_allow_networks", mode="before")
+    @classmethod
+    def _str_list(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("webhook_allow_networks")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)
+        return value
+
+    @cached_property
+    def emulator_mode(self) -> bool:
+        return self.novita_api_key is None or not self.novita_api_key.get_secret_value()
+
+    @property
+    def mode(self) -> Literal["emulator", "novita"]:
+        return "emulator" if self.emulator_mode else "novita"
+
+    @property
+    def loopback_webhooks_allowed(self) -> bool:
+        if self.webhook_allow_loopback is not None:
+            return self.webhook_allow_loopback
+        return self.emulator_mode
+
+    def check_exposure(self, host: str) -> None:
+        """Refuse to listen beyond loopback with no API keys, unless explicitly allowed."""
+        if self.api_keys or self.allow_unauthenticated or _is_loopback_host(host):
+            return
+        raise InsecureConfiguration(
+            f"Refusing to listen on {host!r} without authentication: no API_KEYS are configured, so "
+            "anyone who can reach this address could create, stop and delete your GPU instances. "
+            "Set API_KEYS=key1,key2 (clients send 'Authorization: Bearer <key>'), listen on 127.0.0.1, "
+            "or set ALLOW_UNAUTHENTICATED=true if something in front of this service authenticates."
+        )
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
