@@ -1,0 +1,108 @@
+"""One error envelope for every failure: {"error": {code, message, requestId, details?}}.
+
+Validation problems are 400 (never FastAPI's 422), unknown routes 404, and unexpected exceptions a
+500 without internals. Raise ApiError from anywhere below a router.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = structlog.get_logger(__name__)
+
+
+class ApiError(Exception):
+    """An error with a status, a stable UPPER_SNAKE code and a sentence for humans."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        details: Sequence[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = list(details) if details else None
+        self.headers = headers or {}
+
+
+def request_id_of(request: Request) -> str:
+    return str(getattr(request.state, "request_id", "") or request.headers.get("x-request-id", ""))
+
+
+def error_response(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    details: Sequence[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> ORJSONResponse:
+    body: dict[str, Any] = {"code": code, "message": message, "requestId": request_id_of(request)}
+    if details:
+        body["details"] = list(details)
+    return ORJSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+_HTTP_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "RATE_LIMITED",
+}
+
+
+def _field_path(loc: Sequence[Any]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def _validation_details(exc: RequestValidationError) -> tuple[str, str, list[dict[str, str]]]:
+    details = []
+    malformed = False
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            malformed = True
+        details.append({"field": _field_path(err.get("loc", ())), "message": str(err.get("msg", "invalid"))})
+    if malformed:
+        return "INVALID_JSON", "The request body is not valid JSON.", details
+    return "VALIDATION_ERROR", "The request is invalid; see details.", details
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> ORJSONResponse:
+        return error_response(request, exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> ORJSONResponse:
+        code, message, details = _validation_details(exc)
+        return error_response(request, 400, code, message, details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "ERROR")
+        message = "No such route." if exc.status_code == 404 else str(exc.detail)
+        return error_response(request, exc.status_code, code, message, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> ORJSONResponse:
+        log.exception("unhandled_error", error_type=type(exc).__name__)
+        return error_response(request, 500, "INTERNAL_ERROR", "An unexpected error occurred.")
