@@ -1,0 +1,1 @@
+"""Auto-stop: stop GPUs nobody has used for a while."""

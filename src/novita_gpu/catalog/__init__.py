@@ -1,0 +1,1 @@
+"""The catalog: GPU products, clusters and templates, and choosing where an instance goes."""

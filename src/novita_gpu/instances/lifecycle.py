@@ -1,0 +1,98 @@
+"""The public status vocabulary and how Novita's raw statuses map onto it. Pure functions only."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    CREATING = "creating"
+    STARTING = "starting"
+    RUNNING = "running"
+    HEALTH_CHECKING = "health_checking"
+    READY = "ready"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    TERMINATING = "terminating"
+    TERMINATED = "terminated"
+    FAILED = "failed"
+
+
+class Reason(StrEnum):
+    USER = "USER"
+    AUTO_STOP = "AUTO_STOP"
+    NO_CAPACITY = "NO_CAPACITY"
+    STARTUP_TIMEOUT = "STARTUP_TIMEOUT"
+    HEALTH_CHECK_TIMEOUT = "HEALTH_CHECK_TIMEOUT"
+    UPSTREAM_ERROR = "UPSTREAM_ERROR"
+    SPOT_RECLAIMED = "SPOT_RECLAIMED"
+    UPSTREAM_STOPPED = "UPSTREAM_STOPPED"
+    UPSTREAM_DELETED = "UPSTREAM_DELETED"
+
+
+class Action(StrEnum):
+    CREATE = "create"
+    START = "start"
+    STOP = "stop"
+    DELETE = "delete"
+
+
+class Goal(StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+    TERMINATED = "terminated"
+
+
+# Statuses in which the worker watches closely (fast cadence).
+CHANGING = frozenset(
+    {Status.CREATING, Status.STARTING, Status.RUNNING, Status.HEALTH_CHECKING, Status.STOPPING, Status.TERMINATING}
+)
+# Statuses from which a start request is carried out.
+STARTABLE = frozenset({Status.STOPPED, Status.FAILED})
+# Statuses in which a start request is already satisfied (answered 200 with the current status).
+ALREADY_STARTED = frozenset(
+    {Status.CREATING, Status.STARTING, Status.RUNNING, Status.HEALTH_CHECKING, Status.READY}
+)
+ALREADY_STOPPED = frozenset({Status.STOPPED, Status.STOPPING})
+GONE = frozenset({Status.TERMINATING, Status.TERMINATED})
+
+_UPSTREAM_PHASE: dict[str, Status] = {
+    "pending": Status.CREATING,
+    "toCreate": Status.CREATING,
+    "creating": Status.CREATING,
+    "pulling": Status.STARTING,
+    "toStart": Status.STARTING,
+    "starting": Status.STARTING,
+    "toRestart": Status.STARTING,
+    "restarting": Status.STARTING,
+    "toReset": Status.STARTING,
+    "resetting": Status.STARTING,
+    "migrating": Status.STARTING,
+    "running": Status.RUNNING,
+    "toStop": Status.STOPPING,
+    "stopping": Status.STOPPING,
+    "freezing": Status.STOPPING,
+    "exited": Status.STOPPED,
+    "toRemove": Status.TERMINATING,
+    "removing": Status.TERMINATING,
+    "removed": Status.TERMINATED,
+}
+
+
+def phase_of(upstream_status: str) -> Status | None:
+    """The public phase a raw Novita status belongs to (None for a status we do not know)."""
+    return _UPSTREAM_PHASE.get(upstream_status)
+
+
+def stop_reason(goal: str, pending_reason: str | None, spot_reclaimed: bool) -> Reason:
+    """Why an instance we see exited is stopped."""
+    if spot_reclaimed and goal == Goal.RUNNING:
+        return Reason.SPOT_RECLAIMED
+    if goal == Goal.STOPPED:
+        return Reason(pending_reason) if pending_reason in Reason.__members__ else Reason.USER
+    return Reason.SPOT_RECLAIMED if spot_reclaimed else Reason.UPSTREAM_STOPPED
+
+
+def is_probe_healthy(status_code: int) -> bool:
+    """An http port is up when its app answers: any status below 500 except 404 (nothing there) and 429."""
+    return status_code < 500 and status_code not in (404, 429)

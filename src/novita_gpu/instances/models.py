@@ -1,0 +1,114 @@
+"""Tables of the instances domain: the instance row (goal + progress), its events, idempotency keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from novita_gpu.db import Base, UTCDateTime
+
+
+class Instance(Base):
+    __tablename__ = "instances"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(63))
+    upstream_name: Mapped[str] = mapped_column(String(120), unique=True)
+
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    status_reason: Mapped[str | None] = mapped_column(String(40))
+    status_message: Mapped[str | None] = mapped_column(Text)
+    upstream_status: Mapped[str | None] = mapped_column(String(20))
+    novita_instance_id: Mapped[str | None] = mapped_column(String(64), index=True)
+
+    # What was asked for.
+    product_name: Mapped[str] = mapped_column(String(120))
+    product_id: Mapped[str | None] = mapped_column(String(120))
+    template_id: Mapped[str] = mapped_column(String(64))
+    image_url: Mapped[str] = mapped_column(Text)
+    image_auth_id: Mapped[str | None] = mapped_column(String(120))
+    command: Mapped[str | None] = mapped_column(Text)
+    ports: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    envs: Mapped[list[dict[str, str]]] = mapped_column(JSON)  # secret: never returned
+    gpu_num: Mapped[int] = mapped_column(Integer)
+    rootfs_size: Mapped[int] = mapped_column(Integer)
+    regions: Mapped[list[str]] = mapped_column(JSON)  # preferred first; empty = any
+    strict_region: Mapped[bool] = mapped_column(default=False)
+    billing_mode: Mapped[str] = mapped_column(String(16))
+    max_price_per_hour: Mapped[float | None]
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    auto_stop_minutes: Mapped[int] = mapped_column(Integer)
+    labels: Mapped[dict[str, str]] = mapped_column(JSON)
+    health_check_path: Mapped[str | None] = mapped_column(String(512))
+
+    # Where it landed and what we saw.
+    cluster_id: Mapped[str | None] = mapped_column(String(64))
+    region: Mapped[str | None] = mapped_column(String(120))
+    price_per_hour: Mapped[float | None]
+    connection_details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    health_check: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    # The goal and the pending upstream call (intent is written before Novita is called).
+    desired_state: Mapped[str] = mapped_column(String(16))  # running | stopped | terminated
+    pending_action: Mapped[str | None] = mapped_column(String(16))  # create | start | stop | delete
+    pending_reason: Mapped[str | None] = mapped_column(String(40))
+    operation_id: Mapped[str | None] = mapped_column(String(40))
+    action_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_action_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    create_attempted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    capacity_wait_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    phase_deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    terminated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    # Optimistic concurrency (API writes bump it) and worker leases.
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_token: Mapped[str | None] = mapped_column(String(40))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        # Names are unique among an owner's live instances, so by-name operations are never ambiguous.
+        Index(
+            "uq_instances_owner_live_name",
+            "owner",
+            "name",
+            unique=True,
+            sqlite_where=text("status != 'terminated'"),
+            postgresql_where=text("status != 'terminated'"),
+        ),
+        Index("ix_instances_owner_created", "owner", "created_at", "id"),
+    )
+
+
+class InstanceEvent(Base):
+    __tablename__ = "instance_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    from_status: Mapped[str | None] = mapped_column(String(20))
+    to_status: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(String(40))
+    message: Mapped[str | None] = mapped_column(Text)
+
+
+class IdempotencyRecord(Base):
+    __tablename__ = "idempotency_keys"
+
+    owner: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

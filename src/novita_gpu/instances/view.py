@@ -1,0 +1,68 @@
+"""How an instance row is shown over the API and in webhooks (env values never leave the store)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from novita_gpu.autostop.policy import stops_at
+from novita_gpu.instances.models import Instance
+
+
+def iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+def instance_view(row: Instance) -> dict[str, Any]:
+    return {
+        "instanceId": row.id,
+        "name": row.name,
+        "status": row.status,
+        "statusReason": row.status_reason,
+        "statusMessage": row.status_message,
+        "upstreamStatus": row.upstream_status,
+        "novitaInstanceId": row.novita_instance_id,
+        "productName": row.product_name,
+        "productId": row.product_id,
+        "templateId": row.template_id,
+        "gpuNum": row.gpu_num,
+        "rootfsSize": row.rootfs_size,
+        "region": row.region,
+        "clusterId": row.cluster_id,
+        "billingMode": row.billing_mode,
+        "pricePerHour": row.price_per_hour,
+        "maxPricePerHour": row.max_price_per_hour,
+        "webhookUrl": row.webhook_url,
+        "connectionDetails": row.connection_details,
+        "healthCheck": row.health_check,
+        "autoStop": {
+            "idleMinutes": row.auto_stop_minutes,
+            "lastUsedAt": iso(row.last_used_at),
+            "stopsAt": iso(stops_at(row)),
+        },
+        "envKeys": [env["key"] for env in row.envs],
+        "labels": row.labels,
+        "operationId": row.operation_id,
+        "createdAt": iso(row.created_at),
+        "startedAt": iso(row.started_at),
+        "readyAt": iso(row.ready_at),
+        "stoppedAt": iso(row.stopped_at),
+        "terminatedAt": iso(row.terminated_at),
+        "updatedAt": iso(row.updated_at),
+    }
+
+
+def webhook_data(row: Instance) -> dict[str, Any]:
+    """The `data` object of a webhook: what a receiver needs without calling back."""
+    return {
+        "connectionDetails": row.connection_details,
+        "statusReason": row.status_reason,
+        "statusMessage": row.status_message,
+        "upstreamStatus": row.upstream_status,
+        "novitaInstanceId": row.novita_instance_id,
+        "productName": row.product_name,
+        "region": row.region,
+        "pricePerHour": row.price_per_hour,
+        "healthCheck": row.health_check,
+        "labels": row.labels,
+    }

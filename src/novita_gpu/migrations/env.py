@@ -1,0 +1,14 @@
+"""Alembic environment: runs on the connection handed over by `upgrade_to_head` (online only)."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from novita_gpu.db import Base
+from novita_gpu.models import load_all_models
+
+load_all_models()
+connection = context.config.attributes["connection"]
+context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
+with context.begin_transaction():
+    context.run_migrations()
