@@ -1,0 +1,504 @@
+"""Async client for Novita's GPU-instance v1 API (`.../gpu-instance/openapi/v1`).
+
+Idempotent calls (reads and start/stop/restart/delete) are retried on 429, 5xx, network errors and
+timeouts. `create_instance` is retried only when Novita cannot have acted on the request (429, or the
+connection was never made); any other failure after sending raises `AmbiguousCreate`, and the caller
+looks the instance up by name. The API key never appears in errors, reprs or logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Literal, Protocol, TypeVar
+
+import httpx
+import structlog
+from pydantic import BaseModel, SecretStr, ValidationError
+
+from novita_gpu.novita.errors import AmbiguousCreate, NotFound, NovitaError, UpstreamUnavailable, make_error
+from novita_gpu.novita.models import (
+    Cluster,
+    CreateInstanceRequest,
+    Instance,
+    InstancePage,
+    Product,
+    RegistryAuth,
+    Template,
+    TemplatePage,
+)
+from novita_gpu.novita.retry import Backoff, RetryBudget, parse_retry_after
+
+log = structlog.get_logger(__name__)
+
+Outcome = Literal["ok", "rate_limited", "server_error", "network_error", "timeout", "client_error"]
+OUTCOMES: tuple[Outcome, ...] = (
+    "ok",
+    "rate_limited",
+    "server_error",
+    "network_error",
+    "timeout",
+    "client_error",
+)
+ENDPOINTS: tuple[str, ...] = (
+    "clusters.list",
+    "products.list",
+    "templates.list",
+    "templates.get",
+    "registry_auths.list",
+    "instances.create",
+    "instances.list",
+    "instances.get",
+    "instances.start",
+    "instances.stop",
+    "instances.restart",
+    "instances.delete",
+)
+_RETRYABLE: frozenset[Outcome] = frozenset({"rate_limited", "server_error", "network_error", "timeout"})
+# Transport failures that happen before any byte of the request left: safe to repeat even for create.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_SNIPPET = 200
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class CallObserver(Protocol):
+    """Told about every HTTP attempt (metrics, health): stable endpoint name, outcome, duration."""
+
+    def __call__(self, endpoint: str, outcome: str, seconds: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Success:
+    body: Any  # decoded JSON, or None for an empty or non-JSON body
+
+
+@dataclass(frozen=True)
+class _Failure:
+    error: NovitaError
+    outcome: Outcome
+    sent: bool  # the request may have reached Novita
+    retry_after: float | None = None
+
+
+def _api_root(base_url: str) -> str:
+    root = base_url.rstrip("/")
+    root = root.removesuffix("/v1")
+    return f"{root}/v1"
+
+
+def _drop_none(params: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in params.items() if value is not None}
+
+
+class NovitaClient:
+    """One client per process; safe to share between tasks. Use as `async with` or call `aclose()`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 15.0,
+        retry_deadline: float = 30.0,
+        max_attempts: int = 6,
+        observer: CallObserver | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if not api_key:
+            raise ValueError("api_key must not be empty")
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self.base_url = _api_root(base_url)
+        self._key = SecretStr(api_key)
+        self._retry_deadline = retry_deadline
+        self._max_attempts = max_attempts
+        self._observer = observer
+        self._sleep = sleep
+        self._backoff = Backoff()
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers={
+                "Authorization": f"Bearer {api_key}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            },
+            timeout=timeout,
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"NovitaClient(base_url={self.base_url!r})"
+
+    async def __aenter__(self) -> NovitaClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # ---- catalog -------------------------------------------------------------------------------
+
+    async def list_clusters(self) -> list[Cluster]:
+        body = await self._call("clusters.list", "GET", "/clusters")
+        return self._parse_list(Cluster, body, "data")
+
+    async def list_products(
+        self,
+        *,
+        cluster_id: str | None = None,
+        gpu_num: int | None = None,
+        product_name: str | None = None,
+        min_cpu_per_gpu: int | None = None,
+        min_memory_per_gpu: int | None = None,
+        min_rootfs_size: int | None = None,
+        billing_method: str | None = None,
+    ) -> list[Product]:
+        params = _drop_none(
+            {
+                "clusterId": cluster_id,
+                "gpuNum": gpu_num,
+                "productName": product_name,
+                "minCpuPerGpu": min_cpu_per_gpu,
+                "minMemoryPerGpu": min_memory_per_gpu,
+                "minRootFSSize": min_rootfs_size,
+                "billingMethod": billing_method,
+            }
+        )
+        body = await self._call("products.list", "GET", "/products", params=params)
+        return self._parse_list(Product, body, "data")
+
+    async def list_templates(
+        self,
+        *,
+        channel: str = "official",
+        is_my_community: bool = False,
+        name: str | None = None,
+        type: str | None = None,
+        page_size: int = 50,
+        page_num: int = 1,
+    ) -> TemplatePage:
+        params = _drop_none(
+            {
+                "channel": channel,
+                "isMyCommunity": "true" if is_my_community else "false",
+                "name": name,
+                "type": type,
+                "pageSize": page_size,
+                "pageNum": page_num,
+            }
+        )
+        body = await self._call("templates.list", "GET", "/templates", params=params)
+        return self._parse(TemplatePage, body)
+
+    async def iter_templates(
+        self,
+        *,
+        channel: str = "official",
+        is_my_community: bool = False,
+        name: str | None = None,
+        type: str | None = None,
+        page_size: int = 50,
+    ) -> AsyncIterator[Template]:
+        """Every matching template, page by page."""
+        seen: set[str] = set()
+        page_num = 1
+        while True:
+            page = await self.list_templates(
+                channel=channel,
+                is_my_community=is_my_community,
+                name=name,
+                type=type,
+                page_size=page_size,
+                page_num=page_num,
+            )
+            fresh = [template for template in page.templates if template.id not in seen]
+            for template in fresh:
+                seen.add(template.id)
+                yield template
+            if _last_page(len(page.templates), len(fresh), page_size, page_num, page.total):
+                return
+            page_num += 1
+
+    async def get_template(self, template_id: str) -> Template:
+        body = await self._call("templates.get", "GET", "/template", params={"templateId": template_id})
+        payload = body.get("template") if isinstance(body, dict) else None
+        template = self._parse(Template, payload if isinstance(payload, dict) else body)
+        if not template.id:
+            raise NotFound(200, "TEMPLATE_NOT_FOUND", f"template {template_id!r} not found")
+        return template
+
+    async def list_registry_auths(self) -> list[RegistryAuth]:
+        body = await self._call("registry_auths.list", "GET", "/repository/auths")
+        return self._parse_list(RegistryAuth, body, "data")
+
+    # ---- instances -----------------------------------------------------------------------------
+
+    async def create_instance(self, request: CreateInstanceRequest) -> str:
+        """Create an instance and return its id. Never repeats a request Novita may have acted on."""
+
+        def ambiguous(error: NovitaError) -> NovitaError:
+            return AmbiguousCreate.from_error(error, name=request.name)
+
+        body = await self._call(
+            "instances.create",
+            "POST",
+            "/gpu/instance/create",
+            json_body=request.to_payload(),
+            ambiguous=ambiguous,
+        )
+        instance_id = body.get("id") if isinstance(body, dict) else None
+        if instance_id is None or not str(instance_id).strip():
+            raise AmbiguousCreate(
+                200, "INVALID_RESPONSE", "create answered without an instance id", name=request.name
+            )
+        return str(instance_id)
+
+    async def list_instances_page(
+        self,
+        *,
+        page_num: int = 1,
+        page_size: int = 100,
+        name: str | None = None,
+        product_name: str | None = None,
+        status: str | None = None,
+    ) -> InstancePage:
+        params = _drop_none(
+            {
+                "pageNum": page_num,
+                "pageSize": page_size,
+                "name": name,
+                "productName": product_name,
+                "status": status,
+            }
+        )
+        body = await self._call("instances.list", "GET", "/gpu/instances", params=params)
+        return self._parse(InstancePage, body)
+
+    async def iter_instances(
+        self,
+        *,
+        name: str | None = None,
+        product_name: str | None = None,
+        status: str | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[Instance]:
+        """Every matching instance, walking pages until `total` is reached or a page comes back short.
+
+        Instances created or deleted meanwhile shift the pages; an id is yielded at most once.
+        """
+        seen: set[str] = set()
+        page_num = 1
+        while True:
+            page = await self.list_instances_page(
+                page_num=page_num, page_size=page_size, name=name, product_name=product_name, status=status
+            )
+            fresh = [instance for instance in page.instances if instance.id not in seen]
+            for instance in fresh:
+                seen.add(instance.id)
+                yield instance
+            if _last_page(len(page.instances), len(fresh), page_size, page_num, page.total):
+                return
+            page_num += 1
+
+    async def get_instance(self, instance_id: str) -> Instance:
+        body = await self._call("instances.get", "GET", "/gpu/instance", params={"instanceId": instance_id})
+        payload = body.get("instance") if isinstance(body, dict) and "id" not in body else None
+        instance = self._parse(Instance, payload if isinstance(payload, dict) else body)
+        if not instance.id:
+            raise NotFound(200, "RESOURCE_NOT_FOUND", f"instance {instance_id!r} not found")
+        return instance
+
+    async def start_instance(self, instance_id: str) -> None:
+        await self._action("start", instance_id)
+
+    async def stop_instance(self, instance_id: str) -> None:
+        await self._action("stop", instance_id)
+
+    async def restart_instance(self, instance_id: str) -> None:
+        await self._action("restart", instance_id)
+
+    async def delete_instance(self, instance_id: str) -> None:
+        await self._action("delete", instance_id)
+
+    async def _action(self, action: str, instance_id: str) -> None:
+        """Lifecycle actions answer `{}`, `{instanceId, state}`, a bare string or nothing: all mean done."""
+        await self._call(
+            f"instances.{action}", "POST", f"/gpu/instance/{action}", json_body={"instanceId": instance_id}
+        )
+
+    # ---- transport -----------------------------------------------------------------------------
+
+    async def _call(
+        self,
+        endpoint: str,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json_body: Mapping[str, Any] | None = None,
+        ambiguous: Callable[[NovitaError], NovitaError] | None = None,
+    ) -> Any:
+        """Send with retries; returns the decoded JSON body (None when empty or not JSON).
+
+        `ambiguous` marks a non-idempotent call: failures after the request may have been received are
+        not retried and are converted by it.
+        """
+        budget = RetryBudget(max_attempts=self._max_attempts, deadline=self._retry_deadline)
+        while True:
+            started = time.monotonic()
+            result = await self._attempt(method, path, params, json_body)
+            elapsed = time.monotonic() - started
+            budget.record_attempt(elapsed)
+            if isinstance(result, _Success):
+                self._observe(endpoint, "ok", elapsed)
+                return result.body
+            outcome = result.outcome
+            self._observe(endpoint, outcome, elapsed)
+            if (
+                ambiguous is not None
+                and result.sent
+                and outcome in ("server_error", "network_error", "timeout")
+            ):
+                raise ambiguous(result.error) from None
+            if outcome not in _RETRYABLE:
+                raise result.error from None
+            desired = (
+                result.retry_after if result.retry_after is not None else self._backoff.wait(budget.attempts)
+            )
+            wait = budget.next_wait(desired)
+            if wait is None:
+                raise result.error from None
+            log.warning(
+                "novita.retry",
+                endpoint=endpoint,
+                attempt=budget.attempts,
+                outcome=outcome,
+                wait=round(wait, 3),
+                status=result.error.status,
+                reason=result.error.reason,
+            )
+            await self._sleep(wait)
+
+    async def _attempt(
+        self, method: str, path: str, params: Mapping[str, Any] | None, json_body: Mapping[str, Any] | None
+    ) -> _Success | _Failure:
+        try:
+            response = await self._http.request(method, path, params=params, json=json_body)
+        except httpx.RequestError as exc:
+            outcome: Outcome = "timeout" if isinstance(exc, httpx.TimeoutException) else "network_error"
+            reason = "TIMEOUT" if outcome == "timeout" else "NETWORK_ERROR"
+            message = self._redact(f"{type(exc).__name__}: {exc}")
+            error = UpstreamUnavailable(0, reason, message)
+            return _Failure(error, outcome, sent=not isinstance(exc, _NOT_SENT))
+        return self._interpret(response)
+
+    def _interpret(self, response: httpx.Response) -> _Success | _Failure:
+        body = _decode(response.content)
+        status = response.status_code
+        envelope = body if isinstance(body, dict) else {}
+        code = envelope.get("code")
+        if (
+            200 <= status < 300
+            and isinstance(code, int)
+            and code >= 400
+            and ("reason" in envelope or "message" in envelope)
+        ):
+            status = code  # an error envelope served with HTTP 200
+        if 200 <= status < 300:
+            return _Success(body)
+        reason = str(envelope.get("reason") or "")
+        message = str(envelope.get("message") or "") or self._describe_body(response, body)
+        metadata = envelope.get("metadata")
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), datetime.now(UTC))
+        error = make_error(
+            status,
+            self._redact(reason),
+            self._redact(message),
+            metadata if isinstance(metadata, dict) else None,
+            retry_after=retry_after,
+        )
+        outcome: Outcome
+        if status == 429:
+            outcome = "rate_limited"
+        elif status >= 500:
+            outcome = "server_error"
+        else:
+            outcome = "client_error"
+        return _Failure(error, outcome, sent=True, retry_after=retry_after)
+
+    def _describe_body(self, response: httpx.Response, body: Any) -> str:
+        if isinstance(body, str):
+            return body[:_SNIPPET]
+        text = response.text.strip()
+        kind = response.headers.get("Content-Type", "unknown content type")
+        if not text:
+            return f"HTTP {response.status_code} with an empty body"
+        return f"HTTP {response.status_code} with a non-Novita body ({kind}): {text[:_SNIPPET]}"
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._key.get_secret_value(), "***")
+
+    def _observe(self, endpoint: str, outcome: Outcome, seconds: float) -> None:
+        if self._observer is None:
+            return
+        try:
+            self._observer(endpoint, outcome, seconds)
+        except Exception:
+            log.exception("novita.observer_failed", endpoint=endpoint)
+
+    def _parse(self, model: type[M], body: Any) -> M:
+        if not isinstance(body, dict):
+            raise _invalid_response(f"expected a JSON object for {model.__name__}")
+        try:
+            return model.model_validate(body)
+        except ValidationError as exc:
+            raise _invalid_response(_describe_validation(model, exc)) from None
+
+    def _parse_list(self, model: type[M], body: Any, key: str) -> list[M]:
+        if not isinstance(body, dict):
+            raise _invalid_response(f"expected a JSON object with {key!r}")
+        items = body.get(key) or []
+        if not isinstance(items, list):
+            raise _invalid_response(f"expected a list in {key!r}")
+        try:
+            return [model.model_validate(item) for item in items]
+        except ValidationError as exc:
+            raise _invalid_response(_describe_validation(model, exc)) from None
+
+
+def _decode(content: bytes) -> Any:
+    if not content.strip():
+        return None
+    try:
+        return json.loads(content)
+    except ValueError:
+        return None
+
+
+def _last_page(count: int, fresh: int, page_size: int, page_num: int, total: int) -> bool:
+    """Stop on a short page, at `total`, or when a page brings nothing new (a server ignoring pageNum)."""
+    return count < page_size or fresh == 0 or (total > 0 and page_num * page_size >= total)
+
+
+def _invalid_response(message: str) -> UpstreamUnavailable:
+    return UpstreamUnavailable(200, "INVALID_RESPONSE", message)
+
+
+def _describe_validation(model: type[BaseModel], exc: ValidationError) -> str:
+    """Field locations and error types only: input values may hold secrets (env values, passwords)."""
+    problems = ", ".join(
+        f"{'.'.join(str(part) for part in error['loc'])}: {error['type']}" for error in exc.errors()[:5]
+    )
+    return f"unexpected {model.__name__} payload ({problems})"

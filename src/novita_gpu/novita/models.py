@@ -1,0 +1,271 @@
+"""Pydantic models of Novita's v1 payloads: camelCase in, snake_case attributes, tolerant of Novita's types.
+
+Novita sends many numbers and timestamps as strings, `""` for unset strings, `"0"`/`"-1"` for unset
+times and sometimes null or `{}` where a list is expected; the `Loose*` types absorb that. Values that
+are really malformed (e.g. `"abc"` for a price) still fail validation. Secrets (env values, passwords,
+inline image credentials) are excluded from reprs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+
+def _blank_to(default: Any) -> BeforeValidator:
+    def convert(value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return default
+        return value
+
+    return BeforeValidator(convert)
+
+
+def _listish(value: Any) -> Any:
+    return [] if value is None or value in ("", {}) else value
+
+
+def _unix_time(value: Any) -> Any:
+    """Unix seconds (number or string) or ISO text; `""`, `0` and `-1` mean "not set"."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    return None if text in ("", "0", "-1") else value
+
+
+LooseInt = Annotated[int, _blank_to(0)]
+LooseStr = Annotated[str, _blank_to("")]
+LooseBool = Annotated[bool, _blank_to(False)]
+UnixTime = Annotated[datetime | None, BeforeValidator(_unix_time)]
+
+
+def _object_or_none(value: Any) -> Any:
+    return None if value in (None, "", {}) else value
+
+
+class NovitaModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        extra="ignore",
+        coerce_numbers_to_str=True,
+    )
+
+
+class EnvVar(NovitaModel):
+    key: LooseStr
+    value: LooseStr = Field(default="", repr=False)
+
+
+class Cluster(NovitaModel):
+    id: LooseStr
+    name: LooseStr = ""
+    available_gpu_types: Annotated[list[str], BeforeValidator(_listish)] = Field(
+        default_factory=list, alias="availableGpuType"
+    )
+    support_network_storage: LooseBool = False
+    support_instance_network: LooseBool = False
+
+
+def _region_codes(value: Any) -> Any:
+    """`"US-CA-06 (California)"` -> `"US-CA-06"`; non-string entries are dropped."""
+    items = _listish(value)
+    if not isinstance(items, list):
+        return items
+    return [item.split("(")[0].strip() for item in items if isinstance(item, str) and item.strip()]
+
+
+def _region_labels(value: Any) -> Any:
+    items = _listish(value)
+    if not isinstance(items, list):
+        return items
+    return [item for item in items if isinstance(item, str) and item.strip()]
+
+
+class MonthlyPrice(NovitaModel):
+    price: LooseInt = 0
+    month: LooseInt = 0
+
+
+PRICE_UNITS_PER_USD = 100_000
+
+
+class Product(NovitaModel):
+    """A GPU product. Prices are integers in 1/100000 USD per GPU-hour."""
+
+    id: LooseStr
+    name: LooseStr = ""
+    cpu_per_gpu: LooseInt = 0
+    memory_per_gpu: LooseInt = 0
+    disk_per_gpu: LooseInt = 0
+    available_deploy: LooseBool = False
+    min_root_fs: LooseInt = Field(default=0, alias="minRootFS")
+    max_root_fs: LooseInt = Field(default=0, alias="maxRootFS")
+    min_local_storage: LooseInt = 0
+    max_local_storage: LooseInt = 0
+    regions: Annotated[list[str], BeforeValidator(_region_codes)] = Field(default_factory=list)
+    region_labels: Annotated[list[str], BeforeValidator(_region_labels)] = Field(
+        default_factory=list, validation_alias="regions"
+    )
+    price: LooseInt = 0
+    spot_price: LooseInt = 0
+    monthly_price: Annotated[list[MonthlyPrice], BeforeValidator(_listish)] = Field(default_factory=list)
+    billing_methods: Annotated[list[str], BeforeValidator(_listish)] = Field(default_factory=list)
+    inventory_state: LooseStr = ""
+
+    def price_per_gpu_hour_usd(self, billing_mode: str) -> float:
+        """USD per GPU-hour for `onDemand`/`monthly` (and `""`, Novita's unset mode) or `spot`."""
+        if billing_mode == "spot":
+            return self.spot_price / PRICE_UNITS_PER_USD
+        if billing_mode in ("onDemand", "monthly", ""):
+            return self.price / PRICE_UNITS_PER_USD
+        raise ValueError(f"unknown billing mode {billing_mode!r}")
+
+
+class TemplatePort(NovitaModel):
+    type: LooseStr = ""
+    ports: Annotated[list[int], BeforeValidator(_listish)] = Field(default_factory=list)
+
+
+class Template(NovitaModel):
+    id: LooseStr = Field(default="", validation_alias=AliasChoices("Id", "id"))
+    name: LooseStr = ""
+    type: LooseStr = ""
+    channel: LooseStr = ""
+    image: LooseStr = ""
+    image_auth: LooseStr = ""
+    start_command: LooseStr = ""
+    entrypoint: LooseStr = ""
+    rootfs_size: LooseInt = 0
+    ports: Annotated[list[TemplatePort], BeforeValidator(_listish)] = Field(default_factory=list)
+    envs: Annotated[list[EnvVar], BeforeValidator(_listish)] = Field(default_factory=list)
+    min_cuda_version: LooseStr = ""
+    created_at: UnixTime = None
+
+
+class TemplatePage(NovitaModel):
+    templates: Annotated[list[Template], BeforeValidator(_listish)] = Field(
+        default_factory=list, validation_alias=AliasChoices("template", "templates")
+    )
+    total: LooseInt = 0
+
+
+class RegistryAuth(NovitaModel):
+    id: LooseStr
+    name: LooseStr = ""
+    username: LooseStr = ""
+    password: LooseStr = Field(default="", repr=False)
+
+
+class PortMapping(NovitaModel):
+    port: LooseInt
+    type: LooseStr = ""
+    endpoint: Annotated[str | None, _blank_to(None)] = None
+
+
+def _empty_status_error(value: StatusError | None) -> StatusError | None:
+    if value is not None and not value.state and not value.message:
+        return None
+    return value
+
+
+class StatusError(NovitaModel):
+    state: LooseStr = ""
+    message: LooseStr = ""
+
+
+class SshComponent(NovitaModel):
+    ssh_command: LooseStr = ""
+    password: LooseStr = Field(default="", repr=False)
+    is_running: LooseBool = False
+
+
+class JupyterComponent(NovitaModel):
+    port: LooseInt = 0
+    address: LooseStr = ""
+    is_running: LooseBool = False
+
+
+class WebTerminalComponent(NovitaModel):
+    address: LooseStr = ""
+    username: LooseStr = ""
+    password: LooseStr = Field(default="", repr=False)
+    is_running: LooseBool = False
+
+
+class LogComponent(NovitaModel):
+    system_log_address: LooseStr = ""
+    instance_log_address: LooseStr = ""
+    is_running: LooseBool = False
+
+
+class Instance(NovitaModel):
+    """One GPU instance as returned by list (no port endpoints, no connect components) or get."""
+
+    id: LooseStr = ""
+    name: LooseStr = ""
+    cluster_id: LooseStr = ""
+    cluster_name: LooseStr = ""
+    status: LooseStr = ""
+    kind: LooseStr = ""
+    product_id: LooseStr = ""
+    product_name: LooseStr = ""
+    gpu_num: LooseInt = 0
+    cpu_num: LooseInt = 0
+    memory: LooseInt = 0
+    rootfs_size: LooseInt = 0
+    image_url: LooseStr = ""
+    image_auth_id: LooseStr = ""
+    command: LooseStr = ""
+    entrypoint: LooseStr = ""
+    envs: Annotated[list[EnvVar], BeforeValidator(_listish)] = Field(default_factory=list, repr=False)
+    billing_mode: LooseStr = ""
+    port_mappings: Annotated[list[PortMapping], BeforeValidator(_listish)] = Field(default_factory=list)
+    status_error: Annotated[
+        StatusError | None, BeforeValidator(_object_or_none), AfterValidator(_empty_status_error)
+    ] = None
+    spot_status: LooseStr = ""
+    spot_reclaim_time: Annotated[int, BeforeValidator(lambda v: _unix_time(v) or 0)] = 0
+    end_time: UnixTime = None
+    created_at: UnixTime = None
+    last_started_at: UnixTime = None
+    last_stopped_at: UnixTime = None
+    connect_component_ssh: Annotated[SshComponent | None, BeforeValidator(_object_or_none)] = Field(
+        default=None, alias="connectComponentSSH"
+    )
+    connect_component_jupyter: Annotated[JupyterComponent | None, BeforeValidator(_object_or_none)] = None
+    connect_component_web_terminal: Annotated[
+        WebTerminalComponent | None, BeforeValidator(_object_or_none)
+    ] = None
+    connect_component_log: Annotated[LogComponent | None, BeforeValidator(_object_or_none)] = None
+
+
+class InstancePage(NovitaModel):
+    instances: Annotated[list[Instance], BeforeValidator(_listish)] = Field(default_factory=list)
+    total: LooseInt = 0
+
+
+class CreateInstanceRequest(NovitaModel):
+    """Body of `POST /gpu/instance/create`; `to_payload()` gives Novita's field names."""
+
+    name: str
+    product_id: str
+    gpu_num: int
+    rootfs_size: int
+    image_url: str
+    kind: str = "gpu"
+    cluster_id: str | None = None
+    image_auth: str | None = Field(default=None, repr=False)
+    image_auth_id: str | None = None
+    ports: str | None = None
+    envs: list[EnvVar] = Field(default_factory=list, repr=False)
+    command: str | None = None
+    entrypoint: str | None = None
+    billing_mode: str = "onDemand"
+
+    def to_payload(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True)
