@@ -1,29 +1,216 @@
-"""create_app(settings): the FastAPI application and the lifespan that wires its collaborators."""
+"""create_app(settings): the FastAPI application, and the lifespan that wires and starts its parts.
+
+With no NOVITA_API_KEY the built-in emulator is started in this process on a loopback port and reached
+over real HTTP: the same client code path as production.
+"""
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
-from fastapi import FastAPI
+import httpx
+import structlog
+from fastapi import Depends, FastAPI
+from fastapi.responses import Response
+from sqlalchemy import func, select
 
 from novita_gpu import __version__
+from novita_gpu.cache.registry import CacheRegistry, build_cache_backend
+from novita_gpu.cache.router import router as cache_router
+from novita_gpu.catalog.router import router as catalog_router
+from novita_gpu.catalog.service import Catalog
+from novita_gpu.clock import Clock, SystemClock
+from novita_gpu.db import Database
+from novita_gpu.instances.models import Instance
+from novita_gpu.instances.probes import make_probe_client
+from novita_gpu.instances.reconciler import Reconciler
+from novita_gpu.instances.router import router as instances_router
+from novita_gpu.instances.service import ChangeFeed, InstanceService
+from novita_gpu.novita import NovitaClient
+from novita_gpu.observability.health import router as health_router
+from novita_gpu.observability.logging import configure_logging, register_secret
+from novita_gpu.observability.metrics import Metrics
+from novita_gpu.observability.upstream import UpstreamHealth
+from novita_gpu.serving import BackgroundServer
 from novita_gpu.settings import Settings
+from novita_gpu.web.auth import ApiKeys, Owner, current_owner
+from novita_gpu.web.deps import ServicesDep
+from novita_gpu.web.errors import install_error_handlers
+from novita_gpu.web.middleware import RequestContextMiddleware
+from novita_gpu.web.responses import JSONResponse
+from novita_gpu.webhooks.guard import WebhookPolicy
+
+log = structlog.get_logger(__name__)
+
+EMULATOR_API_KEY = "emulator-local-key"
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+@dataclass
+class Services:
+    """Everything a request handler or worker may need, built once per app."""
+
+    settings: Settings
+    clock: Clock
+    db: Database
+    metrics: Metrics
+    client: NovitaClient
+    caches: CacheRegistry
+    catalog: Catalog
+    instances: InstanceService
+    reconciler: Reconciler
+    upstream_health: UpstreamHealth
+    probe_client: httpx.AsyncClient
+    started_monotonic: float
+    emulator_url: str | None = None
+    workers: list[tuple[str, Callable[[], datetime | None], float]] = field(default_factory=list)
+
+    def worker_health(self, now: datetime) -> dict[str, Any]:
+        from novita_gpu.observability.health import _worker_status
+
+        return {name: _worker_status(name, last(), now, gap) for name, last, gap in self.workers}
+
+
+def _register_secrets(settings: Settings) -> None:
+    for secret in [
+        settings.novita_api_key,
+        settings.upstash_redis_rest_token,
+        *settings.api_keys,
+        *settings.webhook_secret,
+    ]:
+        if secret is not None:
+            register_secret(secret.get_secret_value())
+
+
+async def _upstream(settings: Settings) -> tuple[str, str, BackgroundServer | None]:
+    """Novita's base URL and key, starting the built-in emulator when no key is configured."""
+    if not settings.emulator_mode:
+        assert settings.novita_api_key is not None
+        return settings.novita_api_base_url, settings.novita_api_key.get_secret_value(), None
+    from novita_gpu.emulator.app import create_emulator_app
+    from novita_gpu.emulator.config import EmulatorConfig
+
+    emulator = BackgroundServer(
+        create_emulator_app(EmulatorConfig(speed=settings.emulator_speed, seed=settings.emulator_seed)),
+        port=settings.emulator_port,
+    )
+    await emulator.start()
+    log.warning(
+        "emulator_mode",
+        message="NOVITA_API_KEY is not set: using the built-in Novita emulator (no real GPUs are created)",
+        emulator_url=emulator.url,
+        speed=settings.emulator_speed,
+    )
+    return f"{emulator.url}/gpu-instance/openapi", EMULATOR_API_KEY, emulator
+
+
+async def build_services(settings: Settings, clock: Clock, metrics: Metrics, base_url: str, api_key: str) -> Services:
+    upstream_health = UpstreamHealth(clock)
+
+    def observe(endpoint: str, outcome: str, seconds: float) -> None:
+        metrics.observe_upstream(endpoint, outcome, seconds)
+        upstream_health.observe(endpoint, outcome, seconds)
+
+    db = Database(settings.database_url)
+    await db.migrate()
+    client = NovitaClient(
+        base_url,
+        api_key,
+        timeout=settings.novita_timeout_seconds,
+        retry_deadline=settings.novita_retry_deadline_seconds,
+        observer=observe,
+    )
+    caches = CacheRegistry(build_cache_backend(settings, clock))
+    catalog = Catalog(client, caches, settings.catalog_cache_ttl_seconds, on_lookup=metrics.observe_cache)
+    changes = ChangeFeed()
+    probe_client = make_probe_client(settings.probe_timeout_seconds)
+    reconciler = Reconciler(db, clock, client, catalog, settings, probe_client, changes, on_ready=metrics.observe_ready)
+    instances = InstanceService(
+        db, clock, catalog, settings, WebhookPolicy.from_settings(settings), changes, reconciler.wake
+    )
+    return Services(
+        settings=settings,
+        clock=clock,
+        db=db,
+        metrics=metrics,
+        client=client,
+        caches=caches,
+        catalog=catalog,
+        instances=instances,
+        reconciler=reconciler,
+        upstream_health=upstream_health,
+        probe_client=probe_client,
+        started_monotonic=clock.monotonic(),
+    )
+
+
+def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
     settings = settings or Settings()
-    app = FastAPI(title="Novita GPU control plane", version=__version__)
-    started = time.monotonic()
+    clock = clock or SystemClock()
+    configure_logging(settings.log_level, settings.log_format)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    _register_secrets(settings)
+    metrics = Metrics()  # made up front: the request middleware records into it from the first request
 
-    @app.get("/health")
-    async def health() -> dict[str, object]:
-        return {
-            "status": "healthy",
-            "timestamp": datetime.now(UTC).isoformat(),
-            "uptime": time.monotonic() - started,
-            "version": __version__,
-            "mode": settings.mode,
-        }
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        base_url, api_key, emulator = await _upstream(settings)
+        register_secret(api_key)
+        services = await build_services(settings, clock, metrics, base_url, api_key)
+        services.emulator_url = emulator.url if emulator else None
+        app.state.services = services
+        app.state.caches = services.caches
+        tasks: list[asyncio.Task[None]] = []
+        if settings.workers_enabled:
+            tasks.append(asyncio.create_task(services.reconciler.run(), name="reconciler"))
+        log.info("service_started", mode=settings.mode, version=__version__)
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await services.client.aclose()
+            await services.probe_client.aclose()
+            await services.caches.aclose()
+            await services.db.dispose()
+            if emulator is not None:
+                await emulator.stop()
 
+    app = FastAPI(
+        title="Novita GPU control plane",
+        version=__version__,
+        lifespan=lifespan,
+        default_response_class=JSONResponse,
+    )
+    app.state.api_keys = ApiKeys([k.get_secret_value() for k in settings.api_keys])
+    install_error_handlers(app)
+    app.include_router(health_router)
+    app.include_router(instances_router)
+    app.include_router(catalog_router)
+    app.include_router(cache_router, dependencies=[Depends(current_owner)])
+
+    @app.get("/metrics", tags=["observability"], summary="Prometheus metrics")
+    async def prometheus_metrics(owner: Owner, services: ServicesDep) -> Response:
+        await _refresh_instance_counts(services)
+        body, content_type = services.metrics.render()
+        return Response(body, media_type=content_type)
+
+    @app.get("/api/metrics", tags=["observability"], summary="Metrics as JSON with percentiles")
+    async def json_metrics(owner: Owner, services: ServicesDep) -> JSONResponse:
+        await _refresh_instance_counts(services)
+        return JSONResponse(services.metrics.summary())
+
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     return app
+
+
+async def _refresh_instance_counts(services: Services) -> None:
+    async with services.db.read() as session:
+        rows = (await session.execute(select(Instance.status, func.count()).group_by(Instance.status))).all()
+    services.metrics.set_instance_counts({status: count for status, count in rows})

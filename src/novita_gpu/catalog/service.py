@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from pydantic import TypeAdapter
 
-from novita_gpu.cache.registry import CacheRegistry, NamedCache
+from novita_gpu.cache.registry import CacheRegistry, LookupHook, NamedCache
 from novita_gpu.novita import Cluster, NotFound, NovitaClient, Product, Template
 
 T = TypeVar("T")
@@ -37,15 +37,18 @@ class Offer:
     available: bool
 
 
-def _json_cache(name: str, backend_registry: CacheRegistry, ttl: float, adapter: TypeAdapter[T]) -> NamedCache[T]:
+def _json_cache(
+    name: str, registry: CacheRegistry, ttl: float, adapter: TypeAdapter[T], on_lookup: LookupHook | None
+) -> NamedCache[T]:
     cache: NamedCache[T] = NamedCache(
         name,
-        backend_registry.backend,
+        registry.backend,
         ttl,
         dump=lambda value: adapter.dump_json(value, by_alias=True),
         load=adapter.validate_json,
+        on_lookup=on_lookup,
     )
-    backend_registry.register(cache)
+    registry.register(cache)
     return cache
 
 
@@ -55,11 +58,13 @@ def _strip_region(region: str) -> str:
 
 
 class Catalog:
-    def __init__(self, client: NovitaClient, caches: CacheRegistry, ttl: float) -> None:
+    def __init__(
+        self, client: NovitaClient, caches: CacheRegistry, ttl: float, on_lookup: LookupHook | None = None
+    ) -> None:
         self._client = client
-        self._clusters = _json_cache("clusters", caches, ttl, TypeAdapter(list[Cluster]))
-        self._products = _json_cache("products", caches, ttl, TypeAdapter(list[Product]))
-        self._templates = _json_cache("templates", caches, ttl, TypeAdapter(list[Template]))
+        self._clusters = _json_cache("clusters", caches, ttl, TypeAdapter(list[Cluster]), on_lookup)
+        self._products = _json_cache("products", caches, ttl, TypeAdapter(list[Product]), on_lookup)
+        self._templates = _json_cache("templates", caches, ttl, TypeAdapter(list[Template]), on_lookup)
 
     async def clusters(self) -> list[Cluster]:
         return await self._clusters.get_or_load("all", self._client.list_clusters)
@@ -119,7 +124,8 @@ class Catalog:
         if not products:
             known = sorted({p.name for p in await self.products(billing_mode)})
             raise CatalogError(
-                "UNKNOWN_PRODUCT", f"No GPU product named {product_name!r}. Known products: {', '.join(known)}."
+                "UNKNOWN_PRODUCT",
+                f"No GPU product named {product_name!r}. Known products: {', '.join(known)}.",
             )
         offers: list[Offer] = []
         for product in products:
@@ -131,7 +137,9 @@ class Catalog:
                 if cluster is None:
                     continue
                 price = product.price_per_gpu_hour_usd(billing_mode) * gpu_num
-                offers.append(Offer(product.id, product.name, cluster.id, cluster.name, price, product.available_deploy))
+                offers.append(
+                    Offer(product.id, product.name, cluster.id, cluster.name, price, product.available_deploy)
+                )
         if preferred is not None and strict_region:
             offers = [o for o in offers if o.cluster_id == preferred.id]
             if not offers:

@@ -45,14 +45,19 @@ class Goal(StrEnum):
 
 # Statuses in which the worker watches closely (fast cadence).
 CHANGING = frozenset(
-    {Status.CREATING, Status.STARTING, Status.RUNNING, Status.HEALTH_CHECKING, Status.STOPPING, Status.TERMINATING}
+    {
+        Status.CREATING,
+        Status.STARTING,
+        Status.RUNNING,
+        Status.HEALTH_CHECKING,
+        Status.STOPPING,
+        Status.TERMINATING,
+    }
 )
 # Statuses from which a start request is carried out.
 STARTABLE = frozenset({Status.STOPPED, Status.FAILED})
 # Statuses in which a start request is already satisfied (answered 200 with the current status).
-ALREADY_STARTED = frozenset(
-    {Status.CREATING, Status.STARTING, Status.RUNNING, Status.HEALTH_CHECKING, Status.READY}
-)
+ALREADY_STARTED = frozenset({Status.CREATING, Status.STARTING, Status.RUNNING, Status.HEALTH_CHECKING, Status.READY})
 ALREADY_STOPPED = frozenset({Status.STOPPED, Status.STOPPING})
 GONE = frozenset({Status.TERMINATING, Status.TERMINATED})
 

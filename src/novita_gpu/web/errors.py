@@ -12,8 +12,9 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from novita_gpu.web.responses import JSONResponse
 
 log = structlog.get_logger(__name__)
 
@@ -49,11 +50,11 @@ def error_response(
     message: str,
     details: Sequence[dict[str, str]] | None = None,
     headers: dict[str, str] | None = None,
-) -> ORJSONResponse:
+) -> JSONResponse:
     body: dict[str, Any] = {"code": code, "message": message, "requestId": request_id_of(request)}
     if details:
         body["details"] = list(details)
-    return ORJSONResponse({"error": body}, status_code=status, headers=headers)
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
 _HTTP_CODES = {
@@ -88,21 +89,21 @@ def _validation_details(exc: RequestValidationError) -> tuple[str, str, list[dic
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> ORJSONResponse:
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return error_response(request, exc.status, exc.code, exc.message, exc.details, exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> ORJSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         code, message, details = _validation_details(exc)
         return error_response(request, 400, code, message, details)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "ERROR")
         message = "No such route." if exc.status_code == 404 else str(exc.detail)
         return error_response(request, exc.status_code, code, message, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> ORJSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled_error", error_type=type(exc).__name__)
         return error_response(request, 500, "INTERNAL_ERROR", "An unexpected error occurred.")

@@ -1,0 +1,618 @@
+"""The reconciler: moves every instance row towards its goal, level-triggered, safe to crash anywhere.
+
+One tick: claim the rows that need attention (leases, so replicas share them), list Novita's instances
+once (paginated: one call per 100 instances, whatever the number of rows), then per row carry out the
+pending action or observe and advance the status. Every write is a guarded apply: it only lands if the
+row still has the version and lease this worker read, so a stale worker never overwrites newer intent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import structlog
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from novita_gpu.catalog.service import Catalog, CatalogError
+from novita_gpu.clock import Clock
+from novita_gpu.db import Database
+from novita_gpu.instances.events import change_status
+from novita_gpu.instances.lifecycle import CHANGING, Action, Goal, Reason, Status, phase_of, stop_reason
+from novita_gpu.instances.models import Instance
+from novita_gpu.instances.probes import probe_http_ports
+from novita_gpu.instances.service import ChangeFeed
+from novita_gpu.novita import (
+    AmbiguousCreate,
+    CreateInstanceRequest,
+    EnvVar,
+    InsufficientResource,
+    InvalidStateChange,
+    NotFound,
+    NovitaClient,
+    NovitaError,
+    RateLimited,
+)
+from novita_gpu.novita import Instance as UpstreamInstance
+from novita_gpu.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+Mutation = Callable[[AsyncSession, Instance], Awaitable[None]]
+
+# After a create whose outcome is unknown, wait this long for the instance to show up in Novita's list
+# before concluding it was never created.
+AMBIGUOUS_CREATE_GRACE = timedelta(seconds=20)
+# Upstream statuses in which a start request is satisfied / a stop request is satisfied.
+_STARTED = {"toStart", "starting", "pulling", "running", "toRestart", "restarting"}
+_STOPPED = {"toStop", "stopping", "exited"}
+
+
+@dataclass
+class Listing:
+    by_id: dict[str, UpstreamInstance] = field(default_factory=dict)
+    by_name: dict[str, UpstreamInstance] = field(default_factory=dict)
+
+
+@dataclass
+class TickResult:
+    claimed: int = 0
+    changed: int = 0
+    busy: bool = False
+
+
+def backoff(attempt: int, *, base: float = 1.0, cap: float = 60.0) -> float:
+    """Exponential backoff with full jitter."""
+    return random.uniform(0, min(cap, base * 2 ** max(0, attempt)))
+
+
+def connection_details(upstream: UpstreamInstance) -> dict[str, Any]:
+    ports = [{"port": p.port, "type": p.type, "endpoint": p.endpoint} for p in upstream.port_mappings]
+    details: dict[str, Any] = {"ports": ports}
+    ssh = upstream.connect_component_ssh
+    if ssh is not None and ssh.ssh_command:
+        details["ssh"] = {"command": ssh.ssh_command}
+    jupyter = upstream.connect_component_jupyter
+    if jupyter is not None and jupyter.address:
+        details["jupyter"] = {"url": jupyter.address, "port": jupyter.port}
+    return details
+
+
+class Reconciler:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        client: NovitaClient,
+        catalog: Catalog,
+        settings: Settings,
+        probe_client: httpx.AsyncClient,
+        changes: ChangeFeed,
+        on_ready: Callable[[float], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.client = client
+        self.catalog = catalog
+        self.settings = settings
+        self.probe_client = probe_client
+        self.changes = changes
+        self.on_ready = on_ready
+        self.worker_id = f"reconciler-{uuid.uuid4().hex[:8]}"
+        self.lease_token = ""
+        self._wake = asyncio.Event()
+        self._tick_lock = asyncio.Lock()
+        self.last_tick_at: datetime | None = None
+        self.busy = False
+
+    # -- loop ------------------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                result = await self.tick()
+                self.busy = result.busy
+            except Exception:  # a bad tick must not kill the worker; the next one retries
+                log.exception("reconcile_tick_failed")
+                self.busy = True
+            interval = self.settings.reconcile_fast_seconds if self.busy else self.settings.reconcile_slow_seconds
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), interval)
+            self._wake.clear()
+
+    async def tick(self) -> TickResult:
+        """One pass over every row that needs attention (serialised: /sync may call it too)."""
+        async with self._tick_lock:
+            return await self._tick()
+
+    async def _tick(self) -> TickResult:
+        now = self.clock.now()
+        self.last_tick_at = now
+        self.lease_token = uuid.uuid4().hex
+        rows = await self._claim(now)
+        result = TickResult(claimed=len(rows))
+        if not rows:
+            return result
+        try:
+            listing = await self._list_upstream(rows)
+        except NovitaError as exc:
+            log.warning("reconcile_list_failed", error=type(exc).__name__)
+            result.busy = True
+            await self._release()
+            return result
+        semaphore = asyncio.Semaphore(64)
+
+        async def process(row: Instance) -> bool:
+            async with semaphore:
+                try:
+                    return await self._process(row, listing)
+                except NovitaError as exc:
+                    log.warning("reconcile_row_upstream_error", instance_id=row.id, error=type(exc).__name__)
+                    return False
+
+        changed = await asyncio.gather(*(process(row) for row in rows))
+        result.changed = sum(changed)
+        await self._release()
+        async with self.db.read() as session:
+            busy = await session.scalar(
+                select(Instance.id)
+                .where(or_(Instance.status.in_(list(CHANGING)), Instance.pending_action.is_not(None)))
+                .limit(1)
+            )
+        result.busy = busy is not None
+        return result
+
+    # -- leases ----------------------------------------------------------------------------------
+
+    async def _claim(self, now: datetime) -> list[Instance]:
+        lease_until = now + timedelta(seconds=self.settings.lease_seconds)
+        watched = or_(
+            Instance.novita_instance_id.is_not(None),
+            Instance.pending_action.is_not(None),
+            Instance.create_attempted_at.is_not(None),
+        )
+        async with self.db.write() as session:
+            await session.execute(
+                update(Instance)
+                .where(
+                    Instance.status != Status.TERMINATED,
+                    watched,
+                    or_(
+                        Instance.lease_expires_at.is_(None),
+                        Instance.lease_expires_at < now,
+                        Instance.lease_owner == self.worker_id,
+                    ),
+                )
+                .values(lease_owner=self.worker_id, lease_token=self.lease_token, lease_expires_at=lease_until)
+                .execution_options(synchronize_session=False)
+            )
+        async with self.db.read() as session:
+            found = await session.execute(select(Instance).where(Instance.lease_token == self.lease_token))
+            return list(found.scalars())
+
+    async def _release(self) -> None:
+        async with self.db.write() as session:
+            await session.execute(
+                update(Instance)
+                .where(Instance.lease_token == self.lease_token)
+                .values(lease_owner=None, lease_token=None, lease_expires_at=None)
+                .execution_options(synchronize_session=False)
+            )
+
+    async def _apply(self, snap: Instance, mutate: Mutation) -> Instance | None:
+        """Apply `mutate` to the current row if nobody changed it since `snap` was read."""
+        async with self.db.write() as session:
+            row = await session.get(Instance, snap.id, populate_existing=True, with_for_update=not self.db.is_sqlite)
+            if row is None or row.version != snap.version or row.lease_token != self.lease_token:
+                return None
+            await mutate(session, row)
+            row.version += 1
+            row.updated_at = self.clock.now()
+        self.changes.pulse()
+        return row
+
+    async def _change(self, session: AsyncSession, row: Instance, to: Status, **kwargs: Any) -> None:
+        await change_status(
+            session, row, to, now=self.clock.now(), default_webhook_url=self.settings.webhook_url, **kwargs
+        )
+
+    # -- observation -----------------------------------------------------------------------------
+
+    async def _list_upstream(self, rows: list[Instance]) -> Listing:
+        listing = Listing()
+        if not any(r.novita_instance_id or r.create_attempted_at for r in rows):
+            return listing
+        async for upstream in self.client.iter_instances(page_size=100):
+            listing.by_id[upstream.id] = upstream
+            if upstream.name:
+                listing.by_name[upstream.name] = upstream
+        return listing
+
+    async def _process(self, row: Instance, listing: Listing) -> bool:
+        now = self.clock.now()
+        upstream = (
+            listing.by_id.get(row.novita_instance_id)
+            if row.novita_instance_id
+            else listing.by_name.get(row.upstream_name)
+        )
+        if row.novita_instance_id is None and upstream is not None:
+            adopted = await self._adopt(row, upstream)
+            if adopted is None:
+                return False
+            row = adopted
+        if row.novita_instance_id is None:
+            return await self._without_upstream(row, now)
+        if row.pending_action in (Action.START, Action.STOP, Action.DELETE):
+            if row.next_action_at is None or row.next_action_at <= now:
+                return await self._act(row, upstream)
+            return False
+        return await self._observe(row, upstream, now)
+
+    async def _adopt(self, row: Instance, upstream: UpstreamInstance) -> Instance | None:
+        """The instance exists upstream under our unique name: record it instead of creating another."""
+        log.info("reconcile_adopt", instance_id=row.id, novita_instance_id=upstream.id)
+
+        async def mutate(session: AsyncSession, r: Instance) -> None:
+            r.novita_instance_id = upstream.id
+            r.create_attempted_at = None
+            if r.pending_action == Action.CREATE:
+                r.pending_action = None
+            r.phase_deadline_at = self.clock.now() + timedelta(seconds=self.settings.startup_timeout_seconds)
+
+        return await self._apply(row, mutate)
+
+    async def _without_upstream(self, row: Instance, now: datetime) -> bool:
+        if row.create_attempted_at is not None and now - row.create_attempted_at < AMBIGUOUS_CREATE_GRACE:
+            return False  # a create may be in flight or just done: wait until it shows up in the list
+        if row.desired_state != Goal.RUNNING:
+            to = Status.TERMINATED if row.desired_state == Goal.TERMINATED else Status.STOPPED
+
+            async def settle(session: AsyncSession, r: Instance) -> None:
+                r.pending_action = None
+                r.create_attempted_at = None
+                if to == Status.TERMINATED:
+                    r.terminated_at = now
+                else:
+                    r.stopped_at = now
+                await self._change(session, r, to, reason=r.pending_reason or Reason.USER)
+
+            return await self._apply(row, settle) is not None
+        if row.status == Status.CREATING:
+            return await self._create(row, now)
+        return False
+
+    # -- create ----------------------------------------------------------------------------------
+
+    async def _create(self, row: Instance, now: datetime) -> bool:
+        if row.next_action_at is not None and row.next_action_at > now:
+            return False
+        try:
+            offers = await self.catalog.offers(
+                row.product_name,
+                billing_mode=row.billing_mode,
+                gpu_num=row.gpu_num,
+                region=row.regions[0] if row.regions else None,
+                strict_region=row.strict_region,
+                max_price_per_hour=row.max_price_per_hour,
+            )
+        except CatalogError as exc:
+            return await self._fail(row, Reason.UPSTREAM_ERROR, exc.message)
+        except NovitaError as exc:
+            return await self._retry_later(row, f"Catalog unavailable ({type(exc).__name__}); retrying.")
+        current: Instance | None = row
+        for offer in offers:
+
+            async def intent(session: AsyncSession, r: Instance, offer: Any = offer) -> None:
+                r.create_attempted_at = self.clock.now()
+                r.product_id = offer.product_id
+                r.cluster_id = offer.cluster_id
+                r.region = offer.cluster_name
+                r.price_per_hour = round(offer.price_per_hour, 6)
+
+            assert current is not None
+            current = await self._apply(current, intent)
+            if current is None:
+                return False
+            try:
+                novita_id = await self.client.create_instance(self._create_request(current, offer.cluster_id))
+            except InsufficientResource:
+                log.info("reconcile_no_capacity", instance_id=row.id, cluster=offer.cluster_name)
+                continue
+            except AmbiguousCreate:
+                log.warning("reconcile_create_ambiguous", instance_id=row.id)
+                return True  # create_attempted_at stays: the next ticks look the name up before retrying
+            except RateLimited as exc:
+                return await self._retry_later(current, "Rate limited by Novita; retrying.", exc.retry_after)
+            except NovitaError as exc:
+                if exc.status >= 500 or exc.status == 0:
+                    return await self._retry_later(current, f"Novita unavailable ({exc.reason}); retrying.")
+                return await self._fail(current, Reason.UPSTREAM_ERROR, f"Novita refused the create: {exc.message}")
+            await self._record_created(current, novita_id)
+            return True
+        if current is None:
+            return False
+        if row.capacity_wait_until is not None and now >= row.capacity_wait_until:
+            return await self._fail(
+                current, Reason.NO_CAPACITY, f"No capacity for {row.product_name!r} in any allowed region."
+            )
+        return await self._retry_later(
+            current, f"No capacity for {row.product_name!r} in any allowed region yet; waiting for some."
+        )
+
+    def _create_request(self, row: Instance, cluster_id: str) -> CreateInstanceRequest:
+        ports = ",".join(f"{p['port']}/{p['type']}" for p in row.ports) or None
+        return CreateInstanceRequest(
+            name=row.upstream_name,
+            product_id=row.product_id or "",
+            gpu_num=row.gpu_num,
+            rootfs_size=row.rootfs_size,
+            image_url=row.image_url,
+            image_auth_id=row.image_auth_id,
+            cluster_id=cluster_id,
+            ports=ports,
+            envs=[EnvVar(key=e["key"], value=e["value"]) for e in row.envs],
+            command=row.command,
+            billing_mode=row.billing_mode,
+            kind="gpu",
+        )
+
+    async def _record_created(self, row: Instance, novita_id: str) -> None:
+        """Persist the new upstream id whatever else changed meanwhile (a user's delete stays pending)."""
+        now = self.clock.now()
+        async with self.db.write() as session:
+            r = await session.get(Instance, row.id, populate_existing=True, with_for_update=not self.db.is_sqlite)
+            if r is None or r.novita_instance_id is not None:
+                return
+            r.novita_instance_id = novita_id
+            r.create_attempted_at = None
+            r.upstream_status = "toCreate"
+            r.next_action_at = None
+            r.action_attempts = 0
+            r.status_message = "Novita is creating the instance."
+            r.phase_deadline_at = now + timedelta(seconds=self.settings.startup_timeout_seconds)
+            if r.pending_action == Action.CREATE:
+                r.pending_action = None
+            r.version += 1
+            r.updated_at = now
+        self.changes.pulse()
+        log.info("reconcile_created", instance_id=row.id, novita_instance_id=novita_id)
+
+    async def _retry_later(self, row: Instance, message: str, after: float | None = None) -> bool:
+        async def mutate(session: AsyncSession, r: Instance) -> None:
+            r.create_attempted_at = (
+                None if r.novita_instance_id is None and after is not None else r.create_attempted_at
+            )
+            r.action_attempts += 1
+            wait = after if after is not None else backoff(r.action_attempts, base=2.0)
+            r.next_action_at = self.clock.now() + timedelta(seconds=wait)
+            r.status_message = message
+
+        return await self._apply(row, mutate) is not None
+
+    async def _fail(self, row: Instance, reason: Reason, message: str) -> bool:
+        async def mutate(session: AsyncSession, r: Instance) -> None:
+            r.pending_action = None
+            r.create_attempted_at = None
+            r.next_action_at = None
+            await self._change(session, r, Status.FAILED, reason=reason, message=message)
+
+        log.warning("instance_failed", instance_id=row.id, reason=str(reason))
+        return await self._apply(row, mutate) is not None
+
+    # -- start / stop / delete -------------------------------------------------------------------
+
+    async def _act(self, row: Instance, upstream: UpstreamInstance | None) -> bool:
+        action = row.pending_action
+        novita_id = row.novita_instance_id
+        assert novita_id is not None
+        seen = upstream.status if upstream else None
+        try:
+            if action == Action.START:
+                await self.client.start_instance(novita_id)
+            elif action == Action.STOP:
+                await self.client.stop_instance(novita_id)
+            else:
+                await self.client.delete_instance(novita_id)
+        except InvalidStateChange:
+            done = (action == Action.START and seen in _STARTED) or (action == Action.STOP and seen in _STOPPED)
+            if not done:
+                return await self._retry_later(row, f"Waiting for Novita to accept the {action} ({seen}).", 1.0)
+        except NotFound:
+            return await self._gone_upstream(row)
+        except InsufficientResource:
+
+            async def no_capacity(session: AsyncSession, r: Instance) -> None:
+                r.pending_action = None
+                r.desired_state = Goal.STOPPED
+                await self._change(
+                    session,
+                    r,
+                    Status.STOPPED,
+                    reason=Reason.NO_CAPACITY,
+                    message="Novita has no capacity to start this instance right now.",
+                )
+
+            return await self._apply(row, no_capacity) is not None
+        except RateLimited as exc:
+            return await self._retry_later(row, "Rate limited by Novita; retrying.", exc.retry_after)
+        except NovitaError as exc:
+            return await self._retry_later(row, f"Novita {action} failed ({exc.reason}); retrying.")
+
+        async def accepted(session: AsyncSession, r: Instance) -> None:
+            r.pending_action = None
+            r.action_attempts = 0
+            r.next_action_at = None
+
+        log.info("reconcile_action_accepted", instance_id=row.id, action=str(action))
+        return await self._apply(row, accepted) is not None
+
+    async def _gone_upstream(self, row: Instance) -> bool:
+        async def mutate(session: AsyncSession, r: Instance) -> None:
+            reason = Reason.USER if r.desired_state == Goal.TERMINATED else Reason.UPSTREAM_DELETED
+            r.pending_action = None
+            r.desired_state = Goal.TERMINATED
+            r.terminated_at = self.clock.now()
+            r.upstream_status = "removed"
+            await self._change(session, r, Status.TERMINATED, reason=reason)
+
+        return await self._apply(row, mutate) is not None
+
+    async def _observe(self, row: Instance, upstream: UpstreamInstance | None, now: datetime) -> bool:
+        if upstream is None:
+            try:
+                upstream = await self.client.get_instance(row.novita_instance_id or "")
+            except NotFound:
+                return await self._gone_upstream(row)
+        phase = phase_of(upstream.status)
+        if phase is None or (row.status == Status.FAILED and phase != Status.TERMINATED):
+            return await self._note_upstream_status(row, upstream.status)
+        if phase == Status.TERMINATED:
+            return await self._gone_upstream(row)
+        if phase == Status.TERMINATING:
+            return await self._move(row, upstream, Status.TERMINATING, reason=row.pending_reason or Reason.USER)
+        if phase in (Status.CREATING, Status.STARTING):
+            return await self._booting(row, upstream, phase, now)
+        if phase == Status.STOPPING:
+            if row.status == Status.STOPPING:
+                return await self._note_upstream_status(row, upstream.status)
+            return await self._move(row, upstream, Status.STOPPING, reason=self._stop_reason(row, upstream))
+        if phase == Status.STOPPED:
+            return await self._exited(row, upstream, now)
+        return await self._running(row, upstream, now)
+
+    def _stop_reason(self, row: Instance, upstream: UpstreamInstance) -> Reason:
+        return stop_reason(row.desired_state, row.pending_reason, upstream.spot_reclaim_time > 0)
+
+    async def _note_upstream_status(self, row: Instance, upstream_status: str) -> bool:
+        if row.upstream_status == upstream_status:
+            return False
+
+        async def mutate(session: AsyncSession, r: Instance) -> None:
+            r.upstream_status = upstream_status
+
+        return await self._apply(row, mutate) is not None
+
+    async def _move(
+        self,
+        row: Instance,
+        upstream: UpstreamInstance,
+        to: Status,
+        *,
+        reason: str | None = None,
+        message: str | None = None,
+        extra: Mutation | None = None,
+    ) -> bool:
+        if row.status == to and extra is None:
+            return await self._note_upstream_status(row, upstream.status)
+
+        async def mutate(session: AsyncSession, r: Instance) -> None:
+            r.upstream_status = upstream.status
+            if extra is not None:
+                await extra(session, r)
+            if r.status != to:
+                await self._change(session, r, to, reason=reason, message=message)
+
+        return await self._apply(row, mutate) is not None
+
+    async def _booting(self, row: Instance, upstream: UpstreamInstance, phase: Status, now: datetime) -> bool:
+        if row.desired_state != Goal.RUNNING:
+            return await self._note_upstream_status(row, upstream.status)
+        if upstream.status_error is not None and upstream.status_error.message:
+            return await self._fail(row, Reason.UPSTREAM_ERROR, upstream.status_error.message)
+        if row.phase_deadline_at is not None and now >= row.phase_deadline_at:
+            return await self._fail(
+                row,
+                Reason.STARTUP_TIMEOUT,
+                f"Not running after {self.settings.startup_timeout_seconds:.0f} s (Novita says {upstream.status}).",
+            )
+        to = Status.CREATING if phase == Status.CREATING and row.status == Status.CREATING else Status.STARTING
+        return await self._move(row, upstream, to)
+
+    async def _exited(self, row: Instance, upstream: UpstreamInstance, now: datetime) -> bool:
+        if row.status == Status.STARTING and row.desired_state == Goal.RUNNING and upstream.spot_reclaim_time == 0:
+            # A start we asked for may not show yet; only a deadline ends the wait.
+            return await self._booting(row, upstream, Status.STARTING, now)
+        if row.status == Status.CREATING and upstream.status_error is not None and upstream.status_error.message:
+            return await self._fail(row, Reason.UPSTREAM_ERROR, upstream.status_error.message)
+        reason = self._stop_reason(row, upstream)
+
+        async def stopped(session: AsyncSession, r: Instance) -> None:
+            r.desired_state = Goal.STOPPED if r.desired_state == Goal.RUNNING else r.desired_state
+            r.stopped_at = r.stopped_at if r.status == Status.STOPPED else now
+            r.health_check = None
+
+        if row.status == Status.STOPPED:
+            return await self._note_upstream_status(row, upstream.status)
+        return await self._move(row, upstream, Status.STOPPED, reason=reason, extra=stopped)
+
+    async def _running(self, row: Instance, upstream: UpstreamInstance, now: datetime) -> bool:
+        if row.desired_state == Goal.STOPPED and row.status == Status.STOPPING:
+            return await self._reissue(row, Action.STOP)
+        if row.desired_state == Goal.TERMINATED:
+            return await self._reissue(row, Action.DELETE)
+        if row.status == Status.READY:
+            return await self._note_upstream_status(row, upstream.status)
+        if row.status == Status.HEALTH_CHECKING and row.phase_deadline_at and now >= row.phase_deadline_at:
+            return await self._fail(
+                row,
+                Reason.HEALTH_CHECK_TIMEOUT,
+                f"The instance's http ports did not answer within {self.settings.health_check_timeout_seconds:.0f} s.",
+            )
+        details = row.connection_details
+        if details is None or not any(p.get("endpoint") for p in details.get("ports", [])):
+            full = await self.client.get_instance(upstream.id)
+            details = connection_details(full)
+        results = await probe_http_ports(self.probe_client, details["ports"], row.health_check_path)
+        healthy = all(r.healthy for r in results)
+        health = {
+            "status": "healthy" if healthy else "unhealthy",
+            "checkedAt": now.isoformat().replace("+00:00", "Z"),
+            "endpoints": [r.as_dict() for r in results],
+        }
+        unchanged = row.health_check is not None and [e["error"] for e in row.health_check.get("endpoints", [])] == [
+            r.error for r in results
+        ]
+        if row.status == Status.HEALTH_CHECKING and not healthy and unchanged:
+            return False  # nothing new to record
+
+        async def advance(session: AsyncSession, r: Instance) -> None:
+            r.upstream_status = upstream.status
+            r.connection_details = details
+            r.health_check = health
+            if r.status != Status.HEALTH_CHECKING and r.status != Status.RUNNING:
+                r.started_at = now
+                await self._change(session, r, Status.RUNNING, message="Novita reports the instance running.")
+            if r.status == Status.RUNNING:
+                r.phase_deadline_at = now + timedelta(seconds=self.settings.health_check_timeout_seconds)
+                await self._change(session, r, Status.HEALTH_CHECKING, message="Probing the instance's http ports.")
+            if healthy:
+                r.ready_at = now
+                r.last_used_at = now
+                r.phase_deadline_at = None
+                await self._change(session, r, Status.READY, message="Every http port answered.")
+
+        applied = await self._apply(row, advance)
+        if applied is not None and healthy and self.on_ready is not None:
+            self.on_ready((now - (applied.started_at or applied.created_at)).total_seconds())
+        return applied is not None
+
+    async def _reissue(self, row: Instance, action: Action) -> bool:
+        """Novita shows the instance running although we asked otherwise: ask again (level-triggered)."""
+        if row.updated_at > self.clock.now() - timedelta(seconds=5):
+            return False  # give an accepted action time to show in Novita's list
+
+        async def mutate(session: AsyncSession, r: Instance) -> None:
+            r.pending_action = action
+
+        return await self._apply(row, mutate) is not None

@@ -1,0 +1,135 @@
+"""HTTP routes of the instances API. Thin: parse, call the service, shape the answer."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Query
+
+from novita_gpu.instances.lifecycle import Status
+from novita_gpu.instances.schemas import CreateInstanceIn, InstanceNameIn, LastUsedIn, StartIn, SyncIn
+from novita_gpu.instances.view import instance_view
+from novita_gpu.web.auth import Owner
+from novita_gpu.web.deps import ServicesDep
+from novita_gpu.web.errors import ApiError
+from novita_gpu.web.responses import JSONResponse
+
+router = APIRouter(prefix="/api/instances", tags=["instances"])
+
+_STATUSES = {s.value for s in Status}
+
+
+def _json(status: int, body: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(body, status_code=status)
+
+
+@router.post("", status_code=201, summary="Create an instance from a GPU product name and a template")
+async def create_instance(
+    body: CreateInstanceIn,
+    owner: Owner,
+    services: ServicesDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None,
+) -> JSONResponse:
+    status, answer = await services.instances.create(owner, body, idempotency_key)
+    return _json(status, answer)
+
+
+@router.get("", summary="List instances (from the store; filters and cursor pagination)")
+async def list_instances(
+    owner: Owner,
+    services: ServicesDep,
+    status: Annotated[str | None, Query(description="One status or several, comma-separated")] = None,
+    name: Annotated[str | None, Query(max_length=63)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> JSONResponse:
+    statuses = [s.strip() for s in status.split(",") if s.strip()] if status else []
+    unknown = [s for s in statuses if s not in _STATUSES]
+    if unknown:
+        raise ApiError(
+            400,
+            "VALIDATION_ERROR",
+            f"Unknown status {unknown[0]!r}; one of: {', '.join(sorted(_STATUSES))}.",
+            details=[{"field": "status", "message": "unknown status"}],
+        )
+    return _json(200, await services.instances.list(owner, statuses=statuses, name=name, limit=limit, cursor=cursor))
+
+
+@router.post("/start", status_code=202, summary="Start an instance by name")
+async def start_by_name(body: StartIn, owner: Owner, services: ServicesDep) -> JSONResponse:
+    if body.instance_name is None:
+        raise ApiError(
+            400,
+            "VALIDATION_ERROR",
+            "instanceName is required.",
+            details=[{"field": "instanceName", "message": "required"}],
+        )
+    return _json(*await services.instances.start(owner, body.instance_name, body, by_name=True))
+
+
+@router.post("/stop", status_code=202, summary="Stop an instance by name")
+async def stop_by_name(body: InstanceNameIn, owner: Owner, services: ServicesDep) -> JSONResponse:
+    return _json(*await services.instances.stop(owner, body.instance_name, by_name=True))
+
+
+@router.post("/delete", status_code=202, summary="Delete an instance by name")
+async def delete_by_name(body: InstanceNameIn, owner: Owner, services: ServicesDep) -> JSONResponse:
+    return _json(*await services.instances.delete(owner, body.instance_name, by_name=True))
+
+
+@router.post("/sync", summary="Reconcile with Novita now")
+async def sync(owner: Owner, services: ServicesDep, body: Annotated[SyncIn | None, Body()] = None) -> JSONResponse:
+    result = await services.reconciler.tick()
+    return _json(200, {"claimed": result.claimed, "changed": result.changed, "busy": result.busy})
+
+
+@router.get("/{instance_id}", summary="One instance; long-poll with ?waitFor=ready&timeout=30")
+async def get_instance(
+    instance_id: str,
+    owner: Owner,
+    services: ServicesDep,
+    wait_for: Annotated[str | None, Query(alias="waitFor")] = None,
+    timeout: Annotated[float, Query(ge=0, le=60)] = 30,
+) -> JSONResponse:
+    if wait_for is None:
+        row = await services.instances.get(owner, instance_id)
+    else:
+        wanted = {s.strip() for s in wait_for.split(",") if s.strip()}
+        if not wanted or not wanted <= _STATUSES:
+            raise ApiError(
+                400,
+                "VALIDATION_ERROR",
+                "waitFor must be one or more statuses, e.g. ready.",
+                details=[{"field": "waitFor", "message": "unknown status"}],
+            )
+        row = await services.instances.wait_for(owner, instance_id, wanted, timeout)
+    return _json(200, instance_view(row))
+
+
+@router.post("/{instance_id}/start", status_code=202, summary="Start an instance by id")
+async def start_by_id(
+    instance_id: str, owner: Owner, services: ServicesDep, body: Annotated[StartIn | None, Body()] = None
+) -> JSONResponse:
+    return _json(*await services.instances.start(owner, instance_id, body or StartIn(), by_name=False))
+
+
+@router.post("/{instance_id}/stop", status_code=202, summary="Stop an instance by id")
+async def stop_by_id(instance_id: str, owner: Owner, services: ServicesDep) -> JSONResponse:
+    return _json(*await services.instances.stop(owner, instance_id, by_name=False))
+
+
+@router.delete("/{instance_id}", status_code=202, summary="Delete an instance (the record is kept)")
+async def delete_by_id(instance_id: str, owner: Owner, services: ServicesDep) -> JSONResponse:
+    return _json(*await services.instances.delete(owner, instance_id, by_name=False))
+
+
+@router.put("/{instance_id}/last-used", summary="Mark the instance used now (defers auto-stop)")
+async def mark_used(
+    instance_id: str, owner: Owner, services: ServicesDep, body: Annotated[LastUsedIn | None, Body()] = None
+) -> JSONResponse:
+    return _json(200, await services.instances.touch(owner, instance_id))
+
+
+@router.get("/{instance_id}/events", summary="Status history and webhook deliveries")
+async def instance_events(instance_id: str, owner: Owner, services: ServicesDep) -> JSONResponse:
+    return _json(200, await services.instances.events(owner, instance_id))

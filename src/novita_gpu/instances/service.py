@@ -1,0 +1,493 @@
+"""Use-cases of the instances API: validate, record intent, answer. Upstream work is the reconciler's.
+
+Every write happens in one transaction with its event and webhook rows; accepted start/stop/delete
+requests are stored as `pending_action` before the answer, so they are carried out even if the process
+dies right after answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from novita_gpu.catalog.service import Catalog, CatalogError
+from novita_gpu.clock import Clock
+from novita_gpu.db import Database
+from novita_gpu.instances.events import change_status
+from novita_gpu.instances.lifecycle import (
+    ALREADY_STARTED,
+    ALREADY_STOPPED,
+    GONE,
+    STARTABLE,
+    Action,
+    Goal,
+    Reason,
+    Status,
+)
+from novita_gpu.instances.models import IdempotencyRecord, Instance, InstanceEvent
+from novita_gpu.instances.schemas import CreateInstanceIn, StartIn
+from novita_gpu.instances.view import instance_view, iso
+from novita_gpu.novita import NovitaError, RateLimited
+from novita_gpu.settings import Settings
+from novita_gpu.web.errors import ApiError
+from novita_gpu.webhooks.guard import UnsafeWebhookTarget, WebhookPolicy, validate_webhook_url
+from novita_gpu.webhooks.models import WebhookAttempt, WebhookDelivery
+
+
+class ChangeFeed:
+    """Wakes long-polls and workers when a row changes in this process."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def pulse(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
+
+
+def _not_found(ref: str) -> ApiError:
+    return ApiError(404, "INSTANCE_NOT_FOUND", f"No instance {ref!r}.")
+
+
+def _upstream_unavailable(exc: NovitaError) -> ApiError:
+    retry_after = exc.retry_after if isinstance(exc, RateLimited) and exc.retry_after else 5.0
+    return ApiError(
+        503,
+        "UPSTREAM_UNAVAILABLE",
+        "Novita could not be reached to look up the catalog; try again shortly.",
+        headers={"Retry-After": str(max(1, round(retry_after)))},
+    )
+
+
+def _request_hash(body: CreateInstanceIn) -> str:
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def encode_cursor(row: Instance) -> str:
+    raw = f"{row.created_at.isoformat()}|{row.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, row_id = raw.split("|", 1)
+        return datetime.fromisoformat(created), row_id
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "INVALID_CURSOR", "The cursor is not one this API returned.") from exc
+
+
+class InstanceService:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        catalog: Catalog,
+        settings: Settings,
+        webhook_policy: WebhookPolicy,
+        changes: ChangeFeed,
+        wake_worker: Callable[[], None],
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.catalog = catalog
+        self.settings = settings
+        self.webhook_policy = webhook_policy
+        self.changes = changes
+        self.wake_worker = wake_worker
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _checked_webhook_url(self, url: str | None) -> str | None:
+        if url is None:
+            return None
+        try:
+            return validate_webhook_url(url, self.webhook_policy)
+        except UnsafeWebhookTarget as exc:
+            raise ApiError(
+                400, "INVALID_WEBHOOK_URL", str(exc), details=[{"field": "webhookUrl", "message": str(exc)}]
+            ) from exc
+
+    async def _load(self, session: AsyncSession, owner: str, ref: str, *, by_name: bool, lock: bool) -> Instance:
+        query = select(Instance)
+        if by_name:
+            query = query.where(Instance.owner == owner, Instance.name == ref, Instance.status != Status.TERMINATED)
+        else:
+            query = query.where(Instance.id == ref)
+        if lock and not self.db.is_sqlite:
+            query = query.with_for_update()
+        row = (await session.execute(query)).scalar_one_or_none()
+        if row is None:
+            raise _not_found(ref)
+        if row.owner != owner:
+            raise ApiError(403, "FORBIDDEN", "This instance belongs to another API key.")
+        return row
+
+    async def _change(self, session: AsyncSession, row: Instance, to: Status, **kwargs: Any) -> None:
+        await change_status(
+            session, row, to, now=self.clock.now(), default_webhook_url=self.settings.webhook_url, **kwargs
+        )
+        row.version += 1
+
+    def _committed(self) -> None:
+        self.changes.pulse()
+        self.wake_worker()
+
+    # -- create ----------------------------------------------------------------------------------
+
+    async def create(
+        self, owner: str, body: CreateInstanceIn, idempotency_key: str | None
+    ) -> tuple[int, dict[str, Any]]:
+        request_hash = _request_hash(body)
+        if idempotency_key is not None:
+            async with self.db.read() as session:
+                replay = await self._idempotent_replay(session, owner, idempotency_key, request_hash)
+            if replay is not None:
+                return replay
+        webhook_url = self._checked_webhook_url(body.webhook_url)
+        billing_mode = body.billing_mode or self.settings.default_billing_mode
+        try:
+            template = await self.catalog.template(body.template_id)
+            offers = await self.catalog.offers(
+                body.product_name,
+                billing_mode=billing_mode,
+                gpu_num=body.gpu_num,
+                region=body.region,
+                strict_region=body.strict_region,
+                max_price_per_hour=body.max_price_per_hour,
+            )
+        except CatalogError as exc:
+            field = {"UNKNOWN_TEMPLATE": "templateId", "UNKNOWN_REGION": "region"}.get(exc.code, "productName")
+            raise ApiError(400, exc.code, exc.message, details=[{"field": field, "message": exc.message}]) from exc
+        except NovitaError as exc:
+            raise _upstream_unavailable(exc) from exc
+
+        now = self.clock.now()
+        instance_id = f"inst_{uuid.uuid4().hex[:20]}"
+        envs = {env.key: env.value for env in template.envs}
+        envs.update({env.key: env.value for env in body.envs})
+        ports = [{"port": port, "type": group.type} for group in template.ports for port in group.ports]
+        row = Instance(
+            id=instance_id,
+            owner=owner,
+            name=body.name,
+            upstream_name=f"{body.name.replace('_', '-')}-{instance_id[5:13]}",
+            status="",
+            product_name=offers[0].product_name,
+            template_id=template.id,
+            image_url=template.image,
+            image_auth_id=template.image_auth or None,
+            command=template.start_command or None,
+            ports=ports,
+            envs=[{"key": k, "value": v} for k, v in envs.items()],
+            gpu_num=body.gpu_num,
+            rootfs_size=body.rootfs_size or template.rootfs_size or self.settings.default_rootfs_gb,
+            regions=[offers[0].cluster_id] if body.region else [],
+            strict_region=body.strict_region,
+            billing_mode=billing_mode,
+            max_price_per_hour=body.max_price_per_hour,
+            webhook_url=webhook_url,
+            auto_stop_minutes=(
+                body.auto_stop_minutes if body.auto_stop_minutes is not None else self.settings.auto_stop_idle_minutes
+            ),
+            labels=body.labels,
+            health_check_path=body.health_check.path if body.health_check else None,
+            desired_state=Goal.RUNNING,
+            pending_action=Action.CREATE,
+            operation_id=f"op_{uuid.uuid4().hex[:16]}",
+            action_attempts=0,
+            capacity_wait_until=now + timedelta(seconds=self.settings.capacity_wait_seconds),
+            created_at=now,
+            updated_at=now,
+            version=1,
+        )
+        async with self.db.write() as session:
+            if idempotency_key is not None:
+                replay = await self._idempotent_replay(session, owner, idempotency_key, request_hash)
+                if replay is not None:
+                    return replay
+            await self._ensure_name_free(session, owner, body.name)
+            session.add(row)
+            try:
+                await self._change(session, row, Status.CREATING, message="Waiting for Novita to create the instance.")
+            except IntegrityError as exc:  # a concurrent request took the name between check and insert
+                raise ApiError(409, "NAME_TAKEN", f"An instance named {body.name!r} already exists.") from exc
+            response = {**instance_view(row), "message": "Instance creation started."}
+            if idempotency_key is not None:
+                session.add(
+                    IdempotencyRecord(
+                        owner=owner,
+                        key=idempotency_key,
+                        request_hash=request_hash,
+                        status_code=201,
+                        response=response,
+                        created_at=now,
+                    )
+                )
+        self._committed()
+        return 201, response
+
+    async def _ensure_name_free(self, session: AsyncSession, owner: str, name: str) -> None:
+        taken = await session.scalar(
+            select(Instance.id).where(
+                Instance.owner == owner, Instance.name == name, Instance.status != Status.TERMINATED
+            )
+        )
+        if taken is not None:
+            raise ApiError(409, "NAME_TAKEN", f"An instance named {name!r} already exists ({taken}); names are unique.")
+
+    async def _idempotent_replay(
+        self, session: AsyncSession, owner: str, key: str, request_hash: str
+    ) -> tuple[int, dict[str, Any]] | None:
+        record = await session.get(IdempotencyRecord, (owner, key))
+        if record is None:
+            return None
+        if record.created_at < self.clock.now() - timedelta(seconds=self.settings.idempotency_ttl_seconds):
+            await session.delete(record)
+            return None
+        if record.request_hash != request_hash:
+            raise ApiError(
+                409,
+                "IDEMPOTENCY_CONFLICT",
+                "This Idempotency-Key was already used with a different request body.",
+            )
+        return record.status_code, record.response
+
+    # -- read ------------------------------------------------------------------------------------
+
+    async def get(self, owner: str, instance_id: str) -> Instance:
+        async with self.db.read() as session:
+            return await self._load(session, owner, instance_id, by_name=False, lock=False)
+
+    async def wait_for(self, owner: str, instance_id: str, wanted: set[str], timeout: float) -> Instance:
+        """Long-poll: return once the instance is in one of `wanted` (or failed/terminated), or at timeout."""
+        deadline = self.clock.monotonic() + timeout
+        stop_at = wanted | {Status.FAILED, Status.TERMINATED}
+        while True:
+            row = await self.get(owner, instance_id)
+            remaining = deadline - self.clock.monotonic()
+            if row.status in stop_at or remaining <= 0:
+                return row
+            # Changes made by another replica are not pulsed here; re-read at least twice a second.
+            await self.changes.wait(min(remaining, 0.5))
+
+    async def list(
+        self, owner: str, *, statuses: list[str], name: str | None, limit: int, cursor: str | None
+    ) -> dict[str, Any]:
+        filters = [Instance.owner == owner]
+        if statuses:
+            filters.append(Instance.status.in_(statuses))
+        if name:
+            filters.append(Instance.name == name)
+        query = select(Instance).where(*filters)
+        if cursor:
+            created, row_id = decode_cursor(cursor)
+            query = query.where(
+                (Instance.created_at < created) | ((Instance.created_at == created) & (Instance.id < row_id))
+            )
+        query = query.order_by(Instance.created_at.desc(), Instance.id.desc()).limit(limit + 1)
+        async with self.db.read() as session:
+            rows = list((await session.execute(query)).scalars())
+            total = await session.scalar(select(func.count()).select_from(Instance).where(*filters))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return {
+            "instances": [instance_view(r) for r in rows],
+            "total": total or 0,
+            "nextCursor": encode_cursor(rows[-1]) if more and rows else None,
+        }
+
+    async def events(self, owner: str, instance_id: str) -> dict[str, Any]:
+        async with self.db.read() as session:
+            row = await self._load(session, owner, instance_id, by_name=False, lock=False)
+            events = list(
+                (
+                    await session.execute(
+                        select(InstanceEvent).where(InstanceEvent.instance_id == row.id).order_by(InstanceEvent.id)
+                    )
+                ).scalars()
+            )
+            deliveries = list(
+                (
+                    await session.execute(
+                        select(WebhookDelivery)
+                        .where(WebhookDelivery.instance_id == row.id)
+                        .order_by(WebhookDelivery.event_id)
+                    )
+                ).scalars()
+            )
+            attempts = list(
+                (
+                    await session.execute(
+                        select(WebhookAttempt)
+                        .join(WebhookDelivery, WebhookAttempt.delivery_id == WebhookDelivery.id)
+                        .where(WebhookDelivery.instance_id == row.id)
+                        .order_by(WebhookAttempt.id)
+                    )
+                ).scalars()
+            )
+        attempts_by_delivery: dict[str, list[dict[str, Any]]] = {}
+        for attempt in attempts:
+            attempts_by_delivery.setdefault(attempt.delivery_id, []).append(
+                {
+                    "at": iso(attempt.attempted_at),
+                    "statusCode": attempt.status_code,
+                    "error": attempt.error,
+                    "durationMs": round(attempt.duration_ms, 1),
+                }
+            )
+        deliveries_by_event: dict[int, list[dict[str, Any]]] = {}
+        for delivery in deliveries:
+            deliveries_by_event.setdefault(delivery.event_id, []).append(
+                {
+                    "deliveryId": delivery.id,
+                    "url": delivery.url,
+                    "status": delivery.status,
+                    "attempts": delivery.attempts,
+                    "lastStatusCode": delivery.last_status_code,
+                    "lastError": delivery.last_error,
+                    "nextAttemptAt": iso(delivery.next_attempt_at) if delivery.status == "pending" else None,
+                    "deliveredAt": iso(delivery.delivered_at),
+                    "history": attempts_by_delivery.get(delivery.id, []),
+                }
+            )
+        return {
+            "instanceId": row.id,
+            "events": [
+                {
+                    "id": e.id,
+                    "at": iso(e.created_at),
+                    "from": e.from_status,
+                    "to": e.to_status,
+                    "reason": e.reason,
+                    "message": e.message,
+                    "webhooks": deliveries_by_event.get(e.id, []),
+                }
+                for e in events
+            ],
+        }
+
+    # -- actions ---------------------------------------------------------------------------------
+
+    async def start(self, owner: str, ref: str, body: StartIn, *, by_name: bool) -> tuple[int, dict[str, Any]]:
+        webhook_url = self._checked_webhook_url(body.webhook_url)
+        async with self.db.write() as session:
+            row = await self._load(session, owner, ref, by_name=by_name, lock=True)
+            if row.status in ALREADY_STARTED and row.desired_state == Goal.RUNNING:
+                return 200, self._answer(row, "Instance is already starting or running.")
+            if row.status in GONE:
+                raise ApiError(409, "INVALID_STATE", f"Instance is {row.status}; it cannot be started.")
+            if row.status not in STARTABLE or row.novita_instance_id is None:
+                raise ApiError(409, "INVALID_STATE", f"Instance is {row.status}; start it once it has stopped.")
+            now = self.clock.now()
+            if webhook_url is not None:
+                row.webhook_url = webhook_url
+            if body.health_check is not None:
+                row.health_check_path = body.health_check.path
+            row.desired_state = Goal.RUNNING
+            row.pending_action = Action.START
+            row.pending_reason = Reason.USER
+            row.action_attempts = 0
+            row.next_action_at = None
+            row.operation_id = f"op_{uuid.uuid4().hex[:16]}"
+            row.phase_deadline_at = now + timedelta(seconds=self.settings.startup_timeout_seconds)
+            row.health_check = None
+            row.ready_at = None
+            await self._change(session, row, Status.STARTING, message="Start requested.")
+            answer = self._answer(row, "Instance start initiated.")
+        self._committed()
+        return 202, answer
+
+    async def stop(
+        self, owner: str, ref: str, *, by_name: bool, reason: Reason = Reason.USER
+    ) -> tuple[int, dict[str, Any]]:
+        async with self.db.write() as session:
+            row = await self._load(session, owner, ref, by_name=by_name, lock=True)
+            code, answer = await self.stop_row(session, row, reason)
+        if code == 202:
+            self._committed()
+        return code, answer
+
+    async def stop_row(self, session: AsyncSession, row: Instance, reason: Reason) -> tuple[int, dict[str, Any]]:
+        """Record a stop in the caller's transaction (also used by the auto-stop sweeper)."""
+        if row.status in ALREADY_STOPPED and row.desired_state == Goal.STOPPED:
+            return 200, self._answer(row, "Instance is already stopped or stopping.")
+        if row.status in GONE:
+            raise ApiError(409, "INVALID_STATE", f"Instance is {row.status}; it cannot be stopped.")
+        if row.novita_instance_id is None and row.create_attempted_at is None:
+            # Nothing exists upstream yet: stopping means not creating it at all.
+            row.pending_action = None
+            row.desired_state = Goal.STOPPED
+            await self._change(session, row, Status.STOPPED, reason=reason, message="Stopped before creation.")
+            row.stopped_at = self.clock.now()
+            return 202, self._answer(row, "Instance creation cancelled.")
+        row.desired_state = Goal.STOPPED
+        row.pending_action = Action.STOP
+        row.pending_reason = reason
+        row.action_attempts = 0
+        row.next_action_at = None
+        row.operation_id = f"op_{uuid.uuid4().hex[:16]}"
+        await self._change(session, row, Status.STOPPING, reason=reason, message="Stop requested.")
+        return 202, self._answer(row, "Instance stop initiated.")
+
+    async def delete(self, owner: str, ref: str, *, by_name: bool) -> tuple[int, dict[str, Any]]:
+        async with self.db.write() as session:
+            row = await self._load(session, owner, ref, by_name=by_name, lock=True)
+            if row.status in GONE:
+                return 200, self._answer(row, f"Instance is already {row.status}.")
+            now = self.clock.now()
+            row.desired_state = Goal.TERMINATED
+            row.operation_id = f"op_{uuid.uuid4().hex[:16]}"
+            row.action_attempts = 0
+            row.next_action_at = None
+            if row.novita_instance_id is None and row.create_attempted_at is None:
+                row.pending_action = None
+                row.terminated_at = now
+                await self._change(session, row, Status.TERMINATED, reason=Reason.USER, message="Deleted.")
+            else:
+                row.pending_action = Action.DELETE
+                row.pending_reason = Reason.USER
+                await self._change(session, row, Status.TERMINATING, reason=Reason.USER, message="Delete requested.")
+            answer = self._answer(row, "Instance deletion initiated.")
+        self._committed()
+        return 202, answer
+
+    async def touch(self, owner: str, instance_id: str) -> dict[str, Any]:
+        async with self.db.write() as session:
+            row = await self._load(session, owner, instance_id, by_name=False, lock=True)
+            if row.status in GONE:
+                raise ApiError(409, "INVALID_STATE", f"Instance is {row.status}.")
+            row.last_used_at = self.clock.now()
+            row.version += 1
+            view = instance_view(row)
+        return {
+            "instanceId": row.id,
+            "lastUsedAt": view["autoStop"]["lastUsedAt"],
+            "autoStop": view["autoStop"],
+        }
+
+    @staticmethod
+    def _answer(row: Instance, message: str) -> dict[str, Any]:
+        return {
+            "instanceId": row.id,
+            "name": row.name,
+            "status": row.status,
+            "operationId": row.operation_id,
+            "message": message,
+        }

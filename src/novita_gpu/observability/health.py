@@ -1,0 +1,102 @@
+"""GET /health: real checks, cheap enough to be called often.
+
+unhealthy (HTTP 503): the store does not answer. degraded (HTTP 200): Novita failing, cache fallen back
+to in-process, a worker not ticking, or webhooks piling up. Novita is judged from recent calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter
+from sqlalchemy import func, select
+
+from novita_gpu import __version__
+from novita_gpu.web.deps import ServicesDep
+from novita_gpu.web.responses import JSONResponse
+from novita_gpu.webhooks.models import WebhookDelivery
+
+if TYPE_CHECKING:
+    from novita_gpu.app import Services
+
+router = APIRouter(tags=["health"])
+
+WEBHOOK_BACKLOG_DEGRADED = timedelta(minutes=5)
+
+
+def _worker_status(name: str, last: datetime | None, now: datetime, allowed_gap: float) -> dict[str, Any]:
+    if last is None:
+        return {"status": "starting"}
+    age = (now - last).total_seconds()
+    return {"status": "up" if age <= allowed_gap else "stalled", "lastRunSecondsAgo": round(age, 1)}
+
+
+async def check_health(services: Services) -> tuple[int, dict[str, Any]]:
+    settings = services.settings
+    now = services.clock.now()
+    checks: dict[str, Any] = {}
+    try:
+        latency = await asyncio.wait_for(services.db.ping(), 2.0)
+        checks["database"] = {"status": "up", "latencyMs": round(latency * 1000, 2)}
+        async with services.db.read() as session:
+            pending, oldest = (
+                await session.execute(
+                    select(func.count(), func.min(WebhookDelivery.created_at)).where(
+                        WebhookDelivery.status == "pending"
+                    )
+                )
+            ).one()
+        oldest_age = 0.0 if oldest is None else max(0.0, (now - oldest.replace(tzinfo=now.tzinfo)).total_seconds())
+        checks["webhooks"] = {
+            "status": "degraded" if oldest_age > WEBHOOK_BACKLOG_DEGRADED.total_seconds() else "up",
+            "pending": pending,
+            "oldestPendingSeconds": round(oldest_age, 1),
+        }
+    except Exception as exc:  # the store is what everything stands on
+        checks["database"] = {"status": "down", "error": type(exc).__name__}
+        checks["webhooks"] = {"status": "unknown"}
+    checks["novitaApi"] = {**services.upstream_health.status(), "mode": settings.mode}
+    checks["cache"] = await services.caches.health()
+    if settings.workers_enabled:
+        checks["workers"] = {
+            "reconciler": _worker_status(
+                "reconciler", services.reconciler.last_tick_at, now, settings.reconcile_slow_seconds * 3 + 30
+            ),
+            **services.worker_health(now),
+        }
+    else:
+        checks["workers"] = {"status": "disabled"}
+
+    if checks["database"]["status"] != "up":
+        status = "unhealthy"
+    elif (
+        checks["novitaApi"]["status"] in ("down", "degraded")
+        or checks["cache"]["status"] != "up"
+        or checks["webhooks"]["status"] != "up"
+        or any(isinstance(w, dict) and w.get("status") == "stalled" for w in checks["workers"].values())
+    ):
+        status = "degraded"
+    else:
+        status = "healthy"
+    body = {
+        "status": status,
+        "timestamp": now.isoformat().replace("+00:00", "Z"),
+        "uptime": round(services.clock.monotonic() - services.started_monotonic, 3),
+        "version": __version__,
+        "mode": settings.mode,
+        "services": checks,
+    }
+    if settings.emulator_mode:
+        body["emulator"] = {
+            "url": services.emulator_url,
+            "note": "NOVITA_API_KEY is not set: using the built-in emulator",
+        }
+    return (503 if status == "unhealthy" else 200), body
+
+
+@router.get("/health", summary="Service health from real checks")
+async def health(services: ServicesDep) -> JSONResponse:
+    code, body = await check_health(services)
+    return JSONResponse(body, status_code=code)
