@@ -102,9 +102,12 @@ class RedisBackend:
 
 
 def _decode_base64(value: Any) -> Any:
-    """Undo `Upstash-Encoding: base64`: every string in the answer is base64, numbers stay numbers."""
+    """Undo `Upstash-Encoding: base64`: every string is base64 except the status "OK" (as Upstash's
+    own SDKs decode it); numbers and nulls stay as they are."""
+    if value == "OK":
+        return b"OK"
     if isinstance(value, str):
-        return base64.b64decode(value)
+        return base64.b64decode(value, validate=True)
     if isinstance(value, list):
         return [_decode_base64(item) for item in value]
     return value
@@ -193,7 +196,10 @@ class UpstashBackend:
             raise self._failure(command, f"HTTP {response.status_code}: unexpected answer")
         if "error" in body or response.status_code != 200:
             raise self._failure(command, f"HTTP {response.status_code}: {body.get('error', 'no result')}")
-        return _decode_base64(body.get("result"))
+        try:
+            return _decode_base64(body.get("result"))
+        except ValueError:
+            raise self._failure(command, "answer is not base64 as requested") from None
 
     def _failure(self, command: str, detail: str) -> CacheUnavailable:
         message = f"upstash {command} failed: {detail}"
