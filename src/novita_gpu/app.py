@@ -189,6 +189,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         default_response_class=JSONResponse,
     )
     app.state.api_keys = ApiKeys([k.get_secret_value() for k in settings.api_keys])
+    app.state.metrics = metrics
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(instances_router)

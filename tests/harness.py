@@ -1,0 +1,142 @@
+"""The service wired to a real emulator over loopback HTTP, both on one ManualClock.
+
+Workers are off: a test drives the reconciler with `tick()` / `run_until()` and moves time with the
+clock, so lifecycles that take minutes run in milliseconds, without sleeps.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from novita_gpu.app import Services, build_services, create_app
+from novita_gpu.clock import ManualClock
+from novita_gpu.emulator import EmulatorConfig, create_emulator_app
+from novita_gpu.serving import BackgroundServer
+from novita_gpu.settings import Settings
+
+NOVITA_KEY = "sk_harness_key_123456"
+SEED_BODY = {"name": "my-instance", "productName": "RTX 4090 24GB", "templateId": "pytorch-jupyter"}
+
+
+class Harness:
+    def __init__(self, tmp_path: Path, *, database_url: str | None = None, emulator: EmulatorConfig | None = None,
+                 **settings: Any) -> None:
+        self.clock = ManualClock()
+        self.emulator_server = BackgroundServer(create_emulator_app(emulator or EmulatorConfig(), self.clock))
+        self.database_url = database_url or f"sqlite+aiosqlite:///{tmp_path / 'service.db'}"
+        self.settings_overrides = settings
+        self.services: Services
+        self.http: httpx.AsyncClient
+        self.emulator: httpx.Client
+
+    async def start(self) -> Harness:
+        self.emulator_server.start_in_thread()
+        base = f"{self.emulator_server.url}/gpu-instance/openapi"
+        values: dict[str, Any] = {
+            "database_url": self.database_url,
+            "novita_api_key": NOVITA_KEY,
+            "novita_api_base_url": base,
+            "workers_enabled": False,
+            "webhook_allow_loopback": True,
+            "log_format": "console",
+            "log_level": "WARNING",
+            "novita_retry_deadline_seconds": 5.0,
+            **self.settings_overrides,
+        }
+        self.settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
+        app = create_app(self.settings, self.clock)
+        self.services = await build_services(self.settings, self.clock, app.state.metrics, base, NOVITA_KEY)
+        app.state.services = self.services
+        app.state.caches = self.services.caches
+        self.app = app
+        self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://service")
+        self.emulator = httpx.Client(base_url=self.emulator_server.url, timeout=10)
+        return self
+
+    async def stop(self) -> None:
+        await self.http.aclose()
+        await self.services.client.aclose()
+        await self.services.probe_client.aclose()
+        await self.services.caches.aclose()
+        await self.services.db.dispose()
+        self.emulator.close()
+        self.emulator_server.stop_thread()
+
+    # -- driving -------------------------------------------------------------------------------------
+
+    async def tick(self, times: int = 1) -> None:
+        for _ in range(times):
+            await self.services.reconciler.tick()
+
+    async def run_until(
+        self, done: Callable[[], Awaitable[bool]], *, max_seconds: float = 600, step: float = 0.5
+    ) -> None:
+        """Tick and advance the clock until `done()`; fails after `max_seconds` of emulated time."""
+        waited = 0.0
+        while True:
+            await self.services.reconciler.tick()
+            if await done():
+                return
+            if waited >= max_seconds:
+                raise AssertionError(f"condition not met after {max_seconds} emulated seconds")
+            self.clock.advance(step)
+            waited += step
+
+    async def until_status(self, instance_id: str, *statuses: str, max_seconds: float = 600) -> dict[str, Any]:
+        async def reached() -> bool:
+            return (await self.instance(instance_id))["status"] in statuses
+
+        await self.run_until(reached, max_seconds=max_seconds)
+        return await self.instance(instance_id)
+
+    # -- our API ---------------------------------------------------------------------------------
+
+    async def create(self, **body: Any) -> dict[str, Any]:
+        payload = {**SEED_BODY, "name": f"inst-{uuid.uuid4().hex[:8]}", **body}
+        response = await self.http.post("/api/instances", json=payload)
+        assert response.status_code == 201, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def instance(self, instance_id: str) -> dict[str, Any]:
+        response = await self.http.get(f"/api/instances/{instance_id}")
+        assert response.status_code == 200, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def events(self, instance_id: str) -> list[dict[str, Any]]:
+        response = await self.http.get(f"/api/instances/{instance_id}/events")
+        assert response.status_code == 200, response.text
+        events: list[dict[str, Any]] = response.json()["events"]
+        return events
+
+    # -- the emulator (Novita) -------------------------------------------------------------------
+
+    def upstream_instances(self) -> list[dict[str, Any]]:
+        response = self.emulator.get("/_emulator/instances")
+        assert response.status_code == 200, response.text
+        body = response.json()
+        items: list[dict[str, Any]] = body["instances"] if isinstance(body, dict) else body
+        return items
+
+    def live_upstream(self) -> list[dict[str, Any]]:
+        return [i for i in self.upstream_instances() if i.get("status") != "removed"]
+
+    def faults(self, **changes: Any) -> None:
+        response = self.emulator.put("/_emulator/faults", json=changes)
+        assert response.status_code == 200, response.text
+
+    def capacity(self, cluster_id: str, product_id: str, gpus: int) -> None:
+        response = self.emulator.put(
+            "/_emulator/capacity", json={"clusterId": cluster_id, "productId": product_id, "gpus": gpus}
+        )
+        assert response.status_code == 200, response.text
+
+    def stats(self) -> dict[str, int]:
+        stats: dict[str, int] = self.emulator.get("/_emulator/stats").json()
+        return stats
