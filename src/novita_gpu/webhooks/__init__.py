@@ -1,0 +1,1 @@
+"""Webhook delivery: SSRF guard, Standard Webhooks signing, the HTTP sender and the outbox worker."""
