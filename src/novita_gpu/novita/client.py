@@ -260,9 +260,7 @@ class NovitaClient:
         )
         instance_id = body.get("id") if isinstance(body, dict) else None
         if instance_id is None or not str(instance_id).strip():
-            raise AmbiguousCreate(
-                200, "INVALID_RESPONSE", "create answered without an instance id", name=request.name
-            )
+            raise AmbiguousCreate(200, "INVALID_RESPONSE", "create answered without an instance id", name=request.name)
         return str(instance_id)
 
     async def list_instances_page(
@@ -366,17 +364,11 @@ class NovitaClient:
                 return result.body
             outcome = result.outcome
             self._observe(endpoint, outcome, elapsed)
-            if (
-                ambiguous is not None
-                and result.sent
-                and outcome in ("server_error", "network_error", "timeout")
-            ):
+            if ambiguous is not None and result.sent and outcome in ("server_error", "network_error", "timeout"):
                 raise ambiguous(result.error) from None
             if outcome not in _RETRYABLE:
                 raise result.error from None
-            desired = (
-                result.retry_after if result.retry_after is not None else self._backoff.wait(budget.attempts)
-            )
+            desired = result.retry_after if result.retry_after is not None else self._backoff.wait(budget.attempts)
             wait = budget.next_wait(desired)
             if wait is None:
                 raise result.error from None

@@ -14,9 +14,7 @@ from typing import Any
 class NovitaError(Exception):
     """An error answered by (or on the way to) Novita. `status` is 0 when no HTTP response arrived."""
 
-    def __init__(
-        self, status: int, reason: str, message: str, metadata: Mapping[str, Any] | None = None
-    ) -> None:
+    def __init__(self, status: int, reason: str, message: str, metadata: Mapping[str, Any] | None = None) -> None:
         super().__init__(status, reason, message)
         self.status = status
         self.reason = reason
@@ -28,9 +26,7 @@ class NovitaError(Exception):
         return f"Novita HTTP {self.status}{reason}: {self.message}"
 
     def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(status={self.status!r}, reason={self.reason!r}, message={self.message!r})"
-        )
+        return f"{type(self).__name__}(status={self.status!r}, reason={self.reason!r}, message={self.message!r})"
 
 
 class InsufficientResource(NovitaError):

@@ -238,9 +238,7 @@ class Instance(NovitaModel):
         default=None, alias="connectComponentSSH"
     )
     connect_component_jupyter: Annotated[JupyterComponent | None, BeforeValidator(_object_or_none)] = None
-    connect_component_web_terminal: Annotated[
-        WebTerminalComponent | None, BeforeValidator(_object_or_none)
-    ] = None
+    connect_component_web_terminal: Annotated[WebTerminalComponent | None, BeforeValidator(_object_or_none)] = None
     connect_component_log: Annotated[LogComponent | None, BeforeValidator(_object_or_none)] = None
 
 
@@ -266,6 +264,7 @@ class CreateInstanceRequest(NovitaModel):
     command: str | None = None
     entrypoint: str | None = None
     billing_mode: str = "onDemand"
+    month: int | None = None  # subscription length for `monthly` (Novita forces monthly when > 0)
 
     def to_payload(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True)

@@ -66,9 +66,7 @@ def observed() -> Observed:
 
 @pytest.fixture
 async def client(sleeps: Sleeps, observed: Observed) -> AsyncIterator[NovitaClient]:
-    async with NovitaClient(
-        ROOT, KEY, retry_deadline=30.0, max_attempts=4, observer=observed, sleep=sleeps
-    ) as c:
+    async with NovitaClient(ROOT, KEY, retry_deadline=30.0, max_attempts=4, observer=observed, sleep=sleeps) as c:
         yield c
 
 
@@ -104,9 +102,7 @@ async def test_base_url_forms_and_headers(router: respx.MockRouter, base: str) -
 
 
 async def test_list_products_sends_novita_query_names(router: respx.MockRouter, client: NovitaClient) -> None:
-    route = router.get("/products").respond(
-        json={"data": [{"id": "p1", "price": 35000, "spotPrice": "17500"}]}
-    )
+    route = router.get("/products").respond(json={"data": [{"id": "p1", "price": 35000, "spotPrice": "17500"}]})
     products = await client.list_products(
         cluster_id="5", gpu_num=2, product_name="4090", min_rootfs_size=50, billing_method="spot"
     )
@@ -127,9 +123,7 @@ async def test_templates_list_get_and_iterate(router: respx.MockRouter, client: 
         return httpx.Response(200, json={"template": items, "total": 5})
 
     route = router.get("/templates").mock(side_effect=pages)
-    router.get("/template", params={"templateId": "3"}).respond(
-        json={"template": {"Id": "3", "name": "vllm"}}
-    )
+    router.get("/template", params={"templateId": "3"}).respond(json={"template": {"Id": "3", "name": "vllm"}})
 
     page = await client.list_templates(channel="private", is_my_community=True, page_size=2)
     assert [t.id for t in page.templates] == ["0", "1"] and page.total == 5
@@ -232,20 +226,14 @@ async def test_iter_instances_walks_every_page(router: respx.MockRouter, client:
     assert route.calls.last.request.url.params["status"] == "running"
 
 
-async def test_iter_instances_exact_multiple_stops_at_total(
-    router: respx.MockRouter, client: NovitaClient
-) -> None:
+async def test_iter_instances_exact_multiple_stops_at_total(router: respx.MockRouter, client: NovitaClient) -> None:
     route = router.get("/gpu/instances").mock(side_effect=paged([f"i{n}" for n in range(4)]))
     assert len([i async for i in client.iter_instances(page_size=2)]) == 4
     assert route.call_count == 2
 
 
-async def test_iter_instances_without_total_stops_on_short_page(
-    router: respx.MockRouter, client: NovitaClient
-) -> None:
-    route = router.get("/gpu/instances").mock(
-        side_effect=paged([f"i{n}" for n in range(5)], send_total=False)
-    )
+async def test_iter_instances_without_total_stops_on_short_page(router: respx.MockRouter, client: NovitaClient) -> None:
+    route = router.get("/gpu/instances").mock(side_effect=paged([f"i{n}" for n in range(5)], send_total=False))
     assert len([i async for i in client.iter_instances(page_size=2)]) == 5
     assert route.call_count == 3
 
@@ -287,9 +275,7 @@ async def test_retry_after_seconds_and_http_date_are_honoured(
     router.post("/gpu/instance/stop").mock(
         side_effect=[
             envelope(429, "RATE_LIMIT_EXCEEDED", "slow down", **{"Retry-After": "7"}),
-            envelope(
-                429, "RATE_LIMIT_EXCEEDED", "slow down", **{"Retry-After": "Thu, 01 Jan 1970 00:00:00 GMT"}
-            ),
+            envelope(429, "RATE_LIMIT_EXCEEDED", "slow down", **{"Retry-After": "Thu, 01 Jan 1970 00:00:00 GMT"}),
             httpx.Response(200, json={}),
         ]
     )
@@ -297,9 +283,7 @@ async def test_retry_after_seconds_and_http_date_are_honoured(
     assert sleeps == [7.0, 0.0]
 
 
-async def test_retry_after_is_capped_at_the_remaining_deadline(
-    router: respx.MockRouter, sleeps: Sleeps
-) -> None:
+async def test_retry_after_is_capped_at_the_remaining_deadline(router: respx.MockRouter, sleeps: Sleeps) -> None:
     route = router.get("/gpu/instances").mock(
         return_value=envelope(429, "RATE_LIMIT_EXCEEDED", "slow down", **{"Retry-After": "3600"})
     )
@@ -356,9 +340,7 @@ async def test_client_errors_are_never_retried(
 async def test_create_failure_after_sending_is_ambiguous(
     router: respx.MockRouter, client: NovitaClient, sleeps: Sleeps, failure: Any
 ) -> None:
-    route = router.post("/gpu/instance/create").mock(
-        side_effect=[failure, httpx.Response(200, json={"id": "x"})]
-    )
+    route = router.post("/gpu/instance/create").mock(side_effect=[failure, httpx.Response(200, json={"id": "x"})])
     with pytest.raises(AmbiguousCreate) as caught:
         await client.create_instance(create_request("ng-42"))
     assert caught.value.name == "ng-42"
@@ -376,16 +358,12 @@ async def test_create_failure_after_sending_is_ambiguous(
 async def test_create_retries_only_when_novita_cannot_have_acted(
     router: respx.MockRouter, client: NovitaClient, failure: Any
 ) -> None:
-    route = router.post("/gpu/instance/create").mock(
-        side_effect=[failure, httpx.Response(200, json={"id": "new"})]
-    )
+    route = router.post("/gpu/instance/create").mock(side_effect=[failure, httpx.Response(200, json={"id": "new"})])
     assert await client.create_instance(create_request()) == "new"
     assert route.call_count == 2
 
 
-async def test_create_without_id_in_answer_is_ambiguous(
-    router: respx.MockRouter, client: NovitaClient
-) -> None:
+async def test_create_without_id_in_answer_is_ambiguous(router: respx.MockRouter, client: NovitaClient) -> None:
     router.post("/gpu/instance/create").respond(json={})
     with pytest.raises(AmbiguousCreate) as caught:
         await client.create_instance(create_request("ng-7"))
@@ -443,9 +421,7 @@ async def test_non_envelope_answers_map_to_typed_errors(
     assert fragment in caught.value.message
 
 
-async def test_malformed_fields_fail_without_echoing_values(
-    router: respx.MockRouter, client: NovitaClient
-) -> None:
+async def test_malformed_fields_fail_without_echoing_values(router: respx.MockRouter, client: NovitaClient) -> None:
     router.get("/gpu/instance").respond(
         json={"id": "abc", "gpuNum": "lots", "envs": [{"key": "T", "value": "envsecret"}]}
     )
@@ -482,9 +458,7 @@ async def test_api_key_never_in_errors_reprs_or_logs(
 
 
 async def test_retries_are_logged_without_the_key(router: respx.MockRouter, client: NovitaClient) -> None:
-    router.get("/clusters").mock(
-        side_effect=[envelope(503, "", "busy"), httpx.Response(200, json={"data": []})]
-    )
+    router.get("/clusters").mock(side_effect=[envelope(503, "", "busy"), httpx.Response(200, json={"data": []})])
     with capture_logs() as logs:
         await client.list_clusters()
     [entry] = [e for e in logs if e["event"] == "novita.retry"]

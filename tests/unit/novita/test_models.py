@@ -165,9 +165,7 @@ def test_cluster_fields() -> None:
 
 def test_template_id_capital_or_lower_and_ports() -> None:
     upper = Template.model_validate({"Id": "212", "ports": [{"type": "http", "ports": ["8888", 80]}]})
-    lower = Template.model_validate(
-        {"id": 7, "envs": [{"key": "A", "value": "secret-a"}], "createdAt": "1711995567"}
-    )
+    lower = Template.model_validate({"id": 7, "envs": [{"key": "A", "value": "secret-a"}], "createdAt": "1711995567"})
     assert upper.id == "212" and upper.ports[0].ports == [8888, 80]
     assert lower.id == "7" and lower.created_at is not None
     assert "secret-a" not in repr(lower)
