@@ -1,0 +1,1 @@
+"""Logs, metrics and health: what the service tells its operators about itself."""

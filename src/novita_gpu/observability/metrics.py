@@ -1,0 +1,309 @@
+"""Prometheus metrics plus the JSON summary behind GET /api/metrics.
+
+Each `Metrics` owns its registry, so several apps (and tests) in one process never collide.
+Counters and histograms feed /metrics; quantiles in the summary come from a bounded window of the
+most recent observations per series (Prometheus histograms only give bucket estimates).
+Recording is on the hot path of every request, so label children are cached and a record is a
+handful of dict lookups, two prometheus updates and a deque append.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
+
+DEFAULT_WINDOW = 2048
+UNMATCHED_ROUTE = "unmatched"
+UPSTREAM_OK = "ok"
+WEBHOOK_OUTCOMES = frozenset({"delivered", "failed_attempt", "gone", "expired"})
+AUTOSTOP_ACTIONS = frozenset({"stopped", "would_stop", "failed"})
+
+_READY_BUCKETS = (5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0)
+_LAG_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0)
+_QUANTILES = (50, 95, 99)
+
+
+def percentiles(samples: Sequence[float], scale: float = 1.0) -> dict[str, float | None]:
+    """Nearest-rank p50/p95/p99 (each is an observed value), times `scale`; None when empty."""
+    if not samples:
+        return {f"p{q}": None for q in _QUANTILES}
+    ordered = sorted(samples)
+    n = len(ordered)
+    return {f"p{q}": round(ordered[max(math.ceil(q / 100 * n) - 1, 0)] * scale, 3) for q in _QUANTILES}
+
+
+class _Window:
+    """The last `size` observations of one series, safe to read while others append."""
+
+    __slots__ = ("_lock", "_samples")
+
+    def __init__(self, size: int) -> None:
+        self._samples: deque[float] = deque(maxlen=size)
+        self._lock = threading.Lock()
+
+    def add(self, value: float) -> None:
+        with self._lock:
+            self._samples.append(value)
+
+    def snapshot(self) -> list[float]:
+        with self._lock:
+            return list(self._samples)
+
+
+def _values(metric: MetricWrapperBase, suffix: str = "") -> Iterable[tuple[dict[str, str], float]]:
+    """(labels, value) of every child of `metric`; `suffix` picks e.g. "_total" or "_count"."""
+    for family in metric.collect():
+        wanted = family.name + suffix
+        for sample in family.samples:
+            if sample.name == wanted:
+                yield sample.labels, sample.value
+
+
+def _ratio(hits: float, misses: float) -> float | None:
+    total = hits + misses
+    return round(hits / total, 4) if total else None
+
+
+class Metrics:
+    """All of the service's metrics. Create one per app and pass it to whoever records."""
+
+    def __init__(self, window: int = DEFAULT_WINDOW) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._window_size = window
+        r = self.registry
+        self._http_requests = Counter(
+            "http_requests_total", "HTTP requests answered", ["method", "route", "status"], registry=r
+        )
+        self._http_duration = Histogram(
+            "http_request_duration_seconds", "HTTP request duration", ["method", "route"], registry=r
+        )
+        self._upstream_calls = Counter(
+            "upstream_calls_total", "Calls to the Novita API", ["endpoint", "outcome"], registry=r
+        )
+        self._upstream_duration = Histogram(
+            "upstream_call_duration_seconds", "Novita API call duration", ["endpoint"], registry=r
+        )
+        self._instances = Gauge("instances", "Instances by public status", ["status"], registry=r)
+        self._ready = Histogram(
+            "instance_ready_seconds", "Time from create to ready", buckets=_READY_BUCKETS, registry=r
+        )
+        self._webhook_deliveries = Counter(
+            "webhook_deliveries_total", "Webhook delivery attempts by outcome", ["outcome"], registry=r
+        )
+        self._webhook_lag = Histogram(
+            "webhook_delivery_lag_seconds", "Time from event to delivery", buckets=_LAG_BUCKETS, registry=r
+        )
+        self._webhook_backlog = Gauge("webhook_backlog", "Webhook deliveries pending", registry=r)
+        self._webhook_oldest = Gauge(
+            "webhook_oldest_pending_seconds", "Age of the oldest pending webhook delivery", registry=r
+        )
+        self._autostop = Counter("autostop_actions_total", "Auto-stop actions taken", ["action"], registry=r)
+        self._cache = Counter("cache_lookups_total", "Cache lookups", ["cache", "result"], registry=r)
+
+        # Cached label children: labels() takes a lock and builds a tuple on every call.
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any, _Window]] = {}
+        self._upstream_children: dict[tuple[str, str], tuple[Any, Any, _Window]] = {}
+        self._cache_children: dict[tuple[str, bool], Any] = {}
+        self._route_windows: dict[str, _Window] = {}
+        self._endpoint_windows: dict[str, _Window] = {}
+        self._latency = _Window(window)
+        self._ready_window = _Window(window)
+        self._lag_window = _Window(window)
+        self._children_lock = threading.Lock()
+
+    # -- recording -------------------------------------------------------------------------------
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One answered HTTP request; `route` is the route template (or "unmatched"), never a raw path."""
+        key = (method, route, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._new_request_children(method, route, status)
+        counter, histogram, route_window = children
+        counter.inc()
+        histogram.observe(seconds)
+        route_window.add(seconds)
+        self._latency.add(seconds)
+
+    def _new_request_children(self, method: str, route: str, status: int) -> tuple[Any, Any, _Window]:
+        with self._children_lock:
+            window = self._route_windows.setdefault(route, _Window(self._window_size))
+            children = (
+                self._http_requests.labels(method, route, str(status)),
+                self._http_duration.labels(method, route),
+                window,
+            )
+            self._request_children[(method, route, status)] = children
+            return children
+
+    def observe_upstream(self, endpoint: str, outcome: str, seconds: float) -> None:
+        """One call to Novita (the client's observer callback). Outcome "ok" is success."""
+        children = self._upstream_children.get((endpoint, outcome))
+        if children is None:
+            with self._children_lock:
+                window = self._endpoint_windows.setdefault(endpoint, _Window(self._window_size))
+                children = (
+                    self._upstream_calls.labels(endpoint, outcome),
+                    self._upstream_duration.labels(endpoint),
+                    window,
+                )
+                self._upstream_children[(endpoint, outcome)] = children
+        counter, histogram, window = children
+        counter.inc()
+        histogram.observe(seconds)
+        window.add(seconds)
+
+    def set_instance_counts(self, counts: Mapping[str, int]) -> None:
+        """Set the instances-by-status gauge; statuses seen before but absent now drop to 0."""
+        for labels, _ in list(_values(self._instances)):
+            if labels["status"] not in counts:
+                self._instances.labels(labels["status"]).set(0)
+        for status, count in counts.items():
+            self._instances.labels(status).set(count)
+
+    def observe_ready(self, seconds: float) -> None:
+        """An instance became ready `seconds` after it was created."""
+        self._ready.observe(seconds)
+        self._ready_window.add(seconds)
+
+    def observe_webhook_delivery(self, outcome: str, lag_seconds: float | None = None) -> None:
+        """One delivery attempt: delivered | failed_attempt | gone | expired; lag only when delivered."""
+        if outcome not in WEBHOOK_OUTCOMES:
+            raise ValueError(f"unknown webhook outcome {outcome!r}")
+        self._webhook_deliveries.labels(outcome).inc()
+        if lag_seconds is not None:
+            self._webhook_lag.observe(lag_seconds)
+            self._lag_window.add(lag_seconds)
+
+    def set_webhook_backlog(self, pending: int, oldest_pending_seconds: float) -> None:
+        """Deliveries still waiting and the age of the oldest one (0 when none)."""
+        self._webhook_backlog.set(pending)
+        self._webhook_oldest.set(oldest_pending_seconds)
+
+    def observe_autostop(self, action: str) -> None:
+        """One auto-stop decision carried out: stopped | would_stop (dry run) | failed."""
+        if action not in AUTOSTOP_ACTIONS:
+            raise ValueError(f"unknown auto-stop action {action!r}")
+        self._autostop.labels(action).inc()
+
+    def observe_cache(self, cache: str, hit: bool) -> None:
+        """One lookup in the named cache."""
+        child = self._cache_children.get((cache, hit))
+        if child is None:
+            child = self._cache.labels(cache, "hit" if hit else "miss")
+            self._cache_children[(cache, hit)] = child
+        child.inc()
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def render(self) -> tuple[bytes, str]:
+        """The Prometheus text exposition and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON document of GET /api/metrics. Request/upstream times in ms, others in seconds."""
+        return {
+            "requests": self._requests_summary(),
+            "latency": percentiles(self._latency.snapshot(), 1000.0),
+            "upstream": self._upstream_summary(),
+            "instances": self._instances_summary(),
+            "readiness": {
+                "count": int(sum(v for _, v in _values(self._ready, "_count"))),
+                **percentiles(self._ready_window.snapshot()),
+            },
+            "webhooks": self._webhooks_summary(),
+            "autoStop": self._autostop_summary(),
+            "cache": self._cache_summary(),
+        }
+
+    def _requests_summary(self) -> dict[str, Any]:
+        by_status: dict[str, int] = {}
+        by_route_count: dict[str, int] = {}
+        for labels, value in _values(self._http_requests, "_total"):
+            by_status[labels["status"]] = by_status.get(labels["status"], 0) + int(value)
+            by_route_count[labels["route"]] = by_route_count.get(labels["route"], 0) + int(value)
+        with self._children_lock:
+            windows = dict(self._route_windows)
+        by_route = {
+            route: {"count": count, **percentiles(windows[route].snapshot(), 1000.0)}
+            for route, count in sorted(by_route_count.items())
+        }
+        return {"total": sum(by_status.values()), "byStatus": dict(sorted(by_status.items())), "byRoute": by_route}
+
+    def _upstream_summary(self) -> dict[str, Any]:
+        calls: dict[str, int] = {}
+        errors: dict[str, int] = {}
+        by_outcome: dict[str, int] = {}
+        for labels, value in _values(self._upstream_calls, "_total"):
+            endpoint, outcome = labels["endpoint"], labels["outcome"]
+            calls[endpoint] = calls.get(endpoint, 0) + int(value)
+            errors[endpoint] = errors.get(endpoint, 0) + (0 if outcome == UPSTREAM_OK else int(value))
+            by_outcome[outcome] = by_outcome.get(outcome, 0) + int(value)
+        with self._children_lock:
+            windows = dict(self._endpoint_windows)
+        by_endpoint = {
+            endpoint: {
+                "calls": count,
+                "errors": errors[endpoint],
+                **percentiles(windows[endpoint].snapshot(), 1000.0),
+            }
+            for endpoint, count in sorted(calls.items())
+        }
+        return {
+            "calls": sum(calls.values()),
+            "errors": sum(errors.values()),
+            "byOutcome": dict(sorted(by_outcome.items())),
+            "byEndpoint": by_endpoint,
+        }
+
+    def _instances_summary(self) -> dict[str, Any]:
+        by_status = {labels["status"]: int(value) for labels, value in _values(self._instances)}
+        return {"total": sum(by_status.values()), "byStatus": dict(sorted(by_status.items()))}
+
+    def _webhooks_summary(self) -> dict[str, Any]:
+        outcomes = {labels["outcome"]: int(v) for labels, v in _values(self._webhook_deliveries, "_total")}
+        backlog = next(iter(_values(self._webhook_backlog)), ({}, 0.0))[1]
+        oldest = next(iter(_values(self._webhook_oldest)), ({}, 0.0))[1]
+        return {
+            "delivered": outcomes.get("delivered", 0),
+            "failedAttempts": outcomes.get("failed_attempt", 0),
+            "gone": outcomes.get("gone", 0),
+            "expired": outcomes.get("expired", 0),
+            "backlog": int(backlog),
+            "oldestPendingSeconds": round(oldest, 3),
+            "lag": {
+                "count": int(sum(v for _, v in _values(self._webhook_lag, "_count"))),
+                **percentiles(self._lag_window.snapshot()),
+            },
+        }
+
+    def _autostop_summary(self) -> dict[str, int]:
+        actions = {labels["action"]: int(v) for labels, v in _values(self._autostop, "_total")}
+        return {
+            "stopped": actions.get("stopped", 0),
+            "wouldStop": actions.get("would_stop", 0),
+            "failed": actions.get("failed", 0),
+        }
+
+    def _cache_summary(self) -> dict[str, Any]:
+        per_cache: dict[str, dict[str, int]] = {}
+        for labels, value in _values(self._cache, "_total"):
+            counts = per_cache.setdefault(labels["cache"], {"hits": 0, "misses": 0})
+            counts["hits" if labels["result"] == "hit" else "misses"] += int(value)
+        hits = sum(c["hits"] for c in per_cache.values())
+        misses = sum(c["misses"] for c in per_cache.values())
+        return {
+            "hits": hits,
+            "misses": misses,
+            "hitRatio": _ratio(hits, misses),
+            "byCache": {
+                name: {**c, "hitRatio": _ratio(c["hits"], c["misses"])} for name, c in sorted(per_cache.items())
+            },
+        }
