@@ -24,8 +24,14 @@ SEED_BODY = {"name": "my-instance", "productName": "RTX 4090 24GB", "templateId"
 
 
 class Harness:
-    def __init__(self, tmp_path: Path, *, database_url: str | None = None, emulator: EmulatorConfig | None = None,
-                 **settings: Any) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        *,
+        database_url: str | None = None,
+        emulator: EmulatorConfig | None = None,
+        **settings: Any,
+    ) -> None:
         self.clock = ManualClock()
         self.emulator_server = BackgroundServer(create_emulator_app(emulator or EmulatorConfig(), self.clock))
         self.database_url = database_url or f"sqlite+aiosqlite:///{tmp_path / 'service.db'}"

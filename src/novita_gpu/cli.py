@@ -28,8 +28,14 @@ def serve(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from exc
     uvicorn.run(
-        create_app(settings), host=host, port=port, log_level="warning", access_log=False,
-        timeout_graceful_shutdown=10, backlog=2048,
+        create_app(settings),
+        host=host,
+        port=port,
+        log_config=None,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        backlog=2048,
     )
 
 
@@ -44,10 +50,14 @@ def emulator(
     """Run the Novita API emulator alone (for offline development and tests)."""
     from novita_gpu.emulator.app import create_emulator_app
     from novita_gpu.emulator.config import EmulatorConfig
+    from novita_gpu.observability.logging import configure_logging
 
     config = EmulatorConfig(speed=speed, seed=seed, api_keys=list(api_key or []))
     typer.echo(f"Novita emulator on http://{host}:{port}/gpu-instance/openapi/v1 (speed x{speed})", err=True)
-    uvicorn.run(create_emulator_app(config), host=host, port=port, log_level="warning", access_log=False)
+    configure_logging("INFO", "console")
+    uvicorn.run(
+        create_emulator_app(config), host=host, port=port, log_config=None, log_level="warning", access_log=False
+    )
 
 
 def main() -> None:  # pragma: no cover - entry point shim

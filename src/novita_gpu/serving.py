@@ -7,8 +7,10 @@ that need a real server on a free port.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +26,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 def _bound_socket(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Without this, small responses wait for the peer's delayed ACK (~40 ms on loopback).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
     sock.listen(2048)
     sock.setblocking(False)
@@ -32,9 +36,24 @@ def _bound_socket(host: str, port: int) -> socket.socket:
 
 def _config(app: Any, host: str, port: int) -> uvicorn.Config:
     return uvicorn.Config(
-        app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
-        timeout_graceful_shutdown=5, backlog=2048,
+        app,
+        host=host,
+        port=port,
+        log_config=None,  # our logging configuration stays in charge
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        backlog=2048,
     )
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """Leaves signals to the host process (the service, or pytest) instead of capturing them."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 @dataclass
@@ -56,8 +75,7 @@ class BackgroundServer:
     def _prepare(self) -> uvicorn.Server:
         self._sock = _bound_socket(self.host, self.port)
         self.port = int(self._sock.getsockname()[1])
-        self._server = uvicorn.Server(_config(self.app, self.host, self.port))
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._server = _EmbeddedServer(_config(self.app, self.host, self.port))
         return self._server
 
     async def start(self) -> None:

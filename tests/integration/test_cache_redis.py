@@ -13,8 +13,6 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 from pydantic import SecretStr
-from tests.fixtures.services import require_redis
-from tests.fixtures.upstash import running_upstash
 
 from novita_gpu.cache import (
     CacheBackend,
@@ -29,6 +27,8 @@ from novita_gpu.cache import (
 from novita_gpu.cache.base import glob_escape
 from novita_gpu.clock import ManualClock
 from novita_gpu.serving import free_port
+from tests.fixtures.services import require_redis
+from tests.fixtures.upstash import running_upstash
 
 pytestmark = pytest.mark.redis
 

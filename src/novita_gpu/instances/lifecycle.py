@@ -94,7 +94,7 @@ def stop_reason(goal: str, pending_reason: str | None, spot_reclaimed: bool) -> 
     if spot_reclaimed and goal == Goal.RUNNING:
         return Reason.SPOT_RECLAIMED
     if goal == Goal.STOPPED:
-        return Reason(pending_reason) if pending_reason in Reason.__members__ else Reason.USER
+        return Reason(pending_reason) if pending_reason is not None and pending_reason in set(Reason) else Reason.USER
     return Reason.SPOT_RECLAIMED if spot_reclaimed else Reason.UPSTREAM_STOPPED
 
 

@@ -36,7 +36,7 @@ class HealthCheckIn(_Body):
 class CreateInstanceIn(_Body):
     name: Name
     product_name: Annotated[StrictStr, Field(alias="productName", min_length=1, max_length=120)]
-    template_id: Annotated[StrictStr | StrictInt, Field(alias="templateId")]
+    template_id: Annotated[str, Field(alias="templateId")]
     gpu_num: Annotated[StrictInt, Field(alias="gpuNum", ge=1, le=8)] = 1
     rootfs_size: Annotated[StrictInt | None, Field(alias="rootfsSize", ge=10, le=6144)] = None
     region: Annotated[StrictStr | None, Field(max_length=120)] = None
@@ -49,9 +49,11 @@ class CreateInstanceIn(_Body):
     labels: Annotated[dict[StrictStr, StrictStr], Field(max_length=50)] = {}
     health_check: Annotated[HealthCheckIn | None, Field(alias="healthCheck")] = None
 
-    @field_validator("template_id")
+    @field_validator("template_id", mode="before")
     @classmethod
-    def _template_id(cls, value: str | int) -> str:
+    def _template_id(cls, value: object) -> str:
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise ValueError("templateId must be a template id (string or number) or a template name")
         text = str(value).strip()
         if not text or len(text) > 255:
             raise ValueError("templateId must be a template id or name (1-255 characters)")
