@@ -1,0 +1,188 @@
+"""The Novita v1 endpoints under /gpu-instance/openapi/v1 (auth and faults are applied by gateway.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from novita_gpu.emulator import validation as v
+from novita_gpu.emulator.errors import NovitaError, invalid_param
+from novita_gpu.emulator.views import instance_detail, instance_summary
+from novita_gpu.emulator.world import World
+
+router = APIRouter(prefix="/gpu-instance/openapi/v1")
+
+
+def world_of(request: Request) -> World:
+    world: World = request.app.state.world
+    return world
+
+
+def _params(request: Request) -> dict[str, str]:
+    return dict(request.query_params)
+
+
+@router.get("/clusters")
+async def clusters(request: Request) -> dict[str, Any]:
+    catalog = world_of(request).catalog
+    return {
+        "data": [
+            {
+                "id": c.id,
+                "name": c.name,
+                "availableGpuType": sorted({p.name for p in catalog.products if c.name in p.regions}),
+                "supportNetworkStorage": c.support_network_storage,
+                "supportInstanceNetwork": c.support_instance_network,
+            }
+            for c in catalog.clusters
+        ]
+    }
+
+
+@router.get("/products")
+async def products(request: Request) -> dict[str, Any]:
+    world = world_of(request)
+    params = _params(request)
+    cluster_id = params.get("clusterId", "")
+    gpu_num = v.query_int(params, "gpuNum", default=0, low=0, high=8)
+    name = params.get("productName", "").lower()
+    min_cpu = v.query_int(params, "minCpuPerGpu", default=0, low=0, high=10_000)
+    min_mem = v.query_int(params, "minMemoryPerGpu", default=0, low=0, high=100_000)
+    min_rootfs = v.query_int(params, "minRootFSSize", default=0, low=0, high=100_000)
+    billing = params.get("billingMethod") or "onDemand"
+    if billing not in ("onDemand", "monthly", "spot"):
+        raise invalid_param("billingMethod must be onDemand, monthly or spot")
+    cluster = world.catalog.cluster(cluster_id) if cluster_id else None
+    data = []
+    for product in world.catalog.products:
+        if cluster_id and (cluster is None or cluster.name not in product.regions):
+            continue
+        if (
+            name not in product.name.lower()
+            or product.cpu_per_gpu < min_cpu
+            or product.memory_per_gpu < min_mem
+            or product.max_rootfs < min_rootfs
+            or product.max_gpus < gpu_num
+            or billing not in product.billing_methods
+        ):
+            continue
+        clusters = [cluster] if cluster else world.catalog.product_clusters(product)
+        free = max((world.free_gpus(c.id, product.id) for c in clusters), default=0)
+        data.append(product.json(available=free >= max(gpu_num, 1), free_gpus=free))
+    return {"data": data}
+
+
+@router.get("/cpu/products")
+async def cpu_products(request: Request) -> dict[str, Any]:
+    catalog = world_of(request).catalog
+    params = _params(request)
+    cluster = catalog.cluster(params.get("clusterId", "")) if params.get("clusterId") else None
+    name = params.get("productName", "").lower()
+    return {
+        "data": [
+            p.json()
+            for p in catalog.cpu_products
+            if name in p.name.lower() and (not params.get("clusterId") or (cluster and cluster.name in p.regions))
+        ]
+    }
+
+
+@router.get("/gpu/instances")
+async def list_instances(request: Request) -> dict[str, Any]:
+    world = world_of(request)
+    instances, total = world.list_instances(v.instance_query(_params(request)))
+    now = world.now()
+    return {"instances": [instance_summary(i, now) for i in instances], "total": total}
+
+
+@router.get("/gpu/instance")
+async def get_instance(request: Request) -> dict[str, Any]:
+    world = world_of(request)
+    instance_id = request.query_params.get("instanceId", "")
+    if not instance_id:
+        raise invalid_param("instanceId is required")
+    instance = world.get(instance_id)
+    return instance_detail(instance, world.now(), str(request.base_url))
+
+
+@router.post("/gpu/instance/create")
+async def create_instance(request: Request) -> dict[str, Any]:
+    world = world_of(request)
+    body = v.parse_json_object(await request.body())
+    failure = world.faults.take_create_failure()
+    if failure == "before":
+        raise NovitaError(500, "UNKNOWN", "unknown error")
+    req = v.create_request(body, {a.id for a in world.catalog.registry_auths})
+    instance = world.create(req)
+    if failure == "after":
+        raise NovitaError(500, "UNKNOWN", "unknown error")
+    return {"id": instance.id}
+
+
+async def _action(request: Request, action: str) -> dict[str, Any]:
+    world = world_of(request)
+    instance_id = v.instance_id(v.parse_json_object(await request.body()))
+    instance = getattr(world, action)(instance_id)
+    return {"instanceId": instance.id, "state": instance.status_at(world.now())}
+
+
+@router.post("/gpu/instance/start")
+async def start_instance(request: Request) -> dict[str, Any]:
+    return await _action(request, "start")
+
+
+@router.post("/gpu/instance/stop")
+async def stop_instance(request: Request) -> dict[str, Any]:
+    return await _action(request, "stop")
+
+
+@router.post("/gpu/instance/restart")
+async def restart_instance(request: Request) -> dict[str, Any]:
+    return await _action(request, "restart")
+
+
+@router.post("/gpu/instance/delete")
+async def delete_instance(request: Request) -> dict[str, Any]:
+    return await _action(request, "delete")
+
+
+@router.get("/templates")
+async def templates(request: Request) -> dict[str, Any]:
+    catalog = world_of(request).catalog
+    params = _params(request)
+    channels = {c.strip() for c in params.get("channel", "").split(",") if c.strip()}
+    if not channels:
+        raise invalid_param("channel is required")
+    if not channels <= {"official", "community", "private"}:
+        raise invalid_param("channel must be official, community or private")
+    mine = v.query_bool(params, "isMyCommunity")
+    size, num = v.page(params)
+    name = params.get("name", "").lower()
+    kind = params.get("type", "")
+    found = [
+        t
+        for t in catalog.templates
+        if t.channel in channels
+        and name in t.name.lower()
+        and (not kind or kind == "instance")
+        and (t.mine if mine else t.channel != "private")
+    ]
+    start = (num - 1) * size
+    return {"template": [t.json() for t in found[start : start + size]], "total": len(found)}
+
+
+@router.get("/template")
+async def template(request: Request) -> dict[str, Any]:
+    template_id = request.query_params.get("templateId", "")
+    if not template_id:
+        raise invalid_param("templateId is required")
+    found = world_of(request).catalog.template(template_id)
+    if found is None:
+        raise NovitaError(400, "TEMPLATE_NOT_FOUND", "template not found")
+    return {"template": found.json()}
+
+
+@router.get("/repository/auths")
+async def registry_auths(request: Request) -> dict[str, Any]:
+    return {"data": [a.json() for a in world_of(request).catalog.registry_auths]}

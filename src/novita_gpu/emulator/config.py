@@ -1,0 +1,51 @@
+"""Emulator settings: speed, seed, accepted keys, not-found status, timings and faults."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from novita_gpu.emulator.faults import FaultConfig
+
+
+class Timings(BaseModel):
+    """Durations in emulated seconds at speed 1 (each is divided by `EmulatorConfig.speed`).
+
+    Each phase lasts the given time before the next status; e.g. a new instance is `toCreate` for
+    `to_create`, `creating` for `creating`, `pulling` for `pulling`, then `running`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    to_create: float = Field(default=1.0, ge=0)
+    creating: float = Field(default=2.0, ge=0)
+    pulling: float = Field(default=7.0, ge=0)
+    app_boot_after_create: float = Field(default=4.0, ge=0)
+    to_stop: float = Field(default=1.0, ge=0)
+    stopping: float = Field(default=2.0, ge=0)
+    to_start: float = Field(default=1.0, ge=0)
+    starting: float = Field(default=4.0, ge=0)
+    app_boot_after_start: float = Field(default=3.0, ge=0)
+    to_restart: float = Field(default=1.0, ge=0)
+    restarting: float = Field(default=3.0, ge=0)
+    to_remove: float = Field(default=1.0, ge=0)
+    removing: float = Field(default=1.0, ge=0)
+    spot_notice: float = Field(default=3.0, ge=0)
+    spot_reclaiming: float = Field(default=2.0, ge=0)
+
+
+class EmulatorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    speed: float = Field(default=1.0, gt=0)
+    seed: int = 42
+    api_keys: list[str] = Field(default_factory=list)
+    not_found_status: int = Field(default=400, ge=400, le=499)
+    removed_visible_seconds: float = Field(default=60.0, ge=0)
+    timings: Timings = Field(default_factory=Timings)
+    faults: FaultConfig = Field(default_factory=FaultConfig)
+
+    def __repr__(self) -> str:
+        # API keys are secrets: never print them.
+        return f"EmulatorConfig(speed={self.speed}, seed={self.seed}, api_keys=<{len(self.api_keys)} keys>)"
+
+    __str__ = __repr__

@@ -1,0 +1,93 @@
+"""The control API under /_emulator/ (no auth, never faulted): reset, faults, capacity, reclaim, truth."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import ValidationError
+
+from novita_gpu.emulator.api_routes import world_of
+from novita_gpu.emulator.errors import NovitaError, invalid_param
+from novita_gpu.emulator.validation import integer, parse_json_object, text
+from novita_gpu.emulator.views import instance_timeline
+
+router = APIRouter(prefix="/_emulator")
+
+
+@router.post("/reset")
+async def reset(request: Request) -> dict[str, Any]:
+    world_of(request).reset()
+    return {"ok": True}
+
+
+@router.get("/faults")
+async def get_faults(request: Request) -> dict[str, Any]:
+    return world_of(request).faults.config.model_dump()
+
+
+@router.put("/faults")
+async def put_faults(request: Request) -> dict[str, Any]:
+    changes = parse_json_object(await request.body())
+    try:
+        return world_of(request).faults.update(changes).model_dump()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise invalid_param(problems) from exc
+
+
+@router.get("/capacity")
+async def get_capacity(request: Request) -> dict[str, Any]:
+    return {"capacity": world_of(request).capacity()}
+
+
+@router.put("/capacity")
+async def put_capacity(request: Request) -> dict[str, Any]:
+    body = parse_json_object(await request.body())
+    cluster_id = text(body, "clusterId", required=True, min_len=1)
+    product_id = text(body, "productId", required=True, min_len=1)
+    gpus = integer(body, "gpus", required=True)
+    if gpus < 0:
+        raise invalid_param("gpus must be >= 0")
+    world = world_of(request)
+    world.set_capacity(cluster_id, product_id, gpus)
+    return {
+        "clusterId": cluster_id,
+        "productId": product_id,
+        "gpus": gpus,
+        "free": world.free_gpus(cluster_id, product_id),
+    }
+
+
+@router.post("/instances/{instance_id}/reclaim")
+async def reclaim(request: Request, instance_id: str) -> dict[str, Any]:
+    world = world_of(request)
+    instance = world.reclaim(instance_id)
+    return {"instanceId": instance.id, "spotStatus": instance.phase_at(world.now()).spot_status}
+
+
+@router.get("/instances")
+async def instances(request: Request) -> dict[str, Any]:
+    world = world_of(request)
+    now = world.now()
+    return {"now": now, "instances": [instance_timeline(i, now) for i in world.all_instances()]}
+
+
+@router.get("/instances/{instance_id}")
+async def instance(request: Request, instance_id: str) -> dict[str, Any]:
+    world = world_of(request)
+    found = world.find(instance_id)
+    if found is not None:
+        return instance_timeline(found, world.now())
+    raise NovitaError(404, "RESOURCE_NOT_FOUND", "instance not found")
+
+
+@router.get("/stats")
+async def stats(request: Request) -> dict[str, int]:
+    return world_of(request).stats()
+
+
+@router.delete("/stats")
+async def clear_stats(request: Request) -> dict[str, Any]:
+    world_of(request).clear_stats()
+    return {"ok": True}

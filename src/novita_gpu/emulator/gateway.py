@@ -1,0 +1,90 @@
+"""What Novita's gateway does before a request reaches an endpoint: counting, faults and auth.
+
+It runs at the outermost ASGI layer so that a "drop" can abort the connection itself: under uvicorn
+the `send` callable is bound to the request cycle, whose transport we abort (the client sees the
+connection reset with no response). Under a server without that handle it hangs instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import math
+from typing import Any
+
+from starlette.types import Receive, Scope, Send
+
+from novita_gpu.emulator.errors import envelope
+from novita_gpu.emulator.world import World
+
+API_PREFIX = "/gpu-instance/openapi/v1"
+HANG_SECONDS = 3600.0
+
+
+def api_path(scope: Scope) -> str | None:
+    """The path below the API prefix, or None when the request is not for the Novita API."""
+    path: str = scope.get("path", "")
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    if path == API_PREFIX or path.startswith(API_PREFIX + "/"):
+        return path[len(API_PREFIX) :] or "/"
+    return None
+
+
+def _bearer(scope: Scope) -> str:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            scheme, _, key = value.decode("latin-1").partition(" ")
+            return key.strip() if scheme.lower() == "bearer" else ""
+    return ""
+
+
+def authorized(key: str, accepted: list[str]) -> bool:
+    if not key:
+        return False
+    if not accepted:
+        return True
+    return any(hmac.compare_digest(key.encode(), ok.encode()) for ok in accepted)
+
+
+async def _drop(send: Send) -> None:
+    cycle: Any = getattr(send, "__self__", None)
+    transport = getattr(cycle, "transport", None)
+    if transport is None:
+        await asyncio.sleep(HANG_SECONDS)
+        return
+    transport.abort()
+    # Let the protocol see the connection as lost, so uvicorn does not try to answer a 500.
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+async def gate(world: World, scope: Scope, receive: Receive, send: Send) -> bool:
+    """Handle the request here (fault or auth failure) and return True, or return False to serve it."""
+    path = api_path(scope)
+    if path is None or scope["type"] != "http":
+        return False
+    world.count_request(f"{scope['method']} {path}")
+    faults = world.faults.sample()
+    if faults.latency_seconds:
+        await asyncio.sleep(faults.latency_seconds)
+    if faults.kind == "drop":
+        await _drop(send)
+        return True
+    response = None
+    if faults.kind == "rate_limit":
+        retry_after = world.faults.config.retry_after_seconds
+        response = envelope(
+            429, "RATE_LIMIT_EXCEEDED", "rate limit exceeded", {"Retry-After": str(math.ceil(retry_after))}
+        )
+    elif faults.kind == "server_error":
+        response = envelope(500, "UNKNOWN", "unknown error")
+    elif faults.kind == "unavailable":
+        response = envelope(503, "SERVICE_UNAVAILABLE", "service unavailable")
+    elif not authorized(_bearer(scope), world.config.api_keys):
+        response = envelope(401, "UNAUTHORIZED", "invalid or missing API key")
+    if response is None:
+        return False
+    await response(scope, receive, send)
+    return True

@@ -1,0 +1,138 @@
+"""One emulated instance: its fixed attributes and its timeline of scheduled statuses.
+
+State is never stored as "current": it is a function of the timeline and the time asked about, so
+advancing the clock is all it takes to move an instance along.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Statuses in which an instance holds its GPUs (everything but stopped and deleted).
+RELEASED = frozenset({"exited", "removed"})
+STATUSES = frozenset(
+    {
+        "toCreate",
+        "creating",
+        "pulling",
+        "running",
+        "toStart",
+        "starting",
+        "toStop",
+        "stopping",
+        "exited",
+        "toRestart",
+        "restarting",
+        "toRemove",
+        "removing",
+        "removed",
+        "toReset",
+        "resetting",
+        "migrating",
+        "freezing",
+        "pending",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Phase:
+    status: str
+    at: float  # unix seconds (emulator clock)
+    spot_status: str = ""
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    port: int
+    type: str  # http | tcp
+    host_port: int  # for tcp endpoints "127.0.0.1:<host_port>"
+
+
+@dataclass
+class Instance:
+    id: str
+    name: str
+    cluster_id: str
+    cluster_name: str
+    product_id: str
+    product_name: str
+    kind: str
+    gpu_num: int
+    cpu_num: int
+    memory: int
+    rootfs_size: int
+    image_url: str
+    image_auth_id: str
+    command: str
+    entrypoint: str
+    ports: list[PortMapping]
+    envs: list[dict[str, str]]
+    billing_mode: str
+    end_time: str
+    ssh_password: str
+    created_at: float
+    phases: list[Phase] = field(default_factory=list)
+    app_boots: list[float] = field(default_factory=list)
+    gone_at: float | None = None  # when it stops being visible (set once deletion is scheduled)
+
+    def phase_at(self, now: float) -> Phase:
+        current = self.phases[0]
+        for phase in self.phases:
+            if phase.at > now:
+                break
+            current = phase
+        return current
+
+    def status_at(self, now: float) -> str:
+        return self.phase_at(now).status
+
+    def visible_at(self, now: float) -> bool:
+        return self.gone_at is None or now < self.gone_at
+
+    def holds_capacity_at(self, now: float) -> bool:
+        return self.visible_at(now) and self.status_at(now) not in RELEASED
+
+    def history_at(self, now: float) -> list[Phase]:
+        return [p for p in self.phases if p.at <= now]
+
+    def truncate_after(self, t: float) -> None:
+        """Forget what was scheduled after `t` (an action at `t` replaces the planned future)."""
+        self.phases = [p for p in self.phases if p.at <= t]
+        self.app_boots = [b for b in self.app_boots if b <= t]
+        self.gone_at = None
+
+    def running_since(self, now: float) -> float | None:
+        """Start of the current uninterrupted `running` stretch, or None if not running."""
+        since: float | None = None
+        for phase in self.history_at(now):
+            running = phase.status == "running"
+            since = (since if since is not None else phase.at) if running else None
+        return since
+
+    def app_up_at(self, now: float) -> bool:
+        since = self.running_since(now)
+        return since is not None and any(since <= b <= now for b in self.app_boots)
+
+    def last_entered(self, status: str, now: float) -> float | None:
+        """When the instance last entered `status` (a new stretch, not a spot sub-phase), up to `now`."""
+        last: float | None = None
+        previous = ""
+        for phase in self.history_at(now):
+            if phase.status == status and previous != status:
+                last = phase.at
+            previous = phase.status
+        return last
+
+    def last_app_boot(self, now: float) -> float | None:
+        return max((b for b in self.app_boots if b <= now), default=None)
+
+    def spot_reclaim_time(self, now: float) -> float | None:
+        """When the latest reclaim began, if the instance has not run normally since."""
+        started: float | None = None
+        for phase in self.history_at(now):
+            if phase.spot_status == "notified" and started is None:
+                started = phase.at
+            elif phase.spot_status == "running":
+                started = None
+        return started

@@ -1,0 +1,386 @@
+"""The emulated Novita account: catalog, capacity, instances and their status machine.
+
+Thread-safe: the app may be served from a uvicorn thread while a test advances a shared clock from
+another thread. Every method takes the lock; instance states are computed from the clock on demand.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+import threading
+from collections import Counter
+from dataclasses import dataclass
+
+from novita_gpu.clock import Clock, SystemClock
+from novita_gpu.emulator.catalog import MONTHLY, SPOT, Catalog, Product, build_catalog
+from novita_gpu.emulator.config import EmulatorConfig
+from novita_gpu.emulator.errors import NovitaError, invalid_param, invalid_state_change
+from novita_gpu.emulator.faults import FaultInjector
+from novita_gpu.emulator.instance import Instance, Phase, PortMapping
+
+MONTH_SECONDS = 30 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    """A validated create body (see validation.py)."""
+
+    name: str
+    product_id: str
+    gpu_num: int
+    rootfs_size: int
+    image_url: str
+    image_auth_id: str
+    ports: list[tuple[int, str]]
+    envs: list[dict[str, str]]
+    command: str
+    entrypoint: str
+    cluster_id: str
+    kind: str
+    billing_mode: str
+    month: int
+
+
+@dataclass(frozen=True)
+class InstanceQuery:
+    page_size: int
+    page_num: int
+    name: str
+    product_name: str
+    status: str
+
+
+class World:
+    def __init__(self, config: EmulatorConfig, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self._lock = threading.RLock()
+        self.reset()
+
+    def reset(self) -> None:
+        """A fresh world from the same seed: catalog, capacities, instances, faults and stats."""
+        with self._lock:
+            self._rng = random.Random(self.config.seed)
+            self.catalog: Catalog = build_catalog(self._rng)
+            self.faults = FaultInjector(self.config.faults, self.config.seed + 1)
+            self._instances: dict[str, Instance] = {}
+            self._stats: Counter[str] = Counter()
+
+    def now(self) -> float:
+        return self.clock.now().timestamp()
+
+    # --- stats -----------------------------------------------------------------------------------
+
+    def count_request(self, key: str) -> None:
+        with self._lock:
+            self._stats[key] += 1
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return dict(sorted(self._stats.items()))
+
+    def clear_stats(self) -> None:
+        with self._lock:
+            self._stats.clear()
+
+    # --- capacity --------------------------------------------------------------------------------
+
+    def free_gpus(self, cluster_id: str, product_id: str) -> int:
+        with self._lock:
+            total = self.catalog.capacity.get((cluster_id, product_id), 0)
+            return max(0, total - self._used_gpus(cluster_id, product_id, self.now()))
+
+    def set_capacity(self, cluster_id: str, product_id: str, gpus: int) -> None:
+        with self._lock:
+            product = self.catalog.product(product_id)
+            cluster = self.catalog.cluster(cluster_id)
+            if product is None or cluster is None or cluster.name not in product.regions:
+                raise invalid_param(f"product {product_id!r} is not offered in cluster {cluster_id!r}")
+            self.catalog.capacity[(cluster_id, product_id)] = gpus
+
+    def capacity(self) -> list[dict[str, object]]:
+        with self._lock:
+            now = self.now()
+            return [
+                {"clusterId": c, "productId": p, "gpus": total, "used": self._used_gpus(c, p, now)}
+                for (c, p), total in sorted(self.catalog.capacity.items())
+            ]
+
+    def _used_gpus(self, cluster_id: str, product_id: str, now: float) -> int:
+        return sum(
+            i.gpu_num
+            for i in self._instances.values()
+            if i.cluster_id == cluster_id and i.product_id == product_id and i.holds_capacity_at(now)
+        )
+
+    def _require_capacity(self, cluster_id: str, product_id: str, gpus: int, now: float) -> None:
+        total = self.catalog.capacity.get((cluster_id, product_id), 0)
+        if total - self._used_gpus(cluster_id, product_id, now) < gpus:
+            raise NovitaError(400, "INSUFFICIENT_RESOURCE", "insufficient resource for the requested product")
+
+    # --- queries ---------------------------------------------------------------------------------
+
+    def get(self, instance_id: str) -> Instance:
+        with self._lock:
+            return self._visible(instance_id, self.now())
+
+    def list_instances(self, query: InstanceQuery) -> tuple[list[Instance], int]:
+        with self._lock:
+            now = self.now()
+            name, product = query.name.lower(), query.product_name.lower()
+            found = [
+                i
+                for i in reversed(self._instances.values())
+                if i.visible_at(now)
+                and name in i.name.lower()
+                and product in i.product_name.lower()
+                and (not query.status or i.status_at(now) == query.status)
+            ]
+            start = (query.page_num - 1) * query.page_size
+            return found[start : start + query.page_size], len(found)
+
+    def find(self, instance_id: str) -> Instance | None:
+        """Any instance created since the last reset, visible or not."""
+        with self._lock:
+            return self._instances.get(instance_id)
+
+    def all_instances(self) -> list[Instance]:
+        with self._lock:
+            return list(self._instances.values())
+
+    def _visible(self, instance_id: str, now: float) -> Instance:
+        instance = self._instances.get(instance_id)
+        if instance is None or not instance.visible_at(now):
+            raise NovitaError(self.config.not_found_status, "RESOURCE_NOT_FOUND", "instance not found")
+        return instance
+
+    # --- actions ---------------------------------------------------------------------------------
+
+    def create(self, req: CreateRequest) -> Instance:
+        with self._lock:
+            now = self.now()
+            gpu = req.kind == "gpu"
+            instance = self._new_gpu_instance(req, now) if gpu else self._new_cpu_instance(req)
+            self._instances[instance.id] = instance
+            spot = "running" if instance.billing_mode == SPOT else ""
+            t = self._schedule(
+                instance,
+                now,
+                [("toCreate", "to_create"), ("creating", "creating"), ("pulling", "pulling")],
+                spot,
+            )
+            if not self.faults.config.stuck_in_pulling:
+                self._run(instance, t, "app_boot_after_create")
+            return instance
+
+    def start(self, instance_id: str) -> Instance:
+        with self._lock:
+            now = self.now()
+            instance = self._visible(instance_id, now)
+            if instance.status_at(now) != "exited":
+                raise invalid_state_change()
+            if instance.kind == "gpu":
+                self._require_capacity(instance.cluster_id, instance.product_id, instance.gpu_num, now)
+            instance.truncate_after(now)
+            spot = "running" if instance.billing_mode == SPOT else ""
+            t = self._schedule(instance, now, [("toStart", "to_start"), ("starting", "starting")], spot)
+            self._run(instance, t, "app_boot_after_start")
+            return instance
+
+    def stop(self, instance_id: str) -> Instance:
+        with self._lock:
+            now = self.now()
+            instance = self._visible(instance_id, now)
+            phase = instance.phase_at(now)
+            if phase.status != "running":
+                raise invalid_state_change()
+            instance.truncate_after(now)
+            t = self._schedule(instance, now, [("toStop", "to_stop"), ("stopping", "stopping")], phase.spot_status)
+            instance.phases.append(Phase("exited", t, phase.spot_status))
+            return instance
+
+    def restart(self, instance_id: str) -> Instance:
+        with self._lock:
+            now = self.now()
+            instance = self._visible(instance_id, now)
+            phase = instance.phase_at(now)
+            if phase.status != "running":
+                raise invalid_state_change()
+            instance.truncate_after(now)
+            t = self._schedule(
+                instance, now, [("toRestart", "to_restart"), ("restarting", "restarting")], phase.spot_status
+            )
+            self._run(instance, t, "app_boot_after_start")
+            return instance
+
+    def delete(self, instance_id: str) -> Instance:
+        with self._lock:
+            now = self.now()
+            instance = self._visible(instance_id, now)
+            phase = instance.phase_at(now)
+            if phase.status in ("toRemove", "removing", "removed"):
+                return instance
+            if instance.billing_mode == MONTHLY:
+                raise NovitaError(400, "PREPAID_INSTANCE_NOT_SUPPORT_RELEASE", "monthly instances cannot be deleted")
+            instance.truncate_after(now)
+            t = self._schedule(instance, now, [("toRemove", "to_remove"), ("removing", "removing")], phase.spot_status)
+            instance.phases.append(Phase("removed", t, phase.spot_status))
+            instance.gone_at = t + self.config.removed_visible_seconds / self.config.speed
+            return instance
+
+    def reclaim(self, instance_id: str) -> Instance:
+        """Start a spot reclaim now: notified -> reclaiming -> terminated (status exited)."""
+        with self._lock:
+            now = self.now()
+            instance = self._visible(instance_id, now)
+            phase = instance.phase_at(now)
+            if instance.billing_mode != SPOT or phase.status != "running" or phase.spot_status != "running":
+                raise invalid_state_change()
+            instance.truncate_after(now)
+            self._schedule_reclaim(instance, now)
+            return instance
+
+    # --- timeline building -----------------------------------------------------------------------
+
+    def _seconds(self, timing: str) -> float:
+        return float(getattr(self.config.timings, timing)) / self.config.speed
+
+    def _schedule(self, instance: Instance, start: float, steps: list[tuple[str, str]], spot: str) -> float:
+        """Append consecutive phases from `start`; return when the last one ends."""
+        t = start
+        for status, timing in steps:
+            instance.phases.append(Phase(status, t, spot))
+            t += self._seconds(timing)
+        return t
+
+    def _run(self, instance: Instance, at: float, boot_timing: str) -> None:
+        spot = "running" if instance.billing_mode == SPOT else ""
+        instance.phases.append(Phase("running", at, spot))
+        instance.app_boots.append(at + self._seconds(boot_timing))
+        rate = self.faults.config.spot_reclaim_per_hour
+        if spot and rate > 0:
+            self._schedule_reclaim(instance, at + self._rng.expovariate(rate / 3600) / self.config.speed)
+
+    def _schedule_reclaim(self, instance: Instance, at: float) -> None:
+        t = at
+        for status, spot, timing in (
+            ("running", "notified", "spot_notice"),
+            ("stopping", "reclaiming", "spot_reclaiming"),
+        ):
+            instance.phases.append(Phase(status, t, spot))
+            t += self._seconds(timing)
+        instance.phases.append(Phase("exited", t, "terminated"))
+
+    # --- instance construction -------------------------------------------------------------------
+
+    def _new_gpu_instance(self, req: CreateRequest, now: float) -> Instance:
+        product = self.catalog.product(req.product_id)
+        if product is None:
+            raise invalid_param(f"productId {req.product_id!r} not found")
+        if req.rootfs_size > product.max_rootfs:
+            raise invalid_param(f"rootfsSize must be at most {product.max_rootfs} for this product")
+        if req.gpu_num > product.max_gpus:
+            raise invalid_param(f"gpuNum must be at most {product.max_gpus} for this product")
+        if req.billing_mode == SPOT and not product.spot_price:
+            raise NovitaError(400, "UNSUPPORTED_BILLING_MODE", "spot is not offered for this product")
+        cluster_id = self._choose_cluster(product, req, now)
+        return self._instance(
+            req,
+            cluster_id,
+            product.id,
+            product.name,
+            product.cpu_per_gpu * req.gpu_num,
+            product.memory_per_gpu * req.gpu_num,
+            now,
+        )
+
+    def _new_cpu_instance(self, req: CreateRequest) -> Instance:
+        product = self.catalog.cpu_product(req.product_id)
+        if product is None:
+            raise invalid_param(f"productId {req.product_id!r} not found")
+        if req.billing_mode == SPOT:
+            raise NovitaError(400, "UNSUPPORTED_BILLING_MODE", "spot is not offered for CPU instances")
+        regions = [c for c in self.catalog.clusters if c.name in product.regions]
+        if req.cluster_id:
+            regions = [c for c in regions if c.id == req.cluster_id]
+            if not regions:
+                raise invalid_param(f"product {product.id!r} is not offered in cluster {req.cluster_id!r}")
+        cluster = self._rng.choice(regions)
+        return self._instance(
+            req,
+            cluster.id,
+            product.id,
+            product.name,
+            product.cpu_num,
+            product.memory_size,
+            self.now(),
+            gpu_num=0,
+            rootfs=product.rootfs_size,
+        )
+
+    def _choose_cluster(self, product: Product, req: CreateRequest, now: float) -> str:
+        clusters = self.catalog.product_clusters(product)
+        if req.cluster_id:
+            if self.catalog.cluster(req.cluster_id) is None:
+                raise invalid_param(f"clusterId {req.cluster_id!r} not found")
+            if req.cluster_id not in {c.id for c in clusters}:
+                raise invalid_param(f"product {product.id!r} is not offered in cluster {req.cluster_id!r}")
+            self._require_capacity(req.cluster_id, product.id, req.gpu_num, now)
+            return req.cluster_id
+        candidates = [
+            c.id
+            for c in clusters
+            if self.catalog.capacity.get((c.id, product.id), 0) - self._used_gpus(c.id, product.id, now) >= req.gpu_num
+        ]
+        if not candidates:
+            raise NovitaError(400, "INSUFFICIENT_RESOURCE", "insufficient resource for the requested product")
+        return self._rng.choice(candidates)
+
+    def _instance(
+        self,
+        req: CreateRequest,
+        cluster_id: str,
+        product_id: str,
+        product_name: str,
+        cpu: int,
+        memory: int,
+        now: float,
+        *,
+        gpu_num: int | None = None,
+        rootfs: int | None = None,
+    ) -> Instance:
+        cluster = self.catalog.cluster(cluster_id)
+        assert cluster is not None
+        end_time = str(int(now + req.month * MONTH_SECONDS)) if req.billing_mode == MONTHLY else "-1"
+        return Instance(
+            id=self._unique_id(),
+            name=req.name,
+            cluster_id=cluster_id,
+            cluster_name=cluster.name,
+            product_id=product_id,
+            product_name=product_name,
+            kind=req.kind,
+            gpu_num=req.gpu_num if gpu_num is None else gpu_num,
+            cpu_num=cpu,
+            memory=memory,
+            rootfs_size=req.rootfs_size if rootfs is None else rootfs,
+            image_url=req.image_url,
+            image_auth_id=req.image_auth_id,
+            command=req.command,
+            entrypoint=req.entrypoint,
+            ports=[PortMapping(port, kind, self._rng.randint(20000, 59999)) for port, kind in req.ports],
+            envs=req.envs,
+            billing_mode=req.billing_mode,
+            end_time=end_time,
+            ssh_password=self._secret(16),
+            created_at=now,
+        )
+
+    def _unique_id(self) -> str:
+        while (candidate := f"{self._rng.getrandbits(64):016x}") in self._instances:
+            continue
+        return candidate
+
+    def _secret(self, n: int) -> str:
+        return "".join(self._rng.choice(string.ascii_letters + string.digits) for _ in range(n))

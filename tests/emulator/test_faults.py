@@ -1,0 +1,139 @@
+"""Injected faults (API paths only), the control API's reset and stats, and seeded reproducibility."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from tests.emulator.conftest import API, KEY, Emulator, create_body
+
+
+def test_rate_limit_answers_429_with_retry_after(emu: Emulator) -> None:
+    emu.faults(rate_limit_rate=1.0, retry_after_seconds=7)
+    response = emu.api.get("/gpu/instances")
+    assert response.status_code == 429 and response.headers["Retry-After"] == "7"
+    assert response.json() == {
+        "code": 429,
+        "reason": "RATE_LIMIT_EXCEEDED",
+        "message": "rate limit exceeded",
+        "metadata": {},
+    }
+    assert emu.http.get("/_emulator/stats").status_code == 200  # control API is never faulted
+
+
+def test_server_errors_are_500_or_503_in_the_envelope(emu: Emulator) -> None:
+    emu.faults(server_error_rate=1.0)
+    seen = {}
+    for _ in range(12):
+        response = emu.api.get("/clusters")
+        seen[response.status_code] = response.json()["reason"]
+    assert seen == {500: "UNKNOWN", 503: "SERVICE_UNAVAILABLE"}
+
+
+def test_partial_rate_only_faults_some_requests(emu: Emulator) -> None:
+    emu.faults(rate_limit_rate=0.5)
+    codes = [emu.api.get("/clusters").status_code for _ in range(30)]
+    assert 0 < codes.count(429) < 30 and set(codes) == {200, 429}
+
+
+def test_latency_is_added_to_api_requests_only(emu: Emulator) -> None:
+    emu.faults(latency_ms=300)
+    started = time.perf_counter()
+    assert emu.api.get("/clusters").status_code == 200
+    assert time.perf_counter() - started >= 0.3
+    started = time.perf_counter()
+    emu.http.get("/_emulator/faults")
+    assert time.perf_counter() - started < 0.3
+
+
+def test_drop_closes_the_connection_without_a_response(emu: Emulator) -> None:
+    emu.faults(drop_rate=1.0)
+    with pytest.raises(httpx.TransportError):
+        emu.api.get("/gpu/instances")
+    emu.faults(drop_rate=0.0)
+    assert emu.api.get("/gpu/instances").status_code == 200
+
+
+def test_create_failure_before_creates_nothing(emu: Emulator) -> None:
+    emu.faults(create_failures=1, create_failure_mode="before")
+    failed = emu.api.post("/gpu/instance/create", json=create_body(name="ambiguous"))
+    assert failed.status_code == 500 and failed.json()["reason"] == "UNKNOWN"
+    assert emu.api.get("/gpu/instances").json()["total"] == 0
+    assert emu.http.get("/_emulator/faults").json()["create_failures"] == 0
+    emu.create()
+
+
+def test_create_failure_after_creates_the_instance_anyway(emu: Emulator) -> None:
+    emu.faults(create_failures=2, create_failure_mode="after")
+    for _ in range(2):
+        assert emu.api.post("/gpu/instance/create", json=create_body(name="ambiguous")).status_code == 500
+    found = emu.api.get("/gpu/instances", params={"name": "ambiguous"}).json()
+    assert found["total"] == 2  # a client must look the name up before retrying
+    emu.create()
+
+
+def test_stuck_in_pulling(emu: Emulator) -> None:
+    emu.faults(stuck_in_pulling=True)
+    instance_id = emu.create()
+    emu.advance(3600)
+    assert emu.status(instance_id) == "pulling"
+
+
+def test_faults_from_the_config_and_reset_restores_them(make_emulator: Callable[..., Emulator]) -> None:
+    emu = make_emulator(faults={"rate_limit_rate": 1.0})
+    assert emu.api.get("/clusters").status_code == 429
+    emu.faults(rate_limit_rate=0.0)
+    assert emu.api.get("/clusters").status_code == 200
+    emu.http.post("/_emulator/reset")
+    assert emu.http.get("/_emulator/faults").json()["rate_limit_rate"] == 1.0
+
+
+@pytest.mark.parametrize("changes", [{"rate_limit_rate": 2}, {"nonsense": 1}, {"create_failure_mode": "during"}])
+def test_fault_updates_are_validated(emu: Emulator, changes: dict[str, object]) -> None:
+    response = emu.http.put("/_emulator/faults", json=changes)
+    assert response.status_code == 400 and response.json()["reason"] == "VALIDATOR_PARAM"
+
+
+def test_reset_gives_a_fresh_world_with_the_same_seed(emu: Emulator) -> None:
+    first = emu.create()
+    emu.http.put("/_emulator/capacity", json={"clusterId": "1", "productId": "4090.16c62g", "gpus": 0})
+    assert emu.http.post("/_emulator/reset").status_code == 200
+    assert emu.api.get("/gpu/instances").json()["total"] == 0
+    assert emu.create() == first  # same seed, same ids
+
+
+def test_stats_count_api_requests_by_method_and_path(emu: Emulator) -> None:
+    emu.api.get("/gpu/instances", params={"pageSize": 5})
+    emu.api.get("/gpu/instances")
+    instance_id = emu.create()
+    emu.get(instance_id)
+    emu.http.get(API + "/clusters")  # unauthorized, still a request Novita would have seen
+    emu.http.get(f"/_instances/{instance_id}/8888/")  # not an API request
+    assert emu.http.get("/_emulator/stats").json() == {
+        "GET /clusters": 1,
+        "GET /gpu/instance": 1,
+        "GET /gpu/instances": 2,
+        "POST /gpu/instance/create": 1,
+    }
+    emu.http.delete("/_emulator/stats")
+    assert emu.http.get("/_emulator/stats").json() == {}
+
+
+def test_same_seed_same_world(make_emulator: Callable[..., Emulator]) -> None:
+    a, b, c = make_emulator(seed=7), make_emulator(seed=7), make_emulator(seed=8)
+    ids = [[e.create(), e.create()] for e in (a, b, c)]
+    assert ids[0] == ids[1] != ids[2]
+    assert a.get(ids[0][0])["connectComponentSSH"]["password"] == b.get(ids[1][0])["connectComponentSSH"]["password"]
+    auths = [e.api.get("/repository/auths").json() for e in (a, b)]
+    assert auths[0] == auths[1]
+
+
+def test_faults_never_touch_instance_ports(emu: Emulator) -> None:
+    instance_id = emu.create()
+    emu.advance(14)
+    emu.faults(rate_limit_rate=1.0, drop_rate=0.0, latency_ms=0)
+    assert emu.http.get(f"/_instances/{instance_id}/8888/").status_code == 200
+    assert httpx.get(emu.url + API + "/clusters", headers={"Authorization": f"Bearer {KEY}"}).status_code == 429
