@@ -68,6 +68,8 @@ def test_create_failure_before_creates_nothing(emu: Emulator) -> None:
 
 def test_create_failure_after_creates_the_instance_anyway(emu: Emulator) -> None:
     emu.faults(create_failures=2, create_failure_mode="after")
+    refused = emu.api.post("/gpu/instance/create", json=create_body(gpuNum=0))
+    assert refused.status_code == 400  # a refused create does not use up a failure
     for _ in range(2):
         assert emu.api.post("/gpu/instance/create", json=create_body(name="ambiguous")).status_code == 500
     found = emu.api.get("/gpu/instances", params={"name": "ambiguous"}).json()

@@ -110,12 +110,11 @@ async def get_instance(request: Request) -> dict[str, Any]:
 async def create_instance(request: Request) -> dict[str, Any]:
     world = world_of(request)
     body = v.parse_json_object(await request.body())
-    failure = world.faults.take_create_failure()
-    if failure == "before":
+    if world.faults.take_create_failure("before"):
         raise NovitaError(500, "UNKNOWN", "unknown error")
     req = v.create_request(body, {a.id for a in world.catalog.registry_auths})
     instance = world.create(req)
-    if failure == "after":
+    if world.faults.take_create_failure("after"):
         raise NovitaError(500, "UNKNOWN", "unknown error")
     return {"id": instance.id}
 

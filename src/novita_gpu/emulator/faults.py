@@ -72,14 +72,13 @@ class FaultInjector:
                 kind = "server_error" if self._rng.random() < 0.5 else "unavailable"
             return RequestFaults(latency_seconds=cfg.latency_ms / 1000, kind=kind)
 
-    def take_create_failure(self) -> Literal["before", "after"] | None:
-        """Consume one pending create failure, if any, and say where it strikes."""
+    def take_create_failure(self, mode: Literal["before", "after"]) -> bool:
+        """Consume one pending create failure if one is due at this point (`mode`) of a create."""
         with self._lock:
-            if self._config.create_failures <= 0:
-                return None
-            mode = self._config.create_failure_mode
+            if self._config.create_failures <= 0 or self._config.create_failure_mode != mode:
+                return False
             self._config = self._config.model_copy(update={"create_failures": self._config.create_failures - 1})
-            return mode
+            return True
 
     def _hit(self, rate: float) -> bool:
         return rate > 0 and self._rng.random() < rate

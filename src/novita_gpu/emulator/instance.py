@@ -62,6 +62,7 @@ class Instance:
     cpu_num: int
     memory: int
     rootfs_size: int
+    max_rootfs: int
     image_url: str
     image_auth_id: str
     command: str

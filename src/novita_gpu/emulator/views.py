@@ -87,7 +87,7 @@ def instance_detail(instance: Instance, now: float, base_url: str) -> dict[str, 
         "isRunning": up,
     }
     body["network"] = {"id": "", "ip": ""}
-    body["node"] = [{"maxRootfsSize": max(instance.rootfs_size, 1000)}]
+    body["node"] = [{"maxRootfsSize": instance.max_rootfs}]
     body["jobs"] = []
     body["freeStorageSize"] = 60
     body["keepDataDay"] = 15

@@ -43,6 +43,15 @@ class CreateRequest:
 
 
 @dataclass(frozen=True)
+class Sizing:
+    gpu_num: int
+    cpu_num: int
+    memory: int  # GB
+    rootfs_size: int  # GB
+    max_rootfs: int  # GB, what the node allows the system disk to grow to
+
+
+@dataclass(frozen=True)
 class InstanceQuery:
     page_size: int
     page_num: int
@@ -285,15 +294,9 @@ class World:
         if req.billing_mode == SPOT and not product.spot_price:
             raise NovitaError(400, "UNSUPPORTED_BILLING_MODE", "spot is not offered for this product")
         cluster_id = self._choose_cluster(product, req, now)
-        return self._instance(
-            req,
-            cluster_id,
-            product.id,
-            product.name,
-            product.cpu_per_gpu * req.gpu_num,
-            product.memory_per_gpu * req.gpu_num,
-            now,
-        )
+        n = req.gpu_num
+        size = Sizing(n, product.cpu_per_gpu * n, product.memory_per_gpu * n, req.rootfs_size, product.max_rootfs)
+        return self._instance(req, cluster_id, product.id, product.name, size, now)
 
     def _new_cpu_instance(self, req: CreateRequest) -> Instance:
         product = self.catalog.cpu_product(req.product_id)
@@ -307,17 +310,8 @@ class World:
             if not regions:
                 raise invalid_param(f"product {product.id!r} is not offered in cluster {req.cluster_id!r}")
         cluster = self._rng.choice(regions)
-        return self._instance(
-            req,
-            cluster.id,
-            product.id,
-            product.name,
-            product.cpu_num,
-            product.memory_size,
-            self.now(),
-            gpu_num=0,
-            rootfs=product.rootfs_size,
-        )
+        size = Sizing(0, product.cpu_num, product.memory_size, product.rootfs_size, product.rootfs_size)
+        return self._instance(req, cluster.id, product.id, product.name, size, self.now())
 
     def _choose_cluster(self, product: Product, req: CreateRequest, now: float) -> str:
         clusters = self.catalog.product_clusters(product)
@@ -343,12 +337,8 @@ class World:
         cluster_id: str,
         product_id: str,
         product_name: str,
-        cpu: int,
-        memory: int,
+        size: Sizing,
         now: float,
-        *,
-        gpu_num: int | None = None,
-        rootfs: int | None = None,
     ) -> Instance:
         cluster = self.catalog.cluster(cluster_id)
         assert cluster is not None
@@ -361,10 +351,11 @@ class World:
             product_id=product_id,
             product_name=product_name,
             kind=req.kind,
-            gpu_num=req.gpu_num if gpu_num is None else gpu_num,
-            cpu_num=cpu,
-            memory=memory,
-            rootfs_size=req.rootfs_size if rootfs is None else rootfs,
+            gpu_num=size.gpu_num,
+            cpu_num=size.cpu_num,
+            memory=size.memory,
+            rootfs_size=size.rootfs_size,
+            max_rootfs=size.max_rootfs,
             image_url=req.image_url,
             image_auth_id=req.image_auth_id,
             command=req.command,
