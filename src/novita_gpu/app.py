@@ -21,6 +21,8 @@ from fastapi.responses import Response
 from sqlalchemy import func, select
 
 from novita_gpu import __version__
+from novita_gpu.autostop.router import router as autostop_router
+from novita_gpu.autostop.sweeper import AutoStopSweeper
 from novita_gpu.cache.registry import CacheRegistry, build_cache_backend
 from novita_gpu.cache.router import router as cache_router
 from novita_gpu.catalog.router import router as catalog_router
@@ -64,6 +66,7 @@ class Services:
     catalog: Catalog
     instances: InstanceService
     reconciler: Reconciler
+    sweeper: AutoStopSweeper
     upstream_health: UpstreamHealth
     probe_client: httpx.AsyncClient
     started_monotonic: float
@@ -133,6 +136,7 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics, bas
     instances = InstanceService(
         db, clock, catalog, settings, WebhookPolicy.from_settings(settings), changes, reconciler.wake
     )
+    sweeper = AutoStopSweeper(db, clock, instances, settings, metrics)
     return Services(
         settings=settings,
         clock=clock,
@@ -143,6 +147,7 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics, bas
         catalog=catalog,
         instances=instances,
         reconciler=reconciler,
+        sweeper=sweeper,
         upstream_health=upstream_health,
         probe_client=probe_client,
         started_monotonic=clock.monotonic(),
@@ -168,6 +173,10 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         tasks: list[asyncio.Task[None]] = []
         if settings.workers_enabled:
             tasks.append(asyncio.create_task(services.reconciler.run(), name="reconciler"))
+            tasks.append(asyncio.create_task(services.sweeper.run(), name="autostop"))
+            services.workers.append(
+                ("autostop", lambda: services.sweeper.last_run_at, settings.auto_stop_check_seconds * 3 + 30)
+            )
         log.info("service_started", mode=settings.mode, version=__version__)
         try:
             yield
@@ -192,6 +201,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.state.metrics = metrics
     install_error_handlers(app)
     app.include_router(health_router)
+    app.include_router(autostop_router)  # before /api/instances/{id}: its paths would match that too
     app.include_router(instances_router)
     app.include_router(catalog_router)
     app.include_router(cache_router, dependencies=[Depends(current_owner)])

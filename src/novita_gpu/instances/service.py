@@ -145,7 +145,8 @@ class InstanceService:
         )
         row.version += 1
 
-    def _committed(self) -> None:
+    def notify_changed(self) -> None:
+        """Wake long-polls and the reconciler after a committed change."""
         self.changes.pulse()
         self.wake_worker()
 
@@ -240,7 +241,7 @@ class InstanceService:
                         created_at=now,
                     )
                 )
-        self._committed()
+        self.notify_changed()
         return 201, response
 
     async def _ensure_name_free(self, session: AsyncSession, owner: str, name: str) -> None:
@@ -411,7 +412,7 @@ class InstanceService:
             row.ready_at = None
             await self._change(session, row, Status.STARTING, message="Start requested.")
             answer = self._answer(row, "Instance start initiated.")
-        self._committed()
+        self.notify_changed()
         return 202, answer
 
     async def stop(
@@ -421,7 +422,7 @@ class InstanceService:
             row = await self._load(session, owner, ref, by_name=by_name, lock=True)
             code, answer = await self.stop_row(session, row, reason)
         if code == 202:
-            self._committed()
+            self.notify_changed()
         return code, answer
 
     async def stop_row(self, session: AsyncSession, row: Instance, reason: Reason) -> tuple[int, dict[str, Any]]:
@@ -465,7 +466,7 @@ class InstanceService:
                 row.pending_reason = Reason.USER
                 await self._change(session, row, Status.TERMINATING, reason=Reason.USER, message="Delete requested.")
             answer = self._answer(row, "Instance deletion initiated.")
-        self._committed()
+        self.notify_changed()
         return 202, answer
 
     async def touch(self, owner: str, instance_id: str) -> dict[str, Any]:

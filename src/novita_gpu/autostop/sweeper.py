@@ -1,0 +1,160 @@
+"""The auto-stop sweeper: stops idle instances through the normal stop path (reason AUTO_STOP).
+
+It wakes at the earliest idle deadline (never later than AUTO_STOP_CHECK_SECONDS), so an idle instance
+is stopped within moments of its deadline and never before it. Each stop re-checks idleness under the
+row's lock in the same transaction, so a PUT /last-used that lands first always wins, and replicas
+sweeping at once cannot stop anything twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+
+from novita_gpu.autostop.policy import gpu_hours_saved, is_idle, stops_at
+from novita_gpu.clock import Clock
+from novita_gpu.db import Database
+from novita_gpu.instances.lifecycle import Reason, Status
+from novita_gpu.instances.models import Instance
+from novita_gpu.instances.service import InstanceService
+from novita_gpu.instances.view import iso
+from novita_gpu.observability.metrics import Metrics
+from novita_gpu.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+MIN_SLEEP_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class Candidate:
+    instance_id: str
+    name: str
+    idle_minutes: int
+    last_used_at: datetime | None
+    stops_at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "instanceId": self.instance_id,
+            "name": self.name,
+            "idleMinutes": self.idle_minutes,
+            "lastUsedAt": iso(self.last_used_at),
+            "stopsAt": iso(self.stops_at),
+        }
+
+
+def _candidate(row: Instance) -> Candidate | None:
+    deadline = stops_at(row)
+    if deadline is None:
+        return None
+    return Candidate(row.id, row.name, row.auto_stop_minutes, row.last_used_at or row.ready_at, deadline)
+
+
+class AutoStopSweeper:
+    def __init__(
+        self, db: Database, clock: Clock, instances: InstanceService, settings: Settings, metrics: Metrics
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.instances = instances
+        self.settings = settings
+        self.metrics = metrics
+        self.last_run_at: datetime | None = None
+        self.next_run_at: datetime | None = None
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.sweep(dry_run=False)
+                delay = await self.seconds_until_next_sweep()
+            except Exception:  # a failed sweep must not end the worker
+                log.exception("autostop_sweep_failed")
+                delay = self.settings.auto_stop_check_seconds
+            self.next_run_at = self.clock.now() + timedelta(seconds=delay)
+            await self.clock.sleep(delay)
+
+    async def _watched(self, owner: str | None = None) -> list[Instance]:
+        query = select(Instance).where(
+            Instance.status == Status.READY, Instance.auto_stop_minutes > 0, Instance.pending_action.is_(None)
+        )
+        if owner is not None:
+            query = query.where(Instance.owner == owner)
+        async with self.db.read() as session:
+            return list((await session.execute(query)).scalars())
+
+    async def seconds_until_next_sweep(self) -> float:
+        """Until the earliest idle deadline, but at most one check interval."""
+        interval = self.settings.auto_stop_check_seconds
+        deadlines = [d for row in await self._watched() if (d := stops_at(row)) is not None]
+        if not deadlines:
+            return interval
+        until = (min(deadlines) - self.clock.now()).total_seconds()
+        return min(interval, max(MIN_SLEEP_SECONDS, until))
+
+    async def sweep(self, *, dry_run: bool, owner: str | None = None) -> dict[str, Any]:
+        now = self.clock.now()
+        idle = [c for row in await self._watched(owner) if is_idle(row, now) and (c := _candidate(row))]
+        acted: list[Candidate] = []
+        if not dry_run and self.settings.auto_stop_enabled:
+            for candidate in idle:
+                if await self._stop(candidate.instance_id):
+                    acted.append(candidate)
+                    self.metrics.observe_autostop("stopped")
+            if acted:
+                self.instances.notify_changed()
+        elif dry_run:
+            for _ in idle:
+                self.metrics.observe_autostop("would_stop")
+        if owner is None:
+            self.last_run_at = now
+        key = "wouldStop" if dry_run else "stopped"
+        return {"dryRun": dry_run, "checkedAt": iso(now), key: [c.as_dict() for c in (idle if dry_run else acted)]}
+
+    async def _stop(self, instance_id: str) -> bool:
+        async with self.db.write() as session:
+            query = select(Instance).where(Instance.id == instance_id)
+            if not self.db.is_sqlite:
+                query = query.with_for_update()
+            row = (await session.execute(query)).scalar_one_or_none()
+            if row is None or not is_idle(row, self.clock.now()):
+                return False
+            code, _ = await self.instances.stop_row(session, row, Reason.AUTO_STOP)
+        log.info("autostop_stopped", instance_id=instance_id)
+        return code == 202
+
+    async def stats(self, owner: str) -> dict[str, Any]:
+        now = self.clock.now()
+        watched = await self._watched(owner)
+        deadlines = sorted((c for row in watched if (c := _candidate(row))), key=lambda c: c.stops_at)
+        async with self.db.read() as session:
+            stopped = list(
+                (
+                    await session.execute(
+                        select(Instance).where(Instance.owner == owner, Instance.status_reason == Reason.AUTO_STOP)
+                    )
+                ).scalars()
+            )
+        hours = dollars = 0.0
+        for row in stopped:
+            if row.status == Status.STOPPED and row.stopped_at is not None:
+                saved = gpu_hours_saved(row.stopped_at, now, row.gpu_num)
+                hours += saved
+                dollars += saved / max(1, row.gpu_num) * (row.price_per_hour or 0.0)
+        return {
+            "enabled": self.settings.auto_stop_enabled,
+            "checkIntervalSeconds": self.settings.auto_stop_check_seconds,
+            "defaultIdleMinutes": self.settings.auto_stop_idle_minutes,
+            "lastRunAt": iso(self.last_run_at),
+            "nextRunAt": iso(self.next_run_at),
+            "watched": len(watched),
+            "eligibleNow": sum(1 for c in deadlines if c.stops_at <= now),
+            "nextDeadline": deadlines[0].as_dict() if deadlines else None,
+            "stoppedSoFar": len(stopped),
+            "gpuHoursSaved": round(hours, 4),
+            "dollarsSaved": round(dollars, 4),
+        }

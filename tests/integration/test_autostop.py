@@ -1,0 +1,119 @@
+"""Auto-stop: idle instances are stopped at their deadline (never before), through the normal stop path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.harness import Harness
+
+
+async def ready(harness: Harness, **body: object) -> dict[str, object]:
+    created = await harness.create(**body)
+    return await harness.until_status(created["instanceId"], "ready")
+
+
+def minutes(n: float) -> float:
+    return n * 60
+
+
+async def test_idle_instance_is_stopped_at_its_deadline_and_not_before(harness: Harness) -> None:
+    inst = await ready(harness, autoStopMinutes=10)
+    sweeper = harness.services.sweeper
+    harness.clock.advance(minutes(10) - 1)
+    assert (await sweeper.sweep(dry_run=False))["stopped"] == []
+    assert (await harness.instance(str(inst["instanceId"])))["status"] == "ready"
+    harness.clock.advance(1)
+    result = await sweeper.sweep(dry_run=False)
+    assert [s["instanceId"] for s in result["stopped"]] == [inst["instanceId"]]
+    stopped = await harness.until_status(str(inst["instanceId"]), "stopped")
+    assert stopped["statusReason"] == "AUTO_STOP"
+    reasons = [(e["to"], e["reason"]) for e in await harness.events(str(inst["instanceId"]))]
+    assert ("stopping", "AUTO_STOP") in reasons and ("stopped", "AUTO_STOP") in reasons
+    assert harness.live_upstream()[0]["status"] == "exited"
+
+
+async def test_the_sweeper_wakes_at_the_earliest_deadline_within_one_interval(tmp_path: Path) -> None:
+    harness = await Harness(tmp_path, auto_stop_check_seconds=60).start()
+    try:
+        await ready(harness, autoStopMinutes=5)
+        sweeper = harness.services.sweeper
+        assert await sweeper.seconds_until_next_sweep() == 60  # deadline is 5 minutes away
+        harness.clock.advance(minutes(5) - 20)
+        assert 19.9 <= await sweeper.seconds_until_next_sweep() <= 20.0
+        harness.clock.advance(20)
+        assert await sweeper.seconds_until_next_sweep() <= 0.05
+    finally:
+        await harness.stop()
+
+
+async def test_last_used_resets_the_idle_clock(harness: Harness) -> None:
+    inst = await ready(harness, autoStopMinutes=10)
+    harness.clock.advance(minutes(9))
+    await harness.http.put(f"/api/instances/{inst['instanceId']}/last-used")
+    harness.clock.advance(minutes(9))
+    assert (await harness.services.sweeper.sweep(dry_run=False))["stopped"] == []
+    harness.clock.advance(minutes(1))
+    assert len((await harness.services.sweeper.sweep(dry_run=False))["stopped"]) == 1
+
+
+async def test_starting_instances_and_zero_minutes_are_never_stopped(harness: Harness) -> None:
+    never = await ready(harness, autoStopMinutes=0)
+    harness.faults(stuck_in_pulling=True)
+    starting = await harness.create(autoStopMinutes=1)
+    await harness.until_status(starting["instanceId"], "starting")
+    harness.clock.advance(minutes(120))
+    result = await harness.services.sweeper.sweep(dry_run=False)
+    assert result["stopped"] == []
+    assert (await harness.instance(str(never["instanceId"])))["status"] == "ready"
+    assert (await harness.instance(starting["instanceId"]))["status"] == "starting"
+
+
+async def test_trigger_is_a_dry_run_by_default(harness: Harness) -> None:
+    inst = await ready(harness, autoStopMinutes=1)
+    harness.clock.advance(minutes(2))
+    response = await harness.http.post("/api/instances/auto-stop/trigger")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["dryRun"] is True and [w["instanceId"] for w in body["wouldStop"]] == [inst["instanceId"]]
+    assert (await harness.instance(str(inst["instanceId"])))["status"] == "ready"
+    response = await harness.http.post("/api/instances/auto-stop/trigger", json={"dryRun": False})
+    assert [w["instanceId"] for w in response.json()["stopped"]] == [inst["instanceId"]]
+    assert (await harness.instance(str(inst["instanceId"])))["status"] == "stopping"
+
+
+async def test_stats_report_live_figures_and_savings(harness: Harness) -> None:
+    inst = await ready(harness, autoStopMinutes=10)
+    stats = (await harness.http.get("/api/instances/auto-stop/stats")).json()
+    assert stats["enabled"] is True and stats["watched"] == 1 and stats["eligibleNow"] == 0
+    assert stats["nextDeadline"]["instanceId"] == inst["instanceId"]
+    harness.clock.advance(minutes(10))
+    assert (await harness.http.get("/api/instances/auto-stop/stats")).json()["eligibleNow"] == 1
+    await harness.services.sweeper.sweep(dry_run=False)
+    await harness.until_status(str(inst["instanceId"]), "stopped")
+    harness.clock.advance(3600)
+    stats = (await harness.http.get("/api/instances/auto-stop/stats")).json()
+    assert stats["stoppedSoFar"] == 1 and stats["watched"] == 0
+    assert 0.99 <= stats["gpuHoursSaved"] <= 1.01
+    assert stats["dollarsSaved"] > 0
+    assert stats["lastRunAt"] is not None
+
+
+async def test_instances_not_created_by_the_service_are_never_touched(harness: Harness) -> None:
+    outsider = harness.emulator.post(
+        "/gpu-instance/openapi/v1/gpu/instance/create",
+        headers={"Authorization": "Bearer k"},
+        json={
+            "name": "outsider",
+            "productId": "4090.16c62g",
+            "gpuNum": 1,
+            "rootfsSize": 60,
+            "imageUrl": "ubuntu:22.04",
+            "kind": "gpu",
+        },
+    ).json()["id"]
+    await ready(harness, autoStopMinutes=1)
+    harness.clock.advance(minutes(600))
+    await harness.services.sweeper.sweep(dry_run=False)
+    await harness.tick(5)
+    statuses = {i["id"]: i["status"] for i in harness.upstream_instances()}
+    assert statuses[outsider] == "running"
