@@ -51,7 +51,7 @@ class Harness:
             "webhook_allow_loopback": True,
             "log_format": "console",
             "log_level": "WARNING",
-            "novita_retry_deadline_seconds": 5.0,
+            "novita_retry_deadline_seconds": 1.0,
             **self.settings_overrides,
         }
         self.settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -160,6 +160,9 @@ def configure_logging(
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     # httpx logs every URL at INFO; webhook URLs are user input and may carry credentials.
     logging.getLogger("httpx").setLevel(max(numeric_level, logging.WARNING))
+    # These log SQL parameters (instance env values) and raw HTTP traffic: never below WARNING.
+    for chatty in ("aiosqlite", "asyncpg", "sqlalchemy.engine", "httpcore", "hpack"):
+        logging.getLogger(chatty).setLevel(max(numeric_level, logging.WARNING))
 
     structlog.configure(
         processors=[
