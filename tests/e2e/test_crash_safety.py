@@ -1,0 +1,110 @@
+"""kill -9 the service at awkward moments, restart it on the same SQLite file, and check that the instance
+still gets where it was going, with exactly one upstream instance (the emulator runs as its own process, so
+it keeps the truth while the service is dead)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import Processes
+from tests.e2e.processes import EmulatorProcess, ServiceProcess, wait_for
+
+pytestmark = pytest.mark.e2e
+
+EMULATOR_SPEED = 2.0
+SETTLE_TIMEOUT = 60.0
+# A killed process cannot release its row leases; a short lease lets the restarted one take over quickly.
+SERVICE_ENV = {"LEASE_SECONDS": "3"}
+
+
+def create(service: ServiceProcess, name: str) -> dict[str, Any]:
+    response = httpx.post(
+        f"{service.url}/api/instances",
+        json={"name": name, "productName": "RTX 4090 24GB", "templateId": "pytorch-jupyter"},
+        timeout=10.0,
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def get(service: ServiceProcess, instance_id: str) -> dict[str, Any]:
+    response = httpx.get(f"{service.url}/api/instances/{instance_id}", timeout=5.0)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def wait_for_status(service: ServiceProcess, instance_id: str, status: str, timeout: float) -> dict[str, Any]:
+    def reached() -> dict[str, Any] | None:
+        instance = get(service, instance_id)
+        assert instance["status"] != "failed" or status == "failed", instance
+        return instance if instance["status"] == status else None
+
+    return wait_for(reached, timeout=timeout, what=f"instance {instance_id} to be {status}")
+
+
+def only_upstream_instance(emulator: EmulatorProcess, name: str) -> dict[str, Any]:
+    """The emulator holds exactly one instance under our upstream name `<name>-<8 hex>`."""
+    ours = [i for i in emulator.upstream_instances() if str(i["name"]).startswith(f"{name}-")]
+    assert len(ours) == 1, ours
+    return ours[0]
+
+
+@pytest.fixture
+def emulator(processes: Processes) -> EmulatorProcess:
+    return processes.emulator(speed=EMULATOR_SPEED)
+
+
+@pytest.fixture
+def service(processes: Processes, emulator: EmulatorProcess, sqlite_url: str) -> ServiceProcess:
+    return processes.service(sqlite_url, emulator=emulator, env=SERVICE_ENV)
+
+
+def test_killed_while_creating_resumes_to_ready_with_one_upstream_instance(
+    service: ServiceProcess, emulator: EmulatorProcess
+) -> None:
+    created = create(service, "crash-creating")
+    assert created["status"] == "creating"
+    service.kill9()
+
+    service.start()
+    ready = wait_for_status(service, created["instanceId"], "ready", SETTLE_TIMEOUT)
+
+    upstream = only_upstream_instance(emulator, "crash-creating")
+    assert upstream["status"] == "running"
+    assert upstream["id"] == ready["novitaInstanceId"]
+
+
+def test_killed_while_health_checking_resumes_to_ready_with_one_upstream_instance(
+    service: ServiceProcess, emulator: EmulatorProcess
+) -> None:
+    created = create(service, "crash-probing")
+    wait_for_status(service, created["instanceId"], "health_checking", SETTLE_TIMEOUT)
+    service.kill9()
+
+    service.start()
+    ready = wait_for_status(service, created["instanceId"], "ready", SETTLE_TIMEOUT)
+
+    upstream = only_upstream_instance(emulator, "crash-probing")
+    assert upstream["status"] == "running"
+    assert upstream["id"] == ready["novitaInstanceId"]
+
+
+def test_stop_accepted_then_killed_still_stops_upstream(service: ServiceProcess, emulator: EmulatorProcess) -> None:
+    created = create(service, "crash-stopping")
+    wait_for_status(service, created["instanceId"], "ready", SETTLE_TIMEOUT)
+    response = httpx.post(f"{service.url}/api/instances/{created['instanceId']}/stop", timeout=10.0)
+    assert response.status_code == 202, response.text
+    service.kill9()
+
+    service.start()
+    stopped = wait_for_status(service, created["instanceId"], "stopped", SETTLE_TIMEOUT)
+
+    assert stopped["statusReason"] == "USER"
+    upstream = only_upstream_instance(emulator, "crash-stopping")
+    assert upstream["status"] == "exited"
+    assert upstream["id"] == stopped["novitaInstanceId"]
