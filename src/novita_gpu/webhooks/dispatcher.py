@@ -1,0 +1,337 @@
+"""The webhook outbox dispatcher: delivers the `WebhookDelivery` rows written with each status change.
+
+At least once, in order per (instance, url): only the oldest pending delivery of a pair is eligible,
+so a later event waits until the earlier one is delivered, gone or expired. Rows are leased with a
+compare-and-set (claimable when the lease is free or expired), so replicas share the outbox and the
+rows of a crashed worker are retried once its lease runs out. Each attempt runs as its own task, at
+most `concurrency` at a time, and the loop keeps claiming while attempts are in flight: a slow or
+dead receiver holds only its own pair. No write transaction is open during an HTTP call; the result
+is written afterwards, guarded by the lease token, so a worker that lost its lease changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import uuid
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+import httpx
+import orjson
+import structlog
+from sqlalchemy import CursorResult, exists, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+from sqlalchemy.sql import ColumnElement
+
+from novita_gpu.clock import Clock
+from novita_gpu.db import Database
+from novita_gpu.instances.models import Instance
+from novita_gpu.observability.metrics import Metrics
+from novita_gpu.settings import Settings
+from novita_gpu.webhooks.models import WebhookAttempt, WebhookDelivery
+from novita_gpu.webhooks.sender import SendResult, send_webhook
+from novita_gpu.webhooks.signing import signature_headers
+
+log = structlog.get_logger(__name__)
+
+POLL_SECONDS = 0.25
+DEFAULT_CONCURRENCY = 64
+BACKOFF_BASE_SECONDS = 1.0
+BACKOFF_CAP_SECONDS = 600.0
+# The lease covers one attempt (bounded by WEBHOOK_TIMEOUT_SECONDS) plus the writes around it.
+LEASE_MARGIN_SECONDS = 5.0
+EXPIRE_BATCH = 500
+
+PENDING = "pending"
+
+
+def retry_delay(failed_attempts: int, retry_after: float | None = None) -> float:
+    """Seconds before the next attempt: exponential backoff with full jitter (up to 1, 2, 4 s ...,
+    capped at 10 min), and never sooner than the receiver's Retry-After (capped the same way)."""
+    delay = random.uniform(0, min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, failed_attempts - 1)))
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return min(delay, BACKOFF_CAP_SECONDS)
+
+
+def _lease_free(now: datetime) -> ColumnElement[bool]:
+    return or_(WebhookDelivery.lease_expires_at.is_(None), WebhookDelivery.lease_expires_at < now)
+
+
+class WebhookDispatcher:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        client: httpx.AsyncClient,
+        settings: Settings,
+        metrics: Metrics,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.client = client
+        self.settings = settings
+        self.metrics = metrics
+        self.concurrency = concurrency
+        self.attempt_seconds = settings.webhook_timeout_seconds
+        self.http_timeout = httpx.Timeout(settings.webhook_timeout_seconds)
+        self.lease = timedelta(seconds=settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS)
+        self.max_age = timedelta(seconds=settings.webhook_max_age_seconds)
+        self.last_tick_at: datetime | None = None
+        self._wake = asyncio.Event()
+        self._claim_lock = asyncio.Lock()
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    # -- loop ------------------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Claim and start deliveries every POLL_SECONDS (or when woken) until cancelled.
+
+        Attempts run in the background; on cancellation those in flight get one attempt's time to
+        finish, then are cancelled (their leases expire and another worker retries them).
+        """
+        try:
+            while True:
+                try:
+                    await self._launch()
+                except Exception:  # a bad tick must not kill the worker; the next one retries
+                    log.exception("webhook_tick_failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+                self._wake.clear()
+        finally:
+            await self._drain()
+
+    async def tick(self) -> int:
+        """Claim what is due, attempt it, and return once those attempts are recorded."""
+        tasks = await self._launch()
+        await asyncio.gather(*tasks)
+        return len(tasks)
+
+    async def backlog(self) -> tuple[int, float]:
+        """Pending deliveries and the age in seconds of the oldest one (0 when none); also sets the gauges."""
+        async with self.db.read() as session:
+            count, oldest = (
+                await session.execute(
+                    select(func.count(), func.min(WebhookDelivery.created_at)).where(WebhookDelivery.status == PENDING)
+                )
+            ).one()
+        age = max(0.0, (self.clock.now() - oldest).total_seconds()) if oldest is not None else 0.0
+        self.metrics.set_webhook_backlog(int(count), age)
+        return int(count), age
+
+    async def _launch(self) -> list[asyncio.Task[None]]:
+        async with self._claim_lock:
+            now = self.clock.now()
+            self.last_tick_at = now
+            await self._expire(now)
+            free = self.concurrency - len(self._in_flight)
+            token = uuid.uuid4().hex
+            rows = await self._claim(now, free, token) if free > 0 else []
+            tasks = [asyncio.create_task(self._deliver(row, token), name=f"webhook:{row.id}") for row in rows]
+            for task in tasks:
+                self._in_flight.add(task)
+                task.add_done_callback(self._in_flight.discard)
+        await self.backlog()
+        return tasks
+
+    async def _drain(self) -> None:
+        if not self._in_flight:
+            return
+        _, unfinished = await asyncio.wait(set(self._in_flight), timeout=self.attempt_seconds + 1)
+        for task in unfinished:
+            task.cancel()
+        await asyncio.gather(*unfinished, return_exceptions=True)
+
+    # -- leases ----------------------------------------------------------------------------------
+
+    async def _expire(self, now: datetime) -> None:
+        """Give up on pending deliveries older than WEBHOOK_MAX_AGE (none of them is in flight)."""
+        cutoff = now - self.max_age
+        async with self.db.read() as session:
+            ids = list(
+                await session.scalars(
+                    select(WebhookDelivery.id)
+                    .where(WebhookDelivery.status == PENDING, WebhookDelivery.created_at < cutoff, _lease_free(now))
+                    .limit(EXPIRE_BATCH)
+                )
+            )
+        if not ids:
+            return
+        reason = f"Not delivered within WEBHOOK_MAX_AGE ({self.settings.webhook_max_age_seconds:.0f} s)."
+        async with self.db.write() as session:
+            result = await session.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.id.in_(ids), WebhookDelivery.status == PENDING, _lease_free(now))
+                .values(
+                    status="expired",
+                    last_error=func.coalesce(WebhookDelivery.last_error, reason),
+                    lease_token=None,
+                    lease_expires_at=None,
+                )
+                .execution_options(synchronize_session=False)
+            )
+        expired = cast(CursorResult[Any], result).rowcount
+        for _ in range(expired):
+            self.metrics.observe_webhook_delivery("expired")
+        if expired:
+            log.warning("webhooks_expired", count=expired)
+
+    async def _claim(self, now: datetime, limit: int, token: str) -> list[WebhookDelivery]:
+        """Lease up to `limit` due deliveries, each the oldest pending one of its (instance, url)."""
+        earlier = aliased(WebhookDelivery)
+        blocked = (
+            exists()
+            .where(
+                earlier.instance_id == WebhookDelivery.instance_id,
+                earlier.url == WebhookDelivery.url,
+                earlier.status == PENDING,
+                earlier.event_id < WebhookDelivery.event_id,
+            )
+            .correlate(WebhookDelivery)
+        )
+        async with self.db.read() as session:
+            ids = list(
+                await session.scalars(
+                    select(WebhookDelivery.id)
+                    .where(
+                        WebhookDelivery.status == PENDING,
+                        WebhookDelivery.next_attempt_at <= now,
+                        _lease_free(now),
+                        ~blocked,
+                    )
+                    .order_by(WebhookDelivery.next_attempt_at)
+                    .limit(limit)
+                )
+            )
+        if not ids:
+            return []
+        async with self.db.write() as session:
+            await session.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.id.in_(ids), WebhookDelivery.status == PENDING, _lease_free(now))
+                .values(lease_token=token, lease_expires_at=now + self.lease)
+                .execution_options(synchronize_session=False)
+            )
+        async with self.db.read() as session:
+            return list(
+                await session.scalars(
+                    select(WebhookDelivery).where(WebhookDelivery.id.in_(ids), WebhookDelivery.lease_token == token)
+                )
+            )
+
+    # -- one attempt -----------------------------------------------------------------------------
+
+    async def _deliver(self, delivery: WebhookDelivery, token: str) -> None:
+        try:
+            attempted_at = self.clock.now()
+            result = await self._send(delivery, attempted_at)
+            if await self._record(delivery, token, attempted_at, result):
+                self.wake()  # the next delivery of this (instance, url) is due now
+        except Exception:  # the lease expires and the delivery is retried
+            log.exception("webhook_delivery_error", delivery_id=delivery.id, instance_id=delivery.instance_id)
+
+    async def _send(self, delivery: WebhookDelivery, now: datetime) -> SendResult:
+        body = orjson.dumps(delivery.payload)
+        secrets = [secret.get_secret_value() for secret in self.settings.webhook_secret]
+        headers = {
+            "Content-Type": "application/json",
+            "X-Webhook-Event": delivery.event,
+            **signature_headers(secrets, delivery.id, int(now.timestamp()), body),
+        }
+        try:
+            async with asyncio.timeout(self.attempt_seconds):
+                return await send_webhook(self.client, delivery.url, body, headers, timeout=self.http_timeout)
+        except TimeoutError:
+            return SendResult(False, None, "timed out", None, False, self.attempt_seconds)
+
+    async def _record(self, snap: WebhookDelivery, token: str, attempted_at: datetime, result: SendResult) -> bool:
+        """Write the attempt and its outcome; True when the delivery is finished (delivered, gone, expired)."""
+        now = self.clock.now()
+        outcomes: list[str] = []
+        async with self.db.write() as session:
+            row = await session.get(
+                WebhookDelivery, snap.id, populate_existing=True, with_for_update=not self.db.is_sqlite
+            )
+            if row is None:
+                return False
+            session.add(
+                WebhookAttempt(
+                    delivery_id=row.id,
+                    attempted_at=attempted_at,
+                    status_code=result.status_code,
+                    error=result.error,
+                    duration_ms=result.duration * 1000,
+                )
+            )
+            if row.status != PENDING or row.lease_token != token:
+                log.info("webhook_lease_lost", delivery_id=row.id)
+                return False
+            row.attempts += 1
+            row.last_status_code = result.status_code
+            row.last_error = result.error
+            row.lease_token = None
+            row.lease_expires_at = None
+            if result.ok:
+                row.status = "delivered"
+                row.delivered_at = now
+                outcomes.append("delivered")
+            elif result.gone:
+                await self._stop_sending(session, row)
+                outcomes.append("gone")
+            elif now >= row.created_at + self.max_age:
+                row.status = "expired"
+                outcomes += ["failed_attempt", "expired"]
+            else:
+                row.next_attempt_at = now + timedelta(seconds=retry_delay(row.attempts, result.retry_after))
+                outcomes.append("failed_attempt")
+        for outcome in outcomes:
+            lag = (now - row.created_at).total_seconds() if outcome == "delivered" else None
+            self.metrics.observe_webhook_delivery(outcome, lag)
+        if not result.ok:
+            log.info(
+                "webhook_attempt_failed",
+                delivery_id=row.id,
+                instance_id=row.instance_id,
+                status_code=result.status_code,
+                error=result.error,
+                attempts=row.attempts,
+                outcome=outcomes[-1],
+            )
+        return row.status != PENDING
+
+    async def _stop_sending(self, session: AsyncSession, row: WebhookDelivery) -> None:
+        """410 Gone: this and every later pending delivery of the pair are gone; an instance's own URL
+        is cleared so no new deliveries are written to it."""
+        row.status = "gone"
+        await session.execute(
+            update(WebhookDelivery)
+            .where(
+                WebhookDelivery.instance_id == row.instance_id,
+                WebhookDelivery.url == row.url,
+                WebhookDelivery.status == PENDING,
+                WebhookDelivery.event_id > row.event_id,
+            )
+            .values(
+                status="gone",
+                last_error=f"Not sent: the receiver answered 410 Gone to delivery {row.id}.",
+                lease_token=None,
+                lease_expires_at=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        await session.execute(
+            update(Instance)
+            .where(Instance.id == row.instance_id, Instance.webhook_url == row.url)
+            .values(webhook_url=None)
+            .execution_options(synchronize_session=False)
+        )
+        log.warning("webhook_gone", delivery_id=row.id, instance_id=row.instance_id)
