@@ -29,11 +29,12 @@ from novita_gpu.catalog.router import router as catalog_router
 from novita_gpu.catalog.service import Catalog
 from novita_gpu.clock import Clock, SystemClock
 from novita_gpu.db import Database
+from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.instances.models import Instance
 from novita_gpu.instances.probes import make_probe_client
 from novita_gpu.instances.reconciler import Reconciler
 from novita_gpu.instances.router import router as instances_router
-from novita_gpu.instances.service import ChangeFeed, InstanceService
+from novita_gpu.instances.service import InstanceService
 from novita_gpu.novita import NovitaClient
 from novita_gpu.observability.health import router as health_router
 from novita_gpu.observability.logging import configure_logging, register_secret

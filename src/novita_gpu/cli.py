@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 import typer
-import uvicorn
 
 app = typer.Typer(help="A self-hosted control plane for Novita.ai GPU instances.", no_args_is_help=True)
 
@@ -17,26 +16,18 @@ def serve(
 ) -> None:
     """Run the service (against the built-in emulator unless NOVITA_API_KEY is set)."""
     from novita_gpu.app import create_app
+    from novita_gpu.serving import serve_forever
     from novita_gpu.settings import InsecureConfiguration, Settings
 
     settings = Settings()
     host = host or settings.host
-    port = port or settings.port
+    port = settings.port if port is None else port
     try:
         settings.check_exposure(host)
     except InsecureConfiguration as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from exc
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_config=None,
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=10,
-        backlog=2048,
-    )
+    serve_forever(create_app(settings), host, port)
 
 
 @app.command()
@@ -51,13 +42,12 @@ def emulator(
     from novita_gpu.emulator.app import create_emulator_app
     from novita_gpu.emulator.config import EmulatorConfig
     from novita_gpu.observability.logging import configure_logging
+    from novita_gpu.serving import serve_forever
 
     config = EmulatorConfig(speed=speed, seed=seed, api_keys=list(api_key or []))
     typer.echo(f"Novita emulator on http://{host}:{port}/gpu-instance/openapi/v1 (speed x{speed})", err=True)
     configure_logging("INFO", "console")
-    uvicorn.run(
-        create_emulator_app(config), host=host, port=port, log_config=None, log_level="warning", access_log=False
-    )
+    serve_forever(create_emulator_app(config), host, port)
 
 
 def main() -> None:  # pragma: no cover - entry point shim

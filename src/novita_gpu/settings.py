@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     lease_seconds: float = 30.0
     catalog_cache_ttl_seconds: float = 300.0
     idempotency_ttl_seconds: float = 24 * 3600.0
+    # How long a cached read may lag another replica's writes (None: exact on SQLite, 1 s on PostgreSQL).
+    read_cache_seconds: float | None = None
 
     # Webhooks.
     webhook_url: str | None = None

@@ -105,8 +105,7 @@ class AutoStopSweeper:
                 if await self._stop(candidate.instance_id):
                     acted.append(candidate)
                     self.metrics.observe_autostop("stopped")
-            if acted:
-                self.instances.notify_changed()
+                    self.instances.notify_changed(candidate.instance_id)
         elif dry_run:
             for _ in idle:
                 self.metrics.observe_autostop("would_stop")

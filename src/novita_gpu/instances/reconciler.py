@@ -25,11 +25,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from novita_gpu.catalog.service import Catalog, CatalogError
 from novita_gpu.clock import Clock
 from novita_gpu.db import Database
+from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.instances.events import change_status
 from novita_gpu.instances.lifecycle import CHANGING, Action, Goal, Reason, Status, phase_of, stop_reason
 from novita_gpu.instances.models import Instance
 from novita_gpu.instances.probes import probe_http_ports
-from novita_gpu.instances.service import ChangeFeed
 from novita_gpu.novita import (
     AmbiguousCreate,
     CreateInstanceRequest,
@@ -219,7 +219,7 @@ class Reconciler:
             await mutate(session, row)
             row.version += 1
             row.updated_at = self.clock.now()
-        self.changes.pulse()
+        self.changes.pulse(row.id)
         return row
 
     async def _change(self, session: AsyncSession, row: Instance, to: Status, **kwargs: Any) -> None:
@@ -385,7 +385,7 @@ class Reconciler:
                 r.pending_action = None
             r.version += 1
             r.updated_at = now
-        self.changes.pulse()
+        self.changes.pulse(row.id)
         log.info("reconcile_created", instance_id=row.id, novita_instance_id=novita_id)
 
     async def _retry_later(self, row: Instance, message: str, after: float | None = None) -> bool:

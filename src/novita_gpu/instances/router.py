@@ -52,7 +52,9 @@ async def list_instances(
             f"Unknown status {unknown[0]!r}; one of: {', '.join(sorted(_STATUSES))}.",
             details=[{"field": "status", "message": "unknown status"}],
         )
-    return _json(200, await services.instances.list(owner, statuses=statuses, name=name, limit=limit, cursor=cursor))
+    return _json(
+        200, await services.instances.list_page(owner, statuses=statuses, name=name, limit=limit, cursor=cursor)
+    )
 
 
 @router.post("/start", status_code=202, summary="Start an instance by name")
@@ -92,17 +94,16 @@ async def get_instance(
     timeout: Annotated[float, Query(ge=0, le=60)] = 30,
 ) -> JSONResponse:
     if wait_for is None:
-        row = await services.instances.get(owner, instance_id)
-    else:
-        wanted = {s.strip() for s in wait_for.split(",") if s.strip()}
-        if not wanted or not wanted <= _STATUSES:
-            raise ApiError(
-                400,
-                "VALIDATION_ERROR",
-                "waitFor must be one or more statuses, e.g. ready.",
-                details=[{"field": "waitFor", "message": "unknown status"}],
-            )
-        row = await services.instances.wait_for(owner, instance_id, wanted, timeout)
+        return _json(200, await services.instances.view(owner, instance_id))
+    wanted = {s.strip() for s in wait_for.split(",") if s.strip()}
+    if not wanted or not wanted <= _STATUSES:
+        raise ApiError(
+            400,
+            "VALIDATION_ERROR",
+            "waitFor must be one or more statuses, e.g. ready.",
+            details=[{"field": "waitFor", "message": "unknown status"}],
+        )
+    row = await services.instances.wait_for(owner, instance_id, wanted, timeout)
     return _json(200, instance_view(row))
 
 

@@ -7,9 +7,7 @@ dies right after answering.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import hashlib
 import json
 import uuid
@@ -24,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from novita_gpu.catalog.service import Catalog, CatalogError
 from novita_gpu.clock import Clock
 from novita_gpu.db import Database
+from novita_gpu.instances.changes import ChangeFeed, ReadCache
 from novita_gpu.instances.events import change_status
 from novita_gpu.instances.lifecycle import (
     ALREADY_STARTED,
@@ -43,21 +42,6 @@ from novita_gpu.settings import Settings
 from novita_gpu.web.errors import ApiError
 from novita_gpu.webhooks.guard import UnsafeWebhookTarget, WebhookPolicy, validate_webhook_url
 from novita_gpu.webhooks.models import WebhookAttempt, WebhookDelivery
-
-
-class ChangeFeed:
-    """Wakes long-polls and workers when a row changes in this process."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def pulse(self) -> None:
-        self._event.set()
-        self._event = asyncio.Event()
-
-    async def wait(self, timeout: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), timeout)
 
 
 def _not_found(ref: str) -> ApiError:
@@ -111,6 +95,8 @@ class InstanceService:
         self.webhook_policy = webhook_policy
         self.changes = changes
         self.wake_worker = wake_worker
+        ttl = settings.read_cache_seconds
+        self.reads = ReadCache(changes, clock, ttl=None if ttl is None and db.is_sqlite else (ttl or 1.0))
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -145,9 +131,9 @@ class InstanceService:
         )
         row.version += 1
 
-    def notify_changed(self) -> None:
+    def notify_changed(self, instance_id: str | None) -> None:
         """Wake long-polls and the reconciler after a committed change."""
-        self.changes.pulse()
+        self.changes.pulse(instance_id)
         self.wake_worker()
 
     # -- create ----------------------------------------------------------------------------------
@@ -241,7 +227,7 @@ class InstanceService:
                         created_at=now,
                     )
                 )
-        self.notify_changed()
+        self.notify_changed(row.id)
         return 201, response
 
     async def _ensure_name_free(self, session: AsyncSession, owner: str, name: str) -> None:
@@ -276,6 +262,18 @@ class InstanceService:
         async with self.db.read() as session:
             return await self._load(session, owner, instance_id, by_name=False, lock=False)
 
+    async def view(self, owner: str, instance_id: str) -> dict[str, Any]:
+        """The API view of one instance (the hot read path: served from the read cache when fresh)."""
+        cached = self.reads.view(instance_id)
+        if cached is None:
+            row = await self.get(owner, instance_id)
+            cached = (row.owner, instance_view(row))
+            self.reads.put_view(instance_id, cached)
+        row_owner, view = cached
+        if row_owner != owner:
+            raise ApiError(403, "FORBIDDEN", "This instance belongs to another API key.")
+        return view
+
     async def wait_for(self, owner: str, instance_id: str, wanted: set[str], timeout: float) -> Instance:
         """Long-poll: return once the instance is in one of `wanted` (or failed/terminated), or at timeout."""
         deadline = self.clock.monotonic() + timeout
@@ -288,7 +286,17 @@ class InstanceService:
             # Changes made by another replica are not pulsed here; re-read at least twice a second.
             await self.changes.wait(min(remaining, 0.5))
 
-    async def list(
+    async def list_page(
+        self, owner: str, *, statuses: list[str], name: str | None, limit: int, cursor: str | None
+    ) -> dict[str, Any]:
+        key = ("list", owner, tuple(statuses), name, limit, cursor)
+        cached = self.reads.list(key)
+        if cached is None:
+            cached = await self._list(owner, statuses=statuses, name=name, limit=limit, cursor=cursor)
+            self.reads.put_list(key, cached)
+        return cached
+
+    async def _list(
         self, owner: str, *, statuses: list[str], name: str | None, limit: int, cursor: str | None
     ) -> dict[str, Any]:
         filters = [Instance.owner == owner]
@@ -412,7 +420,7 @@ class InstanceService:
             row.ready_at = None
             await self._change(session, row, Status.STARTING, message="Start requested.")
             answer = self._answer(row, "Instance start initiated.")
-        self.notify_changed()
+        self.notify_changed(row.id)
         return 202, answer
 
     async def stop(
@@ -422,7 +430,7 @@ class InstanceService:
             row = await self._load(session, owner, ref, by_name=by_name, lock=True)
             code, answer = await self.stop_row(session, row, reason)
         if code == 202:
-            self.notify_changed()
+            self.notify_changed(row.id)
         return code, answer
 
     async def stop_row(self, session: AsyncSession, row: Instance, reason: Reason) -> tuple[int, dict[str, Any]]:
@@ -466,7 +474,7 @@ class InstanceService:
                 row.pending_reason = Reason.USER
                 await self._change(session, row, Status.TERMINATING, reason=Reason.USER, message="Delete requested.")
             answer = self._answer(row, "Instance deletion initiated.")
-        self.notify_changed()
+        self.notify_changed(row.id)
         return 202, answer
 
     async def touch(self, owner: str, instance_id: str) -> dict[str, Any]:
@@ -477,6 +485,7 @@ class InstanceService:
             row.last_used_at = self.clock.now()
             row.version += 1
             view = instance_view(row)
+        self.notify_changed(row.id)
         return {
             "instanceId": row.id,
             "lastUsedAt": view["autoStop"]["lastUsedAt"],

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from novita_gpu.app import Services
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
     return request.app.state.services  # type: ignore[no-any-return]
 
 

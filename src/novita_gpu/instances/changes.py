@@ -1,0 +1,82 @@
+"""Change notification and the read cache it keeps exact.
+
+Every committed write in this process pulses the feed with the instance it touched: long-polls and
+workers wake, and the read cache drops that instance's view and every cached list. On SQLite this
+process is the only writer, so cached reads are exact. On PostgreSQL other replicas write too and are
+not pulsed here, so cached reads also expire after READ_CACHE_SECONDS (default 1 s): a replica's
+reads lag another replica's writes by at most that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from novita_gpu.clock import Clock
+
+Listener = Callable[[str | None], None]
+
+
+class ChangeFeed:
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self._listeners: list[Listener] = []
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def pulse(self, instance_id: str | None = None) -> None:
+        """A write committed (to `instance_id`, or to anything when None)."""
+        for listener in self._listeners:
+            listener(instance_id)
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
+
+
+class ReadCache:
+    """Instance views by id and list pages, dropped on local writes and after `ttl` (None: never)."""
+
+    def __init__(self, changes: ChangeFeed, clock: Clock, ttl: float | None, max_entries: int = 20_000) -> None:
+        self._clock = clock
+        self._ttl = ttl
+        self._max_entries = max_entries
+        self._views: dict[str, tuple[float, Any]] = {}
+        self._lists: dict[Hashable, tuple[float, Any]] = {}
+        changes.subscribe(self._invalidate)
+
+    def _invalidate(self, instance_id: str | None) -> None:
+        if instance_id is None:
+            self._views.clear()
+        else:
+            self._views.pop(instance_id, None)
+        self._lists.clear()
+
+    def _fresh(self, entry: tuple[float, Any] | None) -> Any | None:
+        if entry is None or self._clock.monotonic() >= entry[0]:
+            return None
+        return entry[1]
+
+    def _expiry(self) -> float:
+        return float("inf") if self._ttl is None else self._clock.monotonic() + self._ttl
+
+    def view(self, instance_id: str) -> Any | None:
+        return self._fresh(self._views.get(instance_id))
+
+    def put_view(self, instance_id: str, value: Any) -> None:
+        if len(self._views) >= self._max_entries:
+            self._views.clear()
+        self._views[instance_id] = (self._expiry(), value)
+
+    def list(self, key: Hashable) -> Any | None:
+        return self._fresh(self._lists.get(key))
+
+    def put_list(self, key: Hashable, value: Any) -> None:
+        if len(self._lists) >= self._max_entries:
+            self._lists.clear()
+        self._lists[key] = (self._expiry(), value)
