@@ -9,24 +9,29 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from novita_gpu.db import Database
 from novita_gpu.serving import BackgroundServer, free_port
 from novita_gpu.webhooks.dispatcher import WebhookDispatcher
 from novita_gpu.webhooks.guard import WebhookPolicy
 from novita_gpu.webhooks.sender import make_webhook_client
 from novita_gpu.webhooks.signing import verify
+from tests.fixtures.services import require_postgres
 from tests.harness import Harness
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -141,7 +146,14 @@ async def rig(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Rig]]]:
             WebhookPolicy.from_settings(services.settings), httpx.Timeout(services.settings.webhook_timeout_seconds)
         )
         made.append((harness, client))
-        dispatcher = WebhookDispatcher(services.db, services.clock, client, services.settings, services.metrics)
+        dispatcher = WebhookDispatcher(
+            services.db,
+            services.clock,
+            client,
+            services.settings,
+            services.metrics,
+            on_instance_change=lambda _: services.reconciler.changes.pulse(),
+        )
         return Rig(harness, dispatcher)
 
     yield make
@@ -270,14 +282,14 @@ async def test_a_dead_or_hanging_receiver_does_not_delay_another_instance(
     worker = asyncio.create_task(r.dispatcher.run())
     try:
         deadline = asyncio.get_running_loop().time() + 5
-        while healthy.statuses() != LIFECYCLE:
+        while [d["status"] for d in await r.deliveries(healthy_id)] != ["delivered"] * 5:
             assert asyncio.get_running_loop().time() < deadline, healthy.statuses()
             await asyncio.sleep(0.01)
+        assert healthy.statuses() == LIFECYCLE
         assert hanging.statuses() == ["creating"] and hanging.answered == 0, "still in flight"
         dead = await r.deliveries(dead_id)
         assert dead[0]["history"][0]["error"] == "could not connect"
         assert all(d["status"] == "pending" for d in dead)
-        assert [d["status"] for d in await r.deliveries(healthy_id)] == ["delivered"] * 5
     finally:
         release.set()
         worker.cancel()
@@ -363,3 +375,58 @@ async def test_the_default_webhook_url_receives_every_instances_events(
     assert default.statuses(hooked_id) == LIFECYCLE
     assert own.statuses() == LIFECYCLE and own.statuses(hooked_id) == LIFECYCLE
     assert len(default.hits) == 10
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh store: a SQLite file, or a new PostgreSQL database dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
+        return
+    base = make_url(require_postgres())
+    admin = base.set(drivername="postgresql").render_as_string(hide_password=False)
+    name = f"webhooks_{uuid.uuid4().hex[:12]}"
+
+    async def admin_do(statement: str) -> None:
+        connection = await asyncpg.connect(admin)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(admin_do(f'CREATE DATABASE "{name}"'))
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(admin_do(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def test_two_replicas_share_the_outbox_each_message_once_in_order(
+    rig: Callable[..., Awaitable[Rig]], receivers: Callable[..., Awaitable[Receiver]], store_url: str
+) -> None:
+    async def slowish(_: int) -> Response:
+        await asyncio.sleep(0.005)  # widen the window in which both replicas look at the same rows
+        return Response("OK")
+
+    receiver = await receivers(slowish)
+    r = await rig(database_url=store_url)
+    ids = await r.ready(*({"webhookUrl": receiver.url} for _ in range(4)))
+    services = r.harness.services
+    other_db = Database(store_url)
+    other_client = make_webhook_client(WebhookPolicy(allow_loopback=True), httpx.Timeout(5))
+    other = WebhookDispatcher(other_db, services.clock, other_client, services.settings, services.metrics)
+    workers = [asyncio.create_task(r.dispatcher.run()), asyncio.create_task(other.run())]
+    try:
+        deadline = asyncio.get_running_loop().time() + 10
+        while len(receiver.hits) < 20 or (await r.dispatcher.backlog())[0]:
+            assert asyncio.get_running_loop().time() < deadline, len(receiver.hits)
+            await asyncio.sleep(0.01)
+    finally:
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        await other_client.aclose()
+        await other_db.dispose()
+    assert len(receiver.hits) == 20
+    for instance_id in ids:
+        assert receiver.statuses(instance_id) == LIFECYCLE

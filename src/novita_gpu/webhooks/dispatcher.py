@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import random
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -71,13 +72,17 @@ class WebhookDispatcher:
         metrics: Metrics,
         *,
         concurrency: int = DEFAULT_CONCURRENCY,
+        on_instance_change: Callable[[str], None] | None = None,
     ) -> None:
+        """`on_instance_change(instance_id)` is called after a commit that changed an instance row (a 410
+        clears its `webhook_url`), so in-process caches and waiters hear of it (the app's change feed)."""
         self.db = db
         self.clock = clock
         self.client = client
         self.settings = settings
         self.metrics = metrics
         self.concurrency = concurrency
+        self.on_instance_change = on_instance_change
         self.attempt_seconds = settings.webhook_timeout_seconds
         self.http_timeout = httpx.Timeout(settings.webhook_timeout_seconds)
         self.lease = timedelta(seconds=settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS)
@@ -257,6 +262,7 @@ class WebhookDispatcher:
         """Write the attempt and its outcome; True when the delivery is finished (delivered, gone, expired)."""
         now = self.clock.now()
         outcomes: list[str] = []
+        instance_changed = False
         async with self.db.write() as session:
             row = await session.get(
                 WebhookDelivery, snap.id, populate_existing=True, with_for_update=not self.db.is_sqlite
@@ -285,7 +291,7 @@ class WebhookDispatcher:
                 row.delivered_at = now
                 outcomes.append("delivered")
             elif result.gone:
-                await self._stop_sending(session, row)
+                instance_changed = await self._stop_sending(session, row)
                 outcomes.append("gone")
             elif now >= row.created_at + self.max_age:
                 row.status = "expired"
@@ -293,6 +299,8 @@ class WebhookDispatcher:
             else:
                 row.next_attempt_at = now + timedelta(seconds=retry_delay(row.attempts, result.retry_after))
                 outcomes.append("failed_attempt")
+        if instance_changed and self.on_instance_change is not None:
+            self.on_instance_change(row.instance_id)
         for outcome in outcomes:
             lag = (now - row.created_at).total_seconds() if outcome == "delivered" else None
             self.metrics.observe_webhook_delivery(outcome, lag)
@@ -308,9 +316,9 @@ class WebhookDispatcher:
             )
         return row.status != PENDING
 
-    async def _stop_sending(self, session: AsyncSession, row: WebhookDelivery) -> None:
+    async def _stop_sending(self, session: AsyncSession, row: WebhookDelivery) -> bool:
         """410 Gone: this and every later pending delivery of the pair are gone; an instance's own URL
-        is cleared so no new deliveries are written to it."""
+        is cleared so no new deliveries are written to it (returns True when it was)."""
         row.status = "gone"
         await session.execute(
             update(WebhookDelivery)
@@ -328,10 +336,11 @@ class WebhookDispatcher:
             )
             .execution_options(synchronize_session=False)
         )
-        await session.execute(
+        cleared = await session.execute(
             update(Instance)
             .where(Instance.id == row.instance_id, Instance.webhook_url == row.url)
             .values(webhook_url=None)
             .execution_options(synchronize_session=False)
         )
         log.warning("webhook_gone", delivery_id=row.id, instance_id=row.instance_id)
+        return cast(CursorResult[Any], cleared).rowcount > 0
