@@ -54,7 +54,7 @@ class Harness:
             "novita_retry_deadline_seconds": 1.0,
             **self.settings_overrides,
         }
-        self.settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
+        self.settings = Settings(_env_file=None, **values)
         app = create_app(self.settings, self.clock)
         self.services = await build_services(self.settings, self.clock, app.state.metrics, base, NOVITA_KEY)
         app.state.services = self.services
@@ -68,6 +68,7 @@ class Harness:
         await self.http.aclose()
         await self.services.client.aclose()
         await self.services.probe_client.aclose()
+        await self.services.webhook_client.aclose()
         await self.services.caches.aclose()
         await self.services.db.dispose()
         self.emulator.close()

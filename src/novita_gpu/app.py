@@ -47,7 +47,9 @@ from novita_gpu.web.deps import ServicesDep
 from novita_gpu.web.errors import install_error_handlers
 from novita_gpu.web.middleware import RequestContextMiddleware
 from novita_gpu.web.responses import JSONResponse
+from novita_gpu.webhooks.dispatcher import WebhookDispatcher
 from novita_gpu.webhooks.guard import WebhookPolicy
+from novita_gpu.webhooks.sender import make_webhook_client
 
 log = structlog.get_logger(__name__)
 
@@ -68,6 +70,8 @@ class Services:
     instances: InstanceService
     reconciler: Reconciler
     sweeper: AutoStopSweeper
+    dispatcher: WebhookDispatcher
+    webhook_client: httpx.AsyncClient
     upstream_health: UpstreamHealth
     probe_client: httpx.AsyncClient
     started_monotonic: float
@@ -134,9 +138,11 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics, bas
     changes = ChangeFeed()
     probe_client = make_probe_client(settings.probe_timeout_seconds)
     reconciler = Reconciler(db, clock, client, catalog, settings, probe_client, changes, on_ready=metrics.observe_ready)
-    instances = InstanceService(
-        db, clock, catalog, settings, WebhookPolicy.from_settings(settings), changes, reconciler.wake
-    )
+    policy = WebhookPolicy.from_settings(settings)
+    instances = InstanceService(db, clock, catalog, settings, policy, changes, reconciler.wake)
+    webhook_client = make_webhook_client(policy, httpx.Timeout(settings.webhook_timeout_seconds))
+    dispatcher = WebhookDispatcher(db, clock, webhook_client, settings, metrics, on_instance_change=changes.pulse)
+    changes.subscribe(lambda _instance_id: dispatcher.wake())  # new outbox rows go out at once
     sweeper = AutoStopSweeper(db, clock, instances, settings, metrics)
     return Services(
         settings=settings,
@@ -149,6 +155,8 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics, bas
         instances=instances,
         reconciler=reconciler,
         sweeper=sweeper,
+        dispatcher=dispatcher,
+        webhook_client=webhook_client,
         upstream_health=upstream_health,
         probe_client=probe_client,
         started_monotonic=clock.monotonic(),
@@ -175,6 +183,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         if settings.workers_enabled:
             tasks.append(asyncio.create_task(services.reconciler.run(), name="reconciler"))
             tasks.append(asyncio.create_task(services.sweeper.run(), name="autostop"))
+            tasks.append(asyncio.create_task(services.dispatcher.run(), name="webhooks"))
+            services.workers.append(("webhooks", lambda: services.dispatcher.last_tick_at, 30.0))
             services.workers.append(
                 ("autostop", lambda: services.sweeper.last_run_at, settings.auto_stop_check_seconds * 3 + 30)
             )
@@ -187,6 +197,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             await asyncio.gather(*tasks, return_exceptions=True)
             await services.client.aclose()
             await services.probe_client.aclose()
+            await services.webhook_client.aclose()
             await services.caches.aclose()
             await services.db.dispose()
             if emulator is not None:
@@ -223,6 +234,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
 
 
 async def _refresh_instance_counts(services: Services) -> None:
+    """Gauges read from the store when scraped (cheap aggregate queries)."""
     async with services.db.read() as session:
         rows = (await session.execute(select(Instance.status, func.count()).group_by(Instance.status))).all()
     services.metrics.set_instance_counts({status: count for status, count in rows})
+    services.metrics.set_webhook_backlog(*await services.dispatcher.backlog())

@@ -2,13 +2,15 @@
 
 SQLite (the default) allows one writer at a time; `Database.write()` serialises this process's write
 transactions behind an asyncio lock and opens them with BEGIN IMMEDIATE, so concurrent requests queue
-instead of failing with "database is locked". On PostgreSQL `write()` is a plain transaction.
+instead of failing with "database is locked". SQLite calls run inline (see sqlite_inline.py). On
+PostgreSQL `write()` is a plain transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +21,8 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
+
+from novita_gpu.sqlite_inline import inline_creator
 
 
 class Base(DeclarativeBase):
@@ -54,20 +58,22 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        if (path := _sqlite_file(url)) is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
-            # Reads run in autocommit and writes always end in COMMIT/ROLLBACK (write()), so a returned
-            # connection holds no transaction: skip the reset round trip to aiosqlite's thread.
-            kwargs.update(connect_args={"timeout": 30}, pool_reset_on_return=None, pool_size=8, max_overflow=8)
+            path = _sqlite_file(url)
+            if path is None:
+                raise ValueError("DATABASE_URL must name a SQLite file, e.g. sqlite+aiosqlite:///./data/novita-gpu.db")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            kwargs.update(
+                async_creator=inline_creator(str(path), busy_timeout_seconds=5.0), pool_size=4, max_overflow=4
+            )
         else:
             kwargs.update(pool_size=20, max_overflow=20, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
             _install_sqlite_pragmas(self.engine)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
-        self._write_lock = asyncio.Lock()
+        self._sqlite_path = str(_sqlite_file(url)) if self.is_sqlite else ""
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -81,7 +87,7 @@ class Database:
             async with self.sessions() as session, session.begin():
                 yield session
             return
-        async with self._write_lock, self.sessions() as session, session.begin():
+        async with _sqlite_write_lock(self._sqlite_path), self.sessions() as session, session.begin():
             await session.connection(execution_options={"sqlite_immediate": True})
             yield session
 
@@ -105,13 +111,24 @@ class Database:
         await self.engine.dispose()
 
 
+_write_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _sqlite_write_lock(path: str) -> asyncio.Lock:
+    """One writer at a time per SQLite file in this process, however many engines point at it: a second
+    writer must queue here, not block the event loop inside SQLite's busy wait."""
+    locks = _write_locks.setdefault(asyncio.get_running_loop(), {})
+    return locks.setdefault(path, asyncio.Lock())
+
+
 def _install_sqlite_pragmas(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA busy_timeout=5000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
