@@ -51,6 +51,9 @@ def _config(app: Any, host: str, port: int) -> uvicorn.Config:
         host=host,
         port=port,
         log_config=None,  # our logging configuration stays in charge
+        # The stock asyncio loop serves ready connections first-in first-out; under saturation uvloop
+        # left some requests waiting 10-20x the median (p99 0.75 s against 0.1 s, measured in bench/).
+        loop="asyncio",
         log_level="warning",
         access_log=False,
         lifespan="on",

@@ -37,8 +37,10 @@ async def change_status(
         instance_id=row.id, created_at=now, from_status=previous, to_status=to, reason=reason, message=message
     )
     session.add(event)
-    await session.flush()
-    for url in webhook_targets(row, default_webhook_url):
+    targets = webhook_targets(row, default_webhook_url)
+    if targets:
+        await session.flush()  # the deliveries refer to the event's id
+    for url in targets:
         session.add(
             WebhookDelivery(
                 id=f"msg_{uuid.uuid4().hex}",

@@ -23,6 +23,28 @@ def _json(status: int, body: dict[str, Any]) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
+@router.get("/{instance_id}", summary="One instance; long-poll with ?waitFor=ready&timeout=30")
+async def get_instance(
+    instance_id: str,
+    owner: Owner,
+    services: ServicesDep,
+    wait_for: Annotated[str | None, Query(alias="waitFor")] = None,
+    timeout: Annotated[float, Query(ge=0, le=60)] = 30,
+) -> JSONResponse:
+    if wait_for is None:
+        return _json(200, await services.instances.view(owner, instance_id))
+    wanted = {s.strip() for s in wait_for.split(",") if s.strip()}
+    if not wanted or not wanted <= _STATUSES:
+        raise ApiError(
+            400,
+            "VALIDATION_ERROR",
+            "waitFor must be one or more statuses, e.g. ready.",
+            details=[{"field": "waitFor", "message": "unknown status"}],
+        )
+    row = await services.instances.wait_for(owner, instance_id, wanted, timeout)
+    return _json(200, instance_view(row))
+
+
 @router.post("", status_code=201, summary="Create an instance from a GPU product name and a template")
 async def create_instance(
     body: CreateInstanceIn,
@@ -83,28 +105,6 @@ async def delete_by_name(body: InstanceNameIn, owner: Owner, services: ServicesD
 async def sync(owner: Owner, services: ServicesDep, body: Annotated[SyncIn | None, Body()] = None) -> JSONResponse:
     result = await services.reconciler.tick()
     return _json(200, {"claimed": result.claimed, "changed": result.changed, "busy": result.busy})
-
-
-@router.get("/{instance_id}", summary="One instance; long-poll with ?waitFor=ready&timeout=30")
-async def get_instance(
-    instance_id: str,
-    owner: Owner,
-    services: ServicesDep,
-    wait_for: Annotated[str | None, Query(alias="waitFor")] = None,
-    timeout: Annotated[float, Query(ge=0, le=60)] = 30,
-) -> JSONResponse:
-    if wait_for is None:
-        return _json(200, await services.instances.view(owner, instance_id))
-    wanted = {s.strip() for s in wait_for.split(",") if s.strip()}
-    if not wanted or not wanted <= _STATUSES:
-        raise ApiError(
-            400,
-            "VALIDATION_ERROR",
-            "waitFor must be one or more statuses, e.g. ready.",
-            details=[{"field": "waitFor", "message": "unknown status"}],
-        )
-    row = await services.instances.wait_for(owner, instance_id, wanted, timeout)
-    return _json(200, instance_view(row))
 
 
 @router.post("/{instance_id}/start", status_code=202, summary="Start an instance by id")

@@ -204,17 +204,21 @@ class InstanceService:
             updated_at=now,
             version=1,
         )
+        try:
+            return await self._insert(row, owner, idempotency_key, request_hash, now)
+        except IntegrityError as exc:  # the unique index on live names (owner, name)
+            raise await self._name_taken(owner, body.name) from exc
+
+    async def _insert(
+        self, row: Instance, owner: str, idempotency_key: str | None, request_hash: str, now: datetime
+    ) -> tuple[int, dict[str, Any]]:
         async with self.db.write() as session:
             if idempotency_key is not None:
                 replay = await self._idempotent_replay(session, owner, idempotency_key, request_hash)
                 if replay is not None:
                     return replay
-            await self._ensure_name_free(session, owner, body.name)
             session.add(row)
-            try:
-                await self._change(session, row, Status.CREATING, message="Waiting for Novita to create the instance.")
-            except IntegrityError as exc:  # a concurrent request took the name between check and insert
-                raise ApiError(409, "NAME_TAKEN", f"An instance named {body.name!r} already exists.") from exc
+            await self._change(session, row, Status.CREATING, message="Waiting for Novita to create the instance.")
             response = {**instance_view(row), "message": "Instance creation started."}
             if idempotency_key is not None:
                 session.add(
@@ -230,14 +234,14 @@ class InstanceService:
         self.notify_changed(row.id)
         return 201, response
 
-    async def _ensure_name_free(self, session: AsyncSession, owner: str, name: str) -> None:
-        taken = await session.scalar(
-            select(Instance.id).where(
-                Instance.owner == owner, Instance.name == name, Instance.status != Status.TERMINATED
+    async def _name_taken(self, owner: str, name: str) -> ApiError:
+        async with self.db.read() as session:
+            taken = await session.scalar(
+                select(Instance.id).where(
+                    Instance.owner == owner, Instance.name == name, Instance.status != Status.TERMINATED
+                )
             )
-        )
-        if taken is not None:
-            raise ApiError(409, "NAME_TAKEN", f"An instance named {name!r} already exists ({taken}); names are unique.")
+        return ApiError(409, "NAME_TAKEN", f"An instance named {name!r} already exists ({taken}); names are unique.")
 
     async def _idempotent_replay(
         self, session: AsyncSession, owner: str, key: str, request_hash: str
