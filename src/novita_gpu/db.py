@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, event
+from sqlalchemy import DateTime, event, text
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
@@ -77,8 +77,15 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
-        async with self.sessions() as session:
+        if not self.is_sqlite:
+            async with self.sessions() as session:
+                yield session
+            return
+        session = self.sessions()
+        try:
             yield session
+        finally:
+            await _close_inline(session)
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
@@ -87,18 +94,21 @@ class Database:
             async with self.sessions() as session, session.begin():
                 yield session
             return
-        async with _sqlite_write_lock(self._sqlite_path), self.sessions() as session, session.begin():
-            await session.connection(execution_options={"sqlite_immediate": True})
-            yield session
+        async with _sqlite_write_lock(self._sqlite_path):
+            session = self.sessions()
+            try:
+                async with session.begin():
+                    await session.connection(execution_options={"sqlite_immediate": True})
+                    yield session
+            finally:
+                await _close_inline(session)
 
     async def ping(self) -> float:
         """Round trip to the store; returns seconds taken."""
-        from sqlalchemy import text
-
         loop = asyncio.get_running_loop()
         started = loop.time()
-        async with self.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        async with self.read() as session:
+            await session.execute(text("SELECT 1"))
         return loop.time() - started
 
     async def migrate(self) -> None:
@@ -109,6 +119,13 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+async def _close_inline(session: AsyncSession) -> None:
+    """Close a SQLite session directly: `async with session` closes it in a new, shielded task, which
+    costs a pass of the event loop per request, and under load each pass waits behind every other
+    ready request. SQLite calls run inline (nothing to cancel mid-way), so no shield is needed."""
+    await session.close()
 
 
 _write_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (

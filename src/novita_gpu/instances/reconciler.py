@@ -127,8 +127,9 @@ class Reconciler:
                 log.exception("reconcile_tick_failed")
                 self.busy = True
             interval = self.settings.reconcile_fast_seconds if self.busy else self.settings.reconcile_slow_seconds
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), interval)
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: see WebhookDispatcher.run
+                async with asyncio.timeout(interval):
+                    await self._wake.wait()
             self._wake.clear()
 
     async def tick(self) -> TickResult:

@@ -109,8 +109,11 @@ class WebhookDispatcher:
                     await self._launch()
                 except Exception:  # a bad tick must not kill the worker; the next one retries
                     log.exception("webhook_tick_failed")
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+                # that arrives as the event is set, and the worker would never stop.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+                    async with asyncio.timeout(POLL_SECONDS):
+                        await self._wake.wait()
                 self._wake.clear()
         finally:
             await self._drain()
