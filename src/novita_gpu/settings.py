@@ -9,7 +9,7 @@ import ipaddress
 from functools import cached_property
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 BillingMode = Literal["onDemand", "spot"]
@@ -29,7 +29,9 @@ class InsecureConfiguration(ValueError):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
 
     # Where we listen (the CLI flags override these).
     host: str = "127.0.0.1"
@@ -55,7 +57,9 @@ class Settings(BaseSettings):
     # Instance defaults and lifecycle limits.
     default_billing_mode: BillingMode = "onDemand"
     default_rootfs_gb: int = 60
-    capacity_wait_seconds: float = 600.0
+    capacity_wait_seconds: float = Field(
+        default=600.0, validation_alias=AliasChoices("CAPACITY_WAIT_SECONDS", "CAPACITY_WAIT")
+    )
     startup_timeout_seconds: float = 900.0
     health_check_timeout_seconds: float = 600.0
     probe_timeout_seconds: float = 3.0
@@ -70,7 +74,9 @@ class Settings(BaseSettings):
     # Webhooks.
     webhook_url: str | None = None
     webhook_secret: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
-    webhook_max_age_seconds: float = 24 * 3600.0
+    webhook_max_age_seconds: float = Field(
+        default=24 * 3600.0, validation_alias=AliasChoices("WEBHOOK_MAX_AGE_SECONDS", "WEBHOOK_MAX_AGE")
+    )
     webhook_timeout_seconds: float = 5.0
     webhook_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     webhook_allow_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
