@@ -38,6 +38,7 @@ from novita_gpu.instances.router import router as instances_router
 from novita_gpu.instances.service import InstanceService
 from novita_gpu.novita import NovitaClient
 from novita_gpu.observability.health import router as health_router
+from novita_gpu.observability.health import worker_status
 from novita_gpu.observability.logging import configure_logging, register_secret
 from novita_gpu.observability.metrics import Metrics
 from novita_gpu.observability.upstream import UpstreamHealth
@@ -80,9 +81,7 @@ class Services:
     workers: list[tuple[str, Callable[[], datetime | None], float]] = field(default_factory=list)
 
     def worker_health(self, now: datetime) -> dict[str, Any]:
-        from novita_gpu.observability.health import _worker_status
-
-        return {name: _worker_status(name, last(), now, gap) for name, last, gap in self.workers}
+        return {name: worker_status(last(), now, gap) for name, last, gap in self.workers}
 
 
 def _register_secrets(settings: Settings) -> None:
@@ -187,6 +186,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         tasks: list[asyncio.Task[None]] = []
         if settings.workers_enabled:
             tasks.append(asyncio.create_task(services.reconciler.run(), name="reconciler"))
+            services.workers.append(
+                ("reconciler", lambda: services.reconciler.last_tick_at, settings.reconcile_slow_seconds * 3 + 30)
+            )
             tasks.append(asyncio.create_task(services.sweeper.run(), name="autostop"))
             tasks.append(asyncio.create_task(services.dispatcher.run(), name="webhooks"))
             services.workers.append(("webhooks", lambda: services.dispatcher.last_tick_at, 30.0))

@@ -29,9 +29,7 @@ class InsecureConfiguration(ValueError):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
-    )
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True)
 
     # Where we listen (the CLI flags override these).
     host: str = "127.0.0.1"

@@ -52,11 +52,6 @@ def _json_cache(
     return cache
 
 
-def _strip_region(region: str) -> str:
-    """Novita sometimes spells a region "US-CA-06 (California)"."""
-    return region.split(" (", 1)[0].strip()
-
-
 class Catalog:
     def __init__(
         self, client: NovitaClient, caches: CacheRegistry, ttl: float, on_lookup: LookupHook | None = None
@@ -131,7 +126,7 @@ class Catalog:
         for product in products:
             if billing_mode not in product.billing_methods and product.billing_methods:
                 continue
-            names = [_strip_region(r) for r in product.regions] or [c.name for c in clusters]
+            names = product.regions or [c.name for c in clusters]  # region codes, already normalised
             for name in names:
                 cluster = by_name.get(name) or next((c for c in clusters if c.id == name), None)
                 if cluster is None:

@@ -206,7 +206,12 @@ class InstanceService:
         )
         try:
             return await self._insert(row, owner, idempotency_key, request_hash, now)
-        except IntegrityError as exc:  # the unique index on live names (owner, name)
+        except IntegrityError as exc:  # the live-name index, or a concurrent request with the same key
+            if idempotency_key is not None:
+                async with self.db.read() as session:
+                    replay = await self._idempotent_replay(session, owner, idempotency_key, request_hash)
+                if replay is not None:
+                    return replay
             raise await self._name_taken(owner, body.name) from exc
 
     async def _insert(

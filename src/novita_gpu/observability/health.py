@@ -26,7 +26,8 @@ router = APIRouter(tags=["health"])
 WEBHOOK_BACKLOG_DEGRADED = timedelta(minutes=5)
 
 
-def _worker_status(name: str, last: datetime | None, now: datetime, allowed_gap: float) -> dict[str, Any]:
+def worker_status(last: datetime | None, now: datetime, allowed_gap: float) -> dict[str, Any]:
+    """up / stalled from a worker's last run (starting before its first)."""
     if last is None:
         return {"status": "starting"}
     age = (now - last).total_seconds()
@@ -60,15 +61,7 @@ async def check_health(services: Services) -> tuple[int, dict[str, Any]]:
         checks["webhooks"] = {"status": "unknown"}
     checks["novitaApi"] = {**services.upstream_health.status(), "mode": settings.mode}
     checks["cache"] = await services.caches.health()
-    if settings.workers_enabled:
-        checks["workers"] = {
-            "reconciler": _worker_status(
-                "reconciler", services.reconciler.last_tick_at, now, settings.reconcile_slow_seconds * 3 + 30
-            ),
-            **services.worker_health(now),
-        }
-    else:
-        checks["workers"] = {"status": "disabled"}
+    checks["workers"] = services.worker_health(now) if settings.workers_enabled else {"status": "disabled"}
 
     if checks["database"]["status"] != "up":
         status = "unhealthy"
