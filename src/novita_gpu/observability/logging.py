@@ -129,7 +129,8 @@ def configure_logging(
     renderer: Processor = (
         structlog.processors.JSONRenderer(serializer=_dumps)
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        # Exceptions reach the renderer as text (format_exc_info runs first, so `redact` sees them).
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback)
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=_shared_processors(),
