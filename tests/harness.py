@@ -77,8 +77,10 @@ class Harness:
     # -- driving -------------------------------------------------------------------------------------
 
     async def tick(self, times: int = 1) -> None:
+        """One pass of the reconciler, then of the prober (what the app's workers do on their own)."""
         for _ in range(times):
             await self.services.reconciler.tick()
+            await self.services.prober.tick()
 
     async def run_until(
         self, done: Callable[[], Awaitable[bool]], *, max_seconds: float = 600, step: float = 0.5
@@ -86,7 +88,7 @@ class Harness:
         """Tick and advance the clock until `done()`; fails after `max_seconds` of emulated time."""
         waited = 0.0
         while True:
-            await self.services.reconciler.tick()
+            await self.tick()
             if await done():
                 return
             if waited >= max_seconds:

@@ -32,6 +32,7 @@ from novita_gpu.clock import Clock, SystemClock
 from novita_gpu.db import Database
 from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.instances.models import Instance
+from novita_gpu.instances.prober import Prober
 from novita_gpu.instances.probes import make_probe_client
 from novita_gpu.instances.reconciler import Reconciler
 from novita_gpu.instances.router import router as instances_router
@@ -71,6 +72,7 @@ class Services:
     catalog: Catalog
     instances: InstanceService
     reconciler: Reconciler
+    prober: Prober
     sweeper: AutoStopSweeper
     dispatcher: WebhookDispatcher
     webhook_client: httpx.AsyncClient
@@ -137,7 +139,8 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics, bas
     catalog = Catalog(client, caches, settings.catalog_cache_ttl_seconds, on_lookup=metrics.observe_cache)
     changes = ChangeFeed()
     probe_client = make_probe_client(settings.probe_timeout_seconds)
-    reconciler = Reconciler(db, clock, client, catalog, settings, probe_client, changes, on_ready=metrics.observe_ready)
+    reconciler = Reconciler(db, clock, client, catalog, settings, changes)
+    prober = Prober(db, clock, probe_client, settings, changes, on_ready=metrics.observe_ready)
     policy = WebhookPolicy.from_settings(settings)
     instances = InstanceService(db, clock, catalog, settings, policy, changes, reconciler.wake)
     webhook_client = make_webhook_client(policy, httpx.Timeout(settings.webhook_timeout_seconds))
@@ -154,6 +157,7 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics, bas
         catalog=catalog,
         instances=instances,
         reconciler=reconciler,
+        prober=prober,
         sweeper=sweeper,
         dispatcher=dispatcher,
         webhook_client=webhook_client,
@@ -189,6 +193,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             services.workers.append(
                 ("reconciler", lambda: services.reconciler.last_tick_at, settings.reconcile_slow_seconds * 3 + 30)
             )
+            tasks.append(asyncio.create_task(services.prober.run(), name="prober"))
+            services.workers.append(("prober", lambda: services.prober.last_tick_at, 30.0))
             tasks.append(asyncio.create_task(services.sweeper.run(), name="autostop"))
             tasks.append(asyncio.create_task(services.dispatcher.run(), name="webhooks"))
             services.workers.append(("webhooks", lambda: services.dispatcher.last_tick_at, 30.0))

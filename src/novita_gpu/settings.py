@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     startup_timeout_seconds: float = 900.0
     health_check_timeout_seconds: float = 600.0
     probe_timeout_seconds: float = 3.0
+    probe_interval_seconds: float = 0.25
     reconcile_fast_seconds: float = 0.5
     reconcile_slow_seconds: float = 15.0
     lease_seconds: float = 30.0

@@ -55,17 +55,11 @@ async def test_idempotent_create_on_both_stores(store_harness: Harness) -> None:
 async def test_two_reconcilers_share_rows_without_duplicates(store_harness: Harness) -> None:
     services = store_harness.services
     other = Reconciler(
-        services.db,
-        services.clock,
-        services.client,
-        services.catalog,
-        services.settings,
-        services.probe_client,
-        services.instances.changes,
+        services.db, services.clock, services.client, services.catalog, services.settings, services.instances.changes
     )
     ids = [(await store_harness.create())["instanceId"] for _ in range(6)]
     for _ in range(60):
-        await asyncio.gather(services.reconciler.tick(), other.tick())
+        await asyncio.gather(services.reconciler.tick(), other.tick(), services.prober.tick())
         statuses = {(await store_harness.instance(i))["status"] for i in ids}
         if statuses == {"ready"}:
             break

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
 import structlog
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,7 +28,6 @@ from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.instances.events import change_status
 from novita_gpu.instances.lifecycle import CHANGING, Action, Goal, Reason, Status, phase_of, stop_reason
 from novita_gpu.instances.models import Instance
-from novita_gpu.instances.probes import probe_http_ports
 from novita_gpu.novita import (
     AmbiguousCreate,
     CreateInstanceRequest,
@@ -94,18 +92,14 @@ class Reconciler:
         client: NovitaClient,
         catalog: Catalog,
         settings: Settings,
-        probe_client: httpx.AsyncClient,
         changes: ChangeFeed,
-        on_ready: Callable[[float], None] | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
         self.client = client
         self.catalog = catalog
         self.settings = settings
-        self.probe_client = probe_client
         self.changes = changes
-        self.on_ready = on_ready
         self.worker_id = f"reconciler-{uuid.uuid4().hex[:8]}"
         self.lease_token = ""
         self._wake = asyncio.Event()
@@ -570,43 +564,23 @@ class Reconciler:
                 Reason.HEALTH_CHECK_TIMEOUT,
                 f"The instance's http ports did not answer within {self.settings.health_check_timeout_seconds:.0f} s.",
             )
+        if row.status == Status.HEALTH_CHECKING:
+            return await self._note_upstream_status(row, upstream.status)  # the prober takes it from here
         details = row.connection_details
         if details is None or not any(p.get("endpoint") for p in details.get("ports", [])):
-            full = await self.client.get_instance(upstream.id)
-            details = connection_details(full)
-        results = await probe_http_ports(self.probe_client, details["ports"], row.health_check_path)
-        healthy = all(r.healthy for r in results)
-        health = {
-            "status": "healthy" if healthy else "unhealthy",
-            "checkedAt": now.isoformat().replace("+00:00", "Z"),
-            "endpoints": [r.as_dict() for r in results],
-        }
-        unchanged = row.health_check is not None and [e["error"] for e in row.health_check.get("endpoints", [])] == [
-            r.error for r in results
-        ]
-        if row.status == Status.HEALTH_CHECKING and not healthy and unchanged:
-            return False  # nothing new to record
+            details = connection_details(await self.client.get_instance(upstream.id))
 
-        async def advance(session: AsyncSession, r: Instance) -> None:
+        async def running(session: AsyncSession, r: Instance) -> None:
             r.upstream_status = upstream.status
             r.connection_details = details
-            r.health_check = health
-            if r.status != Status.HEALTH_CHECKING and r.status != Status.RUNNING:
+            r.health_check = None
+            if r.status != Status.RUNNING:
                 r.started_at = now
                 await self._change(session, r, Status.RUNNING, message="Novita reports the instance running.")
-            if r.status == Status.RUNNING:
-                r.phase_deadline_at = now + timedelta(seconds=self.settings.health_check_timeout_seconds)
-                await self._change(session, r, Status.HEALTH_CHECKING, message="Probing the instance's http ports.")
-            if healthy:
-                r.ready_at = now
-                r.last_used_at = now
-                r.phase_deadline_at = None
-                await self._change(session, r, Status.READY, message="Every http port answered.")
+            r.phase_deadline_at = now + timedelta(seconds=self.settings.health_check_timeout_seconds)
+            await self._change(session, r, Status.HEALTH_CHECKING, message="Probing the instance's http ports.")
 
-        applied = await self._apply(row, advance)
-        if applied is not None and healthy and self.on_ready is not None:
-            self.on_ready((now - (applied.started_at or applied.created_at)).total_seconds())
-        return applied is not None
+        return await self._apply(row, running) is not None
 
     async def _reissue(self, row: Instance, action: Action) -> bool:
         """Novita shows the instance running although we asked otherwise: ask again (level-triggered)."""

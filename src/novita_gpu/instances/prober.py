@@ -1,0 +1,130 @@
+"""The prober: takes instances from health_checking to ready the moment every http port answers.
+
+It runs on its own fast cadence (PROBE_INTERVAL_SECONDS, and at once when anything changes), apart
+from the reconciler, whose ticks grow long when many instances change together: readiness is noticed
+within a fraction of a second however busy the rest is. The reconciler moves an instance into
+health_checking (with its connection details) and ends it with HEALTH_CHECK_TIMEOUT; the prober only
+probes and marks ready. Its writes are guarded by the row's version, like every worker's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import httpx
+import structlog
+from sqlalchemy import select
+
+from novita_gpu.clock import Clock
+from novita_gpu.db import Database
+from novita_gpu.instances.changes import ChangeFeed
+from novita_gpu.instances.events import change_status
+from novita_gpu.instances.lifecycle import Status
+from novita_gpu.instances.models import Instance
+from novita_gpu.instances.probes import ProbeResult, probe_http_ports
+from novita_gpu.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+CONCURRENCY = 64
+
+
+def health_report(results: list[ProbeResult], now: datetime) -> dict[str, Any]:
+    return {
+        "status": "healthy" if all(r.healthy for r in results) else "unhealthy",
+        "checkedAt": now.isoformat().replace("+00:00", "Z"),
+        "endpoints": [r.as_dict() for r in results],
+    }
+
+
+def _errors(report: dict[str, Any] | None) -> list[Any] | None:
+    return None if report is None else [e["error"] for e in report.get("endpoints", [])]
+
+
+class Prober:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        client: httpx.AsyncClient,
+        settings: Settings,
+        changes: ChangeFeed,
+        on_ready: Callable[[float], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.client = client
+        self.settings = settings
+        self.changes = changes
+        self.on_ready = on_ready
+        self.last_tick_at: datetime | None = None
+        self._wake = asyncio.Event()
+        changes.subscribe(lambda _instance_id: self._wake.set())
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:  # a bad pass must not end the worker
+                log.exception("probe_tick_failed")
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: see WebhookDispatcher.run
+                async with asyncio.timeout(self.settings.probe_interval_seconds):
+                    await self._wake.wait()
+            self._wake.clear()
+
+    async def tick(self) -> int:
+        """Probe every instance in health_checking; returns how many became ready."""
+        self.last_tick_at = self.clock.now()
+        async with self.db.read() as session:
+            rows = list(
+                (await session.execute(select(Instance).where(Instance.status == Status.HEALTH_CHECKING))).scalars()
+            )
+        if not rows:
+            return 0
+        semaphore = asyncio.Semaphore(CONCURRENCY)
+
+        async def probe(row: Instance) -> bool:
+            async with semaphore:
+                ports = (row.connection_details or {}).get("ports", [])
+                results = await probe_http_ports(self.client, ports, row.health_check_path)
+            return await self._record(row, results)
+
+        return sum(await asyncio.gather(*(probe(row) for row in rows)))
+
+    async def _record(self, snap: Instance, results: list[ProbeResult]) -> bool:
+        now = self.clock.now()
+        report = health_report(results, now)
+        healthy = all(r.healthy for r in results)
+        if not healthy and _errors(snap.health_check) == _errors(report):
+            return False  # nothing new to record
+        async with self.db.write() as session:
+            query = select(Instance).where(Instance.id == snap.id)
+            if not self.db.is_sqlite:
+                query = query.with_for_update()
+            row = (await session.execute(query)).scalar_one_or_none()
+            if row is None or row.version != snap.version or row.status != Status.HEALTH_CHECKING:
+                return False  # changed meanwhile: the next pass looks again
+            row.health_check = report
+            row.updated_at = now
+            row.version += 1
+            if healthy:
+                row.ready_at = now
+                row.last_used_at = now
+                row.phase_deadline_at = None
+                await change_status(
+                    session,
+                    row,
+                    Status.READY,
+                    now=now,
+                    default_webhook_url=self.settings.webhook_url,
+                    message="Every http port answered.",
+                )
+            started = row.started_at or row.created_at
+        self.changes.pulse(snap.id)
+        if healthy and self.on_ready is not None:
+            self.on_ready((now - started).total_seconds())
+        return healthy
