@@ -33,7 +33,6 @@ from novita_gpu.db import Database
 from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.instances.models import Instance
 from novita_gpu.instances.prober import Prober
-from novita_gpu.instances.probes import make_probe_client
 from novita_gpu.instances.reconciler import Reconciler
 from novita_gpu.instances.router import router as instances_router
 from novita_gpu.instances.service import InstanceService
@@ -77,7 +76,6 @@ class Services:
     dispatcher: WebhookDispatcher
     webhook_client: httpx.AsyncClient
     upstream_health: UpstreamHealth
-    probe_client: httpx.AsyncClient
     started_monotonic: float
     emulator_url: str | None = None
     workers: list[tuple[str, Callable[[], datetime | None], float]] = field(default_factory=list)
@@ -138,9 +136,8 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics, bas
     caches = CacheRegistry(build_cache_backend(settings, clock))
     catalog = Catalog(client, caches, settings.catalog_cache_ttl_seconds, on_lookup=metrics.observe_cache)
     changes = ChangeFeed()
-    probe_client = make_probe_client(settings.probe_timeout_seconds)
-    reconciler = Reconciler(db, clock, client, catalog, settings, changes)
-    prober = Prober(db, clock, probe_client, settings, changes, on_ready=metrics.observe_ready)
+    prober = Prober(db, clock, settings, changes, on_ready=metrics.observe_ready)
+    reconciler = Reconciler(db, clock, client, catalog, settings, changes, on_health_checking=prober.wake)
     policy = WebhookPolicy.from_settings(settings)
     instances = InstanceService(db, clock, catalog, settings, policy, changes, reconciler.wake)
     webhook_client = make_webhook_client(policy, httpx.Timeout(settings.webhook_timeout_seconds))
@@ -162,7 +159,6 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics, bas
         dispatcher=dispatcher,
         webhook_client=webhook_client,
         upstream_health=upstream_health,
-        probe_client=probe_client,
         started_monotonic=clock.monotonic(),
     )
 
@@ -209,7 +205,6 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await services.client.aclose()
-            await services.probe_client.aclose()
             await services.webhook_client.aclose()
             await services.caches.aclose()
             await services.db.dispose()

@@ -1,6 +1,7 @@
 """The prober: takes instances from health_checking to ready the moment every http port answers.
 
-It runs on its own fast cadence (PROBE_INTERVAL_SECONDS, and at once when anything changes), apart
+It runs on its own fast cadence (PROBE_INTERVAL_SECONDS, and at once when an instance starts being
+health-checked), apart
 from the reconciler, whose ticks grow long when many instances change together: readiness is noticed
 within a fraction of a second however busy the rest is. The reconciler moves an instance into
 health_checking (with its connection details) and ends it with HEALTH_CHECK_TIMEOUT; the prober only
@@ -15,7 +16,6 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-import httpx
 import structlog
 from sqlalchemy import select
 
@@ -50,20 +50,20 @@ class Prober:
         self,
         db: Database,
         clock: Clock,
-        client: httpx.AsyncClient,
         settings: Settings,
         changes: ChangeFeed,
         on_ready: Callable[[float], None] | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
-        self.client = client
         self.settings = settings
         self.changes = changes
         self.on_ready = on_ready
         self.last_tick_at: datetime | None = None
         self._wake = asyncio.Event()
-        changes.subscribe(lambda _instance_id: self._wake.set())
+
+    def wake(self) -> None:
+        self._wake.set()
 
     async def run(self) -> None:
         while True:
@@ -90,7 +90,7 @@ class Prober:
         async def probe(row: Instance) -> bool:
             async with semaphore:
                 ports = (row.connection_details or {}).get("ports", [])
-                results = await probe_http_ports(self.client, ports, row.health_check_path)
+                results = await probe_http_ports(ports, row.health_check_path, self.settings.probe_timeout_seconds)
             return await self._record(row, results)
 
         return sum(await asyncio.gather(*(probe(row) for row in rows)))

@@ -93,6 +93,7 @@ class Reconciler:
         catalog: Catalog,
         settings: Settings,
         changes: ChangeFeed,
+        on_health_checking: Callable[[], None] | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -100,6 +101,7 @@ class Reconciler:
         self.catalog = catalog
         self.settings = settings
         self.changes = changes
+        self.on_health_checking = on_health_checking
         self.worker_id = f"reconciler-{uuid.uuid4().hex[:8]}"
         self.lease_token = ""
         self._wake = asyncio.Event()
@@ -580,7 +582,11 @@ class Reconciler:
             r.phase_deadline_at = now + timedelta(seconds=self.settings.health_check_timeout_seconds)
             await self._change(session, r, Status.HEALTH_CHECKING, message="Probing the instance's http ports.")
 
-        return await self._apply(row, running) is not None
+        if await self._apply(row, running) is None:
+            return False
+        if self.on_health_checking is not None:
+            self.on_health_checking()  # probe at once rather than at the prober's next pass
+        return True
 
     async def _reissue(self, row: Instance, action: Action) -> bool:
         """Novita shows the instance running although we asked otherwise: ask again (level-triggered)."""
