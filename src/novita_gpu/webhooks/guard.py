@@ -11,6 +11,7 @@ the check and the connection (DNS rebinding) cannot reach an internal address.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import re
 import socket
@@ -357,6 +358,8 @@ def _check_httpx_agrees(url: str, host: _Host) -> None:
 
 async def resolve_host(host: str, port: int) -> list[IPAddress]:
     """Every address `host` resolves to, in resolver order, without duplicates."""
+    with contextlib.suppress(ValueError):  # a literal address: no resolver (and no thread) needed
+        return [ipaddress.ip_address(host.strip("[]"))]
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return list(dict.fromkeys(ipaddress.ip_address(str(info[4][0])) for info in infos))
 
@@ -455,7 +458,8 @@ def guarded_transport(
     policy: WebhookPolicy,
     *,
     resolver: Resolver | None = None,
-    limits: httpx.Limits = httpx.Limits(max_connections=100, max_keepalive_connections=20),
+    # Keep as many connections alive as the dispatcher sends at once: new ones cost a resolve and a dial.
+    limits: httpx.Limits = httpx.Limits(max_connections=100, max_keepalive_connections=100),
     ssl_context: ssl.SSLContext | None = None,
 ) -> httpx.AsyncHTTPTransport:
     """An httpx transport whose every new connection is resolved and checked by the guard.
