@@ -246,4 +246,4 @@ async def _refresh_instance_counts(services: Services) -> None:
     async with services.db.read() as session:
         rows = (await session.execute(select(Instance.status, func.count()).group_by(Instance.status))).all()
     services.metrics.set_instance_counts({status: count for status, count in rows})
-    services.metrics.set_webhook_backlog(*await services.dispatcher.backlog())
+    await services.dispatcher.backlog()  # sets the backlog gauges

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from novita_gpu.db import Database
 from novita_gpu.observability.logging import configure_logging
 from novita_gpu.serving import free_port
 from tests.harness import NOVITA_KEY, Harness
@@ -50,17 +51,14 @@ async def test_health_is_degraded_when_redis_is_down(tmp_path: Path) -> None:
 
 
 async def test_health_is_unhealthy_without_the_store(harness: Harness) -> None:
-    await harness.services.db.engine.dispose()
-    Path(harness.database_url.split("///", 1)[1]).parent.chmod(0o500)
-    harness.services.db.url = "broken"
-    from novita_gpu.db import Database
-
-    harness.services.db = Database("postgresql+asyncpg://nobody@127.0.0.1:1/none")
-    harness.app.state.services = harness.services
+    await harness.services.db.dispose()
+    unreachable = Database(f"postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/none")
+    harness.services.db = unreachable
+    harness.services.dispatcher.db = unreachable
     response = await harness.http.get("/health")
     assert response.status_code == 503
-    assert response.json()["status"] == "unhealthy"
-    assert response.json()["services"]["database"]["status"] == "down"
+    body = response.json()
+    assert body["status"] == "unhealthy" and body["services"]["database"]["status"] == "down"
 
 
 async def test_prometheus_metrics_cover_requests_upstream_and_instances(harness: Harness) -> None:

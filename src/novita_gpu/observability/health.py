@@ -11,12 +11,10 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
-from sqlalchemy import func, select
 
 from novita_gpu import __version__
 from novita_gpu.web.deps import ServicesDep
 from novita_gpu.web.responses import JSONResponse
-from novita_gpu.webhooks.models import WebhookDelivery
 
 if TYPE_CHECKING:
     from novita_gpu.app import Services
@@ -42,15 +40,7 @@ async def check_health(services: Services) -> tuple[int, dict[str, Any]]:
         async with asyncio.timeout(2.0):  # a context, not wait_for: no extra task, no extra loop pass
             latency = await services.db.ping()
         checks["database"] = {"status": "up", "latencyMs": round(latency * 1000, 2)}
-        async with services.db.read() as session:
-            pending, oldest = (
-                await session.execute(
-                    select(func.count(), func.min(WebhookDelivery.created_at)).where(
-                        WebhookDelivery.status == "pending"
-                    )
-                )
-            ).one()
-        oldest_age = 0.0 if oldest is None else max(0.0, (now - oldest.replace(tzinfo=now.tzinfo)).total_seconds())
+        pending, oldest_age = await services.dispatcher.backlog()
         checks["webhooks"] = {
             "status": "degraded" if oldest_age > WEBHOOK_BACKLOG_DEGRADED.total_seconds() else "up",
             "pending": pending,
