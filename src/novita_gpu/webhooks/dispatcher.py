@@ -16,19 +16,20 @@ import contextlib
 import random
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import httpx
 import orjson
 import structlog
-from sqlalchemy import CursorResult, exists, func, or_, select, update
+from sqlalchemy import CursorResult, Select, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql.elements import BindParameter
 
 from novita_gpu.clock import Clock
-from novita_gpu.db import Database
+from novita_gpu.db import Database, UTCDateTime
 from novita_gpu.instances.models import Instance
 from novita_gpu.observability.metrics import Metrics
 from novita_gpu.settings import Settings
@@ -39,12 +40,15 @@ from novita_gpu.webhooks.signing import signature_headers
 log = structlog.get_logger(__name__)
 
 POLL_SECONDS = 0.25
+BATCH_SECONDS = 0.01
 DEFAULT_CONCURRENCY = 64
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 600.0
 # The lease covers one attempt (bounded by WEBHOOK_TIMEOUT_SECONDS) plus the writes around it.
 LEASE_MARGIN_SECONDS = 5.0
 EXPIRE_BATCH = 500
+# Deliveries live for WEBHOOK_MAX_AGE (hours): looking for expired ones every few seconds is plenty.
+EXPIRY_CHECK_INTERVAL = timedelta(seconds=5)
 
 PENDING = "pending"
 
@@ -58,8 +62,33 @@ def retry_delay(failed_attempts: int, retry_after: float | None = None) -> float
     return min(delay, BACKOFF_CAP_SECONDS)
 
 
-def _lease_free(now: datetime) -> ColumnElement[bool]:
+def _lease_free(now: datetime | BindParameter[datetime]) -> ColumnElement[bool]:
     return or_(WebhookDelivery.lease_expires_at.is_(None), WebhookDelivery.lease_expires_at < now)
+
+
+def _due_deliveries() -> Select[tuple[str]]:
+    """Pending deliveries due at :now whose lease is free and that are the oldest pending one of their
+    (instance, url): built once, since composing it costs more than running it."""
+    earlier = aliased(WebhookDelivery)
+    now = bindparam("now", type_=UTCDateTime())
+    blocked = (
+        exists()
+        .where(
+            earlier.instance_id == WebhookDelivery.instance_id,
+            earlier.url == WebhookDelivery.url,
+            earlier.status == PENDING,
+            earlier.event_id < WebhookDelivery.event_id,
+        )
+        .correlate(WebhookDelivery)
+    )
+    return (
+        select(WebhookDelivery.id)
+        .where(WebhookDelivery.status == PENDING, WebhookDelivery.next_attempt_at <= now, _lease_free(now), ~blocked)
+        .order_by(WebhookDelivery.next_attempt_at)
+    )
+
+
+_DUE = _due_deliveries()
 
 
 class WebhookDispatcher:
@@ -91,6 +120,7 @@ class WebhookDispatcher:
         self._wake = asyncio.Event()
         self._claim_lock = asyncio.Lock()
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._next_expiry_check = datetime.min.replace(tzinfo=UTC)
 
     # -- loop ------------------------------------------------------------------------------------
 
@@ -114,6 +144,9 @@ class WebhookDispatcher:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(POLL_SECONDS):
                         await self._wake.wait()
+                # Let wake-ups that arrive together (deliveries finishing, events written) share one
+                # claim instead of one claim each.
+                await asyncio.sleep(BATCH_SECONDS)
                 self._wake.clear()
         finally:
             await self._drain()
@@ -140,7 +173,9 @@ class WebhookDispatcher:
         async with self._claim_lock:
             now = self.clock.now()
             self.last_tick_at = now
-            await self._expire(now)
+            if now >= self._next_expiry_check:
+                await self._expire(now)
+                self._next_expiry_check = now + EXPIRY_CHECK_INTERVAL
             free = self.concurrency - len(self._in_flight)
             token = uuid.uuid4().hex
             rows = await self._claim(now, free, token) if free > 0 else []
@@ -148,7 +183,6 @@ class WebhookDispatcher:
             for task in tasks:
                 self._in_flight.add(task)
                 task.add_done_callback(self._in_flight.discard)
-        await self.backlog()
         return tasks
 
     async def _drain(self) -> None:
@@ -195,31 +229,8 @@ class WebhookDispatcher:
 
     async def _claim(self, now: datetime, limit: int, token: str) -> list[WebhookDelivery]:
         """Lease up to `limit` due deliveries, each the oldest pending one of its (instance, url)."""
-        earlier = aliased(WebhookDelivery)
-        blocked = (
-            exists()
-            .where(
-                earlier.instance_id == WebhookDelivery.instance_id,
-                earlier.url == WebhookDelivery.url,
-                earlier.status == PENDING,
-                earlier.event_id < WebhookDelivery.event_id,
-            )
-            .correlate(WebhookDelivery)
-        )
         async with self.db.read() as session:
-            ids = list(
-                await session.scalars(
-                    select(WebhookDelivery.id)
-                    .where(
-                        WebhookDelivery.status == PENDING,
-                        WebhookDelivery.next_attempt_at <= now,
-                        _lease_free(now),
-                        ~blocked,
-                    )
-                    .order_by(WebhookDelivery.next_attempt_at)
-                    .limit(limit)
-                )
-            )
+            ids = list(await session.scalars(_DUE.limit(limit), {"now": now}))
         if not ids:
             return []
         async with self.db.write() as session:
@@ -262,67 +273,77 @@ class WebhookDispatcher:
             return SendResult(False, None, "timed out", None, False, self.attempt_seconds)
 
     async def _record(self, snap: WebhookDelivery, token: str, attempted_at: datetime, result: SendResult) -> bool:
-        """Write the attempt and its outcome; True when the delivery is finished (delivered, gone, expired)."""
+        """Write the attempt and its outcome; True when the delivery is finished (delivered, gone, expired).
+
+        Plain UPDATE/INSERT statements guarded by the lease token: the lease makes `snap` current, and
+        loading the row (with its payload) into the ORM again cost more than the delivery itself."""
         now = self.clock.now()
-        outcomes: list[str] = []
+        attempts = snap.attempts + 1
+        values: dict[str, Any] = {
+            "attempts": attempts,
+            "last_status_code": result.status_code,
+            "last_error": result.error,
+            "lease_token": None,
+            "lease_expires_at": None,
+        }
+        if result.ok:
+            values.update(status="delivered", delivered_at=now)
+            outcomes = ["delivered"]
+        elif result.gone:
+            values["status"] = "gone"
+            outcomes = ["gone"]
+        elif now >= snap.created_at + self.max_age:
+            values["status"] = "expired"
+            outcomes = ["failed_attempt", "expired"]
+        else:
+            values["next_attempt_at"] = now + timedelta(seconds=retry_delay(attempts, result.retry_after))
+            outcomes = ["failed_attempt"]
         instance_changed = False
         async with self.db.write() as session:
-            row = await session.get(
-                WebhookDelivery, snap.id, populate_existing=True, with_for_update=not self.db.is_sqlite
-            )
-            if row is None:
-                return False
-            session.add(
-                WebhookAttempt(
-                    delivery_id=row.id,
+            await session.execute(
+                insert(WebhookAttempt).values(
+                    delivery_id=snap.id,
                     attempted_at=attempted_at,
                     status_code=result.status_code,
                     error=result.error,
                     duration_ms=result.duration * 1000,
                 )
             )
-            if row.status != PENDING or row.lease_token != token:
-                log.info("webhook_lease_lost", delivery_id=row.id)
+            updated = await session.execute(
+                update(WebhookDelivery)
+                .where(
+                    WebhookDelivery.id == snap.id,
+                    WebhookDelivery.status == PENDING,
+                    WebhookDelivery.lease_token == token,
+                )
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+            if cast(CursorResult[Any], updated).rowcount == 0:
+                log.info("webhook_lease_lost", delivery_id=snap.id)
                 return False
-            row.attempts += 1
-            row.last_status_code = result.status_code
-            row.last_error = result.error
-            row.lease_token = None
-            row.lease_expires_at = None
-            if result.ok:
-                row.status = "delivered"
-                row.delivered_at = now
-                outcomes.append("delivered")
-            elif result.gone:
-                instance_changed = await self._stop_sending(session, row)
-                outcomes.append("gone")
-            elif now >= row.created_at + self.max_age:
-                row.status = "expired"
-                outcomes += ["failed_attempt", "expired"]
-            else:
-                row.next_attempt_at = now + timedelta(seconds=retry_delay(row.attempts, result.retry_after))
-                outcomes.append("failed_attempt")
+            if result.gone:
+                instance_changed = await self._stop_sending(session, snap)
         if instance_changed and self.on_instance_change is not None:
-            self.on_instance_change(row.instance_id)
+            self.on_instance_change(snap.instance_id)
         for outcome in outcomes:
-            lag = (now - row.created_at).total_seconds() if outcome == "delivered" else None
+            lag = (now - snap.created_at).total_seconds() if outcome == "delivered" else None
             self.metrics.observe_webhook_delivery(outcome, lag)
         if not result.ok:
             log.info(
                 "webhook_attempt_failed",
-                delivery_id=row.id,
-                instance_id=row.instance_id,
+                delivery_id=snap.id,
+                instance_id=snap.instance_id,
                 status_code=result.status_code,
                 error=result.error,
-                attempts=row.attempts,
+                attempts=attempts,
                 outcome=outcomes[-1],
             )
-        return row.status != PENDING
+        return "status" in values
 
     async def _stop_sending(self, session: AsyncSession, row: WebhookDelivery) -> bool:
         """410 Gone: this and every later pending delivery of the pair are gone; an instance's own URL
         is cleared so no new deliveries are written to it (returns True when it was)."""
-        row.status = "gone"
         await session.execute(
             update(WebhookDelivery)
             .where(

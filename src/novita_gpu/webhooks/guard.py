@@ -458,8 +458,9 @@ def guarded_transport(
     policy: WebhookPolicy,
     *,
     resolver: Resolver | None = None,
-    # Keep as many connections alive as the dispatcher sends at once: new ones cost a resolve and a dial.
-    limits: httpx.Limits = httpx.Limits(max_connections=100, max_keepalive_connections=100),
+    # As many connections as the dispatcher sends at once (64), all kept alive: new ones cost a resolve
+    # and a dial, and httpcore scans every pooled connection per request, so more would cost more.
+    limits: httpx.Limits = httpx.Limits(max_connections=64, max_keepalive_connections=64),
     ssl_context: ssl.SSLContext | None = None,
 ) -> httpx.AsyncHTTPTransport:
     """An httpx transport whose every new connection is resolved and checked by the guard.
