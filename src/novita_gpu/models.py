@@ -5,5 +5,4 @@ from __future__ import annotations
 
 def load_all_models() -> None:
     import novita_gpu.instances.models
-    import novita_gpu.leases
     import novita_gpu.webhooks.models  # noqa: F401

@@ -101,15 +101,6 @@ def upgrade() -> None:
         )
 
     op.create_table(
-        "worker_leases",
-        sa.Column("name", sa.String(length=64), nullable=False),
-        sa.Column("owner", sa.String(length=64), nullable=True),
-        sa.Column("expires_at", novita_gpu.db.UTCDateTime(), nullable=True),
-        sa.Column("heartbeat_at", novita_gpu.db.UTCDateTime(), nullable=True),
-        sa.Column("details", sa.JSON(), nullable=True),
-        sa.PrimaryKeyConstraint("name"),
-    )
-    op.create_table(
         "instance_events",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("instance_id", sa.String(length=40), nullable=False),
@@ -181,7 +172,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_instance_events_instance_id"))
 
     op.drop_table("instance_events")
-    op.drop_table("worker_leases")
     with op.batch_alter_table("instances", schema=None) as batch_op:
         batch_op.drop_index(
             "uq_instances_owner_live_name",
