@@ -135,6 +135,15 @@ class Harness:
     def live_upstream(self) -> list[dict[str, Any]]:
         return [i for i in self.upstream_instances() if i.get("status") != "removed"]
 
+    def novita_action(self, action: str, novita_instance_id: str) -> None:
+        """Start/stop/delete an instance directly in Novita (the emulator), behind the service's back."""
+        response = self.emulator.post(
+            f"/gpu-instance/openapi/v1/gpu/instance/{action}",
+            json={"instanceId": novita_instance_id},
+            headers={"Authorization": "Bearer outside-key"},
+        )
+        assert response.status_code == 200, response.text
+
     def faults(self, **changes: Any) -> None:
         response = self.emulator.put("/_emulator/faults", json=changes)
         assert response.status_code == 200, response.text

@@ -153,28 +153,18 @@ async def test_spot_reclaim_is_recorded_as_stopped(harness: Harness) -> None:
     assert stopped["statusReason"] == "SPOT_RECLAIMED"
 
 
-async def test_upstream_deletion_is_noticed(harness: Harness) -> None:
+@pytest.mark.parametrize(
+    ("action", "status", "reason"),
+    [("delete", "terminated", "UPSTREAM_DELETED"), ("stop", "stopped", "UPSTREAM_STOPPED")],
+)
+async def test_changes_made_outside_the_service_are_noticed(
+    harness: Harness, action: str, status: str, reason: str
+) -> None:
     created = await harness.create()
     ready = await harness.until_status(created["instanceId"], "ready")
-    harness.emulator.post(
-        "/gpu-instance/openapi/v1/gpu/instance/delete",
-        json={"instanceId": ready["novitaInstanceId"]},
-        headers={"Authorization": "Bearer k"},
-    )
-    gone = await harness.until_status(created["instanceId"], "terminated", max_seconds=300)
-    assert gone["statusReason"] == "UPSTREAM_DELETED"
-
-
-async def test_stopped_outside_the_service_is_noticed(harness: Harness) -> None:
-    created = await harness.create()
-    ready = await harness.until_status(created["instanceId"], "ready")
-    harness.emulator.post(
-        "/gpu-instance/openapi/v1/gpu/instance/stop",
-        json={"instanceId": ready["novitaInstanceId"]},
-        headers={"Authorization": "Bearer k"},
-    )
-    stopped = await harness.until_status(created["instanceId"], "stopped", max_seconds=60)
-    assert stopped["statusReason"] == "UPSTREAM_STOPPED"
+    harness.novita_action(action, ready["novitaInstanceId"])  # as if done in Novita's console
+    changed = await harness.until_status(created["instanceId"], status, max_seconds=300)
+    assert changed["statusReason"] == reason
 
 
 async def test_catalog_outage_at_create_is_a_503_and_writes_nothing(harness: Harness) -> None:

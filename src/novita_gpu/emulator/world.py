@@ -197,14 +197,19 @@ class World:
             self._run(instance, t, "app_boot_after_start")
             return instance
 
+    def _running_for_action(self, instance_id: str, now: float) -> tuple[Instance, Phase]:
+        """The instance and its current phase, for stop and restart (which need it running)."""
+        instance = self._visible(instance_id, now)
+        phase = instance.phase_at(now)
+        if phase.status != "running":
+            raise invalid_state_change()
+        instance.truncate_after(now)
+        return instance, phase
+
     def stop(self, instance_id: str) -> Instance:
         with self._lock:
             now = self.now()
-            instance = self._visible(instance_id, now)
-            phase = instance.phase_at(now)
-            if phase.status != "running":
-                raise invalid_state_change()
-            instance.truncate_after(now)
+            instance, phase = self._running_for_action(instance_id, now)
             t = self._schedule(instance, now, [("toStop", "to_stop"), ("stopping", "stopping")], phase.spot_status)
             instance.phases.append(Phase("exited", t, phase.spot_status))
             return instance
@@ -212,11 +217,7 @@ class World:
     def restart(self, instance_id: str) -> Instance:
         with self._lock:
             now = self.now()
-            instance = self._visible(instance_id, now)
-            phase = instance.phase_at(now)
-            if phase.status != "running":
-                raise invalid_state_change()
-            instance.truncate_after(now)
+            instance, phase = self._running_for_action(instance_id, now)
             t = self._schedule(
                 instance, now, [("toRestart", "to_restart"), ("restarting", "restarting")], phase.spot_status
             )

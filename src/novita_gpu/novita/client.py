@@ -212,10 +212,9 @@ class NovitaClient:
         page_size: int = 50,
     ) -> AsyncIterator[Template]:
         """Every matching template, page by page."""
-        seen: set[str] = set()
-        page_num = 1
-        while True:
-            page = await self.list_templates(
+
+        async def page(page_num: int) -> tuple[list[Template], int]:
+            got = await self.list_templates(
                 channel=channel,
                 is_my_community=is_my_community,
                 name=name,
@@ -223,13 +222,10 @@ class NovitaClient:
                 page_size=page_size,
                 page_num=page_num,
             )
-            fresh = [template for template in page.templates if template.id not in seen]
-            for template in fresh:
-                seen.add(template.id)
-                yield template
-            if _last_page(len(page.templates), len(fresh), page_size, page_num, page.total):
-                return
-            page_num += 1
+            return got.templates, got.total
+
+        async for template in _walk_pages(page, page_size):
+            yield template
 
     async def get_template(self, template_id: str) -> Template:
         body = await self._call("templates.get", "GET", "/template", params={"templateId": template_id})
@@ -296,19 +292,15 @@ class NovitaClient:
 
         Instances created or deleted meanwhile shift the pages; an id is yielded at most once.
         """
-        seen: set[str] = set()
-        page_num = 1
-        while True:
-            page = await self.list_instances_page(
+
+        async def page(page_num: int) -> tuple[list[Instance], int]:
+            got = await self.list_instances_page(
                 page_num=page_num, page_size=page_size, name=name, product_name=product_name, status=status
             )
-            fresh = [instance for instance in page.instances if instance.id not in seen]
-            for instance in fresh:
-                seen.add(instance.id)
-                yield instance
-            if _last_page(len(page.instances), len(fresh), page_size, page_num, page.total):
-                return
-            page_num += 1
+            return got.instances, got.total
+
+        async for instance in _walk_pages(page, page_size):
+            yield instance
 
     async def get_instance(self, instance_id: str) -> Instance:
         body = await self._call("instances.get", "GET", "/gpu/instance", params={"instanceId": instance_id})
@@ -479,9 +471,29 @@ def _decode(content: bytes) -> Any:
         return None
 
 
-def _last_page(count: int, fresh: int, page_size: int, page_num: int, total: int) -> bool:
-    """Stop on a short page, at `total`, or when a page brings nothing new (a server ignoring pageNum)."""
-    return count < page_size or fresh == 0 or (total > 0 and page_num * page_size >= total)
+class _Identified(Protocol):
+    id: str
+
+
+Item = TypeVar("Item", bound=_Identified)
+
+
+async def _walk_pages(fetch: Callable[[int], Awaitable[tuple[list[Item], int]]], page_size: int) -> AsyncIterator[Item]:
+    """Items of pages 1, 2, ... (each id at most once: items created or deleted meanwhile shift pages).
+
+    Stops on a short page, at `total`, or when a page brings nothing new (a server ignoring pageNum).
+    """
+    seen: set[str] = set()
+    page_num = 1
+    while True:
+        items, total = await fetch(page_num)
+        fresh = [item for item in items if item.id not in seen]
+        for item in fresh:
+            seen.add(item.id)
+            yield item
+        if len(items) < page_size or not fresh or (total > 0 and page_num * page_size >= total):
+            return
+        page_num += 1
 
 
 def _invalid_response(message: str) -> UpstreamUnavailable:
