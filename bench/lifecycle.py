@@ -115,6 +115,12 @@ def run() -> dict[str, Any]:
                 results["webhooks_received"] = len(received)
                 results["webhook_lag_seconds"] = percentiles(webhook_lags)
                 show("webhook delivery lag (s)", results["webhook_lag_seconds"])
+                by_status: dict[str, list[float]] = {}
+                for (_arrived, payload), lag in zip(received, webhook_lags, strict=True):
+                    by_status.setdefault(str(payload["status"]), []).append(lag)
+                results["webhook_lag_by_status"] = {k: percentiles(v) for k, v in by_status.items()}
+                for status, figures in results["webhook_lag_by_status"].items():
+                    show(f"   {status:15s}", figures)
                 assert len(ids) == COUNT
     finally:
         hook_server.stop_thread()

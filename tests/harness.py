@@ -67,7 +67,7 @@ class Harness:
     async def stop(self) -> None:
         await self.http.aclose()
         await self.services.client.aclose()
-        await self.services.webhook_client.aclose()
+        await self.services.webhook_sender.close()
         await self.services.caches.aclose()
         await self.services.db.dispose()
         self.emulator.close()

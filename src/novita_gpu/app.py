@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import httpx
 import structlog
 from fastapi import Depends, FastAPI
 from fastapi.responses import Response
@@ -51,7 +50,7 @@ from novita_gpu.web.middleware import RequestContextMiddleware
 from novita_gpu.web.responses import JSONResponse
 from novita_gpu.webhooks.dispatcher import WebhookDispatcher
 from novita_gpu.webhooks.guard import WebhookPolicy
-from novita_gpu.webhooks.sender import make_webhook_client
+from novita_gpu.webhooks.sender import WebhookSender
 
 log = structlog.get_logger(__name__)
 
@@ -74,7 +73,7 @@ class Services:
     prober: Prober
     sweeper: AutoStopSweeper
     dispatcher: WebhookDispatcher
-    webhook_client: httpx.AsyncClient
+    webhook_sender: WebhookSender
     upstream_health: UpstreamHealth
     started_monotonic: float
     emulator_url: str | None = None
@@ -140,8 +139,8 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics, bas
     reconciler = Reconciler(db, clock, client, catalog, settings, changes, on_health_checking=prober.wake)
     policy = WebhookPolicy.from_settings(settings)
     instances = InstanceService(db, clock, catalog, settings, policy, changes, reconciler.wake)
-    webhook_client = make_webhook_client(policy, httpx.Timeout(settings.webhook_timeout_seconds))
-    dispatcher = WebhookDispatcher(db, clock, webhook_client, settings, metrics, on_instance_change=changes.pulse)
+    webhook_sender = WebhookSender(policy, settings.webhook_timeout_seconds)
+    dispatcher = WebhookDispatcher(db, clock, webhook_sender, settings, metrics, on_instance_change=changes.pulse)
     changes.subscribe(lambda _instance_id: dispatcher.wake())  # new outbox rows go out at once
     sweeper = AutoStopSweeper(db, clock, instances, settings, metrics)
     return Services(
@@ -157,7 +156,7 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics, bas
         prober=prober,
         sweeper=sweeper,
         dispatcher=dispatcher,
-        webhook_client=webhook_client,
+        webhook_sender=webhook_sender,
         upstream_health=upstream_health,
         started_monotonic=clock.monotonic(),
     )
@@ -205,7 +204,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await services.client.aclose()
-            await services.webhook_client.aclose()
+            await services.webhook_sender.close()
             await services.caches.aclose()
             await services.db.dispose()
             if emulator is not None:

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 import pytest
 from sqlalchemy.engine import make_url
 from starlette.applications import Starlette
@@ -29,7 +28,7 @@ from novita_gpu.db import Database
 from novita_gpu.serving import BackgroundServer, free_port
 from novita_gpu.webhooks.dispatcher import WebhookDispatcher
 from novita_gpu.webhooks.guard import WebhookPolicy
-from novita_gpu.webhooks.sender import make_webhook_client
+from novita_gpu.webhooks.sender import WebhookSender
 from novita_gpu.webhooks.signing import verify
 from tests.fixtures.services import require_postgres
 from tests.harness import Harness
@@ -137,19 +136,16 @@ async def receivers() -> AsyncIterator[Callable[..., Awaitable[Receiver]]]:
 
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Rig]]]:
-    made: list[tuple[Harness, httpx.AsyncClient]] = []
+    made: list[Harness] = []
 
     async def make(**settings: Any) -> Rig:
         harness = await Harness(tmp_path / f"rig{len(made)}", **settings).start()
         services = harness.services
-        client = make_webhook_client(
-            WebhookPolicy.from_settings(services.settings), httpx.Timeout(services.settings.webhook_timeout_seconds)
-        )
-        made.append((harness, client))
+        made.append(harness)
         dispatcher = WebhookDispatcher(
             services.db,
             services.clock,
-            client,
+            services.webhook_sender,
             services.settings,
             services.metrics,
             on_instance_change=lambda _: services.reconciler.changes.pulse(),
@@ -157,8 +153,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Rig]]]:
         return Rig(harness, dispatcher)
 
     yield make
-    for harness, client in made:
-        await client.aclose()
+    for harness in made:
         await harness.stop()
 
 
@@ -413,8 +408,8 @@ async def test_two_replicas_share_the_outbox_each_message_once_in_order(
     ids = await r.ready(*({"webhookUrl": receiver.url} for _ in range(4)))
     services = r.harness.services
     other_db = Database(store_url)
-    other_client = make_webhook_client(WebhookPolicy(allow_loopback=True), httpx.Timeout(5))
-    other = WebhookDispatcher(other_db, services.clock, other_client, services.settings, services.metrics)
+    other_sender = WebhookSender(WebhookPolicy(allow_loopback=True), 5.0)
+    other = WebhookDispatcher(other_db, services.clock, other_sender, services.settings, services.metrics)
     workers = [asyncio.create_task(r.dispatcher.run()), asyncio.create_task(other.run())]
     try:
         deadline = asyncio.get_running_loop().time() + 10
@@ -425,7 +420,7 @@ async def test_two_replicas_share_the_outbox_each_message_once_in_order(
         for worker in workers:
             worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
-        await other_client.aclose()
+        await other_sender.close()
         await other_db.dispose()
     assert len(receiver.hits) == 20
     for instance_id in ids:

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+import aiohttp
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -25,17 +25,17 @@ from starlette.routing import Route
 
 from novita_gpu.serving import BackgroundServer
 from novita_gpu.webhooks.guard import (
+    GuardedResolver,
     IPAddress,
     Resolver,
     UnsafeWebhookTarget,
     WebhookPolicy,
-    guarded_transport,
     validate_webhook_url,
 )
-from novita_gpu.webhooks.sender import SendResult, make_webhook_client, send_webhook
+from novita_gpu.webhooks.sender import SendResult, WebhookSender
 from novita_gpu.webhooks.signing import signature_headers, verify
 
-TIMEOUT = httpx.Timeout(2.0)
+TIMEOUT = 2.0
 LOOPBACK_OK = WebhookPolicy(allow_loopback=True)
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 BODY = b'{"event":"instance.ready","instanceId":"i-1","status":"running","data":{}}'
@@ -125,11 +125,11 @@ def resolving_to(*addresses: str) -> Resolver:
 
 
 async def post(
-    url: str, policy: WebhookPolicy = LOOPBACK_OK, *, timeout: httpx.Timeout = TIMEOUT, **kwargs: object
+    url: str, policy: WebhookPolicy = LOOPBACK_OK, *, timeout: float = TIMEOUT, resolver: Resolver | None = None
 ) -> SendResult:
-    async with make_webhook_client(policy, timeout, **kwargs) as client:  # type: ignore[arg-type]
+    async with WebhookSender(policy, timeout, resolver=resolver) as sender:
         headers = signature_headers([SECRET], "msg_1", 1_700_000_000, BODY)
-        return await send_webhook(client, url, BODY, headers, timeout=timeout)
+        return await sender.send(url, BODY, headers)
 
 
 async def test_2xx_is_ok_and_the_receiver_gets_the_signed_body(receiver: Receiver) -> None:
@@ -166,13 +166,13 @@ async def test_redirects_are_never_followed(receiver: Receiver) -> None:
 
 
 async def test_an_endless_response_is_cut_short(receiver: Receiver) -> None:
-    result = await post(receiver.url + "/huge", timeout=httpx.Timeout(5.0))
+    result = await post(receiver.url + "/huge", timeout=5.0)
     assert (result.ok, result.status_code) == (True, 200)
     assert result.duration < 2  # the overall bound would be 20 s
 
 
 async def test_a_slow_receiver_times_out_quickly(receiver: Receiver) -> None:
-    result = await post(receiver.url + "/slow", timeout=httpx.Timeout(0.2))
+    result = await post(receiver.url + "/slow", timeout=0.2)
     assert (result.ok, result.status_code, result.error) == (False, None, "timed out")
     assert result.duration < 1.5
     assert receiver.paths() == ["/slow"]
@@ -240,10 +240,11 @@ async def test_allowed_hosts_skip_the_dial_check(receiver: Receiver) -> None:
     assert receiver.paths() == ["/ok"]
 
 
-async def test_the_guard_exception_is_raised_by_a_plain_client_too(receiver: Receiver) -> None:
-    async with httpx.AsyncClient(transport=guarded_transport(WebhookPolicy())) as client:
+async def test_the_guard_exception_is_raised_by_a_plain_session_too(receiver: Receiver) -> None:
+    connector = aiohttp.TCPConnector(resolver=GuardedResolver(WebhookPolicy()))
+    async with aiohttp.ClientSession(connector=connector) as session:
         with pytest.raises(UnsafeWebhookTarget):
-            await client.get(receiver.url + "/target")
+            await session.get(receiver.url.replace("127.0.0.1", "localhost") + "/target")
     assert receiver.hits == []
 
 
@@ -294,9 +295,8 @@ async def tls_receiver(tmp_path: Path) -> AsyncIterator[TlsReceiver]:
 
 
 async def send_tls(tls: TlsReceiver, host: str) -> SendResult:
-    transport = guarded_transport(LOOPBACK_OK, resolver=resolving_to("127.0.0.1"), ssl_context=tls.ca)
-    async with httpx.AsyncClient(transport=transport) as client:
-        return await send_webhook(client, f"https://{host}:{tls.port}/hook", BODY, {}, timeout=TIMEOUT)
+    async with WebhookSender(LOOPBACK_OK, TIMEOUT, resolver=resolving_to("127.0.0.1"), ssl_context=tls.ca) as sender:
+        return await sender.send(f"https://{host}:{tls.port}/hook", BODY, {})
 
 
 async def test_tls_uses_the_host_name_for_sni_and_verification(tls_receiver: TlsReceiver) -> None:
@@ -309,3 +309,11 @@ async def test_tls_refuses_a_certificate_for_another_name(tls_receiver: TlsRecei
     result = await send_tls(tls_receiver, "other.example.com")
     assert (result.ok, result.status_code, result.error) == (False, None, "TLS certificate verification failed")
     assert tls_receiver.server_names == ["other.example.com"]
+
+
+async def test_a_name_that_does_not_resolve_says_so() -> None:
+    async def nowhere(host: str, port: int) -> Sequence[IPAddress]:
+        raise OSError("Name or service not known")
+
+    result = await post("https://hooks.example.com/hook", WebhookPolicy(), resolver=nowhere)
+    assert (result.ok, result.status_code, result.error) == (False, None, "could not resolve the host name")

@@ -19,7 +19,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-import httpx
 import orjson
 import structlog
 from sqlalchemy import CursorResult, Select, bindparam, exists, func, insert, or_, select, update
@@ -34,7 +33,7 @@ from novita_gpu.instances.models import Instance
 from novita_gpu.observability.metrics import Metrics
 from novita_gpu.settings import Settings
 from novita_gpu.webhooks.models import WebhookAttempt, WebhookDelivery
-from novita_gpu.webhooks.sender import SendResult, send_webhook
+from novita_gpu.webhooks.sender import SendResult, WebhookSender
 from novita_gpu.webhooks.signing import signature_headers
 
 log = structlog.get_logger(__name__)
@@ -96,7 +95,7 @@ class WebhookDispatcher:
         self,
         db: Database,
         clock: Clock,
-        client: httpx.AsyncClient,
+        sender: WebhookSender,
         settings: Settings,
         metrics: Metrics,
         *,
@@ -107,13 +106,11 @@ class WebhookDispatcher:
         clears its `webhook_url`), so in-process caches and waiters hear of it (the app's change feed)."""
         self.db = db
         self.clock = clock
-        self.client = client
+        self.sender = sender
         self.settings = settings
         self.metrics = metrics
         self.concurrency = concurrency
         self.on_instance_change = on_instance_change
-        self.attempt_seconds = settings.webhook_timeout_seconds
-        self.http_timeout = httpx.Timeout(settings.webhook_timeout_seconds)
         self.lease = timedelta(seconds=settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS)
         self.max_age = timedelta(seconds=settings.webhook_max_age_seconds)
         self.last_tick_at: datetime | None = None
@@ -188,7 +185,7 @@ class WebhookDispatcher:
     async def _drain(self) -> None:
         if not self._in_flight:
             return
-        _, unfinished = await asyncio.wait(set(self._in_flight), timeout=self.attempt_seconds + 1)
+        _, unfinished = await asyncio.wait(set(self._in_flight), timeout=self.settings.webhook_timeout_seconds + 1)
         for task in unfinished:
             task.cancel()
         await asyncio.gather(*unfinished, return_exceptions=True)
@@ -266,11 +263,7 @@ class WebhookDispatcher:
             "X-Webhook-Event": delivery.event,
             **signature_headers(secrets, delivery.id, int(now.timestamp()), body),
         }
-        try:
-            async with asyncio.timeout(self.attempt_seconds):
-                return await send_webhook(self.client, delivery.url, body, headers, timeout=self.http_timeout)
-        except TimeoutError:
-            return SendResult(False, None, "timed out", None, False, self.attempt_seconds)
+        return await self.sender.send(delivery.url, body, headers)
 
     async def _record(self, snap: WebhookDelivery, token: str, attempted_at: datetime, result: SendResult) -> bool:
         """Write the attempt and its outcome; True when the delivery is finished (delivered, gone, expired).

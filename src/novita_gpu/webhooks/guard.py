@@ -2,7 +2,7 @@
 
 Creation time (`validate_webhook_url`) parses the host the way browsers, curl and inet_aton do, so
 every spelling of an internal address (decimal, octal, hex, shortened, IPv4 inside IPv6, percent- or
-IDNA-encoded) is recognised and refused. Dial time (`guarded_transport`) resolves the host itself,
+IDNA-encoded) is recognised and refused. Dial time (`GuardedResolver`) resolves the host itself,
 refuses the connection when ANY resolved address is forbidden, then connects to the checked IP while
 the Host header and TLS (SNI, certificate) keep the original name: a DNS answer that changes between
 the check and the connection (DNS rebinding) cannot reach an internal address.
@@ -15,16 +15,14 @@ import contextlib
 import ipaddress
 import re
 import socket
-import ssl
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-import anyio
-import httpcore
-import httpx
 import idna
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
 
 if TYPE_CHECKING:
     from novita_gpu.settings import Settings
@@ -225,7 +223,7 @@ def validate_webhook_url(url: str, policy: WebhookPolicy) -> str:
     host = _parse_host(_host_part(authority))
     if not (policy.host_allowed(host.name) and not host.percent_encoded):
         _check_host(host, policy)
-    _check_httpx_agrees(url, host)
+    _check_client_agrees(url, host)
     return url
 
 
@@ -339,11 +337,11 @@ def _forbidden_name(name: str, policy: WebhookPolicy) -> str | None:
     return None
 
 
-def _check_httpx_agrees(url: str, host: _Host) -> None:
-    """Refuse URLs that httpx (which will send the request) would read with a different host."""
+def _check_client_agrees(url: str, host: _Host) -> None:
+    """Refuse URLs that aiohttp (which will send the request) would read with a different host."""
     try:
-        raw_host = httpx.URL(url).raw_host.decode("ascii")
-    except (httpx.InvalidURL, UnicodeError):
+        raw_host = URL(url).raw_host or ""
+    except (ValueError, UnicodeError):
         raise UnsafeWebhookTarget("Webhook URL refused: it is not a valid URL.") from None
     if host.address is not None:
         try:
@@ -364,108 +362,59 @@ async def resolve_host(host: str, port: int) -> list[IPAddress]:
     return list(dict.fromkeys(ipaddress.ip_address(str(info[4][0])) for info in infos))
 
 
-class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
-    """Resolves, checks, then connects to the checked IP; httpcore starts TLS with the original name."""
+class GuardedResolver(AbstractResolver):
+    """aiohttp's resolver for webhook connections: every address a name resolves to is checked, and
+    aiohttp dials only what this returns, so a later DNS answer (rebinding) cannot slip past.
 
-    def __init__(
-        self,
-        policy: WebhookPolicy,
-        resolver: Resolver | None = None,
-        backend: httpcore.AsyncNetworkBackend | None = None,
-    ) -> None:
+    Hosts written as an address never reach a resolver: `WebhookSender` checks them with
+    `refuse_literal_target` before sending.
+    """
+
+    def __init__(self, policy: WebhookPolicy, resolver: Resolver | None = None) -> None:
         self._policy = policy
         self._resolver = resolver or resolve_host
-        self._backend = backend or httpcore.AnyIOBackend()
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        if self._policy.host_allowed(host):
-            return await self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
-        try:
-            with anyio.fail_after(timeout):
-                addresses = await self._checked_addresses(host, port)
-                return await self._connect_first(addresses, port, local_address, socket_options)
-        except TimeoutError as exc:
-            raise httpcore.ConnectTimeout(f"timed out connecting to {host}") from exc
-
-    async def _checked_addresses(self, host: str, port: int) -> Sequence[IPAddress]:
+    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[ResolveResult]:
         try:
             addresses = await self._resolver(host, port)
         except OSError as exc:
-            raise httpcore.ConnectError(f"could not resolve {host}") from exc
+            raise OSError(f"could not resolve {host}") from exc
         if not addresses:
-            raise httpcore.ConnectError(f"could not resolve {host}")
-        for address in addresses:
-            reason = is_forbidden_ip(address, self._policy)
-            if reason is not None:
-                raise UnsafeWebhookTarget(f"refused to connect to {host}: {reason}")
-        return addresses
+            raise OSError(f"could not resolve {host}")
+        if not self._policy.host_allowed(host):
+            for address in addresses:
+                reason = is_forbidden_ip(address, self._policy)
+                if reason is not None:
+                    raise UnsafeWebhookTarget(f"refused to connect to {host}: {reason}")
+        return [
+            ResolveResult(
+                hostname=host,
+                host=str(address),
+                port=port,
+                family=socket.AF_INET6 if address.version == 6 else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
+            )
+            for address in addresses
+        ]
 
-    async def _connect_first(
-        self,
-        addresses: Sequence[IPAddress],
-        port: int,
-        local_address: str | None,
-        socket_options: Iterable[Any] | None,
-    ) -> httpcore.AsyncNetworkStream:
-        error = httpcore.ConnectError("no address to connect to")
-        for address in addresses:
-            try:
-                return await self._backend.connect_tcp(str(address), port, None, local_address, socket_options)
-            except httpcore.ConnectError as exc:
-                error = exc
-        raise error
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise UnsafeWebhookTarget("refused to connect: unix sockets are never webhook targets")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._backend.sleep(seconds)
+    async def close(self) -> None:
+        """Nothing to release: resolution runs on the event loop's getaddrinfo."""
 
 
-class _GuardedTransport(httpx.AsyncHTTPTransport):
-    def __init__(
-        self,
-        policy: WebhookPolicy,
-        resolver: Resolver | None,
-        limits: httpx.Limits,
-        ssl_context: ssl.SSLContext | None,
-    ) -> None:
-        ssl_context = ssl_context or httpx.create_ssl_context(trust_env=False)
-        super().__init__(verify=ssl_context, trust_env=False, limits=limits)
-        # httpx offers no public way to pass a network backend: replace the pool it built.
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl_context,
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=GuardedNetworkBackend(policy, resolver),
-        )
-
-
-def guarded_transport(
-    policy: WebhookPolicy,
-    *,
-    resolver: Resolver | None = None,
-    # As many connections as the dispatcher sends at once (64), all kept alive: new ones cost a resolve
-    # and a dial, and httpcore scans every pooled connection per request, so more would cost more.
-    limits: httpx.Limits = httpx.Limits(max_connections=64, max_keepalive_connections=64),
-    ssl_context: ssl.SSLContext | None = None,
-) -> httpx.AsyncHTTPTransport:
-    """An httpx transport whose every new connection is resolved and checked by the guard.
-
-    No proxy is ever used (a proxy would do the resolving). `resolver` replaces DNS and
-    `ssl_context` the default certificate verification (certifi's CAs), e.g. for a private CA.
-    """
-    return _GuardedTransport(policy, resolver, limits, ssl_context)
+def refuse_literal_target(host: str, policy: WebhookPolicy) -> None:
+    """Check a host written as an address (in any IPv4 number form) as it is about to be dialled."""
+    if policy.host_allowed(host):
+        return
+    try:
+        address: IPAddress | None = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        try:
+            address = _parse_ipv4(host.lower().removesuffix("."))
+        except UnsafeWebhookTarget:
+            return  # not an address the client would dial as written; it refuses such hosts itself
+    if address is None:
+        return
+    reason = is_forbidden_ip(address, policy)
+    if reason is not None:
+        raise UnsafeWebhookTarget(f"refused to connect to {host}: {reason}")
