@@ -38,12 +38,33 @@ request = function()
 end
 """
 
-PLAIN_GET = 'request = function() return wrk.format("GET", "%s") end'
+PLAIN_GET = """
+local pause = %d
+delay = function() return pause end
+request = function() return wrk.format("GET", "%s") end
+"""
 
-# 60 connections each pausing 25 ms after every answer offer ~1,500-2,000 requests/s: a busy but not
-# saturated service. Saturated runs (no pause) measure capacity; there every request waits about one
-# pass over the other 63 connections' requests, whatever it is.
-PACED_MS = 25
+PACED_POST = (
+    """
+local pause = %d
+delay = function() return pause end
+"""
+    + POST_CREATE
+)
+
+# The API load: 64 connections at once, each pausing after every answer the way a client does between
+# calls. GET by id takes most of them and offers ~1,650 requests/s (the issue asks for >= 1,500); the
+# list page (~35/s), creates (~18/s: over a thousand GPU instances a minute) and a monitor polling
+# /health and /metrics ten times a second each share the rest. Each kind reports its own latency. This
+# is a busy service, not a saturated one; the saturated runs below measure capacity.
+MIX: dict[str, tuple[int, int]] = {  # name: (connections, pause in ms after each answer)
+    "get_by_id": (58, 30),
+    "list": (2, 50),
+    "post": (2, 100),
+    "health": (1, 100),
+    "metrics": (1, 100),
+}
+assert sum(connections for connections, _ in MIX.values()) == 64
 
 
 def run(seconds: int = 10) -> dict[str, Any]:
@@ -54,9 +75,13 @@ def run(seconds: int = 10) -> dict[str, Any]:
         ids = asyncio.run(seed_instances(f"sqlite+aiosqlite:///{tmp / 'bench.db'}", 1000))
         ids_file = tmp / "ids.txt"
         ids_file.write_text("\n".join(ids) + "\n")
-        by_id = GET_BY_ID % (0, ids_file)
-        by_id_paced = GET_BY_ID % (PACED_MS, ids_file)
-        first_page = PLAIN_GET % "/api/instances?limit=100"
+        scripts = {
+            "get_by_id": lambda pause: GET_BY_ID % (pause, ids_file),
+            "list": lambda pause: PLAIN_GET % (pause, "/api/instances?limit=100"),
+            "post": lambda pause: PACED_POST % (pause, f"mix{pause}"),
+            "health": lambda pause: PLAIN_GET % (pause, "/health"),
+            "metrics": lambda pause: PLAIN_GET % (pause, "/metrics"),
+        }
         # Novita is remote in production: the emulator runs in its own process so that its work does not
         # count against the service's core.
         with (
@@ -65,32 +90,33 @@ def run(seconds: int = 10) -> dict[str, Any]:
                 tmp, LOG_LEVEL="INFO", NOVITA_API_KEY="bench-key", NOVITA_API_BASE_URL=f"{emu}/gpu-instance/openapi"
             ) as url,
         ):
-            wrk(url, script=by_id, connections=16, seconds=2)  # warm-up
-            wrk(url, script=first_page, connections=16, seconds=2)
+            wrk(url, script=scripts["get_by_id"](0), connections=16, seconds=2)  # warm-up
+            wrk(url, script=scripts["list"](0), connections=16, seconds=2)
 
-            results["saturated_get_by_id"] = wrk(url, script=by_id, connections=64, seconds=seconds)
-            show("saturated  GET /api/instances/{id}      64 conns", results["saturated_get_by_id"])
-            results["saturated_list"] = wrk(url, script=first_page, connections=64, seconds=seconds // 2)
-            show("saturated  GET /api/instances?limit=100 64 conns", results["saturated_list"])
+            mixed: dict[str, dict[str, float]] = {}
 
-            side: dict[str, dict[str, float]] = {}
-            probes = {"health": PLAIN_GET % "/health", "metrics": PLAIN_GET % "/metrics", "list": first_page}
+            def load(name: str) -> None:
+                connections, pause = MIX[name]
+                mixed[name] = wrk(url, script=scripts[name](pause), connections=connections, seconds=seconds)
 
-            def probe(name: str) -> None:
-                side[name] = wrk(url, script=probes[name], connections=1, seconds=seconds)
-
-            threads = [threading.Thread(target=probe, args=(name,)) for name in probes]
+            threads = [threading.Thread(target=load, args=(name,)) for name in MIX]
             for t in threads:
                 t.start()
-            results["paced_get_by_id"] = wrk(url, script=by_id_paced, connections=60, seconds=seconds)
             for t in threads:
                 t.join()
-            show(f"paced      GET /api/instances/{{id}}      60 conns, {PACED_MS} ms pause", results["paced_get_by_id"])
-            for name in probes:
-                results[f"paced_{name}"] = side[name]
-                show(f"   beside it: {name:8s} 1 conn", side[name])
+            total = sum(figures["rps"] for figures in mixed.values())
+            print(f"API load, 64 connections at once: {total:.0f} requests/s in all", flush=True)
+            for name, (connections, pause) in MIX.items():
+                results[f"mixed_{name}"] = mixed[name]
+                show(f"   {name:9s} {connections:2d} conns, {pause:3d} ms pause", mixed[name])
 
-            # A lone client first, then 64 at once (each create also sets the reconciler to work).
+            # Capacity: 64 connections with no pause, one kind of request at a time. There every request
+            # waits about one pass over the other 63 connections' requests, whatever it is.
+            results["saturated_get_by_id"] = wrk(url, script=scripts["get_by_id"](0), connections=64, seconds=seconds)
+            show("saturated  GET /api/instances/{id}      64 conns", results["saturated_get_by_id"])
+            results["saturated_list"] = wrk(url, script=scripts["list"](0), connections=64, seconds=seconds // 2)
+            show("saturated  GET /api/instances?limit=100 64 conns", results["saturated_list"])
+            # Each create also sets the reconciler to work (an upstream create, then the lifecycle).
             results["single_post"] = wrk(url, script=POST_CREATE % "one", connections=1, seconds=3)
             show("one client POST /api/instances            1 conn", results["single_post"])
             results["saturated_post"] = wrk(url, script=POST_CREATE % "sat", connections=64, seconds=3)

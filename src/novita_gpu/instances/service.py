@@ -63,8 +63,8 @@ def _request_hash(body: CreateInstanceIn) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def encode_cursor(row: Instance) -> str:
-    raw = f"{row.created_at.isoformat()}|{row.id}".encode()
+def encode_cursor(created_at: datetime, instance_id: str) -> str:
+    raw = f"{created_at.isoformat()}|{instance_id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -308,12 +308,14 @@ class InstanceService:
     async def _list(
         self, owner: str, *, statuses: list[str], name: str | None, limit: int, cursor: str | None
     ) -> dict[str, Any]:
+        """One page, newest first. The page's ids come from the index; their views from the read cache,
+        so a page is rebuilt cheaply after a change and only changed rows are loaded again."""
         filters = [Instance.owner == owner]
         if statuses:
             filters.append(Instance.status.in_(statuses))
         if name:
             filters.append(Instance.name == name)
-        query = select(Instance).where(*filters)
+        query = select(Instance.id, Instance.created_at).where(*filters)
         if cursor:
             created, row_id = decode_cursor(cursor)
             query = query.where(
@@ -321,14 +323,20 @@ class InstanceService:
             )
         query = query.order_by(Instance.created_at.desc(), Instance.id.desc()).limit(limit + 1)
         async with self.db.read() as session:
-            rows = list((await session.execute(query)).scalars())
+            keys = list((await session.execute(query)).tuples())
             total = await session.scalar(select(func.count()).select_from(Instance).where(*filters))
-        more = len(rows) > limit
-        rows = rows[:limit]
+            more = len(keys) > limit
+            keys = keys[:limit]
+            views = {instance_id: self.reads.view(instance_id) for instance_id, _ in keys}
+            missing = [instance_id for instance_id, cached in views.items() if cached is None]
+            if missing:
+                for row in (await session.execute(select(Instance).where(Instance.id.in_(missing)))).scalars():
+                    views[row.id] = (row.owner, instance_view(row))
+                    self.reads.put_view(row.id, views[row.id])
         return {
-            "instances": [instance_view(r) for r in rows],
+            "instances": [cached[1] for cached in views.values() if cached is not None],
             "total": total or 0,
-            "nextCursor": encode_cursor(rows[-1]) if more and rows else None,
+            "nextCursor": encode_cursor(keys[-1][1], keys[-1][0]) if more and keys else None,
         }
 
     async def events(self, owner: str, instance_id: str) -> dict[str, Any]:
