@@ -15,15 +15,15 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from novita_gpu.catalog.service import Catalog, CatalogError
 from novita_gpu.clock import Clock
-from novita_gpu.db import Database
+from novita_gpu.db import Database, table_of
 from novita_gpu.instances.changes import ChangeFeed, ReadCache
-from novita_gpu.instances.events import change_status
+from novita_gpu.instances.events import change_status, record_change
 from novita_gpu.instances.lifecycle import (
     ALREADY_STARTED,
     ALREADY_STOPPED,
@@ -61,6 +61,10 @@ def _upstream_unavailable(exc: NovitaError) -> ApiError:
 def _request_hash(body: CreateInstanceIn) -> str:
     canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+_INSTANCE_ATTRIBUTES = tuple(attribute.key for attribute in inspect(Instance).column_attrs)
+_INSERT_INSTANCE = insert(table_of(Instance))
 
 
 def encode_cursor(created_at: datetime, instance_id: str) -> str:
@@ -175,7 +179,9 @@ class InstanceService:
             owner=owner,
             name=body.name,
             upstream_name=f"{body.name.replace('_', '-')}-{instance_id[5:13]}",
-            status="",
+            status=Status.CREATING,
+            status_reason=None,
+            status_message="Waiting for Novita to create the instance.",
             product_name=offers[0].product_name,
             template_id=template.id,
             image_url=template.image,
@@ -222,8 +228,9 @@ class InstanceService:
                 replay = await self._idempotent_replay(session, owner, idempotency_key, request_hash)
                 if replay is not None:
                     return replay
-            session.add(row)
-            await self._change(session, row, Status.CREATING, message="Waiting for Novita to create the instance.")
+            # A plain INSERT of the new row (the ORM's unit of work was the larger part of a create).
+            await session.execute(_INSERT_INSTANCE, {key: getattr(row, key) for key in _INSTANCE_ATTRIBUTES})
+            await record_change(session, row, None, now=now, default_webhook_url=self.settings.webhook_url)
             response = {**instance_view(row), "message": "Instance creation started."}
             if idempotency_key is not None:
                 session.add(
