@@ -177,3 +177,21 @@ async def test_catalog_outage_at_create_is_a_503_and_writes_nothing(harness: Har
     assert response.headers["Retry-After"]
     harness.faults(server_error_rate=0.0)
     assert (await harness.http.get("/api/instances")).json()["total"] == 0
+
+
+async def test_a_tick_leaves_steady_instances_alone_until_novita_shows_a_change(harness: Harness) -> None:
+    first, second = await harness.create(name="steady-a"), await harness.create(name="steady-b")
+    await harness.until_status(first["instanceId"], "ready")
+    ready = await harness.until_status(second["instanceId"], "ready")
+
+    # Nothing changed: no row is leased or loaded, whatever the number of instances.
+    synced = (await harness.http.post("/api/instances/sync")).json()
+    assert (synced["claimed"], synced["changed"], synced["busy"]) == (0, 0, False)
+
+    harness.novita_action("stop", ready["novitaInstanceId"])  # only this one changes, outside the service
+    synced = (await harness.http.post("/api/instances/sync")).json()
+    assert (synced["claimed"], synced["changed"]) == (1, 1)
+    stopping = (await harness.http.get(f"/api/instances/{second['instanceId']}")).json()
+    assert stopping["status"] in ("stopping", "stopped") and stopping["statusReason"] == "UPSTREAM_STOPPED"
+    untouched = (await harness.http.get(f"/api/instances/{first['instanceId']}")).json()
+    assert untouched["status"] == "ready"
