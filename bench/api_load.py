@@ -13,6 +13,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from bench.common import emulator, ensure_wrk, service, show, wrk
 from bench.seed import seed_instances
 
@@ -99,6 +101,7 @@ def run(seconds: int = 10) -> dict[str, Any]:
                 connections, pause = MIX[name]
                 mixed[name] = wrk(url, script=scripts[name](pause), connections=connections, seconds=seconds)
 
+            httpx.delete(f"{emu}/_emulator/stats")
             threads = [threading.Thread(target=load, args=(name,)) for name in MIX]
             for t in threads:
                 t.start()
@@ -109,6 +112,8 @@ def run(seconds: int = 10) -> dict[str, Any]:
             for name, (connections, pause) in MIX.items():
                 results[f"mixed_{name}"] = mixed[name]
                 show(f"   {name:9s} {connections:2d} conns, {pause:3d} ms pause", mixed[name])
+            results["mixed_upstream_calls"] = httpx.get(f"{emu}/_emulator/stats").json()
+            show(f"   upstream calls in those {seconds} s", results["mixed_upstream_calls"])
 
             # Capacity: 64 connections with no pause, one kind of request at a time. There every request
             # waits about one pass over the other 63 connections' requests, whatever it is.

@@ -126,7 +126,9 @@ class Reconciler:
         self._wake.set()
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            started = loop.time()
             try:
                 result = await self.tick()
                 self.busy = result.busy
@@ -138,6 +140,9 @@ class Reconciler:
                 async with asyncio.timeout(interval):
                     await self._wake.wait()
             self._wake.clear()
+            # Every create or action wakes the worker; a burst of them shares one tick (and one listing of
+            # Novita's instances) per half fast interval, rather than listing once per request.
+            await asyncio.sleep(max(0.0, started + self.settings.reconcile_fast_seconds / 2 - loop.time()))
 
     async def tick(self) -> TickResult:
         """One pass over every row that needs attention (serialised: /sync may call it too)."""
