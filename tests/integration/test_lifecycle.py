@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.harness import Harness
 
 
@@ -17,3 +19,33 @@ async def test_create_reaches_ready_with_connection_details(harness: Harness) ->
     flow = [e["to"] for e in await harness.events(created["instanceId"])]
     assert flow == ["creating", "starting", "running", "health_checking", "ready"]
     assert len(harness.live_upstream()) == 1
+
+
+async def test_a_tick_that_moves_many_rows_lets_the_event_loop_serve_others_between_them(harness: Harness) -> None:
+    """SQLite runs inline: without turns, one tick's row writes would all run in a single loop pass and
+    every API request would wait behind the whole batch."""
+    created = [await harness.create() for _ in range(12)]
+    await harness.tick()  # created upstream; the next moves happen without calling Novita per row
+    harness.clock.advance(2)
+
+    passes = 0
+    writes_per_pass: dict[int, int] = {}
+
+    def on_change(_instance_id: str | None) -> None:
+        writes_per_pass[passes] = writes_per_pass.get(passes, 0) + 1
+
+    async def count_passes() -> None:
+        nonlocal passes
+        while True:
+            passes += 1
+            await asyncio.sleep(0)
+
+    harness.services.reconciler.changes.subscribe(on_change)
+    counter = asyncio.create_task(count_passes())
+    try:
+        result = await harness.services.reconciler.tick()
+    finally:
+        counter.cancel()
+    assert result.changed == len(created)
+    assert sum(writes_per_pass.values()) >= len(created)
+    assert max(writes_per_pass.values()) <= 4
