@@ -183,15 +183,19 @@ async def test_a_tick_leaves_steady_instances_alone_until_novita_shows_a_change(
     first, second = await harness.create(name="steady-a"), await harness.create(name="steady-b")
     await harness.until_status(first["instanceId"], "ready")
     ready = await harness.until_status(second["instanceId"], "ready")
+    reconciler = harness.services.reconciler
+    assert (await reconciler.tick(full=True)).claimed == 2  # the periodic full pass looks at every row
 
-    # Nothing changed: no row is leased or loaded, whatever the number of instances.
-    synced = (await harness.http.post("/api/instances/sync")).json()
-    assert (synced["claimed"], synced["changed"], synced["busy"]) == (0, 0, False)
+    # Between full passes, nothing new upstream: no row is leased or loaded, whatever their number.
+    result = await reconciler.tick()
+    assert (result.claimed, result.changed, result.busy) == (0, 0, False)
 
     harness.novita_action("stop", ready["novitaInstanceId"])  # only this one changes, outside the service
-    synced = (await harness.http.post("/api/instances/sync")).json()
-    assert (synced["claimed"], synced["changed"]) == (1, 1)
-    stopping = (await harness.http.get(f"/api/instances/{second['instanceId']}")).json()
+    result = await reconciler.tick()
+    assert (result.claimed, result.changed) == (1, 1)
+    stopping = await harness.instance(second["instanceId"])
     assert stopping["status"] in ("stopping", "stopped") and stopping["statusReason"] == "UPSTREAM_STOPPED"
-    untouched = (await harness.http.get(f"/api/instances/{first['instanceId']}")).json()
-    assert untouched["status"] == "ready"
+    assert (await harness.instance(first["instanceId"]))["status"] == "ready"
+
+    synced = (await harness.http.post("/api/instances/sync")).json()  # a sync asked for is a full pass
+    assert synced["claimed"] == 2

@@ -40,6 +40,7 @@ from novita_gpu.novita import (
     RateLimited,
 )
 from novita_gpu.novita import Instance as UpstreamInstance
+from novita_gpu.novita.client import MAX_CONNECTIONS
 from novita_gpu.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -64,13 +65,21 @@ class Listing:
     by_name: dict[str, UpstreamInstance] = field(default_factory=dict)
 
 
-def _needs_attention(row: Row[Any], listing: Listing) -> bool:
-    """Whether a tick must lease and process this row: it is changing, has an action to carry out, or
-    Novita shows it otherwise than we last saw it (a steady row with nothing new is left alone)."""
-    if row.status in CHANGING or row.pending_action is not None or row.novita_instance_id is None:
+def _needs_attention(row: Row[Any], listing: Listing, now: datetime) -> bool:
+    """Whether a tick must lease and process this row: it has an action to carry out or a deadline that
+    passed, or Novita shows it otherwise than we last saw it. A row sitting in the same upstream status
+    (steady, or pulling its image for minutes) is left alone; the periodic full pass looks at it anyway.
+    Stopping and terminating rows are always processed: an accepted action is re-issued on a timer."""
+    if row.pending_action is not None or row.novita_instance_id is None:
+        return True
+    if row.status in (Status.STOPPING, Status.TERMINATING):
+        return True
+    if row.phase_deadline_at is not None and now >= row.phase_deadline_at:
         return True
     upstream = listing.by_id.get(row.novita_instance_id)
-    return upstream is None or upstream.status != row.upstream_status
+    if upstream is None or upstream.status != row.upstream_status:
+        return True
+    return upstream.status_error is not None and bool(upstream.status_error.message)
 
 
 @dataclass
@@ -120,6 +129,7 @@ class Reconciler:
         self._wake = asyncio.Event()
         self._tick_lock = asyncio.Lock()
         self._write_turns = asyncio.Semaphore(_WRITES_PER_PASS)
+        self._next_full_pass = float("-inf")
         self.last_tick_at: datetime | None = None
         self.busy = False
 
@@ -147,12 +157,20 @@ class Reconciler:
             # Novita's instances) per half fast interval, rather than listing once per request.
             await asyncio.sleep(max(0.0, started + self.settings.reconcile_fast_seconds / 2 - loop.time()))
 
-    async def tick(self) -> TickResult:
-        """One pass over every row that needs attention (serialised: /sync may call it too)."""
-        async with self._tick_lock:
-            return await self._tick()
+    async def tick(self, *, full: bool | None = None) -> TickResult:
+        """One pass over the rows that need attention (serialised: /sync may call it too).
 
-    async def _tick(self) -> TickResult:
+        A full pass, which processes every watched row whatever it shows, runs when asked (`full=True`)
+        and otherwise once per RECONCILE_SLOW_SECONDS: a safety net under `_needs_attention`."""
+        async with self._tick_lock:
+            monotonic = self.clock.monotonic()
+            if full is None:
+                full = monotonic >= self._next_full_pass
+            if full:
+                self._next_full_pass = monotonic + self.settings.reconcile_slow_seconds
+            return await self._tick(full)
+
+    async def _tick(self, full: bool) -> TickResult:
         now = self.clock.now()
         self.last_tick_at = now
         self.lease_token = uuid.uuid4().hex
@@ -166,10 +184,10 @@ class Reconciler:
             log.warning("reconcile_list_failed", error=type(exc).__name__)
             result.busy = True
             return result
-        rows = await self._claim(now, [c.id for c in candidates if _needs_attention(c, listing)])
+        rows = await self._claim(now, [c.id for c in candidates if full or _needs_attention(c, listing, now)])
         result.claimed = len(rows)
         if rows:
-            semaphore = asyncio.Semaphore(64)
+            semaphore = asyncio.Semaphore(MAX_CONNECTIONS)
 
             async def process(row: Instance) -> bool:
                 async with semaphore:
@@ -224,6 +242,7 @@ class Reconciler:
                     Instance.upstream_status,
                     Instance.pending_action,
                     Instance.create_attempted_at,
+                    Instance.phase_deadline_at,
                 ).where(self._claimable(now))
             )
             return found.all()

@@ -103,7 +103,7 @@ async def delete_by_name(body: InstanceNameIn, owner: Owner, services: ServicesD
 
 @router.post("/sync", summary="Reconcile with Novita now")
 async def sync(owner: Owner, services: ServicesDep, body: Annotated[SyncIn | None, Body()] = None) -> JSONResponse:
-    result = await services.reconciler.tick()
+    result = await services.reconciler.tick(full=True)
     became_ready = await services.prober.tick()
     return _json(
         200, {"claimed": result.claimed, "changed": result.changed, "ready": became_ready, "busy": result.busy}

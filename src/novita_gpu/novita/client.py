@@ -63,6 +63,8 @@ _RETRYABLE: frozenset[Outcome] = frozenset({"rate_limited", "server_error", "net
 # Transport failures that happen before any byte of the request left: safe to repeat even for create.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _SNIPPET = 200
+# Calls in flight at once; more wait for a free connection (within the call's timeout).
+MAX_CONNECTIONS = 16
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -132,6 +134,9 @@ class NovitaClient:
             timeout=timeout,
             transport=transport,
             follow_redirects=False,
+            # httpcore scans its whole pool (and every queued request) on each request and each answer;
+            # with the default 100 connections a burst of creates spent more CPU there than anywhere else.
+            limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS),
         )
 
     def __repr__(self) -> str:
