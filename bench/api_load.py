@@ -92,8 +92,17 @@ def run(seconds: int = 10) -> dict[str, Any]:
                 tmp, LOG_LEVEL="INFO", NOVITA_API_KEY="bench-key", NOVITA_API_BASE_URL=f"{emu}/gpu-instance/openapi"
             ) as url,
         ):
-            wrk(url, script=scripts["get_by_id"](0), connections=16, seconds=2)  # warm-up
+            # Thousands of creates follow: room for all of them, so that no region sells out (capacity
+            # waits and region fallbacks are the lifecycle's business, not this benchmark's).
+            for entry in httpx.get(f"{emu}/_emulator/capacity").json()["capacity"]:
+                room = {"clusterId": entry["clusterId"], "productId": entry["productId"], "gpus": 100_000}
+                httpx.put(f"{emu}/_emulator/capacity", json=room).raise_for_status()
+            # Warm-up: the read caches, and Novita's catalog (products, templates) that the first create
+            # fetches.
+            wrk(url, script=scripts["get_by_id"](0), connections=16, seconds=2)
             wrk(url, script=scripts["list"](0), connections=16, seconds=2)
+            warm = {"name": "warm-up", "productName": "RTX 4090 24GB", "templateId": "pytorch-jupyter"}
+            httpx.post(f"{url}/api/instances", json=warm, timeout=30).raise_for_status()
 
             mixed: dict[str, dict[str, float]] = {}
 
