@@ -87,6 +87,22 @@ async def test_list_filters_and_cursor(harness: Harness) -> None:
     assert none_ready["total"] == 0
 
 
+async def test_a_listed_page_follows_every_change_to_its_instances(harness: Harness) -> None:
+    first, second = await harness.create(name="page-a"), await harness.create(name="page-b")
+    listed = (await harness.http.get("/api/instances")).json()["instances"]
+    assert {i["name"]: i["status"] for i in listed} == {"page-a": "creating", "page-b": "creating"}
+    await harness.http.get(f"/api/instances/{first['instanceId']}")  # both views cached now
+
+    await harness.until_status(first["instanceId"], "ready")
+    listed = (await harness.http.get("/api/instances")).json()["instances"]
+    assert {i["name"]: i["status"] for i in listed} == {"page-a": "ready", "page-b": "ready"}
+    assert listed[0]["instanceId"] == second["instanceId"]  # newest first
+    stopped = await harness.http.post(f"/api/instances/{second['instanceId']}/stop")
+    assert stopped.status_code == 202
+    listed = (await harness.http.get("/api/instances")).json()["instances"]
+    assert [i["status"] for i in listed] == ["stopping", "ready"]
+
+
 async def test_list_makes_no_upstream_call_per_instance(harness: Harness) -> None:
     for i in range(3):
         await harness.create(name=f"n-{i}")
