@@ -108,6 +108,17 @@ class Database:
             finally:
                 await _close_inline(session)
 
+    @contextlib.asynccontextmanager
+    async def worker_write(self) -> AsyncIterator[AsyncSession]:
+        """A write transaction for a background worker's per-row write. Workers take turns: at most
+        WORKER_WRITES_PER_PASS such writes run per pass of the event loop. SQLite runs inline, without
+        yielding, so a worker moving 150 rows in a row would otherwise hold the loop for the whole
+        batch, and every API request would wait behind it. Request handlers use `write()`, no turn."""
+        async with _worker_turns(asyncio.get_running_loop()):
+            await asyncio.sleep(0)
+            async with self.write() as session:
+                yield session
+
     async def ping(self) -> float:
         """Round trip to the store; returns seconds taken."""
         loop = asyncio.get_running_loop()
@@ -143,6 +154,16 @@ def _sqlite_write_lock(path: str) -> asyncio.Lock:
     writer must queue here, not block the event loop inside SQLite's busy wait."""
     locks = _write_locks.setdefault(asyncio.get_running_loop(), {})
     return locks.setdefault(path, asyncio.Lock())
+
+
+WORKER_WRITES_PER_PASS = 4
+_worker_turn_semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _worker_turns(loop: asyncio.AbstractEventLoop) -> asyncio.Semaphore:
+    return _worker_turn_semaphores.setdefault(loop, asyncio.Semaphore(WORKER_WRITES_PER_PASS))
 
 
 def _install_sqlite_pragmas(engine: AsyncEngine) -> None:

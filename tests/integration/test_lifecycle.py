@@ -22,8 +22,8 @@ async def test_create_reaches_ready_with_connection_details(harness: Harness) ->
 
 
 async def test_a_tick_that_moves_many_rows_lets_the_event_loop_serve_others_between_them(harness: Harness) -> None:
-    """SQLite runs inline: without turns, one tick's row writes would all run in a single loop pass and
-    every API request would wait behind the whole batch."""
+    """SQLite runs inline: without turns (Database.worker_write), one tick's row writes would all run in
+    one loop pass and every API request would wait behind the whole batch."""
     created = [await harness.create() for _ in range(12)]
     await harness.tick()  # created upstream; the next moves happen without calling Novita per row
     harness.clock.advance(2)

@@ -101,7 +101,7 @@ class Prober:
         healthy = all(r.healthy for r in results)
         if not healthy and _errors(snap.health_check) == _errors(report):
             return False  # nothing new to record
-        async with self.db.write() as session:
+        async with self.db.worker_write() as session:
             query = select(Instance).where(Instance.id == snap.id)
             if not self.db.is_sqlite:
                 query = query.with_for_update()

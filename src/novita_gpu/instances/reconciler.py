@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import random
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -53,8 +53,6 @@ AMBIGUOUS_CREATE_GRACE = timedelta(seconds=20)
 # Upstream statuses in which a start request is satisfied / a stop request is satisfied.
 _STARTED = {"toStart", "starting", "pulling", "running", "toRestart", "restarting"}
 _STOPPED = {"toStop", "stopping", "exited"}
-# Row writes one tick may run in a single pass of the event loop (see Reconciler._row_write).
-_WRITES_PER_PASS = 4
 # Ids per lease UPDATE (SQLite builds may allow as few as 999 bound parameters).
 _CLAIM_CHUNK = 500
 
@@ -128,7 +126,6 @@ class Reconciler:
         self.lease_token = ""
         self._wake = asyncio.Event()
         self._tick_lock = asyncio.Lock()
-        self._write_turns = asyncio.Semaphore(_WRITES_PER_PASS)
         self._next_full_pass = float("-inf")
         self.last_tick_at: datetime | None = None
         self.busy = False
@@ -272,19 +269,9 @@ class Reconciler:
                 .execution_options(synchronize_session=False)
             )
 
-    @contextlib.asynccontextmanager
-    async def _row_write(self) -> AsyncIterator[AsyncSession]:
-        """A write transaction for one row, taking turns: a tick that moves 150 rows (SQLite runs
-        inline, without yielding) would otherwise hold the event loop for the whole batch, and every
-        API request waits behind it. At most a few row writes run per pass of the loop."""
-        async with self._write_turns:
-            await asyncio.sleep(0)
-            async with self.db.write() as session:
-                yield session
-
     async def _apply(self, snap: Instance, mutate: Mutation) -> Instance | None:
         """Apply `mutate` to the current row if nobody changed it since `snap` was read."""
-        async with self._row_write() as session:
+        async with self.db.worker_write() as session:
             row = await session.get(Instance, snap.id, populate_existing=True, with_for_update=not self.db.is_sqlite)
             if row is None or row.version != snap.version or row.lease_token != self.lease_token:
                 return None
@@ -442,7 +429,7 @@ class Reconciler:
     async def _record_created(self, row: Instance, novita_id: str) -> None:
         """Persist the new upstream id whatever else changed meanwhile (a user's delete stays pending)."""
         now = self.clock.now()
-        async with self._row_write() as session:
+        async with self.db.worker_write() as session:
             r = await session.get(Instance, row.id, populate_existing=True, with_for_update=not self.db.is_sqlite)
             if r is None or r.novita_instance_id is not None:
                 return

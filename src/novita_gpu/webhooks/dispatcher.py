@@ -292,7 +292,7 @@ class WebhookDispatcher:
             values["next_attempt_at"] = now + timedelta(seconds=retry_delay(attempts, result.retry_after))
             outcomes = ["failed_attempt"]
         instance_changed = False
-        async with self.db.write() as session:
+        async with self.db.worker_write() as session:
             await session.execute(
                 insert(WebhookAttempt).values(
                     delivery_id=snap.id,
