@@ -88,7 +88,7 @@ class FakeNovita:
         self.prefix = prefix
         self.routes: list[Route] = []
         self._server: asyncio.Server | None = None
-        self._open: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[Any]] = set()
 
     @property
     def url(self) -> str:
@@ -104,14 +104,16 @@ class FakeNovita:
         return self
 
     async def stop(self) -> None:
-        for writer in list(self._open):
-            writer.close()
+        for handler in list(self._handlers):  # a HANG would otherwise outlive the test
+            handler.cancel()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._open.add(writer)
+        handler = asyncio.current_task()
+        if handler is not None:
+            self._handlers.add(handler)
         try:
             call = await _read_call(reader)
             route = next((r for r in self.routes if r.matches(call)), None)
@@ -124,7 +126,8 @@ class FakeNovita:
         except (OSError, asyncio.IncompleteReadError):
             pass
         finally:
-            self._open.discard(writer)
+            if handler is not None:
+                self._handlers.discard(handler)
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
