@@ -29,6 +29,7 @@ from novita_gpu.catalog.router import router as catalog_router
 from novita_gpu.catalog.service import Catalog
 from novita_gpu.clock import Clock, SystemClock
 from novita_gpu.db import Database
+from novita_gpu.instances.cached_reads import CachedInstanceReads
 from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.instances.models import Instance
 from novita_gpu.instances.prober import Prober
@@ -236,6 +237,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         await _refresh_instance_counts(services)
         return JSONResponse(services.metrics.summary())
 
+    app.add_middleware(CachedInstanceReads)  # inside the request middleware: ids, metrics, access log
     app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     return app
 

@@ -58,6 +58,18 @@ async def test_instances_belong_to_the_key_that_created_them(keyed: Harness) -> 
     assert by_name.json()["instanceId"] == instance_id
 
 
+async def test_a_cached_instance_is_still_shown_only_to_its_key(keyed: Harness) -> None:
+    created = await keyed.http.post("/api/instances", json=SEED_BODY, headers=bearer(KEY_A))
+    path = f"/api/instances/{created.json()['instanceId']}"
+    for _ in range(2):  # the second read is answered from the read cache
+        assert (await keyed.http.get(path, headers=bearer(KEY_A))).status_code == 200
+    assert (await keyed.http.get(path, headers={"X-API-Key": KEY_A})).status_code == 200
+    assert (await keyed.http.get(path, headers=bearer(KEY_B))).status_code == 403
+    for headers in ({}, bearer("wrong"), {"X-API-Key": KEY_A[:-1]}):
+        response = await keyed.http.get(path, headers=headers)
+        assert response.status_code == 401 and response.json()["error"]["code"] == "UNAUTHORIZED"
+
+
 def test_refuses_to_listen_publicly_without_keys(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("API_KEYS", "ALLOW_UNAUTHENTICATED")}
     exe = Path(sys.executable).parent / "novita-gpu"

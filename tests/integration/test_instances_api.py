@@ -172,3 +172,29 @@ async def test_products_and_templates_are_browsable_and_cached(harness: Harness)
     assert sum(harness.stats().values()) == 0  # served from the cache: create did not re-query Novita
     stats = (await harness.http.get("/api/cache/stats")).json()
     assert stats["caches"]["products"]["hits"] >= 1
+
+
+async def test_repeated_reads_answer_alike_and_follow_changes(harness: Harness) -> None:
+    """The second read of an instance is answered from the read cache, before the framework: it must
+    look exactly like the first (body, headers, metrics under the route's template) and a change must
+    show in the very next read."""
+    inst = await ready_instance(harness, name="polled")
+    path = f"/api/instances/{inst['instanceId']}"
+    counted_before = await _reads_counted(harness)
+    first, second = await harness.http.get(path), await harness.http.get(path, headers={"X-Request-Id": "poll-2"})
+    assert first.status_code == second.status_code == 200
+    assert first.content == second.content and second.json()["status"] == "ready"
+    assert second.headers["content-type"] == first.headers["content-type"] == "application/json"
+    assert second.headers["x-request-id"] == "poll-2" and first.headers["x-request-id"] != "poll-2"
+    # A query string takes the framework's route; its answer is the same.
+    assert (await harness.http.get(path, params={"waitFor": "ready", "timeout": 0})).content == first.content
+
+    assert await _reads_counted(harness) == counted_before + 3
+
+    assert (await harness.http.post(f"{path}/stop")).status_code == 202
+    assert (await harness.http.get(path)).json()["status"] == "stopping"
+
+
+async def _reads_counted(harness: Harness) -> int:
+    by_route = (await harness.http.get("/api/metrics")).json()["requests"]["byRoute"]
+    return int(by_route["/api/instances/{instance_id}"]["count"])

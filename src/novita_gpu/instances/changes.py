@@ -12,11 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, TypeVar
+
+import orjson
 
 from novita_gpu.clock import Clock
 
 Listener = Callable[[str | None], None]
+_T = TypeVar("_T")
 
 
 class ChangeFeed:
@@ -40,6 +43,23 @@ class ChangeFeed:
                 await self._event.wait()
 
 
+class CachedView:
+    """One instance's API view, its owner, and the view rendered as a JSON body (on first use)."""
+
+    __slots__ = ("_body", "owner", "view")
+
+    def __init__(self, owner: str, view: dict[str, Any]) -> None:
+        self.owner = owner
+        self.view = view
+        self._body: bytes | None = None
+
+    @property
+    def body(self) -> bytes:
+        if self._body is None:
+            self._body = orjson.dumps(self.view, option=orjson.OPT_NON_STR_KEYS)
+        return self._body
+
+
 class ReadCache:
     """Instance views by id and list pages, dropped on local writes and after `ttl` (None: never)."""
 
@@ -47,7 +67,7 @@ class ReadCache:
         self._clock = clock
         self._ttl = ttl
         self._max_entries = max_entries
-        self._views: dict[str, tuple[float, Any]] = {}
+        self._views: dict[str, tuple[float, CachedView]] = {}
         self._lists: dict[Hashable, tuple[float, Any]] = {}
         changes.subscribe(self._invalidate)
 
@@ -58,7 +78,7 @@ class ReadCache:
             self._views.pop(instance_id, None)
         self._lists.clear()
 
-    def _fresh(self, entry: tuple[float, Any] | None) -> Any | None:
+    def _fresh(self, entry: tuple[float, _T] | None) -> _T | None:
         if entry is None or self._clock.monotonic() >= entry[0]:
             return None
         return entry[1]
@@ -66,10 +86,10 @@ class ReadCache:
     def _expiry(self) -> float:
         return float("inf") if self._ttl is None else self._clock.monotonic() + self._ttl
 
-    def view(self, instance_id: str) -> Any | None:
+    def view(self, instance_id: str) -> CachedView | None:
         return self._fresh(self._views.get(instance_id))
 
-    def put_view(self, instance_id: str, value: Any) -> None:
+    def put_view(self, instance_id: str, value: CachedView) -> None:
         if len(self._views) >= self._max_entries:
             self._views.clear()
         self._views[instance_id] = (self._expiry(), value)

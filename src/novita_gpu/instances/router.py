@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query
+from starlette.responses import Response
 
 from novita_gpu.instances.lifecycle import Status
 from novita_gpu.instances.schemas import CreateInstanceIn, InstanceNameIn, LastUsedIn, StartIn, SyncIn
@@ -30,9 +31,10 @@ async def get_instance(
     services: ServicesDep,
     wait_for: Annotated[str | None, Query(alias="waitFor")] = None,
     timeout: Annotated[float, Query(ge=0, le=60)] = 30,
-) -> JSONResponse:
+) -> Response:
     if wait_for is None:
-        return _json(200, await services.instances.view(owner, instance_id))
+        cached = await services.instances.view(owner, instance_id)
+        return Response(cached.body, media_type=JSONResponse.media_type)
     wanted = {s.strip() for s in wait_for.split(",") if s.strip()}
     if not wanted or not wanted <= _STATUSES:
         raise ApiError(

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from novita_gpu.catalog.service import Catalog, CatalogError
 from novita_gpu.clock import Clock
 from novita_gpu.db import Database, table_of
-from novita_gpu.instances.changes import ChangeFeed, ReadCache
+from novita_gpu.instances.changes import CachedView, ChangeFeed, ReadCache
 from novita_gpu.instances.events import change_status, record_change
 from novita_gpu.instances.lifecycle import (
     ALREADY_STARTED,
@@ -278,17 +278,16 @@ class InstanceService:
         async with self.db.read() as session:
             return await self._load(session, owner, instance_id, by_name=False, lock=False)
 
-    async def view(self, owner: str, instance_id: str) -> dict[str, Any]:
+    async def view(self, owner: str, instance_id: str) -> CachedView:
         """The API view of one instance (the hot read path: served from the read cache when fresh)."""
         cached = self.reads.view(instance_id)
         if cached is None:
             row = await self.get(owner, instance_id)
-            cached = (row.owner, instance_view(row))
+            cached = CachedView(row.owner, instance_view(row))
             self.reads.put_view(instance_id, cached)
-        row_owner, view = cached
-        if row_owner != owner:
+        if cached.owner != owner:
             raise ApiError(403, "FORBIDDEN", "This instance belongs to another API key.")
-        return view
+        return cached
 
     async def wait_for(self, owner: str, instance_id: str, wanted: set[str], timeout: float) -> Instance:
         """Long-poll: return once the instance is in one of `wanted` (or failed/terminated), or at timeout."""
@@ -338,10 +337,10 @@ class InstanceService:
             missing = [instance_id for instance_id, cached in views.items() if cached is None]
             if missing:
                 for row in (await session.execute(select(Instance).where(Instance.id.in_(missing)))).scalars():
-                    views[row.id] = (row.owner, instance_view(row))
-                    self.reads.put_view(row.id, views[row.id])
+                    views[row.id] = fresh = CachedView(row.owner, instance_view(row))
+                    self.reads.put_view(row.id, fresh)
         return {
-            "instances": [cached[1] for cached in views.values() if cached is not None],
+            "instances": [cached.view for cached in views.values() if cached is not None],
             "total": total or 0,
             "nextCursor": encode_cursor(keys[-1][1], keys[-1][0]) if more and keys else None,
         }

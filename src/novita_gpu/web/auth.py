@@ -11,6 +11,7 @@ import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.datastructures import Headers
 
 from novita_gpu.web.errors import ApiError
 
@@ -23,10 +24,6 @@ class ApiKeys:
             hashlib.sha256(k.encode()).hexdigest(): f"key-{hashlib.sha256(k.encode()).hexdigest()[:12]}" for k in keys
         }
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self._keys)
-
     def owner_of(self, presented: str | None) -> str | None:
         if presented is None:
             return None
@@ -36,21 +33,26 @@ class ApiKeys:
                 return owner
         return None
 
+    def owner_for(self, headers: Headers) -> str | None:
+        """The owner a request's headers identify: "default" when no keys are configured, None when the
+        key is missing or unknown."""
+        if not self._keys:
+            return DEFAULT_OWNER
+        return self.owner_of(presented_key(headers))
 
-def presented_key(request: Request) -> str | None:
-    auth = request.headers.get("authorization")
+
+def presented_key(headers: Headers) -> str | None:
+    auth = headers.get("authorization")
     if auth:
         scheme, _, token = auth.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
-    return request.headers.get("x-api-key") or None
+    return headers.get("x-api-key") or None
 
 
 async def current_owner(request: Request) -> str:
     keys: ApiKeys = request.app.state.api_keys
-    if not keys.enabled:
-        return DEFAULT_OWNER
-    owner = keys.owner_of(presented_key(request))
+    owner = keys.owner_for(request.headers)
     if owner is None:
         raise ApiError(
             401,
