@@ -242,9 +242,11 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     return app
 
 
+_INSTANCES_BY_STATUS = select(Instance.status, func.count()).group_by(Instance.status)
+
+
 async def _refresh_instance_counts(services: Services) -> None:
     """Gauges read from the store when scraped (cheap aggregate queries)."""
-    async with services.db.read() as session:
-        rows = (await session.execute(select(Instance.status, func.count()).group_by(Instance.status))).all()
+    rows = await services.db.fetch(_INSTANCES_BY_STATUS)
     services.metrics.set_instance_counts({status: count for status, count in rows})
     await services.dispatcher.backlog()  # sets the backlog gauges

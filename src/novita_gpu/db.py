@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import DateTime, Table, event, text
+from sqlalchemy import DateTime, Executable, Row, Table, event
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
@@ -119,13 +119,14 @@ class Database:
             async with self.write() as session:
                 yield session
 
-    async def ping(self) -> float:
-        """Round trip to the store; returns seconds taken."""
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        async with self.read() as session:
-            await session.execute(text("SELECT 1"))
-        return loop.time() - started
+    async def fetch(self, query: Executable) -> Sequence[Row[Any]]:
+        """The rows of one read statement, on a plain connection: /health and /metrics run these on
+        every call, and an ORM session's set-up and teardown cost more than the query itself."""
+        conn = await self.engine.connect()
+        try:
+            return (await conn.execute(query)).all()
+        finally:
+            await conn.close()  # directly: `async with` closes in a shielded task, a loop pass later
 
     async def migrate(self) -> None:
         from novita_gpu.migrations import upgrade_to_head

@@ -7,6 +7,7 @@ to in-process, a worker not ticking, or webhooks piling up. Novita is judged fro
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -37,10 +38,12 @@ async def check_health(services: Services) -> tuple[int, dict[str, Any]]:
     now = services.clock.now()
     checks: dict[str, Any] = {}
     try:
+        # The backlog query doubles as the database round trip (timed for real, whatever the clock).
+        started = time.perf_counter()
         async with asyncio.timeout(2.0):  # a context, not wait_for: no extra task, no extra loop pass
-            latency = await services.db.ping()
+            pending, oldest_age = await services.dispatcher.backlog()
+        latency = time.perf_counter() - started
         checks["database"] = {"status": "up", "latencyMs": round(latency * 1000, 2)}
-        pending, oldest_age = await services.dispatcher.backlog()
         checks["webhooks"] = {
             "status": "degraded" if oldest_age > WEBHOOK_BACKLOG_DEGRADED.total_seconds() else "up",
             "pending": pending,

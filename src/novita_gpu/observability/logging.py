@@ -7,6 +7,7 @@ before rendering, so it also covers formatted tracebacks and foreign (stdlib) re
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -84,8 +85,11 @@ def mask_string(text: str) -> str:
 
 
 def _is_sensitive_key(key: object) -> bool:
-    if not isinstance(key, str):
-        return False
+    return isinstance(key, str) and _is_sensitive_name(key)
+
+
+@functools.lru_cache(maxsize=4096)  # log keys come from code: a small set, each normalised once
+def _is_sensitive_name(key: str) -> bool:
     name = key.lower().replace("-", "_")
     return name in _SENSITIVE_KEYS or name.endswith(_SENSITIVE_SUFFIXES)
 

@@ -50,6 +50,8 @@ EXPIRE_BATCH = 500
 EXPIRY_CHECK_INTERVAL = timedelta(seconds=5)
 
 PENDING = "pending"
+# Built once: /health and /metrics run it on every call, and building a statement costs more than running it.
+_BACKLOG = select(func.count(), func.min(WebhookDelivery.created_at)).where(WebhookDelivery.status == PENDING)
 
 
 def retry_delay(failed_attempts: int, retry_after: float | None = None) -> float:
@@ -156,12 +158,7 @@ class WebhookDispatcher:
 
     async def backlog(self) -> tuple[int, float]:
         """Pending deliveries and the age in seconds of the oldest one (0 when none); also sets the gauges."""
-        async with self.db.read() as session:
-            count, oldest = (
-                await session.execute(
-                    select(func.count(), func.min(WebhookDelivery.created_at)).where(WebhookDelivery.status == PENDING)
-                )
-            ).one()
+        [(count, oldest)] = await self.db.fetch(_BACKLOG)
         age = max(0.0, (self.clock.now() - oldest).total_seconds()) if oldest is not None else 0.0
         self.metrics.set_webhook_backlog(int(count), age)
         return int(count), age
