@@ -26,6 +26,7 @@ from novita_gpu.instances.events import change_status
 from novita_gpu.instances.lifecycle import Status
 from novita_gpu.instances.models import Instance
 from novita_gpu.instances.probes import ProbeResult, probe_http_ports
+from novita_gpu.instances.row_guard import reattach_if_current
 from novita_gpu.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -101,12 +102,11 @@ class Prober:
         healthy = all(r.healthy for r in results)
         if not healthy and _errors(snap.health_check) == _errors(report):
             return False  # nothing new to record
+        if snap.status != Status.HEALTH_CHECKING:
+            return False
         async with self.db.worker_write() as session:
-            query = select(Instance).where(Instance.id == snap.id)
-            if not self.db.is_sqlite:
-                query = query.with_for_update()
-            row = (await session.execute(query)).scalar_one_or_none()
-            if row is None or row.version != snap.version or row.status != Status.HEALTH_CHECKING:
+            row = await reattach_if_current(session, snap, lock=not self.db.is_sqlite)
+            if row is None:
                 return False  # changed meanwhile: the next pass looks again
             row.health_check = report
             row.updated_at = now

@@ -28,6 +28,7 @@ from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.instances.events import change_status
 from novita_gpu.instances.lifecycle import CHANGING, Action, Goal, Reason, Status, phase_of, stop_reason
 from novita_gpu.instances.models import Instance
+from novita_gpu.instances.row_guard import reattach_if_current
 from novita_gpu.novita import (
     AmbiguousCreate,
     CreateInstanceRequest,
@@ -272,8 +273,8 @@ class Reconciler:
     async def _apply(self, snap: Instance, mutate: Mutation) -> Instance | None:
         """Apply `mutate` to the current row if nobody changed it since `snap` was read."""
         async with self.db.worker_write() as session:
-            row = await session.get(Instance, snap.id, populate_existing=True, with_for_update=not self.db.is_sqlite)
-            if row is None or row.version != snap.version or row.lease_token != self.lease_token:
+            row = await reattach_if_current(session, snap, lock=not self.db.is_sqlite, lease_token=self.lease_token)
+            if row is None:
                 return None
             await mutate(session, row)
             row.version += 1
