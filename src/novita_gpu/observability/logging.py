@@ -53,6 +53,7 @@ _secret_values: tuple[str, ...] = ()  # a snapshot for lock-free reads
 _mask_pattern = re.compile(_BUILTIN)
 
 _handler_marker = "_novita_gpu_handler"
+REQUEST_LOGGER = "novita_gpu.web.middleware"
 
 
 def register_secret(value: str) -> None:
@@ -175,6 +176,9 @@ def configure_logging(
     for chatty in ("aiosqlite", "asyncpg", "sqlalchemy.engine", "httpcore", "hpack"):
         logging.getLogger(chatty).setLevel(max(numeric_level, logging.WARNING))
 
+    global _request_lines
+    _request_lines = _JsonRequestLines(stream, numeric_level) if fmt == "json" else None
+
     # structlog renders its own events straight to the stream (the stdlib round trip costs about a
     # fifth of a request's CPU); stdlib records (uvicorn, alembic, ...) go through the same processors.
     structlog.configure(
@@ -214,3 +218,39 @@ def _add_logger_name(logger: WrappedLogger, _method: str, event_dict: EventDict)
     if name:
         event_dict.setdefault("logger", name)
     return event_dict
+
+
+class _JsonRequestLines:
+    """The access log's JSON lines, rendered directly: one per request, it is the most frequent line,
+    and structlog's processor chain cost about 15% of a cached read's CPU. Each line holds what the
+    chain would give it: the fields, bound context, level, logger, timestamp, secrets masked."""
+
+    def __init__(self, stream: TextIO, level: int) -> None:
+        self._level = level
+        self._out = structlog.WriteLogger(stream)
+        self._stamp = structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp")
+
+    def write(self, fields: dict[str, Any], level: int) -> None:
+        if level < self._level:
+            return
+        line: dict[str, Any] = {"event": "request", **fields}
+        for key, value in structlog.contextvars.get_contextvars().items():
+            line.setdefault(key, value)
+        line["level"] = logging.getLevelName(level).lower()
+        line["logger"] = REQUEST_LOGGER
+        self._out.msg(_dumps(redact(None, "", self._stamp(None, "", line))))
+
+
+_request_lines: _JsonRequestLines | None = None
+_request_log = structlog.get_logger(REQUEST_LOGGER)
+
+
+def log_request(fields: dict[str, Any], *, quiet: bool) -> None:
+    """One access-log line (`quiet`: at DEBUG rather than INFO, for /health and /metrics)."""
+    level = logging.DEBUG if quiet else logging.INFO
+    if _request_lines is not None:
+        _request_lines.write(fields, level)
+    elif quiet:
+        _request_log.debug("request", **fields)
+    else:
+        _request_log.info("request", **fields)

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from novita_gpu.observability.logging import log_request
 from novita_gpu.observability.metrics import UNMATCHED_ROUTE, Metrics
 
 log = structlog.get_logger(__name__)
@@ -215,7 +216,4 @@ class RequestContextMiddleware:
             "status": status,
             "duration_ms": round(seconds * 1000, 3),
         }
-        if path in _QUIET_PATHS:
-            log.debug("request", **fields)
-        else:
-            log.info("request", **fields)
+        log_request(fields, quiet=path in _QUIET_PATHS)

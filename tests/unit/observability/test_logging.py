@@ -9,7 +9,7 @@ import uuid
 
 import structlog
 
-from novita_gpu.observability.logging import REDACTED, configure_logging, register_secret
+from novita_gpu.observability.logging import REDACTED, REQUEST_LOGGER, configure_logging, log_request, register_secret
 
 from .conftest import LogReader
 
@@ -134,3 +134,36 @@ def test_console_format_is_readable_and_redacted() -> None:
     assert "novita_gpu.console" in output
     assert secret not in output
     assert not output.lstrip().startswith("{")
+
+
+def test_request_lines_hold_what_the_structlog_chain_gives_any_other_line(
+    log_stream: io.StringIO, read_logs: LogReader
+) -> None:
+    """Access lines are rendered without structlog's chain (they are the most frequent line); they must
+    come out as the chain would render them, secrets masked alike."""
+    secret = _secret("novita-key")
+    register_secret(secret)
+    fields = {"method": "GET", "route": "/api/x/{id}", "path": f"/api/x/{secret}", "status": 200, "duration_ms": 1.5}
+    with structlog.contextvars.bound_contextvars(request_id="req-7", correlation_id="corr-7"):
+        log_request(fields, quiet=False)
+        structlog.get_logger(REQUEST_LOGGER).info("request", **fields)
+        log_request(fields, quiet=True)
+
+    direct, through_chain, quiet = read_logs()
+    assert direct.pop("timestamp") and through_chain.pop("timestamp")
+    assert direct == through_chain
+    assert direct["path"] == f"/api/x/{REDACTED}" and direct["request_id"] == "req-7"
+    assert (quiet["level"], quiet["event"]) == ("debug", "request")
+    assert secret not in log_stream.getvalue()
+
+    configure_logging("INFO", "json", log_stream)
+    log_request(fields, quiet=True)
+    assert len(read_logs()) == 3  # /health and /metrics lines are DEBUG
+
+
+def test_request_lines_in_console_format_go_through_structlog(log_stream: io.StringIO) -> None:
+    console = io.StringIO()
+    configure_logging("INFO", "console", console)  # the fixture restores logging afterwards
+    log_request({"method": "GET", "route": "/api/instances", "status": 200}, quiet=False)
+    text = console.getvalue()
+    assert "request" in text and "/api/instances" in text and not text.startswith("{")
