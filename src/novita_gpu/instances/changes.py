@@ -60,6 +60,26 @@ class CachedView:
         return self._body
 
 
+class ListPage:
+    """One page of GET /api/instances. Its JSON body is assembled from the views' own rendered bodies
+    (shared with GET by id), not rendered again as a whole."""
+
+    __slots__ = ("_body", "next_cursor", "total", "views")
+
+    def __init__(self, views: list[CachedView], total: int, next_cursor: str | None) -> None:
+        self.views = views
+        self.total = total
+        self.next_cursor = next_cursor
+        self._body: bytes | None = None
+
+    @property
+    def body(self) -> bytes:
+        if self._body is None:
+            tail = orjson.dumps({"total": self.total, "nextCursor": self.next_cursor})
+            self._body = b'{"instances":[' + b",".join(v.body for v in self.views) + b"]," + tail[1:]
+        return self._body
+
+
 class ReadCache:
     """Instance views by id and list pages, dropped on local writes and after `ttl` (None: never)."""
 

@@ -66,7 +66,7 @@ async def list_instances(
     name: Annotated[str | None, Query(max_length=63)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
-) -> JSONResponse:
+) -> Response:
     statuses = [s.strip() for s in status.split(",") if s.strip()] if status else []
     unknown = [s for s in statuses if s not in _STATUSES]
     if unknown:
@@ -76,9 +76,8 @@ async def list_instances(
             f"Unknown status {unknown[0]!r}; one of: {', '.join(sorted(_STATUSES))}.",
             details=[{"field": "status", "message": "unknown status"}],
         )
-    return _json(
-        200, await services.instances.list_page(owner, statuses=statuses, name=name, limit=limit, cursor=cursor)
-    )
+    page = await services.instances.list_page(owner, statuses=statuses, name=name, limit=limit, cursor=cursor)
+    return Response(page.body, media_type=JSONResponse.media_type)
 
 
 @router.post("/start", status_code=202, summary="Start an instance by name")

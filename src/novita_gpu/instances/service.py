@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from novita_gpu.catalog.service import Catalog, CatalogError
 from novita_gpu.clock import Clock
 from novita_gpu.db import Database, table_of
-from novita_gpu.instances.changes import CachedView, ChangeFeed, ReadCache
+from novita_gpu.instances.changes import CachedView, ChangeFeed, ListPage, ReadCache
 from novita_gpu.instances.events import change_status, record_change
 from novita_gpu.instances.lifecycle import (
     ALREADY_STARTED,
@@ -303,7 +303,7 @@ class InstanceService:
 
     async def list_page(
         self, owner: str, *, statuses: list[str], name: str | None, limit: int, cursor: str | None
-    ) -> dict[str, Any]:
+    ) -> ListPage:
         key = ("list", owner, tuple(statuses), name, limit, cursor)
         cached = self.reads.list(key)
         if cached is None:
@@ -313,7 +313,7 @@ class InstanceService:
 
     async def _list(
         self, owner: str, *, statuses: list[str], name: str | None, limit: int, cursor: str | None
-    ) -> dict[str, Any]:
+    ) -> ListPage:
         """One page, newest first. The page's ids come from the index; their views from the read cache,
         so a page is rebuilt cheaply after a change and only changed rows are loaded again."""
         filters = [Instance.owner == owner]
@@ -339,11 +339,11 @@ class InstanceService:
                 for row in (await session.execute(select(Instance).where(Instance.id.in_(missing)))).scalars():
                     views[row.id] = fresh = CachedView(row.owner, instance_view(row))
                     self.reads.put_view(row.id, fresh)
-        return {
-            "instances": [cached.view for cached in views.values() if cached is not None],
-            "total": total or 0,
-            "nextCursor": encode_cursor(keys[-1][1], keys[-1][0]) if more and keys else None,
-        }
+        return ListPage(
+            [cached for cached in views.values() if cached is not None],
+            total or 0,
+            encode_cursor(keys[-1][1], keys[-1][0]) if more and keys else None,
+        )
 
     async def events(self, owner: str, instance_id: str) -> dict[str, Any]:
         async with self.db.read() as session:
