@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -96,5 +96,5 @@ def wrk(url: str, *, script: str, connections: int, seconds: int, threads: int =
     return figures
 
 
-def show(title: str, figures: dict[str, object]) -> None:
+def show(title: str, figures: Mapping[str, object]) -> None:
     print(f"{title}: " + ", ".join(f"{k}={v}" for k, v in figures.items()), flush=True)
