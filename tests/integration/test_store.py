@@ -7,8 +7,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
+from novita_gpu.instances.models import Instance
 from novita_gpu.instances.reconciler import Reconciler
+from novita_gpu.instances.row_guard import reattach_if_current
 from tests.fixtures.databases import fresh_database
 from tests.harness import SEED_BODY, Harness
 
@@ -66,3 +69,30 @@ async def test_two_reconcilers_share_rows_without_duplicates(store_harness: Harn
         store_harness.clock.advance(0.5)
     assert statuses == {"ready"}
     assert len(store_harness.upstream_instances()) == 6
+
+
+async def test_a_worker_never_writes_over_a_change_made_after_it_read_the_row(store_harness: Harness) -> None:
+    """Workers attach the snapshot they read instead of loading the row again, so the guard alone
+    decides: a user's change since the read, or a lease taken by another worker, refuses the write."""
+    created = await store_harness.create()
+    db, path = store_harness.services.db, f"/api/instances/{created['instanceId']}"
+    lock = not db.is_sqlite
+
+    async def snapshot() -> Instance:
+        async with db.read() as session:
+            return (await session.execute(select(Instance).where(Instance.id == created["instanceId"]))).scalar_one()
+
+    stale = await snapshot()
+    assert (await store_harness.http.put(f"{path}/last-used", json={})).status_code == 200
+    async with db.write() as session:
+        assert await reattach_if_current(session, stale, lock=lock) is None
+
+    fresh = await snapshot()
+    async with db.write() as session:
+        assert await reattach_if_current(session, fresh, lock=lock, lease_token="another-worker") is None
+    async with db.write() as session:
+        row = await reattach_if_current(session, fresh, lock=lock, lease_token=fresh.lease_token)
+        assert row is not None
+        row.status_message = "written by the worker"
+        row.version += 1
+    assert (await snapshot()).status_message == "written by the worker"

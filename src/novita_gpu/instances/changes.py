@@ -88,7 +88,7 @@ class ReadCache:
         self._ttl = ttl
         self._max_entries = max_entries
         self._views: dict[str, tuple[float, CachedView]] = {}
-        self._lists: dict[Hashable, tuple[float, Any]] = {}
+        self._lists: dict[Hashable, tuple[float, ListPage]] = {}
         changes.subscribe(self._invalidate)
 
     def _invalidate(self, instance_id: str | None) -> None:
@@ -114,10 +114,10 @@ class ReadCache:
             self._views.clear()
         self._views[instance_id] = (self._expiry(), value)
 
-    def list(self, key: Hashable) -> Any | None:
+    def list(self, key: Hashable) -> ListPage | None:
         return self._fresh(self._lists.get(key))
 
-    def put_list(self, key: Hashable, value: Any) -> None:
+    def put_list(self, key: Hashable, value: ListPage) -> None:
         if len(self._lists) >= self._max_entries:
             self._lists.clear()
         self._lists[key] = (self._expiry(), value)
