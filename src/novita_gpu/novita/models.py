@@ -204,7 +204,11 @@ class LogComponent(NovitaModel):
 
 
 class Instance(NovitaModel):
-    """One GPU instance as returned by list (no port endpoints, no connect components) or get."""
+    """One GPU instance as returned by list (no port endpoints, no connect components) or get.
+
+    Frozen: the client hands the same parsed instance to every listing that sees it unchanged."""
+
+    model_config = ConfigDict(frozen=True)
 
     id: LooseStr = ""
     name: LooseStr = ""

@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from pydantic import ValidationError
 from structlog.testing import capture_logs
 
 from novita_gpu.novita import (
@@ -242,6 +243,58 @@ async def test_iter_instances_stops_when_server_ignores_page_number(novita: Fake
     route = novita.route("GET", "/gpu/instances", paged(ids, send_total=False, honour_page=False))
     assert [i.id async for i in client.iter_instances(page_size=2)] == ["i0", "i1"]
     assert len(route.calls) == 2
+
+
+async def test_listing_again_reuses_unchanged_instances_and_reads_changed_ones(
+    novita: FakeNovita, client: NovitaClient
+) -> None:
+    statuses = {"a": "running", "b": "pulling"}
+    novita.route(
+        "GET",
+        "/gpu/instances",
+        lambda call: Reply(json={"instances": [{"id": k, "status": v} for k, v in statuses.items()], "total": 2}),
+    )
+    first = {i.id: i async for i in client.iter_instances()}
+    statuses["b"] = "running"
+    second = {i.id: i async for i in client.iter_instances()}
+    assert second["a"] is first["a"]  # byte for byte the same: parsed once
+    assert (first["b"].status, second["b"].status) == ("pulling", "running")
+    with pytest.raises(ValidationError):
+        second["a"].status = "exited"  # shared between listings, so nobody may change it
+
+
+async def test_malformed_listed_instance_fails_without_echoing_values(novita: FakeNovita, client: NovitaClient) -> None:
+    items = [{"id": "ok"}, {"id": "bad", "gpuNum": "lots", "envs": [{"key": "T", "value": "envsecret"}]}]
+    novita.route("GET", "/gpu/instances", Reply(json={"instances": items, "total": 2}))
+    with pytest.raises(UpstreamUnavailable) as caught:
+        await client.list_instances_page()
+    assert "gpuNum" in caught.value.message and "envsecret" not in str(caught.value)
+    novita.route("GET", "/gpu/instances", Reply(json={"instances": "nope", "total": 1}))
+    with pytest.raises(UpstreamUnavailable):
+        await client.list_instances_page()
+
+
+async def test_proxy_from_the_environment_is_used_for_novita(
+    novita: FakeNovita, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY and NO_PROXY are honoured as curl would honour them."""
+    proxy = await FakeNovita(prefix="").start()
+    try:
+        through_proxy = proxy.route("GET", "/gpu-instance/openapi/v1/clusters", Reply(json={"data": []}))
+        direct = novita.route("GET", "/clusters", Reply(json={"data": []}))
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        async with NovitaClient(novita.url, KEY, max_attempts=1) as client:
+            assert await client.list_clusters() == []
+        assert [c.headers["host"] for c in through_proxy.calls] == [f"127.0.0.1:{novita.port}"]
+        assert direct.calls == []
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        async with NovitaClient(novita.url, KEY, max_attempts=1) as client:
+            assert await client.list_clusters() == []
+        assert len(direct.calls) == 1 and len(through_proxy.calls) == 1
+    finally:
+        await proxy.stop()
 
 
 # ---- retries -------------------------------------------------------------------------------------
