@@ -539,7 +539,8 @@ class _InstanceMemo:
 
 
 class _Identified(Protocol):
-    id: str
+    @property
+    def id(self) -> str: ...
 
 
 Item = TypeVar("Item", bound=_Identified)
