@@ -12,12 +12,17 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.metrics_core import Metric
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
+
+_format_value = cast(Callable[[float], str], floatToGoString)  # untyped upstream
 
 # No `*_created` series: they carry each series' start time, which Prometheus does not need (counter
 # resets are detected from the values), and they were a fifth of the text every scrape renders.
@@ -68,6 +73,52 @@ def _values(metric: MetricWrapperBase, suffix: str = "") -> Iterable[tuple[dict[
         for sample in family.samples:
             if sample.name == wanted:
                 yield sample.labels, sample.value
+
+
+class _TextExposition:
+    """prometheus-client's text format (what `generate_latest` gives), each series' name and labels
+    formatted once: they never change, and formatting them again on every scrape was half of its CPU.
+    Counters, gauges and histograms only, the kinds `Metrics` registers."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+        self._headers: dict[str, str] = {}
+        self._prefixes: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
+
+    def render(self) -> bytes:
+        out: list[str] = []
+        headers, prefixes = self._headers, self._prefixes
+        for family in self._registry.collect():
+            header = headers.get(family.name)
+            if header is None:
+                header = headers[family.name] = _family_header(family)
+            out.append(header)
+            for sample in family.samples:
+                key = (sample.name, tuple(sample.labels.items()))
+                prefix = prefixes.get(key)
+                if prefix is None:
+                    prefix = prefixes[key] = _series_prefix(sample)
+                out += (prefix, _format_value(sample.value), "\n")
+        return "".join(out).encode()
+
+
+def _family_header(family: Metric) -> str:
+    if family.type not in ("counter", "gauge", "histogram"):
+        raise ValueError(f"metric type {family.type!r} is not rendered")
+    name = family.name + "_total" if family.type == "counter" else family.name
+    help_text = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
+    return f"# HELP {name} {help_text}\n# TYPE {name} {family.type}\n"
+
+
+def _series_prefix(sample: Sample) -> str:
+    if not sample.labels:
+        return sample.name + " "
+    labels = ",".join(f'{key}="{_label_value(value)}"' for key, value in sorted(sample.labels.items()))
+    return f"{sample.name}{{{labels}}} "
+
+
+def _label_value(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
 def _ratio(hits: float, misses: float) -> float | None:
@@ -121,6 +172,7 @@ class Metrics:
         self._ready_window = _Window(window)
         self._lag_window = _Window(window)
         self._children_lock = threading.Lock()
+        self._exposition = _TextExposition(self.registry)
 
     # -- recording -------------------------------------------------------------------------------
 
@@ -209,7 +261,7 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition and its content type."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        return self._exposition.render(), CONTENT_TYPE_LATEST
 
     def summary(self) -> dict[str, Any]:
         """The JSON document of GET /api/metrics. Request/upstream times in ms, others in seconds."""

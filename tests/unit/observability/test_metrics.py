@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from novita_gpu.observability.metrics import Metrics
@@ -151,3 +152,24 @@ def test_several_instances_in_one_process_do_not_share_series() -> None:
     assert first.summary()["requests"]["total"] == 1
     assert second.summary()["requests"]["total"] == 0
     assert ("http_requests_total", (("method", "GET"), ("route", "/health"), ("status", "200"))) in _samples(first)
+
+
+def test_rendered_text_is_exactly_what_prometheus_client_renders() -> None:
+    """The exposition builds each series' text once; it must stay byte for byte prometheus-client's,
+    escaping included, as series appear and values change between scrapes."""
+    metrics = Metrics()
+    metrics.observe_request("GET", "/api/instances/{id}", 200, 0.003)
+    metrics.observe_cache('odd "name" with \\ and\nnewline', hit=True)
+    metrics.set_instance_counts({"ready": 2})
+    first, _ = metrics.render()
+    assert first == generate_latest(metrics.registry)
+    metrics.observe_request("GET", "/api/instances/{id}", 200, 7.5)
+    metrics.observe_request("POST", "/api/instances", 409, 0.02)
+    metrics.observe_upstream("GET /gpu/instances", "server_error", 0.4)
+    metrics.observe_ready(42.0)
+    metrics.observe_webhook_delivery("delivered", lag_seconds=0.2)
+    metrics.set_webhook_backlog(3, 12.5)
+    metrics.observe_autostop("stopped")
+    metrics.set_instance_counts({"creating": 1})
+    second, _ = metrics.render()
+    assert second == generate_latest(metrics.registry) and second != first
