@@ -524,9 +524,12 @@ class _InstanceMemo:
         self._seen: dict[str, tuple[bytes, Instance]] = {}
 
     def parse(self, item: Any) -> Instance:
-        if not isinstance(item, dict):
-            return Instance.model_validate(item)  # raises the usual validation error
-        key = orjson.dumps(item)
+        try:
+            key = orjson.dumps(item) if isinstance(item, dict) else None
+        except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits: valid JSON, just not memoised
+            key = None
+        if key is None:
+            return Instance.model_validate(item)  # a non-object raises the usual validation error
         instance_id = str(item.get("id"))
         known = self._seen.get(instance_id)
         if known is not None and known[0] == key:

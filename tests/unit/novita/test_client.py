@@ -261,6 +261,12 @@ async def test_listing_again_reuses_unchanged_instances_and_reads_changed_ones(
     assert (first["b"].status, second["b"].status) == ("pulling", "running")
     with pytest.raises(ValidationError):
         second["a"].status = "exited"  # shared between listings, so nobody may change it
+    novita.route(
+        "GET",
+        "/gpu/instances",
+        Reply(json={"instances": [{"id": "huge", "status": "running", "memo": 2**70}], "total": 1}),
+    )
+    assert [(i.id, i.status) async for i in client.iter_instances()] == [("huge", "running")]
 
 
 async def test_malformed_listed_instance_fails_without_echoing_values(novita: FakeNovita, client: NovitaClient) -> None:
