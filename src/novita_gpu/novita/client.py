@@ -495,7 +495,7 @@ def _decode(content: bytes) -> Any:
         return orjson.loads(content)
     except orjson.JSONDecodeError:
         pass
-    try:  # what orjson refuses but is still JSON to Python (integers beyond 64 bits, NaN)
+    try:  # what orjson refuses but Python's json reads (NaN, Infinity)
         return json.loads(content)
     except ValueError:
         return None
@@ -526,7 +526,7 @@ class _InstanceMemo:
     def parse(self, item: Any) -> Instance:
         try:
             key = orjson.dumps(item) if isinstance(item, dict) else None
-        except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits: valid JSON, just not memoised
+        except orjson.JSONEncodeError:  # an integer beyond 64 bits (read by the json fallback): not memoised
             key = None
         if key is None:
             return Instance.model_validate(item)  # a non-object raises the usual validation error
