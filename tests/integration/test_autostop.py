@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from pathlib import Path
 
+from novita_gpu.emulator import EmulatorConfig
+from novita_gpu.emulator.config import Timings
 from tests.harness import Harness
 
 
@@ -117,3 +120,65 @@ async def test_instances_not_created_by_the_service_are_never_touched(harness: H
     await harness.tick(5)
     statuses = {i["id"]: i["status"] for i in harness.upstream_instances()}
     assert statuses[outsider] == "running"
+
+
+async def never_answering(tmp_path: Path) -> Harness:
+    """A service whose instances run but whose app never boots: each ends in HEALTH_CHECK_TIMEOUT."""
+    emulator = EmulatorConfig(timings=Timings(app_boot_after_create=10**6))
+    return await Harness(tmp_path, emulator=emulator, health_check_timeout_seconds=60).start()
+
+
+async def test_a_failed_instance_novita_still_runs_is_stopped_when_idle(tmp_path: Path) -> None:
+    harness = await never_answering(tmp_path)
+    try:
+        created = await harness.create(autoStopMinutes=10)
+        failed = await harness.until_status(created["instanceId"], "failed", max_seconds=300)
+        assert failed["statusReason"] == "HEALTH_CHECK_TIMEOUT" and failed["upstreamStatus"] == "running"
+        assert failed["failedAt"] is not None
+        deadline = datetime.fromisoformat(failed["failedAt"]) + timedelta(minutes=10)
+        assert datetime.fromisoformat(failed["autoStop"]["stopsAt"]) == deadline
+
+        sweeper = harness.services.sweeper
+        harness.clock.advance((deadline - harness.clock.now()).total_seconds() - 1)
+        assert (await sweeper.sweep(dry_run=False))["stopped"] == []
+        harness.clock.advance(1)
+        [stopped] = (await sweeper.sweep(dry_run=False))["stopped"]
+        assert stopped["instanceId"] == created["instanceId"] and stopped["status"] == "failed"
+        assert stopped["idleSince"] == failed["failedAt"]
+        after = await harness.until_status(created["instanceId"], "stopped")
+        assert after["statusReason"] == "AUTO_STOP"
+        assert [i["status"] for i in harness.live_upstream()] == ["exited"]
+    finally:
+        await harness.stop()
+
+
+async def test_marking_a_failed_instance_used_defers_its_stop(tmp_path: Path) -> None:
+    harness = await never_answering(tmp_path)
+    try:
+        created = await harness.create(autoStopMinutes=10)
+        await harness.until_status(created["instanceId"], "failed", max_seconds=300)
+        harness.clock.advance(minutes(9))
+        touched = await harness.http.put(f"/api/instances/{created['instanceId']}/last-used")
+        assert touched.status_code == 200
+        harness.clock.advance(minutes(9))
+        assert (await harness.services.sweeper.sweep(dry_run=False))["stopped"] == []
+        stats = (await harness.http.get("/api/instances/auto-stop/stats")).json()
+        assert stats["watched"] == 1 and stats["nextDeadline"]["instanceId"] == created["instanceId"]
+        harness.clock.advance(minutes(1))
+        assert len((await harness.services.sweeper.sweep(dry_run=False))["stopped"]) == 1
+    finally:
+        await harness.stop()
+
+
+async def test_an_instance_that_failed_while_booting_is_left_alone(tmp_path: Path) -> None:
+    harness = await Harness(tmp_path, startup_timeout_seconds=60).start()
+    try:
+        harness.faults(stuck_in_pulling=True)
+        created = await harness.create(autoStopMinutes=1)
+        failed = await harness.until_status(created["instanceId"], "failed", max_seconds=300)
+        assert failed["statusReason"] == "STARTUP_TIMEOUT" and failed["autoStop"]["stopsAt"] is None
+        harness.clock.advance(minutes(120))
+        assert (await harness.services.sweeper.sweep(dry_run=False))["stopped"] == []
+        assert (await harness.instance(created["instanceId"]))["status"] == "failed"
+    finally:
+        await harness.stop()

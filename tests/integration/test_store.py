@@ -7,11 +7,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from alembic import command
 from sqlalchemy import select
+from sqlalchemy.engine import Connection
 
 from novita_gpu.instances.models import Instance
 from novita_gpu.instances.reconciler import Reconciler
 from novita_gpu.instances.row_guard import reattach_if_current
+from novita_gpu.migrations import alembic_config
 from tests.fixtures.databases import fresh_database
 from tests.harness import SEED_BODY, Harness
 
@@ -96,3 +99,24 @@ async def test_a_worker_never_writes_over_a_change_made_after_it_read_the_row(st
         row.status_message = "written by the worker"
         row.version += 1
     assert (await snapshot()).status_message == "written by the worker"
+
+
+async def test_upgrading_gives_instances_that_failed_earlier_an_idle_clock(store_harness: Harness) -> None:
+    """Migration 0002 on a store holding instances: a failed one gets `failed_at` from its last update
+    (never earlier than its failure), any other keeps none; it also downgrades cleanly."""
+    failed, creating = (await store_harness.create())["instanceId"], (await store_harness.create())["instanceId"]
+    db = store_harness.services.db
+    async with db.write() as session:
+        row = (await session.execute(select(Instance).where(Instance.id == failed))).scalar_one()
+        row.status = "failed"
+        failed_update = row.updated_at
+
+    def migrate(connection: Connection) -> None:
+        command.downgrade(alembic_config(connection), "0001")
+        command.upgrade(alembic_config(connection), "head")
+
+    async with db.engine.begin() as conn:
+        await conn.run_sync(migrate)
+    async with db.read() as session:
+        failed_at = dict((await session.execute(select(Instance.id, Instance.failed_at))).tuples().all())
+    assert failed_at == {failed: failed_update, creating: None}

@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 from sqlalchemy import select
 
-from novita_gpu.autostop.policy import gpu_hours_saved, is_idle, stops_at
+from novita_gpu.autostop.policy import gpu_hours_saved, idle_since, is_idle, stops_at
 from novita_gpu.clock import Clock
 from novita_gpu.db import Database
 from novita_gpu.instances.lifecycle import Reason, Status
@@ -34,16 +34,20 @@ MIN_SLEEP_SECONDS = 0.05
 class Candidate:
     instance_id: str
     name: str
+    status: str
     idle_minutes: int
     last_used_at: datetime | None
+    idle_since: datetime | None
     stops_at: datetime
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "instanceId": self.instance_id,
             "name": self.name,
+            "status": self.status,
             "idleMinutes": self.idle_minutes,
             "lastUsedAt": iso(self.last_used_at),
+            "idleSince": iso(self.idle_since),
             "stopsAt": iso(self.stops_at),
         }
 
@@ -52,7 +56,7 @@ def _candidate(row: Instance) -> Candidate | None:
     deadline = stops_at(row)
     if deadline is None:
         return None
-    return Candidate(row.id, row.name, row.auto_stop_minutes, row.last_used_at or row.ready_at, deadline)
+    return Candidate(row.id, row.name, row.status, row.auto_stop_minutes, row.last_used_at, idle_since(row), deadline)
 
 
 class AutoStopSweeper:
@@ -79,13 +83,16 @@ class AutoStopSweeper:
             await self.clock.sleep(delay)
 
     async def _watched(self, owner: str | None = None) -> list[Instance]:
+        """Instances with an idle clock running (the policy decides; the query only narrows)."""
         query = select(Instance).where(
-            Instance.status == Status.READY, Instance.auto_stop_minutes > 0, Instance.pending_action.is_(None)
+            Instance.status.in_((Status.READY, Status.FAILED)),
+            Instance.auto_stop_minutes > 0,
+            Instance.pending_action.is_(None),
         )
         if owner is not None:
             query = query.where(Instance.owner == owner)
         async with self.db.read() as session:
-            return list((await session.execute(query)).scalars())
+            return [row for row in (await session.execute(query)).scalars() if stops_at(row) is not None]
 
     async def seconds_until_next_sweep(self) -> float:
         """Until the earliest idle deadline, but at most one check interval."""

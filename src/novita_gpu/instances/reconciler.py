@@ -465,6 +465,7 @@ class Reconciler:
             r.pending_action = None
             r.create_attempted_at = None
             r.next_action_at = None
+            r.failed_at = self.clock.now()
             await self._change(session, r, Status.FAILED, reason=reason, message=message)
 
         log.warning("instance_failed", instance_id=row.id, reason=str(reason))

@@ -47,6 +47,7 @@ def instance_view(row: Instance) -> dict[str, Any]:
         "startedAt": iso(row.started_at),
         "readyAt": iso(row.ready_at),
         "stoppedAt": iso(row.stopped_at),
+        "failedAt": iso(row.failed_at),
         "terminatedAt": iso(row.terminated_at),
         "updatedAt": iso(row.updated_at),
     }
