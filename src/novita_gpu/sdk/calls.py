@@ -1,0 +1,224 @@
+"""Every request of the API as a `Call`: method, path, query, body, headers and whether it may be retried.
+
+The sync and async clients only send these; neither builds a request itself.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypedDict
+from urllib.parse import quote
+
+Json = dict[str, Any]
+Action = Literal["start", "stop", "delete"]
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    method: str
+    path: str
+    params: Mapping[str, str | int | float] | None = None
+    body: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    # Safe to send again: idempotent, or a create carrying its Idempotency-Key.
+    retryable: bool = False
+    # Non-2xx statuses whose body is the answer itself (GET /health is 503 with a report when unhealthy).
+    accept: frozenset[int] = frozenset()
+    # Seconds the server may hold the request open on purpose (long-polls), on top of the client's timeout.
+    held_for: float = 0.0
+
+    def request_options(self, timeout: float) -> dict[str, Any]:
+        """Keyword arguments for `httpx.Client.request` / `httpx.AsyncClient.request`."""
+        return {
+            "method": self.method,
+            "url": self.path,
+            "params": self.params,
+            "json": self.body,
+            "headers": self.headers,
+            "timeout": timeout + self.held_for,
+        }
+
+
+class CreateOptions(TypedDict, total=False):
+    """Optional fields of a create; None (or leaving one out) takes the server's default."""
+
+    gpu_num: int | None
+    rootfs_size: int | None
+    region: str | None
+    strict_region: bool | None
+    billing_mode: Literal["onDemand", "spot"] | None
+    max_price_per_hour: float | None
+    webhook_url: str | None
+    auto_stop_minutes: int | None
+    envs: Mapping[str, str] | None
+    labels: Mapping[str, str] | None
+    health_check_path: str | None
+
+
+_CREATE_FIELDS = {
+    "gpu_num": "gpuNum",
+    "rootfs_size": "rootfsSize",
+    "region": "region",
+    "strict_region": "strictRegion",
+    "billing_mode": "billingMode",
+    "max_price_per_hour": "maxPricePerHour",
+    "webhook_url": "webhookUrl",
+    "auto_stop_minutes": "autoStopMinutes",
+}
+
+
+def _segment(value: str) -> str:
+    """One path segment: an id can never reach another route ("../sync", "x/start")."""
+    return quote(value, safe="")
+
+
+def _instance(instance_id: str, suffix: str = "") -> str:
+    return f"/api/instances/{_segment(instance_id)}{suffix}"
+
+
+def _statuses(status: str | Iterable[str]) -> str:
+    return status if isinstance(status, str) else ",".join(sorted(status))
+
+
+def create(
+    name: str,
+    product_name: str,
+    template_id: str | int,
+    options: CreateOptions,
+    idempotency_key: str | None = None,
+) -> Call:
+    """A create that is safe to retry: it always carries an Idempotency-Key (a fresh one unless given)."""
+    unknown = set(options) - set(_CREATE_FIELDS) - {"envs", "labels", "health_check_path"}
+    if unknown:
+        raise TypeError(f"unknown create option(s): {', '.join(sorted(unknown))}")
+    body: Json = {"name": name, "productName": product_name, "templateId": template_id}
+    for option, field_name in _CREATE_FIELDS.items():
+        value = options.get(option)
+        if value is not None:
+            body[field_name] = value
+    envs, labels, health_check_path = options.get("envs"), options.get("labels"), options.get("health_check_path")
+    if envs is not None:
+        body["envs"] = [{"key": k, "value": v} for k, v in envs.items()]
+    if labels is not None:
+        body["labels"] = dict(labels)
+    if health_check_path is not None:
+        body["healthCheck"] = {"path": health_check_path}
+    key = idempotency_key or f"sdk-{uuid.uuid4()}"
+    return Call("POST", "/api/instances", body=body, headers={"Idempotency-Key": key}, retryable=True)
+
+
+def get(instance_id: str) -> Call:
+    return Call("GET", _instance(instance_id), retryable=True)
+
+
+def wait(instance_id: str, status: str | Iterable[str], timeout: float) -> Call:
+    """One long-poll: the server answers once the instance is in `status` (or failed/terminated), or at timeout."""
+    params: dict[str, str | float] = {"waitFor": _statuses(status), "timeout": round(timeout, 3)}
+    return Call("GET", _instance(instance_id), params=params, retryable=True, held_for=timeout)
+
+
+def list_page(
+    status: str | Iterable[str] | None = None,
+    name: str | None = None,
+    limit: int | None = None,
+    cursor: str | None = None,
+) -> Call:
+    params: dict[str, str | int] = {}
+    if status is not None:
+        params["status"] = _statuses(status)
+    if name is not None:
+        params["name"] = name
+    if limit is not None:
+        params["limit"] = limit
+    if cursor is not None:
+        params["cursor"] = cursor
+    return Call("GET", "/api/instances", params=params, retryable=True)
+
+
+def start(instance_id: str, webhook_url: str | None = None, health_check_path: str | None = None) -> Call:
+    body = _start_options(webhook_url, health_check_path)
+    # Repeating a start is harmless: the server answers 200 with the current status.
+    return Call("POST", _instance(instance_id, "/start"), body=body or None, retryable=True)
+
+
+def start_by_name(name: str, webhook_url: str | None = None, health_check_path: str | None = None) -> Call:
+    body = {"instanceName": name, **_start_options(webhook_url, health_check_path)}
+    return Call("POST", "/api/instances/start", body=body, retryable=True)
+
+
+def _start_options(webhook_url: str | None, health_check_path: str | None) -> Json:
+    body: Json = {}
+    if webhook_url is not None:
+        body["webhookUrl"] = webhook_url
+    if health_check_path is not None:
+        body["healthCheck"] = {"path": health_check_path}
+    return body
+
+
+def stop(instance_id: str) -> Call:
+    return Call("POST", _instance(instance_id, "/stop"), retryable=True)
+
+
+def delete(instance_id: str) -> Call:
+    return Call("DELETE", _instance(instance_id), retryable=True)
+
+
+def by_name(action: Literal["stop", "delete"], name: str) -> Call:
+    """POST /api/instances/{stop,delete} with `{"instanceName": name}` (repeats answer 200, so retryable)."""
+    return Call("POST", f"/api/instances/{action}", body={"instanceName": name}, retryable=True)
+
+
+def touch(instance_id: str) -> Call:
+    return Call("PUT", _instance(instance_id, "/last-used"), retryable=True)
+
+
+def events(instance_id: str) -> Call:
+    return Call("GET", _instance(instance_id, "/events"), retryable=True)
+
+
+def sync() -> Call:
+    return Call("POST", "/api/instances/sync")
+
+
+def autostop_stats() -> Call:
+    return Call("GET", "/api/instances/auto-stop/stats", retryable=True)
+
+
+def autostop_trigger(dry_run: bool) -> Call:
+    return Call("POST", "/api/instances/auto-stop/trigger", body={"dryRun": dry_run}, retryable=dry_run)
+
+
+def products(
+    product_name: str | None = None, billing_mode: Literal["onDemand", "spot"] | None = None, gpu_num: int | None = None
+) -> Call:
+    params: dict[str, str | int] = {}
+    if product_name is not None:
+        params["productName"] = product_name
+    if billing_mode is not None:
+        params["billingMode"] = billing_mode
+    if gpu_num is not None:
+        params["gpuNum"] = gpu_num
+    return Call("GET", "/api/products", params=params, retryable=True)
+
+
+def templates(name: str | None = None) -> Call:
+    return Call("GET", "/api/templates", params={"name": name} if name else None, retryable=True)
+
+
+def health() -> Call:
+    return Call("GET", "/health", retryable=True, accept=frozenset({503}))
+
+
+def metrics() -> Call:
+    return Call("GET", "/api/metrics", retryable=True)
+
+
+def cache_stats() -> Call:
+    return Call("GET", "/api/cache/stats", retryable=True)
+
+
+def clear_cache(cache_name: str | None = None) -> Call:
+    body = {"cacheName": cache_name} if cache_name is not None else {}
+    return Call("POST", "/api/cache/clear", body=body, retryable=True)

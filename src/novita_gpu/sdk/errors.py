@@ -1,0 +1,65 @@
+"""What the SDK raises: one type per way a call can fail, all under `NovitaGpuError`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+
+class NovitaGpuError(Exception):
+    """Base class of every SDK error."""
+
+
+class ApiError(NovitaGpuError):
+    """The service answered with an error: its HTTP status and the envelope's code, message and request id."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        request_id: str | None = None,
+        details: list[dict[str, Any]] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+        self.details = details or []
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        request = f", request {self.request_id}" if self.request_id else ""
+        return f"{self.code}: {self.message} (HTTP {self.status}{request})"
+
+    def __repr__(self) -> str:
+        return f"ApiError(status={self.status}, code={self.code!r}, request_id={self.request_id!r})"
+
+
+class ServiceConnectionError(NovitaGpuError, ConnectionError):
+    """The service could not be reached, or the connection broke before an answer arrived."""
+
+
+class InstanceFailed(NovitaGpuError):
+    """A wait ended because the instance reached `failed` or `terminated` instead of the wanted status."""
+
+    def __init__(self, instance: dict[str, Any], wanted: Iterable[str]) -> None:
+        self.instance = instance
+        status, reason = instance.get("status"), instance.get("statusReason")
+        because = f" ({reason})" if reason else ""
+        super().__init__(
+            f"instance {instance.get('instanceId')} is {status}{because}, not {' or '.join(sorted(wanted))}"
+        )
+
+
+class WaitTimeout(NovitaGpuError, TimeoutError):
+    """A wait's deadline passed; `instance` is the last view seen."""
+
+    def __init__(self, instance: dict[str, Any], wanted: Iterable[str], timeout: float) -> None:
+        self.instance = instance
+        super().__init__(
+            f"instance {instance.get('instanceId')} is still {instance.get('status')} after {timeout:g} s "
+            f"(waiting for {' or '.join(sorted(wanted))})"
+        )

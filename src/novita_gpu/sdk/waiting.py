@@ -1,0 +1,44 @@
+"""Waiting for a status with repeated long-polls under one overall deadline (shared by both clients)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from novita_gpu.sdk import calls
+from novita_gpu.sdk.calls import Call, Json
+from novita_gpu.sdk.errors import InstanceFailed, WaitTimeout
+
+# Where an instance can end up instead of the wanted status (the server's long-poll returns on these too).
+DEAD_ENDS = frozenset({"failed", "terminated"})
+# The most the server holds one long-poll (`timeout` of GET /api/instances/{id} is at most 60).
+MAX_POLL_SECONDS = 60.0
+
+
+class Wait:
+    """One wait: `next_call()` is the next long-poll; `outcome(view)` says whether the wait is over."""
+
+    def __init__(self, instance_id: str, status: str | Iterable[str], timeout: float, poll_timeout: float) -> None:
+        self.instance_id = instance_id
+        self.wanted = frozenset([status] if isinstance(status, str) else status)
+        self.timeout = timeout
+        self.poll_timeout = poll_timeout
+        self.deadline = time.monotonic() + timeout
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def next_call(self) -> Call:
+        return calls.wait(self.instance_id, self.wanted, min(self.poll_timeout, MAX_POLL_SECONDS, self.remaining()))
+
+    def outcome(self, view: Json) -> Json | None:
+        """The view when it has a wanted status; None to poll again. Raises `InstanceFailed` on a dead end
+        and `WaitTimeout` once the deadline has passed."""
+        status = view.get("status")
+        if status in self.wanted:
+            return view
+        if status in DEAD_ENDS:
+            raise InstanceFailed(view, self.wanted)
+        if self.remaining() <= 0:
+            raise WaitTimeout(view, self.wanted, self.timeout)
+        return None
