@@ -49,3 +49,15 @@ async def test_a_tick_that_moves_many_rows_lets_the_event_loop_serve_others_betw
     assert result.changed == len(created)
     assert sum(writes_per_pass.values()) >= len(created)
     assert max(writes_per_pass.values()) <= 4
+
+
+async def test_every_step_of_the_flow_shows_even_when_novita_passes_one_between_two_looks(harness: Harness) -> None:
+    """Webhook receivers follow creating → starting → running → health_checking → ready (the quick-start's
+    flow); a reconciler that first looks after Novita already runs the instance still records `starting`."""
+    created = await harness.create()
+    await harness.tick()  # the upstream create
+    harness.clock.advance(600)  # Novita boots it meanwhile
+    ready = await harness.until_status(created["instanceId"], "ready", "failed")
+    assert ready["status"] == "ready"
+    flow = [e["to"] for e in await harness.events(created["instanceId"])]
+    assert flow == ["creating", "starting", "running", "health_checking", "ready"]

@@ -640,6 +640,9 @@ class Reconciler:
             r.upstream_status = upstream.status
             r.connection_details = details
             r.health_check = None
+            if r.status == Status.CREATING:
+                # Novita booted it between two looks: still show the documented step, for webhook receivers.
+                await self._change(session, r, Status.STARTING, message="Novita reports the instance booting.")
             if r.status != Status.RUNNING:
                 r.started_at = now
                 await self._change(session, r, Status.RUNNING, message="Novita reports the instance running.")
