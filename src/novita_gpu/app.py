@@ -42,6 +42,7 @@ from novita_gpu.observability.health import worker_status
 from novita_gpu.observability.logging import configure_logging, register_secret
 from novita_gpu.observability.metrics import Metrics
 from novita_gpu.observability.upstream import UpstreamHealth
+from novita_gpu.retention import Retention
 from novita_gpu.serving import BackgroundServer
 from novita_gpu.settings import Settings
 from novita_gpu.web.auth import ApiKeys, Owner, current_owner
@@ -73,6 +74,7 @@ class Services:
     reconciler: Reconciler
     prober: Prober
     sweeper: AutoStopSweeper
+    retention: Retention
     dispatcher: WebhookDispatcher
     webhook_sender: WebhookSender
     upstream_health: UpstreamHealth
@@ -144,6 +146,7 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics, bas
     dispatcher = WebhookDispatcher(db, clock, webhook_sender, settings, metrics, on_instance_change=changes.pulse)
     changes.subscribe(lambda _instance_id: dispatcher.wake())  # new outbox rows go out at once
     sweeper = AutoStopSweeper(db, clock, instances, settings, metrics)
+    retention = Retention(db, clock, settings, metrics, on_instances_deleted=lambda: changes.pulse(None))
     return Services(
         settings=settings,
         clock=clock,
@@ -156,6 +159,7 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics, bas
         reconciler=reconciler,
         prober=prober,
         sweeper=sweeper,
+        retention=retention,
         dispatcher=dispatcher,
         webhook_sender=webhook_sender,
         upstream_health=upstream_health,
@@ -196,6 +200,10 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             services.workers.append(("webhooks", lambda: services.dispatcher.last_tick_at, 30.0))
             services.workers.append(
                 ("autostop", lambda: services.sweeper.last_run_at, settings.auto_stop_check_seconds * 3 + 30)
+            )
+            tasks.append(asyncio.create_task(services.retention.run(), name="retention"))
+            services.workers.append(
+                ("retention", lambda: services.retention.last_run_at, settings.retention_check_seconds * 3 + 30)
             )
         log.info("service_started", mode=settings.mode, version=__version__)
         try:

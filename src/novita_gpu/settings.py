@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     auto_stop_idle_minutes: int = Field(default=60, ge=0)
     auto_stop_check_seconds: float = Field(default=60.0, gt=0)
 
+    # History retention (0 days: keep everything forever).
+    history_retention_days: float = Field(default=30.0, ge=0)
+    retention_check_seconds: float = Field(default=3600.0, gt=0)
+
     # Cache.
     redis_url: str | None = None
     upstash_redis_rest_url: str | None = None

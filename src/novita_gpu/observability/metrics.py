@@ -33,6 +33,7 @@ UNMATCHED_ROUTE = "unmatched"
 UPSTREAM_OK = "ok"
 WEBHOOK_OUTCOMES = frozenset({"delivered", "failed_attempt", "gone", "expired"})
 AUTOSTOP_ACTIONS = frozenset({"stopped", "would_stop", "failed"})
+RETENTION_KINDS = frozenset({"instances", "webhook_deliveries", "idempotency_keys"})
 
 _READY_BUCKETS = (5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0)
 _LAG_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0)
@@ -161,6 +162,7 @@ class Metrics:
         )
         self._autostop = Counter("autostop_actions_total", "Auto-stop actions taken", ["action"], registry=r)
         self._cache = Counter("cache_lookups_total", "Cache lookups", ["cache", "result"], registry=r)
+        self._retention = Counter("retention_deleted_total", "Rows deleted by history retention", ["kind"], registry=r)
 
         # Cached label children: labels() takes a lock and builds a tuple on every call.
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any, _Window]] = {}
@@ -249,6 +251,12 @@ class Metrics:
             raise ValueError(f"unknown auto-stop action {action!r}")
         self._autostop.labels(action).inc()
 
+    def observe_retention(self, kind: str, deleted: int) -> None:
+        """Rows of one kind deleted by a retention sweep: instances | webhook_deliveries | idempotency_keys."""
+        if kind not in RETENTION_KINDS:
+            raise ValueError(f"unknown retention kind {kind!r}")
+        self._retention.labels(kind).inc(deleted)
+
     def observe_cache(self, cache: str, hit: bool) -> None:
         """One lookup in the named cache."""
         child = self._cache_children.get((cache, hit))
@@ -277,6 +285,7 @@ class Metrics:
             "webhooks": self._webhooks_summary(),
             "autoStop": self._autostop_summary(),
             "cache": self._cache_summary(),
+            "retention": self._retention_summary(),
         }
 
     def _requests_summary(self) -> dict[str, Any]:
@@ -346,6 +355,14 @@ class Metrics:
             "stopped": actions.get("stopped", 0),
             "wouldStop": actions.get("would_stop", 0),
             "failed": actions.get("failed", 0),
+        }
+
+    def _retention_summary(self) -> dict[str, int]:
+        deleted = {labels["kind"]: int(v) for labels, v in _values(self._retention, "_total")}
+        return {
+            "instances": deleted.get("instances", 0),
+            "webhookDeliveries": deleted.get("webhook_deliveries", 0),
+            "idempotencyKeys": deleted.get("idempotency_keys", 0),
         }
 
     def _cache_summary(self) -> dict[str, Any]:

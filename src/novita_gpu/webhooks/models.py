@@ -34,6 +34,7 @@ class WebhookDelivery(Base):
         Index("ix_webhook_deliveries_pending", "status", "next_attempt_at"),
         # Delivery order per instance and target follows the event id.
         Index("ix_webhook_deliveries_instance", "instance_id", "url", "event_id"),
+        Index("ix_webhook_deliveries_event", "event_id"),  # deleting an event cascades through it
     )
 
 

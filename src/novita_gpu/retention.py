@@ -1,0 +1,111 @@
+"""History retention: the store forgets what nobody needs any more, so months of running do not grow it
+without bound.
+
+- Terminated instances, with their events and webhook deliveries: HISTORY_RETENTION_DAYS after they
+  were terminated. Until then GET, the list and /events still show them.
+- Finished webhook deliveries (delivered, gone, expired), with their attempts: HISTORY_RETENTION_DAYS
+  after their last attempt. Pending ones are the dispatcher's until they are delivered or expire.
+- Idempotency keys: IDEMPOTENCY_TTL_SECONDS after the create they recorded; they replay nothing later.
+
+A live instance keeps its whole status history. Rows go in batches, each its own short transaction taken
+as a worker's turn: SQLite runs inline, and deleting a year of rows at once would hold every request
+behind it. Every replica may sweep; deleting what another replica deleted first is harmless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import structlog
+from sqlalchemy import ColumnElement, and_, delete, func, select, tuple_
+from sqlalchemy.orm import InstrumentedAttribute
+
+from novita_gpu.clock import Clock
+from novita_gpu.db import Database
+from novita_gpu.instances.lifecycle import Status
+from novita_gpu.instances.models import IdempotencyRecord, Instance
+from novita_gpu.observability.metrics import Metrics
+from novita_gpu.settings import Settings
+from novita_gpu.webhooks.models import WebhookDelivery
+
+log = structlog.get_logger(__name__)
+
+FINISHED_DELIVERIES = ("delivered", "gone", "expired")
+BATCH_ROWS = 500
+
+
+class Retention:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        settings: Settings,
+        metrics: Metrics,
+        on_instances_deleted: Callable[[], None],
+        batch_rows: int = BATCH_ROWS,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.settings = settings
+        self.metrics = metrics
+        self.on_instances_deleted = on_instances_deleted  # cached views of deleted rows must go
+        self.batch_rows = batch_rows
+        self.last_run_at: datetime | None = None
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception:  # a failed sweep must not end the worker; the next one retries
+                log.exception("retention_sweep_failed")
+            await self.clock.sleep(self.settings.retention_check_seconds)
+
+    async def sweep(self) -> dict[str, int]:
+        """Delete what is past its retention; the number of rows deleted by kind."""
+        now = self.clock.now()
+        key_cutoff = now - timedelta(seconds=self.settings.idempotency_ttl_seconds)
+        deleted = {
+            "idempotency_keys": await self._purge(
+                (IdempotencyRecord.owner, IdempotencyRecord.key), IdempotencyRecord.created_at < key_cutoff
+            ),
+            "webhook_deliveries": 0,
+            "instances": 0,
+        }
+        if self.settings.history_retention_days > 0:
+            cutoff = now - timedelta(days=self.settings.history_retention_days)
+            deleted["webhook_deliveries"] = await self._purge(
+                (WebhookDelivery.id,),
+                and_(WebhookDelivery.status.in_(FINISHED_DELIVERIES), WebhookDelivery.next_attempt_at < cutoff),
+            )
+            deleted["instances"] = await self._purge(
+                (Instance.id,),
+                and_(
+                    Instance.status == Status.TERMINATED,
+                    func.coalesce(Instance.terminated_at, Instance.updated_at) < cutoff,
+                ),
+            )
+        self.last_run_at = now
+        for kind, count in deleted.items():
+            if count:
+                self.metrics.observe_retention(kind, count)
+        if deleted["instances"]:
+            self.on_instances_deleted()
+        if any(deleted.values()):
+            log.info("retention_swept", **deleted)
+        return deleted
+
+    async def _purge(self, key: tuple[InstrumentedAttribute[str], ...], condition: ColumnElement[bool]) -> int:
+        """Delete the rows matching `condition`, `batch_rows` at a time; how many were deleted."""
+        table = key[0].class_.__table__
+        total = 0
+        while True:
+            batch = select(*key).where(condition).limit(self.batch_rows)
+            async with self.db.worker_write() as session:
+                result = await session.execute(
+                    delete(table).where(tuple_(*key).in_(batch)).execution_options(synchronize_session=False)
+                )
+            deleted = int(getattr(result, "rowcount", 0) or 0)
+            total += deleted
+            if deleted < self.batch_rows:
+                return total
