@@ -60,7 +60,7 @@ class Harness:
         app.state.services = self.services
         app.state.caches = self.services.caches
         self.app = app
-        self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://service")
+        self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost")
         self.emulator = httpx.Client(base_url=self.emulator_server.url, timeout=10)
         return self
 

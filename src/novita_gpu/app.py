@@ -48,6 +48,7 @@ from novita_gpu.settings import Settings
 from novita_gpu.web.auth import ApiKeys, Owner, current_owner
 from novita_gpu.web.deps import ServicesDep
 from novita_gpu.web.errors import install_error_handlers
+from novita_gpu.web.host_guard import HostGuard, answered_hosts
 from novita_gpu.web.middleware import RequestContextMiddleware
 from novita_gpu.web.responses import JSONResponse
 from novita_gpu.webhooks.dispatcher import WebhookDispatcher
@@ -246,6 +247,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         return JSONResponse(services.metrics.summary())
 
     app.add_middleware(CachedInstanceReads)  # inside the request middleware: ids, metrics, access log
+    app.add_middleware(HostGuard, answered=answered_hosts(settings))  # before any answer, cached ones too
     app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     return app
 

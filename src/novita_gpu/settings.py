@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     # Access.
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     allow_unauthenticated: bool = False
+    # Host names answered besides loopback ones (empty: any name with API keys, loopback only without).
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_body_bytes: int = 64 * 1024
 
     # Instance defaults and lifecycle limits.
@@ -107,7 +109,7 @@ class Settings(BaseSettings):
     def _secret_list(cls, value: object) -> object:
         return _split_csv(value)
 
-    @field_validator("webhook_allow_hosts", "webhook_allow_networks", mode="before")
+    @field_validator("allowed_hosts", "webhook_allow_hosts", "webhook_allow_networks", mode="before")
     @classmethod
     def _str_list(cls, value: object) -> object:
         return _split_csv(value)
@@ -135,7 +137,7 @@ class Settings(BaseSettings):
 
     def check_exposure(self, host: str) -> None:
         """Refuse to listen beyond loopback with no API keys, unless explicitly allowed."""
-        if self.api_keys or self.allow_unauthenticated or _is_loopback_host(host):
+        if self.api_keys or self.allow_unauthenticated or is_loopback_host(host):
             return
         raise InsecureConfiguration(
             f"Refusing to listen on {host!r} without authentication: no API_KEYS are configured, so "
@@ -145,7 +147,7 @@ class Settings(BaseSettings):
         )
 
 
-def _is_loopback_host(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
     if host == "localhost":
         return True
     try:
