@@ -1,5 +1,9 @@
-"""DNS rebinding: without API keys the service answers only requests addressed to a loopback name (or a
-name in ALLOWED_HOSTS); a page on another domain that re-points its DNS at 127.0.0.1 is refused."""
+"""What a web page open in the user's browser can do to a service on their machine: nothing.
+
+DNS rebinding: without API keys the service answers only requests addressed to a loopback name (or a
+name in ALLOWED_HOSTS); a page on another domain that re-points its DNS at 127.0.0.1 is refused.
+Cross-site requests: a page may send "simple" POSTs (form or text bodies, no preflight) to localhost;
+no body of those kinds is read as JSON, so none can create, stop or delete an instance by name."""
 
 from __future__ import annotations
 
@@ -83,3 +87,22 @@ async def test_over_real_http_a_rebound_page_cannot_create_an_instance(tmp_path:
         assert refused.status_code == 400 and refused.json()["error"]["code"] == "HOST_NOT_ALLOWED"
         assert (await browser.get("/api/instances")).json()["total"] == 0
         assert (await browser.post("/api/instances", json=body)).status_code == 201
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"]
+)
+async def test_a_cross_site_simple_post_cannot_create_or_act_by_name(harness: Harness, content_type: str) -> None:
+    created = await harness.create(name="my-instance")
+    headers = {"Content-Type": content_type}
+    for path, body in [
+        ("/api/instances", b'{"name": "x", "productName": "RTX 4090 24GB", "templateId": "pytorch-jupyter"}'),
+        ("/api/instances/stop", b'{"instanceName": "my-instance"}'),
+        ("/api/instances/delete", b'{"instanceName": "my-instance"}'),
+        ("/api/instances/auto-stop/trigger", b'{"dryRun": false}'),
+    ]:
+        response = await harness.http.post(path, content=body, headers=headers)
+        assert response.status_code == 400, (path, response.text)
+        assert response.json()["error"]["code"] == "VALIDATION_ERROR"
+    listed = (await harness.http.get("/api/instances")).json()["instances"]
+    assert [(i["instanceId"], i["status"]) for i in listed] == [(created["instanceId"], "creating")]
