@@ -224,7 +224,7 @@ class WebhookDispatcher:
     async def _claim(self, now: datetime, limit: int, token: str) -> list[WebhookDelivery]:
         """Lease up to `limit` due deliveries, each the oldest pending one of its (instance, url)."""
         # On a plain connection: every committed change wakes this worker, and most find nothing due.
-        ids = [row[0] for row in await self.db.fetch(_DUE.limit(limit).params(now=now))]
+        ids = [row[0] for row in await self.db.fetch(_DUE.limit(limit), {"now": now})]
         if not ids:
             return []
         async with self.db.write() as session:
