@@ -1,22 +1,22 @@
-"""The asyncio client: `Client`'s methods, awaited. Both send the same `Call`s from `calls`."""
+"""The asyncio client: the calls of `Methods`, to be awaited, plus waiting and paging."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from types import TracebackType
-from typing import Literal, Unpack
 
 import httpx
 
 from novita_gpu.sdk import answers, calls
-from novita_gpu.sdk.calls import Call, CreateOptions, Json
-from novita_gpu.sdk.config import DEFAULT_URL, ClientConfig
+from novita_gpu.sdk.calls import Call, Json
+from novita_gpu.sdk.config import DEFAULT_URL
+from novita_gpu.sdk.methods import Methods
 from novita_gpu.sdk.retry import RetryPolicy
 from novita_gpu.sdk.waiting import Wait
 
 
-class AsyncClient:
+class AsyncClient(Methods[Awaitable[Json]]):
     """The asyncio twin of `Client`: same methods and answers, to be awaited (`iter_instances` is an async
     iterator). Use it as `async with AsyncClient(...) as client:` or call `aclose()`."""
 
@@ -28,15 +28,8 @@ class AsyncClient:
         timeout: float = 30.0,
         retry: RetryPolicy | None = None,
     ) -> None:
-        self._config = ClientConfig(base_url, api_key, timeout, retry or RetryPolicy())
+        super().__init__(base_url, api_key, timeout, retry)
         self._http = httpx.AsyncClient(**self._config.httpx_options())
-
-    @property
-    def base_url(self) -> str:
-        return self._config.base_url
-
-    def __repr__(self) -> str:
-        return self._config.describe(type(self).__name__)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -65,38 +58,9 @@ class AsyncClient:
             await asyncio.sleep(delay)
             attempt += 1
 
-    # -- instances ---------------------------------------------------------------------------------
-
-    async def create(
-        self,
-        name: str,
-        product_name: str,
-        template_id: str | int,
-        *,
-        idempotency_key: str | None = None,
-        **options: Unpack[CreateOptions],
-    ) -> Json:
-        """Create an instance (201, status "creating"). Each call sends an Idempotency-Key (a fresh one unless
-        given), so its retries never make a second instance."""
-        return await self._send(calls.create(name, product_name, template_id, options, idempotency_key))
-
-    async def get(self, instance_id: str) -> Json:
-        return await self._send(calls.get(instance_id))
-
     async def get_by_name(self, name: str) -> Json:
         """The live instance called `name` (else the newest one); `ApiError` 404 when there is none."""
         return answers.named(await self._send(calls.list_page(name=name, limit=1)), name)
-
-    async def list_instances(
-        self,
-        *,
-        status: str | Iterable[str] | None = None,
-        name: str | None = None,
-        limit: int | None = None,
-        cursor: str | None = None,
-    ) -> Json:
-        """One page, newest first: `{instances, total, nextCursor}`."""
-        return await self._send(calls.list_page(status, name, limit, cursor))
 
     async def iter_instances(
         self, *, status: str | Iterable[str] | None = None, name: str | None = None, page_size: int = 100
@@ -125,72 +89,3 @@ class AsyncClient:
         while (done := wait.outcome(await self._send(wait.next_call()))) is None:
             pass
         return done
-
-    async def start(
-        self, instance_id: str, *, webhook_url: str | None = None, health_check_path: str | None = None
-    ) -> Json:
-        return await self._send(calls.start(instance_id, webhook_url, health_check_path))
-
-    async def start_by_name(
-        self, name: str, *, webhook_url: str | None = None, health_check_path: str | None = None
-    ) -> Json:
-        return await self._send(calls.start_by_name(name, webhook_url, health_check_path))
-
-    async def stop(self, instance_id: str) -> Json:
-        return await self._send(calls.stop(instance_id))
-
-    async def stop_by_name(self, name: str) -> Json:
-        return await self._send(calls.by_name("stop", name))
-
-    async def delete(self, instance_id: str) -> Json:
-        """Delete upstream and mark terminated (the record is kept)."""
-        return await self._send(calls.delete(instance_id))
-
-    async def delete_by_name(self, name: str) -> Json:
-        return await self._send(calls.by_name("delete", name))
-
-    async def touch(self, instance_id: str) -> Json:
-        """Mark the instance used now, deferring its auto-stop."""
-        return await self._send(calls.touch(instance_id))
-
-    async def events(self, instance_id: str) -> Json:
-        """Status history with webhook deliveries: `{instanceId, events}`."""
-        return await self._send(calls.events(instance_id))
-
-    async def sync(self) -> Json:
-        """Reconcile with Novita now; returns counts."""
-        return await self._send(calls.sync())
-
-    # -- catalog, auto-stop, service ---------------------------------------------------------------
-
-    async def products(
-        self,
-        product_name: str | None = None,
-        *,
-        billing_mode: Literal["onDemand", "spot"] | None = None,
-        gpu_num: int | None = None,
-    ) -> Json:
-        return await self._send(calls.products(product_name, billing_mode, gpu_num))
-
-    async def templates(self, name: str | None = None) -> Json:
-        return await self._send(calls.templates(name))
-
-    async def autostop_stats(self) -> Json:
-        return await self._send(calls.autostop_stats())
-
-    async def autostop_trigger(self, *, dry_run: bool = True) -> Json:
-        """Run an auto-stop sweep now; with `dry_run` only report what it would stop."""
-        return await self._send(calls.autostop_trigger(dry_run))
-
-    async def health(self) -> Json:
-        """The health report, also when the service is unhealthy (HTTP 503)."""
-        return await self._send(calls.health())
-
-    async def metrics(self) -> Json:
-        return await self._send(calls.metrics())
-
-    async def cache_stats(self) -> Json:
-        return await self._send(calls.cache_stats())
-
-    async def clear_cache(self, cache_name: str | None = None) -> Json:
-        return await self._send(calls.clear_cache(cache_name))
