@@ -170,15 +170,33 @@ async def test_marking_a_failed_instance_used_defers_its_stop(tmp_path: Path) ->
         await harness.stop()
 
 
-async def test_an_instance_that_failed_while_booting_is_left_alone(tmp_path: Path) -> None:
+async def test_an_instance_that_failed_while_novita_still_boots_it_is_deleted_when_idle(tmp_path: Path) -> None:
+    """Novita bills from the image pull on and cannot stop a booting instance: once idle it is deleted."""
     harness = await Harness(tmp_path, startup_timeout_seconds=60).start()
     try:
         harness.faults(stuck_in_pulling=True)
-        created = await harness.create(autoStopMinutes=1)
+        created = await harness.create(autoStopMinutes=5)
+        never = await harness.create(autoStopMinutes=0)
         failed = await harness.until_status(created["instanceId"], "failed", max_seconds=300)
-        assert failed["statusReason"] == "STARTUP_TIMEOUT" and failed["autoStop"]["stopsAt"] is None
-        harness.clock.advance(minutes(120))
+        assert failed["statusReason"] == "STARTUP_TIMEOUT" and failed["upstreamStatus"] == "pulling"
+        assert failed["autoStop"]["action"] == "delete"
+        deadline = datetime.fromisoformat(failed["failedAt"]) + timedelta(minutes=5)
+        assert datetime.fromisoformat(failed["autoStop"]["stopsAt"]) == deadline
+
+        harness.clock.advance((deadline - harness.clock.now()).total_seconds() - 1)
         assert (await harness.services.sweeper.sweep(dry_run=False))["stopped"] == []
-        assert (await harness.instance(created["instanceId"]))["status"] == "failed"
+        harness.clock.advance(1)
+        [ended] = (await harness.services.sweeper.sweep(dry_run=False))["stopped"]
+        assert ended["instanceId"] == created["instanceId"] and ended["action"] == "delete"
+        gone = await harness.until_status(created["instanceId"], "terminated")
+        assert gone["statusReason"] == "AUTO_STOP"
+        live = {i["id"]: i["status"] for i in harness.live_upstream()}
+        assert gone["novitaInstanceId"] not in live
+        assert (await harness.instance(never["instanceId"]))["status"] == "failed"  # 0 minutes: never
+
+        stats = (await harness.http.get("/api/instances/auto-stop/stats")).json()
+        assert stats["stoppedSoFar"] == 1
+        metrics = (await harness.http.get("/api/metrics")).json()
+        assert metrics["autoStop"]["deleted"] == 1
     finally:
         await harness.stop()

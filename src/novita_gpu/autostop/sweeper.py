@@ -1,4 +1,5 @@
-"""The auto-stop sweeper: stops idle instances through the normal stop path (reason AUTO_STOP).
+"""The auto-stop sweeper: stops idle instances through the normal stop path (reason AUTO_STOP), or
+deletes them through the normal delete path when Novita cannot stop them (see policy.py).
 
 It wakes at the earliest idle deadline (never later than AUTO_STOP_CHECK_SECONDS), so an idle instance
 is stopped within moments of its deadline and never before it. Each stop re-checks idleness under the
@@ -15,7 +16,7 @@ from typing import Any
 import structlog
 from sqlalchemy import select
 
-from novita_gpu.autostop.policy import gpu_hours_saved, idle_since, is_idle, stops_at
+from novita_gpu.autostop.policy import IdleAction, gpu_hours_saved, idle_action, idle_since, is_idle, stops_at
 from novita_gpu.clock import Clock
 from novita_gpu.db import Database
 from novita_gpu.instances.lifecycle import Reason, Status
@@ -35,6 +36,7 @@ class Candidate:
     instance_id: str
     name: str
     status: str
+    action: IdleAction
     idle_minutes: int
     last_used_at: datetime | None
     idle_since: datetime | None
@@ -45,6 +47,7 @@ class Candidate:
             "instanceId": self.instance_id,
             "name": self.name,
             "status": self.status,
+            "action": self.action,
             "idleMinutes": self.idle_minutes,
             "lastUsedAt": iso(self.last_used_at),
             "idleSince": iso(self.idle_since),
@@ -53,10 +56,12 @@ class Candidate:
 
 
 def _candidate(row: Instance) -> Candidate | None:
-    deadline = stops_at(row)
-    if deadline is None:
+    deadline, action = stops_at(row), idle_action(row)
+    if deadline is None or action is None:
         return None
-    return Candidate(row.id, row.name, row.status, row.auto_stop_minutes, row.last_used_at, idle_since(row), deadline)
+    return Candidate(
+        row.id, row.name, row.status, action, row.auto_stop_minutes, row.last_used_at, idle_since(row), deadline
+    )
 
 
 class AutoStopSweeper:
@@ -109,9 +114,9 @@ class AutoStopSweeper:
         acted: list[Candidate] = []
         if not dry_run and self.settings.auto_stop_enabled:
             for candidate in idle:
-                if await self._stop(candidate.instance_id):
+                if await self._end(candidate):
                     acted.append(candidate)
-                    self.metrics.observe_autostop("stopped")
+                    self.metrics.observe_autostop("stopped" if candidate.action == "stop" else "deleted")
                     self.instances.notify_changed(candidate.instance_id)
         elif dry_run:
             for _ in idle:
@@ -121,16 +126,18 @@ class AutoStopSweeper:
         key = "wouldStop" if dry_run else "stopped"
         return {"dryRun": dry_run, "checkedAt": iso(now), key: [c.as_dict() for c in (idle if dry_run else acted)]}
 
-    async def _stop(self, instance_id: str) -> bool:
+    async def _end(self, candidate: Candidate) -> bool:
+        """Stop (or delete) the candidate if it is still idle, with the same action, under its row's lock."""
         async with self.db.write() as session:
-            query = select(Instance).where(Instance.id == instance_id)
+            query = select(Instance).where(Instance.id == candidate.instance_id)
             if not self.db.is_sqlite:
                 query = query.with_for_update()
             row = (await session.execute(query)).scalar_one_or_none()
-            if row is None or not is_idle(row, self.clock.now()):
+            if row is None or not is_idle(row, self.clock.now()) or idle_action(row) != candidate.action:
                 return False
-            code, _ = await self.instances.stop_row(session, row, Reason.AUTO_STOP)
-        log.info("autostop_stopped", instance_id=instance_id)
+            end = self.instances.stop_row if candidate.action == "stop" else self.instances.delete_row
+            code, _ = await end(session, row, Reason.AUTO_STOP)
+        log.info("autostop_ended", instance_id=candidate.instance_id, action=candidate.action)
         return code == 202
 
     async def stats(self, owner: str) -> dict[str, Any]:
@@ -147,8 +154,9 @@ class AutoStopSweeper:
             )
         hours = dollars = 0.0
         for row in stopped:
-            if row.status == Status.STOPPED and row.stopped_at is not None:
-                saved = gpu_hours_saved(row.stopped_at, now, row.gpu_num)
+            ended_at = {Status.STOPPED: row.stopped_at, Status.TERMINATED: row.terminated_at}.get(Status(row.status))
+            if ended_at is not None:
+                saved = gpu_hours_saved(ended_at, now, row.gpu_num)
                 hours += saved
                 dollars += saved / max(1, row.gpu_num) * (row.price_per_hour or 0.0)
         return {

@@ -110,9 +110,10 @@ def autostop_trigger(
         summary = f"{'would stop (dry run)' if answer['dryRun'] else 'stopped'}: {len(items)}"
         if not items:
             return summary
-        table = grid("ID", "NAME", "STATUS", "IDLE MIN", "STOPS AT", keep=2)
+        table = grid("ID", "NAME", "STATUS", "ACTION", "IDLE MIN", "STOPS AT", keep=2)
         for c in items:
-            table.add_row(c["instanceId"], c["name"], c["status"], text(c["idleMinutes"]), when(c["stopsAt"]))
+            idle = text(c["idleMinutes"])
+            table.add_row(c["instanceId"], c["name"], c["status"], c["action"], idle, when(c["stopsAt"]))
         return Group(Text(summary), table)
 
     show(answer, as_json, render)

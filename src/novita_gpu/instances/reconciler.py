@@ -520,7 +520,10 @@ class Reconciler:
 
     async def _gone_upstream(self, row: Instance) -> bool:
         async def mutate(session: AsyncSession, r: Instance) -> None:
-            reason = Reason.USER if r.desired_state == Goal.TERMINATED else Reason.UPSTREAM_DELETED
+            if r.desired_state == Goal.TERMINATED:  # deleted as asked: by a user, or by auto-stop
+                reason = Reason(r.pending_reason) if r.pending_reason in set(Reason) else Reason.USER
+            else:
+                reason = Reason.UPSTREAM_DELETED
             r.pending_action = None
             r.desired_state = Goal.TERMINATED
             r.terminated_at = self.clock.now()

@@ -481,24 +481,28 @@ class InstanceService:
     async def delete(self, owner: str, ref: str, *, by_name: bool) -> tuple[int, dict[str, Any]]:
         async with self.db.write() as session:
             row = await self._load(session, owner, ref, by_name=by_name, lock=True)
-            if row.status in GONE:
-                return 200, self._answer(row, f"Instance is already {row.status}.")
-            now = self.clock.now()
-            row.desired_state = Goal.TERMINATED
-            row.operation_id = f"op_{uuid.uuid4().hex[:16]}"
-            row.action_attempts = 0
-            row.next_action_at = None
-            if row.novita_instance_id is None and row.create_attempted_at is None:
-                row.pending_action = None
-                row.terminated_at = now
-                await self._change(session, row, Status.TERMINATED, reason=Reason.USER, message="Deleted.")
-            else:
-                row.pending_action = Action.DELETE
-                row.pending_reason = Reason.USER
-                await self._change(session, row, Status.TERMINATING, reason=Reason.USER, message="Delete requested.")
-            answer = self._answer(row, "Instance deletion initiated.")
-        self.notify_changed(row.id)
-        return 202, answer
+            code, answer = await self.delete_row(session, row, Reason.USER)
+        if code == 202:
+            self.notify_changed(row.id)
+        return code, answer
+
+    async def delete_row(self, session: AsyncSession, row: Instance, reason: Reason) -> tuple[int, dict[str, Any]]:
+        """Record a delete in the caller's transaction (also used by the auto-stop sweeper)."""
+        if row.status in GONE:
+            return 200, self._answer(row, f"Instance is already {row.status}.")
+        row.desired_state = Goal.TERMINATED
+        row.operation_id = f"op_{uuid.uuid4().hex[:16]}"
+        row.action_attempts = 0
+        row.next_action_at = None
+        if row.novita_instance_id is None and row.create_attempted_at is None:
+            row.pending_action = None
+            row.terminated_at = self.clock.now()
+            await self._change(session, row, Status.TERMINATED, reason=reason, message="Deleted.")
+        else:
+            row.pending_action = Action.DELETE
+            row.pending_reason = reason
+            await self._change(session, row, Status.TERMINATING, reason=reason, message="Delete requested.")
+        return 202, self._answer(row, "Instance deletion initiated.")
 
     async def touch(self, owner: str, instance_id: str) -> dict[str, Any]:
         async with self.db.write() as session:

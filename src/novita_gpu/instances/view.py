@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from novita_gpu.autostop.policy import stops_at
+from novita_gpu.autostop.policy import idle_action, stops_at
 from novita_gpu.instances.models import Instance
 
 
@@ -38,7 +38,9 @@ def instance_view(row: Instance) -> dict[str, Any]:
         "autoStop": {
             "idleMinutes": row.auto_stop_minutes,
             "lastUsedAt": iso(row.last_used_at),
-            "stopsAt": iso(stops_at(row)),
+            "stopsAt": iso(deadline := stops_at(row)),
+            # What happens then: "stop", or "delete" for a failed instance Novita cannot stop.
+            "action": idle_action(row) if deadline is not None else None,
         },
         "envKeys": [env["key"] for env in row.envs],
         "labels": row.labels,

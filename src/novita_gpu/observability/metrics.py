@@ -32,7 +32,7 @@ DEFAULT_WINDOW = 2048
 UNMATCHED_ROUTE = "unmatched"
 UPSTREAM_OK = "ok"
 WEBHOOK_OUTCOMES = frozenset({"delivered", "failed_attempt", "gone", "expired"})
-AUTOSTOP_ACTIONS = frozenset({"stopped", "would_stop", "failed"})
+AUTOSTOP_ACTIONS = frozenset({"stopped", "deleted", "would_stop", "failed"})
 RETENTION_KINDS = frozenset({"instances", "webhook_deliveries", "idempotency_keys"})
 
 _READY_BUCKETS = (5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0)
@@ -246,7 +246,7 @@ class Metrics:
         self._webhook_oldest.set(oldest_pending_seconds)
 
     def observe_autostop(self, action: str) -> None:
-        """One auto-stop decision carried out: stopped | would_stop (dry run) | failed."""
+        """One auto-stop decision carried out: stopped | deleted | would_stop (dry run) | failed."""
         if action not in AUTOSTOP_ACTIONS:
             raise ValueError(f"unknown auto-stop action {action!r}")
         self._autostop.labels(action).inc()
@@ -353,6 +353,7 @@ class Metrics:
         actions = {labels["action"]: int(v) for labels, v in _values(self._autostop, "_total")}
         return {
             "stopped": actions.get("stopped", 0),
+            "deleted": actions.get("deleted", 0),
             "wouldStop": actions.get("would_stop", 0),
             "failed": actions.get("failed", 0),
         }

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from novita_gpu.autostop.policy import idle_since, is_idle, stops_at
+from novita_gpu.autostop.policy import idle_action, idle_since, is_idle, stops_at
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
@@ -25,6 +25,7 @@ class Row:
 
 def test_a_ready_instance_stops_its_idle_limit_after_becoming_ready() -> None:
     row = Row()
+    assert idle_action(row) == "stop"
     assert stops_at(row) == T0 + timedelta(minutes=10)
     assert not is_idle(row, T0 + timedelta(minutes=10) - timedelta(microseconds=1))
     assert is_idle(row, T0 + timedelta(minutes=10))
@@ -43,9 +44,24 @@ def test_a_failed_instance_novita_still_runs_is_idle_from_its_failure() -> None:
     assert stops_at(touched) == T0 + timedelta(minutes=15)
 
 
-@pytest.mark.parametrize("upstream", ["pulling", "starting", "toStop", "exited", "removed", None, "unknownState"])
-def test_a_failed_instance_novita_does_not_run_has_no_idle_clock(upstream: str | None) -> None:
-    assert stops_at(Row(status="failed", upstream_status=upstream, ready_at=None, failed_at=T0)) is None
+@pytest.mark.parametrize(
+    ("upstream", "action"),
+    [
+        ("running", "stop"),
+        ("pulling", "delete"),  # Novita bills from the pull on, and cannot stop a booting instance
+        ("starting", "delete"),
+        ("toCreate", "delete"),
+        ("toStop", None),
+        ("exited", None),
+        ("removed", None),
+        (None, None),  # never created upstream
+        ("unknownState", None),
+    ],
+)
+def test_what_ends_a_failed_instance_depends_on_what_novita_holds(upstream: str | None, action: str | None) -> None:
+    failed = Row(status="failed", upstream_status=upstream, ready_at=None, failed_at=T0)
+    assert idle_action(failed) == action
+    assert stops_at(failed) == (T0 + timedelta(minutes=10) if action else None)
 
 
 @pytest.mark.parametrize(

@@ -119,7 +119,7 @@ def test_readiness_webhooks_autostop_and_cache_figures() -> None:
         "oldestPendingSeconds": 42.25,
         "lag": {"count": 2, "p50": 0.5, "p95": 1.5, "p99": 1.5},
     }
-    assert summary["autoStop"] == {"stopped": 1, "wouldStop": 2, "failed": 0}
+    assert summary["autoStop"] == {"stopped": 1, "deleted": 0, "wouldStop": 2, "failed": 0}
     assert summary["cache"] == {
         "hits": 3,
         "misses": 2,
