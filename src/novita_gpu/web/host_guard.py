@@ -40,9 +40,14 @@ def _normalised(host: str) -> str:
 
 
 class HostGuard:
+    _MAX_VERDICTS = 256
+
     def __init__(self, app: ASGIApp, answered: frozenset[str] | None) -> None:
         self.app = app
         self.answered = answered
+        # Host header value -> answered? Clients send a handful of values, and judging one (an IP
+        # address parse included) on every request was a measurable part of a cached GET.
+        self._verdicts: dict[bytes, bool] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.answered is None or scope["type"] != "http" or self._answers(scope):
@@ -60,6 +65,14 @@ class HostGuard:
     def _answers(self, scope: Scope) -> bool:
         for name, value in scope["headers"]:
             if name == b"host":
-                host = host_name(value.decode("latin-1"))
-                return not host or is_loopback_host(host) or host in (self.answered or ())
+                verdict = self._verdicts.get(value)
+                if verdict is None:
+                    if len(self._verdicts) >= self._MAX_VERDICTS:
+                        self._verdicts.clear()
+                    verdict = self._verdicts[value] = self._judge(value)
+                return verdict
         return True  # no Host header (HTTP/1.0): not a browser, so not a rebinding attack
+
+    def _judge(self, host_header: bytes) -> bool:
+        host = host_name(host_header.decode("latin-1"))
+        return not host or is_loopback_host(host) or host in (self.answered or ())
