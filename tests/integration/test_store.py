@@ -120,3 +120,17 @@ async def test_upgrading_gives_instances_that_failed_earlier_an_idle_clock(store
     async with db.read() as session:
         failed_at = dict((await session.execute(select(Instance.id, Instance.failed_at))).tuples().all())
     assert failed_at == {failed: failed_update, creating: None}
+
+
+async def test_list_pages_filter_and_follow_the_cursor_on_both_stores(store_harness: Harness) -> None:
+    ids = [(await store_harness.create(name=f"p-{i}"))["instanceId"] for i in range(3)]
+    get = store_harness.http.get
+    first = (await get("/api/instances", params={"limit": 2, "status": "creating,ready"})).json()
+    rest = (
+        await get("/api/instances", params={"limit": 2, "status": "creating", "cursor": first["nextCursor"]})
+    ).json()
+    seen = [i["instanceId"] for i in first["instances"] + rest["instances"]]
+    assert sorted(seen) == sorted(ids)  # each once (created in the same instant: ordered by id)
+    assert first["total"] == rest["total"] == 3 and rest["nextCursor"] is None
+    named = (await get("/api/instances", params={"name": "p-1", "status": "creating"})).json()
+    assert [i["instanceId"] for i in named["instances"]] == [ids[1]] and named["total"] == 1

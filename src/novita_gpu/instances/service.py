@@ -8,6 +8,7 @@ dies right after answering.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import uuid
@@ -15,13 +16,13 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, inspect, select
+from sqlalchemy import Select, String, bindparam, func, insert, inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from novita_gpu.catalog.service import Catalog, CatalogError
 from novita_gpu.clock import Clock
-from novita_gpu.db import Database, table_of
+from novita_gpu.db import Database, UTCDateTime, table_of
 from novita_gpu.instances.changes import CachedView, ChangeFeed, ListPage, ReadCache
 from novita_gpu.instances.events import change_status, record_change
 from novita_gpu.instances.lifecycle import (
@@ -70,6 +71,27 @@ _INSERT_INSTANCE = insert(table_of(Instance))
 def encode_cursor(created_at: datetime, instance_id: str) -> str:
     raw = f"{created_at.isoformat()}|{instance_id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+_ROWS_BY_ID = select(Instance).where(Instance.id.in_(bindparam("ids", expanding=True)))
+
+
+@functools.lru_cache(maxsize=8)
+def _page_queries(by_status: bool, by_name: bool, after_cursor: bool) -> tuple[Select[Any], Select[Any]]:
+    """A list page's id query and count query for one shape of filters, built once with bind parameters
+    (owner, statuses, name, created + row_id, limit): composing them on every request cost about as much as
+    running them."""
+    filters = [Instance.owner == bindparam("owner")]
+    if by_status:
+        filters.append(Instance.status.in_(bindparam("statuses", expanding=True)))
+    if by_name:
+        filters.append(Instance.name == bindparam("name"))
+    ids = select(Instance.id, Instance.created_at).where(*filters)
+    if after_cursor:
+        created, row_id = bindparam("created", type_=UTCDateTime()), bindparam("row_id", type_=String())
+        ids = ids.where((Instance.created_at < created) | ((Instance.created_at == created) & (Instance.id < row_id)))
+    ids = ids.order_by(Instance.created_at.desc(), Instance.id.desc()).limit(bindparam("limit"))
+    return ids, select(func.count()).select_from(Instance).where(*filters)
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
@@ -316,27 +338,19 @@ class InstanceService:
     ) -> ListPage:
         """One page, newest first. The page's ids come from the index; their views from the read cache,
         so a page is rebuilt cheaply after a change and only changed rows are loaded again."""
-        filters = [Instance.owner == owner]
-        if statuses:
-            filters.append(Instance.status.in_(statuses))
-        if name:
-            filters.append(Instance.name == name)
-        query = select(Instance.id, Instance.created_at).where(*filters)
+        ids_query, count_query = _page_queries(bool(statuses), bool(name), bool(cursor))
+        params: dict[str, Any] = {"owner": owner, "statuses": statuses, "name": name, "limit": limit + 1}
         if cursor:
-            created, row_id = decode_cursor(cursor)
-            query = query.where(
-                (Instance.created_at < created) | ((Instance.created_at == created) & (Instance.id < row_id))
-            )
-        query = query.order_by(Instance.created_at.desc(), Instance.id.desc()).limit(limit + 1)
-        async with self.db.read() as session:
-            keys = list((await session.execute(query)).tuples())
-            total = await session.scalar(select(func.count()).select_from(Instance).where(*filters))
-            more = len(keys) > limit
-            keys = keys[:limit]
-            views = {instance_id: self.reads.view(instance_id) for instance_id, _ in keys}
-            missing = [instance_id for instance_id, cached in views.items() if cached is None]
-            if missing:
-                for row in (await session.execute(select(Instance).where(Instance.id.in_(missing)))).scalars():
+            params["created"], params["row_id"] = decode_cursor(cursor)
+        keys = [tuple(key) for key in await self.db.fetch(ids_query, params)]
+        [(total,)] = await self.db.fetch(count_query, params)
+        more = len(keys) > limit
+        keys = keys[:limit]
+        views = {instance_id: self.reads.view(instance_id) for instance_id, _ in keys}
+        missing = [instance_id for instance_id, cached in views.items() if cached is None]
+        if missing:
+            async with self.db.read() as session:
+                for row in (await session.execute(_ROWS_BY_ID, {"ids": missing})).scalars():
                     views[row.id] = fresh = CachedView(row.owner, instance_view(row))
                     self.reads.put_view(row.id, fresh)
         return ListPage(
