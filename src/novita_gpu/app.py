@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 from fastapi import Depends, FastAPI
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 from sqlalchemy import func, select
 
 from novita_gpu import __version__
@@ -47,7 +47,7 @@ from novita_gpu.serving import BackgroundServer
 from novita_gpu.settings import Settings
 from novita_gpu.web.auth import ApiKeys, Owner, current_owner
 from novita_gpu.web.deps import ServicesDep
-from novita_gpu.web.errors import install_error_handlers
+from novita_gpu.web.errors import ERROR_RESPONSES, install_error_handlers
 from novita_gpu.web.host_guard import HostGuard, answered_hosts
 from novita_gpu.web.middleware import RequestContextMiddleware
 from novita_gpu.web.responses import JSONResponse
@@ -225,6 +225,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         version=__version__,
         lifespan=lifespan,
         default_response_class=JSONResponse,
+        responses=ERROR_RESPONSES,
     )
     app.state.api_keys = ApiKeys([k.get_secret_value() for k in settings.api_keys])
     app.state.metrics = metrics
@@ -235,7 +236,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.include_router(catalog_router)
     app.include_router(cache_router, dependencies=[Depends(current_owner)])
 
-    @app.get("/metrics", tags=["observability"], summary="Prometheus metrics")
+    @app.get("/metrics", tags=["observability"], summary="Prometheus metrics", response_class=PlainTextResponse)
     async def prometheus_metrics(owner: Owner, services: ServicesDep) -> Response:
         await _refresh_instance_counts(services)
         body, content_type = services.metrics.render()

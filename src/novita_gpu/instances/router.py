@@ -7,6 +7,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Query
 from starlette.responses import Response
 
+from novita_gpu.instances.answers import (
+    ActionAnswer,
+    CreatedAnswer,
+    EventsAnswer,
+    InstanceAnswer,
+    InstancePageAnswer,
+    SyncAnswer,
+    TouchAnswer,
+)
 from novita_gpu.instances.lifecycle import Status
 from novita_gpu.instances.schemas import CreateInstanceIn, InstanceNameIn, LastUsedIn, StartIn, SyncIn
 from novita_gpu.instances.view import instance_view
@@ -18,13 +27,19 @@ from novita_gpu.web.responses import JSONResponse
 router = APIRouter(prefix="/api/instances", tags=["instances"])
 
 _STATUSES = {s.value for s in Status}
+# Start, stop and delete answer 202 when accepted and 200 when the instance is already so, alike.
+_ALREADY: dict[int | str, dict[str, Any]] = {200: {"model": ActionAnswer, "description": "Already in that state"}}
 
 
 def _json(status: int, body: dict[str, Any]) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
-@router.get("/{instance_id}", summary="One instance; long-poll with ?waitFor=ready&timeout=30")
+@router.get(
+    "/{instance_id}",
+    summary="One instance; long-poll with ?waitFor=ready&timeout=30",
+    response_model=InstanceAnswer,
+)
 async def get_instance(
     instance_id: str,
     owner: Owner,
@@ -47,7 +62,15 @@ async def get_instance(
     return _json(200, instance_view(row))
 
 
-@router.post("", status_code=201, summary="Create an instance from a GPU product name and a template")
+@router.post(
+    "",
+    status_code=201,
+    summary="Create an instance from a GPU product name and a template",
+    responses={
+        201: {"model": CreatedAnswer},
+        200: {"model": CreatedAnswer, "description": "Replayed (same Idempotency-Key)"},
+    },
+)
 async def create_instance(
     body: CreateInstanceIn,
     owner: Owner,
@@ -58,7 +81,11 @@ async def create_instance(
     return _json(status, answer)
 
 
-@router.get("", summary="List instances (from the store; filters and cursor pagination)")
+@router.get(
+    "",
+    summary="List instances (from the store; filters and cursor pagination)",
+    response_model=InstancePageAnswer,
+)
 async def list_instances(
     owner: Owner,
     services: ServicesDep,
@@ -80,7 +107,9 @@ async def list_instances(
     return Response(page.body, media_type=JSONResponse.media_type)
 
 
-@router.post("/start", status_code=202, summary="Start an instance by name")
+@router.post(
+    "/start", status_code=202, summary="Start an instance by name", response_model=ActionAnswer, responses=_ALREADY
+)
 async def start_by_name(body: StartIn, owner: Owner, services: ServicesDep) -> JSONResponse:
     if body.instance_name is None:
         raise ApiError(
@@ -92,17 +121,21 @@ async def start_by_name(body: StartIn, owner: Owner, services: ServicesDep) -> J
     return _json(*await services.instances.start(owner, body.instance_name, body, by_name=True))
 
 
-@router.post("/stop", status_code=202, summary="Stop an instance by name")
+@router.post(
+    "/stop", status_code=202, summary="Stop an instance by name", response_model=ActionAnswer, responses=_ALREADY
+)
 async def stop_by_name(body: InstanceNameIn, owner: Owner, services: ServicesDep) -> JSONResponse:
     return _json(*await services.instances.stop(owner, body.instance_name, by_name=True))
 
 
-@router.post("/delete", status_code=202, summary="Delete an instance by name")
+@router.post(
+    "/delete", status_code=202, summary="Delete an instance by name", response_model=ActionAnswer, responses=_ALREADY
+)
 async def delete_by_name(body: InstanceNameIn, owner: Owner, services: ServicesDep) -> JSONResponse:
     return _json(*await services.instances.delete(owner, body.instance_name, by_name=True))
 
 
-@router.post("/sync", summary="Reconcile with Novita now")
+@router.post("/sync", summary="Reconcile with Novita now", response_model=SyncAnswer)
 async def sync(owner: Owner, services: ServicesDep, body: Annotated[SyncIn | None, Body()] = None) -> JSONResponse:
     result = await services.reconciler.tick(full=True)
     became_ready = await services.prober.tick()
@@ -111,30 +144,52 @@ async def sync(owner: Owner, services: ServicesDep, body: Annotated[SyncIn | Non
     )
 
 
-@router.post("/{instance_id}/start", status_code=202, summary="Start an instance by id")
+@router.post(
+    "/{instance_id}/start",
+    status_code=202,
+    summary="Start an instance by id",
+    response_model=ActionAnswer,
+    responses=_ALREADY,
+)
 async def start_by_id(
     instance_id: str, owner: Owner, services: ServicesDep, body: Annotated[StartIn | None, Body()] = None
 ) -> JSONResponse:
     return _json(*await services.instances.start(owner, instance_id, body or StartIn(), by_name=False))
 
 
-@router.post("/{instance_id}/stop", status_code=202, summary="Stop an instance by id")
+@router.post(
+    "/{instance_id}/stop",
+    status_code=202,
+    summary="Stop an instance by id",
+    response_model=ActionAnswer,
+    responses=_ALREADY,
+)
 async def stop_by_id(instance_id: str, owner: Owner, services: ServicesDep) -> JSONResponse:
     return _json(*await services.instances.stop(owner, instance_id, by_name=False))
 
 
-@router.delete("/{instance_id}", status_code=202, summary="Delete an instance (the record is kept)")
+@router.delete(
+    "/{instance_id}",
+    status_code=202,
+    summary="Delete an instance (the record is kept)",
+    response_model=ActionAnswer,
+    responses=_ALREADY,
+)
 async def delete_by_id(instance_id: str, owner: Owner, services: ServicesDep) -> JSONResponse:
     return _json(*await services.instances.delete(owner, instance_id, by_name=False))
 
 
-@router.put("/{instance_id}/last-used", summary="Mark the instance used now (defers auto-stop)")
+@router.put(
+    "/{instance_id}/last-used",
+    summary="Mark the instance used now (defers auto-stop)",
+    response_model=TouchAnswer,
+)
 async def mark_used(
     instance_id: str, owner: Owner, services: ServicesDep, body: Annotated[LastUsedIn | None, Body()] = None
 ) -> JSONResponse:
     return _json(200, await services.instances.touch(owner, instance_id))
 
 
-@router.get("/{instance_id}/events", summary="Status history and webhook deliveries")
+@router.get("/{instance_id}/events", summary="Status history and webhook deliveries", response_model=EventsAnswer)
 async def instance_events(instance_id: str, owner: Owner, services: ServicesDep) -> JSONResponse:
     return _json(200, await services.instances.events(owner, instance_id))

@@ -12,6 +12,8 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from novita_gpu.web.responses import JSONResponse
@@ -37,6 +39,33 @@ class ApiError(Exception):
         self.message = message
         self.details = list(details) if details else None
         self.headers = headers or {}
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+    code: str
+    message: str
+    request_id: str
+    details: list[ErrorDetail] | None = None
+
+
+class ErrorAnswer(BaseModel):
+    """The envelope of every error, as the OpenAPI document shows it."""
+
+    error: ErrorBody
+
+
+# For the OpenAPI document of every route: one envelope for all errors, and no 422 (bad input is 400).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorAnswer, "description": "400 (bad input, never 422), 401, 403, 404, 409, 413 or 429"},
+    "5XX": {"model": ErrorAnswer, "description": "500, or 503 with Retry-After while Novita is unavailable"},
+}
 
 
 def request_id_of(request: Request) -> str:

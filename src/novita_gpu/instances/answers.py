@@ -1,0 +1,148 @@
+"""The shapes of the instances API's answers, for the OpenAPI document (/openapi.json, /docs).
+
+Answers are rendered by `view.py` and the service, not through these models (that would validate every
+hot read again); a test holds each model's fields equal to what the API really sends.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from novita_gpu.instances.lifecycle import Status
+
+StatusName = Literal[
+    "creating",
+    "starting",
+    "running",
+    "health_checking",
+    "ready",
+    "stopping",
+    "stopped",
+    "terminating",
+    "terminated",
+    "failed",
+]
+assert set(StatusName.__args__) == {s.value for s in Status}  # type: ignore[attr-defined]
+
+
+class _Answer(BaseModel):
+    # extra="forbid": validating a real answer (the tests do) fails on any key the model does not show.
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class AutoStopAnswer(_Answer):
+    idle_minutes: int = Field(description="Idle limit; 0 = never.")
+    last_used_at: datetime | None
+    stops_at: datetime | None = Field(description="When it will be ended if nobody marks it used; null: never.")
+    action: Literal["stop", "delete"] | None = Field(
+        description="What happens then: stop, or delete for a failed instance Novita is still booting."
+    )
+
+
+class InstanceAnswer(_Answer):
+    instance_id: str
+    name: str
+    status: StatusName
+    status_reason: str | None = Field(description="Why it failed or stopped, e.g. HEALTH_CHECK_TIMEOUT, AUTO_STOP.")
+    status_message: str | None
+    upstream_status: str | None = Field(description="Novita's raw status (toCreate, pulling, exited, ...).")
+    novita_instance_id: str | None
+    product_name: str
+    product_id: str | None
+    template_id: str
+    gpu_num: int
+    rootfs_size: int
+    region: str | None
+    cluster_id: str | None
+    billing_mode: str
+    price_per_hour: float | None
+    max_price_per_hour: float | None
+    webhook_url: str | None
+    connection_details: dict[str, Any] | None = Field(
+        description="null until running: {ports: [{port, type, endpoint}], ssh?, jupyter?}."
+    )
+    health_check: dict[str, Any] | None = Field(
+        description="The last port probe: {status, checkedAt, endpoints: [{port, endpoint, healthy, error}]}."
+    )
+    auto_stop: AutoStopAnswer
+    env_keys: list[str] = Field(description="Names of the instance's environment variables (values never leave).")
+    labels: dict[str, str]
+    operation_id: str | None
+    created_at: datetime
+    started_at: datetime | None
+    ready_at: datetime | None
+    stopped_at: datetime | None
+    failed_at: datetime | None
+    terminated_at: datetime | None
+    updated_at: datetime
+
+
+class CreatedAnswer(InstanceAnswer):
+    message: str
+
+
+class InstancePageAnswer(_Answer):
+    instances: list[InstanceAnswer]
+    total: int
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last.")
+
+
+class ActionAnswer(_Answer):
+    instance_id: str
+    name: str
+    status: StatusName
+    operation_id: str | None
+    message: str
+
+
+class TouchAnswer(_Answer):
+    instance_id: str
+    last_used_at: datetime
+    auto_stop: AutoStopAnswer
+
+
+class AttemptAnswer(_Answer):
+    at: datetime
+    status_code: int | None
+    error: str | None
+    duration_ms: float
+
+
+class WebhookAnswer(_Answer):
+    delivery_id: str
+    url: str
+    status: Literal["pending", "delivered", "gone", "expired"]
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: datetime | None
+    delivered_at: datetime | None
+    history: list[AttemptAnswer]
+
+
+class EventAnswer(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+    id: int
+    at: datetime
+    from_: StatusName | None = Field(alias="from")
+    to: StatusName
+    reason: str | None
+    message: str | None
+    webhooks: list[WebhookAnswer]
+
+
+class EventsAnswer(_Answer):
+    instance_id: str
+    events: list[EventAnswer]
+
+
+class SyncAnswer(_Answer):
+    claimed: int
+    changed: int
+    ready: int
+    busy: bool
