@@ -37,6 +37,7 @@ from novita_gpu.instances.reconciler import Reconciler
 from novita_gpu.instances.router import router as instances_router
 from novita_gpu.instances.service import InstanceService
 from novita_gpu.novita import NovitaClient
+from novita_gpu.observability.answers import MetricsAnswer
 from novita_gpu.observability.health import router as health_router
 from novita_gpu.observability.health import worker_status
 from novita_gpu.observability.logging import configure_logging, register_secret
@@ -242,7 +243,12 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         body, content_type = services.metrics.render()
         return Response(body, media_type=content_type)
 
-    @app.get("/api/metrics", tags=["observability"], summary="Metrics as JSON with percentiles")
+    @app.get(
+        "/api/metrics",
+        tags=["observability"],
+        summary="Metrics as JSON with percentiles",
+        response_model=MetricsAnswer,
+    )
     async def json_metrics(owner: Owner, services: ServicesDep) -> JSONResponse:
         await _refresh_instance_counts(services)
         return JSONResponse(services.metrics.summary())

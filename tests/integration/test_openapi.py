@@ -14,6 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from novita_gpu.autostop.answers import AutoStopStatsAnswer, TriggerAnswer
+from novita_gpu.catalog.answers import ProductsAnswer, TemplatesAnswer
 from novita_gpu.instances.answers import (
     ActionAnswer,
     CreatedAnswer,
@@ -23,6 +25,7 @@ from novita_gpu.instances.answers import (
     SyncAnswer,
     TouchAnswer,
 )
+from novita_gpu.observability.answers import HealthAnswer, MetricsAnswer
 from novita_gpu.serving import BackgroundServer
 from novita_gpu.web.errors import ErrorAnswer
 from tests.harness import Harness
@@ -64,6 +67,15 @@ async def test_each_instances_route_documents_its_answer_and_errors(harness: Har
             assert documented(spec, method, path, "4XX") == "ErrorAnswer", (method, path)
     metrics = spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
     assert list(metrics) == ["text/plain"]
+    assert documented(spec, "get", "/health", "200") == documented(spec, "get", "/health", "503") == "HealthAnswer"
+    for method, path, model in [
+        ("get", "/api/metrics", "MetricsAnswer"),
+        ("get", "/api/products", "ProductsAnswer"),
+        ("get", "/api/templates", "TemplatesAnswer"),
+        ("get", "/api/instances/auto-stop/stats", "AutoStopStatsAnswer"),
+        ("post", "/api/instances/auto-stop/trigger", "TriggerAnswer"),
+    ]:
+        assert documented(spec, method, path, "200") == model, path
 
 
 async def test_real_answers_match_the_documented_models(harness: Harness, receiver_url: str) -> None:
@@ -88,4 +100,23 @@ async def test_real_answers_match_the_documented_models(harness: Harness, receiv
     check(EventsAnswer, events)
     check(SyncAnswer, (await harness.http.post("/api/instances/sync")).json())
     check(ErrorAnswer, (await harness.http.post("/api/instances", json={"name": 5})).json())
+    check(HealthAnswer, (await harness.http.get("/health")).json())
+    check(MetricsAnswer, (await harness.http.get("/api/metrics")).json())
+    check(ProductsAnswer, (await harness.http.get("/api/products")).json())
+    check(TemplatesAnswer, (await harness.http.get("/api/templates")).json())
+
+
+async def test_auto_stop_answers_match_the_documented_models(harness: Harness) -> None:
+    created = await harness.create(autoStopMinutes=1)
+    await harness.until_status(created["instanceId"], "ready")
+    harness.clock.advance(120)
+    stats = (await harness.http.get("/api/instances/auto-stop/stats")).json()
+    assert stats["nextDeadline"] is not None
+    check(AutoStopStatsAnswer, stats)
+    dry = (await harness.http.post("/api/instances/auto-stop/trigger")).json()
+    assert dry["wouldStop"]
+    check(TriggerAnswer, dry)
+    done = (await harness.http.post("/api/instances/auto-stop/trigger", json={"dryRun": False})).json()
+    assert done["stopped"]
+    check(TriggerAnswer, done)
     check(ErrorAnswer, (await harness.http.get("/api/instances/inst_missing")).json())

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from novita_gpu.autostop.answers import AutoStopStatsAnswer, TriggerAnswer
 from novita_gpu.web.auth import Owner
 from novita_gpu.web.deps import ServicesDep
 from novita_gpu.web.responses import JSONResponse
@@ -20,12 +21,20 @@ class TriggerIn(BaseModel):
     dry_run: Annotated[StrictBool, Field(alias="dryRun")] = True
 
 
-@router.get("/stats", summary="Auto-stop figures: watched, eligible, next deadline, stopped and saved")
+@router.get(
+    "/stats",
+    summary="Auto-stop figures: watched, eligible, next deadline, stopped and saved",
+    response_model=AutoStopStatsAnswer,
+)
 async def stats(owner: Owner, services: ServicesDep) -> JSONResponse:
     return JSONResponse(await services.sweeper.stats(owner))
 
 
-@router.post("/trigger", summary="Run a sweep now over your instances (dryRun defaults to true)")
+@router.post(
+    "/trigger",
+    summary="Run a sweep now over your instances (dryRun defaults to true)",
+    response_model=TriggerAnswer,
+)
 async def trigger(
     owner: Owner, services: ServicesDep, body: Annotated[TriggerIn | None, Body()] = None
 ) -> JSONResponse:

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
+from novita_gpu.catalog.answers import ProductsAnswer, TemplatesAnswer
 from novita_gpu.catalog.service import CatalogError
 from novita_gpu.novita import NovitaError
 from novita_gpu.web.auth import Owner
@@ -20,7 +21,11 @@ def _unavailable() -> ApiError:
     return ApiError(503, "UPSTREAM_UNAVAILABLE", "Novita could not be reached.", headers={"Retry-After": "5"})
 
 
-@router.get("/products", summary="GPU products with their offers (cluster, price per hour, availability)")
+@router.get(
+    "/products",
+    summary="GPU products with their offers (cluster, price per hour, availability)",
+    response_model=ProductsAnswer,
+)
 async def products(
     owner: Owner,
     services: ServicesDep,
@@ -60,7 +65,9 @@ async def products(
     return JSONResponse({"billingMode": billing_mode, "gpuNum": gpu_num, "products": items})
 
 
-@router.get("/templates", summary="Templates usable as templateId (by id or exact name)")
+@router.get(
+    "/templates", summary="Templates usable as templateId (by id or exact name)", response_model=TemplatesAnswer
+)
 async def templates(
     owner: Owner,
     services: ServicesDep,

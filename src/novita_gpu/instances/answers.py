@@ -10,9 +10,9 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
 
 from novita_gpu.instances.lifecycle import Status
+from novita_gpu.web.answers import Answer
 
 StatusName = Literal[
     "creating",
@@ -29,12 +29,7 @@ StatusName = Literal[
 assert set(StatusName.__args__) == {s.value for s in Status}  # type: ignore[attr-defined]
 
 
-class _Answer(BaseModel):
-    # extra="forbid": validating a real answer (the tests do) fails on any key the model does not show.
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
-
-
-class AutoStopAnswer(_Answer):
+class AutoStopAnswer(Answer):
     idle_minutes: int = Field(description="Idle limit; 0 = never.")
     last_used_at: datetime | None
     stops_at: datetime | None = Field(description="When it will be ended if nobody marks it used; null: never.")
@@ -43,7 +38,7 @@ class AutoStopAnswer(_Answer):
     )
 
 
-class InstanceAnswer(_Answer):
+class InstanceAnswer(Answer):
     instance_id: str
     name: str
     status: StatusName
@@ -85,13 +80,13 @@ class CreatedAnswer(InstanceAnswer):
     message: str
 
 
-class InstancePageAnswer(_Answer):
+class InstancePageAnswer(Answer):
     instances: list[InstanceAnswer]
     total: int
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last.")
 
 
-class ActionAnswer(_Answer):
+class ActionAnswer(Answer):
     instance_id: str
     name: str
     status: StatusName
@@ -99,20 +94,20 @@ class ActionAnswer(_Answer):
     message: str
 
 
-class TouchAnswer(_Answer):
+class TouchAnswer(Answer):
     instance_id: str
     last_used_at: datetime
     auto_stop: AutoStopAnswer
 
 
-class AttemptAnswer(_Answer):
+class AttemptAnswer(Answer):
     at: datetime
     status_code: int | None
     error: str | None
     duration_ms: float
 
 
-class WebhookAnswer(_Answer):
+class WebhookAnswer(Answer):
     delivery_id: str
     url: str
     status: Literal["pending", "delivered", "gone", "expired"]
@@ -136,12 +131,12 @@ class EventAnswer(BaseModel):
     webhooks: list[WebhookAnswer]
 
 
-class EventsAnswer(_Answer):
+class EventsAnswer(Answer):
     instance_id: str
     events: list[EventAnswer]
 
 
-class SyncAnswer(_Answer):
+class SyncAnswer(Answer):
     claimed: int
     changed: int
     ready: int

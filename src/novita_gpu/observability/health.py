@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter
 
 from novita_gpu import __version__
+from novita_gpu.observability.answers import HealthAnswer
 from novita_gpu.web.deps import ServicesDep
 from novita_gpu.web.responses import JSONResponse
 
@@ -83,7 +84,12 @@ async def check_health(services: Services) -> tuple[int, dict[str, Any]]:
     return (503 if status == "unhealthy" else 200), body
 
 
-@router.get("/health", summary="Service health from real checks")
+@router.get(
+    "/health",
+    summary="Service health from real checks",
+    response_model=HealthAnswer,
+    responses={503: {"model": HealthAnswer, "description": "Unhealthy (the same report)"}},
+)
 async def health(services: ServicesDep) -> JSONResponse:
     code, body = await check_health(services)
     return JSONResponse(body, status_code=code)
