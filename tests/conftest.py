@@ -4,7 +4,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
+from novita_gpu.serving import BackgroundServer
 from tests.harness import Harness
 
 
@@ -15,3 +20,16 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
         yield h
     finally:
         await h.stop()
+
+
+@pytest.fixture
+async def receiver_url() -> AsyncIterator[str]:
+    """A webhook receiver on loopback that answers every POST with 200."""
+
+    async def webhook(_: Request) -> Response:
+        return Response("OK")
+
+    server = BackgroundServer(Starlette(routes=[Route("/webhook", webhook, methods=["POST"])]))
+    await server.start()
+    yield f"{server.url}/webhook"
+    await server.stop()

@@ -4,15 +4,9 @@ with a webhook, validate against the documented models with no key missing or ex
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from pydantic import BaseModel
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from novita_gpu.autostop.answers import AutoStopStatsAnswer, TriggerAnswer
 from novita_gpu.catalog.answers import ProductsAnswer, TemplatesAnswer
@@ -26,20 +20,8 @@ from novita_gpu.instances.answers import (
     TouchAnswer,
 )
 from novita_gpu.observability.answers import HealthAnswer, MetricsAnswer
-from novita_gpu.serving import BackgroundServer
 from novita_gpu.web.errors import ErrorAnswer
 from tests.harness import Harness
-
-
-@pytest.fixture
-async def receiver_url() -> AsyncIterator[str]:
-    async def webhook(_: Request) -> Response:
-        return Response("OK")
-
-    server = BackgroundServer(Starlette(routes=[Route("/webhook", webhook, methods=["POST"])]))
-    await server.start()
-    yield f"{server.url}/webhook"
-    await server.stop()
 
 
 def documented(spec: dict[str, Any], method: str, path: str, status: str) -> str:

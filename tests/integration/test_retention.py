@@ -3,36 +3,19 @@ forgotten after their time, in batches; live instances and pending deliveries ne
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from novita_gpu.instances.models import IdempotencyRecord, Instance, InstanceEvent
 from novita_gpu.retention import Retention
-from novita_gpu.serving import BackgroundServer
 from novita_gpu.webhooks.models import WebhookAttempt, WebhookDelivery
 from tests.fixtures.databases import fresh_database
 from tests.harness import SEED_BODY, Harness
 
 DAY = 24 * 3600.0
-
-
-@pytest.fixture
-async def receiver_url() -> AsyncIterator[str]:
-    async def webhook(_: Request) -> Response:
-        return Response("OK")
-
-    server = BackgroundServer(Starlette(routes=[Route("/webhook", webhook, methods=["POST"])]))
-    await server.start()
-    yield f"{server.url}/webhook"
-    await server.stop()
 
 
 async def count(harness: Harness, model: Any, *where: Any) -> int:
