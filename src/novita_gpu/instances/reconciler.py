@@ -54,8 +54,8 @@ AMBIGUOUS_CREATE_GRACE = timedelta(seconds=20)
 # Upstream statuses in which a start request is satisfied / a stop request is satisfied.
 _STARTED = {"toStart", "starting", "pulling", "running", "toRestart", "restarting"}
 _STOPPED = {"toStop", "stopping", "exited"}
-# Ids per lease UPDATE (SQLite builds may allow as few as 999 bound parameters).
-_CLAIM_CHUNK = 500
+# Ids per lease UPDATE and load, each a turn of the loop (SQLite builds may allow as few as 999 bound parameters).
+_CLAIM_CHUNK = 100
 
 
 @dataclass
@@ -246,20 +246,25 @@ class Reconciler:
             return found.all()
 
     async def _claim(self, now: datetime, ids: list[str]) -> list[Instance]:
-        if not ids:
-            return []
+        """Lease and load `ids`, a chunk at a time, each chunk a worker's turn: a full pass claims every
+        watched row, and leasing and loading 1,500 of them at once held the event loop ~10 ms."""
         lease_until = now + timedelta(seconds=self.settings.lease_seconds)
-        async with self.db.write() as session:
-            for start in range(0, len(ids), _CLAIM_CHUNK):
+        rows: list[Instance] = []
+        for start in range(0, len(ids), _CLAIM_CHUNK):
+            chunk = ids[start : start + _CLAIM_CHUNK]
+            async with self.db.worker_write() as session:
                 await session.execute(
                     update(Instance)
-                    .where(Instance.id.in_(ids[start : start + _CLAIM_CHUNK]), self._claimable(now))
+                    .where(Instance.id.in_(chunk), self._claimable(now))
                     .values(lease_owner=self.worker_id, lease_token=self.lease_token, lease_expires_at=lease_until)
                     .execution_options(synchronize_session=False)
                 )
-        async with self.db.read() as session:
-            found = await session.execute(select(Instance).where(Instance.lease_token == self.lease_token))
-            return list(found.scalars())
+            async with self.db.read() as session:
+                found = await session.execute(
+                    select(Instance).where(Instance.id.in_(chunk), Instance.lease_token == self.lease_token)
+                )
+                rows.extend(found.scalars())
+        return rows
 
     async def _release(self) -> None:
         async with self.db.write() as session:
