@@ -44,20 +44,16 @@ class ChangeFeed:
 
 
 class CachedView:
-    """One instance's API view, its owner, and the view rendered as a JSON body (on first use)."""
+    """One instance's API view as its JSON body, and its owner.
 
-    __slots__ = ("_body", "owner", "view")
+    Only the bytes are kept: every cached view is read as a body (GET by id, list pages), and the view's
+    dicts, ~10 objects per instance, would each be scanned by every full garbage collection."""
+
+    __slots__ = ("body", "owner")
 
     def __init__(self, owner: str, view: dict[str, Any]) -> None:
         self.owner = owner
-        self.view = view
-        self._body: bytes | None = None
-
-    @property
-    def body(self) -> bytes:
-        if self._body is None:
-            self._body = orjson.dumps(self.view, option=orjson.OPT_NON_STR_KEYS)
-        return self._body
+        self.body = orjson.dumps(view, option=orjson.OPT_NON_STR_KEYS)
 
 
 class ListPage:
