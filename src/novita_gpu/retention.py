@@ -2,7 +2,8 @@
 without bound.
 
 - Terminated instances, with their events and webhook deliveries: HISTORY_RETENTION_DAYS after they
-  were terminated. Until then GET, the list and /events still show them.
+  were terminated, once none of their webhooks is still being delivered. Until then GET, the list and
+  /events still show them.
 - Finished webhook deliveries (delivered, gone, expired), with their attempts: HISTORY_RETENTION_DAYS
   after their last attempt. Pending ones are the dispatcher's until they are delivered or expire.
 - Idempotency keys: IDEMPOTENCY_TTL_SECONDS after the create they recorded; they replay nothing later.
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import ColumnElement, and_, delete, func, select, tuple_
+from sqlalchemy import ColumnElement, and_, delete, exists, func, select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute
 
 from novita_gpu.clock import Clock
@@ -34,6 +35,11 @@ from novita_gpu.webhooks.models import WebhookDelivery
 log = structlog.get_logger(__name__)
 
 FINISHED_DELIVERIES = ("delivered", "gone", "expired")
+_has_pending_webhooks = (
+    exists()
+    .where(WebhookDelivery.instance_id == Instance.id, WebhookDelivery.status.not_in(FINISHED_DELIVERIES))
+    .correlate(Instance)
+)
 BATCH_ROWS = 100
 
 
@@ -85,6 +91,7 @@ class Retention:
                 and_(
                     Instance.status == Status.TERMINATED,
                     func.coalesce(Instance.terminated_at, Instance.updated_at) < cutoff,
+                    ~_has_pending_webhooks,  # still owed to a receiver (WEBHOOK_MAX_AGE above the retention)
                 ),
             )
         self.last_run_at = now

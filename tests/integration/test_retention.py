@@ -8,9 +8,14 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from novita_gpu.instances.models import IdempotencyRecord, Instance, InstanceEvent
 from novita_gpu.retention import Retention
+from novita_gpu.serving import BackgroundServer, free_port
 from novita_gpu.webhooks.models import WebhookAttempt, WebhookDelivery
 from tests.fixtures.databases import fresh_database
 from tests.harness import SEED_BODY, Harness
@@ -130,3 +135,32 @@ async def test_zero_days_keeps_all_history(tmp_path: Path, receiver_url: str) ->
         assert (await harness.instance(gone))["status"] == "terminated"
     finally:
         await harness.stop()
+
+
+async def test_an_instance_whose_webhooks_are_still_owed_is_kept_until_they_are_delivered(tmp_path: Path) -> None:
+    harness = await Harness(tmp_path, webhook_max_age_seconds=90 * DAY).start()
+    port = free_port()
+    receiver = BackgroundServer(Starlette(routes=[Route("/webhook", ok, methods=["POST"])]), port=port)
+    try:
+        created = await harness.create(webhookUrl=f"http://127.0.0.1:{port}/webhook")  # nobody listens yet
+        await harness.until_status(created["instanceId"], "ready")
+        assert (await harness.http.delete(f"/api/instances/{created['instanceId']}")).status_code == 202
+        await harness.until_status(created["instanceId"], "terminated")
+        await harness.services.dispatcher.tick()
+        harness.clock.advance(31 * DAY)
+        assert (await harness.services.retention.sweep())["instances"] == 0
+        assert (await harness.instance(created["instanceId"]))["status"] == "terminated"
+
+        await receiver.start()
+        while (await harness.services.dispatcher.backlog())[0]:
+            await harness.services.dispatcher.tick()
+            harness.clock.advance(600)
+        harness.clock.advance(31 * DAY)
+        assert (await harness.services.retention.sweep())["instances"] == 1
+    finally:
+        await receiver.stop()
+        await harness.stop()
+
+
+async def ok(_: Request) -> Response:
+    return Response("OK")
