@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
+import structlog
 from sqlalchemy import DateTime, Executable, Row, Table, event
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -23,6 +25,8 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
 from novita_gpu.sqlite_inline import inline_creator
+
+log = structlog.get_logger(__name__)
 
 
 class Base(DeclarativeBase):
@@ -59,6 +63,18 @@ def _sqlite_file(url: str) -> Path | None:
     return None if path in ("", ":memory:") else Path(path)
 
 
+def _private_sqlite_file(path: Path) -> None:
+    """Create the store readable by this user only: it holds instance env values (secrets). SQLite gives
+    its -wal and -shm files the database file's permissions. An existing store is left as it is, with a
+    warning when others may read it."""
+    if path.exists():
+        if path.stat().st_mode & 0o077:
+            log.warning("database_file_readable_by_others", path=str(path), hint=f"chmod 600 {path}")
+        return
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
 class Database:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -68,7 +84,7 @@ class Database:
             path = _sqlite_file(url)
             if path is None:
                 raise ValueError("DATABASE_URL must name a SQLite file, e.g. sqlite+aiosqlite:///./data/novita-gpu.db")
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _private_sqlite_file(path)
             kwargs.update(
                 async_creator=inline_creator(str(path), busy_timeout_seconds=5.0), pool_size=4, max_overflow=4
             )
