@@ -10,7 +10,7 @@ from rich.table import Table
 
 from novita_gpu.cli.output import answer_line, grid, instance_table, instances_table, show, text, when
 from novita_gpu.cli.session import ApiKey, AsJson, ByName, InstanceId, OptionalId, Url, client_for
-from novita_gpu.sdk import DEFAULT_URL, ApiError, Json
+from novita_gpu.sdk import DEFAULT_URL, ApiError, Client, Json
 from novita_gpu.sdk.calls import Action
 
 app = typer.Typer(help="Create, inspect, start, stop and delete instances.", no_args_is_help=True)
@@ -82,26 +82,27 @@ def create_instance(
     show(view, as_json, instance_table)
 
 
+_BY_ID: dict[Action, Callable[[Client, str], Json]] = {
+    "start": Client.start,
+    "stop": Client.stop,
+    "delete": Client.delete,
+}
+_BY_NAME: dict[Action, Callable[[Client, str], Json]] = {
+    "start": Client.start_by_name,
+    "stop": Client.stop_by_name,
+    "delete": Client.delete_by_name,
+}
+
+
 def _act(action: Action, instance_id: str | None, name: str | None, url: str, api_key: str | None) -> Json:
     """One action by id (POST /api/instances/{id}/...) or by name (POST /api/instances/... {instanceName})."""
-    if instance_id is not None and name is not None:
-        raise typer.BadParameter("give an instance id or --name, not both.")
+    if (instance_id is None) == (name is None):
+        raise typer.BadParameter("give an instance id or --name (one of them).")
     with client_for(url, api_key) as client:
         if instance_id is not None:
-            by_id: dict[str, Callable[[str], Json]] = {
-                "start": client.start,
-                "stop": client.stop,
-                "delete": client.delete,
-            }
-            return by_id[action](instance_id)
-        if name is not None:
-            by_name: dict[str, Callable[[str], Json]] = {
-                "start": client.start_by_name,
-                "stop": client.stop_by_name,
-                "delete": client.delete_by_name,
-            }
-            return by_name[action](name)
-    raise typer.BadParameter("give an instance id or --name.")
+            return _BY_ID[action](client, instance_id)
+        assert name is not None
+        return _BY_NAME[action](client, name)
 
 
 def _action_command(action: Action, summary: str) -> Callable[..., None]:

@@ -78,6 +78,11 @@ def _instance(instance_id: str, suffix: str = "") -> str:
     return f"/api/instances/{_segment(instance_id)}{suffix}"
 
 
+def _given(**values: str | int | None) -> dict[str, str | int]:
+    """Query parameters: the values given (None leaves one out, for the server's default)."""
+    return {key: value for key, value in values.items() if value is not None}
+
+
 def _statuses(status: str | Iterable[str]) -> str:
     return status if isinstance(status, str) else ",".join(sorted(status))
 
@@ -125,15 +130,8 @@ def list_page(
     limit: int | None = None,
     cursor: str | None = None,
 ) -> Call:
-    params: dict[str, str | int] = {}
-    if status is not None:
-        params["status"] = _statuses(status)
-    if name is not None:
-        params["name"] = name
-    if limit is not None:
-        params["limit"] = limit
-    if cursor is not None:
-        params["cursor"] = cursor
+    statuses = None if status is None else _statuses(status)
+    params = _given(status=statuses, name=name, limit=limit, cursor=cursor)
     return Call("GET", "/api/instances", params=params, retryable=True)
 
 
@@ -193,13 +191,7 @@ def autostop_trigger(dry_run: bool) -> Call:
 def products(
     product_name: str | None = None, billing_mode: Literal["onDemand", "spot"] | None = None, gpu_num: int | None = None
 ) -> Call:
-    params: dict[str, str | int] = {}
-    if product_name is not None:
-        params["productName"] = product_name
-    if billing_mode is not None:
-        params["billingMode"] = billing_mode
-    if gpu_num is not None:
-        params["gpuNum"] = gpu_num
+    params = _given(productName=product_name, billingMode=billing_mode, gpuNum=gpu_num)
     return Call("GET", "/api/products", params=params, retryable=True)
 
 
