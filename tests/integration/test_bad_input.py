@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -155,3 +156,49 @@ async def test_request_ids_are_echoed_on_errors(harness: Harness) -> None:
     assert response.headers["X-Request-ID"] == "req-123"
     assert response.headers["X-Correlation-ID"] == "corr-9"
     assert response.json()["error"]["requestId"] == "req-123"
+
+
+def _b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+CRAFTED_CURSORS = [
+    _b64("2020-01-01T00:00:00|inst_x"),  # a naive time
+    _b64("9999-12-31T23:59:59-23:59|z"),  # overflows when moved to UTC
+    _b64("0001-01-01T00:00:00+14:00|z"),  # underflows when moved to UTC
+    _b64("2020-01-01T00:00:00+00:00|inst_x"),  # the old format
+    "garbage!",
+    "",
+    "1.",
+    ".inst_x",
+    "123456789012345678.inst_x",  # beyond 17 digits
+    "-1.inst_x",
+    "1.inst x",
+    "1.inst_x\n",
+    "1." + "a" * 65,
+    "\uff11.inst_x",  # a full-width digit: str.isdigit() would take it
+]
+
+
+@pytest.mark.parametrize("cursor", CRAFTED_CURSORS)
+async def test_a_cursor_we_did_not_issue_is_400_invalid_cursor(harness: Harness, cursor: str) -> None:
+    response = await harness.http.get("/api/instances", params={"cursor": cursor, "limit": 1})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "INVALID_CURSOR"
+
+
+async def test_issued_cursors_walk_every_page_once(harness: Harness) -> None:
+    created = [(await harness.create())["instanceId"] for _ in range(3)]
+    harness.clock.advance(1)
+    created.append((await harness.create())["instanceId"])
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        params: dict[str, Any] = {"limit": 1, **({"cursor": cursor} if cursor else {})}
+        page = (await harness.http.get("/api/instances", params=params)).json()
+        seen += [i["instanceId"] for i in page["instances"]]
+        cursor = page["nextCursor"]
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(created) and len(seen) == 4
+    assert seen[0] == created[-1]  # newest first

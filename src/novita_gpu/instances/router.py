@@ -16,6 +16,7 @@ from novita_gpu.instances.answers import (
     SyncAnswer,
     TouchAnswer,
 )
+from novita_gpu.instances.cursor import CURSOR_PATTERN, decode_cursor
 from novita_gpu.instances.lifecycle import Status
 from novita_gpu.instances.schemas import CreateInstanceIn, InstanceNameIn, LastUsedIn, StartIn, SyncIn
 from novita_gpu.instances.view import instance_view
@@ -92,8 +93,17 @@ async def list_instances(
     status: Annotated[str | None, Query(description="One status or several, comma-separated")] = None,
     name: Annotated[str | None, Query(max_length=63)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[
+        str | None,
+        Query(
+            description="A page's nextCursor, as it is; anything else is 400 INVALID_CURSOR.",
+            # Stated, not enforced by FastAPI: decode_cursor refuses with its own code.
+            json_schema_extra={"pattern": CURSOR_PATTERN},
+        ),
+    ] = None,
 ) -> Response:
+    if cursor is not None:
+        decode_cursor(cursor)  # refuse before the read cache keys a page by it
     statuses = [s.strip() for s in status.split(",") if s.strip()] if status else []
     unknown = [s for s in statuses if s not in _STATUSES]
     if unknown:

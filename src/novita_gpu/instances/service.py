@@ -7,7 +7,6 @@ dies right after answering.
 
 from __future__ import annotations
 
-import base64
 import functools
 import hashlib
 import json
@@ -24,6 +23,7 @@ from novita_gpu.catalog.service import Catalog, CatalogError
 from novita_gpu.clock import Clock
 from novita_gpu.db import Database, UTCDateTime, table_of
 from novita_gpu.instances.changes import CachedView, ChangeFeed, ListPage, ReadCache
+from novita_gpu.instances.cursor import decode_cursor, encode_cursor
 from novita_gpu.instances.events import change_status, record_change
 from novita_gpu.instances.lifecycle import (
     ALREADY_STARTED,
@@ -68,11 +68,6 @@ _INSTANCE_ATTRIBUTES = tuple(attribute.key for attribute in inspect(Instance).co
 _INSERT_INSTANCE = insert(table_of(Instance))
 
 
-def encode_cursor(created_at: datetime, instance_id: str) -> str:
-    raw = f"{created_at.isoformat()}|{instance_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
 _ROWS_BY_ID = select(Instance).where(Instance.id.in_(bindparam("ids", expanding=True)))
 
 
@@ -92,15 +87,6 @@ def _page_queries(by_status: bool, by_name: bool, after_cursor: bool) -> tuple[S
         ids = ids.where((Instance.created_at < created) | ((Instance.created_at == created) & (Instance.id < row_id)))
     ids = ids.order_by(Instance.created_at.desc(), Instance.id.desc()).limit(bindparam("limit"))
     return ids, select(func.count()).select_from(Instance).where(*filters)
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created, row_id = raw.split("|", 1)
-        return datetime.fromisoformat(created), row_id
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "INVALID_CURSOR", "The cursor is not one this API returned.") from exc
 
 
 class InstanceService:
