@@ -10,9 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from novita_gpu.autostop.answers import AutoStopStatsAnswer, TriggerAnswer
 from novita_gpu.web.auth import Owner
 from novita_gpu.web.deps import ServicesDep
+from novita_gpu.web.json_body import StrictJSONRoute
 from novita_gpu.web.responses import JSONResponse
 
-router = APIRouter(prefix="/api/instances/auto-stop", tags=["auto-stop"])
+router = APIRouter(prefix="/api/instances/auto-stop", tags=["auto-stop"], route_class=StrictJSONRoute)
 
 
 class TriggerIn(BaseModel):

@@ -13,8 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from novita_gpu.cache.registry import CacheRegistry
 from novita_gpu.web.errors import ApiError
+from novita_gpu.web.json_body import StrictJSONRoute
 
-router = APIRouter(prefix="/api/cache", tags=["cache"])
+router = APIRouter(prefix="/api/cache", tags=["cache"], route_class=StrictJSONRoute)
 
 
 class CacheStatsOut(BaseModel):

@@ -23,9 +23,10 @@ from novita_gpu.instances.view import instance_view
 from novita_gpu.web.auth import Owner
 from novita_gpu.web.deps import ServicesDep
 from novita_gpu.web.errors import ApiError
+from novita_gpu.web.json_body import StrictJSONRoute
 from novita_gpu.web.responses import JSONResponse
 
-router = APIRouter(prefix="/api/instances", tags=["instances"])
+router = APIRouter(prefix="/api/instances", tags=["instances"], route_class=StrictJSONRoute)
 
 _STATUSES = {s.value for s in Status}
 # Start, stop and delete answer 202 when accepted and 200 when the instance is already so, alike.

@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
+MAX_PRICE_PER_HOUR = 100_000  # USD per hour for the whole instance
 
 Name = Annotated[StrictStr, Field(min_length=1, max_length=63, pattern=NAME_PATTERN)]
 
@@ -42,7 +43,10 @@ class CreateInstanceIn(_Body):
     region: Annotated[StrictStr | None, Field(max_length=120)] = None
     strict_region: Annotated[StrictBool, Field(alias="strictRegion")] = False
     billing_mode: Annotated[Literal["onDemand", "spot"] | None, Field(alias="billingMode")] = None
-    max_price_per_hour: Annotated[StrictFloat | StrictInt | None, Field(alias="maxPricePerHour", gt=0)] = None
+    # A finite ceiling: 1e999 parsed as infinity and was accepted (issue 17); no GPU offer costs this much.
+    max_price_per_hour: Annotated[
+        StrictFloat | StrictInt | None, Field(alias="maxPricePerHour", gt=0, le=MAX_PRICE_PER_HOUR)
+    ] = None
     webhook_url: Annotated[StrictStr | None, Field(alias="webhookUrl", max_length=2048)] = None
     auto_stop_minutes: Annotated[StrictInt | None, Field(alias="autoStopMinutes", ge=0, le=43200)] = None
     envs: Annotated[list[EnvVarIn], Field(max_length=100)] = []

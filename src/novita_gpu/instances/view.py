@@ -1,4 +1,10 @@
-"""How an instance row is shown over the API and in webhooks (env values never leave the store)."""
+"""How an instance row is shown over the API and in webhooks (env values never leave the store).
+
+Values from the row's JSON columns go through `servable`: a JSON column keeps a lone surrogate as an
+escape (rows written before bodies were checked may hold one), which orjson cannot encode, so one such
+row answered 500 to every page showing it and its webhooks never left (issue 17). Text columns cannot
+hold one on SQLite or PostgreSQL (the drivers refuse to write it), so they need no pass.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ from typing import Any
 
 from novita_gpu.autostop.policy import idle_action, stops_at
 from novita_gpu.instances.models import Instance
+from novita_gpu.web.responses import servable
 
 
 def iso(value: datetime | None) -> str | None:
@@ -33,8 +40,8 @@ def instance_view(row: Instance) -> dict[str, Any]:
         "pricePerHour": row.price_per_hour,
         "maxPricePerHour": row.max_price_per_hour,
         "webhookUrl": row.webhook_url,
-        "connectionDetails": row.connection_details,
-        "healthCheck": row.health_check,
+        "connectionDetails": servable(row.connection_details),
+        "healthCheck": servable(row.health_check),
         "autoStop": {
             "idleMinutes": row.auto_stop_minutes,
             "lastUsedAt": iso(row.last_used_at),
@@ -42,8 +49,8 @@ def instance_view(row: Instance) -> dict[str, Any]:
             # What happens then: "stop", or "delete" for a failed instance Novita cannot stop.
             "action": idle_action(row) if deadline is not None else None,
         },
-        "envKeys": [env["key"] for env in row.envs],
-        "labels": row.labels,
+        "envKeys": servable([env["key"] for env in row.envs]),
+        "labels": servable(row.labels),
         "operationId": row.operation_id,
         "createdAt": iso(row.created_at),
         "startedAt": iso(row.started_at),
@@ -58,7 +65,7 @@ def instance_view(row: Instance) -> dict[str, Any]:
 def webhook_data(row: Instance) -> dict[str, Any]:
     """The `data` object of a webhook: what a receiver needs without calling back."""
     return {
-        "connectionDetails": row.connection_details,
+        "connectionDetails": servable(row.connection_details),
         "statusReason": row.status_reason,
         "statusMessage": row.status_message,
         "upstreamStatus": row.upstream_status,
@@ -66,6 +73,6 @@ def webhook_data(row: Instance) -> dict[str, Any]:
         "productName": row.product_name,
         "region": row.region,
         "pricePerHour": row.price_per_hour,
-        "healthCheck": row.health_check,
-        "labels": row.labels,
+        "healthCheck": servable(row.health_check),
+        "labels": servable(row.labels),
     }
