@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     )
     startup_timeout_seconds: float = 900.0
     health_check_timeout_seconds: float = 600.0
+    # How long a stop or a delete may take at Novita before the instance ends `failed` (or, for a stop
+    # Novita refuses because the instance never finished booting, is deleted instead).
+    action_timeout_seconds: float = 600.0
     probe_timeout_seconds: float = 3.0
     probe_interval_seconds: float = 0.25
     reconcile_fast_seconds: float = 0.5

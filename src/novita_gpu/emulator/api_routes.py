@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request
 
 from novita_gpu.emulator import validation as v
 from novita_gpu.emulator.errors import NovitaError, invalid_param
+from novita_gpu.emulator.instance import Instance
 from novita_gpu.emulator.views import instance_detail, instance_summary
 from novita_gpu.emulator.world import World
 
@@ -114,9 +116,17 @@ async def create_instance(request: Request) -> dict[str, Any]:
         raise NovitaError(500, "UNKNOWN", "unknown error")
     req = v.create_request(body, {a.id for a in world.catalog.registry_auths})
     instance = world.create(req)
+    await _until_created(request, world, instance)
     if world.faults.take_create_failure("after"):
         raise NovitaError(500, "UNKNOWN", "unknown error")
     return {"id": instance.id}
+
+
+async def _until_created(request: Request, world: World, instance: Instance) -> None:
+    """Answer a delayed create only once it has completed (on the world's clock, which tests move by
+    hand). A caller that hangs up meanwhile does not undo it: the instance still appears on time."""
+    while not instance.visible_at(world.now()) and not await request.is_disconnected():
+        await asyncio.sleep(0.01)
 
 
 async def _action(request: Request, action: str) -> dict[str, Any]:

@@ -25,6 +25,9 @@ class FaultConfig(BaseModel):
     drop_rate: float = Field(default=0.0, ge=0, le=1)
     create_failures: int = Field(default=0, ge=0)
     create_failure_mode: Literal["before", "after"] = "before"
+    # Novita completes each create this many (emulated) seconds after receiving it, whether or not the
+    # caller still waits for the answer: the slow create that makes a careless client create twice.
+    create_delay_seconds: float = Field(default=0.0, ge=0)
     stuck_in_pulling: bool = False
     spot_reclaim_per_hour: float = Field(default=0.0, ge=0)
 

@@ -76,6 +76,7 @@ class Instance:
     phases: list[Phase] = field(default_factory=list)
     app_boots: list[float] = field(default_factory=list)
     gone_at: float | None = None  # when it stops being visible (set once deletion is scheduled)
+    visible_from: float = 0.0  # when its (possibly delayed) create completed
 
     def phase_at(self, now: float) -> Phase:
         current = self.phases[0]
@@ -89,7 +90,7 @@ class Instance:
         return self.phase_at(now).status
 
     def visible_at(self, now: float) -> bool:
-        return self.gone_at is None or now < self.gone_at
+        return self.visible_from <= now and (self.gone_at is None or now < self.gone_at)
 
     def holds_capacity_at(self, now: float) -> bool:
         return self.visible_at(now) and self.status_at(now) not in RELEASED

@@ -167,10 +167,12 @@ class World:
     # --- actions ---------------------------------------------------------------------------------
 
     def create(self, req: CreateRequest) -> Instance:
+        """Create now, or `create_delay_seconds` from now: the instance (and its timeline) appears then."""
         with self._lock:
-            now = self.now()
+            now = self.now() + self.faults.config.create_delay_seconds
             gpu = req.kind == "gpu"
             instance = self._new_gpu_instance(req, now) if gpu else self._new_cpu_instance(req)
+            instance.created_at = instance.visible_from = now
             self._instances[instance.id] = instance
             spot = "running" if instance.billing_mode == SPOT else ""
             t = self._schedule(

@@ -24,6 +24,8 @@ class Reason(StrEnum):
     NO_CAPACITY = "NO_CAPACITY"
     STARTUP_TIMEOUT = "STARTUP_TIMEOUT"
     HEALTH_CHECK_TIMEOUT = "HEALTH_CHECK_TIMEOUT"
+    STOP_TIMEOUT = "STOP_TIMEOUT"
+    DELETE_TIMEOUT = "DELETE_TIMEOUT"
     UPSTREAM_ERROR = "UPSTREAM_ERROR"
     SPOT_RECLAIMED = "SPOT_RECLAIMED"
     UPSTREAM_STOPPED = "UPSTREAM_STOPPED"
@@ -60,6 +62,9 @@ STARTABLE = frozenset({Status.STOPPED, Status.FAILED})
 ALREADY_STARTED = frozenset({Status.CREATING, Status.STARTING, Status.RUNNING, Status.HEALTH_CHECKING, Status.READY})
 ALREADY_STOPPED = frozenset({Status.STOPPED, Status.STOPPING})
 GONE = frozenset({Status.TERMINATING, Status.TERMINATED})
+# Statuses of a record that wants no upstream instance unless it already has one: an instance that
+# appears later under its name (a create that completed late, a duplicate) is deleted.
+SETTLED = frozenset({Status.STOPPED, Status.TERMINATED, Status.FAILED})
 
 _UPSTREAM_PHASE: dict[str, Status] = {
     "pending": Status.CREATING,
@@ -82,6 +87,11 @@ _UPSTREAM_PHASE: dict[str, Status] = {
     "removing": Status.TERMINATING,
     "removed": Status.TERMINATED,
 }
+
+
+def is_leaving(upstream_status: str) -> bool:
+    """Novita is removing (or has removed) the instance: nobody may adopt it, nothing more to do."""
+    return phase_of(upstream_status) in (Status.TERMINATING, Status.TERMINATED)
 
 
 def phase_of(upstream_status: str) -> Status | None:

@@ -26,7 +26,17 @@ from novita_gpu.clock import Clock
 from novita_gpu.db import Database
 from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.instances.events import change_status
-from novita_gpu.instances.lifecycle import CHANGING, Action, Goal, Reason, Status, phase_of, stop_reason
+from novita_gpu.instances.lifecycle import (
+    CHANGING,
+    SETTLED,
+    Action,
+    Goal,
+    Reason,
+    Status,
+    is_leaving,
+    phase_of,
+    stop_reason,
+)
 from novita_gpu.instances.models import Instance
 from novita_gpu.instances.row_guard import reattach_if_current
 from novita_gpu.novita import (
@@ -48,12 +58,24 @@ log = structlog.get_logger(__name__)
 
 Mutation = Callable[[AsyncSession, Instance], Awaitable[None]]
 
-# After a create whose outcome is unknown, wait this long for the instance to show up in Novita's list
-# before concluding it was never created.
+# After Novita answered a create with an error, look its name up in the list this long before concluding it
+# was never made and sending it again. (A create Novita never answered is never sent again: see _create.)
 AMBIGUOUS_CREATE_GRACE = timedelta(seconds=20)
+# How long a tick waits for the rows it started before it ends; a row whose upstream call takes longer goes
+# on by itself (and releases its lease when done), so one slow call never holds up the others.
+_TICK_PATIENCE_SECONDS = 0.5
 # Upstream statuses in which a start request is satisfied / a stop request is satisfied.
 _STARTED = {"toStart", "starting", "pulling", "running", "toRestart", "restarting"}
 _STOPPED = {"toStop", "stopping", "exited"}
+# Rows the reconciler looks after: not terminated, and known upstream or with an action pending.
+_WATCHED = and_(
+    Instance.status != Status.TERMINATED,
+    or_(
+        Instance.novita_instance_id.is_not(None),
+        Instance.pending_action.is_not(None),
+        Instance.create_attempted_at.is_not(None),
+    ),
+)
 # Ids per lease UPDATE and load, each a turn of the loop (SQLite builds may allow as few as 999 bound parameters).
 _CLAIM_CHUNK = 100
 
@@ -61,7 +83,13 @@ _CLAIM_CHUNK = 100
 @dataclass
 class Listing:
     by_id: dict[str, UpstreamInstance] = field(default_factory=dict)
+    # The instance a record without an id may adopt: one not on its way out (the first seen if several).
     by_name: dict[str, UpstreamInstance] = field(default_factory=dict)
+
+    def add(self, upstream: UpstreamInstance) -> None:
+        self.by_id[upstream.id] = upstream
+        if upstream.name and not is_leaving(upstream.status):
+            self.by_name.setdefault(upstream.name, upstream)
 
 
 def _needs_attention(row: Row[Any], listing: Listing, now: datetime) -> bool:
@@ -79,6 +107,13 @@ def _needs_attention(row: Row[Any], listing: Listing, now: datetime) -> bool:
     if upstream is None or upstream.status != row.upstream_status:
         return True
     return upstream.status_error is not None and bool(upstream.status_error.message)
+
+
+@dataclass
+class _Waiting:
+    """Whether the tick that started some rows still waits for them (and releases their leases)."""
+
+    over: bool = False
 
 
 @dataclass
@@ -124,7 +159,9 @@ class Reconciler:
         self.changes = changes
         self.on_health_checking = on_health_checking
         self.worker_id = f"reconciler-{uuid.uuid4().hex[:8]}"
-        self.lease_token = ""
+        self.lease_token = ""  # the lease of the rows the current (or last) tick claimed
+        self._in_flight: dict[str, asyncio.Task[bool]] = {}
+        self._connections = asyncio.Semaphore(MAX_CONNECTIONS)
         self._wake = asyncio.Event()
         self._tick_lock = asyncio.Lock()
         self._next_full_pass = float("-inf")
@@ -138,86 +175,110 @@ class Reconciler:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
-            started = loop.time()
-            try:
-                result = await self.tick()
-                self.busy = result.busy
-            except Exception:  # a bad tick must not kill the worker; the next one retries
-                log.exception("reconcile_tick_failed")
-                self.busy = True
-            interval = self.settings.reconcile_fast_seconds if self.busy else self.settings.reconcile_slow_seconds
-            with contextlib.suppress(TimeoutError):  # asyncio.timeout: see WebhookDispatcher.run
-                async with asyncio.timeout(interval):
-                    await self._wake.wait()
-            self._wake.clear()
-            # Every create or action wakes the worker; a burst of them shares one tick (and one listing of
-            # Novita's instances) per half fast interval, rather than listing once per request.
-            await asyncio.sleep(max(0.0, started + self.settings.reconcile_fast_seconds / 2 - loop.time()))
+        try:
+            while True:
+                started = loop.time()
+                try:
+                    result = await self.tick()
+                    self.busy = result.busy
+                except Exception:  # a bad tick must not kill the worker; the next one retries
+                    log.exception("reconcile_tick_failed")
+                    self.busy = True
+                interval = self.settings.reconcile_fast_seconds if self.busy else self.settings.reconcile_slow_seconds
+                with contextlib.suppress(TimeoutError):  # asyncio.timeout: see WebhookDispatcher.run
+                    async with asyncio.timeout(interval):
+                        await self._wake.wait()
+                self._wake.clear()
+                # Every create or action wakes the worker; a burst of them shares one tick (and one listing of
+                # Novita's instances) per half fast interval, rather than listing once per request.
+                await asyncio.sleep(max(0.0, started + self.settings.reconcile_fast_seconds / 2 - loop.time()))
+        finally:
+            await self.aclose()
 
-    async def tick(self, *, full: bool | None = None) -> TickResult:
+    async def aclose(self) -> None:
+        """Stop the rows still in flight (their leases lapse; the next owner picks them up)."""
+        tasks = list(self._in_flight.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def tick(self, *, full: bool | None = None, patience: float = _TICK_PATIENCE_SECONDS) -> TickResult:
         """One pass over the rows that need attention (serialised: /sync may call it too).
 
         A full pass, which processes every watched row whatever it shows, runs when asked (`full=True`)
-        and otherwise once per RECONCILE_SLOW_SECONDS: a safety net under `_needs_attention`."""
+        and otherwise once per RECONCILE_SLOW_SECONDS: a safety net under `_needs_attention`. The tick
+        waits `patience` seconds for the rows it started; slower ones go on beyond it."""
         async with self._tick_lock:
             monotonic = self.clock.monotonic()
             if full is None:
                 full = monotonic >= self._next_full_pass
             if full:
                 self._next_full_pass = monotonic + self.settings.reconcile_slow_seconds
-            return await self._tick(full)
+            return await self._tick(full, patience)
 
-    async def _tick(self, full: bool) -> TickResult:
+    async def _tick(self, full: bool, patience: float) -> TickResult:
         now = self.clock.now()
         self.last_tick_at = now
-        self.lease_token = uuid.uuid4().hex
         result = TickResult()
-        candidates = await self._candidates(now)
-        if not candidates:
+        await self._renew()
+        candidates = await self._candidates()
+        if not candidates and not full:
             return result
         try:
-            listing = await self._list_upstream(candidates)
+            listing = await self._list_upstream(candidates, full)
         except NovitaError as exc:
             log.warning("reconcile_list_failed", error=type(exc).__name__)
             result.busy = True
             return result
-        rows = await self._claim(now, [c.id for c in candidates if full or _needs_attention(c, listing, now)])
+        await self._remove_strays(listing, candidates)
+        wanted = [
+            c.id for c in candidates if c.id not in self._in_flight and (full or _needs_attention(c, listing, now))
+        ]
+        rows = await self._claim(now, wanted)
         result.claimed = len(rows)
         if rows:
-            semaphore = asyncio.Semaphore(MAX_CONNECTIONS)
-
-            async def process(row: Instance) -> bool:
-                async with semaphore:
-                    try:
-                        return await self._process(row, listing)
-                    except NovitaError as exc:
-                        log.warning("reconcile_row_upstream_error", instance_id=row.id, error=type(exc).__name__)
-                        return False
-
-            changed = await asyncio.gather(*(process(row) for row in rows))
-            result.changed = sum(changed)
-            await self._release()
+            waiting = _Waiting()
+            started = {row.id: self._start(row, listing, waiting) for row in rows}
+            done, _ = await asyncio.wait(started.values(), timeout=patience)
+            waiting.over = True  # from here on, a row that finishes releases its own lease
+            result.changed = sum(1 for task in done if not task.cancelled() and task.result())
+            finished = [row_id for row_id, task in started.items() if task in done]
+            await self._release(finished, only_token=self.lease_token)
         async with self.db.read() as session:
             busy = await session.scalar(
                 select(Instance.id)
                 .where(or_(Instance.status.in_(list(CHANGING)), Instance.pending_action.is_not(None)))
                 .limit(1)
             )
-        result.busy = busy is not None
+        result.busy = busy is not None or bool(self._in_flight)
         return result
+
+    def _start(self, row: Instance, listing: Listing, tick: _Waiting) -> asyncio.Task[bool]:
+        """Process `row` in a task of its own, which outlives the tick if its upstream call is slow."""
+        token = self.lease_token
+
+        async def process() -> bool:
+            try:
+                async with self._connections:
+                    return await self._process(row, listing)
+            except NovitaError as exc:
+                log.warning("reconcile_row_upstream_error", instance_id=row.id, error=type(exc).__name__)
+                return False
+            finally:
+                self._in_flight.pop(row.id, None)
+                if tick.over:  # the tick that started it no longer waits: release on its own
+                    await self._release([row.id], only_token=token)
+
+        task = asyncio.create_task(process(), name=f"reconcile-{row.id}")
+        self._in_flight[row.id] = task
+        return task
 
     # -- leases ----------------------------------------------------------------------------------
 
     def _claimable(self, now: datetime) -> ColumnElement[bool]:
         """Rows this worker may take: watched (known upstream, or an action pending), not leased by another."""
         return and_(
-            Instance.status != Status.TERMINATED,
-            or_(
-                Instance.novita_instance_id.is_not(None),
-                Instance.pending_action.is_not(None),
-                Instance.create_attempted_at.is_not(None),
-            ),
+            _WATCHED,
             or_(
                 Instance.lease_expires_at.is_(None),
                 Instance.lease_expires_at < now,
@@ -225,12 +286,13 @@ class Reconciler:
             ),
         )
 
-    async def _candidates(self, now: datetime) -> Sequence[Row[Any]]:
-        """A light read of every claimable row: the few columns that say whether it needs attention.
+    async def _candidates(self) -> Sequence[Row[Any]]:
+        """A light read of every watched row: the few columns that say whether it needs attention.
 
         Only those rows are then leased and loaded, so a tick over 1,000 steady instances (say one
         more is being created) costs a column scan rather than 1,000 leases and ORM loads, which held
-        the event loop for tens of milliseconds every fast tick."""
+        the event loop for tens of milliseconds every fast tick. Rows leased by another replica are read
+        too (their claim then fails): they tell which upstream instances belong to a record."""
         async with self.db.read() as session:
             found = await session.execute(
                 select(
@@ -241,13 +303,14 @@ class Reconciler:
                     Instance.pending_action,
                     Instance.create_attempted_at,
                     Instance.phase_deadline_at,
-                ).where(self._claimable(now))
+                ).where(_WATCHED)
             )
             return found.all()
 
     async def _claim(self, now: datetime, ids: list[str]) -> list[Instance]:
         """Lease and load `ids`, a chunk at a time, each chunk a worker's turn: a full pass claims every
         watched row, and leasing and loading 1,500 of them at once held the event loop ~10 ms."""
+        self.lease_token = uuid.uuid4().hex
         lease_until = now + timedelta(seconds=self.settings.lease_seconds)
         rows: list[Instance] = []
         for start in range(0, len(ids), _CLAIM_CHUNK):
@@ -266,19 +329,36 @@ class Reconciler:
                 rows.extend(found.scalars())
         return rows
 
-    async def _release(self) -> None:
-        async with self.db.write() as session:
-            await session.execute(
-                update(Instance)
-                .where(Instance.lease_token == self.lease_token)
-                .values(lease_owner=None, lease_token=None, lease_expires_at=None)
-                .execution_options(synchronize_session=False)
-            )
+    async def _renew(self) -> None:
+        """Extend the leases of rows still in flight from earlier ticks, so no replica takes them over."""
+        ids = list(self._in_flight)
+        if not ids:
+            return
+        lease_until = self.clock.now() + timedelta(seconds=self.settings.lease_seconds)
+        for start in range(0, len(ids), _CLAIM_CHUNK):
+            async with self.db.worker_write() as session:
+                await session.execute(
+                    update(Instance)
+                    .where(Instance.id.in_(ids[start : start + _CLAIM_CHUNK]), Instance.lease_owner == self.worker_id)
+                    .values(lease_expires_at=lease_until)
+                    .execution_options(synchronize_session=False)
+                )
+
+    async def _release(self, ids: list[str], *, only_token: str) -> None:
+        for start in range(0, len(ids), _CLAIM_CHUNK):
+            async with self.db.write() as session:
+                await session.execute(
+                    update(Instance)
+                    .where(Instance.id.in_(ids[start : start + _CLAIM_CHUNK]), Instance.lease_token == only_token)
+                    .values(lease_owner=None, lease_token=None, lease_expires_at=None)
+                    .execution_options(synchronize_session=False)
+                )
 
     async def _apply(self, snap: Instance, mutate: Mutation) -> Instance | None:
-        """Apply `mutate` to the current row if nobody changed it since `snap` was read."""
+        """Apply `mutate` to the current row if nobody changed it since `snap` was read (and its lease, which
+        `snap` was loaded under, still holds)."""
         async with self.db.worker_write() as session:
-            row = await reattach_if_current(session, snap, lock=not self.db.is_sqlite, lease_token=self.lease_token)
+            row = await reattach_if_current(session, snap, lock=not self.db.is_sqlite, lease_token=snap.lease_token)
             if row is None:
                 return None
             await mutate(session, row)
@@ -292,16 +372,55 @@ class Reconciler:
             session, row, to, now=self.clock.now(), default_webhook_url=self.settings.webhook_url, **kwargs
         )
 
+    # -- ownership -------------------------------------------------------------------------------
+
+    async def _remove_strays(self, listing: Listing, watched: Sequence[Row[Any]]) -> None:
+        """Delete every listed instance under a record's name that the record does not want: a duplicate
+        (the record holds another instance), or a create that completed after its record settled without
+        one (stopped, deleted or failed before Novita answered). Instances under names no record has are
+        not ours and are left alone."""
+        known = {w.novita_instance_id for w in watched if w.novita_instance_id}
+        unknown = [u for u in listing.by_id.values() if u.id not in known and u.name and not is_leaving(u.status)]
+        if not unknown:
+            return
+        owners: dict[str, Row[Any]] = {}
+        names = sorted({u.name for u in unknown})
+        async with self.db.read() as session:
+            for start in range(0, len(names), _CLAIM_CHUNK):
+                found = await session.execute(
+                    select(Instance.id, Instance.upstream_name, Instance.novita_instance_id, Instance.status).where(
+                        Instance.upstream_name.in_(names[start : start + _CLAIM_CHUNK])
+                    )
+                )
+                owners.update({r.upstream_name: r for r in found})
+        for upstream in unknown:
+            owner = owners.get(upstream.name)
+            if owner is None:
+                continue
+            if owner.novita_instance_id is None and owner.status not in SETTLED:
+                continue  # the record is waiting for its create to show: it adopts this instance
+            if owner.novita_instance_id == upstream.id and owner.status != Status.TERMINATED:
+                continue  # the record's own instance (it was adopted since the watched rows were read)
+            why = "duplicate" if owner.novita_instance_id else f"unwanted by a {owner.status} record"
+            try:
+                await self.client.delete_instance(upstream.id)
+            except NotFound:
+                continue
+            except NovitaError as exc:
+                log.warning("reconcile_stray_delete_failed", novita_instance_id=upstream.id, error=type(exc).__name__)
+                continue
+            log.warning("reconcile_stray_deleted", instance_id=owner.id, novita_instance_id=upstream.id, why=why)
+
     # -- observation -----------------------------------------------------------------------------
 
-    async def _list_upstream(self, rows: Sequence[Row[Any]]) -> Listing:
+    async def _list_upstream(self, rows: Sequence[Row[Any]], full: bool) -> Listing:
+        """Novita's instances, when a row may be found there; and on every full pass whatever the rows, so
+        a create that completes long after its record settled is still seen (and removed)."""
         listing = Listing()
-        if not any(r.novita_instance_id or r.create_attempted_at for r in rows):
+        if not full and not any(r.novita_instance_id or r.create_attempted_at for r in rows):
             return listing
         async for upstream in self.client.iter_instances(page_size=100):
-            listing.by_id[upstream.id] = upstream
-            if upstream.name:
-                listing.by_name[upstream.name] = upstream
+            listing.add(upstream)
         return listing
 
     async def _process(self, row: Instance, listing: Listing) -> bool:
@@ -318,6 +437,12 @@ class Reconciler:
             row = adopted
         if row.novita_instance_id is None:
             return await self._without_upstream(row, now)
+        if (
+            row.status in (Status.STOPPING, Status.TERMINATING)
+            and row.phase_deadline_at
+            and now >= row.phase_deadline_at
+        ):
+            return await self._action_overdue(row, upstream)
         if row.pending_action in (Action.START, Action.STOP, Action.DELETE):
             if row.next_action_at is None or row.next_action_at <= now:
                 return await self._act(row, upstream)
@@ -333,29 +458,56 @@ class Reconciler:
             r.create_attempted_at = None
             if r.pending_action == Action.CREATE:
                 r.pending_action = None
-            r.phase_deadline_at = self.clock.now() + timedelta(seconds=self.settings.startup_timeout_seconds)
+            wait = self.settings.startup_timeout_seconds
+            if r.desired_state != Goal.RUNNING:  # stopped or deleted meanwhile: that action starts now
+                wait = self.settings.action_timeout_seconds
+                r.next_action_at = None
+            r.phase_deadline_at = self.clock.now() + timedelta(seconds=wait)
 
         return await self._apply(row, mutate)
 
     async def _without_upstream(self, row: Instance, now: datetime) -> bool:
-        if row.create_attempted_at is not None and now - row.create_attempted_at < AMBIGUOUS_CREATE_GRACE:
-            return False  # a create may be in flight or just done: wait until it shows up in the list
+        if row.create_attempted_at is not None:  # a create went out and Novita has not shown its instance
+            if now >= row.create_attempted_at + timedelta(seconds=self.settings.startup_timeout_seconds):
+                return await self._give_up_create(row, now)
+            if row.next_action_at is None or now < row.next_action_at:
+                # Unanswered (it may still complete: never sent again), or answered with an error and
+                # still being looked up by name: wait for it to appear, then adopt it.
+                return False
         if row.desired_state != Goal.RUNNING:
-            to = Status.TERMINATED if row.desired_state == Goal.TERMINATED else Status.STOPPED
-
-            async def settle(session: AsyncSession, r: Instance) -> None:
-                r.pending_action = None
-                r.create_attempted_at = None
-                if to == Status.TERMINATED:
-                    r.terminated_at = now
-                else:
-                    r.stopped_at = now
-                await self._change(session, r, to, reason=r.pending_reason or Reason.USER)
-
-            return await self._apply(row, settle) is not None
+            return await self._settle_without_instance(row, now, message=None)
         if row.status == Status.CREATING:
             return await self._create(row, now)
         return False
+
+    async def _settle_without_instance(self, row: Instance, now: datetime, *, message: str | None) -> bool:
+        """A record stopped or deleted before Novita made its instance ends here, without one."""
+        to = Status.TERMINATED if row.desired_state == Goal.TERMINATED else Status.STOPPED
+
+        async def settle(session: AsyncSession, r: Instance) -> None:
+            r.pending_action = None
+            r.create_attempted_at = None
+            r.next_action_at = None
+            if to == Status.TERMINATED:
+                r.terminated_at = now
+            else:
+                r.stopped_at = now
+            await self._change(session, r, to, reason=r.pending_reason or Reason.USER, message=message)
+
+        return await self._apply(row, settle) is not None
+
+    async def _give_up_create(self, row: Instance, now: datetime) -> bool:
+        """Novita never showed the instance of a create it did not answer. It is not sent again (it may
+        still complete); should it appear later, its record no longer wants it and it is deleted."""
+        waited = f"{self.settings.startup_timeout_seconds:.0f} s"
+        later = "it is not sent again, since it may still complete, and an instance appearing later is deleted"
+        if row.desired_state != Goal.RUNNING:
+            return await self._settle_without_instance(
+                row, now, message=f"Novita did not confirm the create within {waited}; {later}."
+            )
+        return await self._fail(
+            row, Reason.STARTUP_TIMEOUT, f"Novita did not confirm the create within {waited}; {later}."
+        )
 
     # -- create ----------------------------------------------------------------------------------
 
@@ -379,7 +531,8 @@ class Reconciler:
         for offer in offers:
 
             async def intent(session: AsyncSession, r: Instance, offer: Any = offer) -> None:
-                r.create_attempted_at = self.clock.now()
+                r.create_attempted_at = self.clock.now()  # from here until an answer, the create is in doubt
+                r.next_action_at = None
                 r.product_id = offer.product_id
                 r.cluster_id = offer.cluster_id
                 r.region = offer.cluster_name
@@ -394,14 +547,14 @@ class Reconciler:
             except InsufficientResource:
                 log.info("reconcile_no_capacity", instance_id=row.id, cluster=offer.cluster_name)
                 continue
-            except AmbiguousCreate:
-                log.warning("reconcile_create_ambiguous", instance_id=row.id)
-                return True  # create_attempted_at stays: the next ticks look the name up before retrying
+            except AmbiguousCreate as exc:
+                log.warning("reconcile_create_ambiguous", instance_id=row.id, unanswered=exc.unanswered)
+                return await self._create_in_doubt(current, exc)
             except RateLimited as exc:
-                return await self._retry_later(current, "Rate limited by Novita; retrying.", exc.retry_after)
-            except NovitaError as exc:
+                return await self._create_not_made(current, "Rate limited by Novita; retrying.", exc.retry_after)
+            except NovitaError as exc:  # anything but AmbiguousCreate: Novita made nothing
                 if exc.status >= 500 or exc.status == 0:
-                    return await self._retry_later(current, f"Novita unavailable ({exc.reason}); retrying.")
+                    return await self._create_not_made(current, f"Novita unavailable ({exc.reason}); retrying.")
                 return await self._fail(current, Reason.UPSTREAM_ERROR, f"Novita refused the create: {exc.message}")
             await self._record_created(current, novita_id)
             return True
@@ -411,9 +564,28 @@ class Reconciler:
             return await self._fail(
                 current, Reason.NO_CAPACITY, f"No capacity for {row.product_name!r} in any allowed region."
             )
-        return await self._retry_later(
+        return await self._create_not_made(
             current, f"No capacity for {row.product_name!r} in any allowed region yet; waiting for some."
         )
+
+    async def _create_in_doubt(self, row: Instance, exc: AmbiguousCreate) -> bool:
+        """Novita may have made the instance. Unanswered, the create may even complete later: it is never
+        sent again, only looked for (until the startup deadline). Answered with an error, it is looked for
+        a short while, then sent again if absent (a late duplicate would be deleted on sight)."""
+
+        async def mutate(session: AsyncSession, r: Instance) -> None:
+            if exc.unanswered:
+                r.next_action_at = None
+                r.status_message = "Novita has not answered the create; waiting for the instance to appear."
+            else:
+                r.next_action_at = self.clock.now() + AMBIGUOUS_CREATE_GRACE
+                r.status_message = f"Novita answered the create with an error ({exc.reason}); looking it up."
+
+        return await self._apply(row, mutate) is not None
+
+    async def _create_not_made(self, row: Instance, message: str, after: float | None = None) -> bool:
+        """Novita refused the create or never received it: nothing to look for; try again later."""
+        return await self._retry_later(row, message, after, create_made=False)
 
     def _create_request(self, row: Instance, cluster_id: str) -> CreateInstanceRequest:
         ports = ",".join(f"{p['port']}/{p['type']}" for p in row.ports) or None
@@ -453,11 +625,12 @@ class Reconciler:
         self.changes.pulse(row.id)
         log.info("reconcile_created", instance_id=row.id, novita_instance_id=novita_id)
 
-    async def _retry_later(self, row: Instance, message: str, after: float | None = None) -> bool:
+    async def _retry_later(
+        self, row: Instance, message: str, after: float | None = None, *, create_made: bool | None = None
+    ) -> bool:
         async def mutate(session: AsyncSession, r: Instance) -> None:
-            r.create_attempted_at = (
-                None if r.novita_instance_id is None and after is not None else r.create_attempted_at
-            )
+            if create_made is False:
+                r.create_attempted_at = None
             r.action_attempts += 1
             wait = after if after is not None else backoff(r.action_attempts, base=2.0)
             r.next_action_at = self.clock.now() + timedelta(seconds=wait)
@@ -465,11 +638,12 @@ class Reconciler:
 
         return await self._apply(row, mutate) is not None
 
-    async def _fail(self, row: Instance, reason: Reason, message: str) -> bool:
+    async def _fail(self, row: Instance, reason: Reason, message: str, *, keep_action: bool = False) -> bool:
         async def mutate(session: AsyncSession, r: Instance) -> None:
-            r.pending_action = None
+            if not keep_action:
+                r.pending_action = None
+                r.next_action_at = None
             r.create_attempted_at = None
-            r.next_action_at = None
             r.failed_at = self.clock.now()
             await self._change(session, r, Status.FAILED, reason=reason, message=message)
 
@@ -493,7 +667,8 @@ class Reconciler:
         except InvalidStateChange:
             done = (action == Action.START and seen in _STARTED) or (action == Action.STOP and seen in _STOPPED)
             if not done:
-                return await self._retry_later(row, f"Waiting for Novita to accept the {action} ({seen}).", 1.0)
+                # Refused in this state (a stop while the image is still pulling): ask again, backing off.
+                return await self._retry_later(row, f"Waiting for Novita to accept the {action} ({seen}).")
         except NotFound:
             return await self._gone_upstream(row)
         except InsufficientResource:
@@ -522,6 +697,35 @@ class Reconciler:
 
         log.info("reconcile_action_accepted", instance_id=row.id, action=str(action))
         return await self._apply(row, accepted) is not None
+
+    async def _action_overdue(self, row: Instance, upstream: UpstreamInstance | None) -> bool:
+        """A stop or delete not done by its deadline. A stop Novita refuses because the instance never
+        finished booting (an endless image pull) becomes a delete, so it cannot bill forever; otherwise the
+        record ends `failed` while the action is still retried, backing off, and auto-stop covers it."""
+        seen = upstream.status if upstream else "unknown"
+        waited = f"{self.settings.action_timeout_seconds:.0f} s"
+        if row.status == Status.STOPPING and (upstream is None or phase_of(seen) in (Status.CREATING, Status.STARTING)):
+
+            async def delete_instead(session: AsyncSession, r: Instance) -> None:
+                r.desired_state = Goal.TERMINATED
+                r.pending_action = Action.DELETE
+                r.pending_reason = Reason.STOP_TIMEOUT
+                r.action_attempts = 0
+                r.next_action_at = None
+                r.phase_deadline_at = self.clock.now() + timedelta(seconds=self.settings.action_timeout_seconds)
+                message = f"Novita could not stop it within {waited}: it never finished booting ({seen}). Deleting it."
+                await self._change(session, r, Status.TERMINATING, reason=Reason.STOP_TIMEOUT, message=message)
+
+            log.warning("instance_stop_overdue_deleting", instance_id=row.id, upstream_status=seen)
+            return await self._apply(row, delete_instead) is not None
+        reason = Reason.STOP_TIMEOUT if row.status == Status.STOPPING else Reason.DELETE_TIMEOUT
+        verb = "stop" if row.status == Status.STOPPING else "delete"
+        return await self._fail(
+            row,
+            reason,
+            f"Novita did not {verb} it within {waited} (it says {seen}); still asking, backing off.",
+            keep_action=True,
+        )
 
     async def _gone_upstream(self, row: Instance) -> bool:
         async def mutate(session: AsyncSession, r: Instance) -> None:

@@ -474,6 +474,7 @@ class InstanceService:
         row.pending_reason = reason
         row.action_attempts = 0
         row.next_action_at = None
+        row.phase_deadline_at = self.clock.now() + timedelta(seconds=self.settings.action_timeout_seconds)
         row.operation_id = f"op_{uuid.uuid4().hex[:16]}"
         await self._change(session, row, Status.STOPPING, reason=reason, message="Stop requested.")
         return 202, self._answer(row, "Instance stop initiated.")
@@ -501,6 +502,7 @@ class InstanceService:
         else:
             row.pending_action = Action.DELETE
             row.pending_reason = reason
+            row.phase_deadline_at = self.clock.now() + timedelta(seconds=self.settings.action_timeout_seconds)
             await self._change(session, row, Status.TERMINATING, reason=reason, message="Delete requested.")
         return 202, self._answer(row, "Instance deletion initiated.")
 

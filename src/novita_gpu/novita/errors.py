@@ -88,6 +88,13 @@ class AmbiguousCreate(NovitaError):
         super().__init__(status, reason, message, metadata)
         self.name = name
 
+    @property
+    def unanswered(self) -> bool:
+        """No answer from Novita itself (a timeout, a dropped connection, a gateway that gave up): the
+        create may still be in progress there and complete at any later time. Any other error was
+        Novita's own answer, so whatever it did is done and shows in its list."""
+        return self.status in (0, 502, 504)
+
     @classmethod
     def from_error(cls, error: NovitaError, *, name: str) -> AmbiguousCreate:
         return cls(error.status, error.reason, error.message, error.metadata, name=name)
