@@ -125,7 +125,8 @@ async def create_instance(request: Request) -> dict[str, Any]:
 async def _until_created(request: Request, world: World, instance: Instance) -> None:
     """Answer a delayed create only once it has completed (on the world's clock, which tests move by
     hand). A caller that hangs up meanwhile does not undo it: the instance still appears on time."""
-    while not instance.visible_at(world.now()) and not await request.is_disconnected():
+    # Polled: the world's clock may be a test's, moved by hand from another thread, with nothing to await.
+    while not instance.visible_at(world.now()) and not await request.is_disconnected():  # noqa: ASYNC110
         await asyncio.sleep(0.01)
 
 
