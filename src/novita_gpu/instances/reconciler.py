@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import ColumnElement, Row, and_, or_, select, update
+from sqlalchemy import ColumnElement, Row, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from novita_gpu.catalog.service import Catalog, CatalogError
@@ -76,6 +76,9 @@ _WATCHED = and_(
         Instance.create_attempted_at.is_not(None),
     ),
 )
+# Statuses that end by a deadline, and how late past it /health starts to report a row.
+_DEADLINED = frozenset({Status.CREATING, Status.STARTING, Status.HEALTH_CHECKING, Status.STOPPING, Status.TERMINATING})
+_OVERDUE_GRACE = timedelta(seconds=60)
 # Ids per lease UPDATE and load, each a turn of the loop (SQLite builds may allow as few as 999 bound parameters).
 _CLAIM_CHUNK = 100
 
@@ -201,6 +204,10 @@ class Reconciler:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    def busy_rows(self) -> set[str]:
+        """Rows whose processing is still in flight (a slow upstream call)."""
+        return set(self._in_flight)
 
     async def tick(self, *, full: bool | None = None, patience: float = _TICK_PATIENCE_SECONDS) -> TickResult:
         """One pass over the rows that need attention (serialised: /sync may call it too).
@@ -371,6 +378,31 @@ class Reconciler:
         await change_status(
             session, row, to, now=self.clock.now(), default_webhook_url=self.settings.webhook_url, **kwargs
         )
+
+    # -- health ----------------------------------------------------------------------------------
+
+    async def overdue(self) -> dict[str, Any]:
+        """Rows past their deadline (the reconciler should have ended them: something is wrong), and
+        failed rows whose stop or delete Novita still has not carried out (an instance that may bill)."""
+        now = self.clock.now()
+        cut = now - _OVERDUE_GRACE
+        doubt_cut = cut - timedelta(seconds=self.settings.startup_timeout_seconds)
+        late = or_(
+            and_(Instance.status.in_(list(_DEADLINED)), Instance.phase_deadline_at < cut),
+            and_(Instance.status != Status.TERMINATED, Instance.create_attempted_at < doubt_cut),
+        )
+        async with self.db.read() as session:
+            overdue = await session.scalar(select(func.count()).select_from(Instance).where(late))
+            retrying = await session.scalar(
+                select(func.count())
+                .select_from(Instance)
+                .where(Instance.status == Status.FAILED, Instance.pending_action.is_not(None))
+            )
+        return {
+            "status": "degraded" if overdue or retrying else "up",
+            "pastDeadline": overdue or 0,
+            "failedActionsRetrying": retrying or 0,
+        }
 
     # -- ownership -------------------------------------------------------------------------------
 

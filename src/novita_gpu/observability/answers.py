@@ -22,7 +22,8 @@ class HealthAnswer(Answer):
     version: str
     mode: Literal["emulator", "novita"]
     services: dict[str, dict[str, Any]] = Field(
-        description="One check each: database, webhooks, novitaApi, cache, workers (one entry per worker)."
+        description="One check each: database, webhooks, novitaApi, cache, workers (one entry per worker), "
+        "instances (rows past their deadline, failed stops or deletes still retried)."
     )
     emulator: EmulatorNote | None = None
 

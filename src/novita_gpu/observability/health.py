@@ -1,7 +1,7 @@
 """GET /health: real checks, cheap enough to be called often.
 
 unhealthy (HTTP 503): the store does not answer. degraded (HTTP 200): Novita failing, cache fallen back
-to in-process, a worker not ticking, or webhooks piling up. Novita is judged from recent calls.
+to in-process, a worker not ticking, webhooks piling up, or instances past their deadline. Novita is judged from recent calls.
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ async def check_health(services: Services) -> tuple[int, dict[str, Any]]:
     checks["novitaApi"] = {**services.upstream_health.status(), "mode": settings.mode}
     checks["cache"] = await services.caches.health()
     checks["workers"] = services.worker_health(now) if settings.workers_enabled else {"status": "disabled"}
+    if checks["database"]["status"] == "up":
+        checks["instances"] = await services.reconciler.overdue()
 
     if checks["database"]["status"] != "up":
         status = "unhealthy"
@@ -63,6 +65,7 @@ async def check_health(services: Services) -> tuple[int, dict[str, Any]]:
         checks["novitaApi"]["status"] in ("down", "degraded")
         or checks["cache"]["status"] != "up"
         or checks["webhooks"]["status"] != "up"
+        or checks.get("instances", {}).get("status") == "degraded"
         or any(isinstance(w, dict) and w.get("status") == "stalled" for w in checks["workers"].values())
     ):
         status = "degraded"

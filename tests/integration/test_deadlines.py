@@ -1,0 +1,93 @@
+"""Nothing stuck: every non-final status ends by a deadline, refused actions back off, and one slow
+upstream call delays only its own row (issue 17, defects 2 and 7)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import select
+
+from novita_gpu.instances.models import Instance
+from tests.harness import Harness
+
+
+async def upstream_name(harness: Harness, instance_id: str) -> str:
+    async with harness.services.db.read() as session:
+        name = await session.scalar(select(Instance.upstream_name).where(Instance.id == instance_id))
+    assert name is not None
+    return name
+
+
+async def health(harness: Harness) -> dict[str, object]:
+    answer = await harness.http.get("/health")
+    assert answer.status_code == 200, answer.text
+    checks: dict[str, object] = answer.json()["services"]["instances"]
+    return {"status": answer.json()["status"], **checks}
+
+
+async def test_a_stop_during_an_endless_image_pull_ends_by_deleting_it(tmp_path: Path) -> None:
+    harness = await Harness(tmp_path, action_timeout_seconds=300).start()
+    try:
+        harness.faults(stuck_in_pulling=True)
+        created = await harness.create()
+        instance_id = created["instanceId"]
+        pulling = await harness.until_status(instance_id, "starting", max_seconds=120)
+        assert pulling["upstreamStatus"] == "pulling"
+        harness.clock.advance(3)
+        assert (await harness.http.post(f"/api/instances/{instance_id}/stop")).status_code == 202
+        before = harness.stats().get("POST /gpu/instance/stop", 0)
+
+        ended = await harness.until_status(instance_id, "terminated", "stopped", "failed", max_seconds=600)
+
+        assert ended["status"] == "terminated" and ended["statusReason"] == "STOP_TIMEOUT"
+        assert "never finished booting" in (await harness.events(instance_id))[-2]["message"]
+        refused = harness.stats().get("POST /gpu/instance/stop", 0) - before
+        assert 1 <= refused <= 40, refused  # backing off; at one a second it was ~300 in these 300 s
+        name = await upstream_name(harness, instance_id)
+        assert [i for i in harness.live_upstream() if i["name"] == name and i["visible"]] == []
+    finally:
+        await harness.stop()
+
+
+async def test_health_reports_rows_past_their_deadline(tmp_path: Path) -> None:
+    harness = await Harness(tmp_path, action_timeout_seconds=120).start()
+    try:
+        harness.faults(stuck_in_pulling=True)
+        created = await harness.create()
+        await harness.until_status(created["instanceId"], "starting", max_seconds=120)
+        assert (await health(harness))["pastDeadline"] == 0
+        await harness.http.post(f"/api/instances/{created['instanceId']}/stop")
+        harness.clock.advance(120 + 61)  # the reconciler did not run: the stop is past its deadline
+        report = await health(harness)
+        assert report["pastDeadline"] == 1 and report["status"] == "degraded"
+        await harness.tick(2)  # it runs: the stop becomes a delete with a fresh deadline
+        assert (await health(harness))["pastDeadline"] == 0
+    finally:
+        await harness.stop()
+
+
+async def test_one_slow_create_does_not_hold_up_other_instances(tmp_path: Path) -> None:
+    harness = await Harness(tmp_path, novita_timeout_seconds=2.0).start()
+    try:
+        steady = await harness.create()
+        await harness.until_status(steady["instanceId"], "ready")
+        harness.faults(create_delay_seconds=60)
+        slow = await harness.create()
+        await harness.tick()  # its create goes out and hangs (for up to 2 real seconds here)
+        harness.faults(create_delay_seconds=0)
+        beside = await harness.create()
+        assert (await harness.http.post(f"/api/instances/{steady['instanceId']}/stop")).status_code == 202
+        stops = harness.stats().get("POST /gpu/instance/stop", 0)
+
+        await harness.tick()  # returns within half a second although the slow create still hangs
+
+        assert harness.services.reconciler.busy_rows() == {slow["instanceId"]}
+        assert harness.stats().get("POST /gpu/instance/stop", 0) == stops + 1
+        assert (await harness.instance(beside["instanceId"]))["novitaInstanceId"] is not None
+        ready = await harness.until_status(beside["instanceId"], "ready", "failed", max_seconds=60)
+        assert ready["status"] == "ready"
+        late = await harness.until_status(slow["instanceId"], "ready", "failed", max_seconds=300)
+        assert late["status"] == "ready"
+        assert harness.stats().get("POST /gpu/instance/create", 0) == 3
+    finally:
+        await harness.stop()
