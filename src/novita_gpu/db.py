@@ -148,6 +148,8 @@ class Database:
             await conn.close()  # directly: `async with` closes in a shielded task, a loop pass later
 
     async def migrate(self) -> None:
+        """Bring the schema to head in one transaction (under a lock on PostgreSQL, so replicas may start
+        together)."""
         from novita_gpu.migrations import upgrade_to_head
 
         async with self.engine.begin() as conn:
