@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import structlog
 from sqlalchemy import DateTime, Executable, Row, Table, event
-from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.engine import Connection, Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
@@ -63,12 +63,16 @@ def _sqlite_file(url: str) -> Path | None:
     return None if path in ("", ":memory:") else Path(path)
 
 
+_warned_readable: set[Path] = set()
+
+
 def _private_sqlite_file(path: Path) -> None:
     """Create the store readable by this user only: it holds instance env values (secrets). SQLite gives
     its -wal and -shm files the database file's permissions. An existing store is left as it is, with a
     warning when others may read it."""
     if path.exists():
-        if path.stat().st_mode & 0o077:
+        if path.stat().st_mode & 0o077 and path not in _warned_readable:
+            _warned_readable.add(path)  # once: `serve` opens the store twice (migrate_store, then the app)
             log.warning("database_file_readable_by_others", path=str(path), hint=f"chmod 600 {path}")
         return
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -149,14 +153,32 @@ class Database:
 
     async def migrate(self) -> None:
         """Bring the schema to head in one transaction (under a lock on PostgreSQL, so replicas may start
-        together)."""
-        from novita_gpu.migrations import upgrade_to_head
+        together); raises `StoreTooNew` naming this store if a newer version migrated it."""
+        from novita_gpu.migrations import StoreTooNew, upgrade_to_head
 
-        async with self.engine.begin() as conn:
-            await conn.run_sync(upgrade_to_head)
+        try:
+            async with self.engine.begin() as conn:
+                await conn.run_sync(upgrade_to_head)
+        except StoreTooNew as exc:
+            raise StoreTooNew(exc.revisions, f"the store at {display_url(self.url)}") from None
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def display_url(url: str) -> str:
+    """A database URL without its password, for messages."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+async def migrate_store(url: str) -> None:
+    """Migrate the store at `url` with an engine of its own: `serve` does this before it listens, so a
+    store it must refuse (`StoreTooNew`) stops it with a message instead of a failed start-up."""
+    db = Database(url)
+    try:
+        await db.migrate()
+    finally:
+        await db.dispose()
 
 
 async def _close_inline(session: AsyncSession) -> None:

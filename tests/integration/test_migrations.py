@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import subprocess
 from collections.abc import AsyncIterator
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
@@ -12,10 +13,14 @@ import pytest
 from sqlalchemy import text
 
 from novita_gpu.db import Database
+from novita_gpu.migrations import StoreTooNew
+from novita_gpu.serving import free_port
+from tests.e2e.processes import NOVITA_GPU, clean_environment
 from tests.fixtures.databases import fresh_database
 
 REPLICAS = 4
 MIGRATE_TIMEOUT = 60.0
+FUTURE = "9999_from_a_newer_version"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -75,3 +80,65 @@ async def test_migrations_started_together_in_one_process_all_succeed(tmp_path: 
     async with fresh_database("postgres", tmp_path) as url:
         await asyncio.wait_for(asyncio.gather(*(_migrate(url) for _ in range(REPLICAS))), MIGRATE_TIMEOUT)
         assert await _revisions(url) == ["0003"]
+
+
+async def _migrated_by_a_newer_version(url: str) -> None:
+    """A store at head, then moved to a revision no script of ours has (as a newer release would)."""
+    await _migrate(url)
+    db = Database(url)
+    try:
+        async with db.engine.begin() as conn:
+            await conn.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": FUTURE})
+    finally:
+        await db.dispose()
+
+
+async def test_a_store_migrated_by_a_newer_version_is_refused_and_left_alone(store_url: str) -> None:
+    await _migrated_by_a_newer_version(store_url)
+    db = Database(store_url)
+    try:
+        with pytest.raises(StoreTooNew) as refused:
+            await db.migrate()
+    finally:
+        await db.dispose()
+    assert refused.value.revisions == (FUTURE,)
+    assert str(refused.value) == (
+        f"the store at {store_url} was migrated by a newer novita-gpu (revision {FUTURE}); upgrade this one"
+    )
+    assert await _revisions(store_url) == [FUTURE]
+
+
+async def test_serve_refuses_a_newer_store_with_one_line_and_a_non_zero_exit(store_url: str, tmp_path: Path) -> None:
+    """The operator's view: one line on stderr saying what to do, no traceback, exit code 2."""
+    await _migrated_by_a_newer_version(store_url)
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [str(NOVITA_GPU), "serve", "--host", "127.0.0.1", "--port", str(free_port())],
+        env={**clean_environment(), "DATABASE_URL": store_url, "LOG_FORMAT": "json"},
+        capture_output=True,
+        text=True,
+        timeout=MIGRATE_TIMEOUT,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.stderr.splitlines() == [
+        f"error: the store at {store_url} was migrated by a newer novita-gpu (revision {FUTURE}); upgrade this one"
+    ]
+    assert "Traceback" not in result.stdout
+
+
+async def test_serve_that_cannot_reach_its_store_says_so_in_one_line(tmp_path: Path) -> None:
+    url = f"postgresql+asyncpg://novita:secret@127.0.0.1:{free_port()}/nothing"
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [str(NOVITA_GPU), "serve", "--host", "127.0.0.1", "--port", str(free_port())],
+        env={**clean_environment(), "DATABASE_URL": url, "LOG_FORMAT": "json"},
+        capture_output=True,
+        text=True,
+        timeout=MIGRATE_TIMEOUT,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: cannot use the store at postgresql+asyncpg://novita:***@127.0.0.1:"), line
+    assert "secret" not in result.stderr + result.stdout

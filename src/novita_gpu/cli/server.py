@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import typer
 
 
@@ -22,7 +24,31 @@ def serve(
     except InsecureConfiguration as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from exc
-    serve_forever(create_app(settings), host, port)
+    app = create_app(settings)  # first: it configures logging
+    _prepare_store(settings.database_url)
+    serve_forever(app, host, port)
+
+
+def _prepare_store(url: str) -> None:
+    """Migrate before listening, so a store we cannot use is one line on stderr and a non-zero exit, not
+    a traceback from a failed start-up (the app's own migration then finds the schema at head)."""
+    import structlog
+    from sqlalchemy.exc import DBAPIError
+
+    from novita_gpu.db import display_url, migrate_store
+    from novita_gpu.migrations import StoreTooNew
+
+    try:
+        asyncio.run(migrate_store(url))
+    except StoreTooNew as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+    except Exception as exc:  # unreachable, refused, no such database...: the traceback goes to the log
+        structlog.get_logger(__name__).error("store_unusable", exc_info=exc)
+        cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+        reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        typer.echo(f"error: cannot use the store at {display_url(url)}: {reason}", err=True)
+        raise typer.Exit(code=1) from exc
 
 
 def emulator(
