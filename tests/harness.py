@@ -66,6 +66,7 @@ class Harness:
 
     async def stop(self) -> None:
         await self.http.aclose()
+        await self.services.reconciler.aclose()
         await self.services.client.aclose()
         await self.services.webhook_sender.close()
         await self.services.caches.aclose()

@@ -164,6 +164,7 @@ class Reconciler:
         self.worker_id = f"reconciler-{uuid.uuid4().hex[:8]}"
         self.lease_token = ""  # the lease of the rows the current (or last) tick claimed
         self._in_flight: dict[str, asyncio.Task[bool]] = {}
+        self._finished_late: dict[str, list[str]] = {}  # lease token -> rows done after their tick ended
         self._connections = asyncio.Semaphore(MAX_CONNECTIONS)
         self._wake = asyncio.Event()
         self._tick_lock = asyncio.Lock()
@@ -199,11 +200,19 @@ class Reconciler:
             await self.aclose()
 
     async def aclose(self) -> None:
-        """Stop the rows still in flight (their leases lapse; the next owner picks them up)."""
+        """Stop the rows still in flight and release every lease held, so another replica takes over."""
         tasks = list(self._in_flight.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):  # best effort: a lease not released lapses by itself
+            async with self.db.write() as session:
+                await session.execute(
+                    update(Instance)
+                    .where(Instance.lease_owner == self.worker_id)
+                    .values(lease_owner=None, lease_token=None, lease_expires_at=None)
+                    .execution_options(synchronize_session=False)
+                )
 
     def busy_rows(self) -> set[str]:
         """Rows whose processing is still in flight (a slow upstream call)."""
@@ -228,6 +237,7 @@ class Reconciler:
         self.last_tick_at = now
         result = TickResult()
         await self._renew()
+        await self._release_late()
         candidates = await self._candidates()
         if not candidates and not full:
             return result
@@ -245,12 +255,14 @@ class Reconciler:
         result.claimed = len(rows)
         if rows:
             waiting = _Waiting()
-            started = {row.id: self._start(row, listing, waiting) for row in rows}
-            done, _ = await asyncio.wait(started.values(), timeout=patience)
-            waiting.over = True  # from here on, a row that finishes releases its own lease
-            result.changed = sum(1 for task in done if not task.cancelled() and task.result())
-            finished = [row_id for row_id, task in started.items() if task in done]
-            await self._release(finished, only_token=self.lease_token)
+            tasks = [self._start(row, listing, waiting) for row in rows]
+            done, pending = await asyncio.wait(tasks, timeout=patience)
+            waiting.over = True  # from here on, a row that finishes leaves its lease to the next tick's release
+            result.changed = sum(1 for task in done if task.result())
+            if pending:
+                await self._release([task.get_name() for task in done], only_token=self.lease_token)
+            else:
+                await self._release_all(self.lease_token)
         async with self.db.read() as session:
             busy = await session.scalar(
                 select(Instance.id)
@@ -261,7 +273,8 @@ class Reconciler:
         return result
 
     def _start(self, row: Instance, listing: Listing, tick: _Waiting) -> asyncio.Task[bool]:
-        """Process `row` in a task of its own, which outlives the tick if its upstream call is slow."""
+        """Process `row` in a task of its own (named after the row), which outlives the tick if its
+        upstream call is slow."""
         token = self.lease_token
 
         async def process() -> bool:
@@ -271,12 +284,15 @@ class Reconciler:
             except NovitaError as exc:
                 log.warning("reconcile_row_upstream_error", instance_id=row.id, error=type(exc).__name__)
                 return False
+            except Exception:  # one row's fault must not end the others' pass; the next tick retries it
+                log.exception("reconcile_row_failed", instance_id=row.id)
+                return False
             finally:
                 self._in_flight.pop(row.id, None)
-                if tick.over:  # the tick that started it no longer waits: release on its own
-                    await self._release([row.id], only_token=token)
+                if tick.over:
+                    self._finished_late.setdefault(token, []).append(row.id)
 
-        task = asyncio.create_task(process(), name=f"reconcile-{row.id}")
+        task = asyncio.create_task(process(), name=row.id)
         self._in_flight[row.id] = task
         return task
 
@@ -350,6 +366,21 @@ class Reconciler:
                     .values(lease_expires_at=lease_until)
                     .execution_options(synchronize_session=False)
                 )
+
+    async def _release_all(self, token: str) -> None:
+        async with self.db.write() as session:
+            await session.execute(
+                update(Instance)
+                .where(Instance.lease_token == token)
+                .values(lease_owner=None, lease_token=None, lease_expires_at=None)
+                .execution_options(synchronize_session=False)
+            )
+
+    async def _release_late(self) -> None:
+        """Release the rows that finished after their tick stopped waiting (one batch per lease)."""
+        late, self._finished_late = self._finished_late, {}
+        for token, ids in late.items():
+            await self._release(ids, only_token=token)
 
     async def _release(self, ids: list[str], *, only_token: str) -> None:
         for start in range(0, len(ids), _CLAIM_CHUNK):
