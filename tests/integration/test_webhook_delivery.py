@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import statistics
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from novita_gpu.db import Database
+from novita_gpu.emulator import EmulatorConfig
 from novita_gpu.serving import BackgroundServer, free_port
 from novita_gpu.webhooks.dispatcher import WebhookDispatcher
 from novita_gpu.webhooks.guard import WebhookPolicy
@@ -370,6 +372,102 @@ async def test_the_default_webhook_url_receives_every_instances_events(
     assert default.statuses(hooked_id) == LIFECYCLE
     assert own.statuses() == LIFECYCLE and own.statuses(hooked_id) == LIFECYCLE
     assert len(default.hits) == 10
+
+
+OUTAGE_SECONDS = 60.0
+OUTAGE_INSTANCES = 24
+
+
+async def test_a_receiver_back_from_an_outage_gets_its_whole_queue_at_once_in_order(
+    rig: Callable[..., Awaitable[Rig]], store_url: str
+) -> None:
+    """Issue 17: after a 60 s outage queued events took up to 110 s to arrive, each head waiting out its
+    own backoff. The first answer from the receiver makes every message to it due: one more attempt's
+    backoff at most, then everything arrives at once, in order per instance. Two URLs on one host (paths
+    differ) are one receiver."""
+    port = free_port()
+    urls = [f"http://127.0.0.1:{port}/webhook", f"http://127.0.0.1:{port}/webhook?team=b"]
+    r = await rig(database_url=store_url, emulator=EmulatorConfig(speed=20))
+    ids = await r.ready(*({"webhookUrl": urls[n % 2]} for n in range(OUTAGE_INSTANCES)))
+    clock = r.harness.clock
+    outage_ends = clock.now() + timedelta(seconds=OUTAGE_SECONDS)
+    while clock.now() < outage_ends:  # connection refused: every instance's first message backs off
+        await r.dispatcher.tick()
+        clock.advance(0.5)
+    heads = [(await r.deliveries(i))[0] for i in ids]
+    assert all(h["status"] == "pending" and h["attempts"] >= 5 for h in heads), heads
+
+    arrived: list[float] = []  # emulated seconds after the receiver came back
+
+    async def record(_: int) -> Response:
+        arrived.append((clock.now() - outage_ends).total_seconds())
+        return Response("OK")
+
+    receiver = Receiver(record)
+    receiver.server = BackgroundServer(receiver.app(), port=port)
+    await receiver.server.start()
+    try:
+        await r.drain(step=0.25)
+    finally:
+        await receiver.server.stop()
+
+    assert len(arrived) == OUTAGE_INSTANCES * len(LIFECYCLE)
+    for instance_id in ids:
+        assert receiver.statuses(instance_id) == LIFECYCLE
+    first_answer = arrived[0]
+    print(
+        f"drain after a {OUTAGE_SECONDS:.0f} s outage, {len(arrived)} messages, emulated s after the receiver "
+        f"came back: first {first_answer:.2f}, median {statistics.median(arrived):.2f}, "
+        f"p90 {statistics.quantiles(arrived, n=10)[-1]:.2f}, max {arrived[-1]:.2f}"
+    )
+    assert arrived[-1] == first_answer, "everything due once the receiver answered"
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [Response("bad payload", status_code=500), Response(status_code=429, headers={"Retry-After": "120"})],
+    ids=["500", "429-retry-after"],
+)
+async def test_only_messages_that_found_their_receiver_unavailable_are_resumed(
+    rig: Callable[..., Awaitable[Rig]], refusal: Response
+) -> None:
+    """A 500 may be about that one message (retrying it at every other success would hammer the
+    receiver), and a Retry-After is always honoured: such messages keep their backoff when the
+    receiver comes back; a message that found it down is sent at once. The clock stands still."""
+    refused: list[str] = []
+
+    async def picky(number: int) -> Response:
+        return refusal if receiver.hits[number].payload["instanceId"] in refused else Response("OK")
+
+    receiver = Receiver(picky)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/webhook"
+    r = await rig()
+
+    receiver.server = BackgroundServer(receiver.app(), port=port)
+    await receiver.server.start()
+    refused.append((await r.harness.create(webhookUrl=url))["instanceId"])
+    assert await r.dispatcher.tick() == 1
+    [refused_before] = await r.deliveries(refused[0])
+    await receiver.server.stop()
+
+    found_down = (await r.harness.create(webhookUrl=url))["instanceId"]
+    assert await r.dispatcher.tick() == 1
+    assert (await r.deliveries(found_down))[0]["lastError"] == "could not connect"
+
+    receiver.server = BackgroundServer(receiver.app(), port=port)
+    await receiver.server.start()
+    try:
+        answered = (await r.harness.create(webhookUrl=url))["instanceId"]
+        assert await r.dispatcher.tick() == 1  # only the new message is due: the receiver is back
+        assert await r.dispatcher.tick() == 1  # ... which made the one that found it down due
+        assert await r.dispatcher.tick() == 0
+    finally:
+        await receiver.server.stop()
+    assert [h.payload["instanceId"] for h in receiver.hits] == [refused[0], answered, found_down]
+    [refused_after] = await r.deliveries(refused[0])
+    assert refused_after["status"] == "pending" and refused_after["attempts"] == 1
+    assert refused_after["nextAttemptAt"] == refused_before["nextAttemptAt"]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -7,6 +7,14 @@ rows of a crashed worker are retried once its lease runs out. Each attempt runs 
 most `concurrency` at a time, and the loop keeps claiming while attempts are in flight: a slow or
 dead receiver holds only its own pair. No write transaction is open during an HTTP call; the result
 is written afterwards, guarded by the lease token, so a worker that lost its lease changes nothing.
+
+A receiver that stops answering (connection refused, timeout, 502/504) would leave each of its pairs
+waiting out its own backoff, up to a minute after an outage of a minute. So the first 2xx from a
+receiver (scheme://host:port) that this worker found unavailable makes every message to it that is
+backing off after such a failure due at once, in the same transaction: the queue drains as fast as the
+receiver answers, in order per pair (only the head of a pair is ever claimed). Messages refused
+otherwise (500, 4xx, 429 or 503 with their Retry-After) keep their backoff: that answer was about them,
+or asked for a pause.
 """
 
 from __future__ import annotations
@@ -18,10 +26,11 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import orjson
 import structlog
-from sqlalchemy import CursorResult, Select, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy import CursorResult, Select, and_, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement
@@ -50,6 +59,9 @@ EXPIRE_BATCH = 500
 EXPIRY_CHECK_INTERVAL = timedelta(seconds=5)
 
 PENDING = "pending"
+# Answers that say the receiver itself was unavailable (besides no answer at all): a gateway in front
+# of it found nothing listening. 503 is left out: it may carry a Retry-After, which is always honoured.
+UNAVAILABLE_STATUS_CODES = (502, 504)
 # Built once: /health and /metrics run it on every call, and building a statement costs more than running it.
 _BACKLOG = select(func.count(), func.min(WebhookDelivery.created_at)).where(WebhookDelivery.status == PENDING)
 
@@ -61,6 +73,36 @@ def retry_delay(failed_attempts: int, retry_after: float | None = None) -> float
     if retry_after is not None:
         delay = max(delay, retry_after)
     return min(delay, BACKOFF_CAP_SECONDS)
+
+
+def receiver_of(url: str) -> str:
+    """scheme://host[:port] of a webhook URL: every URL there (any path or query) is one receiver."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _unavailable(result: SendResult) -> bool:
+    """The attempt failed because the receiver did not answer at all (refused, reset, timed out), or a
+    gateway answered for it that it was unreachable."""
+    return not result.ok and not result.gone and result.status_code in (None, *UNAVAILABLE_STATUS_CODES)
+
+
+def _waiting_for(receiver: str, now: datetime) -> ColumnElement[bool]:
+    """Pending messages to `receiver`, backing off after it was unavailable, not in flight."""
+    url = WebhookDelivery.url
+    return and_(
+        WebhookDelivery.status == PENDING,
+        WebhookDelivery.next_attempt_at > now,
+        _lease_free(now),
+        or_(
+            url == receiver,
+            *(url.startswith(receiver + separator, autoescape=True) for separator in ("/", "?", "#")),
+        ),
+        or_(
+            WebhookDelivery.last_status_code.is_(None),
+            WebhookDelivery.last_status_code.in_(UNAVAILABLE_STATUS_CODES),
+        ),
+    )
 
 
 def _lease_free(now: datetime | BindParameter[datetime]) -> ColumnElement[bool]:
@@ -120,6 +162,8 @@ class WebhookDispatcher:
         self._claim_lock = asyncio.Lock()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._next_expiry_check = datetime.min.replace(tzinfo=UTC)
+        # Receivers whose last attempt here found them unavailable: their next 2xx resumes their queue.
+        self._unavailable_receivers: set[str] = set()
 
     # -- loop ------------------------------------------------------------------------------------
 
@@ -269,6 +313,12 @@ class WebhookDispatcher:
         loading the row (with its payload) into the ORM again cost more than the delivery itself."""
         now = self.clock.now()
         attempts = snap.attempts + 1
+        receiver = receiver_of(snap.url)
+        back = result.ok and receiver in self._unavailable_receivers
+        if back:  # at once: a failure recorded meanwhile marks it again, and one success resumes once
+            self._unavailable_receivers.discard(receiver)
+        elif _unavailable(result):
+            self._unavailable_receivers.add(receiver)
         values: dict[str, Any] = {
             "attempts": attempts,
             "last_status_code": result.status_code,
@@ -314,6 +364,8 @@ class WebhookDispatcher:
                 return False
             if result.gone:
                 instance_changed = await self._stop_sending(session, snap)
+            if back:
+                await self._resume(session, receiver, now, snap)
         if instance_changed and self.on_instance_change is not None:
             self.on_instance_change(snap.instance_id)
         for outcome in outcomes:
@@ -358,3 +410,15 @@ class WebhookDispatcher:
         )
         log.warning("webhook_gone", delivery_id=row.id, instance_id=row.instance_id)
         return cast(CursorResult[Any], cleared).rowcount > 0
+
+    async def _resume(self, session: AsyncSession, receiver: str, now: datetime, row: WebhookDelivery) -> None:
+        """The receiver answers again: its messages backing off after it was unavailable are due now
+        (the claim still takes only the oldest pending one of each pair, so order holds)."""
+        resumed = await session.execute(
+            update(WebhookDelivery)
+            .where(_waiting_for(receiver, now))
+            .values(next_attempt_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        count = cast(CursorResult[Any], resumed).rowcount
+        log.info("webhook_receiver_back", delivery_id=row.id, instance_id=row.instance_id, resumed=count)
