@@ -107,9 +107,12 @@ async def _upstream(settings: Settings) -> tuple[str, str, BackgroundServer | No
         return settings.novita_api_base_url, settings.novita_api_key.get_secret_value(), None
     from novita_gpu.emulator.app import create_emulator_app
     from novita_gpu.emulator.config import EmulatorConfig
+    from novita_gpu.emulator.state_file import StateFile, default_state_path
 
+    # The emulated account lives on disk like the store, so a restart finds its instances where they were.
+    state = StateFile(settings.emulator_state or default_state_path(settings.database_url))
     emulator = BackgroundServer(
-        create_emulator_app(EmulatorConfig(speed=settings.emulator_speed, seed=settings.emulator_seed)),
+        create_emulator_app(EmulatorConfig(speed=settings.emulator_speed, seed=settings.emulator_seed), state=state),
         port=settings.emulator_port,
     )
     await emulator.start()
@@ -118,6 +121,7 @@ async def _upstream(settings: Settings) -> tuple[str, str, BackgroundServer | No
         message="NOVITA_API_KEY is not set: using the built-in Novita emulator (no real GPUs are created)",
         emulator_url=emulator.url,
         speed=settings.emulator_speed,
+        state=str(state.path),
     )
     return f"{emulator.url}/gpu-instance/openapi", EMULATOR_API_KEY, emulator
 
@@ -225,6 +229,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             await services.db.dispose()
             if emulator is not None:
                 await emulator.stop()
+                emulator.app.state.world.close()
 
     app = FastAPI(
         title="Novita GPU control plane",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 from functools import cached_property
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -43,6 +44,8 @@ class Settings(BaseSettings):
     emulator_speed: float = Field(default=1.0, gt=0)
     emulator_port: int = 0  # 0: a free loopback port chosen at start-up
     emulator_seed: int = 42
+    # Where the built-in emulator keeps its account (default: next to a SQLite store, else data/emulator.db).
+    emulator_state: Path | None = None
 
     # Store.
     database_url: str = DEFAULT_DATABASE_URL

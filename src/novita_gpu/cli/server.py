@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import typer
 
@@ -57,14 +58,18 @@ def emulator(
     speed: float = typer.Option(1.0, help="Timing multiplier: 10 makes instances boot ten times faster."),
     seed: int = typer.Option(42, help="Seed for the emulator's randomness."),
     api_key: list[str] = typer.Option(None, help="Accept only these API keys (default: any non-empty key)."),
+    state: Path | None = typer.Option(
+        None, help="Keep the emulated account in this file, so it survives restarts (default: in memory)."
+    ),
 ) -> None:
     """Run the Novita API emulator alone (for offline development and tests)."""
     from novita_gpu.emulator.app import create_emulator_app
     from novita_gpu.emulator.config import EmulatorConfig
+    from novita_gpu.emulator.state_file import StateFile
     from novita_gpu.observability.logging import configure_logging
     from novita_gpu.serving import serve_forever
 
     config = EmulatorConfig(speed=speed, seed=seed, api_keys=list(api_key or []))
     typer.echo(f"Novita emulator on http://{host}:{port}/gpu-instance/openapi/v1 (speed x{speed})", err=True)
     configure_logging("INFO", "console")
-    serve_forever(create_emulator_app(config), host, port)
+    serve_forever(create_emulator_app(config, state=StateFile(state) if state else None), host, port)

@@ -13,6 +13,7 @@ from novita_gpu.emulator import api_routes, control_routes, port_routes
 from novita_gpu.emulator.config import EmulatorConfig
 from novita_gpu.emulator.errors import NovitaError, envelope
 from novita_gpu.emulator.gateway import gate
+from novita_gpu.emulator.state_file import StateFile
 from novita_gpu.emulator.world import World
 
 _REASONS = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
@@ -27,10 +28,13 @@ class EmulatorApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def create_emulator_app(config: EmulatorConfig | None = None, clock: Clock | None = None) -> FastAPI:
+def create_emulator_app(
+    config: EmulatorConfig | None = None, clock: Clock | None = None, state: StateFile | None = None
+) -> FastAPI:
+    """`state`: keep the emulated account in this file (it survives restarts); None: in memory only."""
     config = config or EmulatorConfig()
     app = EmulatorApp(title="Novita API emulator", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.world = World(config, clock)
+    app.state.world = World(config, clock, state)
     app.include_router(api_routes.router)
     app.include_router(control_routes.router)
     app.include_router(port_routes.router)

@@ -18,6 +18,7 @@ from novita_gpu.emulator.config import EmulatorConfig
 from novita_gpu.emulator.errors import NovitaError, invalid_param, invalid_state_change
 from novita_gpu.emulator.faults import FaultInjector
 from novita_gpu.emulator.instance import Instance, Phase, PortMapping
+from novita_gpu.emulator.state_file import StateFile
 
 MONTH_SECONDS = 30 * 24 * 3600
 
@@ -61,20 +62,39 @@ class InstanceQuery:
 
 
 class World:
-    def __init__(self, config: EmulatorConfig, clock: Clock | None = None) -> None:
+    def __init__(self, config: EmulatorConfig, clock: Clock | None = None, state: StateFile | None = None) -> None:
+        """`state`: a file the world is kept in (loaded now, written on every change); None keeps it in memory."""
         self.config = config
         self.clock = clock or SystemClock()
         self._lock = threading.RLock()
-        self.reset()
+        self._state = state
+        self._fresh()
+        if state is not None:
+            self._instances.update((i.id, i) for i in state.instances())
+            self.catalog.capacity.update(state.capacities())
 
     def reset(self) -> None:
         """A fresh world from the same seed: catalog, capacities, instances, faults and stats."""
         with self._lock:
-            self._rng = random.Random(self.config.seed)
-            self.catalog: Catalog = build_catalog(self._rng)
-            self.faults = FaultInjector(self.config.faults, self.config.seed + 1)
-            self._instances: dict[str, Instance] = {}
-            self._stats: Counter[str] = Counter()
+            self._fresh()
+            if self._state is not None:
+                self._state.clear()
+
+    def close(self) -> None:
+        if self._state is not None:
+            self._state.close()
+
+    def _fresh(self) -> None:
+        self._rng = random.Random(self.config.seed)
+        self.catalog: Catalog = build_catalog(self._rng)
+        self.faults = FaultInjector(self.config.faults, self.config.seed + 1)
+        self._instances: dict[str, Instance] = {}
+        self._stats: Counter[str] = Counter()
+
+    def _saved(self, instance: Instance) -> Instance:
+        if self._state is not None:
+            self._state.save(instance)
+        return instance
 
     def now(self) -> float:
         return self.clock.now().timestamp()
@@ -107,6 +127,8 @@ class World:
             if product is None or cluster is None or cluster.name not in product.regions:
                 raise invalid_param(f"product {product_id!r} is not offered in cluster {cluster_id!r}")
             self.catalog.capacity[(cluster_id, product_id)] = gpus
+            if self._state is not None:
+                self._state.save_capacity(cluster_id, product_id, gpus)
 
     def capacity(self) -> list[dict[str, object]]:
         with self._lock:
@@ -183,7 +205,7 @@ class World:
             )
             if not self.faults.config.stuck_in_pulling:
                 self._run(instance, t, "app_boot_after_create")
-            return instance
+            return self._saved(instance)
 
     def start(self, instance_id: str) -> Instance:
         with self._lock:
@@ -197,7 +219,7 @@ class World:
             spot = "running" if instance.billing_mode == SPOT else ""
             t = self._schedule(instance, now, [("toStart", "to_start"), ("starting", "starting")], spot)
             self._run(instance, t, "app_boot_after_start")
-            return instance
+            return self._saved(instance)
 
     def _running_for_action(self, instance_id: str, now: float) -> tuple[Instance, Phase]:
         """The instance and its current phase, for stop and restart (which need it running)."""
@@ -214,7 +236,7 @@ class World:
             instance, phase = self._running_for_action(instance_id, now)
             t = self._schedule(instance, now, [("toStop", "to_stop"), ("stopping", "stopping")], phase.spot_status)
             instance.phases.append(Phase("exited", t, phase.spot_status))
-            return instance
+            return self._saved(instance)
 
     def restart(self, instance_id: str) -> Instance:
         with self._lock:
@@ -224,7 +246,7 @@ class World:
                 instance, now, [("toRestart", "to_restart"), ("restarting", "restarting")], phase.spot_status
             )
             self._run(instance, t, "app_boot_after_start")
-            return instance
+            return self._saved(instance)
 
     def delete(self, instance_id: str) -> Instance:
         with self._lock:
@@ -232,14 +254,14 @@ class World:
             instance = self._visible(instance_id, now)
             phase = instance.phase_at(now)
             if phase.status in ("toRemove", "removing", "removed"):
-                return instance
+                return self._saved(instance)
             if instance.billing_mode == MONTHLY:
                 raise NovitaError(400, "PREPAID_INSTANCE_NOT_SUPPORT_RELEASE", "monthly instances cannot be deleted")
             instance.truncate_after(now)
             t = self._schedule(instance, now, [("toRemove", "to_remove"), ("removing", "removing")], phase.spot_status)
             instance.phases.append(Phase("removed", t, phase.spot_status))
             instance.gone_at = t + self.config.removed_visible_seconds / self.config.speed
-            return instance
+            return self._saved(instance)
 
     def reclaim(self, instance_id: str) -> Instance:
         """Start a spot reclaim now: notified -> reclaiming -> terminated (status exited)."""
@@ -251,7 +273,7 @@ class World:
                 raise invalid_state_change()
             instance.truncate_after(now)
             self._schedule_reclaim(instance, now)
-            return instance
+            return self._saved(instance)
 
     # --- timeline building -----------------------------------------------------------------------
 

@@ -1,0 +1,97 @@
+"""The emulated account kept on disk, so the built-in emulator survives restarts and kill -9 as the store does.
+
+A small SQLite file: one row per instance (its attributes and timeline as JSON) and one per capacity
+that was changed from the seeded catalog. Every change of the world writes its rows in one transaction
+(WAL, synchronous=NORMAL: a crashed process loses nothing committed). Timelines are absolute times, so
+an instance loaded after a restart simply goes on where the clock says it is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from novita_gpu.emulator.instance import Instance, Phase, PortMapping
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS instances (id TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS capacity (
+    cluster_id TEXT NOT NULL, product_id TEXT NOT NULL, gpus INTEGER NOT NULL,
+    PRIMARY KEY (cluster_id, product_id)
+);
+"""
+
+
+def _encode(instance: Instance) -> str:
+    return json.dumps(asdict(instance), separators=(",", ":"))
+
+
+def _decode(body: str) -> Instance:
+    fields: dict[str, Any] = json.loads(body)
+    fields["ports"] = [PortMapping(**p) for p in fields["ports"]]
+    fields["phases"] = [Phase(**p) for p in fields["phases"]]
+    return Instance(**fields)
+
+
+class StateFile:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():  # instance env values are secrets: readable by its user only
+            path.touch(mode=0o600)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def instances(self) -> list[Instance]:
+        with self._lock:
+            rows = self._db.execute("SELECT body FROM instances ORDER BY rowid").fetchall()
+        return [_decode(body) for (body,) in rows]
+
+    def capacities(self) -> dict[tuple[str, str], int]:
+        with self._lock:
+            rows = self._db.execute("SELECT cluster_id, product_id, gpus FROM capacity").fetchall()
+        return {(cluster, product): gpus for cluster, product, gpus in rows}
+
+    def save(self, instance: Instance) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO instances (id, body) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET body = excluded.body",
+                (instance.id, _encode(instance)),
+            )
+
+    def save_capacity(self, cluster_id: str, product_id: str, gpus: int) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO capacity VALUES (?, ?, ?) "
+                "ON CONFLICT(cluster_id, product_id) DO UPDATE SET gpus = excluded.gpus",
+                (cluster_id, product_id, gpus),
+            )
+
+    def clear(self) -> None:
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM instances")
+            self._db.execute("DELETE FROM capacity")
+            self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def default_state_path(database_url: str) -> Path:
+    """Next to a SQLite store (`data/novita-gpu.db` -> `data/novita-gpu.emulator.db`), else `data/`."""
+    marker = ":///"
+    if database_url.startswith("sqlite") and marker in database_url:
+        store = database_url.split(marker, 1)[1].split("?", 1)[0]
+        if store and store != ":memory:":
+            return Path(store).with_suffix(".emulator.db")
+    return Path(os.curdir) / "data" / "emulator.db"
