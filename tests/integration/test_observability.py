@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+from datetime import datetime
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from novita_gpu.db import Database
@@ -103,3 +105,29 @@ async def test_logs_never_contain_secrets(tmp_path: Path) -> None:
     assert "reconcile_created" in output and "request" in output
     for secret in (NOVITA_KEY, "hf_value_that_is_secret", "dGVzdHNlY3JldHRlc3RzZWNyZXQ", "some-client-key-123"):
         assert secret not in output
+
+
+async def test_ready_histograms_measure_create_to_ready_and_running_to_ready(harness: Harness) -> None:
+    """instance_ready_seconds is create-to-ready, as its help says (it was running-to-ready); the probe's
+    part has its own histogram, and a restart's readiness does not count as a create's."""
+    created = await harness.create()
+    ready = await harness.until_status(created["instanceId"], "ready")
+    stopped = await harness.http.post(f"/api/instances/{created['instanceId']}/stop")
+    assert stopped.status_code == 202
+    await harness.until_status(created["instanceId"], "stopped")
+    await harness.http.post(f"/api/instances/{created['instanceId']}/start", json={})
+    await harness.until_status(created["instanceId"], "ready")
+
+    families = {f.name: f for f in text_string_to_metric_families((await harness.http.get("/metrics")).text)}
+
+    def sample(family: str, suffix: str) -> float:
+        return next(s.value for s in families[family].samples if s.name == family + suffix)
+
+    created_at, started_at, ready_at = (
+        datetime.fromisoformat(ready[key].replace("Z", "+00:00")) for key in ("createdAt", "startedAt", "readyAt")
+    )
+    assert sample("instance_ready_seconds", "_count") == 1
+    assert sample("instance_ready_seconds", "_sum") == pytest.approx((ready_at - created_at).total_seconds())
+    assert sample("instance_running_to_ready_seconds", "_count") == 2
+    assert sample("instance_running_to_ready_seconds", "_sum") >= (ready_at - started_at).total_seconds()
+    assert "create" in next(f for f in families.values() if f.name == "instance_ready_seconds").documentation

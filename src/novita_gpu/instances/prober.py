@@ -53,7 +53,7 @@ class Prober:
         clock: Clock,
         settings: Settings,
         changes: ChangeFeed,
-        on_ready: Callable[[float], None] | None = None,
+        on_ready: Callable[[float | None, float], None] | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -104,6 +104,8 @@ class Prober:
             return False  # nothing new to record
         if snap.status != Status.HEALTH_CHECKING:
             return False
+        # A new instance's first readiness (not one after a start, a failure or a restart by Novita).
+        first_since_create = snap.ready_at is None and snap.stopped_at is None and snap.failed_at is None
         async with self.db.worker_write() as session:
             row = await reattach_if_current(session, snap, lock=not self.db.is_sqlite)
             if row is None:
@@ -123,8 +125,9 @@ class Prober:
                     default_webhook_url=self.settings.webhook_url,
                     message="Every http port answered.",
                 )
-            started = row.started_at or row.created_at
+            running_since = row.started_at or row.created_at
         self.changes.pulse(snap.id)
         if healthy and self.on_ready is not None:
-            self.on_ready((now - started).total_seconds())
+            since_create = (now - snap.created_at).total_seconds() if first_since_create else None
+            self.on_ready(since_create, (now - running_since).total_seconds())
         return healthy

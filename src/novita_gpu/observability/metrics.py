@@ -148,7 +148,16 @@ class Metrics:
         )
         self._instances = Gauge("instances", "Instances by public status", ["status"], registry=r)
         self._ready = Histogram(
-            "instance_ready_seconds", "Time from create to ready", buckets=_READY_BUCKETS, registry=r
+            "instance_ready_seconds",
+            "Time from create to ready, for each new instance",
+            buckets=_READY_BUCKETS,
+            registry=r,
+        )
+        self._running_to_ready = Histogram(
+            "instance_running_to_ready_seconds",
+            "Time from Novita reporting the instance running to every http port answering, each time",
+            buckets=_READY_BUCKETS,
+            registry=r,
         )
         self._webhook_deliveries = Counter(
             "webhook_deliveries_total", "Webhook delivery attempts by outcome", ["outcome"], registry=r
@@ -226,10 +235,13 @@ class Metrics:
         for status, count in counts.items():
             self._instances.labels(status).set(count)
 
-    def observe_ready(self, seconds: float) -> None:
-        """An instance became ready `seconds` after it was created."""
-        self._ready.observe(seconds)
-        self._ready_window.add(seconds)
+    def observe_ready(self, since_create: float | None, since_running: float) -> None:
+        """An instance became ready `since_running` seconds after Novita said running, and, if it is a new
+        instance's first readiness, `since_create` seconds after it was created."""
+        self._running_to_ready.observe(since_running)
+        if since_create is not None:
+            self._ready.observe(since_create)
+            self._ready_window.add(since_create)
 
     def observe_webhook_delivery(self, outcome: str, lag_seconds: float | None = None) -> None:
         """One delivery attempt: delivered | failed_attempt | gone | expired; lag only when delivered."""

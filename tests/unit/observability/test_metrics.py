@@ -94,7 +94,7 @@ def test_instance_gauge_drops_statuses_that_are_no_longer_reported() -> None:
 def test_readiness_webhooks_autostop_and_cache_figures() -> None:
     metrics = Metrics()
     for seconds in (30.0, 60.0, 90.0):
-        metrics.observe_ready(seconds)
+        metrics.observe_ready(seconds, seconds / 10)
     metrics.observe_webhook_delivery("delivered", lag_seconds=0.5)
     metrics.observe_webhook_delivery("delivered", lag_seconds=1.5)
     metrics.observe_webhook_delivery("failed_attempt")
@@ -166,7 +166,7 @@ def test_rendered_text_is_exactly_what_prometheus_client_renders() -> None:
     metrics.observe_request("GET", "/api/instances/{id}", 200, 7.5)
     metrics.observe_request("POST", "/api/instances", 409, 0.02)
     metrics.observe_upstream("GET /gpu/instances", "server_error", 0.4)
-    metrics.observe_ready(42.0)
+    metrics.observe_ready(42.0, 4.2)
     metrics.observe_webhook_delivery("delivered", lag_seconds=0.2)
     metrics.set_webhook_backlog(3, 12.5)
     metrics.observe_autostop("stopped")
