@@ -48,6 +48,7 @@ from novita_gpu.serving import BackgroundServer
 from novita_gpu.settings import Settings
 from novita_gpu.web.auth import ApiKeys, Owner, current_owner
 from novita_gpu.web.deps import ServicesDep
+from novita_gpu.web.docs_page import install_docs_page
 from novita_gpu.web.errors import ERROR_RESPONSES, install_error_handlers
 from novita_gpu.web.host_guard import HostGuard, answered_hosts
 from novita_gpu.web.middleware import RequestContextMiddleware
@@ -237,6 +238,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         lifespan=lifespan,
         default_response_class=JSONResponse,
         responses=ERROR_RESPONSES,
+        docs_url=None,  # /docs is web/docs_page.py's: Swagger UI from the package, not from a CDN
+        redoc_url=None,  # ReDoc too loads from a CDN (and Google Fonts): blank offline, so not served
     )
     app.state.api_keys = ApiKeys([k.get_secret_value() for k in settings.api_keys])
     app.state.metrics = metrics
@@ -246,6 +249,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.include_router(health_router)
     app.include_router(catalog_router)
     app.include_router(cache_router, dependencies=[Depends(current_owner)])
+    install_docs_page(app)  # after the API routes, which are matched first
 
     @app.get("/metrics", tags=["observability"], summary="Prometheus metrics", response_class=PlainTextResponse)
     async def prometheus_metrics(owner: Owner, services: ServicesDep) -> Response:
