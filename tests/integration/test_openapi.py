@@ -102,3 +102,86 @@ async def test_auto_stop_answers_match_the_documented_models(harness: Harness) -
     assert done["stopped"]
     check(TriggerAnswer, done)
     check(ErrorAnswer, (await harness.http.get("/api/instances/inst_missing")).json())
+
+
+def _accepts(spec: dict[str, Any], schema: dict[str, Any], value: Any) -> bool:
+    """Whether the document's `schema` (refs into its components) allows `value`."""
+    import jsonschema_rs  # comes with schemathesis (dev dependencies)
+
+    root = {**schema, "components": spec["components"]}
+    return bool(jsonschema_rs.validator_for(root).is_valid(value))
+
+
+def _body_schema(spec: dict[str, Any], method: str, path: str) -> dict[str, Any]:
+    schema: dict[str, Any] = spec["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"]
+    return schema
+
+
+def _query_schema(spec: dict[str, Any], method: str, path: str, name: str) -> dict[str, Any]:
+    [parameter] = [p for p in spec["paths"][path][method]["parameters"] if p["name"] == name]
+    schema: dict[str, Any] = parameter["schema"]
+    return schema
+
+
+async def test_the_document_refuses_what_the_server_refuses(harness: Harness) -> None:
+    """The six inputs schemathesis found allowed by the document but refused by the server (issue 17):
+    the document now refuses them too, and what it allows of the same fields is taken."""
+    spec = (await harness.http.get("/openapi.json")).json()
+    create = _body_schema(spec, "post", "/api/instances")
+    start_by_name = _body_schema(spec, "post", "/api/instances/start")
+    start_by_id = _body_schema(spec, "post", "/api/instances/{instance_id}/start")
+    clear = _body_schema(spec, "post", "/api/cache/clear")
+    wait_for = _query_schema(spec, "get", "/api/instances/{instance_id}", "waitFor")
+    cursor = _query_schema(spec, "get", "/api/instances", "cursor")
+    valid = {"name": "doc-check", "productName": "RTX 4090 24GB", "templateId": "pytorch-jupyter"}
+
+    refused = [
+        (create, {**valid, "templateId": ""}),
+        (start_by_name, {}),
+        (start_by_id, {"webhookUrl": ""}),
+        (clear, {"cacheName": 0}),
+        (wait_for, ""),
+        (cursor, "not-a-cursor"),
+    ]
+    for schema, value in refused:
+        assert not _accepts(spec, schema, value), value
+    one = f"/api/instances/{(await harness.create())['instanceId']}"
+    for response in [
+        await harness.http.post("/api/instances", json={**valid, "templateId": ""}),
+        await harness.http.post("/api/instances/start", json={}),
+        await harness.http.post(f"{one}/start", json={"webhookUrl": ""}),
+        await harness.http.post("/api/cache/clear", json={"cacheName": 0}),
+        await harness.http.get(one, params={"waitFor": ""}),
+        await harness.http.get("/api/instances", params={"cursor": "not-a-cursor"}),
+    ]:
+        assert response.status_code == 400, response.text
+
+    assert _accepts(spec, create, {**valid, "templateId": " 12 "}) and _accepts(
+        spec, create, {**valid, "templateId": 12}
+    )
+    assert _accepts(spec, wait_for, "ready, running") and _accepts(spec, clear, {"cacheName": "products"})
+    await harness.create()
+    page = (await harness.http.get("/api/instances", params={"limit": 1})).json()
+    assert _accepts(spec, cursor, page["nextCursor"])
+    assert (await harness.http.get(one, params={"waitFor": "ready, running", "timeout": 0})).status_code == 200
+    cache_names = spec["components"]["schemas"]["ClearIn"]["properties"]["cacheName"]["anyOf"][0]["enum"]
+    assert cache_names == harness.services.caches.names()  # the document names every cache there is
+
+
+async def test_options_and_405_name_the_documented_methods_of_the_path(harness: Harness) -> None:
+    """Allow lists what the document gives the path, a concrete path before a templated one: OPTIONS
+    /api/instances/start once said `Allow: GET` (from /{instance_id}) in a 405 (issue 17)."""
+    spec = (await harness.http.get("/openapi.json")).json()
+    for path, operations in spec["paths"].items():
+        url = path.replace("{instance_id}", "inst_0123456789abcdef0123")
+        documented = {method.upper() for method in operations} | {"OPTIONS"}
+        options = await harness.http.options(url)
+        assert options.status_code == 204, (path, options.text)
+        assert set(options.headers["allow"].split(", ")) == documented, path
+        refused = await harness.http.request("PATCH", url)
+        assert refused.status_code == 405 and refused.json()["error"]["code"] == "METHOD_NOT_ALLOWED", path
+        assert set(refused.headers["allow"].split(", ")) == documented, path
+    for method in ("GET", "DELETE"):  # the by-name actions own their paths; no instance is called "stop"
+        response = await harness.http.request(method, "/api/instances/stop")
+        assert response.status_code == 405 and response.headers["allow"] == "OPTIONS, POST", method
+    assert (await harness.http.options("/nowhere")).status_code == 404

@@ -185,3 +185,25 @@ async def test_a_bad_row_already_stored_never_breaks_a_page_an_instance_or_a_web
         assert all(w["status"] == "delivered" for e in events for w in e["webhooks"]), events
     finally:
         await receiver.stop()
+
+
+async def test_ids_and_filters_that_cannot_be_stored_are_4xx_never_500(store_harness: Harness) -> None:
+    """A NUL (or a lone surrogate, which reaches us as U+FFFD) in a path or query is no id or name we
+    hold: PostgreSQL refused the comparison itself with a 500."""
+    h = store_harness
+    for method, url in [
+        ("GET", "/api/instances/a%00b"),
+        ("GET", "/api/instances/a%00b/events"),
+        ("POST", "/api/instances/a%00b/stop"),
+        ("POST", "/api/instances/a%00b/start"),
+        ("DELETE", "/api/instances/a%00b"),
+        ("PUT", "/api/instances/a%00b/last-used"),
+        ("GET", "/api/instances/%ED%B0%80"),
+        ("GET", "/api/instances?name=a%00b"),
+        ("GET", "/api/instances?status=ready%00"),
+    ]:
+        response = await h.http.request(method, url)
+        assert 400 <= response.status_code < 500, (method, url, response.text)
+        assert response.json()["error"]["requestId"]
+    refused = await h.http.post("/api/instances", json={}, headers={"Idempotency-Key": "a\x00b"})
+    assert 400 <= refused.status_code < 500, refused.text

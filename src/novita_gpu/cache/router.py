@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from novita_gpu.cache.registry import CacheRegistry
 from novita_gpu.web.errors import ApiError
@@ -32,11 +32,24 @@ class CachesOut(BaseModel):
     caches: dict[str, CacheStatsOut]
 
 
-class ClearIn(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"cacheName": "products"}, {}]})
+# The caches the service registers (the catalog's); the document names them, a test holds them equal.
+SERVICE_CACHES = ("clusters", "products", "templates")
 
-    # Typed loosely on purpose: a wrong type is reported as UNKNOWN_CACHE with the valid names.
-    cacheName: Any = Field(default=None, description="one cache to clear; omit to clear every cache")
+
+class ClearIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"cacheName": "products"}, {}]})
+
+    # Typed loosely on purpose: a wrong type is reported as UNKNOWN_CACHE with the valid names. The
+    # document states what is accepted (issue 17: it allowed {"cacheName": 0}, which is refused).
+    cacheName: Annotated[
+        Any,
+        WithJsonSchema(
+            {
+                "anyOf": [{"type": "string", "enum": list(SERVICE_CACHES)}, {"type": "null"}],
+                "description": "one cache to clear; omit it (or null) to clear every cache",
+            }
+        ),
+    ] = None
 
 
 class ClearOut(BaseModel):

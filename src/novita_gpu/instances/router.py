@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Query
+from fastapi import APIRouter, Body, Header, Path, Query
 from starlette.responses import Response
 
 from novita_gpu.instances.answers import (
@@ -18,17 +19,39 @@ from novita_gpu.instances.answers import (
 )
 from novita_gpu.instances.cursor import CURSOR_PATTERN, decode_cursor
 from novita_gpu.instances.lifecycle import Status
-from novita_gpu.instances.schemas import CreateInstanceIn, InstanceNameIn, LastUsedIn, StartIn, SyncIn
+from novita_gpu.instances.schemas import (
+    NAME_PATTERN,
+    CreateInstanceIn,
+    InstanceNameIn,
+    LastUsedIn,
+    StartByNameIn,
+    StartIn,
+    SyncIn,
+)
 from novita_gpu.instances.view import instance_view
 from novita_gpu.web.auth import Owner
 from novita_gpu.web.deps import ServicesDep
-from novita_gpu.web.errors import ApiError
+from novita_gpu.web.errors import ApiError, method_not_allowed
 from novita_gpu.web.json_body import StrictJSONRoute
 from novita_gpu.web.responses import JSONResponse
 
 router = APIRouter(prefix="/api/instances", tags=["instances"], route_class=StrictJSONRoute)
 
 _STATUSES = {s.value for s in Status}
+_ONE_STATUS = "|".join(sorted(_STATUSES, key=lambda s: (-len(s), s)))
+# One status or several, comma-separated, spaces allowed around each: what the document states and the
+# handlers check (with their own messages), so `?waitFor=` or `?status=sleeping` is 400 by both.
+STATUSES_PATTERN = rf"^ *(?:{_ONE_STATUS}) *(?:, *(?:{_ONE_STATUS}) *)*$"
+STATUS_FILTER_PATTERN = rf"^(?: *(?:{_ONE_STATUS}) *(?:, *(?:{_ONE_STATUS}) *)*)?$"  # empty: every status
+_STATUSES_RE = re.compile(STATUSES_PATTERN)
+_STATUS_FILTER_RE = re.compile(STATUS_FILTER_PATTERN)
+# Our ids are inst_ + 20 hex digits; any id of these characters is looked up (and may be 404). Text that
+# cannot be an id is 400 before the store sees it (PostgreSQL answered 500 to a NUL in a comparison).
+INSTANCE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+InstanceId = Annotated[
+    str, Path(pattern=INSTANCE_ID_PATTERN, description="An instanceId, e.g. inst_0123456789abcdef0123")
+]
+IDEMPOTENCY_KEY_PATTERN = r"^[\x20-\x7e]{1,255}$"
 # Start, stop and delete answer 202 when accepted and 200 when the instance is already so, alike.
 _ALREADY: dict[int | str, dict[str, Any]] = {200: {"model": ActionAnswer, "description": "Already in that state"}}
 
@@ -37,29 +60,44 @@ def _json(status: int, body: dict[str, Any]) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
+# The by-name actions own their paths: GET or DELETE there is 405 (the document's answer: a concrete path
+# is matched before /{instance_id}), not a look-up of an instance called "start".
+for _action in ("start", "stop", "delete", "sync"):
+    router.add_api_route(
+        f"/{_action}", method_not_allowed, methods=["GET", "DELETE"], include_in_schema=False, response_model=None
+    )
+
+
 @router.get(
     "/{instance_id}",
     summary="One instance; long-poll with ?waitFor=ready&timeout=30",
     response_model=InstanceAnswer,
 )
 async def get_instance(
-    instance_id: str,
+    instance_id: InstanceId,
     owner: Owner,
     services: ServicesDep,
-    wait_for: Annotated[str | None, Query(alias="waitFor")] = None,
+    wait_for: Annotated[
+        str | None,
+        Query(
+            alias="waitFor",
+            description="Answer once the instance is in one of these statuses (or failed/terminated), or at timeout.",
+            json_schema_extra={"pattern": STATUSES_PATTERN},
+        ),
+    ] = None,
     timeout: Annotated[float, Query(ge=0, le=60)] = 30,
 ) -> Response:
     if wait_for is None:
         cached = await services.instances.view(owner, instance_id)
         return Response(cached.body, media_type=JSONResponse.media_type)
-    wanted = {s.strip() for s in wait_for.split(",") if s.strip()}
-    if not wanted or not wanted <= _STATUSES:
+    if not _STATUSES_RE.fullmatch(wait_for):
         raise ApiError(
             400,
             "VALIDATION_ERROR",
             "waitFor must be one or more statuses, e.g. ready.",
             details=[{"field": "waitFor", "message": "unknown status"}],
         )
+    wanted = {s.strip() for s in wait_for.split(",")}
     row = await services.instances.wait_for(owner, instance_id, wanted, timeout)
     return _json(200, instance_view(row))
 
@@ -77,7 +115,14 @@ async def create_instance(
     body: CreateInstanceIn,
     owner: Owner,
     services: ServicesDep,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            pattern=IDEMPOTENCY_KEY_PATTERN,
+            description="Printable ASCII; a repeat with the same body within IDEMPOTENCY_TTL_SECONDS replays the answer.",
+        ),
+    ] = None,
 ) -> JSONResponse:
     status, answer = await services.instances.create(owner, body, idempotency_key)
     return _json(status, answer)
@@ -91,8 +136,14 @@ async def create_instance(
 async def list_instances(
     owner: Owner,
     services: ServicesDep,
-    status: Annotated[str | None, Query(description="One status or several, comma-separated")] = None,
-    name: Annotated[str | None, Query(max_length=63)] = None,
+    status: Annotated[
+        str | None,
+        Query(
+            description="One status or several, comma-separated",
+            json_schema_extra={"pattern": STATUS_FILTER_PATTERN},
+        ),
+    ] = None,
+    name: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[
         str | None,
@@ -105,15 +156,14 @@ async def list_instances(
 ) -> Response:
     if cursor is not None:
         decode_cursor(cursor)  # refuse before the read cache keys a page by it
-    statuses = [s.strip() for s in status.split(",") if s.strip()] if status else []
-    unknown = [s for s in statuses if s not in _STATUSES]
-    if unknown:
+    if status is not None and not _STATUS_FILTER_RE.fullmatch(status):
         raise ApiError(
             400,
             "VALIDATION_ERROR",
-            f"Unknown status {unknown[0]!r}; one of: {', '.join(sorted(_STATUSES))}.",
+            f"status must be statuses separated by commas, each one of: {', '.join(sorted(_STATUSES))}.",
             details=[{"field": "status", "message": "unknown status"}],
         )
+    statuses = sorted({s.strip() for s in status.split(",")}) if status and status.strip() else []
     page = await services.instances.list_page(owner, statuses=statuses, name=name, limit=limit, cursor=cursor)
     return Response(page.body, media_type=JSONResponse.media_type)
 
@@ -121,14 +171,7 @@ async def list_instances(
 @router.post(
     "/start", status_code=202, summary="Start an instance by name", response_model=ActionAnswer, responses=_ALREADY
 )
-async def start_by_name(body: StartIn, owner: Owner, services: ServicesDep) -> JSONResponse:
-    if body.instance_name is None:
-        raise ApiError(
-            400,
-            "VALIDATION_ERROR",
-            "instanceName is required.",
-            details=[{"field": "instanceName", "message": "required"}],
-        )
+async def start_by_name(body: StartByNameIn, owner: Owner, services: ServicesDep) -> JSONResponse:
     return _json(*await services.instances.start(owner, body.instance_name, body, by_name=True))
 
 
@@ -163,7 +206,7 @@ async def sync(owner: Owner, services: ServicesDep, body: Annotated[SyncIn | Non
     responses=_ALREADY,
 )
 async def start_by_id(
-    instance_id: str, owner: Owner, services: ServicesDep, body: Annotated[StartIn | None, Body()] = None
+    instance_id: InstanceId, owner: Owner, services: ServicesDep, body: Annotated[StartIn | None, Body()] = None
 ) -> JSONResponse:
     return _json(*await services.instances.start(owner, instance_id, body or StartIn(), by_name=False))
 
@@ -175,7 +218,7 @@ async def start_by_id(
     response_model=ActionAnswer,
     responses=_ALREADY,
 )
-async def stop_by_id(instance_id: str, owner: Owner, services: ServicesDep) -> JSONResponse:
+async def stop_by_id(instance_id: InstanceId, owner: Owner, services: ServicesDep) -> JSONResponse:
     return _json(*await services.instances.stop(owner, instance_id, by_name=False))
 
 
@@ -186,7 +229,7 @@ async def stop_by_id(instance_id: str, owner: Owner, services: ServicesDep) -> J
     response_model=ActionAnswer,
     responses=_ALREADY,
 )
-async def delete_by_id(instance_id: str, owner: Owner, services: ServicesDep) -> JSONResponse:
+async def delete_by_id(instance_id: InstanceId, owner: Owner, services: ServicesDep) -> JSONResponse:
     return _json(*await services.instances.delete(owner, instance_id, by_name=False))
 
 
@@ -196,11 +239,11 @@ async def delete_by_id(instance_id: str, owner: Owner, services: ServicesDep) ->
     response_model=TouchAnswer,
 )
 async def mark_used(
-    instance_id: str, owner: Owner, services: ServicesDep, body: Annotated[LastUsedIn | None, Body()] = None
+    instance_id: InstanceId, owner: Owner, services: ServicesDep, body: Annotated[LastUsedIn | None, Body()] = None
 ) -> JSONResponse:
     return _json(200, await services.instances.touch(owner, instance_id))
 
 
 @router.get("/{instance_id}/events", summary="Status history and webhook deliveries", response_model=EventsAnswer)
-async def instance_events(instance_id: str, owner: Owner, services: ServicesDep) -> JSONResponse:
+async def instance_events(instance_id: InstanceId, owner: Owner, services: ServicesDep) -> JSONResponse:
     return _json(200, await services.instances.events(owner, instance_id))

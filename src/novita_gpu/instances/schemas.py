@@ -1,24 +1,82 @@
-"""Request bodies of the instances API (validated strictly: wrong types are 400, never coerced)."""
+"""Request bodies of the instances API (validated strictly: wrong types are 400, never coerced).
+
+The OpenAPI document is generated from these models, so each constraint the server applies is stated
+here as a JSON Schema keyword (lengths, patterns, enums, bounds, required fields): a request the
+document allows is one the server accepts, save for what depends on state (an unknown product,
+template or region, a webhook target the SSRF guard refuses). Patterns avoid `\\s` and `.`, whose
+meaning differs between regex dialects, and exclude NUL, which no body may hold (web/json_body.py).
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
-    StrictFloat,
     StrictInt,
     StrictStr,
+    WithJsonSchema,
     field_validator,
 )
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
+NO_NUL = r"^[^\x00]*$"
 MAX_PRICE_PER_HOUR = 100_000  # USD per hour for the whole instance
+MAX_TEMPLATE_NUMBER = 2**53 - 1  # exact as a float too: validators that compare floats agree at the bound
+# A template id or name, surrounding ASCII whitespace ignored, 1-255 characters left.
+_WHITESPACE = " \t\n\r\f\v"  # what the server strips; the pattern's class names the same six
+_SPACE = r" \t\n\r\f\v"
+TEMPLATE_PATTERN = rf"^[{_SPACE}]*[^{_SPACE}\x00](?:[^\x00]{{0,253}}[^{_SPACE}\x00])?[{_SPACE}]*$"
+# What the SSRF guard reads as an http(s) URL with a host (it may still refuse the target).
+WEBHOOK_URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\x00-\x20\x7f\\/?#][^\x00-\x20\x7f\\]*$"
 
+
+def _whole(value: Any) -> Any:
+    """A JSON number with no fraction is an integer (JSON Schema's rule: 8.0 is an integer)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _number(value: Any) -> Any:
+    """Integers are numbers; booleans are not (a float field in strict mode takes neither)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+# Bounds go before the validator, inside: after it pydantic states them as "ge"/"le", no JSON Schema words.
+GpuNum = Annotated[StrictInt, Field(ge=1, le=8), BeforeValidator(_whole)]
+RootfsSize = Annotated[StrictInt, Field(ge=10, le=6144), BeforeValidator(_whole)]
+AutoStopMinutes = Annotated[StrictInt, Field(ge=0, le=43200), BeforeValidator(_whole)]
+# A finite ceiling: 1e999 parsed as infinity and was accepted (issue 17); no GPU offer costs this much.
+PricePerHour = Annotated[float, Field(strict=True, gt=0, le=MAX_PRICE_PER_HOUR), BeforeValidator(_number)]
 Name = Annotated[StrictStr, Field(min_length=1, max_length=63, pattern=NAME_PATTERN)]
+# The pattern is stated, not enforced here: the SSRF guard refuses everything it excludes (and more), with
+# its reasons and the code INVALID_WEBHOOK_URL that clients already see for every refused URL.
+WebhookUrlText = Annotated[StrictStr, Field(max_length=2048, json_schema_extra={"pattern": WEBHOOK_URL_PATTERN})]
+WebhookUrl = Annotated[
+    WebhookUrlText | None,
+    Field(
+        alias="webhookUrl",
+        description="http(s) receiver of this instance's events; 400 INVALID_WEBHOOK_URL when the SSRF guard "
+        "refuses its target (private, loopback or link-local addresses, local-only names, credentials in the URL).",
+    ),
+]
+LabelKey = Annotated[StrictStr, Field(min_length=1, max_length=63, pattern=NO_NUL)]
+LabelValue = Annotated[StrictStr, Field(max_length=255, pattern=NO_NUL)]
+# Written out: pydantic would state the key pattern as patternProperties, which does not refuse a key.
+_LABELS_SCHEMA = {
+    "type": "object",
+    "maxProperties": 50,
+    "propertyNames": {"minLength": 1, "maxLength": 63, "pattern": NO_NUL},
+    "additionalProperties": {"type": "string", "maxLength": 255, "pattern": NO_NUL},
+    "default": {},
+}
 
 
 class _Body(BaseModel):
@@ -27,49 +85,53 @@ class _Body(BaseModel):
 
 class EnvVarIn(_Body):
     key: Annotated[StrictStr, Field(min_length=1, max_length=511, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$")]
-    value: Annotated[StrictStr, Field(max_length=4095)]
+    value: Annotated[StrictStr, Field(max_length=4095, pattern=NO_NUL)]
 
 
 class HealthCheckIn(_Body):
-    path: Annotated[StrictStr, Field(min_length=1, max_length=512, pattern=r"^/[^\s]*$")] = "/"
+    path: Annotated[StrictStr, Field(min_length=1, max_length=512, pattern=r"^/[^\s\x00]*$")] = "/"
 
 
 class CreateInstanceIn(_Body):
     name: Name
-    product_name: Annotated[StrictStr, Field(alias="productName", min_length=1, max_length=120)]
-    template_id: Annotated[str, Field(alias="templateId")]
-    gpu_num: Annotated[StrictInt, Field(alias="gpuNum", ge=1, le=8)] = 1
-    rootfs_size: Annotated[StrictInt | None, Field(alias="rootfsSize", ge=10, le=6144)] = None
-    region: Annotated[StrictStr | None, Field(max_length=120)] = None
+    product_name: Annotated[StrictStr, Field(alias="productName", min_length=1, max_length=120, pattern=NO_NUL)]
+    template_id: Annotated[
+        str,
+        Field(alias="templateId"),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "string", "pattern": TEMPLATE_PATTERN},
+                    {"type": "integer", "minimum": 0, "maximum": MAX_TEMPLATE_NUMBER},
+                ],
+                "description": "A template id (string or number) or a template's exact name.",
+            }
+        ),
+    ]
+    gpu_num: Annotated[GpuNum, Field(alias="gpuNum")] = 1
+    rootfs_size: Annotated[RootfsSize | None, Field(alias="rootfsSize")] = None
+    region: Annotated[StrictStr | None, Field(max_length=120, pattern=NO_NUL)] = None
     strict_region: Annotated[StrictBool, Field(alias="strictRegion")] = False
     billing_mode: Annotated[Literal["onDemand", "spot"] | None, Field(alias="billingMode")] = None
-    # A finite ceiling: 1e999 parsed as infinity and was accepted (issue 17); no GPU offer costs this much.
-    max_price_per_hour: Annotated[
-        StrictFloat | StrictInt | None, Field(alias="maxPricePerHour", gt=0, le=MAX_PRICE_PER_HOUR)
-    ] = None
-    webhook_url: Annotated[StrictStr | None, Field(alias="webhookUrl", max_length=2048)] = None
-    auto_stop_minutes: Annotated[StrictInt | None, Field(alias="autoStopMinutes", ge=0, le=43200)] = None
+    max_price_per_hour: Annotated[PricePerHour | None, Field(alias="maxPricePerHour")] = None
+    webhook_url: WebhookUrl = None
+    auto_stop_minutes: Annotated[AutoStopMinutes | None, Field(alias="autoStopMinutes")] = None
     envs: Annotated[list[EnvVarIn], Field(max_length=100)] = []
-    labels: Annotated[dict[StrictStr, StrictStr], Field(max_length=50)] = {}
+    labels: Annotated[dict[LabelKey, LabelValue], Field(max_length=50), WithJsonSchema(_LABELS_SCHEMA)] = {}
     health_check: Annotated[HealthCheckIn | None, Field(alias="healthCheck")] = None
 
     @field_validator("template_id", mode="before")
     @classmethod
-    def _template_id(cls, value: object) -> str:
+    def _template_id(cls, value: Any) -> str:
+        value = _whole(value)
         if isinstance(value, bool) or not isinstance(value, str | int):
             raise ValueError("templateId must be a template id (string or number) or a template name")
-        text = str(value).strip()
+        if isinstance(value, int) and not 0 <= value <= MAX_TEMPLATE_NUMBER:
+            raise ValueError(f"a numeric templateId is from 0 to {MAX_TEMPLATE_NUMBER}")
+        text = str(value).strip(_WHITESPACE)
         if not text or len(text) > 255:
             raise ValueError("templateId must be a template id or name (1-255 characters)")
         return text
-
-    @field_validator("labels")
-    @classmethod
-    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, val in value.items():
-            if not 1 <= len(key) <= 63 or len(val) > 255:
-                raise ValueError("label keys are 1-63 characters and values at most 255")
-        return value
 
 
 class InstanceNameIn(_Body):
@@ -77,9 +139,14 @@ class InstanceNameIn(_Body):
 
 
 class StartIn(_Body):
-    instance_name: Annotated[Name | None, Field(alias="instanceName")] = None
-    webhook_url: Annotated[StrictStr | None, Field(alias="webhookUrl", max_length=2048)] = None
+    """Optional body of POST /api/instances/{id}/start."""
+
+    webhook_url: WebhookUrl = None
     health_check: Annotated[HealthCheckIn | None, Field(alias="healthCheck")] = None
+
+
+class StartByNameIn(StartIn):
+    instance_name: Annotated[Name, Field(alias="instanceName")]
 
 
 class LastUsedIn(_Body):

@@ -6,8 +6,9 @@ Validation problems are 400 (never FastAPI's 422), unknown routes 404, and unexp
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 from fastapi import FastAPI, Request
@@ -15,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
 from novita_gpu.web.responses import JSONResponse
 
@@ -116,6 +118,46 @@ def _validation_details(exc: RequestValidationError) -> tuple[str, str, list[dic
     return "VALIDATION_ERROR", "The request is invalid; see details.", details
 
 
+async def method_not_allowed() -> NoReturn:
+    """The endpoint of a path and methods that must answer 405 although another route's template matches."""
+    raise StarletteHTTPException(405)
+
+
+_HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+
+
+def _documented_paths(app: FastAPI) -> list[tuple[re.Pattern[str], int, frozenset[str]]]:
+    """Each path of the app's OpenAPI document as (regex, number of parameters, methods), built once."""
+    table: list[tuple[re.Pattern[str], int, frozenset[str]]] | None = getattr(app.state, "documented_paths", None)
+    if table is None:
+        table = []
+        for template, item in app.openapi().get("paths", {}).items():
+            regex = re.compile("^" + re.sub(r"\\\{[^/]*?\\\}", "[^/]+", re.escape(template)) + "$")
+            methods = frozenset(method.upper() for method in item if method in _HTTP_METHODS)
+            table.append((regex, template.count("{"), methods))
+        app.state.documented_paths = table
+    return table
+
+
+def allowed_methods(request: Request, routed: str | None) -> str:
+    """The Allow header of the request's path: the methods the OpenAPI document gives the path, taking a
+    concrete path before templated ones as OpenAPI does (/api/instances/start, not /{instance_id}).
+
+    Starlette's own 405 (`routed`) names only the first route matching the path, so OPTIONS
+    /api/instances/start said `Allow: GET`, from /{instance_id} (issue 17); it stays the answer for the
+    few routes outside the document (/docs, /openapi.json). OPTIONS is answered on every path."""
+    path, root = request.scope["path"], request.scope.get("root_path", "")
+    if root and path.startswith(root + "/"):
+        path = path[len(root) :]  # what the routes match under a mount
+    matches = [(params, methods) for regex, params, methods in _documented_paths(request.app) if regex.match(path)]
+    if matches:
+        fewest = min(params for params, _ in matches)
+        allowed = set().union(*(methods for params, methods in matches if params == fewest))
+    else:
+        allowed = {method.strip() for method in (routed or "").split(",") if method.strip()}
+    return ", ".join(sorted(allowed | {"OPTIONS"}))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -127,10 +169,17 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(request, 400, code, message, details)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         code = _HTTP_CODES.get(exc.status_code, "ERROR")
         message = "No such route." if exc.status_code == 404 else str(exc.detail)
-        return error_response(request, exc.status_code, code, message, headers=getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            # A path with routes but none for this method. OPTIONS asks which methods there are: answer it.
+            allow = {"Allow": allowed_methods(request, (headers or {}).get("Allow"))}
+            if request.method == "OPTIONS":
+                return Response(status_code=204, headers=allow)
+            headers = {**(headers or {}), **allow}
+        return error_response(request, exc.status_code, code, message, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
