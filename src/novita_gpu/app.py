@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -56,6 +56,7 @@ from novita_gpu.web.responses import JSONResponse
 from novita_gpu.webhooks.dispatcher import WebhookDispatcher
 from novita_gpu.webhooks.guard import WebhookPolicy
 from novita_gpu.webhooks.sender import WebhookSender
+from novita_gpu.workers import PeriodicWorker, stop_workers
 
 log = structlog.get_logger(__name__)
 
@@ -84,10 +85,10 @@ class Services:
     upstream_health: UpstreamHealth
     started_monotonic: float
     emulator_url: str | None = None
-    workers: list[tuple[str, Callable[[], datetime | None], float]] = field(default_factory=list)
+    workers: list[PeriodicWorker] = field(default_factory=list)
 
     def worker_health(self, now: datetime) -> dict[str, Any]:
-        return {name: worker_status(last(), now, gap) for name, last, gap in self.workers}
+        return {w.name: worker_status(w.last_run_at, now, w.allowed_gap) for w in self.workers}
 
 
 def _register_secrets(settings: Settings) -> None:
@@ -201,29 +202,21 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
         tasks: list[asyncio.Task[None]] = []
         if settings.workers_enabled:
-            tasks.append(asyncio.create_task(services.reconciler.run(), name="reconciler"))
-            services.workers.append(
-                ("reconciler", lambda: services.reconciler.last_tick_at, settings.reconcile_slow_seconds * 3 + 30)
-            )
-            tasks.append(asyncio.create_task(services.prober.run(), name="prober"))
-            services.workers.append(("prober", lambda: services.prober.last_tick_at, 30.0))
-            tasks.append(asyncio.create_task(services.sweeper.run(), name="autostop"))
-            tasks.append(asyncio.create_task(services.dispatcher.run(), name="webhooks"))
-            services.workers.append(("webhooks", lambda: services.dispatcher.last_tick_at, 30.0))
-            services.workers.append(
-                ("autostop", lambda: services.sweeper.last_run_at, settings.auto_stop_check_seconds * 3 + 30)
-            )
-            tasks.append(asyncio.create_task(services.retention.run(), name="retention"))
-            services.workers.append(
-                ("retention", lambda: services.retention.last_run_at, settings.retention_check_seconds * 3 + 30)
-            )
+            services.workers = [
+                services.reconciler,
+                services.prober,
+                services.sweeper,
+                services.dispatcher,
+                services.retention,
+            ]
+            tasks = [asyncio.create_task(worker.run(), name=worker.name) for worker in services.workers]
         log.info("service_started", mode=settings.mode, version=__version__)
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Graceful: claim nothing more, let upstream calls and webhook deliveries in flight finish
+            # (bounded), release every lease held so another replica takes over at once.
+            await stop_workers(services.workers, tasks, settings.shutdown_grace_seconds)
             await services.client.aclose()
             await services.webhook_sender.close()
             await services.caches.aclose()
@@ -231,6 +224,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             if emulator is not None:
                 await emulator.stop()
                 emulator.app.state.world.close()
+            log.info("service_stopped")
 
     app = FastAPI(
         title="Novita GPU control plane",

@@ -18,7 +18,7 @@ may sweep; deleting what another replica deleted first is harmless.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import structlog
 from sqlalchemy import ColumnElement, and_, delete, exists, func, select, tuple_
@@ -31,6 +31,7 @@ from novita_gpu.instances.models import IdempotencyRecord, Instance
 from novita_gpu.observability.metrics import Metrics
 from novita_gpu.settings import Settings
 from novita_gpu.webhooks.models import WebhookDelivery
+from novita_gpu.workers import PeriodicWorker
 
 log = structlog.get_logger(__name__)
 
@@ -43,7 +44,10 @@ _has_pending_webhooks = (
 BATCH_ROWS = 100
 
 
-class Retention:
+class Retention(PeriodicWorker):
+    name = "retention"
+    pauses_on_clock = True
+
     def __init__(
         self,
         db: Database,
@@ -53,21 +57,21 @@ class Retention:
         on_instances_deleted: Callable[[], None],
         batch_rows: int = BATCH_ROWS,
     ) -> None:
+        super().__init__(clock)
         self.db = db
-        self.clock = clock
         self.settings = settings
         self.metrics = metrics
+        self.retry_seconds = settings.retention_check_seconds
         self.on_instances_deleted = on_instances_deleted  # cached views of deleted rows must go
         self.batch_rows = batch_rows
-        self.last_run_at: datetime | None = None
 
-    async def run(self) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except Exception:  # a failed sweep must not end the worker; the next one retries
-                log.exception("retention_sweep_failed")
-            await self.clock.sleep(self.settings.retention_check_seconds)
+    @property
+    def allowed_gap(self) -> float:
+        return self.settings.retention_check_seconds * 3 + 30
+
+    async def step(self) -> float:
+        await self.sweep()
+        return self.settings.retention_check_seconds
 
     async def sweep(self) -> dict[str, int]:
         """Delete what is past its retention; the number of rows deleted by kind."""

@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     # How long a stop or a delete may take at Novita before the instance ends `failed` (or, for a stop
     # Novita refuses because the instance never finished booting, is deleted instead).
     action_timeout_seconds: float = 600.0
+    # On SIGTERM, how long background work in flight (upstream calls, webhook deliveries) may take to finish.
+    shutdown_grace_seconds: float = 15.0
     probe_timeout_seconds: float = 3.0
     probe_interval_seconds: float = 0.25
     reconcile_fast_seconds: float = 0.5

@@ -292,7 +292,7 @@ async def test_a_dead_or_hanging_receiver_does_not_delay_another_instance(
         worker.cancel()
         await asyncio.gather(worker, return_exceptions=True)
     assert (await r.deliveries(hanging_id))[0]["status"] == "delivered"
-    assert r.dispatcher.last_tick_at == r.harness.clock.now()
+    assert r.dispatcher.last_run_at == r.harness.clock.now()
 
 
 async def test_deliveries_expire_after_webhook_max_age(rig: Callable[..., Awaitable[Rig]]) -> None:

@@ -25,6 +25,7 @@ from novita_gpu.instances.service import InstanceService
 from novita_gpu.instances.view import iso
 from novita_gpu.observability.metrics import Metrics
 from novita_gpu.settings import Settings
+from novita_gpu.workers import PeriodicWorker
 
 log = structlog.get_logger(__name__)
 
@@ -64,28 +65,31 @@ def _candidate(row: Instance) -> Candidate | None:
     )
 
 
-class AutoStopSweeper:
+class AutoStopSweeper(PeriodicWorker):
+    name = "autostop"
+    pauses_on_clock = True  # it sleeps until the earliest idle deadline
+
     def __init__(
         self, db: Database, clock: Clock, instances: InstanceService, settings: Settings, metrics: Metrics
     ) -> None:
+        super().__init__(clock)
         self.db = db
-        self.clock = clock
         self.instances = instances
         self.settings = settings
         self.metrics = metrics
-        self.last_run_at: datetime | None = None
+        self.retry_seconds = settings.auto_stop_check_seconds
         self.next_run_at: datetime | None = None
 
-    async def run(self) -> None:
-        while True:
-            try:
-                await self.sweep(dry_run=False)
-                delay = await self.seconds_until_next_sweep()
-            except Exception:  # a failed sweep must not end the worker
-                log.exception("autostop_sweep_failed")
-                delay = self.settings.auto_stop_check_seconds
-            self.next_run_at = self.clock.now() + timedelta(seconds=delay)
-            await self.clock.sleep(delay)
+    @property
+    def allowed_gap(self) -> float:
+        return self.settings.auto_stop_check_seconds * 3 + 30
+
+    async def step(self) -> float:
+        self.next_run_at = self.clock.now() + timedelta(seconds=self.settings.auto_stop_check_seconds)
+        await self.sweep(dry_run=False)
+        delay = await self.seconds_until_next_sweep()
+        self.next_run_at = self.clock.now() + timedelta(seconds=delay)
+        return delay
 
     async def _watched(self, owner: str | None = None) -> list[Instance]:
         """Instances with an idle clock running (the policy decides; the query only narrows)."""

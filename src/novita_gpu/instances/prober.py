@@ -11,7 +11,6 @@ probes and marks ready. Its writes are guarded by the row's version, like every 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -28,6 +27,7 @@ from novita_gpu.instances.models import Instance
 from novita_gpu.instances.probes import ProbeResult, probe_http_ports
 from novita_gpu.instances.row_guard import reattach_if_current
 from novita_gpu.settings import Settings
+from novita_gpu.workers import PeriodicWorker
 
 log = structlog.get_logger(__name__)
 
@@ -46,7 +46,9 @@ def _errors(report: dict[str, Any] | None) -> list[Any] | None:
     return None if report is None else [e["error"] for e in report.get("endpoints", [])]
 
 
-class Prober:
+class Prober(PeriodicWorker):
+    name = "prober"
+
     def __init__(
         self,
         db: Database,
@@ -55,31 +57,24 @@ class Prober:
         changes: ChangeFeed,
         on_ready: Callable[[float | None, float], None] | None = None,
     ) -> None:
+        super().__init__(clock)
         self.db = db
-        self.clock = clock
         self.settings = settings
         self.changes = changes
         self.on_ready = on_ready
-        self.last_tick_at: datetime | None = None
-        self._wake = asyncio.Event()
+        self.retry_seconds = settings.probe_interval_seconds
 
-    def wake(self) -> None:
-        self._wake.set()
+    @property
+    def allowed_gap(self) -> float:
+        return 30.0
 
-    async def run(self) -> None:
-        while True:
-            try:
-                await self.tick()
-            except Exception:  # a bad pass must not end the worker
-                log.exception("probe_tick_failed")
-            with contextlib.suppress(TimeoutError):  # asyncio.timeout: see WebhookDispatcher.run
-                async with asyncio.timeout(self.settings.probe_interval_seconds):
-                    await self._wake.wait()
-            self._wake.clear()
+    async def step(self) -> float:
+        await self.tick()
+        return self.settings.probe_interval_seconds
 
     async def tick(self) -> int:
         """Probe every instance in health_checking; returns how many became ready."""
-        self.last_tick_at = self.clock.now()
+        self.last_run_at = self.clock.now()
         async with self.db.read() as session:
             rows = list(
                 (await session.execute(select(Instance).where(Instance.status == Status.HEALTH_CHECKING))).scalars()

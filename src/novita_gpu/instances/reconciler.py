@@ -53,6 +53,7 @@ from novita_gpu.novita import (
 from novita_gpu.novita import Instance as UpstreamInstance
 from novita_gpu.novita.client import MAX_CONNECTIONS
 from novita_gpu.settings import Settings
+from novita_gpu.workers import PeriodicWorker
 
 log = structlog.get_logger(__name__)
 
@@ -143,7 +144,9 @@ def connection_details(upstream: UpstreamInstance) -> dict[str, Any]:
     return details
 
 
-class Reconciler:
+class Reconciler(PeriodicWorker):
+    name = "reconciler"
+
     def __init__(
         self,
         db: Database,
@@ -154,8 +157,8 @@ class Reconciler:
         changes: ChangeFeed,
         on_health_checking: Callable[[], None] | None = None,
     ) -> None:
+        super().__init__(clock)
         self.db = db
-        self.clock = clock
         self.client = client
         self.catalog = catalog
         self.settings = settings
@@ -166,38 +169,37 @@ class Reconciler:
         self._in_flight: dict[str, asyncio.Task[bool]] = {}
         self._finished_late: dict[str, list[str]] = {}  # lease token -> rows done after their tick ended
         self._connections = asyncio.Semaphore(MAX_CONNECTIONS)
-        self._wake = asyncio.Event()
         self._tick_lock = asyncio.Lock()
         self._next_full_pass = float("-inf")
-        self.last_tick_at: datetime | None = None
         self.busy = False
 
     # -- loop ------------------------------------------------------------------------------------
 
-    def wake(self) -> None:
-        self._wake.set()
+    @property
+    def allowed_gap(self) -> float:
+        return self.settings.reconcile_slow_seconds * 3 + 30
 
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                started = loop.time()
-                try:
-                    result = await self.tick()
-                    self.busy = result.busy
-                except Exception:  # a bad tick must not kill the worker; the next one retries
-                    log.exception("reconcile_tick_failed")
-                    self.busy = True
-                interval = self.settings.reconcile_fast_seconds if self.busy else self.settings.reconcile_slow_seconds
-                with contextlib.suppress(TimeoutError):  # asyncio.timeout: see WebhookDispatcher.run
-                    async with asyncio.timeout(interval):
-                        await self._wake.wait()
-                self._wake.clear()
-                # Every create or action wakes the worker; a burst of them shares one tick (and one listing of
-                # Novita's instances) per half fast interval, rather than listing once per request.
-                await asyncio.sleep(max(0.0, started + self.settings.reconcile_fast_seconds / 2 - loop.time()))
-        finally:
-            await self.aclose()
+    @property
+    def min_gap_seconds(self) -> float:  # type: ignore[override]
+        # Every create or action wakes the worker; a burst of them shares one tick (and one listing of
+        # Novita's instances) per half fast interval, rather than listing once per request.
+        return self.settings.reconcile_fast_seconds / 2
+
+    @property
+    def retry_seconds(self) -> float:  # type: ignore[override]
+        return self.settings.reconcile_fast_seconds
+
+    async def step(self) -> float:
+        result = await self.tick()
+        self.busy = result.busy
+        return self.settings.reconcile_fast_seconds if self.busy else self.settings.reconcile_slow_seconds
+
+    async def finish(self) -> None:
+        """Claim nothing more; let rows in flight finish within the shutdown grace, then release every
+        lease held, so another replica takes them over at once rather than after LEASE_SECONDS."""
+        if self._in_flight:
+            await asyncio.wait(list(self._in_flight.values()), timeout=self.settings.shutdown_grace_seconds)
+        await self.aclose()
 
     async def aclose(self) -> None:
         """Stop the rows still in flight and release every lease held, so another replica takes over."""
@@ -234,8 +236,10 @@ class Reconciler:
 
     async def _tick(self, full: bool, patience: float) -> TickResult:
         now = self.clock.now()
-        self.last_tick_at = now
+        self.last_run_at = now
         result = TickResult()
+        if self.stopping:  # shutting down: claim nothing more
+            return result
         await self._renew()
         await self._release_late()
         candidates = await self._candidates()

@@ -20,7 +20,6 @@ or asked for a pause.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import uuid
 from collections.abc import Callable
@@ -44,6 +43,7 @@ from novita_gpu.settings import Settings
 from novita_gpu.webhooks.models import WebhookAttempt, WebhookDelivery
 from novita_gpu.webhooks.sender import SendResult, WebhookSender
 from novita_gpu.webhooks.signing import signature_headers
+from novita_gpu.workers import PeriodicWorker
 
 log = structlog.get_logger(__name__)
 
@@ -134,7 +134,10 @@ def _due_deliveries() -> Select[tuple[str]]:
 _DUE = _due_deliveries()
 
 
-class WebhookDispatcher:
+class WebhookDispatcher(PeriodicWorker):
+    name = "webhooks"
+    min_gap_seconds = BATCH_SECONDS
+
     def __init__(
         self,
         db: Database,
@@ -148,8 +151,8 @@ class WebhookDispatcher:
     ) -> None:
         """`on_instance_change(instance_id)` is called after a commit that changed an instance row (a 410
         clears its `webhook_url`), so in-process caches and waiters hear of it (the app's change feed)."""
+        super().__init__(clock)
         self.db = db
-        self.clock = clock
         self.sender = sender
         self.settings = settings
         self.metrics = metrics
@@ -157,8 +160,6 @@ class WebhookDispatcher:
         self.on_instance_change = on_instance_change
         self.lease = timedelta(seconds=settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS)
         self.max_age = timedelta(seconds=settings.webhook_max_age_seconds)
-        self.last_tick_at: datetime | None = None
-        self._wake = asyncio.Event()
         self._claim_lock = asyncio.Lock()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._next_expiry_check = datetime.min.replace(tzinfo=UTC)
@@ -167,32 +168,20 @@ class WebhookDispatcher:
 
     # -- loop ------------------------------------------------------------------------------------
 
-    def wake(self) -> None:
-        self._wake.set()
+    @property
+    def allowed_gap(self) -> float:
+        return 30.0
 
-    async def run(self) -> None:
-        """Claim and start deliveries every POLL_SECONDS (or when woken) until cancelled.
+    async def step(self) -> float:
+        """Claim and start what is due; attempts run in the background. Wake-ups that arrive together
+        (deliveries finishing, events written) share one claim (`min_gap_seconds`)."""
+        await self._launch()
+        return POLL_SECONDS
 
-        Attempts run in the background; on cancellation those in flight get one attempt's time to
-        finish, then are cancelled (their leases expire and another worker retries them).
-        """
-        try:
-            while True:
-                try:
-                    await self._launch()
-                except Exception:  # a bad tick must not kill the worker; the next one retries
-                    log.exception("webhook_tick_failed")
-                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
-                # that arrives as the event is set, and the worker would never stop.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(POLL_SECONDS):
-                        await self._wake.wait()
-                # Let wake-ups that arrive together (deliveries finishing, events written) share one
-                # claim instead of one claim each.
-                await asyncio.sleep(BATCH_SECONDS)
-                self._wake.clear()
-        finally:
-            await self._drain()
+    async def finish(self) -> None:
+        """Attempts in flight get one attempt's time to finish, then are cancelled (their leases expire
+        and another worker retries them)."""
+        await self._drain()
 
     async def tick(self) -> int:
         """Claim what is due, attempt it, and return once those attempts are recorded."""
@@ -210,7 +199,7 @@ class WebhookDispatcher:
     async def _launch(self) -> list[asyncio.Task[None]]:
         async with self._claim_lock:
             now = self.clock.now()
-            self.last_tick_at = now
+            self.last_run_at = now
             if now >= self._next_expiry_check:
                 await self._expire(now)
                 self._next_expiry_check = now + EXPIRY_CHECK_INTERVAL

@@ -1,0 +1,109 @@
+"""The one way a background job runs here: a step again and again, a pause between, a graceful stop.
+
+The reconciler, the prober, the webhook dispatcher, the auto-stop sweeper and the retention sweep each
+say what one step does and how long to pause after it; this base runs the loop, wakes it early on
+`wake()`, keeps `last_run_at` for /health, and on `stop()` lets the step in progress finish and then
+calls `finish()` (work in flight ends or is handed back, leases are released), so a replica shutting
+down leaves nothing for the others to wait out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from abc import ABC, abstractmethod
+from datetime import datetime
+
+import structlog
+
+from novita_gpu.clock import Clock
+
+log = structlog.get_logger(__name__)
+
+
+class PeriodicWorker(ABC):
+    name: str = "worker"
+    # After an early wake-up, a step starts at least this long after the previous one began, so a burst
+    # of wake-ups (one per request) shares one step.
+    min_gap_seconds: float = 0.0
+    # Pause after a step that raised.
+    retry_seconds: float = 1.0
+    # Pauses that are domain time (an idle deadline, a retention period) run on the injected clock;
+    # the others are cadence (how often to look) and run in real time.
+    pauses_on_clock: bool = False
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.last_run_at: datetime | None = None
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    @property
+    @abstractmethod
+    def allowed_gap(self) -> float:
+        """Seconds without a step after which /health calls the worker stalled."""
+
+    @abstractmethod
+    async def step(self) -> float:
+        """Do one round of work; return how many seconds to pause before the next."""
+
+    async def finish(self) -> None:  # noqa: B027 (an optional hook: most workers hold nothing in flight)
+        """Called once when the loop ends: end or hand back work still in flight."""
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Ask the loop to end after the step in progress (then `finish()` runs)."""
+        self._stopping.set()
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while not self.stopping:
+                started = loop.time()
+                try:
+                    pause = await self.step()
+                except Exception:  # a bad step must not end the worker; the next one retries
+                    log.exception("worker_step_failed", worker=self.name)
+                    pause = self.retry_seconds
+                if self.stopping:
+                    break
+                await self._pause(pause)
+                gap = started + self.min_gap_seconds - loop.time()
+                if gap > 0 and not self.stopping:
+                    await asyncio.sleep(gap)
+                self._wake.clear()
+        finally:
+            await self.finish()
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep `seconds`, or less when woken."""
+        if self._wake.is_set():
+            return
+        sleeper = asyncio.ensure_future(self.clock.sleep(seconds) if self.pauses_on_clock else asyncio.sleep(seconds))
+        waker = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait((sleeper, waker), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, waker):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(sleeper, waker, return_exceptions=True)
+
+
+async def stop_workers(workers: list[PeriodicWorker], tasks: list[asyncio.Task[None]], grace: float) -> None:
+    """Graceful stop: every worker ends its step and finishes within `grace` seconds, or is cancelled."""
+    for worker in workers:
+        worker.stop()
+    if tasks:
+        _, late = await asyncio.wait(tasks, timeout=grace)
+        for task in late:
+            log.warning("worker_stop_timed_out", worker=task.get_name())
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
