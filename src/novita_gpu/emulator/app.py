@@ -9,7 +9,7 @@ from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from novita_gpu.clock import Clock
-from novita_gpu.emulator import api_routes, control_routes, port_routes
+from novita_gpu.emulator import account_routes, api_routes, control_routes, port_routes
 from novita_gpu.emulator.config import EmulatorConfig
 from novita_gpu.emulator.errors import NovitaError, envelope
 from novita_gpu.emulator.gateway import gate
@@ -23,9 +23,9 @@ class EmulatorApp(FastAPI):
     """FastAPI with Novita's gateway in front (see gateway.py for why it sits outside the middleware)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if await gate(self.state.world, scope, receive, send):
-            return
-        await super().__call__(scope, receive, send)
+        serve_with = await gate(self.state.world, scope, receive, send)
+        if serve_with is not None:
+            await super().__call__(scope, receive, serve_with)
 
 
 def create_emulator_app(
@@ -36,6 +36,7 @@ def create_emulator_app(
     app = EmulatorApp(title="Novita API emulator", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.world = World(config, clock, state)
     app.include_router(api_routes.router)
+    app.include_router(account_routes.router)
     app.include_router(control_routes.router)
     app.include_router(port_routes.router)
     _install_error_handlers(app)

@@ -1,6 +1,7 @@
 """Injectable faults for the Novita API paths, sampled from a seeded random source.
 
-Faults never touch `/_emulator/` or the instances' own ports.
+Faults never touch `/_emulator/` or the instances' own ports. The rate-based ones (latency, drops, 429,
+5xx) hit every API path unless `paths` names some; `failures` script the next answers of one endpoint.
 """
 
 from __future__ import annotations
@@ -11,6 +12,42 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_REASONS = {429: "RATE_LIMIT_EXCEEDED", 500: "UNKNOWN", 503: "SERVICE_UNAVAILABLE"}
+
+
+class PathFailure(BaseModel):
+    """The next `count` authenticated requests to one endpoint fail with `status`.
+
+    `before`: answered at once, the endpoint does nothing. `after`: the endpoint acts, then its success is
+    replaced by the error (a write that happened although the caller saw it fail: what a client must
+    resolve by reading back). A request the endpoint itself refuses does not use one up in `after` mode.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(min_length=1, description="below the API prefix, e.g. /networkstorage/create")
+    method: str | None = Field(default=None, description="GET, POST, ...; None: any")
+    status: int = Field(default=500, ge=400, le=599)
+    reason: str = ""  # default: by status (429 RATE_LIMIT_EXCEEDED, 503 SERVICE_UNAVAILABLE, else UNKNOWN)
+    message: str = ""
+    count: int = Field(default=1, ge=1)
+    mode: Literal["before", "after"] = "before"
+
+    def matches(self, method: str, path: str) -> bool:
+        return self.path == path and (self.method is None or self.method.upper() == method.upper())
+
+    def same_script(self, other: PathFailure) -> bool:
+        """The same scripted failure, whatever is left of its count."""
+        return self.model_dump(exclude={"count"}) == other.model_dump(exclude={"count"})
+
+    @property
+    def answer_reason(self) -> str:
+        return self.reason or DEFAULT_REASONS.get(self.status, "UNKNOWN")
+
+    @property
+    def answer_message(self) -> str:
+        return self.message or "injected failure"
 
 
 class FaultConfig(BaseModel):
@@ -30,6 +67,9 @@ class FaultConfig(BaseModel):
     create_delay_seconds: float = Field(default=0.0, ge=0)
     stuck_in_pulling: bool = False
     spot_reclaim_per_hour: float = Field(default=0.0, ge=0)
+    # API paths (below the prefix) the rate-based faults above are limited to; empty: every path.
+    paths: list[str] = Field(default_factory=list)
+    failures: list[PathFailure] = Field(default_factory=list)
 
 
 FaultKind = Literal["drop", "rate_limit", "server_error", "unavailable"]
@@ -63,9 +103,12 @@ class FaultInjector:
             self._config = FaultConfig.model_validate(merged)
             return self._config.model_copy()
 
-    def sample(self) -> RequestFaults:
+    def sample(self, path: str | None = None) -> RequestFaults:
+        """The random faults of one request to `path` (none outside `paths` when that is set)."""
         with self._lock:
             cfg = self._config
+            if cfg.paths and path not in cfg.paths:
+                return RequestFaults(latency_seconds=0.0, kind=None)
             kind: FaultKind | None = None
             if self._hit(cfg.drop_rate):
                 kind = "drop"
@@ -82,6 +125,25 @@ class FaultInjector:
                 return False
             self._config = self._config.model_copy(update={"create_failures": self._config.create_failures - 1})
             return True
+
+    def failure_for(self, method: str, path: str) -> PathFailure | None:
+        """The scripted failure due for this request, if any (not used up: see `consume`)."""
+        with self._lock:
+            return next((f for f in self._config.failures if f.matches(method, path)), None)
+
+    def consume(self, failure: PathFailure) -> bool:
+        """Use up one of `failure`'s count; False when another request took the last one meanwhile."""
+        with self._lock:
+            failures = list(self._config.failures)
+            for i, current in enumerate(failures):
+                if current.same_script(failure):
+                    if current.count > 1:
+                        failures[i] = current.model_copy(update={"count": current.count - 1})
+                    else:
+                        del failures[i]
+                    self._config = self._config.model_copy(update={"failures": failures})
+                    return True
+            return False
 
     def _hit(self, rate: float) -> bool:
         return rate > 0 and self._rng.random() < rate

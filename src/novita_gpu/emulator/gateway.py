@@ -12,9 +12,11 @@ import hmac
 import math
 from typing import Any
 
-from starlette.types import Receive, Scope, Send
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
 
 from novita_gpu.emulator.errors import envelope
+from novita_gpu.emulator.faults import PathFailure
 from novita_gpu.emulator.world import World
 
 API_PREFIX = "/gpu-instance/openapi/v1"
@@ -60,19 +62,21 @@ async def _drop(send: Send) -> None:
         await asyncio.sleep(0)
 
 
-async def gate(world: World, scope: Scope, receive: Receive, send: Send) -> bool:
-    """Handle the request here (fault or auth failure) and return True, or return False to serve it."""
+async def gate(world: World, scope: Scope, receive: Receive, send: Send) -> Send | None:
+    """Handle the request here (fault or auth failure) and return None, or return the `send` to serve it
+    with: the caller's own, or one that replaces a success by a scripted failure (`mode: after`)."""
     path = api_path(scope)
     if path is None or scope["type"] != "http":
-        return False
-    world.count_request(f"{scope['method']} {path}")
-    faults = world.faults.sample()
+        return send
+    method: str = scope["method"]
+    world.count_request(f"{method} {path}")
+    faults = world.faults.sample(path)
     if faults.latency_seconds:
         await asyncio.sleep(faults.latency_seconds)
     if faults.kind == "drop":
         await _drop(send)
-        return True
-    response = None
+        return None
+    response: Response | None = None
     if faults.kind == "rate_limit":
         retry_after = world.faults.config.retry_after_seconds
         response = envelope(
@@ -84,7 +88,42 @@ async def gate(world: World, scope: Scope, receive: Receive, send: Send) -> bool
         response = envelope(503, "SERVICE_UNAVAILABLE", "service unavailable")
     elif not authorized(_bearer(scope), world.config.api_keys):
         response = envelope(401, "UNAUTHORIZED", "invalid or missing API key")
+    elif (failure := world.faults.failure_for(method, path)) is not None:
+        if failure.mode == "after":
+            return _fail_after_success(world, failure, scope, send)
+        if world.faults.consume(failure):
+            response = _failure_response(world, failure)
     if response is None:
-        return False
+        return send
     await response(scope, receive, send)
-    return True
+    return None
+
+
+def _failure_response(world: World, failure: PathFailure) -> Response:
+    headers = {}
+    if failure.status == 429:
+        headers["Retry-After"] = str(math.ceil(world.faults.config.retry_after_seconds))
+    return envelope(failure.status, failure.answer_reason, failure.answer_message, headers)
+
+
+def _fail_after_success(world: World, failure: PathFailure, scope: Scope, send: Send) -> Send:
+    """A `send` that lets the endpoint act, then answers `failure` instead of its success (an error the
+    endpoint answered itself goes through, and leaves the failure for a later request)."""
+    replaced = False
+
+    async def send_instead(message: Message) -> None:
+        nonlocal replaced
+        if message["type"] == "http.response.start":
+            if 200 <= message["status"] < 300 and world.faults.consume(failure):
+                replaced = True
+                await _failure_response(world, failure)(scope, _nothing_to_receive, send)
+                return
+        elif message["type"] == "http.response.body" and replaced:
+            return
+        await send(message)
+
+    return send_instead
+
+
+async def _nothing_to_receive() -> Message:
+    return {"type": "http.disconnect"}
