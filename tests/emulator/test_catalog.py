@@ -68,8 +68,21 @@ def test_cpu_products(emu: Emulator) -> None:
     assert emu.api.get("/cpu/products", params={"clusterId": "2"}).json()["data"] == []
 
 
-def test_templates_need_channel_and_is_my_community(emu: Emulator) -> None:
-    for params in ({}, {"channel": "official"}, {"isMyCommunity": "false"}, {"channel": "x", "isMyCommunity": "false"}):
+def template_names(emu: Emulator, **params: str) -> set[str]:
+    response = emu.api.get("/templates", params={"pageSize": 100, **params})
+    assert response.status_code == 200, response.text
+    return {t["name"] for t in response.json()["template"]}
+
+
+def test_templates_need_neither_channel_nor_is_my_community(emu: Emulator) -> None:
+    """The reference's own example lists templates with no query at all (issue 16): absent, every channel
+    and both scopes are listed; each narrows the list when given."""
+    everything = template_names(emu)
+    assert {"pytorch-jupyter", "comfyui", "my-private-app"} <= everything
+    assert template_names(emu, channel="official") == {"pytorch-jupyter", "ubuntu-ssh", "vllm-openai"}
+    assert template_names(emu, isMyCommunity="true") == {"my-private-app"}
+    assert "my-private-app" not in template_names(emu, isMyCommunity="false")
+    for params in ({"channel": "x"}, {"isMyCommunity": "maybe"}):
         response = emu.api.get("/templates", params=params)
         assert response.status_code == 400, params
         assert response.json()["reason"] == "VALIDATOR_PARAM"

@@ -139,3 +139,57 @@ def test_faults_never_touch_instance_ports(emu: Emulator) -> None:
     emu.faults(rate_limit_rate=1.0, drop_rate=0.0, latency_ms=0)
     assert emu.http.get(f"/_instances/{instance_id}/8888/").status_code == 200
     assert httpx.get(emu.url + API + "/clusters", headers={"Authorization": f"Bearer {KEY}"}).status_code == 429
+
+
+def test_rate_faults_can_be_limited_to_some_endpoints(emu: Emulator) -> None:
+    emu.faults(server_error_rate=1.0, paths=["/networkstorage/create", "/repository/auths"])
+    assert emu.api.get("/clusters").status_code == 200
+    assert emu.api.get("/repository/auths").status_code in (500, 503)
+    created = emu.api.post("/networkstorage/create", json={"clusterId": "5", "storageName": "x", "storageSize": 10})
+    assert created.status_code in (500, 503)
+    assert emu.api.get("/networkstorages/list").json()["total"] == 0
+
+
+def test_scripted_failure_before_does_nothing(emu: Emulator) -> None:
+    emu.faults(failures=[{"path": "/repository/auth/save", "status": 503, "count": 2}])
+    body = {"name": "hub", "username": "me", "password": "pw"}
+    for _ in range(2):
+        failed = emu.api.post("/repository/auth/save", json=body)
+        assert failed.status_code == 503 and failed.json()["reason"] == "SERVICE_UNAVAILABLE"
+    assert len(emu.api.get("/repository/auths").json()["data"]) == 2  # the seeded ones only
+    assert emu.http.get("/_emulator/faults").json()["failures"] == []
+    assert emu.api.post("/repository/auth/save", json=body).status_code == 200
+
+
+def test_scripted_failure_after_acts_then_fails(emu: Emulator) -> None:
+    emu.faults(failures=[{"path": "/networkstorage/create", "mode": "after", "reason": "GATEWAY", "message": "boom"}])
+    refused = emu.api.post("/networkstorage/create", json={"clusterId": "6", "storageName": "x", "storageSize": 10})
+    assert refused.json()["reason"] == "CUR_CLUSTER_NETWORK_STORAGE_NOT_SUPPORT"  # its own refusal does not use it up
+    ambiguous = emu.api.post("/networkstorage/create", json={"clusterId": "5", "storageName": "x", "storageSize": 10})
+    assert ambiguous.status_code == 500
+    assert ambiguous.json() == {"code": 500, "reason": "GATEWAY", "message": "boom", "metadata": {}}
+    assert emu.api.get("/networkstorages/list").json()["total"] == 1  # created although the caller saw a 500
+
+
+def test_scripted_failures_match_the_method_and_can_be_429(emu: Emulator) -> None:
+    emu.faults(retry_after_seconds=3, failures=[{"path": "/image/prewarm", "method": "POST", "status": 429}])
+    assert emu.api.get("/image/prewarm").status_code == 200  # a GET of the same path is not the scripted one
+    limited = emu.api.post("/image/prewarm", json={"imageUrl": "a:b", "clusterId": "1"})
+    assert limited.status_code == 429 and limited.headers["Retry-After"] == "3"
+    assert limited.json()["reason"] == "RATE_LIMIT_EXCEEDED"
+
+
+def test_scripted_failures_only_hit_authenticated_requests(emu: Emulator) -> None:
+    emu.faults(failures=[{"path": "/clusters"}])
+    assert emu.http.get(API + "/clusters").status_code == 401
+    assert emu.api.get("/clusters").status_code == 500
+    assert emu.api.get("/clusters").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "failures",
+    [[{"path": ""}], [{"path": "/clusters", "status": 200}], [{"path": "/clusters", "mode": "later"}], [{"x": 1}]],
+)
+def test_scripted_failures_are_validated(emu: Emulator, failures: list[dict[str, object]]) -> None:
+    response = emu.http.put("/_emulator/faults", json={"failures": failures})
+    assert response.status_code == 400 and response.json()["reason"] == "VALIDATOR_PARAM"

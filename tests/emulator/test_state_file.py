@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from novita_gpu.clock import ManualClock
 from novita_gpu.emulator import EmulatorConfig
+from novita_gpu.emulator import account_validation as av
 from novita_gpu.emulator import validation as v
+from novita_gpu.emulator.account import PrewarmQuery, PrewarmRequest, StorageQuery
+from novita_gpu.emulator.errors import NovitaError
 from novita_gpu.emulator.state_file import StateFile, default_state_path
 from novita_gpu.emulator.world import World
 from tests.emulator.conftest import create_body
@@ -59,3 +64,59 @@ def test_the_default_file_sits_next_to_a_sqlite_store() -> None:
     assert default_state_path("sqlite+aiosqlite:///./data/novita-gpu.db") == Path("data/novita-gpu.emulator.db")
     assert default_state_path("sqlite+aiosqlite:////srv/x/store.db?mode=rwc") == Path("/srv/x/store.emulator.db")
     assert default_state_path("postgresql+asyncpg://u@h/db") == Path("data/emulator.db")
+
+
+def test_account_objects_are_kept_in_the_file_too(tmp_path: Path) -> None:
+    """Private templates, registry auths, network storages and prewarm tasks, created or deleted, are all
+    where they were after a restart (seeded ones included: a deleted seeded auth stays deleted)."""
+    clock = ManualClock()
+    first = world(tmp_path / "emu.db", clock)
+    account = first.account
+    [seeded_auth, kept_auth] = account.registry_auths()
+    account.delete_registry_auth(seeded_auth.id)
+    new_auth = account.save_registry_auth("hub", "me", "pw")
+    seeded_template = next(t for t in first.catalog.templates if t.mine)
+    account.delete_template(seeded_template.id)
+    fields = av.template_fields(
+        {"name": "mine", "type": "instance", "channel": "private", "image": "app:1", "rootfsSize": 10}, set()
+    )
+    template = account.create_template(fields)
+    storage = account.create_storage("5", "data", 50)
+    account.update_storage(storage.id, "data", 80)
+    dropped = account.create_storage("5", "scratch", 10)
+    account.delete_storage(dropped.id)
+    task = account.create_prewarm(PrewarmRequest("ghcr.io/a/b:1", "", "1", ["4090.16c62g"], "note"))
+    mounted = first.create(
+        v.create_request(
+            create_body(productId="4090.16c62g.eu", networkStorages=[{"Id": storage.id, "mountPoint": "/d"}]),
+            account.registry_auth_ids(),
+        )
+    )
+    # no close(): as after kill -9
+
+    clock.advance(60)
+    second = world(tmp_path / "emu.db", clock).account
+    assert [a.id for a in second.registry_auths()] == [kept_auth.id, new_auth.id]
+    assert [t.id for t in second.templates(None, True, "", "")] == [template.id]
+    assert second.template(template.id) == template
+    assert [(s.id, s.size) for s in second.storages(StorageQuery(10, 1))[0]] == [(storage.id, 80)]
+    [loaded] = second.prewarm_tasks(PrewarmQuery(10, 1))[0]
+    assert loaded == task and loaded.state_at(clock.now().timestamp()) == "Succeeded"
+    assert second.create_template(fields).id == str(int(template.id) + 1)
+    with pytest.raises(NovitaError) as in_use:  # the reloaded instance still mounts it
+        second.delete_storage(storage.id)
+    assert in_use.value.reason == "NETWORK_STORAGE_IN_USE"
+    assert mounted.id
+
+
+def test_reset_brings_back_the_seeded_account(tmp_path: Path) -> None:
+    clock = ManualClock()
+    first = world(tmp_path / "emu.db", clock)
+    seeded = [a.id for a in first.account.registry_auths()]
+    first.account.delete_registry_auth(seeded[0])
+    first.account.create_storage("5", "data", 50)
+    first.reset()
+    first.close()
+    again = world(tmp_path / "emu.db", clock).account
+    assert [a.id for a in again.registry_auths()] == seeded
+    assert again.storages(StorageQuery(10, 1)) == ([], 0)

@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from novita_gpu.emulator import account_validation as av
 from novita_gpu.emulator import validation as v
 from novita_gpu.emulator.errors import NovitaError, invalid_param
 from novita_gpu.emulator.instance import Instance
@@ -94,8 +95,8 @@ async def cpu_products(request: Request) -> dict[str, Any]:
 async def list_instances(request: Request) -> dict[str, Any]:
     world = world_of(request)
     instances, total = world.list_instances(v.instance_query(_params(request)))
-    now = world.now()
-    return {"instances": [instance_summary(i, now) for i in instances], "total": total}
+    now, sizes = world.now(), world.account.storage_sizes()
+    return {"instances": [instance_summary(i, now, sizes) for i in instances], "total": total}
 
 
 @router.get("/gpu/instance")
@@ -105,7 +106,8 @@ async def get_instance(request: Request) -> dict[str, Any]:
     if not instance_id:
         raise invalid_param("instanceId is required")
     instance = world.get(instance_id)
-    return instance_detail(instance, world.now(), str(request.base_url))
+    sizes = world.account.storage_sizes()
+    return instance_detail(instance, world.now(), str(request.base_url), sizes, world.config.node_shape)
 
 
 @router.post("/gpu/instance/create")
@@ -114,7 +116,7 @@ async def create_instance(request: Request) -> dict[str, Any]:
     body = v.parse_json_object(await request.body())
     if world.faults.take_create_failure("before"):
         raise NovitaError(500, "UNKNOWN", "unknown error")
-    req = v.create_request(body, {a.id for a in world.catalog.registry_auths})
+    req = v.create_request(body, world.account.registry_auth_ids())
     instance = world.create(req)
     await _until_created(request, world, instance)
     if world.faults.take_create_failure("after"):
@@ -157,27 +159,24 @@ async def delete_instance(request: Request) -> dict[str, Any]:
     return await _action(request, "delete")
 
 
+@router.post("/gpu/instance/edit")
+async def edit_instance(request: Request) -> dict[str, Any]:
+    """Answers `{}` [INF: the answer is undocumented; Novita's writes answer `{}`]."""
+    world = world_of(request)
+    instance_id, ports, expand = v.edit_request(v.parse_json_object(await request.body()))
+    world.edit(instance_id, ports, expand)
+    return {}
+
+
 @router.get("/templates")
 async def templates(request: Request) -> dict[str, Any]:
-    catalog = world_of(request).catalog
+    """`channel` and `isMyCommunity` are optional: absent, every channel and both scopes (your own and the
+    public templates) are listed, as the reference's own example request (with neither) shows."""
     params = _params(request)
-    channels = {c.strip() for c in params.get("channel", "").split(",") if c.strip()}
-    if not channels:
-        raise invalid_param("channel is required")
-    if not channels <= {"official", "community", "private"}:
-        raise invalid_param("channel must be official, community or private")
-    mine = v.query_bool(params, "isMyCommunity")
     size, num = v.page(params)
-    name = params.get("name", "").lower()
-    kind = params.get("type", "")
-    found = [
-        t
-        for t in catalog.templates
-        if t.channel in channels
-        and name in t.name.lower()
-        and (not kind or kind == "instance")
-        and (t.mine if mine else t.channel != "private")
-    ]
+    found = world_of(request).account.templates(
+        av.channels(params), av.optional_bool(params, "isMyCommunity"), params.get("name", ""), params.get("type", "")
+    )
     start = (num - 1) * size
     return {"template": [t.json() for t in found[start : start + size]], "total": len(found)}
 
@@ -187,12 +186,9 @@ async def template(request: Request) -> dict[str, Any]:
     template_id = request.query_params.get("templateId", "")
     if not template_id:
         raise invalid_param("templateId is required")
-    found = world_of(request).catalog.template(template_id)
-    if found is None:
-        raise NovitaError(400, "TEMPLATE_NOT_FOUND", "template not found")
-    return {"template": found.json()}
+    return {"template": world_of(request).account.template(template_id).json()}
 
 
 @router.get("/repository/auths")
 async def registry_auths(request: Request) -> dict[str, Any]:
-    return {"data": [a.json() for a in world_of(request).catalog.registry_auths]}
+    return {"data": [a.json() for a in world_of(request).account.registry_auths()]}

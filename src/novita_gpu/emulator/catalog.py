@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import string
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 ON_DEMAND, MONTHLY, SPOT = "onDemand", "monthly", "spot"
@@ -99,6 +99,8 @@ class Template:
     created_at: int = 1735689600
     min_cuda_version: str = ""
     recommend: tuple[str, ...] = ()
+    image_auth: str = ""  # a registry auth id
+    entrypoint: str = ""
 
     def json(self) -> dict[str, Any]:
         return {
@@ -108,9 +110,9 @@ class Template:
             "type": "instance",
             "channel": self.channel,
             "image": self.image,
-            "imageAuth": "",
+            "imageAuth": self.image_auth,
             "startCommand": self.start_command,
-            "entrypoint": "",
+            "entrypoint": self.entrypoint,
             "rootfsSize": self.rootfs_size,
             "ports": [{"type": kind, "ports": list(ports)} for kind, ports in self.ports],
             "envs": [{"key": k, "value": v} for k, v in self.envs],
@@ -119,6 +121,18 @@ class Template:
             "recommendCards": [{"gpuSpecId": spec, "cardNum": "1"} for spec in self.recommend],
             "minCudaVersion": self.min_cuda_version,
         }
+
+    def state(self) -> dict[str, Any]:
+        """Its fields as JSON, for the state file."""
+        return asdict(self)
+
+    @classmethod
+    def from_state(cls, body: dict[str, Any]) -> Template:
+        fields = dict(body)
+        fields["ports"] = tuple((kind, tuple(ports)) for kind, ports in body["ports"])
+        fields["envs"] = tuple((key, value) for key, value in body["envs"])
+        fields["recommend"] = tuple(body["recommend"])
+        return cls(**fields)
 
 
 @dataclass(frozen=True)

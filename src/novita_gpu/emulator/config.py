@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from novita_gpu.emulator.faults import FaultConfig
@@ -31,6 +33,8 @@ class Timings(BaseModel):
     removing: float = Field(default=1.0, ge=0)
     spot_notice: float = Field(default=3.0, ge=0)
     spot_reclaiming: float = Field(default=2.0, ge=0)
+    prewarm_pending: float = Field(default=2.0, ge=0)
+    prewarm_running: float = Field(default=30.0, ge=0)
 
 
 class EmulatorConfig(BaseModel):
@@ -41,6 +45,9 @@ class EmulatorConfig(BaseModel):
     api_keys: list[str] = Field(default_factory=list)
     not_found_status: int = Field(default=400, ge=400, le=499)
     removed_visible_seconds: float = Field(default=60.0, ge=0)
+    # `node` in an instance's detail: Novita's reference types it as an array of {maxRootfsSize}, while
+    # Novita's console and typed clients read one object (docs/emulator.md). "list" serves the array.
+    node_shape: Literal["object", "list"] = "object"
     timings: Timings = Field(default_factory=Timings)
     faults: FaultConfig = Field(default_factory=FaultConfig)
 

@@ -77,6 +77,7 @@ class Instance:
     app_boots: list[float] = field(default_factory=list)
     gone_at: float | None = None  # when it stops being visible (set once deletion is scheduled)
     visible_from: float = 0.0  # when its (possibly delayed) create completed
+    network_storages: list[dict[str, str]] = field(default_factory=list)  # [{id, mountPoint}]
 
     def phase_at(self, now: float) -> Phase:
         current = self.phases[0]

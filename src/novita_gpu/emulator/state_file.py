@@ -1,7 +1,8 @@
 """The emulated account kept on disk, so the built-in emulator survives restarts and kill -9 as the store does.
 
-A small SQLite file: one row per instance (its attributes and timeline as JSON) and one per capacity
-that was changed from the seeded catalog. Every change of the world writes its rows in one transaction
+A small SQLite file: one row per instance (its attributes and timeline as JSON), one per capacity
+that was changed from the seeded catalog, and one per other account object (`objects`: private
+templates, registry auths, network storages, image prewarm tasks, each a `kind` with its JSON body). Every change of the world writes its rows in one transaction
 (WAL, synchronous=NORMAL: a crashed process loses nothing committed). Timelines are absolute times, so
 an instance loaded after a restart simply goes on where the clock says it is.
 """
@@ -23,6 +24,10 @@ CREATE TABLE IF NOT EXISTS instances (id TEXT PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS capacity (
     cluster_id TEXT NOT NULL, product_id TEXT NOT NULL, gpus INTEGER NOT NULL,
     PRIMARY KEY (cluster_id, product_id)
+);
+CREATE TABLE IF NOT EXISTS objects (
+    kind TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL,
+    PRIMARY KEY (kind, id)
 );
 """
 
@@ -75,11 +80,33 @@ class StateFile:
                 (cluster_id, product_id, gpus),
             )
 
+    def objects(self, kind: str) -> list[dict[str, Any]]:
+        """Every object of `kind`, in the order they were first saved."""
+        with self._lock:
+            rows = self._db.execute("SELECT body FROM objects WHERE kind = ? ORDER BY rowid", (kind,)).fetchall()
+        return [json.loads(body) for (body,) in rows]
+
+    def save_object(self, kind: str, object_id: str, body: dict[str, Any]) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO objects (kind, id, body) VALUES (?, ?, ?) "
+                "ON CONFLICT(kind, id) DO UPDATE SET body = excluded.body",
+                (kind, object_id, json.dumps(body, separators=(",", ":"))),
+            )
+
+    def delete_objects(self, kind: str, object_ids: list[str]) -> None:
+        """Delete several in one transaction (a batch delete is all or nothing, on disk too)."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("DELETE FROM objects WHERE kind = ? AND id = ?", [(kind, i) for i in object_ids])
+            self._db.execute("COMMIT")
+
     def clear(self) -> None:
         with self._lock:
             self._db.execute("BEGIN")
             self._db.execute("DELETE FROM instances")
             self._db.execute("DELETE FROM capacity")
+            self._db.execute("DELETE FROM objects")
             self._db.execute("COMMIT")
 
     def close(self) -> None:

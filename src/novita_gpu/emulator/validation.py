@@ -14,6 +14,8 @@ RESERVED_PORTS = frozenset({2222, 2223, 2224})
 MAX_PORTS = 15
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 10
+MAX_NETWORK_STORAGES = 30
+DEFAULT_MOUNT_POINT = "/network"
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
@@ -110,6 +112,11 @@ def _ports(body: dict[str, Any]) -> list[tuple[int, str]]:
         if not (isinstance(port, str) and port.isdigit()):
             raise invalid_param("tools[].port must be a numeric string")
         mappings.append((int(port), str(tool["type"])))
+    return check_ports(mappings)
+
+
+def check_ports(mappings: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """Novita's port rules: 1-65535 but not 2222-2224, no port twice, at most 15."""
     for port, _ in mappings:
         if not 1 <= port <= 65535 or port in RESERVED_PORTS:
             raise invalid_param(f"port {port} is out of range or reserved (2222-2224)")
@@ -118,6 +125,56 @@ def _ports(body: dict[str, Any]) -> list[tuple[int, str]]:
     if len(mappings) > MAX_PORTS:
         raise invalid_param(f"at most {MAX_PORTS} ports (ports and tools together)")
     return mappings
+
+
+def _network_storages(body: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """`networkStorages: [{Id, mountPoint}]` (capital I, as documented): at most 30, each storage and each
+    mount point once [INF]; mountPoint defaults to /network."""
+    raw = body.get("networkStorages")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or len(raw) > MAX_NETWORK_STORAGES:
+        raise invalid_param(f"networkStorages must be a list of at most {MAX_NETWORK_STORAGES} {{Id, mountPoint}}")
+    mounts: list[tuple[str, str]] = []
+    for item in raw:
+        if not isinstance(item, dict):
+            raise invalid_param("networkStorages entries must be {Id, mountPoint}")
+        storage_id = item.get("Id")
+        if not isinstance(storage_id, str) or not 1 <= len(storage_id) <= 255:
+            raise invalid_param("networkStorages[].Id is required (a network storage id)")
+        mount = item.get("mountPoint")
+        if mount is None or mount == "":
+            mount = DEFAULT_MOUNT_POINT
+        if not isinstance(mount, str) or len(mount) > 4095:
+            raise invalid_param("networkStorages[].mountPoint must be a string of 1-4095 characters")
+        mounts.append((storage_id, mount))
+    if len({i for i, _ in mounts}) != len(mounts):
+        raise invalid_param("networkStorages must not mount a storage twice")
+    if len({m for _, m in mounts}) != len(mounts):
+        raise invalid_param("networkStorages must not share a mountPoint")
+    return tuple(mounts)
+
+
+def edit_request(body: dict[str, Any]) -> tuple[str, list[tuple[int, str]] | None, int]:
+    """`POST /gpu/instance/edit`: (instanceId, ports or None to keep them, expandRootDisk GB)."""
+    target = instance_id(body)
+    ports: list[tuple[int, str]] | None = None
+    raw = body.get("ports")
+    if raw is not None:
+        if not isinstance(raw, list):
+            raise invalid_param("ports must be a list of {port, type}")
+        ports = []
+        for item in raw:
+            port = item.get("port") if isinstance(item, dict) else None
+            kind = item.get("type") if isinstance(item, dict) else None
+            if isinstance(port, bool) or not isinstance(port, int) or kind not in ("http", "tcp"):
+                raise invalid_param("ports entries must be {port: integer, type: tcp|http}")
+            ports.append((port, kind))
+        check_ports(ports)
+    expand = integer(body, "expandRootDisk")
+    if expand < 0:
+        raise invalid_param("expandRootDisk must be >= 0")
+    return target, ports, expand
 
 
 def _envs(body: dict[str, Any]) -> list[dict[str, str]]:
@@ -166,8 +223,7 @@ def create_request(body: dict[str, Any], registry_auth_ids: set[str]) -> CreateR
     if image_auth_id and image_auth_id not in registry_auth_ids:
         raise invalid_param("imageAuthId not found")
     text(body, "imageAuth", max_len=10239)
-    if body.get("networkStorages"):
-        raise NovitaError(400, "NETWORK_STORAGE_NOT_FOUND", "network storage not found")
+    network_storages = _network_storages(body)
     if text(body, "networkId"):
         raise NovitaError(400, "NETWORK_NOT_FOUND", "network not found")
     mode, month = _billing(body)
@@ -186,4 +242,5 @@ def create_request(body: dict[str, Any], registry_auth_ids: set[str]) -> CreateR
         kind=kind,
         billing_mode=mode,
         month=month,
+        network_storages=network_storages,
     )

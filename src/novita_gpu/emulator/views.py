@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from novita_gpu.emulator.instance import Instance, PortMapping
 
@@ -25,7 +26,16 @@ def _endpoint(base_url: str, instance: Instance, mapping: PortMapping) -> str:
     return f"{TCP_HOST}:{mapping.host_port}"
 
 
-def instance_summary(instance: Instance, now: float) -> dict[str, Any]:
+def volume_mounts(instance: Instance, storage_sizes: Mapping[str, int]) -> list[dict[str, Any]]:
+    """Its network storage mounts as `volumeMounts` items; `size` is a string on both list and get [INF:
+    the list page types it a string, the get page a number; one server struct cannot do both]."""
+    return [
+        {"type": "network", "size": str(storage_sizes.get(m["id"], 0)), "id": m["id"], "mountPath": m["mountPoint"]}
+        for m in instance.network_storages
+    ]
+
+
+def instance_summary(instance: Instance, now: float, storage_sizes: Mapping[str, int]) -> dict[str, Any]:
     """A list item (§4.5)."""
     phase = instance.phase_at(now)
     reclaim = instance.spot_reclaim_time(now)
@@ -46,7 +56,7 @@ def instance_summary(instance: Instance, now: float) -> dict[str, Any]:
         "productId": instance.product_id,
         "productName": instance.product_name,
         "rootfsSize": instance.rootfs_size,
-        "volumeMounts": [],
+        "volumeMounts": volume_mounts(instance, storage_sizes),
         "statusError": {"state": "", "message": ""},
         "envs": [dict(env) for env in instance.envs],
         "kind": instance.kind,
@@ -60,9 +70,16 @@ def instance_summary(instance: Instance, now: float) -> dict[str, Any]:
     }
 
 
-def instance_detail(instance: Instance, now: float, base_url: str) -> dict[str, Any]:
-    """The get answer (§4.6): the list fields plus endpoints and connect components."""
-    body = instance_summary(instance, now)
+def instance_detail(
+    instance: Instance,
+    now: float,
+    base_url: str,
+    storage_sizes: Mapping[str, int],
+    node_shape: Literal["object", "list"] = "object",
+) -> dict[str, Any]:
+    """The get answer (§4.6): the list fields plus endpoints and connect components. `node` is one object
+    or, with `node_shape="list"`, the reference's array of one (docs/emulator.md)."""
+    body = instance_summary(instance, now, storage_sizes)
     up = instance.app_up_at(now)
     body["portMappings"] = [
         {"port": m.port, "endpoint": _endpoint(base_url, instance, m), "type": m.type} for m in instance.ports
@@ -87,7 +104,8 @@ def instance_detail(instance: Instance, now: float, base_url: str) -> dict[str, 
         "isRunning": up,
     }
     body["network"] = {"id": "", "ip": ""}
-    body["node"] = [{"maxRootfsSize": instance.max_rootfs}]
+    node = {"maxRootfsSize": instance.max_rootfs}
+    body["node"] = [node] if node_shape == "list" else node
     body["jobs"] = []
     body["freeStorageSize"] = 60
     body["keepDataDay"] = 15
@@ -105,6 +123,10 @@ def instance_timeline(instance: Instance, now: float) -> dict[str, Any]:
         "productId": instance.product_id,
         "gpuNum": instance.gpu_num,
         "billingMode": instance.billing_mode,
+        "imageAuthId": instance.image_auth_id,
+        "networkStorages": [dict(m) for m in instance.network_storages],
+        "rootfsSize": instance.rootfs_size,
+        "ports": [{"port": m.port, "type": m.type} for m in instance.ports],
         "createdAt": instance.created_at,
         "runningAt": instance.last_entered("running", now),
         "appBootedAt": instance.last_app_boot(now),

@@ -13,7 +13,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 from novita_gpu.clock import Clock, SystemClock
-from novita_gpu.emulator.catalog import MONTHLY, SPOT, Catalog, Product, build_catalog
+from novita_gpu.emulator.account import NETWORK_STORAGE, REGISTRY_AUTH, Account
+from novita_gpu.emulator.catalog import MONTHLY, SPOT, Catalog, Cluster, Product, build_catalog
 from novita_gpu.emulator.config import EmulatorConfig
 from novita_gpu.emulator.errors import NovitaError, invalid_param, invalid_state_change
 from novita_gpu.emulator.faults import FaultInjector
@@ -41,6 +42,7 @@ class CreateRequest:
     kind: str
     billing_mode: str
     month: int
+    network_storages: tuple[tuple[str, str], ...] = ()  # (storage id, mount point)
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class World:
         if state is not None:
             self._instances.update((i.id, i) for i in state.instances())
             self.catalog.capacity.update(state.capacities())
+            self.account.attach(state)
 
     def reset(self) -> None:
         """A fresh world from the same seed: catalog, capacities, instances, faults and stats."""
@@ -79,6 +82,7 @@ class World:
             self._fresh()
             if self._state is not None:
                 self._state.clear()
+                self.account.attach(self._state)
 
     def close(self) -> None:
         if self._state is not None:
@@ -90,6 +94,19 @@ class World:
         self.faults = FaultInjector(self.config.faults, self.config.seed + 1)
         self._instances: dict[str, Instance] = {}
         self._stats: Counter[str] = Counter()
+        self.account = Account(self.catalog, self._rng, self._lock, self.now, self.config, self._in_use)
+
+    def _in_use(self, kind: str, object_id: str) -> bool:
+        """Whether an instance that is not (being) deleted uses this registry auth or network storage."""
+        now = self.now()
+        for instance in self._instances.values():
+            if not instance.visible_at(now) or instance.status_at(now) in ("toRemove", "removing", "removed"):
+                continue
+            if kind == REGISTRY_AUTH and instance.image_auth_id == object_id:
+                return True
+            if kind == NETWORK_STORAGE and any(m["id"] == object_id for m in instance.network_storages):
+                return True
+        return False
 
     def _saved(self, instance: Instance) -> Instance:
         if self._state is not None:
@@ -193,8 +210,13 @@ class World:
         with self._lock:
             now = self.now() + self.faults.config.create_delay_seconds
             gpu = req.kind == "gpu"
-            instance = self._new_gpu_instance(req, now) if gpu else self._new_cpu_instance(req)
+            storage_cluster = self._storage_cluster(req)
+            if gpu:
+                instance = self._new_gpu_instance(req, now, storage_cluster)
+            else:
+                instance = self._new_cpu_instance(req, storage_cluster)
             instance.created_at = instance.visible_from = now
+            instance.network_storages = [{"id": i, "mountPoint": m} for i, m in req.network_storages]
             self._instances[instance.id] = instance
             spot = "running" if instance.billing_mode == SPOT else ""
             t = self._schedule(
@@ -308,7 +330,46 @@ class World:
 
     # --- instance construction -------------------------------------------------------------------
 
-    def _new_gpu_instance(self, req: CreateRequest, now: float) -> Instance:
+    def _storage_cluster(self, req: CreateRequest) -> Cluster | None:
+        """The one cluster the mounted network storages are in (the instance must be created there)."""
+        clusters: set[str] = set()
+        for storage_id, _ in req.network_storages:
+            storage = self.account.storage(storage_id)
+            if storage is None:
+                raise NovitaError(400, "NETWORK_STORAGE_NOT_FOUND", f"network storage {storage_id!r} not found")
+            clusters.add(storage.cluster_id)
+        if len(clusters) > 1:
+            raise NovitaError(
+                400, "CUR_CLUSTER_NETWORK_STORAGE_NOT_SUPPORT", "the network storages are in different clusters"
+            )
+        if not clusters:
+            return None
+        cluster = self.catalog.cluster(clusters.pop())
+        assert cluster is not None
+        if req.cluster_id and req.cluster_id != cluster.id:
+            raise _storage_elsewhere(cluster)
+        return cluster
+
+    def edit(self, instance_id: str, ports: list[tuple[int, str]] | None, expand_root_disk: int) -> Instance:
+        """Replace the exposed ports (None keeps them) and grow the system disk by `expand_root_disk` GB,
+        up to the node's maxRootfsSize. Its status does not change [INF]."""
+        with self._lock:
+            now = self.now()
+            instance = self._visible(instance_id, now)
+            if instance.status_at(now) in ("toRemove", "removing", "removed"):
+                raise invalid_state_change()
+            if instance.rootfs_size + expand_root_disk > instance.max_rootfs:
+                raise invalid_param(f"the system disk can grow to at most {instance.max_rootfs} GB")
+            instance.rootfs_size += expand_root_disk
+            if ports is not None:
+                kept = {(m.port, m.type): m for m in instance.ports}
+                instance.ports = [
+                    kept.get((port, kind)) or PortMapping(port, kind, self._rng.randint(20000, 59999))
+                    for port, kind in ports
+                ]
+            return self._saved(instance)
+
+    def _new_gpu_instance(self, req: CreateRequest, now: float, storage_cluster: Cluster | None) -> Instance:
         product = self.catalog.product(req.product_id)
         if product is None:
             raise invalid_param(f"productId {req.product_id!r} not found")
@@ -318,12 +379,12 @@ class World:
             raise invalid_param(f"gpuNum must be at most {product.max_gpus} for this product")
         if req.billing_mode == SPOT and not product.spot_price:
             raise NovitaError(400, "UNSUPPORTED_BILLING_MODE", "spot is not offered for this product")
-        cluster_id = self._choose_cluster(product, req, now)
+        cluster_id = self._choose_cluster(product, req, now, storage_cluster)
         n = req.gpu_num
         size = Sizing(n, product.cpu_per_gpu * n, product.memory_per_gpu * n, req.rootfs_size, product.max_rootfs)
         return self._instance(req, cluster_id, product.id, product.name, size, now)
 
-    def _new_cpu_instance(self, req: CreateRequest) -> Instance:
+    def _new_cpu_instance(self, req: CreateRequest, storage_cluster: Cluster | None) -> Instance:
         product = self.catalog.cpu_product(req.product_id)
         if product is None:
             raise invalid_param(f"productId {req.product_id!r} not found")
@@ -334,12 +395,20 @@ class World:
             regions = [c for c in regions if c.id == req.cluster_id]
             if not regions:
                 raise invalid_param(f"product {product.id!r} is not offered in cluster {req.cluster_id!r}")
+        if storage_cluster is not None:
+            regions = [c for c in regions if c.id == storage_cluster.id]
+            if not regions:
+                raise _storage_elsewhere(storage_cluster)
         cluster = self._rng.choice(regions)
         size = Sizing(0, product.cpu_num, product.memory_size, product.rootfs_size, product.rootfs_size)
         return self._instance(req, cluster.id, product.id, product.name, size, self.now())
 
-    def _choose_cluster(self, product: Product, req: CreateRequest, now: float) -> str:
+    def _choose_cluster(self, product: Product, req: CreateRequest, now: float, storage_cluster: Cluster | None) -> str:
         clusters = self.catalog.product_clusters(product)
+        if storage_cluster is not None:
+            clusters = [c for c in clusters if c.id == storage_cluster.id]
+            if not clusters:
+                raise _storage_elsewhere(storage_cluster)
         if req.cluster_id:
             if self.catalog.cluster(req.cluster_id) is None:
                 raise invalid_param(f"clusterId {req.cluster_id!r} not found")
@@ -400,3 +469,12 @@ class World:
 
     def _secret(self, n: int) -> str:
         return "".join(self._rng.choice(string.ascii_letters + string.digits) for _ in range(n))
+
+
+def _storage_elsewhere(cluster: Cluster) -> NovitaError:
+    """[INF] The reason Novita's table has for a cluster that cannot use the storage asked for."""
+    return NovitaError(
+        400,
+        "CUR_CLUSTER_NETWORK_STORAGE_NOT_SUPPORT",
+        f"the network storage is in cluster {cluster.name}: the instance must be created there",
+    )

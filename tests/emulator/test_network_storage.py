@@ -1,0 +1,147 @@
+"""Network storage (create, list, update, delete) and mounting it at instance create, over plain HTTP."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.emulator.conftest import Emulator, create_body
+
+EU = "5"  # EU-01: offers 4090.16c62g.eu and supports network storage
+SINGAPORE = "6"  # AS-SGP-02: no network storage
+
+
+def create_storage(emu: Emulator, name: str = "datasets", size: int = 50, cluster: str = EU) -> str:
+    response = emu.api.post(
+        "/networkstorage/create", json={"clusterId": cluster, "storageName": name, "storageSize": size}
+    )
+    assert response.status_code == 200, response.text
+    storage_id = response.json()
+    assert isinstance(storage_id, str)  # a bare JSON string, as the reference shows
+    return storage_id
+
+
+def storages(emu: Emulator, **params: Any) -> dict[str, Any]:
+    response = emu.api.get("/networkstorages/list", params=params)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_create_list_update_delete(emu: Emulator) -> None:
+    storage_id = create_storage(emu)
+    assert uuid.UUID(storage_id).version == 4
+    [item] = storages(emu)["data"]
+    assert item == {
+        "storageId": storage_id,
+        "storageName": "datasets",
+        "storageSize": 50,
+        "clusterId": EU,
+        "clusterName": "EU-01",
+        "price": "500",
+    }
+
+    grown = emu.api.post(
+        "/networkstorage/update", json={"storageId": storage_id, "storageName": "data", "storageSize": 80}
+    )
+    assert grown.status_code == 200 and grown.json() == {}
+    # The update page types storageSize as a string; Novita's console sends a number: both work.
+    as_text = {"storageId": storage_id, "storageName": "data", "storageSize": "100"}
+    assert emu.api.post("/networkstorage/update", json=as_text).status_code == 200
+    assert storages(emu)["data"][0]["storageSize"] == 100
+    shrink = emu.api.post("/networkstorage/update", json={**as_text, "storageSize": 20})
+    assert shrink.status_code == 400 and shrink.json()["reason"] == "VALIDATOR_PARAM"
+
+    assert emu.api.post("/networkstorage/delete", json={"storageId": storage_id}).json() == {}
+    assert storages(emu) == {"data": [], "total": 0}
+    again = emu.api.post("/networkstorage/delete", json={"storageId": storage_id})
+    assert again.status_code == 400 and again.json()["reason"] == "NETWORK_STORAGE_NOT_FOUND"
+
+
+def test_list_pages_with_page_no_and_filters(emu: Emulator) -> None:
+    ids = [create_storage(emu, name=f"vol-{n}") for n in range(5)]
+    first = storages(emu, pageNo=1, pageSize=2)
+    assert first["total"] == 5 and [s["storageId"] for s in first["data"]] == ids[::-1][:2]
+    last = storages(emu, pageNo=3, pageSize=2)
+    assert [s["storageId"] for s in last["data"]] == [ids[0]]
+    assert [s["storageName"] for s in storages(emu, storageName="VOL-3")["data"]] == ["vol-3"]
+    assert storages(emu, storageId=ids[1])["data"][0]["storageId"] == ids[1]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"storageName": "x", "storageSize": 10}, "VALIDATOR_PARAM"),
+        ({"clusterId": EU, "storageSize": 10}, "VALIDATOR_PARAM"),
+        ({"clusterId": EU, "storageName": "x"}, "VALIDATOR_PARAM"),
+        ({"clusterId": EU, "storageName": "x", "storageSize": 9}, "VALIDATOR_PARAM"),
+        ({"clusterId": EU, "storageName": "x", "storageSize": 10.5}, "VALIDATOR_PARAM"),
+        ({"clusterId": EU, "storageName": "x", "storageSize": 1_000_000}, "NETWORK_STORAGE_TOO_LARGE"),
+        ({"clusterId": "99", "storageName": "x", "storageSize": 10}, "VALIDATOR_PARAM"),
+        ({"clusterId": SINGAPORE, "storageName": "x", "storageSize": 10}, "CUR_CLUSTER_NETWORK_STORAGE_NOT_SUPPORT"),
+    ],
+)
+def test_create_is_validated(emu: Emulator, body: dict[str, Any], reason: str) -> None:
+    response = emu.api.post("/networkstorage/create", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["reason"] == reason
+    assert storages(emu)["total"] == 0
+
+
+def test_an_instance_mounts_storage_in_the_storage_cluster(emu: Emulator) -> None:
+    storage_id = create_storage(emu)
+    mounts = [{"Id": storage_id, "mountPoint": "/data"}]
+    # No clusterId: the emulator creates it where the storage is (RTX 4090 is offered in five clusters).
+    instance_id = emu.create(productId="4090.16c62g.eu", networkStorages=mounts)
+    instance = emu.get(instance_id)
+    assert instance["clusterId"] == EU
+    assert instance["volumeMounts"] == [{"type": "network", "size": "50", "id": storage_id, "mountPath": "/data"}]
+    listed = emu.api.get("/gpu/instances").json()["instances"][0]
+    assert listed["volumeMounts"] == instance["volumeMounts"]
+    truth = emu.http.get(f"/_emulator/instances/{instance_id}").json()
+    assert truth["networkStorages"] == [{"id": storage_id, "mountPoint": "/data"}]
+
+    in_use = emu.api.post("/networkstorage/delete", json={"storageId": storage_id})
+    assert in_use.status_code == 400 and in_use.json()["reason"] == "NETWORK_STORAGE_IN_USE"
+    emu.action("delete", instance_id)
+    assert emu.api.post("/networkstorage/delete", json={"storageId": storage_id}).status_code == 200
+
+
+def test_mount_point_defaults_to_network(emu: Emulator) -> None:
+    storage_id = create_storage(emu)
+    instance_id = emu.create(productId="4090.16c62g.eu", networkStorages=[{"Id": storage_id}])
+    assert emu.get(instance_id)["volumeMounts"][0]["mountPath"] == "/network"
+
+
+def test_mounts_are_refused_elsewhere_or_unknown(emu: Emulator) -> None:
+    storage_id = create_storage(emu)
+
+    def refused(**overrides: Any) -> dict[str, Any]:
+        response = emu.api.post("/gpu/instance/create", json=create_body(**overrides))
+        assert response.status_code == 400, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    mounts = [{"Id": storage_id, "mountPoint": "/data"}]
+    elsewhere = refused(productId="4090.16c62g", networkStorages=mounts)  # offered in US-CA-06 only
+    assert elsewhere["reason"] == "CUR_CLUSTER_NETWORK_STORAGE_NOT_SUPPORT"
+    other_cluster = refused(productId="5090.16c92g", clusterId="1", networkStorages=mounts)
+    assert other_cluster["reason"] == "CUR_CLUSTER_NETWORK_STORAGE_NOT_SUPPORT"
+    unknown = refused(productId="4090.16c62g.eu", networkStorages=[{"Id": str(uuid.uuid4())}])
+    assert unknown["reason"] == "NETWORK_STORAGE_NOT_FOUND"
+    for bad in (
+        [{"id": storage_id}],  # the documented key is Id
+        [{"Id": storage_id}, {"Id": storage_id, "mountPoint": "/other"}],
+        [{"Id": storage_id, "mountPoint": 5}],
+        "not-a-list",
+    ):
+        assert refused(productId="4090.16c62g.eu", networkStorages=bad)["reason"] == "VALIDATOR_PARAM", bad
+    assert emu.api.get("/gpu/instances").json()["total"] == 0
+
+
+def test_delete_takes_novita_clis_id_key_too(emu: Emulator) -> None:
+    storage_id = create_storage(emu)
+    assert emu.api.post("/networkstorage/delete", json={"id": storage_id}).status_code == 200
+    assert storages(emu)["total"] == 0
