@@ -185,3 +185,17 @@ async def test_options_and_405_name_the_documented_methods_of_the_path(harness: 
         response = await harness.http.request(method, "/api/instances/stop")
         assert response.status_code == 405 and response.headers["allow"] == "OPTIONS, POST", method
     assert (await harness.http.options("/nowhere")).status_code == 404
+
+
+async def test_a_document_that_cannot_be_built_leaves_405_and_options_answered(harness: Harness) -> None:
+    """Allow comes from the document; when a route breaks its generation, Starlette's Allow is used
+    instead of turning every 405 into a 500."""
+
+    def broken() -> dict[str, Any]:
+        raise RuntimeError("a route the generator cannot describe")
+
+    harness.app.openapi = broken  # type: ignore[method-assign]
+    options = await harness.http.options("/api/instances/inst_0123456789abcdef0123/stop")
+    assert options.status_code == 204 and "OPTIONS" in options.headers["allow"]
+    refused = await harness.http.request("PATCH", "/api/instances")
+    assert refused.status_code == 405 and refused.headers["allow"]

@@ -131,7 +131,12 @@ def _documented_paths(app: FastAPI) -> list[tuple[re.Pattern[str], int, frozense
     table: list[tuple[re.Pattern[str], int, frozenset[str]]] | None = getattr(app.state, "documented_paths", None)
     if table is None:
         table = []
-        for template, item in app.openapi().get("paths", {}).items():
+        try:
+            paths = app.openapi().get("paths", {})
+        except Exception:  # a route the generator cannot describe: Starlette's Allow, not a 500
+            log.exception("openapi_document_failed")
+            paths = {}
+        for template, item in paths.items():
             regex = re.compile("^" + re.sub(r"\\\{[^/]*?\\\}", "[^/]+", re.escape(template)) + "$")
             methods = frozenset(method.upper() for method in item if method in _HTTP_METHODS)
             table.append((regex, template.count("{"), methods))
