@@ -13,8 +13,9 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
 	@touch $(STAMP)
 
+# Where it listens comes from HOST and PORT (default 127.0.0.1:3000), in the environment or .env.
 run: $(STAMP)
-	$(BIN)/novita-gpu serve --host 127.0.0.1 --port 3000
+	$(BIN)/novita-gpu serve
 
 emulator: $(STAMP)
 	$(BIN)/novita-gpu emulator --port 4000

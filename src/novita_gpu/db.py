@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import structlog
 from sqlalchemy import DateTime, Executable, Row, Table, event
-from sqlalchemy.engine import Connection, Dialect, make_url
+from sqlalchemy.engine import URL, Connection, Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
@@ -55,7 +55,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
-def _sqlite_file(url: str) -> Path | None:
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite store URL (as normalised by the settings), None for anything else."""
     prefix = "sqlite+aiosqlite:///"
     if not url.startswith(prefix):
         return None
@@ -85,7 +86,7 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
-            path = _sqlite_file(url)
+            path = sqlite_file(url)
             if path is None:
                 raise ValueError("DATABASE_URL must name a SQLite file, e.g. sqlite+aiosqlite:///./data/novita-gpu.db")
             _private_sqlite_file(path)
@@ -98,7 +99,7 @@ class Database:
         if self.is_sqlite:
             _install_sqlite_pragmas(self.engine)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
-        self._sqlite_path = str(_sqlite_file(url)) if self.is_sqlite else ""
+        self._sqlite_path = str(sqlite_file(url)) if self.is_sqlite else ""
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -169,6 +170,17 @@ class Database:
 def display_url(url: str) -> str:
     """A database URL without its password, for messages."""
     return make_url(url).render_as_string(hide_password=True)
+
+
+def describe_store(url: str) -> str:
+    """The store for a log line: `sqlite:<path>`, or `postgresql://user@host:port/db` (no password, no
+    query: either may hold a secret)."""
+    if sqlite_file(url) is not None:
+        return "sqlite:" + url.split(":///", 1)[1].split("?", 1)[0]  # as written: ./data stays ./data
+    parsed = make_url(url)
+    return URL.create(
+        parsed.get_backend_name(), parsed.username, None, parsed.host, parsed.port, parsed.database
+    ).render_as_string()
 
 
 async def migrate_store(url: str) -> None:

@@ -10,11 +10,14 @@ import asyncio
 import contextlib
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
 import uvicorn
+
+log = structlog.get_logger(__name__)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -23,26 +26,100 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
-    """A bound, listening socket whose connections send small responses at once (TCP_NODELAY)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    # Accepted connections inherit this; without it small responses wait for the peer's delayed ACK
-    # (~40 ms on loopback), which caps each keep-alive connection at ~25 requests/s.
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind((host, port))
+class CannotListen(OSError):
+    """The address cannot be bound (in use, not on this machine, a privileged port...): the message says
+    which address and why, in one line."""
+
+
+class StartupFailed(Exception):
+    """The app's start-up (its lifespan) raised; `__cause__` is what it raised."""
+
+
+def bound_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to `host:port` but not listening yet: a port in use is found before anything else
+    starts, and until `serve_forever` listens, clients are refused at once rather than left waiting."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Accepted connections inherit this; without it small responses wait for the peer's delayed ACK
+        # (~40 ms on loopback), which caps each keep-alive connection at ~25 requests/s.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise CannotListen(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
+
+
+def _listen(sock: socket.socket) -> socket.socket:
     sock.listen(2048)
     sock.setblocking(False)
     return sock
 
 
-def serve_forever(app: Any, host: str, port: int) -> None:
-    """Run `app` in this process until SIGINT/SIGTERM (graceful shutdown finishes in-flight work)."""
-    sock = listening_socket(host, port)
-    config = _config(app, host, int(sock.getsockname()[1]))
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A bound, listening socket whose connections send small responses at once (TCP_NODELAY)."""
+    return _listen(bound_socket(host, port))
+
+
+def serve_forever(app: Any, sock: socket.socket, on_started: Callable[[], None] | None = None) -> None:
+    """Run `app` on the bound `sock` until SIGINT/SIGTERM (graceful shutdown finishes in-flight work).
+    `on_started` runs once the app has started and the socket listens. If the app's start-up fails this
+    raises `StartupFailed` (its cause's traceback goes to the log at debug, not uvicorn's at error)."""
+    guarded = _StartupGuard(app)
+    host, port = sock.getsockname()[:2]
+    config = _config(guarded, host, port)
     config.timeout_graceful_shutdown = 10
-    uvicorn.Server(config).run(sockets=[sock])
+    server = _Server(config, on_started)
+    try:
+        server.run(sockets=[_listen(sock)])
+    except SystemExit:  # uvicorn's exit after a failed start-up
+        if guarded.error is None:
+            raise
+    if guarded.error is not None:
+        raise StartupFailed(str(guarded.error)) from guarded.error
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None] | None) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self._on_started is not None:
+            self._on_started()
+
+
+class _StartupGuard:
+    """Keeps what the app's start-up raised for `serve_forever` to report in one line: uvicorn would log
+    its traceback as an error and exit, leaving the operator to find the cause in it."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.error: Exception | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def relay(message: Any) -> None:
+            nonlocal started
+            if message["type"] == "lifespan.startup.complete":
+                started = True
+            elif message["type"] == "lifespan.startup.failed":
+                message = {"type": message["type"], "message": ""}  # the traceback: logged below, at debug
+            await send(message)
+
+        try:
+            await self.app(scope, receive, relay)
+        except Exception as exc:
+            if started:
+                raise  # a failed shutdown: uvicorn reports it
+            self.error = exc
+            log.debug("startup_failed", exc_info=exc)
 
 
 def _config(app: Any, host: str, port: int) -> uvicorn.Config:

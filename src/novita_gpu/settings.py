@@ -6,6 +6,8 @@ Every variable is documented in README.md and docs/configuration.md with its def
 from __future__ import annotations
 
 import ipaddress
+import logging
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -23,6 +25,37 @@ def _split_csv(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+_SQLITE_EXAMPLE = "sqlite:///./data/novita-gpu.db"
+_POSTGRES_EXAMPLE = "postgresql://user:password@host:5432/db"
+
+
+def normalize_database_url(url: str) -> str:
+    """The store URL for the async drivers we use (asyncpg, aiosqlite), from any spelling people paste:
+    `postgres://` (Heroku, Supabase, Render...), `postgresql://`, `postgresql+psycopg://`, `sqlite:///path`,
+    `sqlite+pysqlite:///path`. Only the scheme changes (and libpq's `sslmode` becomes asyncpg's `ssl`), so
+    the rest, password included, is used exactly as given. Messages never repeat the URL: it may hold one."""
+    url = url.strip()
+    scheme, sep, rest = url.partition("://")
+    dialect = scheme.split("+", 1)[0].lower()
+    if not sep or not dialect:
+        raise ValueError(f"not a database URL: expected {_POSTGRES_EXAMPLE} or {_SQLITE_EXAMPLE}")
+    if dialect in ("postgres", "postgresql"):
+        base, qmark, query = rest.partition("?")
+        query = re.sub(r"(^|&)sslmode=", r"\1ssl=", query)
+        return f"postgresql+asyncpg://{base}{qmark}{query}"
+    if dialect == "sqlite":
+        path = rest[1:].split("?", 1)[0] if rest.startswith("/") else ""
+        if path in ("", ":memory:"):
+            raise ValueError(
+                "a SQLite store must be a file: three slashes before a relative path "
+                f"({_SQLITE_EXAMPLE}), four before an absolute one (sqlite:////var/lib/novita-gpu/store.db)"
+            )
+        return f"sqlite+aiosqlite:///{rest[1:]}"
+    raise ValueError(
+        f"unsupported database {scheme!r}: use PostgreSQL ({_POSTGRES_EXAMPLE}) or SQLite ({_SQLITE_EXAMPLE})"
+    )
 
 
 class InsecureConfiguration(ValueError):
@@ -121,6 +154,18 @@ class Settings(BaseSettings):
     @classmethod
     def _str_list(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        return normalize_database_url(value)
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        if value.upper() not in logging.getLevelNamesMapping():
+            raise ValueError("use DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return value
 
     @field_validator("webhook_allow_networks")
     @classmethod

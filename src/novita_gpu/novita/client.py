@@ -1,9 +1,10 @@
 """Async client for Novita's GPU-instance v1 API (`.../gpu-instance/openapi/v1`).
 
-Idempotent calls (reads and start/stop/restart/delete) are retried on 429, 5xx, network errors and
-timeouts. `create_instance` is retried only when Novita cannot have acted on the request (429, or the
-connection was never made); any other failure after sending raises `AmbiguousCreate`, and the caller
-looks the instance up by name. The API key never appears in errors, reprs or logs.
+Idempotent calls (reads, start/stop/restart/delete and the other deletes) are retried on 429, 5xx,
+network errors and timeouts. Creates and updates are retried only when Novita cannot have acted on the
+request (429, or the connection was never made); `create_instance` then raises `AmbiguousCreate`, and the
+caller looks the instance up by name, while the other writes raise the error itself. The API key never
+appears in errors, reprs or logs.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from novita_gpu.novita.models import (
     CreateInstanceRequest,
     Instance,
     InstancePage,
+    NetworkStorage,
+    NetworkStoragePage,
     Product,
     RegistryAuth,
     Template,
@@ -53,6 +56,12 @@ ENDPOINTS: tuple[str, ...] = (
     "templates.list",
     "templates.get",
     "registry_auths.list",
+    "registry_auths.create",
+    "registry_auths.delete",
+    "network_storages.list",
+    "network_storages.create",
+    "network_storages.update",
+    "network_storages.delete",
     "instances.create",
     "instances.list",
     "instances.get",
@@ -249,6 +258,95 @@ class NovitaClient:
     async def list_registry_auths(self) -> list[RegistryAuth]:
         body = await self._call("registry_auths.list", "GET", "/repository/auths")
         return self._parse_list(RegistryAuth, body, "data")
+
+    async def create_registry_auth(self, name: str, username: str, password: str) -> RegistryAuth:
+        """Save registry credentials and return them with their id. Novita answers the save with `{}`,
+        so the id is the one auth with this name and username that the list did not hold before."""
+        before = {auth.id for auth in await self.list_registry_auths()}
+        await self._call(
+            "registry_auths.create",
+            "POST",
+            "/repository/auth/save",
+            json_body={"name": name, "username": username, "password": password},
+            ambiguous=_as_is,
+        )
+        new = [
+            auth
+            for auth in await self.list_registry_auths()
+            if auth.id not in before and auth.name == name and auth.username == username
+        ]
+        if len(new) != 1:
+            raise _invalid_response(f"found {len(new)} new registry auths named {name!r} after saving one")
+        return new[0]
+
+    async def delete_registry_auth(self, auth_id: str) -> None:
+        await self._call("registry_auths.delete", "POST", "/repository/auth/delete", json_body={"id": auth_id})
+
+    # ---- network storage -----------------------------------------------------------------------
+
+    async def list_network_storages(
+        self,
+        *,
+        page_no: int = 1,
+        page_size: int = 100,
+        storage_name: str | None = None,
+        storage_id: str | None = None,
+    ) -> NetworkStoragePage:
+        """One page; Novita names the page number `pageNo` here (not `pageNum`)."""
+        params = _drop_none(
+            {"pageNo": page_no, "pageSize": page_size, "storageName": storage_name, "storageId": storage_id}
+        )
+        body = await self._call("network_storages.list", "GET", "/networkstorages/list", params=params)
+        return self._parse(NetworkStoragePage, body)
+
+    async def iter_network_storages(
+        self, *, storage_name: str | None = None, page_size: int = 100
+    ) -> AsyncIterator[NetworkStorage]:
+        async def page(page_no: int) -> tuple[list[NetworkStorage], int]:
+            got = await self.list_network_storages(page_no=page_no, page_size=page_size, storage_name=storage_name)
+            return got.storages, got.total
+
+        async for storage in _walk_pages(page, page_size):
+            yield storage
+
+    async def create_network_storage(self, cluster_id: str, name: str, size_gb: int) -> str:
+        """Create a network storage and return its id. Novita documents the answer as a bare JSON string
+        (the id); an object with `storageId`/`id` is taken too, and an answer without one is resolved by
+        the only storage of that name in that cluster."""
+        body = await self._call(
+            "network_storages.create",
+            "POST",
+            "/networkstorage/create",
+            json_body={"clusterId": cluster_id, "storageName": name, "storageSize": size_gb},
+            ambiguous=_as_is,
+        )
+        if isinstance(body, dict):
+            body = body.get("storageId") or body.get("id") or body.get("data")
+        if isinstance(body, str) and body.strip():
+            return body.strip()
+        found = [
+            s
+            async for s in self.iter_network_storages(storage_name=name)
+            if s.storage_name == name and s.cluster_id == cluster_id
+        ]
+        if len(found) != 1:
+            raise _invalid_response(f"create answered no id and {len(found)} storages are named {name!r}")
+        return found[0].storage_id
+
+    async def update_network_storage(self, storage_id: str, name: str, size_gb: int) -> None:
+        """Rename and/or grow (Novita refuses to shrink). Sent once: a repeat could meet a changed size."""
+        await self._call(
+            "network_storages.update",
+            "POST",
+            "/networkstorage/update",
+            json_body={"storageId": storage_id, "storageName": name, "storageSize": size_gb},
+            ambiguous=_as_is,
+        )
+
+    async def delete_network_storage(self, storage_id: str) -> None:
+        await self._call(
+            "network_storages.delete", "POST", "/networkstorage/delete", json_body={"storageId": storage_id}
+        )
 
     # ---- instances -----------------------------------------------------------------------------
 
@@ -565,6 +663,11 @@ async def _walk_pages(fetch: Callable[[int], Awaitable[tuple[list[Item], int]]],
         if len(items) < page_size or not fresh or (total > 0 and page_num * page_size >= total):
             return
         page_num += 1
+
+
+def _as_is(error: NovitaError) -> NovitaError:
+    """For a write that must not be repeated once sent: its failure is raised as it came."""
+    return error
 
 
 def _invalid_response(message: str) -> UpstreamUnavailable:

@@ -161,6 +161,57 @@ class RegistryAuth(NovitaModel):
     password: LooseStr = Field(default="", repr=False)
 
 
+class NetworkStorage(NovitaModel):
+    """A network storage (cloud volume). `price` is in Novita's unit (1/100000 USD), per month [INF]."""
+
+    storage_id: LooseStr
+    storage_name: LooseStr = ""
+    storage_size: LooseInt = 0  # GB
+    cluster_id: LooseStr = ""
+    cluster_name: LooseStr = ""
+    price: LooseInt = 0
+
+    @property
+    def id(self) -> str:
+        return self.storage_id
+
+
+class NetworkStoragePage(NovitaModel):
+    storages: Annotated[list[NetworkStorage], BeforeValidator(_listish)] = Field(
+        default_factory=list, validation_alias=AliasChoices("data", "storages")
+    )
+    total: LooseInt = 0
+
+
+class NetworkStorageMount(NovitaModel):
+    """One `networkStorages` item of a create: `Id` with a capital I, as Novita documents it."""
+
+    id: str = Field(alias="Id")
+    mount_point: str = "/network"
+
+
+class VolumeMount(NovitaModel):
+    """One of an instance's `volumeMounts`: `network` (with the storage `id`) or `local`. `size` comes as a
+    string in lists and as a number in gets."""
+
+    type: LooseStr = ""
+    size: LooseInt = 0
+    id: LooseStr = ""
+    mount_path: LooseStr = ""
+
+
+class InstanceNode(NovitaModel):
+    max_rootfs_size: LooseInt = 0
+
+
+def _one_node(value: Any) -> Any:
+    """`node` is an array of one `{maxRootfsSize}` in Novita's reference and one object in its console and
+    in typed clients: either is read as the object (an empty array or `{}` as none)."""
+    if isinstance(value, list):
+        value = value[0] if value else None
+    return _object_or_none(value)
+
+
 class PortMapping(NovitaModel):
     port: LooseInt
     type: LooseStr = ""
@@ -244,6 +295,8 @@ class Instance(NovitaModel):
     connect_component_jupyter: Annotated[JupyterComponent | None, BeforeValidator(_object_or_none)] = None
     connect_component_web_terminal: Annotated[WebTerminalComponent | None, BeforeValidator(_object_or_none)] = None
     connect_component_log: Annotated[LogComponent | None, BeforeValidator(_object_or_none)] = None
+    volume_mounts: Annotated[list[VolumeMount], BeforeValidator(_listish)] = Field(default_factory=list)
+    node: Annotated[InstanceNode | None, BeforeValidator(_one_node)] = None
 
 
 class InstancePage(NovitaModel):
@@ -269,6 +322,7 @@ class CreateInstanceRequest(NovitaModel):
     entrypoint: str | None = None
     billing_mode: str = "onDemand"
     month: int | None = None  # subscription length for `monthly` (Novita forces monthly when > 0)
+    network_storages: list[NetworkStorageMount] | None = None  # each must be in the instance's cluster
 
     def to_payload(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True)

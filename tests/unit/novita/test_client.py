@@ -21,6 +21,7 @@ from novita_gpu.novita import (
     EnvVar,
     InsufficientResource,
     InvalidStateChange,
+    NetworkStorageMount,
     NotFound,
     NovitaClient,
     NovitaError,
@@ -536,3 +537,79 @@ async def test_retries_are_logged_without_the_key(novita: FakeNovita, client: No
 async def test_empty_api_key_is_refused() -> None:
     with pytest.raises(ValueError, match="api_key"):
         NovitaClient("https://novita.test/gpu-instance/openapi", "")
+
+
+# ---- registry auths and network storage --------------------------------------------------------------
+
+
+async def test_create_registry_auth_finds_the_new_id_by_listing(
+    novita: FakeNovita, client: NovitaClient, observed: Observed
+) -> None:
+    old = {"id": "old", "name": "hub", "username": "me", "password": "pw0"}
+    new = {"id": "75irlsvvsehnqdajg2r481mjk54ecodc", "name": "hub", "username": "me", "password": "pw1"}
+    novita.route("GET", "/repository/auths", [Reply(json={"data": [old]}), Reply(json={"data": [old, new]})])
+    save = novita.route("POST", "/repository/auth/save", Reply(json={}))
+    auth = await client.create_registry_auth("hub", "me", "pw1")
+    assert auth.id == new["id"]
+    assert save.calls[0].json() == {"name": "hub", "username": "me", "password": "pw1"}
+    assert ("registry_auths.create", "ok") in observed
+    delete = novita.route("POST", "/repository/auth/delete", Reply(json={}))
+    await client.delete_registry_auth(auth.id)
+    assert delete.calls[0].json() == {"id": auth.id}
+
+
+async def test_a_failed_registry_auth_save_is_not_repeated(
+    novita: FakeNovita, client: NovitaClient, sleeps: Sleeps
+) -> None:
+    novita.route("GET", "/repository/auths", Reply(json={"data": []}))
+    save = novita.route("POST", "/repository/auth/save", [envelope(500, "UNKNOWN", "x"), Reply(json={})])
+    with pytest.raises(UpstreamUnavailable):
+        await client.create_registry_auth("hub", "me", "pw")
+    assert len(save.calls) == 1 and sleeps == []
+
+
+async def test_network_storage_list_create_update_delete(novita: FakeNovita, client: NovitaClient) -> None:
+    item = {"storageId": "d4e8", "storageName": "data", "storageSize": 10, "clusterId": "5", "clusterName": "EU-01"}
+    listing = novita.route("GET", "/networkstorages/list", Reply(json={"data": [item], "total": 1}))
+    page = await client.list_network_storages(page_size=20, storage_name="data")
+    assert [s.id for s in page.storages] == ["d4e8"] and page.total == 1
+    assert listing.calls[0].params == {"pageNo": "1", "pageSize": "20", "storageName": "data"}
+
+    create = novita.route("POST", "/networkstorage/create", Reply(json="d4e8"))  # a bare JSON string
+    assert await client.create_network_storage("5", "data", 10) == "d4e8"
+    assert create.calls[0].json() == {"clusterId": "5", "storageName": "data", "storageSize": 10}
+
+    update = novita.route("POST", "/networkstorage/update", Reply(json={}))
+    await client.update_network_storage("d4e8", "data", 20)
+    assert update.calls[0].json() == {"storageId": "d4e8", "storageName": "data", "storageSize": 20}
+    delete = novita.route("POST", "/networkstorage/delete", Reply(json={}))
+    await client.delete_network_storage("d4e8")
+    assert delete.calls[0].json() == {"storageId": "d4e8"}
+
+
+@pytest.mark.parametrize("answer", [{"storageId": "d4e8"}, {"id": "d4e8"}, {}])
+async def test_network_storage_create_takes_an_object_or_looks_the_name_up(
+    novita: FakeNovita, client: NovitaClient, answer: dict[str, str]
+) -> None:
+    novita.route("POST", "/networkstorage/create", Reply(json=answer))
+    other = {"storageId": "zzz", "storageName": "data", "clusterId": "1"}
+    mine = {"storageId": "d4e8", "storageName": "data", "clusterId": "5"}
+    novita.route("GET", "/networkstorages/list", Reply(json={"data": [other, mine], "total": 2}))
+    assert await client.create_network_storage("5", "data", 10) == "d4e8"
+
+
+async def test_create_instance_sends_registry_auth_and_mounts(novita: FakeNovita, client: NovitaClient) -> None:
+    route = novita.route("POST", "/gpu/instance/create", Reply(json={"id": "i1"}))
+    request = create_request().model_copy(
+        update={"image_auth_id": "auth1", "network_storages": [NetworkStorageMount(id="d4e8", mount_point="/data")]}
+    )
+    await client.create_instance(request)
+    sent = route.calls[0].json()
+    assert sent["imageAuthId"] == "auth1" and sent["networkStorages"] == [{"Id": "d4e8", "mountPoint": "/data"}]
+
+
+@pytest.mark.parametrize("node", [[{"maxRootfsSize": 500}], {"maxRootfsSize": 500}])
+async def test_get_instance_reads_node_in_either_shape(novita: FakeNovita, client: NovitaClient, node: object) -> None:
+    novita.route("GET", "/gpu/instance", Reply(json={"id": "abc", "status": "running", "node": node}), instanceId="abc")
+    instance = await client.get_instance("abc")
+    assert instance.node is not None and instance.node.max_rootfs_size == 500

@@ -13,6 +13,8 @@ from novita_gpu.novita import (
     EnvVar,
     Instance,
     InstancePage,
+    NetworkStorageMount,
+    NetworkStoragePage,
     Product,
     RegistryAuth,
     Template,
@@ -212,3 +214,81 @@ def test_create_request_serialises_with_novita_names() -> None:
         "billingMode": "onDemand",
     }
     assert "envsecret" not in repr(request) and "regpass" not in repr(request)
+
+
+@pytest.mark.parametrize(
+    ("node", "expected"),
+    [
+        ([{"maxRootfsSize": 2000}], 2000),  # the reference: an array of one
+        ({"maxRootfsSize": "2000", "maxLocalVolumeSize": 100}, 2000),  # the console and typed clients: one object
+        ([], None),
+        ({}, None),
+        (None, None),
+    ],
+)
+def test_node_is_read_as_one_object_from_either_shape(node: object, expected: int | None) -> None:
+    instance = Instance.model_validate({**LIST_ITEM, "node": node})
+    assert (instance.node.max_rootfs_size if instance.node else None) == expected
+
+
+def test_volume_mounts_take_size_as_string_or_number() -> None:
+    mounts = [
+        {"type": "network", "size": "50", "id": "d4e82677-3f80-4020-a731-d15b1c589aa8", "mountPath": "/data"},
+        {"type": "local", "size": 100, "mountPath": "/local"},
+    ]
+    instance = Instance.model_validate({**LIST_ITEM, "volumeMounts": mounts})
+    assert [(m.type, m.size, m.id, m.mount_path) for m in instance.volume_mounts] == [
+        ("network", 50, "d4e82677-3f80-4020-a731-d15b1c589aa8", "/data"),
+        ("local", 100, "", "/local"),
+    ]
+
+
+def test_create_request_sends_image_auth_id_and_network_storages_as_documented() -> None:
+    request = CreateInstanceRequest(
+        name="ng-abc",
+        product_id="4090.16c62g",
+        gpu_num=1,
+        rootfs_size=60,
+        image_url="registry.example.com/app:1",
+        image_auth_id="75irlsvvsehnqdajg2r481mjk54ecodc",
+        network_storages=[
+            NetworkStorageMount(id="vol-1", mount_point="/data"),
+            NetworkStorageMount.model_validate({"Id": "vol-2"}),
+        ],
+    )
+    payload = request.to_payload()
+    assert payload["imageAuthId"] == "75irlsvvsehnqdajg2r481mjk54ecodc"
+    assert payload["networkStorages"] == [
+        {"Id": "vol-1", "mountPoint": "/data"},
+        {"Id": "vol-2", "mountPoint": "/network"},
+    ]
+    assert (
+        "networkStorages"
+        not in CreateInstanceRequest(name="n", product_id="p", gpu_num=1, rootfs_size=10, image_url="i").to_payload()
+    )
+
+
+def test_network_storage_page() -> None:
+    page = NetworkStoragePage.model_validate(
+        {
+            "data": [
+                {
+                    "storageId": "d4e8",
+                    "storageName": "123",
+                    "storageSize": 10,
+                    "clusterId": "5",
+                    "clusterName": "EU-01",
+                    "price": "100",
+                }
+            ],
+            "total": "1",
+        }
+    )
+    [storage] = page.storages
+    assert (storage.id, storage.storage_size, storage.cluster_name, storage.price, page.total) == (
+        "d4e8",
+        10,
+        "EU-01",
+        100,
+        1,
+    )

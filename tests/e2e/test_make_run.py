@@ -1,0 +1,58 @@
+"""`make run` takes its address from HOST and PORT (it used to pass --host/--port 127.0.0.1:3000, which
+win over both), and its start-up log says in one line where it listens and in which mode."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from novita_gpu.serving import free_port
+from tests.e2e.processes import START_TIMEOUT, STOP_TIMEOUT, clean_environment, wait_for
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_make_run_listens_on_host_and_port_from_the_environment(tmp_path: Path) -> None:
+    port = free_port("127.0.0.2")
+    store = tmp_path / "data" / "novita-gpu.db"
+    env = {
+        **{k: v for k, v in clean_environment().items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")},
+        "HOST": "127.0.0.2",  # loopback, but not make run's default
+        "PORT": str(port),
+        "DATABASE_URL": f"sqlite:///{store}",
+        "LOG_FORMAT": "json",
+    }
+    log = tmp_path / "make-run.log"
+    with log.open("wb") as out:
+        # -o: never reinstall the shared .venv from a test, even when pyproject.toml is newer than its stamp.
+        make = subprocess.Popen(
+            ["make", "--no-print-directory", "-o", ".venv/.installed", "-C", str(REPO), "run"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+
+        def healthy() -> bool | None:
+            assert make.poll() is None, log.read_text()
+            return httpx.get(f"http://127.0.0.2:{port}/health", timeout=1.0).status_code == 200 or None
+
+        wait_for(healthy, timeout=START_TIMEOUT, what="make run to answer on PORT")
+        expected = f"listening on http://127.0.0.2:{port} (emulator mode, store sqlite:{store})"
+        assert expected in log.read_text(), log.read_text()
+        assert store.exists()
+    finally:
+        os.killpg(make.pid, signal.SIGTERM)
+        try:
+            make.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(make.pid, signal.SIGKILL)
+            make.wait()
