@@ -22,7 +22,7 @@ ENV PATH=/opt/novita-gpu/bin:$PATH
 WORKDIR /build
 # Dependencies first, in their own layer: it is rebuilt only when the pins change, not on every code edit.
 # requirements.lock also pins the dev tools; as constraints it only fixes the versions of what is installed.
-COPY pyproject.toml requirements.lock README.md ./
+COPY pyproject.toml requirements.lock README.md LICENSE ./
 RUN mkdir -p src/novita_gpu \
     && printf '__version__ = "0"\n' > src/novita_gpu/__init__.py \
     && pip install --no-cache-dir -c requirements.lock . \
