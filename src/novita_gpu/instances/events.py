@@ -29,6 +29,20 @@ def webhook_targets(row: Instance, default_url: str | None) -> list[str]:
     return list(dict.fromkeys(url for url in (row.webhook_url, default_url) if url))
 
 
+def event_payload(row: Instance, previous: str | None, at: datetime) -> dict[str, Any]:
+    """The body of a status change's webhook and stream event: `row` as it is just after the change."""
+    to = Status(row.status)
+    return {
+        "event": f"instance.{to}",
+        "instanceId": row.id,
+        "name": row.name,
+        "status": str(to),
+        "previousStatus": previous,
+        "timestamp": iso(at),
+        "data": webhook_data(row),
+    }
+
+
 async def change_status(
     session: AsyncSession,
     row: Instance,
@@ -53,6 +67,7 @@ async def record_change(
 ) -> None:
     """Write the event of `row`'s move from `previous` to its current status, and its webhook rows."""
     to = Status(row.status)
+    payload = event_payload(row, previous, now)
     event_id = await session.scalar(
         _INSERT_EVENT,
         {
@@ -62,20 +77,12 @@ async def record_change(
             "to_status": to,
             "reason": row.status_reason,
             "message": row.status_message,
+            "payload": payload,  # the event stream sends this same body, also when it is replayed later
         },
     )
     targets = webhook_targets(row, default_webhook_url)
     if not targets:
         return
-    payload: dict[str, Any] = {
-        "event": f"instance.{to}",
-        "instanceId": row.id,
-        "name": row.name,
-        "status": str(to),
-        "previousStatus": previous,
-        "timestamp": iso(now),
-        "data": webhook_data(row),
-    }
     await session.execute(
         _INSERT_DELIVERY,
         [

@@ -102,6 +102,8 @@ class InstanceEvent(Base):
     to_status: Mapped[str] = mapped_column(String(20))
     reason: Mapped[str | None] = mapped_column(String(40))
     message: Mapped[str | None] = mapped_column(Text)
+    # The webhook body of this change as it was then (the event stream replays it); None before 0004.
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class IdempotencyRecord(Base):
