@@ -65,6 +65,7 @@ class Harness:
         return self
 
     async def stop(self) -> None:
+        await self.services.events.close()
         await self.http.aclose()
         await self.services.reconciler.aclose()
         await self.services.client.aclose()

@@ -29,6 +29,8 @@ from novita_gpu.catalog.router import router as catalog_router
 from novita_gpu.catalog.service import Catalog
 from novita_gpu.clock import Clock, SystemClock
 from novita_gpu.db import Database
+from novita_gpu.events.router import router as events_router
+from novita_gpu.events.stream import EventHub
 from novita_gpu.instances.cached_reads import CachedInstanceReads
 from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.instances.models import Instance
@@ -83,6 +85,7 @@ class Services:
     dispatcher: WebhookDispatcher
     webhook_sender: WebhookSender
     upstream_health: UpstreamHealth
+    events: EventHub
     started_monotonic: float
     emulator_url: str | None = None
     workers: list[PeriodicWorker] = field(default_factory=list)
@@ -172,6 +175,7 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics, bas
         dispatcher=dispatcher,
         webhook_sender=webhook_sender,
         upstream_health=upstream_health,
+        events=EventHub(db, changes, settings),
         started_monotonic=clock.monotonic(),
     )
 
@@ -214,6 +218,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         try:
             yield
         finally:
+            await services.events.close()  # streams end first: uvicorn waits for open responses
             # Graceful: claim nothing more, let upstream calls and webhook deliveries in flight finish
             # (bounded), release every lease held so another replica takes over at once.
             await stop_workers(services.workers, tasks, settings.shutdown_grace_seconds)
@@ -242,6 +247,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.include_router(autostop_router)
     app.include_router(health_router)
     app.include_router(catalog_router)
+    app.include_router(events_router)
     app.include_router(cache_router, dependencies=[Depends(current_owner)])
     install_docs_page(app)  # after the API routes, which are matched first
 

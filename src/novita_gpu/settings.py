@@ -124,6 +124,13 @@ class Settings(BaseSettings):
     webhook_allow_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
     webhook_allow_loopback: bool | None = None  # None: allowed in emulator mode only
 
+    # Event stream (docs/events.md): concurrent streams per API key and replica, keep-alive comment
+    # interval, events buffered per stream before a reader too slow to keep up is closed, store poll.
+    event_streams_per_key: int = Field(default=20, ge=1)
+    event_stream_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    event_stream_buffer: int = Field(default=1000, ge=1)
+    event_stream_poll_seconds: float = Field(default=0.5, gt=0)
+
     # Auto-stop.
     auto_stop_enabled: bool = True
     auto_stop_idle_minutes: int = Field(default=60, ge=0)

@@ -1,0 +1,218 @@
+"""GET /api/events/stream and GET /api/instances/{id}/events/stream: status changes as Server-Sent Events.
+
+Each event is `id: <event id>`, `event: instance.<status>`, `data: <the webhook body>`. A comment line is
+sent after EVENT_STREAM_HEARTBEAT_SECONDS without an event, so proxies keep the connection. `Last-Event-ID`
+(or `?after=` when the header is absent) replays from the store what came after that id, then the stream
+goes on live. When the server ends a stream (SLOW_READER, SHUTDOWN) it sends `event: close` with
+`{"code", "message"}` and no id, so the client's last id is still the last event it got.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Annotated
+
+import orjson
+import structlog
+from fastapi import APIRouter, Header, Path, Query
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+from novita_gpu.events.stream import EventHub, StreamClosed, Subscription
+from novita_gpu.web.auth import Owner
+from novita_gpu.web.deps import ServicesDep
+from novita_gpu.web.errors import ApiError
+
+log = structlog.get_logger(__name__)
+
+router = APIRouter(tags=["events"])
+
+EVENT_ID_PATTERN = r"^[0-9]{1,18}$"
+_INSTANCE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_COALESCE = 100  # queued events written in one send
+_RETRY = b"retry: 2000\n\n"  # EventSource reconnects after 2 s
+_HEARTBEAT = b": keep-alive\n\n"
+
+After = Annotated[
+    str | None,
+    Query(
+        pattern=EVENT_ID_PATTERN,
+        description="Replay the events after this id from the store first (0: every event kept). "
+        "The Last-Event-ID header wins when both are given. Without either, only new events are sent.",
+    ),
+]
+LastEventId = Annotated[
+    str | None,
+    Header(alias="Last-Event-ID", pattern=EVENT_ID_PATTERN, description="The id of the last event received."),
+]
+Follow = Annotated[
+    bool,
+    Query(description="false: send the stored events after `after` (or Last-Event-ID), then end the response."),
+]
+_STREAM_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {
+        "description": "Server-Sent Events: `id:` the event id, `event:` instance.<status>, `data:` the webhook "
+        "body; `: keep-alive` comments; `event: close` with {code, message} when the server ends the stream.",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    },
+}
+
+
+class EventStreamResponse(Response):
+    """A stream of one subscription: its past from the store, then its queue, with heartbeats.
+
+    A client that stops reading blocks the writes: after `stall_seconds` the connection is dropped (its
+    queue was already closed at EVENT_STREAM_BUFFER events), so a stuck client holds no slot for ever."""
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self, hub: EventHub, sub: Subscription, after: int | None, upto: int, heartbeat: float, follow: bool
+    ) -> None:
+        super().__init__(
+            media_type=self.media_type,
+            headers={"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"},
+        )
+        # An open-ended body: no Content-Length (the server sends it chunked).
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
+        self.hub = hub
+        self.sub = sub
+        self.after = after
+        self.upto = upto
+        self.heartbeat = heartbeat
+        self.follow = follow
+        self.stall_seconds = max(60.0, 4 * heartbeat)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            pump = asyncio.ensure_future(self._pump(send))
+            watch = asyncio.ensure_future(_disconnected(receive))
+            try:
+                await asyncio.wait({pump, watch}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (pump, watch):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, TimeoutError, OSError):
+                        await task
+        finally:
+            self.hub.unsubscribe(self.sub)
+
+    async def _write(self, send: Send, body: bytes) -> None:
+        async with asyncio.timeout(self.stall_seconds):
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+
+    async def _pump(self, send: Send) -> None:
+        try:
+            await self._stream(send)
+        except TimeoutError:
+            # The client has read nothing for stall_seconds; the server closes the connection.
+            log.warning("event_stream_stalled", owner=self.sub.owner, seconds=self.stall_seconds)
+
+    async def _stream(self, send: Send) -> None:
+        await self._write(send, _RETRY)
+        last = self.after
+        if last is not None:
+            async for page in self.hub.backfill(self.sub.owner, self.sub.instance_id, last, self.upto):
+                await self._write(send, b"".join(event.frame for event in page))
+                last = page[-1].id
+        if not self.follow:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        while True:
+            try:
+                event = await self.sub.next(self.heartbeat)
+            except StreamClosed as closed:
+                body = orjson.dumps({"code": closed.code, "message": closed.message})
+                await self._write(send, b"event: close\ndata: " + body + b"\n\n")
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            if event is None:
+                await self._write(send, _HEARTBEAT)
+                continue
+            frames = []
+            for _ in range(_COALESCE):
+                if last is None or event.id > last:
+                    frames.append(event.frame)
+                    last = event.id
+                if not self.sub.queued:
+                    break
+                event = self.sub.pop()
+            if frames:
+                await self._write(send, b"".join(frames))
+
+
+async def _disconnected(receive: Receive) -> None:
+    while True:
+        message: Message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _open(
+    services: ServicesDep,
+    owner: str,
+    instance_id: str | None,
+    after: str | None,
+    last_event_id: str | None,
+    follow: bool,
+) -> EventStreamResponse:
+    hub: EventHub = services.events
+    resume = last_event_id if last_event_id is not None else after
+    sub = hub.subscribe(owner, instance_id)
+    try:
+        upto = await sub.ready()
+    except (TimeoutError, StreamClosed) as exc:
+        hub.unsubscribe(sub)
+        raise ApiError(
+            503,
+            "STREAM_UNAVAILABLE",
+            "The event stream cannot read the store now; retry.",
+            headers={"Retry-After": "2"},
+        ) from exc
+    except BaseException:
+        hub.unsubscribe(sub)
+        raise
+    heartbeat = services.settings.event_stream_heartbeat_seconds
+    return EventStreamResponse(hub, sub, int(resume) if resume is not None else None, upto, heartbeat, follow)
+
+
+@router.get(
+    "/api/events/stream",
+    summary="Status changes of every instance of the caller, as Server-Sent Events",
+    response_class=EventStreamResponse,
+    responses=_STREAM_RESPONSES,
+)
+async def stream_all(
+    owner: Owner,
+    services: ServicesDep,
+    after: After = None,
+    follow: Follow = True,
+    last_event_id: LastEventId = None,
+) -> Response:
+    return await _open(services, owner, None, after, last_event_id, follow)
+
+
+@router.get(
+    "/api/instances/{instance_id}/events/stream",
+    summary="Status changes of one instance, as Server-Sent Events",
+    response_class=EventStreamResponse,
+    responses=_STREAM_RESPONSES,
+)
+async def stream_one(
+    instance_id: Annotated[str, Path(pattern=_INSTANCE_ID_PATTERN, description="An instanceId")],
+    owner: Owner,
+    services: ServicesDep,
+    after: After = None,
+    follow: Follow = True,
+    last_event_id: LastEventId = None,
+) -> Response:
+    try:
+        await services.instances.get(owner, instance_id)
+    except ApiError as exc:
+        if exc.status != 403:
+            raise
+        # Another key's instance is not found either: its existence is not this caller's to learn.
+        raise ApiError(404, "INSTANCE_NOT_FOUND", f"No instance {instance_id!r}.") from exc
+    return await _open(services, owner, instance_id, after, last_event_id, follow)
