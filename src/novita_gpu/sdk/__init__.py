@@ -21,6 +21,7 @@ from novita_gpu.sdk.errors import (
     ServiceConnectionError,
     WaitTimeout,
 )
+from novita_gpu.sdk.events import Event
 from novita_gpu.sdk.retry import RetryPolicy
 from novita_gpu.sdk.webhooks import verify as verify_webhook
 
@@ -30,6 +31,7 @@ __all__ = [
     "AsyncClient",
     "Client",
     "CreateOptions",
+    "Event",
     "InstanceFailed",
     "Json",
     "NovitaGpuError",

@@ -11,6 +11,7 @@ import httpx
 from novita_gpu.sdk import answers, calls
 from novita_gpu.sdk.calls import Call, Json
 from novita_gpu.sdk.config import DEFAULT_URL
+from novita_gpu.sdk.events import HEARTBEAT_TIMEOUT, Event, Follower, SseDecoder
 from novita_gpu.sdk.methods import Methods
 from novita_gpu.sdk.retry import RetryPolicy
 from novita_gpu.sdk.waiting import Wait
@@ -89,3 +90,33 @@ class AsyncClient(Methods[Awaitable[Json]]):
         while (done := wait.outcome(await self._send(wait.next_call()))) is None:
             pass
         return done
+
+    async def iter_events(
+        self,
+        instance: str | None = None,
+        after: int | None = None,
+        *,
+        follow: bool = True,
+        give_up_after: float | None = 300.0,
+    ) -> AsyncIterator[Event]:
+        """`Client.iter_events` as an async iterator: status changes as they happen, resuming by itself."""
+        follower = Follower(instance, after, follow, heartbeat_timeout=HEARTBEAT_TIMEOUT, give_up_after=give_up_after)
+        while True:
+            try:
+                async with self._http.stream(**follower.request(self._config.timeout)) as response:
+                    if response.is_success:
+                        follower.connected()
+                        decoder = SseDecoder()
+                        async for line in response.aiter_lines():
+                            message = decoder.feed(line)
+                            if message is not None and (event := follower.on_message(message)) is not None:
+                                yield event
+                        if follower.ended():
+                            return
+                        delay = follower.after_drop()
+                    else:
+                        await response.aread()
+                        delay = follower.after_answer(answers.api_error(response))
+            except httpx.TransportError as exc:
+                delay = follower.after_drop(exc)
+            await asyncio.sleep(delay)

@@ -11,6 +11,7 @@ import httpx
 from novita_gpu.sdk import answers, calls
 from novita_gpu.sdk.calls import Call, Json
 from novita_gpu.sdk.config import DEFAULT_URL
+from novita_gpu.sdk.events import HEARTBEAT_TIMEOUT, Event, Follower, SseDecoder
 from novita_gpu.sdk.methods import Methods
 from novita_gpu.sdk.retry import RetryPolicy
 from novita_gpu.sdk.waiting import Wait
@@ -88,3 +89,37 @@ class Client(Methods[Json]):
         while (done := wait.outcome(self._send(wait.next_call()))) is None:
             pass
         return done
+
+    def iter_events(
+        self,
+        instance: str | None = None,
+        after: int | None = None,
+        *,
+        follow: bool = True,
+        give_up_after: float | None = 300.0,
+    ) -> Iterator[Event]:
+        """Status changes as they happen: of one instance (its id) or of every instance of this key. With
+        `after` (an event id; 0 for all kept) the stored events after it come first. After a dropped
+        connection it reconnects with the last id by itself, so no event is missed or repeated; it raises
+        only what a retry cannot fix, or after `give_up_after` seconds without a connection. With
+        `follow=False` it ends after the stored events."""
+        follower = Follower(instance, after, follow, heartbeat_timeout=HEARTBEAT_TIMEOUT, give_up_after=give_up_after)
+        while True:
+            try:
+                with self._http.stream(**follower.request(self._config.timeout)) as response:
+                    if response.is_success:
+                        follower.connected()
+                        decoder = SseDecoder()
+                        for line in response.iter_lines():
+                            message = decoder.feed(line)
+                            if message is not None and (event := follower.on_message(message)) is not None:
+                                yield event
+                        if follower.ended():
+                            return
+                        delay = follower.after_drop()
+                    else:
+                        response.read()
+                        delay = follower.after_answer(answers.api_error(response))
+            except httpx.TransportError as exc:
+                delay = follower.after_drop(exc)
+            time.sleep(delay)
