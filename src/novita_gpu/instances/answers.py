@@ -38,6 +38,11 @@ class AutoStopAnswer(Answer):
     )
 
 
+class NetworkStorageAnswer(Answer):
+    id: str
+    mount_point: str
+
+
 class InstanceAnswer(Answer):
     instance_id: str
     name: str
@@ -49,6 +54,8 @@ class InstanceAnswer(Answer):
     product_name: str
     product_id: str | None
     template_id: str
+    image_auth_id: str | None = Field(description="The Novita registry auth the image is pulled with.")
+    network_storages: list[NetworkStorageAnswer] = Field(description="Novita network storages it mounts.")
     gpu_num: int
     rootfs_size: int
     region: str | None

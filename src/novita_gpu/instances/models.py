@@ -31,6 +31,8 @@ class Instance(Base):
     template_id: Mapped[str] = mapped_column(String(64))
     image_url: Mapped[str] = mapped_column(Text)
     image_auth_id: Mapped[str | None] = mapped_column(String(120))
+    # Novita network storages to mount: [{id, mountPoint}] (sent at create, shown in the view).
+    network_storages: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list, server_default=text("'[]'"))
     command: Mapped[str | None] = mapped_column(Text)
     ports: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     envs: Mapped[list[dict[str, str]]] = mapped_column(JSON)  # secret: never returned

@@ -45,6 +45,7 @@ from novita_gpu.novita import (
     EnvVar,
     InsufficientResource,
     InvalidStateChange,
+    NetworkStorageMount,
     NotFound,
     NovitaClient,
     NovitaError,
@@ -669,6 +670,10 @@ class Reconciler(PeriodicWorker):
             command=row.command,
             billing_mode=row.billing_mode,
             kind="gpu",
+            network_storages=[
+                NetworkStorageMount(id=m["id"], mount_point=m["mountPoint"]) for m in row.network_storages or ()
+            ]
+            or None,
         )
 
     async def _record_created(self, row: Instance, novita_id: str) -> None:

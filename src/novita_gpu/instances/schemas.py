@@ -92,6 +92,16 @@ class HealthCheckIn(_Body):
     path: Annotated[StrictStr, Field(min_length=1, max_length=512, pattern=r"^/[^\s\x00]*$")] = "/"
 
 
+class NetworkStorageIn(_Body):
+    """A Novita network storage to mount; it must be in the cluster the instance lands in (pass its
+    `region` with `strictRegion: true`), or Novita refuses the create."""
+
+    id: Annotated[StrictStr, Field(min_length=1, max_length=255, pattern=NO_NUL)]
+    mount_point: Annotated[
+        StrictStr, Field(alias="mountPoint", min_length=1, max_length=4095, pattern=r"^/[^\x00]*$")
+    ] = "/network"
+
+
 class CreateInstanceIn(_Body):
     name: Name
     product_name: Annotated[StrictStr, Field(alias="productName", min_length=1, max_length=120, pattern=NO_NUL)]
@@ -119,6 +129,17 @@ class CreateInstanceIn(_Body):
     envs: Annotated[list[EnvVarIn], Field(max_length=100)] = []
     labels: Annotated[dict[LabelKey, LabelValue], Field(max_length=50), WithJsonSchema(_LABELS_SCHEMA)] = {}
     health_check: Annotated[HealthCheckIn | None, Field(alias="healthCheck")] = None
+    image_auth_id: Annotated[
+        StrictStr | None,
+        Field(
+            alias="imageAuthId",
+            min_length=1,
+            max_length=255,
+            pattern=NO_NUL,
+            description="A Novita registry auth id for a private image (instead of the template's own).",
+        ),
+    ] = None
+    network_storages: Annotated[list[NetworkStorageIn], Field(alias="networkStorages", max_length=30)] = []
 
     @field_validator("template_id", mode="before")
     @classmethod

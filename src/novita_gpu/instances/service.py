@@ -60,7 +60,11 @@ def _upstream_unavailable(exc: NovitaError) -> ApiError:
 
 
 def _request_hash(body: CreateInstanceIn) -> str:
-    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    dumped = body.model_dump(mode="json")
+    for added in ("image_auth_id", "network_storages"):  # unset, a body hashes as before they existed
+        if not dumped[added]:
+            del dumped[added]
+    canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -193,7 +197,8 @@ class InstanceService:
             product_name=offers[0].product_name,
             template_id=template.id,
             image_url=template.image,
-            image_auth_id=template.image_auth or None,
+            image_auth_id=body.image_auth_id or template.image_auth or None,
+            network_storages=[{"id": m.id, "mountPoint": m.mount_point} for m in body.network_storages],
             command=template.start_command or None,
             ports=ports,
             envs=[{"key": k, "value": v} for k, v in envs.items()],

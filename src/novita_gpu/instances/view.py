@@ -32,6 +32,8 @@ def instance_view(row: Instance) -> dict[str, Any]:
         "productName": row.product_name,
         "productId": row.product_id,
         "templateId": row.template_id,
+        "imageAuthId": row.image_auth_id,
+        "networkStorages": servable(row.network_storages or []),
         "gpuNum": row.gpu_num,
         "rootfsSize": row.rootfs_size,
         "region": row.region,
