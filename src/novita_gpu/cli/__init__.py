@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from novita_gpu.cli import instances, server, service
+from novita_gpu.cli.events import events as follow_events
 
 app = typer.Typer(
     help="A self-hosted control plane for Novita.ai GPU instances.",
@@ -19,6 +20,7 @@ app = typer.Typer(
 app.command()(server.serve)
 app.command()(server.emulator)
 app.add_typer(instances.app, name="instances")
+app.command("events")(follow_events)
 app.command()(service.products)
 app.command()(service.templates)
 app.command()(service.health)

@@ -1,0 +1,73 @@
+"""`novita-gpu events [--follow] [ID|NAME]`: status changes, stored and live, one line each.
+
+Reads the event stream (docs/events.md) through the SDK, which reconnects by itself with the last event
+id: a restart of the service or a dropped connection while following loses and repeats nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from novita_gpu.cli.output import when
+from novita_gpu.cli.session import ApiKey, Url, client_for
+from novita_gpu.sdk import DEFAULT_URL, ApiError, Client
+from novita_gpu.sdk.events import Event
+
+
+def _instance_id(client: Client, ref: str) -> str:
+    """The id of `ref`, an instance id or the name of a live instance."""
+    try:
+        return str(client.get(ref)["instanceId"])
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        try:
+            return str(client.get_by_name(ref)["instanceId"])
+        except ApiError:
+            raise exc from None
+
+
+def line(event: Event) -> str:
+    """`2026-01-01T00:02:10Z  my-instance  health_checking -> ready  Every http port answered.`"""
+    data = event.data
+    inner = data.get("data") or {}
+    move = f"{data.get('previousStatus') or '-'} -> {data.get('status')}"
+    reason = inner.get("statusReason")
+    parts = [when(data.get("timestamp")), str(data.get("name")), move]
+    if reason:
+        parts.append(f"[{reason}]")
+    if inner.get("statusMessage"):
+        parts.append(str(inner["statusMessage"]))
+    return "  ".join(parts)
+
+
+def events(
+    ref: Annotated[
+        str | None,
+        typer.Argument(metavar="[ID|NAME]", help="One instance, by id or name; every instance when left out."),
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing changes as they happen (Ctrl-C ends).")
+    ] = False,
+    after: Annotated[
+        int | None,
+        typer.Option(help="Only events after this event id (default: all stored; with --follow and no ID: none)."),
+    ] = None,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line: {id, ...webhook body}.")] = False,
+) -> None:
+    """Status changes: the stored ones, then with --follow each new one as it happens."""
+    if after is None and (ref is not None or not follow):
+        after = 0
+    with client_for(url, api_key) as client:
+        instance_id = _instance_id(client, ref) if ref is not None else None
+        try:
+            for event in client.iter_events(instance_id, after, follow=follow):
+                shown = json.dumps({"id": event.id, **event.data}) if as_json else line(event)
+                typer.echo(shown)
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
