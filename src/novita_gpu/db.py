@@ -1,4 +1,5 @@
-"""The store: async engine, sessions, SQLite pragmas and Alembic migrations applied at start-up.
+"""The store: async engine, sessions, SQLite pragmas, Alembic migrations applied at start-up, and what
+`novita-gpu db` needs (the store's revision, an online SQLite backup).
 
 SQLite (the default) allows one writer at a time; `Database.write()` serialises this process's write
 transactions behind an asyncio lock and opens them with BEGIN IMMEDIATE, so concurrent requests queue
@@ -11,11 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sqlite3
 import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import quote
 
 import structlog
 from sqlalchemy import DateTime, Executable, Row, Table, event
@@ -152,14 +156,24 @@ class Database:
         finally:
             await conn.close()  # directly: `async with` closes in a shielded task, a loop pass later
 
-    async def migrate(self) -> None:
+    async def migrate(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """Bring the schema to head in one transaction (under a lock on PostgreSQL, so replicas may start
-        together); raises `StoreTooNew` naming this store if a newer version migrated it."""
-        from novita_gpu.migrations import StoreTooNew, upgrade_to_head
+        together); raises `StoreTooNew` naming this store if a newer version migrated it. Returns the
+        store's revisions before and after, read under that lock: of replicas upgrading together, only
+        the one that migrated sees a change."""
+        from alembic.runtime.migration import MigrationContext
+
+        from novita_gpu.migrations import StoreTooNew, lock_for_migration, upgrade_to_head
+
+        def upgrade(conn: Connection) -> tuple[tuple[str, ...], tuple[str, ...]]:
+            lock_for_migration(conn)  # first (upgrade_to_head takes it again: it is re-entrant)
+            before = MigrationContext.configure(conn).get_current_heads()
+            upgrade_to_head(conn)
+            return tuple(before), tuple(MigrationContext.configure(conn).get_current_heads())
 
         try:
             async with self.engine.begin() as conn:
-                await conn.run_sync(upgrade_to_head)
+                return await conn.run_sync(upgrade)
         except StoreTooNew as exc:
             raise StoreTooNew(exc.revisions, f"the store at {display_url(self.url)}") from None
 
@@ -183,12 +197,84 @@ def describe_store(url: str) -> str:
     ).render_as_string()
 
 
-async def migrate_store(url: str) -> None:
-    """Migrate the store at `url` with an engine of its own: `serve` does this before it listens, so a
-    store it must refuse (`StoreTooNew`) stops it with a message instead of a failed start-up."""
+@dataclass(frozen=True)
+class StoreRevision:
+    """Where a store's schema is against the migrations this code has."""
+
+    current: tuple[str, ...]  # empty: no schema yet
+    head: str
+    known: bool  # False: a newer novita-gpu migrated it
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.current == (self.head,)
+
+
+async def store_revision(url: str) -> StoreRevision:
+    """Read the store's Alembic revision without changing anything."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from novita_gpu.migrations import alembic_config
+
+    scripts = ScriptDirectory.from_config(alembic_config())
+    known = {script.revision for script in scripts.walk_revisions()}
     db = Database(url)
     try:
-        await db.migrate()
+        async with db.engine.connect() as conn:
+            current = await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_heads())
+    finally:
+        await db.dispose()
+    head = scripts.get_current_head()
+    assert head is not None
+    return StoreRevision(tuple(current), head, all(revision in known for revision in current))
+
+
+def backup_sqlite(source: Path, target: Path) -> None:
+    """Copy the store at `source` to `target` with SQLite's online backup API, while the service may be
+    writing: the copy is done in one step, inside one read transaction, so it is one consistent snapshot,
+    and WAL lets writers go on meanwhile. It is written beside `target` as a single file (no -wal),
+    checked, then renamed over `target`, so a failed backup never leaves a partial file under that name.
+    The copy holds instance env values (secrets): readable by its user only, like the store."""
+    if not source.is_file():
+        raise FileNotFoundError(f"no SQLite store at {source}")
+    if not target.parent.is_dir():
+        raise FileNotFoundError(f"no directory {target.parent}")
+    if target.exists() and target.resolve() == source.resolve():
+        raise ValueError("the backup would overwrite the store itself")
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    os.close(os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    try:
+        source_uri = f"file:{quote(str(source))}?mode=rw"  # rw: never create a store that is not there
+        with (
+            contextlib.closing(sqlite3.connect(source_uri, uri=True, timeout=30)) as src,
+            contextlib.closing(sqlite3.connect(partial)) as dst,
+        ):
+            src.backup(dst)  # pages=-1: the whole database in one step
+            dst.execute("PRAGMA journal_mode=DELETE")
+            (check,) = dst.execute("PRAGMA quick_check").fetchone()
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"the copy failed its integrity check: {check}")
+        with open(partial, "rb") as copy:
+            os.fsync(copy.fileno())
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    directory = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself survives a crash
+    finally:
+        os.close(directory)
+
+
+async def migrate_store(url: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Migrate the store at `url` with an engine of its own: `serve` does this before it listens, so a
+    store it must refuse (`StoreTooNew`) stops it with a message instead of a failed start-up. Returns
+    the revisions before and after (see `Database.migrate`)."""
+    db = Database(url)
+    try:
+        return await db.migrate()
     finally:
         await db.dispose()
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import typer
 
-from novita_gpu.cli import instances, server, service
+from novita_gpu import __version__
+from novita_gpu.cli import db, instances, server, service
 from novita_gpu.cli.events import events as follow_events
 
 app = typer.Typer(
@@ -17,8 +18,26 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals would include the API key
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"novita-gpu {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """A self-hosted control plane for Novita.ai GPU instances."""
+
+
 app.command()(server.serve)
 app.command()(server.emulator)
+app.add_typer(db.app, name="db")
 app.add_typer(instances.app, name="instances")
 app.command("events")(follow_events)
 app.command()(service.products)
