@@ -55,6 +55,7 @@ from novita_gpu.web.errors import ERROR_RESPONSES, install_error_handlers
 from novita_gpu.web.host_guard import HostGuard, answered_hosts
 from novita_gpu.web.middleware import RequestContextMiddleware
 from novita_gpu.web.responses import JSONResponse
+from novita_gpu.web.ui import install_ui
 from novita_gpu.webhooks.dispatcher import WebhookDispatcher
 from novita_gpu.webhooks.guard import WebhookPolicy
 from novita_gpu.webhooks.sender import WebhookSender
@@ -250,6 +251,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app.include_router(events_router)
     app.include_router(cache_router, dependencies=[Depends(current_owner)])
     install_docs_page(app)  # after the API routes, which are matched first
+    install_ui(app)  # the dashboard at /ui
 
     @app.get("/metrics", tags=["observability"], summary="Prometheus metrics", response_class=PlainTextResponse)
     async def prometheus_metrics(owner: Owner, services: ServicesDep) -> Response:

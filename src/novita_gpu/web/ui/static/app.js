@@ -1,0 +1,451 @@
+// novita-gpu dashboard: the instance table, live from the event stream, a create form and actions.
+// Every value from the API is written with textContent (never innerHTML), and the API key, when the
+// service asks for one, lives in this tab's sessionStorage and travels in a header only.
+'use strict';
+
+const KEY_STORAGE = 'novita-gpu.api-key';
+const LIVE = new Set(['starting', 'running', 'health_checking', 'ready']);
+const CAN_STOP = new Set(['creating', 'starting', 'running', 'health_checking', 'ready', 'failed']);
+const CAN_START = new Set(['stopped', 'failed']);
+const GONE = new Set(['terminating', 'terminated']);
+
+const state = {
+  key: sessionStorage.getItem(KEY_STORAGE),
+  instances: new Map(),
+  lastEventId: null,
+  historyOf: null,
+  stream: null,
+  timers: [],
+};
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, options = {}, ...children) {
+  const node = document.createElement(tag);
+  if (options.className) node.className = options.className;
+  if (options.text !== undefined && options.text !== null) node.textContent = String(options.text);
+  if (options.title) node.title = String(options.title);
+  for (const [name, value] of Object.entries(options.data || {})) node.dataset[name] = value;
+  for (const child of children) if (child) node.append(child);
+  return node;
+}
+
+function headers(extra = {}) {
+  const result = { Accept: 'application/json', ...extra };
+  if (state.key) result.Authorization = `Bearer ${state.key}`;
+  return result;
+}
+
+class ApiError extends Error {
+  constructor(status, body) {
+    const error = (body && body.error) || {};
+    super(error.message || `The service answered ${status}.`);
+    this.status = status;
+    this.code = error.code || `HTTP_${status}`;
+    this.details = error.details || [];
+  }
+}
+
+async function api(method, path, body) {
+  const init = { method, headers: headers(body === undefined ? {} : { 'Content-Type': 'application/json' }) };
+  if (body !== undefined) init.body = JSON.stringify(body);
+  const response = await fetch(path, init);
+  let data = null;
+  try { data = await response.json(); } catch (_) { data = null; }
+  if (!response.ok) throw new ApiError(response.status, data);
+  return data;
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// -- formatting -------------------------------------------------------------------------------------
+
+function duration(seconds) {
+  if (seconds < 0) seconds = 0;
+  const d = Math.floor(seconds / 86400);
+  const h = Math.floor((seconds % 86400) / 3600);
+  const m = Math.floor((seconds % 3600) / 60);
+  const s = Math.floor(seconds % 60);
+  if (d) return `${d}d ${h}h`;
+  if (h) return `${h}h ${String(m).padStart(2, '0')}m`;
+  if (m) return `${m}m ${String(s).padStart(2, '0')}s`;
+  return `${s}s`;
+}
+
+const money = (value, digits = 2) => (value === null || value === undefined ? '—' : `$${Number(value).toFixed(digits)}`);
+const secondsSince = (iso) => (Date.now() - Date.parse(iso)) / 1000;
+
+function uptime(view) {
+  if (!LIVE.has(view.status)) return '—';
+  const since = view.startedAt || view.createdAt;
+  return since ? duration(secondsSince(since)) : '—';
+}
+
+function autoStop(view) {
+  const auto = view.autoStop || {};
+  if (GONE.has(view.status) || view.status === 'stopped') return '—';
+  if (auto.idleMinutes === 0) return 'never';
+  if (!auto.stopsAt) return `${auto.idleMinutes} min idle`;
+  const left = -secondsSince(auto.stopsAt);
+  return left > 0 ? `in ${duration(left)}` : 'due now';
+}
+
+function errorText(error) {
+  if (!(error instanceof ApiError)) return `The service cannot be reached (${error.message}).`;
+  const details = error.details.map((d) => `${d.field}: ${d.message}`).join('; ');
+  return details ? `${error.message} ${details}` : error.message;
+}
+
+function toast(message, kind = 'error') {
+  const node = $('toast');
+  node.textContent = message;
+  node.className = `toast ${kind}`;
+  node.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { node.hidden = true; }, 6000);
+}
+
+// -- the instance table -----------------------------------------------------------------------------
+
+function actionButton(label, className, handler) {
+  const button = el('button', { className, text: label });
+  button.type = 'button';
+  button.addEventListener('click', async () => {
+    button.disabled = true;
+    try { await handler(); } catch (error) { toast(errorText(error)); } finally { button.disabled = false; }
+  });
+  return button;
+}
+
+function row(view) {
+  const name = el('td', { className: 'name' },
+    el('div', { className: 'strong', text: view.name }),
+    el('div', { className: 'muted mono small', text: view.instanceId }));
+  const labels = Object.entries(view.labels || {});
+  if (labels.length) {
+    const chips = el('div', { className: 'chips' });
+    for (const [key, value] of labels) chips.append(el('span', { className: 'chip', text: `${key}=${value}` }));
+    name.append(chips);
+  }
+  const status = el('td', {},
+    el('span', { className: `badge st-${view.status}`, text: view.status.replace('_', ' '), data: { status: view.status } }),
+    el('div', { className: 'muted small message', text: [view.statusMessage, view.statusReason].filter(Boolean).join(' · ') }));
+  const actions = el('td', { className: 'actions' });
+  if (CAN_START.has(view.status)) actions.append(actionButton('Start', 'small', () => act(view, 'start')));
+  if (CAN_STOP.has(view.status)) actions.append(actionButton('Stop', 'small', () => act(view, 'stop')));
+  actions.append(actionButton('History', 'small ghost', () => showHistory(view.instanceId)));
+  if (!GONE.has(view.status)) actions.append(actionButton('Delete', 'small danger-ghost', () => remove(view)));
+  const tr = el('tr', { data: { id: view.instanceId } },
+    name,
+    status,
+    el('td', { text: view.gpuNum > 1 ? `${view.gpuNum}× ${view.productName}` : view.productName }),
+    el('td', { text: view.region || '—' }),
+    el('td', { className: 'num', text: money(view.pricePerHour, 2) }),
+    el('td', { className: 'uptime', text: uptime(view) }),
+    el('td', { className: 'autostop', text: autoStop(view) }),
+    actions);
+  if (GONE.has(view.status)) tr.classList.add('gone');
+  return tr;
+}
+
+function render() {
+  const showGone = $('show-terminated').checked;
+  const views = [...state.instances.values()]
+    .filter((v) => showGone || v.status !== 'terminated')
+    .sort((a, b) => (b.createdAt || '').localeCompare(a.createdAt || ''));
+  $('rows').replaceChildren(...views.map(row));
+  $('empty').hidden = views.length > 0;
+  const live = [...state.instances.values()].filter((v) => LIVE.has(v.status));
+  $('stat-running').textContent = String(live.length);
+  const spend = live.reduce((sum, v) => sum + (v.pricePerHour || 0), 0);
+  $('stat-spend').textContent = `${money(spend)}/h`;
+}
+
+function tick() {
+  for (const tr of $('rows').children) {
+    const view = state.instances.get(tr.dataset.id);
+    if (!view) continue;
+    tr.querySelector('.uptime').textContent = uptime(view);
+    tr.querySelector('.autostop').textContent = autoStop(view);
+  }
+}
+
+async function loadInstances() {
+  const found = new Map();
+  let cursor = null;
+  do {
+    const query = new URLSearchParams({ limit: '100' });
+    if (cursor) query.set('cursor', cursor);
+    const page = await api('GET', `/api/instances?${query}`);
+    for (const view of page.instances) found.set(view.instanceId, view);
+    cursor = page.nextCursor;
+  } while (cursor);
+  state.instances = found;
+  render();
+}
+
+const refreshing = new Map();
+function refresh(instanceId) {
+  // One GET per instance at a time: a burst of events for it ends in one fresh view.
+  if (refreshing.has(instanceId)) { refreshing.set(instanceId, true); return; }
+  refreshing.set(instanceId, false);
+  (async () => {
+    try {
+      do {
+        refreshing.set(instanceId, false);
+        state.instances.set(instanceId, await api('GET', `/api/instances/${encodeURIComponent(instanceId)}`));
+        render();
+      } while (refreshing.get(instanceId));
+    } catch (error) {
+      if (!(error instanceof ApiError && error.status === 404)) toast(errorText(error));
+    } finally {
+      refreshing.delete(instanceId);
+    }
+  })();
+}
+
+async function loadStats() {
+  try {
+    const stats = await api('GET', '/api/instances/auto-stop/stats');
+    $('stat-stopped').textContent = String(stats.stoppedSoFar ?? 0);
+    $('stat-saved').textContent = money(stats.dollarsSaved ?? 0);
+  } catch (_) { /* the figures stay as they were */ }
+}
+
+// -- actions ----------------------------------------------------------------------------------------
+
+async function act(view, action) {
+  const answer = await api('POST', `/api/instances/${encodeURIComponent(view.instanceId)}/${action}`);
+  toast(answer.message || `${view.name}: ${answer.status}`, 'info');
+  refresh(view.instanceId);
+}
+
+function confirmDialog(text, okLabel) {
+  const dialog = $('confirm');
+  $('confirm-text').textContent = text;
+  $('confirm-ok').textContent = okLabel;
+  return new Promise((resolve) => {
+    const done = (answer) => () => { dialog.close(); resolve(answer); };
+    $('confirm-ok').onclick = done(true);
+    $('confirm-cancel').onclick = done(false);
+    dialog.oncancel = () => resolve(false);
+    dialog.showModal();
+  });
+}
+
+async function remove(view) {
+  const sure = await confirmDialog(`Delete ${view.name}? Novita deletes the instance and its disk; this cannot be undone.`, 'Delete');
+  if (!sure) return;
+  await api('DELETE', `/api/instances/${encodeURIComponent(view.instanceId)}`);
+  toast(`${view.name} is being deleted.`, 'info');
+  refresh(view.instanceId);
+}
+
+async function create(event) {
+  event.preventDefault();
+  const error = $('create-error');
+  error.hidden = true;
+  const name = $('f-name').value.trim();
+  const body = { name, productName: $('f-product').value, templateId: $('f-template').value };
+  const minutes = $('f-autostop').value;
+  if (minutes !== '') body.autoStopMinutes = Number(minutes);
+  const button = $('create-button');
+  button.disabled = true;
+  try {
+    const view = await api('POST', '/api/instances', body);
+    state.instances.set(view.instanceId, view);
+    render();
+    $('f-name').value = '';
+    toast(`${view.name} is being created.`, 'info');
+  } catch (failure) {
+    let message = errorText(failure);
+    if (failure instanceof ApiError && failure.details.some((d) => d.field === 'name')) {
+      message = `The name "${name}" was refused: ${failure.details.find((d) => d.field === 'name').message}. ` +
+        'Use letters, digits, - and _ (up to 63).';
+    }
+    error.textContent = message;
+    error.hidden = false;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function loadCatalog() {
+  const [products, templates] = await Promise.all([api('GET', '/api/products'), api('GET', '/api/templates')]);
+  const productSelect = $('f-product');
+  productSelect.replaceChildren(...products.products.map((p) => {
+    const option = el('option', { text: `${p.productName} · from ${money(p.cheapestPricePerHour)}/h${p.available ? '' : ' · sold out'}` });
+    option.value = p.productName;
+    option.disabled = !p.available;
+    return option;
+  }));
+  const templateSelect = $('f-template');
+  templateSelect.replaceChildren(...templates.templates.map((t) => {
+    const option = el('option', { text: `${t.name} · ${t.image}` });
+    option.value = t.id;
+    return option;
+  }));
+}
+
+// -- history ----------------------------------------------------------------------------------------
+
+async function showHistory(instanceId) {
+  state.historyOf = instanceId;
+  const view = state.instances.get(instanceId);
+  $('history-name').textContent = view ? view.name : instanceId;
+  const answer = await api('GET', `/api/instances/${encodeURIComponent(instanceId)}/events`);
+  if (state.historyOf !== instanceId) return;
+  $('history-rows').replaceChildren(...answer.events.slice().reverse().map((e) => {
+    const hooks = el('td', { className: 'small' });
+    for (const w of e.webhooks) {
+      const text = `${w.status}${w.attempts > 1 ? ` ×${w.attempts}` : ''}${w.lastStatusCode ? ` (${w.lastStatusCode})` : ''}`;
+      hooks.append(el('span', { className: `chip wh-${w.status}`, text, title: w.lastError || w.url }));
+    }
+    if (!e.webhooks.length) hooks.textContent = '—';
+    return el('tr', {},
+      el('td', { className: 'mono small', text: (e.at || '').replace('T', ' ').replace(/\.\d+Z$|Z$/, '') }),
+      el('td', { text: `${e.from || '—'} → ${e.to}` }),
+      el('td', { text: e.reason || '—' }),
+      el('td', { className: 'small', text: e.message || '' }),
+      hooks);
+  }));
+  $('history').hidden = false;
+  $('history').scrollIntoView({ behavior: 'smooth', block: 'nearest' });
+}
+
+// -- the event stream -------------------------------------------------------------------------------
+
+function setLive(on, text) {
+  const node = $('live');
+  node.className = `live ${on ? 'on' : 'off'}`;
+  node.textContent = text || (on ? 'live' : 'reconnecting…');
+}
+
+function onEvent(message) {
+  if (message.event === 'close') return;  // the server ends the stream; the loop reconnects from the last id
+  if (message.id) state.lastEventId = message.id;
+  let body;
+  try { body = JSON.parse(message.data); } catch (_) { return; }
+  const view = state.instances.get(body.instanceId);
+  if (view) {
+    Object.assign(view, {
+      status: body.status,
+      statusReason: body.data ? body.data.statusReason : view.statusReason,
+      statusMessage: body.data ? body.data.statusMessage : view.statusMessage,
+    });
+    render();
+  }
+  refresh(body.instanceId);
+  if (state.historyOf === body.instanceId) showHistory(body.instanceId).catch(() => {});
+}
+
+async function readStream(response, onConnected) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = '';
+  let message = { event: '', data: [], id: null };
+  let lastByte = Date.now();
+  const watchdog = setInterval(() => { if (Date.now() - lastByte > 45000) reader.cancel(); }, 5000);
+  onConnected();
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      lastByte = Date.now();
+      buffer += value;
+      let end;
+      while ((end = buffer.indexOf('\n')) >= 0) {
+        const line = buffer.slice(0, end).replace(/\r$/, '');
+        buffer = buffer.slice(end + 1);
+        if (line === '') {
+          if (message.data.length || message.event) onEvent({ event: message.event || 'message', data: message.data.join('\n'), id: message.id });
+          message = { event: '', data: [], id: null };
+        } else if (!line.startsWith(':')) {
+          const colon = line.indexOf(':');
+          const field = colon < 0 ? line : line.slice(0, colon);
+          const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
+          if (field === 'event') message.event = value;
+          else if (field === 'data') message.data.push(value);
+          else if (field === 'id') message.id = value;
+        }
+      }
+    }
+  } finally {
+    clearInterval(watchdog);
+  }
+}
+
+async function follow() {
+  let delay = 500;
+  let first = true;
+  for (;;) {
+    try {
+      const extra = { Accept: 'text/event-stream' };
+      if (state.lastEventId) extra['Last-Event-ID'] = state.lastEventId;
+      const response = await fetch('/api/events/stream', { headers: headers(extra), cache: 'no-store' });
+      if (response.status === 401) { askKey('The service refused this key.'); return; }
+      if (!response.ok) throw new ApiError(response.status, await response.json().catch(() => null));
+      await readStream(response, () => {
+        setLive(true);
+        delay = 500;
+        // The stream is registered before its headers come: a load now misses nothing after it.
+        if (first) { first = false; loadInstances().catch((e) => toast(errorText(e))); }
+        else loadInstances().catch(() => {});
+      });
+      delay = 200;  // ended by the server (a restart, or this tab fell behind): back at once
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 429) setLive(false, 'too many streams');
+    }
+    setLive(false);
+    await sleep(delay);
+    delay = Math.min(delay * 2, 10000);
+  }
+}
+
+// -- start ------------------------------------------------------------------------------------------
+
+function askKey(message) {
+  state.timers.forEach(clearInterval);
+  state.timers = [];
+  sessionStorage.removeItem(KEY_STORAGE);
+  state.key = null;
+  $('app').hidden = true;
+  $('key-panel').hidden = false;
+  $('sign-out').hidden = true;
+  setLive(false, 'no key');
+  $('key-error').hidden = !message;
+  $('key-error').textContent = message || '';
+  $('key-input').focus();
+}
+
+async function start() {
+  try {
+    await api('GET', '/api/instances?limit=1');
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) { askKey(state.key ? 'The service refused this key.' : null); return; }
+    setLive(false, 'service unreachable');
+    toast(errorText(error));
+  }
+  $('key-panel').hidden = true;
+  $('app').hidden = false;
+  $('sign-out').hidden = !state.key;
+  api('GET', '/health').then((h) => { $('mode').textContent = h.mode === 'emulator' ? 'emulator' : ''; }).catch(() => {});
+  loadCatalog().catch((error) => toast(`Products and templates could not be loaded: ${errorText(error)}`));
+  loadStats();
+  follow();
+  state.timers.push(setInterval(tick, 1000), setInterval(loadStats, 30000), setInterval(() => loadInstances().catch(() => {}), 60000));
+}
+
+document.addEventListener('DOMContentLoaded', () => {
+  $('key-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    state.key = $('key-input').value.trim();
+    sessionStorage.setItem(KEY_STORAGE, state.key);
+    $('key-input').value = '';
+    start();
+  });
+  $('sign-out').addEventListener('click', () => { askKey(null); location.reload(); });
+  $('create-form').addEventListener('submit', create);
+  $('show-terminated').addEventListener('change', render);
+  $('history-close').addEventListener('click', () => { $('history').hidden = true; state.historyOf = null; });
+  start();
+});
