@@ -34,6 +34,11 @@ def main() -> None:
     if not only or "lifecycle" in only:
         print("== Lifecycle: 200 instances at once against the emulator, webhooks to a local receiver ==", flush=True)
         results["lifecycle"] = lifecycle.run()
+    if not only or "stream" in only:
+        from bench import stream
+
+        print("== Event stream: 500 idle subscribers' cost, then 50 events to each of them ==", flush=True)
+        results["stream"] = stream.run()
     print(json.dumps(results, indent=2))
 
 
