@@ -181,6 +181,7 @@ async def _open(
 @router.get(
     "/api/events/stream",
     summary="Status changes of every instance of the caller, as Server-Sent Events",
+    status_code=200,
     response_class=EventStreamResponse,
     responses=_STREAM_RESPONSES,
 )
@@ -197,6 +198,7 @@ async def stream_all(
 @router.get(
     "/api/instances/{instance_id}/events/stream",
     summary="Status changes of one instance, as Server-Sent Events",
+    status_code=200,
     response_class=EventStreamResponse,
     responses=_STREAM_RESPONSES,
 )
