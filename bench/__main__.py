@@ -6,7 +6,7 @@ import json
 import sys
 import time
 
-from bench import api_load, lifecycle
+from bench import api_load, chaos, lifecycle
 
 
 def machine_speed() -> float:
@@ -39,7 +39,14 @@ def main() -> None:
 
         print("== Event stream: 500 idle subscribers' cost, then 50 events to each of them ==", flush=True)
         results["stream"] = stream.run()
+    if not only or "chaos" in only:
+        print("== Chaos: kill -9 every 5-15 s during creates, stops and deletes, under fault storms ==", flush=True)
+        results["chaos"] = chaos.run()
     print(json.dumps(results, indent=2))
+    failed = [name for name, figures in results.items() if isinstance(figures, dict) and figures.get("ok") is False]
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,17 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
-from novita_gpu.serving import free_port
+from novita_gpu.serving import BackgroundServer, free_port
 
 BENCH_DIR = Path(__file__).parent
 NOVITA_GPU = str(Path(sys.executable).parent / "novita-gpu")
@@ -44,19 +50,29 @@ def wait_http(url: str, deadline_seconds: float = 60) -> None:
     raise RuntimeError(f"{url} did not answer within {deadline_seconds} s")
 
 
+def spawn(args: list[str], env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Start one of our processes, its stdout and stderr appended to `log` (a restart adds to the same log)."""
+    with log.open("ab") as out:
+        return subprocess.Popen(args, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent)
+
+
+def serve_command(port: int) -> list[str]:
+    return [NOVITA_GPU, "serve", "--port", str(port)]
+
+
 @contextmanager
 def process(args: list[str], env: dict[str, str], log: Path, ready_url: str) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent)
+    log.unlink(missing_ok=True)
+    proc = spawn(args, env, log)
+    try:
+        wait_http(ready_url)
+        yield proc
+    finally:
+        proc.terminate()
         try:
-            wait_http(ready_url)
-            yield proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 @contextmanager
@@ -64,7 +80,7 @@ def service(tmp: Path, **env: str) -> Iterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     full_env = {"DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'bench.db'}", "LOG_FORMAT": "json", **env}
-    with process([NOVITA_GPU, "serve", "--port", str(port)], full_env, tmp / "service.log", f"{url}/health"):
+    with process(serve_command(port), full_env, tmp / "service.log", f"{url}/health"):
         yield url
 
 
@@ -98,3 +114,38 @@ def wrk(url: str, *, script: str, connections: int, seconds: int, threads: int =
 
 def show(title: str, figures: Mapping[str, object]) -> None:
     print(f"{title}: " + ", ".join(f"{k}={v}" for k, v in figures.items()), flush=True)
+
+
+def make_room(emulator_url: str, gpus: int = 100_000) -> None:
+    """Give every (region, product) of the emulator room for `gpus` GPUs, so that nothing sells out."""
+    for entry in httpx.get(f"{emulator_url}/_emulator/capacity").json()["capacity"]:
+        room = {"clusterId": entry["clusterId"], "productId": entry["productId"], "gpus": gpus}
+        httpx.put(f"{emulator_url}/_emulator/capacity", json=room).raise_for_status()
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One webhook request as a receiver saw it."""
+
+    arrived: float  # unix seconds
+    headers: dict[str, str]  # lower-case names
+    payload: dict[str, Any]
+
+
+@contextmanager
+def webhook_receiver() -> Iterator[tuple[str, list[Delivery]]]:
+    """A local webhook receiver (uvicorn in a thread) answering 200 to each POST /webhook; yields its URL
+    and the list of deliveries received so far, in arrival order."""
+    received: list[Delivery] = []
+
+    async def hook(request: Request) -> Response:
+        body = await request.body()
+        received.append(Delivery(time.time(), {k.lower(): v for k, v in request.headers.items()}, json.loads(body)))
+        return Response("OK")
+
+    server = BackgroundServer(Starlette(routes=[Route("/webhook", hook, methods=["POST"])]))
+    server.start_in_thread()
+    try:
+        yield f"{server.url}/webhook", received
+    finally:
+        server.stop_thread()
