@@ -91,3 +91,37 @@ async def test_one_slow_create_does_not_hold_up_other_instances(tmp_path: Path) 
         assert harness.stats().get("POST /gpu/instance/create", 0) == 3
     finally:
         await harness.stop()
+
+
+async def test_a_stop_carried_out_while_nobody_looked_ends_stopped_not_failed(tmp_path: Path) -> None:
+    """After a crash the row may be looked at again only once its deadline passed (its lease had to lapse):
+    Novita has stopped it meanwhile, so it is stopped, not STOP_TIMEOUT (found by the chaos bench)."""
+    harness = await Harness(tmp_path, action_timeout_seconds=60).start()
+    try:
+        created = await harness.create()
+        ready = await harness.until_status(created["instanceId"], "ready")
+        assert (await harness.http.post(f"/api/instances/{created['instanceId']}/stop")).status_code == 202
+        harness.novita_action("stop", ready["novitaInstanceId"])  # the stop a killed process had sent
+        harness.clock.advance(120)
+        ended = await harness.until_status(created["instanceId"], "stopped", "failed", max_seconds=30)
+        assert ended["status"] == "stopped", ended
+    finally:
+        await harness.stop()
+
+
+async def test_a_stop_that_times_out_and_later_succeeds_ends_stopped(tmp_path: Path) -> None:
+    harness = await Harness(tmp_path, action_timeout_seconds=60).start()
+    try:
+        created = await harness.create()
+        await harness.until_status(created["instanceId"], "ready")
+        harness.faults(server_error_rate=1.0, paths=["/gpu/instance/stop"])
+        assert (await harness.http.post(f"/api/instances/{created['instanceId']}/stop")).status_code == 202
+        failed = await harness.until_status(created["instanceId"], "failed", max_seconds=120)
+        assert failed["statusReason"] == "STOP_TIMEOUT"
+        assert (await health(harness))["failedActionsRetrying"] == 1
+        harness.faults(server_error_rate=0.0, paths=[])
+        stopped = await harness.until_status(created["instanceId"], "stopped", max_seconds=300)
+        assert stopped["statusReason"] == "USER"
+        assert (await health(harness))["failedActionsRetrying"] == 0
+    finally:
+        await harness.stop()

@@ -114,6 +114,14 @@ def _needs_attention(row: Row[Any], listing: Listing, now: datetime) -> bool:
     return upstream.status_error is not None and bool(upstream.status_error.message)
 
 
+def _action_done(row: Instance, upstream: UpstreamInstance | None) -> bool:
+    """Whether Novita shows the stop or delete of `row` carried out (or under way), though nobody here saw
+    it accepted: a process that sent it was killed, and its lease kept the row from the others meanwhile."""
+    if row.status == Status.STOPPING:
+        return upstream is not None and phase_of(upstream.status) in (Status.STOPPING, Status.STOPPED)
+    return upstream is None or is_leaving(upstream.status)
+
+
 @dataclass
 class _Waiting:
     """Whether the tick that started some rows still waits for them (and releases their leases)."""
@@ -505,11 +513,8 @@ class Reconciler(PeriodicWorker):
             row = adopted
         if row.novita_instance_id is None:
             return await self._without_upstream(row, now)
-        if (
-            row.status in (Status.STOPPING, Status.TERMINATING)
-            and row.phase_deadline_at
-            and now >= row.phase_deadline_at
-        ):
+        overdue = row.phase_deadline_at is not None and now >= row.phase_deadline_at
+        if row.status in (Status.STOPPING, Status.TERMINATING) and overdue and not _action_done(row, upstream):
             return await self._action_overdue(row, upstream)
         if row.pending_action in (Action.START, Action.STOP, Action.DELETE):
             if row.next_action_at is None or row.next_action_at <= now:
@@ -820,7 +825,8 @@ class Reconciler(PeriodicWorker):
             except NotFound:
                 return await self._gone_upstream(row)
         phase = phase_of(upstream.status)
-        if phase is None or (row.status == Status.FAILED and phase != Status.TERMINATED):
+        stop_done_late = row.status == Status.FAILED and row.desired_state == Goal.STOPPED and phase == Status.STOPPED
+        if phase is None or (row.status == Status.FAILED and phase != Status.TERMINATED and not stop_done_late):
             return await self._note_upstream_status(row, upstream.status)
         if phase == Status.TERMINATED:
             return await self._gone_upstream(row)
