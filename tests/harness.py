@@ -13,9 +13,10 @@ from typing import Any
 
 import httpx
 
-from novita_gpu.app import Services, build_services, create_app
+from novita_gpu.app import create_app
 from novita_gpu.clock import ManualClock
 from novita_gpu.emulator import EmulatorConfig, create_emulator_app
+from novita_gpu.services import Services, build_services
 from novita_gpu.serving import BackgroundServer
 from novita_gpu.settings import Settings
 
@@ -55,10 +56,8 @@ class Harness:
             **self.settings_overrides,
         }
         self.settings = Settings(_env_file=None, **values)
-        app = create_app(self.settings, self.clock)
-        self.services = await build_services(self.settings, self.clock, app.state.metrics, base, NOVITA_KEY)
-        app.state.services = self.services
-        app.state.caches = self.services.caches
+        self.services = await build_services(self.settings, self.clock)
+        app = create_app(services=self.services)
         self.app = app
         self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost")
         self.emulator = httpx.Client(base_url=self.emulator_server.url, timeout=10)
@@ -67,11 +66,7 @@ class Harness:
     async def stop(self) -> None:
         await self.services.events.close()
         await self.http.aclose()
-        await self.services.reconciler.aclose()
-        await self.services.client.aclose()
-        await self.services.webhook_sender.close()
-        await self.services.caches.aclose()
-        await self.services.db.dispose()
+        await self.services.aclose()
         self.emulator.close()
         self.emulator_server.stop_thread()
 

@@ -19,7 +19,7 @@ from novita_gpu.web.deps import ServicesDep
 from novita_gpu.web.responses import JSONResponse
 
 if TYPE_CHECKING:
-    from novita_gpu.app import Services
+    from novita_gpu.services import Services
 
 router = APIRouter(tags=["health"])
 

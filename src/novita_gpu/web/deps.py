@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, Request
 
 if TYPE_CHECKING:
-    from novita_gpu.app import Services
+    from novita_gpu.services import Services
 
 
 async def services(request: Request) -> Services:

@@ -1,0 +1,176 @@
+"""The service's collaborators, built once, started, and closed with one `aclose()`.
+
+`build_services(settings, clock)` opens the store (migrating it), the Novita client (or starts the built-in
+emulator when no NOVITA_API_KEY is set), caches, the instance service and the background workers. The
+app's lifespan builds them (or is handed a set already built, as the tests do), starts the workers, and
+closes everything on shutdown; nothing below the entry points imports the module that assembles the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from novita_gpu.autostop.sweeper import AutoStopSweeper
+from novita_gpu.cache.registry import CacheRegistry, build_cache_backend
+from novita_gpu.catalog.service import Catalog
+from novita_gpu.clock import Clock
+from novita_gpu.db import Database
+from novita_gpu.events.stream import EventHub
+from novita_gpu.instances.changes import ChangeFeed
+from novita_gpu.instances.prober import Prober
+from novita_gpu.instances.reconciler import Reconciler
+from novita_gpu.instances.service import InstanceService
+from novita_gpu.novita import NovitaClient
+from novita_gpu.observability.health import worker_status
+from novita_gpu.observability.logging import register_secret
+from novita_gpu.observability.metrics import Metrics
+from novita_gpu.observability.upstream import UpstreamHealth
+from novita_gpu.retention import Retention
+from novita_gpu.serving import BackgroundServer
+from novita_gpu.settings import Settings
+from novita_gpu.webhooks.dispatcher import WebhookDispatcher
+from novita_gpu.webhooks.guard import WebhookPolicy
+from novita_gpu.webhooks.sender import WebhookSender
+from novita_gpu.workers import PeriodicWorker, stop_workers
+
+log = structlog.get_logger(__name__)
+
+EMULATOR_API_KEY = "emulator-local-key"
+
+
+@dataclass
+class Services:
+    """Everything a request handler or worker may need, built once per app."""
+
+    settings: Settings
+    clock: Clock
+    db: Database
+    metrics: Metrics
+    client: NovitaClient
+    caches: CacheRegistry
+    catalog: Catalog
+    instances: InstanceService
+    reconciler: Reconciler
+    prober: Prober
+    sweeper: AutoStopSweeper
+    retention: Retention
+    dispatcher: WebhookDispatcher
+    webhook_sender: WebhookSender
+    upstream_health: UpstreamHealth
+    events: EventHub
+    started_monotonic: float
+    emulator: BackgroundServer | None = None
+    workers: list[PeriodicWorker] = field(default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def emulator_url(self) -> str | None:
+        return self.emulator.url if self.emulator is not None else None
+
+    def worker_health(self, now: datetime) -> dict[str, Any]:
+        return {w.name: worker_status(w.last_run_at, now, w.allowed_gap) for w in self.workers}
+
+    def start_workers(self) -> None:
+        self.workers = [self.reconciler, self.prober, self.sweeper, self.dispatcher, self.retention]
+        self._tasks = [asyncio.create_task(worker.run(), name=worker.name) for worker in self.workers]
+
+    async def aclose(self) -> None:
+        """Graceful: streams end, workers claim nothing more and finish what is in flight (bounded by
+        SHUTDOWN_GRACE_SECONDS) and release their leases; then every connection is closed."""
+        await self.events.close()  # streams end first: uvicorn waits for open responses
+        await stop_workers(self.workers, self._tasks, self.settings.shutdown_grace_seconds)
+        await self.reconciler.aclose()  # when no worker ran (tests): rows still in flight, leases held
+        await self.client.aclose()
+        await self.webhook_sender.close()
+        await self.caches.aclose()
+        await self.db.dispose()
+        if self.emulator is not None:
+            await self.emulator.stop()
+            self.emulator.app.state.world.close()
+
+
+async def _upstream(settings: Settings) -> tuple[str, str, BackgroundServer | None]:
+    """Novita's base URL and key, starting the built-in emulator when no key is configured."""
+    if not settings.emulator_mode:
+        assert settings.novita_api_key is not None
+        return settings.novita_api_base_url, settings.novita_api_key.get_secret_value(), None
+    from novita_gpu.emulator.app import create_emulator_app
+    from novita_gpu.emulator.config import EmulatorConfig
+    from novita_gpu.emulator.state_file import StateFile, default_state_path
+
+    # The emulated account lives on disk like the store, so a restart finds its instances where they were.
+    state = StateFile(settings.emulator_state or default_state_path(settings.database_url))
+    emulator = BackgroundServer(
+        create_emulator_app(EmulatorConfig(speed=settings.emulator_speed, seed=settings.emulator_seed), state=state),
+        port=settings.emulator_port,
+    )
+    await emulator.start()
+    log.warning(
+        "emulator_mode",
+        message="NOVITA_API_KEY is not set: using the built-in Novita emulator (no real GPUs are created)",
+        emulator_url=emulator.url,
+        speed=settings.emulator_speed,
+        state=str(state.path),
+    )
+    return f"{emulator.url}/gpu-instance/openapi", EMULATOR_API_KEY, emulator
+
+
+async def build_services(settings: Settings, clock: Clock, metrics: Metrics | None = None) -> Services:
+    """Open and wire everything (migrating the store); the caller starts the workers and closes it all."""
+    metrics = metrics or Metrics()
+    base_url, api_key, emulator = await _upstream(settings)
+    register_secret(api_key)
+    upstream_health = UpstreamHealth(clock)
+
+    def observe(endpoint: str, outcome: str, seconds: float) -> None:
+        metrics.observe_upstream(endpoint, outcome, seconds)
+        upstream_health.observe(endpoint, outcome, seconds)
+
+    db = Database(settings.database_url)
+    await db.migrate()
+    client = NovitaClient(
+        base_url,
+        api_key,
+        timeout=settings.novita_timeout_seconds,
+        retry_deadline=settings.novita_retry_deadline_seconds,
+        observer=observe,
+    )
+    caches = CacheRegistry(build_cache_backend(settings, clock))
+    catalog = Catalog(client, caches, settings.catalog_cache_ttl_seconds, on_lookup=metrics.observe_cache)
+    changes = ChangeFeed()
+    prober = Prober(db, clock, settings, changes, on_ready=metrics.observe_ready)
+    reconciler = Reconciler(db, clock, client, catalog, settings, changes, on_health_checking=prober.wake)
+    policy = WebhookPolicy.from_settings(settings)
+    instances = InstanceService(db, clock, catalog, settings, policy, changes, reconciler.wake)
+    webhook_sender = WebhookSender(policy, settings.webhook_timeout_seconds)
+    dispatcher = WebhookDispatcher(db, clock, webhook_sender, settings, metrics, on_instance_change=changes.pulse)
+    changes.subscribe(lambda _instance_id: dispatcher.wake())  # new outbox rows go out at once
+    sweeper = AutoStopSweeper(db, clock, instances, settings, metrics)
+    retention = Retention(db, clock, settings, metrics, on_instances_deleted=lambda: changes.pulse(None))
+    return Services(
+        settings=settings,
+        clock=clock,
+        db=db,
+        metrics=metrics,
+        client=client,
+        caches=caches,
+        catalog=catalog,
+        instances=instances,
+        reconciler=reconciler,
+        prober=prober,
+        sweeper=sweeper,
+        retention=retention,
+        dispatcher=dispatcher,
+        webhook_sender=webhook_sender,
+        upstream_health=upstream_health,
+        events=EventHub(db, changes, settings),
+        started_monotonic=clock.monotonic(),
+        emulator=emulator,
+    )
+
+

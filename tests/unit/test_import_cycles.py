@@ -1,0 +1,91 @@
+"""No import cycle among the package's modules: the module-level imports (those run at import time, not
+the ones under `if TYPE_CHECKING:` or inside functions) form a graph without cycles.
+
+Anyone can run the same check: `python -m pytest tests/unit/test_import_cycles.py -q`."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import novita_gpu
+
+ROOT = Path(novita_gpu.__file__).parent
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_at_load(tree: ast.Module, package: str, modules: set[str], *, typing_too: bool = False) -> set[str]:
+    """Modules imported when the module loads: not inside functions, nor under `if TYPE_CHECKING:`
+    (unless `typing_too`)."""
+    names: set[str] = set()
+    pending: list[ast.AST] = list(tree.body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            continue
+        if not typing_too and isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            pending.extend(node.orelse)
+            continue
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            parts = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            base = ".".join([*parts, node.module] if node.module else parts)
+            # `from pkg import submodule` needs the submodule (its parent is loaded first anyway);
+            # `from pkg import name` needs pkg itself.
+            for alias in node.names:
+                names.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base)
+        pending.extend(ast.iter_child_nodes(node))
+    return {n for n in names if n.startswith("novita_gpu")}
+
+
+def graph(*, typing_too: bool = False) -> dict[str, set[str]]:
+    modules = {module_name(p): p for p in ROOT.rglob("*.py")}
+    edges: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        targets = imported_at_load(ast.parse(path.read_text()), package, set(modules), typing_too=typing_too)
+        edges[name] = {t for t in targets if t in modules and t != name}
+    return edges
+
+
+def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt) :], nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(edges):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_the_package_has_no_import_cycle() -> None:
+    cycle = find_cycle(graph())
+    assert cycle is None, " -> ".join(cycle or [])
+
+
+def test_the_check_finds_a_cycle() -> None:
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_nothing_below_the_entry_points_imports_the_app() -> None:
+    """Not even for type hints: the services container has its own module (services.py)."""
+    importers = sorted(name for name, targets in graph(typing_too=True).items() if "novita_gpu.app" in targets)
+    assert all(name.startswith("novita_gpu.cli") for name in importers), importers
