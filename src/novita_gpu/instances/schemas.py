@@ -88,8 +88,13 @@ class EnvVarIn(_Body):
     value: Annotated[StrictStr, Field(max_length=4095, pattern=NO_NUL)]
 
 
+# No NUL and no Unicode White_Space, listed: `\\s` means another set in each regex dialect (U+0085 is
+# whitespace to the server's engine, not to ECMAScript's), and the document must mean one thing.
+PROBE_PATH_PATTERN = r"^/[^\x00\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$"
+
+
 class HealthCheckIn(_Body):
-    path: Annotated[StrictStr, Field(min_length=1, max_length=512, pattern=r"^/[^\s\x00]*$")] = "/"
+    path: Annotated[StrictStr, Field(min_length=1, max_length=512, pattern=PROBE_PATH_PATTERN)] = "/"
 
 
 class NetworkStorageIn(_Body):
