@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from typing import Annotated
 
 import orjson
 import structlog
-from fastapi import APIRouter, Header, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
@@ -42,21 +43,48 @@ After = Annotated[
         "The Last-Event-ID header wins when both are given. Without either, only new events are sent.",
     ),
 ]
-LastEventId = Annotated[
-    str | None,
-    Header(alias="Last-Event-ID", pattern=EVENT_ID_PATTERN, description="The id of the last event received."),
-]
 Follow = Annotated[
     bool,
     Query(description="false: send the stored events after `after` (or Last-Event-ID), then end the response."),
 ]
+_ERROR_BODY = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorAnswer"}}}
 _STREAM_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {
         "description": "Server-Sent Events: `id:` the event id, `event:` instance.<status>, `data:` the webhook "
         "body; `: keep-alive` comments; `event: close` with {code, message} when the server ends the stream.",
         "content": {"text/event-stream": {"schema": {"type": "string"}}},
     },
+    # Errors are the usual JSON envelope, not a stream (the route's own media type would say so).
+    "4XX": {"description": "400, 401, 404 or 429 (TOO_MANY_STREAMS, with Retry-After)", "content": _ERROR_BODY},
+    "5XX": {"description": "503 while the store cannot be read", "content": _ERROR_BODY},
 }
+# Read from the request rather than declared: a declared optional header is documented as nullable, and
+# a client that sends the text "null" would then be refused for following the document.
+_LAST_EVENT_ID_DOC: dict[str, object] = {
+    "parameters": [
+        {
+            "name": "Last-Event-ID",
+            "in": "header",
+            "required": False,
+            "description": "The id of the last event received; wins over `after`.",
+            "schema": {"type": "string", "pattern": EVENT_ID_PATTERN},
+        }
+    ]
+}
+_EVENT_ID_RE = re.compile(EVENT_ID_PATTERN)
+
+
+def _last_event_id(request: Request) -> str | None:
+    value = request.headers.get("last-event-id")
+    if value is None or _EVENT_ID_RE.fullmatch(value):
+        return value
+    message = "An event id: digits only, as sent in the stream's `id:` lines."
+    raise ApiError(
+        400,
+        "VALIDATION_ERROR",
+        "The request is invalid; see details.",
+        details=[{"field": "Last-Event-ID", "message": message}],
+    )
 
 
 class EventStreamResponse(Response):
@@ -184,15 +212,12 @@ async def _open(
     status_code=200,
     response_class=EventStreamResponse,
     responses=_STREAM_RESPONSES,
+    openapi_extra=_LAST_EVENT_ID_DOC,
 )
 async def stream_all(
-    owner: Owner,
-    services: ServicesDep,
-    after: After = None,
-    follow: Follow = True,
-    last_event_id: LastEventId = None,
+    request: Request, owner: Owner, services: ServicesDep, after: After = None, follow: Follow = True
 ) -> Response:
-    return await _open(services, owner, None, after, last_event_id, follow)
+    return await _open(services, owner, None, after, _last_event_id(request), follow)
 
 
 @router.get(
@@ -201,15 +226,17 @@ async def stream_all(
     status_code=200,
     response_class=EventStreamResponse,
     responses=_STREAM_RESPONSES,
+    openapi_extra=_LAST_EVENT_ID_DOC,
 )
 async def stream_one(
+    request: Request,
     instance_id: Annotated[str, Path(pattern=_INSTANCE_ID_PATTERN, description="An instanceId")],
     owner: Owner,
     services: ServicesDep,
     after: After = None,
     follow: Follow = True,
-    last_event_id: LastEventId = None,
 ) -> Response:
+    last_event_id = _last_event_id(request)
     try:
         await services.instances.get(owner, instance_id)
     except ApiError as exc:
