@@ -1,5 +1,6 @@
 """Two replicas on one PostgreSQL store: a stream (and `novita-gpu events --follow`) connected to replica A
-sees, within about a second, a change made through replica B, and either replica replays the same events."""
+sees, within about a second, a change made through replica B, and either replica replays the same events.
+And a replica's SIGTERM ends its streams at once, so their clients move to another replica."""
 
 from __future__ import annotations
 
@@ -83,3 +84,21 @@ def test_a_stream_on_one_replica_sees_changes_made_through_the_other(postgres_ur
     finally:
         cli.terminate()
         cli.wait(timeout=10)
+
+
+def test_sigterm_ends_open_streams_at_once_with_a_reason(sqlite_url: str, processes: Processes) -> None:
+    """uvicorn waits up to 10 s for open responses before it shuts the app down; a stream never ends by
+    itself, so SIGTERM first closes every stream (SHUTDOWN), and the server is gone well before that."""
+    service = processes.service(sqlite_url)
+    with httpx.Client(base_url=service.url, timeout=30.0) as http, http.stream("GET", "/api/events/stream") as response:
+        assert response.status_code == 200
+        started = time.monotonic()
+        threading.Thread(target=service.terminate, daemon=True).start()
+        decoder = SseDecoder()
+        closes = [m for line in response.iter_lines() if (m := decoder.feed(line)) is not None]
+        assert time.monotonic() - started < 5
+    assert [(m.event, json.loads(m.data)["code"]) for m in closes] == [("close", "SHUTDOWN")]
+    deadline = time.monotonic() + 8
+    while service.running:
+        assert time.monotonic() < deadline, "the service did not exit within 8 s of SIGTERM"
+        time.sleep(0.05)
