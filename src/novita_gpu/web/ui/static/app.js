@@ -8,6 +8,11 @@ const LIVE = new Set(['starting', 'running', 'health_checking', 'ready']);
 const CAN_STOP = new Set(['creating', 'starting', 'running', 'health_checking', 'ready', 'failed']);
 const CAN_START = new Set(['stopped', 'failed']);
 const GONE = new Set(['terminating', 'terminated']);
+const REASONS = {
+  USER: 'by request', AUTO_STOP: 'stopped when idle', NO_CAPACITY: 'no capacity in any region',
+  STARTUP_TIMEOUT: 'did not start in time', HEALTH_CHECK_TIMEOUT: 'ports never answered',
+  SPOT_RECLAIMED: 'spot instance reclaimed', UPSTREAM_ERROR: 'Novita error',
+};
 
 const state = {
   key: sessionStorage.getItem(KEY_STORAGE),
@@ -129,7 +134,7 @@ function row(view) {
   }
   const status = el('td', {},
     el('span', { className: `badge st-${view.status}`, text: view.status.replace('_', ' '), data: { status: view.status } }),
-    el('div', { className: 'muted small message', text: [view.statusMessage, view.statusReason].filter(Boolean).join(' · ') }));
+    el('div', { className: 'muted small message', text: [view.statusMessage, REASONS[view.statusReason] || view.statusReason].filter(Boolean).join(' · ') }));
   const actions = el('td', { className: 'actions' });
   if (CAN_START.has(view.status)) actions.append(actionButton('Start', 'small', () => act(view, 'start')));
   if (CAN_STOP.has(view.status)) actions.append(actionButton('Stop', 'small', () => act(view, 'stop')));
