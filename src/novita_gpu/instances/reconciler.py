@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +52,7 @@ from novita_gpu.novita import (
 )
 from novita_gpu.novita import Instance as UpstreamInstance
 from novita_gpu.novita.client import MAX_CONNECTIONS
+from novita_gpu.retry_timing import full_jitter
 from novita_gpu.settings import Settings
 from novita_gpu.workers import PeriodicWorker
 
@@ -134,11 +134,6 @@ class TickResult:
     claimed: int = 0
     changed: int = 0
     busy: bool = False
-
-
-def backoff(attempt: int, *, base: float = 1.0, cap: float = 60.0) -> float:
-    """Exponential backoff with full jitter."""
-    return random.uniform(0, min(cap, base * 2 ** max(0, attempt)))
 
 
 def connection_details(upstream: UpstreamInstance) -> dict[str, Any]:
@@ -709,7 +704,7 @@ class Reconciler(PeriodicWorker):
             if create_made is False:
                 r.create_attempted_at = None
             r.action_attempts += 1
-            wait = after if after is not None else backoff(r.action_attempts, base=2.0)
+            wait = after if after is not None else full_jitter(r.action_attempts, base=2.0, cap=60.0)
             r.next_action_at = self.clock.now() + timedelta(seconds=wait)
             r.status_message = message
 

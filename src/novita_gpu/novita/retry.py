@@ -1,4 +1,4 @@
-"""Retry timing: exponential backoff with full jitter, Retry-After parsing, and a time budget.
+"""Retry timing of Novita calls: backoff (see retry_timing.py for the rules) and a time budget.
 
 The budget counts the time spent in attempts plus the waits asked of `sleep`, so it behaves the same
 with a real sleep and with the no-op sleep tests inject.
@@ -6,31 +6,12 @@ with a real sleep and with the no-op sleep tests inject.
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 
+from novita_gpu.retry_timing import full_jitter, parse_retry_after
 
-def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date); None when absent or invalid."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        return max(0.0, (when - now).total_seconds())
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
+__all__ = ["Backoff", "RetryBudget", "parse_retry_after"]
 
 
 @dataclass
@@ -42,7 +23,7 @@ class Backoff:
     rng: random.Random = field(default_factory=random.Random)
 
     def wait(self, attempt: int) -> float:
-        return self.rng.uniform(0.0, min(self.cap, self.base * 2 ** (attempt - 1)))
+        return full_jitter(attempt, base=self.base, cap=self.cap, rng=self.rng)
 
 
 @dataclass

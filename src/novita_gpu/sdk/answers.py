@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import httpx
 
+from novita_gpu.retry_timing import parse_retry_after
 from novita_gpu.sdk.calls import Call, Json
 from novita_gpu.sdk.errors import ApiError, ServiceConnectionError
 
@@ -55,11 +58,8 @@ def api_error(response: httpx.Response) -> ApiError:
 
 
 def retry_after_seconds(response: httpx.Response) -> float | None:
-    """`Retry-After` in seconds when given as a number (the service always sends seconds)."""
-    try:
-        return max(0.0, float(response.headers["retry-after"]))
-    except (KeyError, ValueError):
-        return None
+    """`Retry-After` in seconds (the service sends seconds; the rules are retry_timing.py's)."""
+    return parse_retry_after(response.headers.get("retry-after"), datetime.now(UTC))
 
 
 def connection_error(base_url: str, exc: httpx.TransportError) -> ServiceConnectionError:

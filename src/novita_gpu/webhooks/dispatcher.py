@@ -20,7 +20,6 @@ or asked for a pause.
 from __future__ import annotations
 
 import asyncio
-import random
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -39,6 +38,7 @@ from novita_gpu.clock import Clock
 from novita_gpu.db import Database, UTCDateTime
 from novita_gpu.instances.models import Instance
 from novita_gpu.observability.metrics import Metrics
+from novita_gpu.retry_timing import full_jitter
 from novita_gpu.settings import Settings
 from novita_gpu.webhooks.models import WebhookAttempt, WebhookDelivery
 from novita_gpu.webhooks.sender import SendResult, WebhookSender
@@ -69,7 +69,7 @@ _BACKLOG = select(func.count(), func.min(WebhookDelivery.created_at)).where(Webh
 def retry_delay(failed_attempts: int, retry_after: float | None = None) -> float:
     """Seconds before the next attempt: exponential backoff with full jitter (up to 1, 2, 4 s ...,
     capped at 10 min), and never sooner than the receiver's Retry-After (capped the same way)."""
-    delay = random.uniform(0, min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, failed_attempts - 1)))
+    delay = full_jitter(failed_attempts, base=BACKOFF_BASE_SECONDS, cap=BACKOFF_CAP_SECONDS)
     if retry_after is not None:
         delay = max(delay, retry_after)
     return min(delay, BACKOFF_CAP_SECONDS)

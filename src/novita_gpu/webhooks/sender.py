@@ -8,18 +8,17 @@ or body, which may carry secrets.
 
 from __future__ import annotations
 
-import math
 import ssl
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 
 import aiohttp
 import certifi
 from yarl import URL
 
 from novita_gpu import __version__
+from novita_gpu.retry_timing import parse_retry_after
 from novita_gpu.webhooks.guard import (
     GuardedResolver,
     Resolver,
@@ -162,18 +161,3 @@ def _client_error(exc: aiohttp.ClientError) -> str:
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError | aiohttp.ClientResponseError):
         return "the receiver broke the HTTP protocol or closed the connection"
     return f"network error ({type(exc).__name__})"
-
-
-def parse_retry_after(value: str, now: datetime) -> float | None:
-    """Seconds to wait from a Retry-After header (delay-seconds or HTTP-date); None if unreadable."""
-    text = value.strip()
-    if text.isascii() and text.isdigit():
-        return float(text)
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    seconds = (when - now).total_seconds()
-    return max(0.0, seconds) if math.isfinite(seconds) else None

@@ -1,4 +1,4 @@
-"""Retry-After parsing, jittered backoff bounds and the retry budget."""
+"""Jittered backoff bounds and the retry budget of Novita calls (Retry-After: tests/unit/test_retry_timing.py)."""
 
 from __future__ import annotations
 
@@ -7,29 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from novita_gpu.novita.retry import Backoff, RetryBudget, parse_retry_after
+from novita_gpu.novita.retry import Backoff, RetryBudget
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
-
-
-@pytest.mark.parametrize(
-    ("header", "expected"),
-    [
-        ("5", 5.0),
-        (" 2.5 ", 2.5),
-        ("0", 0.0),
-        ("-3", 0.0),
-        ("Thu, 01 Jan 2026 12:00:30 GMT", 30.0),
-        ("Thu, 01 Jan 2026 11:59:00 GMT", 0.0),
-        ("soon", None),
-        ("", None),
-        (None, None),
-        ("inf", None),
-        ("nan", None),
-    ],
-)
-def test_parse_retry_after(header: str | None, expected: float | None) -> None:
-    assert parse_retry_after(header, NOW) == expected
 
 
 def test_backoff_is_full_jitter_under_an_exponential_cap() -> None:
