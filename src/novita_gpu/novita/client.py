@@ -29,6 +29,7 @@ from novita_gpu.novita.models import (
     Cluster,
     CreateInstanceRequest,
     Instance,
+    InstanceMetrics,
     InstancePage,
     NetworkStorage,
     NetworkStoragePage,
@@ -69,6 +70,7 @@ ENDPOINTS: tuple[str, ...] = (
     "instances.stop",
     "instances.restart",
     "instances.delete",
+    "metrics.gpu",
 )
 _RETRYABLE: frozenset[Outcome] = frozenset({"rate_limited", "server_error", "network_error", "timeout"})
 # Transport failures that happen before any byte of the request left (no connection could be made, or
@@ -106,6 +108,17 @@ def _api_root(base_url: str) -> str:
     return f"{root}/v1"
 
 
+GPU_INSTANCE_ROOT = "/gpu-instance/openapi/v1"
+
+
+def metrics_root(api_root: str) -> str:
+    """Where the monitoring API lives: Novita serves it under `/openapi/v1`, beside (not under) the GPU
+    instance API's `/gpu-instance/openapi/v1`. A base URL without that suffix (a proxy) is used as is."""
+    if api_root.endswith(GPU_INSTANCE_ROOT):
+        return api_root.removesuffix(GPU_INSTANCE_ROOT) + "/openapi/v1"
+    return api_root
+
+
 def _drop_none(params: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in params.items() if value is not None}
 
@@ -129,6 +142,7 @@ class NovitaClient:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self.base_url = _api_root(base_url)
+        self.metrics_url = metrics_root(self.base_url)
         self._key = SecretStr(api_key)
         self._retry_deadline = retry_deadline
         self._max_attempts = max_attempts
@@ -137,6 +151,9 @@ class NovitaClient:
         self._backoff = Backoff()
         self._proxy = _env_proxy(self.base_url)
         self._instances = _InstanceMemo()
+        # When Novita last asked us to slow down (429), until when (monotonic): optional callers (the GPU
+        # utilization poller) wait it out instead of adding calls while the reconciler's are being refused.
+        self._rate_limited_until = 0.0
         # aiohttp rather than httpx: ~0.1 ms of CPU per call against ~1-3 ms (httpcore scans its pool and
         # queue on every request and answer), which a burst of creates or a listing per tick feels.
         # Separate connect and read timeouts tell "never sent" from "sent, no answer" (see _NOT_SENT).
@@ -449,6 +466,39 @@ class NovitaClient:
             f"instances.{action}", "POST", f"/gpu/instance/{action}", json_body={"instanceId": instance_id}
         )
 
+    # ---- monitoring ----------------------------------------------------------------------------
+
+    async def get_instance_metrics(
+        self,
+        instance_id: str,
+        *,
+        start: float | None = None,
+        end: float | None = None,
+        interval: int | None = None,
+    ) -> InstanceMetrics:
+        """An instance's utilization series (percentages) between `start` and `end` (unix seconds; Novita's
+        default is the last 60 s) at `interval` seconds (Novita: more than 15, default 15). Novita's data
+        lags by about a minute, and it answers out-of-range parameters with its defaults rather than an
+        error, so callers check which timestamps came back. Missing or odd fields read as no samples."""
+        params = _drop_none(
+            {
+                "instanceId": instance_id,
+                "startTime": None if start is None else int(start),
+                "endTime": None if end is None else int(end),
+                "interval": interval,
+            }
+        )
+        body = await self._call("metrics.gpu", "GET", "/metrics/gpu/instance", params=params, root=self.metrics_url)
+        if isinstance(body, dict) and isinstance(body.get("data"), dict):
+            body = body["data"]  # a `{"data": {...}}` wrapper, as some Novita answers have
+        if body is None:
+            return InstanceMetrics()
+        return self._parse(InstanceMetrics, body)
+
+    def rate_limit_wait(self) -> float:
+        """Seconds until Novita's last 429 (its Retry-After, or our backoff) has passed; 0 when none."""
+        return max(0.0, self._rate_limited_until - time.monotonic())
+
     # ---- transport -----------------------------------------------------------------------------
 
     async def _call(
@@ -460,16 +510,17 @@ class NovitaClient:
         params: Mapping[str, Any] | None = None,
         json_body: Mapping[str, Any] | None = None,
         ambiguous: Callable[[NovitaError], NovitaError] | None = None,
+        root: str | None = None,
     ) -> Any:
         """Send with retries; returns the decoded JSON body (None when empty or not JSON).
 
         `ambiguous` marks a non-idempotent call: failures after the request may have been received are
-        not retried and are converted by it.
+        not retried and are converted by it. `root` replaces the API root (the monitoring API's own).
         """
         budget = RetryBudget(max_attempts=self._max_attempts, deadline=self._retry_deadline)
         while True:
             started = time.monotonic()
-            result = await self._attempt(method, path, params, json_body)
+            result = await self._attempt(method, (root or self.base_url) + path, params, json_body)
             elapsed = time.monotonic() - started
             budget.record_attempt(elapsed)
             if isinstance(result, _Success):
@@ -482,6 +533,8 @@ class NovitaClient:
             if outcome not in _RETRYABLE:
                 raise result.error from None
             desired = result.retry_after if result.retry_after is not None else self._backoff.wait(budget.attempts)
+            if outcome == "rate_limited":
+                self._rate_limited_until = max(self._rate_limited_until, time.monotonic() + desired)
             wait = budget.next_wait(desired)
             if wait is None:
                 raise result.error from None
@@ -497,11 +550,11 @@ class NovitaClient:
             await self._sleep(wait)
 
     async def _attempt(
-        self, method: str, path: str, params: Mapping[str, Any] | None, json_body: Mapping[str, Any] | None
+        self, method: str, url: str, params: Mapping[str, Any] | None, json_body: Mapping[str, Any] | None
     ) -> _Success | _Failure:
         try:
             async with self._http.request(
-                method, self.base_url + path, params=params, json=json_body, allow_redirects=False, proxy=self._proxy
+                method, url, params=params, json=json_body, allow_redirects=False, proxy=self._proxy
             ) as response:
                 content = await response.read()
                 return self._interpret(response.status, response.headers, content)

@@ -8,6 +8,7 @@ inline image credentials) are excluded from reprs.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -326,3 +327,95 @@ class CreateInstanceRequest(NovitaModel):
 
     def to_payload(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True)
+
+
+# ---- monitoring ---------------------------------------------------------------------------------
+
+
+def _metric_time(value: Any) -> float | None:
+    """Unix seconds from a number or a string of one; milliseconds (anything past year 5000) are scaled."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        seconds = float(str(value).strip())
+    except ValueError:
+        return None
+    if not math.isfinite(seconds) or seconds <= 0:
+        return None
+    return seconds / 1000 if seconds > 1e11 else seconds
+
+
+def _metric_value(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+class MetricPoint(NovitaModel):
+    """One sample: unix seconds and a percentage (0-100)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    timestamp: float
+    value: float
+
+
+def _points(value: Any) -> list[MetricPoint]:
+    """A series as Novita sends it, keeping only readable samples, oldest first, one per timestamp.
+
+    Tolerant on purpose: a sample with a missing, null, NaN or non-numeric value is dropped, not the
+    whole answer (one bad sample must not blind auto-stop to the others), and `{}`/`""`/null is empty."""
+    items = _listish(value)
+    if not isinstance(items, list):
+        return []
+    by_time: dict[float, MetricPoint] = {}
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        at, number = _metric_time(item.get("timestamp")), _metric_value(item.get("value"))
+        if at is not None and number is not None:
+            by_time[at] = MetricPoint(timestamp=at, value=number)
+    return [by_time[at] for at in sorted(by_time)]
+
+
+Series = Annotated[list[MetricPoint], BeforeValidator(_points)]
+
+
+class GpuSeries(NovitaModel):
+    """One GPU's samples (`gpuIds` item)."""
+
+    gpu_id: Annotated[str, BeforeValidator(lambda v: "" if v is None else str(v))] = ""
+    items: Series = Field(default_factory=list)
+
+
+def _gpu_ids(value: Any) -> list[Any]:
+    items = _listish(value)
+    return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+
+
+class GpuMetric(NovitaModel):
+    """`gpuUtilization` / `gpuMemUtilization`: the average over the instance's GPUs and each GPU."""
+
+    avg: Series = Field(default_factory=list)
+    gpu_ids: Annotated[list[GpuSeries], BeforeValidator(_gpu_ids)] = Field(default_factory=list)
+
+
+def _gpu_metric(value: Any) -> Any:
+    """An object as documented; a bare list is read as the average; anything else as no data."""
+    if isinstance(value, list):
+        return {"avg": value}
+    return value if isinstance(value, dict) else {}
+
+
+class InstanceMetrics(NovitaModel):
+    """`GET /openapi/v1/metrics/gpu/instance`: an instance's monitoring series (percentages)."""
+
+    cpu_utilization: Series = Field(default_factory=list)
+    mem_utilization: Series = Field(default_factory=list)
+    root_disk_utilization: Series = Field(default_factory=list)
+    gpu_utilization: Annotated[GpuMetric, BeforeValidator(_gpu_metric)] = Field(default_factory=GpuMetric)
+    gpu_mem_utilization: Annotated[GpuMetric, BeforeValidator(_gpu_metric)] = Field(default_factory=GpuMetric)
