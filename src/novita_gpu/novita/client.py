@@ -643,13 +643,25 @@ def _decode(content: bytes) -> Any:
     if not content.strip():
         return None
     try:
-        return orjson.loads(content)
+        body = orjson.loads(content)
     except orjson.JSONDecodeError:
-        pass
-    try:  # what orjson refuses but Python's json reads (NaN, Infinity)
-        return json.loads(content)
-    except ValueError:
-        return None
+        try:  # what orjson refuses but Python's json reads (NaN, Infinity, lone surrogates)
+            return _storable(json.loads(content))
+        except ValueError:
+            return None
+    return _storable(body) if b"\\u0000" in content else body
+
+
+def _storable(value: Any) -> Any:
+    """`value` with the text our store cannot hold (lone surrogates, NUL) replaced by U+FFFD, so an odd
+    answer from Novita can never make a write fail."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace").replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable(item) for item in value]
+    return value
 
 
 def _env_proxy(base_url: str) -> str | None:

@@ -26,7 +26,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-import orjson
 import structlog
 from sqlalchemy import CursorResult, Select, and_, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -40,6 +39,7 @@ from novita_gpu.instances.models import Instance
 from novita_gpu.observability.metrics import Metrics
 from novita_gpu.retry_timing import full_jitter
 from novita_gpu.settings import Settings
+from novita_gpu.web.responses import dump_json
 from novita_gpu.webhooks.models import WebhookAttempt, WebhookDelivery
 from novita_gpu.webhooks.sender import SendResult, WebhookSender
 from novita_gpu.webhooks.signing import signature_headers
@@ -286,7 +286,7 @@ class WebhookDispatcher(PeriodicWorker):
             log.exception("webhook_delivery_error", delivery_id=delivery.id, instance_id=delivery.instance_id)
 
     async def _send(self, delivery: WebhookDelivery, now: datetime) -> SendResult:
-        body = orjson.dumps(delivery.payload)
+        body = dump_json(delivery.payload)  # a payload stored with odd text still goes out
         secrets = [secret.get_secret_value() for secret in self.settings.webhook_secret]
         headers = {
             "Content-Type": "application/json",

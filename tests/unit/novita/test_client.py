@@ -613,3 +613,15 @@ async def test_get_instance_reads_node_in_either_shape(novita: FakeNovita, clien
     novita.route("GET", "/gpu/instance", Reply(json={"id": "abc", "status": "running", "node": node}), instanceId="abc")
     instance = await client.get_instance("abc")
     assert instance.node is not None and instance.node.max_rootfs_size == 500
+
+
+def test_text_the_store_cannot_hold_is_replaced_in_novitas_answers() -> None:
+    """A lone surrogate or a NUL from Novita (valid JSON) must never make a later write fail."""
+    from novita_gpu.novita.client import _decode
+
+    assert _decode(b'{"a": "\\udc00x", "b": ["x\\u0000y"], "\\ud800": 1, "ok": "\\ud83d\\ude00"}') == {
+        "a": "\ufffdx",
+        "b": ["x\ufffdy"],
+        "\ufffd": 1,
+        "ok": "\U0001f600",
+    }
