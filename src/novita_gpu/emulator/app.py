@@ -9,7 +9,7 @@ from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from novita_gpu.clock import Clock
-from novita_gpu.emulator import account_routes, api_routes, control_routes, port_routes
+from novita_gpu.emulator import account_routes, api_routes, control_routes, metrics_routes, port_routes
 from novita_gpu.emulator.config import EmulatorConfig
 from novita_gpu.emulator.errors import NovitaError, envelope
 from novita_gpu.emulator.gateway import gate
@@ -37,6 +37,7 @@ def create_emulator_app(
     app.state.world = World(config, clock, state)
     app.include_router(api_routes.router)
     app.include_router(account_routes.router)
+    app.include_router(metrics_routes.router)
     app.include_router(control_routes.router)
     app.include_router(port_routes.router)
     _install_error_handlers(app)

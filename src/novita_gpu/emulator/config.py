@@ -35,6 +35,8 @@ class Timings(BaseModel):
     spot_reclaiming: float = Field(default=2.0, ge=0)
     prewarm_pending: float = Field(default=2.0, ge=0)
     prewarm_running: float = Field(default=30.0, ge=0)
+    # How far behind the clock the metrics endpoint's latest sample is (Novita documents about a minute).
+    metrics_delay: float = Field(default=60.0, ge=0)
 
 
 class EmulatorConfig(BaseModel):

@@ -66,6 +66,19 @@ async def reclaim(request: Request, instance_id: str) -> dict[str, Any]:
     return {"instanceId": instance.id, "spotStatus": instance.phase_at(world.now()).spot_status}
 
 
+@router.put("/instances/{instance_id}/utilization")
+async def put_utilization(request: Request, instance_id: str) -> dict[str, Any]:
+    """Set the instance's GPU utilization from now on: `{"level": 0-100 | null}` or `{"schedule":
+    [{"afterSeconds", "level"}, ...]}` (null: no samples). The metrics endpoint reports it while the
+    instance runs, a minute late."""
+    return world_of(request).set_utilization(instance_id, parse_json_object(await request.body()))
+
+
+@router.get("/instances/{instance_id}/utilization")
+async def get_utilization(request: Request, instance_id: str) -> dict[str, Any]:
+    return world_of(request).utilization(instance_id)
+
+
 @router.get("/instances")
 async def instances(request: Request) -> dict[str, Any]:
     world = world_of(request)

@@ -20,6 +20,9 @@ from novita_gpu.emulator.faults import PathFailure
 from novita_gpu.emulator.world import World
 
 API_PREFIX = "/gpu-instance/openapi/v1"
+# Novita's monitoring API sits beside the GPU instance API; its paths (`/metrics/...`) are named below
+# this prefix in stats and faults, and no GPU instance path has that name.
+METRICS_PREFIX = "/openapi/v1"
 HANG_SECONDS = 3600.0
 
 
@@ -29,8 +32,9 @@ def api_path(scope: Scope) -> str | None:
     root: str = scope.get("root_path", "")
     if root and path.startswith(root):
         path = path[len(root) :]
-    if path == API_PREFIX or path.startswith(API_PREFIX + "/"):
-        return path[len(API_PREFIX) :] or "/"
+    for prefix in (API_PREFIX, METRICS_PREFIX):
+        if path == prefix or path.startswith(prefix + "/"):
+            return path[len(prefix) :] or "/"
     return None
 
 

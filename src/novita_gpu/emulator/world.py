@@ -20,6 +20,13 @@ from novita_gpu.emulator.errors import NovitaError, invalid_param, invalid_state
 from novita_gpu.emulator.faults import FaultInjector
 from novita_gpu.emulator.instance import Instance, Phase, PortMapping
 from novita_gpu.emulator.state_file import StateFile
+from novita_gpu.emulator.utilization import (
+    UTILIZATION,
+    MetricsQuery,
+    Utilization,
+    metrics_answer,
+    parse_utilization,
+)
 
 MONTH_SECONDS = 30 * 24 * 3600
 
@@ -75,6 +82,7 @@ class World:
             self._instances.update((i.id, i) for i in state.instances())
             self.catalog.capacity.update(state.capacities())
             self.account.attach(state)
+            self._utilization.update((b["id"], Utilization.from_state(b)) for b in state.objects(UTILIZATION))
 
     def reset(self) -> None:
         """A fresh world from the same seed: catalog, capacities, instances, faults and stats."""
@@ -93,6 +101,7 @@ class World:
         self.catalog: Catalog = build_catalog(self._rng)
         self.faults = FaultInjector(self.config.faults, self.config.seed + 1)
         self._instances: dict[str, Instance] = {}
+        self._utilization: dict[str, Utilization] = {}  # instance id -> its GPU utilization schedule
         self._stats: Counter[str] = Counter()
         self.account = Account(self.catalog, self._rng, self._lock, self.now, self.config, self._in_use)
 
@@ -202,6 +211,34 @@ class World:
         if instance is None or not instance.visible_at(now):
             raise NovitaError(self.config.not_found_status, "RESOURCE_NOT_FOUND", "instance not found")
         return instance
+
+    # --- monitoring ------------------------------------------------------------------------------
+
+    def set_utilization(self, instance_id: str, body: dict[str, object]) -> dict[str, object]:
+        """Set an instance's GPU utilization from now on (a level or a schedule; see utilization.py)."""
+        with self._lock:
+            now = self.now()
+            if instance_id not in self._instances:
+                raise NovitaError(404, "RESOURCE_NOT_FOUND", "instance not found")
+            schedule = self._utilization.setdefault(instance_id, Utilization())
+            schedule.replace_from(now, parse_utilization(body, now))
+            if self._state is not None:
+                self._state.save_object(UTILIZATION, instance_id, schedule.state(instance_id))
+            return schedule.json(instance_id, now)
+
+    def utilization(self, instance_id: str) -> dict[str, object]:
+        with self._lock:
+            if instance_id not in self._instances:
+                raise NovitaError(404, "RESOURCE_NOT_FOUND", "instance not found")
+            return self._utilization.get(instance_id, Utilization()).json(instance_id, self.now())
+
+    def metrics(self, instance_id: str, query: MetricsQuery) -> dict[str, object]:
+        """Novita's monitoring answer for a visible instance (samples only while it ran, a minute late)."""
+        with self._lock:
+            now = self.now()
+            instance = self._visible(instance_id, now)
+            delay = self.config.timings.metrics_delay / self.config.speed
+            return metrics_answer(instance, self._utilization.get(instance_id), query, now, delay)
 
     # --- actions ---------------------------------------------------------------------------------
 
