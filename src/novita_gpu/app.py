@@ -37,6 +37,7 @@ from novita_gpu.web.docs_page import install_docs_page
 from novita_gpu.web.errors import ERROR_RESPONSES, install_error_handlers
 from novita_gpu.web.host_guard import HostGuard, answered_hosts
 from novita_gpu.web.middleware import RequestContextMiddleware
+from novita_gpu.web.query_params import refuse_unknown_query
 from novita_gpu.web.responses import JSONResponse
 from novita_gpu.web.ui import install_ui
 
@@ -102,6 +103,7 @@ def create_app(
         responses=ERROR_RESPONSES,
         docs_url=None,  # /docs is web/docs_page.py's: Swagger UI from the package, not from a CDN
         redoc_url=None,  # ReDoc too loads from a CDN (and Google Fonts): blank offline, so not served
+        dependencies=[Depends(refuse_unknown_query)],  # `?stauts=ready` is a 400 naming it, on every route
     )
     app.state.api_keys = ApiKeys([k.get_secret_value() for k in settings.api_keys])
     app.state.metrics = metrics
