@@ -52,6 +52,10 @@ InstanceId = Annotated[
     str, Path(pattern=INSTANCE_ID_PATTERN, description="An instanceId, e.g. inst_0123456789abcdef0123")
 ]
 IDEMPOTENCY_KEY_PATTERN = r"^[\x20-\x7e]{1,255}$"
+# ?label=KEY=VALUE: a label key (1-63 characters, here without "=") and its value (0-255), no NUL.
+LABEL_FILTER_PATTERN = r"^[^=\x00]{1,63}=[^\x00]{0,255}$"
+_LABEL_FILTER_RE = re.compile(LABEL_FILTER_PATTERN)
+MAX_LABEL_FILTERS = 20
 # Start, stop and delete answer 202 when accepted and 200 when the instance is already so, alike.
 _ALREADY: dict[int | str, dict[str, Any]] = {200: {"model": ActionAnswer, "description": "Already in that state"}}
 
@@ -153,9 +157,29 @@ async def list_instances(
             json_schema_extra={"pattern": CURSOR_PATTERN},
         ),
     ] = None,
+    label: Annotated[
+        list[str] | None,
+        Query(
+            description="KEY=VALUE: only instances with this label; repeat for several (all must match).",
+            max_length=MAX_LABEL_FILTERS,
+            # Stated, and checked below with a message of its own.
+            json_schema_extra={"items": {"type": "string", "pattern": LABEL_FILTER_PATTERN}},
+        ),
+    ] = None,
 ) -> Response:
     if cursor is not None:
         decode_cursor(cursor)  # refuse before the read cache keys a page by it
+    labels: list[tuple[str, str]] = []
+    for item in label or []:
+        if not _LABEL_FILTER_RE.fullmatch(item):
+            raise ApiError(
+                400,
+                "VALIDATION_ERROR",
+                "label must be KEY=VALUE: a label key (1-63 characters, no '=') and its value (at most 255).",
+                details=[{"field": "label", "message": "not KEY=VALUE"}],
+            )
+        key, _, value = item.partition("=")
+        labels.append((key, value))
     if status is not None and not _STATUS_FILTER_RE.fullmatch(status):
         raise ApiError(
             400,
@@ -164,7 +188,9 @@ async def list_instances(
             details=[{"field": "status", "message": "unknown status"}],
         )
     statuses = sorted({s.strip() for s in status.split(",")}) if status and status.strip() else []
-    page = await services.instances.list_page(owner, statuses=statuses, name=name, limit=limit, cursor=cursor)
+    page = await services.instances.list_page(
+        owner, statuses=statuses, name=name, limit=limit, cursor=cursor, labels=tuple(sorted(set(labels)))
+    )
     return Response(page.body, media_type=JSONResponse.media_type)
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, String, bindparam, func, insert, inspect, select
+from sqlalchemy import ColumnElement, Select, String, bindparam, exists, func, insert, inspect, literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -75,16 +75,30 @@ _INSERT_INSTANCE = insert(table_of(Instance))
 _ROWS_BY_ID = select(Instance).where(Instance.id.in_(bindparam("ids", expanding=True)))
 
 
-@functools.lru_cache(maxsize=8)
-def _page_queries(by_status: bool, by_name: bool, after_cursor: bool) -> tuple[Select[Any], Select[Any]]:
+def _has_label(index: int, sqlite: bool) -> ColumnElement[bool]:
+    """The row's labels hold key `label_key_<index>` with value `label_value_<index>`. SQLite: a lookup in
+    json_each, since a JSON path cannot quote every key (`"` ends one); PostgreSQL: `labels ->> key`."""
+    key, value = bindparam(f"label_key_{index}", type_=String()), bindparam(f"label_value_{index}", type_=String())
+    if not sqlite:
+        by_key: ColumnElement[bool] = Instance.labels[key].as_string() == value
+        return by_key
+    pairs = func.json_each(Instance.labels).table_valued("key", "value", name=f"label_{index}")
+    return exists(select(literal(1)).select_from(pairs).where(pairs.c.key == key, pairs.c.value == value))
+
+
+@functools.lru_cache(maxsize=32)
+def _page_queries(
+    by_status: bool, by_name: bool, after_cursor: bool, labels: int = 0, sqlite: bool = True
+) -> tuple[Select[Any], Select[Any]]:
     """A list page's id query and count query for one shape of filters, built once with bind parameters
-    (owner, statuses, name, created + row_id, limit): composing them on every request cost about as much as
-    running them."""
+    (owner, statuses, name, label keys and values, created + row_id, limit): composing them on every request
+    cost about as much as running them."""
     filters = [Instance.owner == bindparam("owner")]
     if by_status:
         filters.append(Instance.status.in_(bindparam("statuses", expanding=True)))
     if by_name:
         filters.append(Instance.name == bindparam("name"))
+    filters.extend(_has_label(index, sqlite) for index in range(labels))
     ids = select(Instance.id, Instance.created_at).where(*filters)
     if after_cursor:
         created, row_id = bindparam("created", type_=UTCDateTime()), bindparam("row_id", type_=String())
@@ -315,22 +329,39 @@ class InstanceService:
             await self.changes.wait(min(remaining, 0.5))
 
     async def list_page(
-        self, owner: str, *, statuses: list[str], name: str | None, limit: int, cursor: str | None
+        self,
+        owner: str,
+        *,
+        statuses: list[str],
+        name: str | None,
+        limit: int,
+        cursor: str | None,
+        labels: tuple[tuple[str, str], ...] = (),
     ) -> ListPage:
-        key = ("list", owner, tuple(statuses), name, limit, cursor)
+        """`labels`: (key, value) pairs an instance must all carry."""
+        key = ("list", owner, tuple(statuses), name, limit, cursor, labels)
         cached = self.reads.list(key)
         if cached is None:
-            cached = await self._list(owner, statuses=statuses, name=name, limit=limit, cursor=cursor)
+            cached = await self._list(owner, statuses=statuses, name=name, limit=limit, cursor=cursor, labels=labels)
             self.reads.put_list(key, cached)
         return cached
 
     async def _list(
-        self, owner: str, *, statuses: list[str], name: str | None, limit: int, cursor: str | None
+        self,
+        owner: str,
+        *,
+        statuses: list[str],
+        name: str | None,
+        limit: int,
+        cursor: str | None,
+        labels: tuple[tuple[str, str], ...] = (),
     ) -> ListPage:
         """One page, newest first. The page's ids come from the index; their views from the read cache,
         so a page is rebuilt cheaply after a change and only changed rows are loaded again."""
-        ids_query, count_query = _page_queries(bool(statuses), bool(name), bool(cursor))
+        ids_query, count_query = _page_queries(bool(statuses), bool(name), bool(cursor), len(labels), self.db.is_sqlite)
         params: dict[str, Any] = {"owner": owner, "statuses": statuses, "name": name, "limit": limit + 1}
+        for index, (label_key, label_value) in enumerate(labels):
+            params[f"label_key_{index}"], params[f"label_value_{index}"] = label_key, label_value
         if cursor:
             params["created"], params["row_id"] = decode_cursor(cursor)
         keys = [tuple(key) for key in await self.db.fetch(ids_query, params)]
