@@ -116,6 +116,14 @@ def _invalid_json(reason: str) -> ApiError:
     )
 
 
+def _not_declared_json(content_type: str | None) -> ApiError:
+    """A body without a JSON content type is not read (FastAPI's strict_content_type: a cross-site form
+    post cannot act), and saying so beats "Input should be a valid dictionary", which was all it got."""
+    given = f"this request's is {content_type!r}" if content_type else "this request has none"
+    message = f"A request body must be JSON sent with Content-Type: application/json; {given}."
+    return ApiError(400, "VALIDATION_ERROR", message, details=[{"field": "Content-Type", "message": message}])
+
+
 def _is_json(content_type: str | None) -> bool:
     """Whether FastAPI will read the body as JSON: its own rule, application/json or application/*+json
     (and no content type at all is not JSON: FastAPI's strict_content_type, the default)."""
@@ -136,10 +144,13 @@ class StrictJSONRoute(APIRoute):
             return handler
 
         async def strict_handler(request: Request) -> Response:
-            if _is_json(request.headers.get("content-type")):
-                body = await request.body()
+            content_type = request.headers.get("content-type")
+            body = await request.body()
+            if _is_json(content_type):
                 if body:
                     request._json = parse_body(body)  # what FastAPI's `await request.json()` returns
+            elif body:
+                raise _not_declared_json(content_type)
             return await handler(request)
 
         return strict_handler
