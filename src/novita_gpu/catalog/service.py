@@ -7,6 +7,7 @@ order and falls back on INSUFFICIENT_RESOURCE.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -52,6 +53,29 @@ def _json_cache(
     return cache
 
 
+# An account sees every community template: the error names a few, GET /api/templates has them all.
+TEMPLATES_NAMED = 20
+_CHANNEL_ORDER = {"private": 0, "official": 1}  # the caller's own first, then Novita's, then community
+
+
+def unknown_template_message(ref: str, templates: list[Template]) -> str:
+    """What a person needs to fix a wrong template: the closest names, then the known ones (as an unknown
+    product lists the known products), at most TEMPLATES_NAMED of them."""
+    names = sorted({t.name for t in templates if t.name})
+    close = difflib.get_close_matches(ref, names, n=3, cutoff=0.6)
+    channel = {t.name: _CHANNEL_ORDER.get(t.channel, 2) for t in templates}
+    ranked = close + sorted((n for n in names if n not in close), key=lambda n: (channel.get(n, 2), n))
+    shown = ranked[:TEMPLATES_NAMED]
+    message = f"No template with id or name {ref!r}."
+    if close:
+        message += f" Did you mean {' or '.join(repr(n) for n in close)}?"
+    if not names:
+        return message + " The account has no templates."
+    more = len(names) - len(shown)
+    listed = ", ".join(shown) + (f" and {more} more (GET /api/templates)" if more else "")
+    return f"{message} Known templates: {listed}."
+
+
 class Catalog:
     def __init__(
         self, client: NovitaClient, caches: CacheRegistry, ttl: float, on_lookup: LookupHook | None = None
@@ -92,7 +116,7 @@ class Catalog:
                 return await self._client.get_template(ref)
             except NotFound:
                 pass
-        raise CatalogError("UNKNOWN_TEMPLATE", f"No template with id or name {ref!r}.")
+        raise CatalogError("UNKNOWN_TEMPLATE", unknown_template_message(ref, templates))
 
     async def resolve_region(self, region: str) -> Cluster:
         wanted = region.strip().lower()
