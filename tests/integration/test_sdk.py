@@ -253,3 +253,55 @@ async def test_webhook_verification_is_reexported() -> None:
     headers = signature_headers(["whsec_c2VjcmV0LWtleS1mb3ItdGVzdHM="], "msg_1", 1_700_000_000, body)
     assert verify_webhook("whsec_c2VjcmV0LWtleS1mb3ItdGVzdHM=", headers, body, now=1_700_000_010)
     assert not verify_webhook("whsec_c2VjcmV0LWtleS1mb3ItdGVzdHM=", headers, body + b" ", now=1_700_000_010)
+
+
+async def test_str_of_an_api_error_says_which_field_and_why(client: Client) -> None:
+    with pytest.raises(ApiError) as invalid:
+        await asyncio.to_thread(client.create, "not valid!", PRODUCT, TEMPLATE)
+    text = str(invalid.value)
+    assert text.startswith("VALIDATION_ERROR: name: String should match pattern ")
+    assert text.endswith(f"(HTTP 400, request {invalid.value.request_id})")
+    assert invalid.value.message == "The request is invalid; see details."  # the server's, unchanged
+    with pytest.raises(ApiError) as unknown:
+        await asyncio.to_thread(client.create, "sdk-tpl", PRODUCT, "no-such-template")
+    assert str(unknown.value).startswith("UNKNOWN_TEMPLATE: templateId: No template with id or name 'no-such")
+
+
+async def test_labels_filter_and_every_create_option_reach_the_service(live: LiveService, client: Client) -> None:
+    novita = live.harness.services.client
+    auth = await novita.create_registry_auth("sdk-registry", "bot", "secret")
+    storage_id = await novita.create_network_storage("5", "sdk-data", 50)
+    created = await asyncio.to_thread(
+        lambda: client.create(
+            "sdk-labelled",
+            PRODUCT,
+            TEMPLATE,
+            labels={"team": "sdk", "tier": "gold"},
+            region="EU-01",
+            strict_region=True,
+            image_auth_id=auth.id,
+            network_storages=[{"id": storage_id, "mountPoint": "/data"}],
+        )
+    )
+    assert created["imageAuthId"] == auth.id
+    assert created["networkStorages"] == [{"id": storage_id, "mountPoint": "/data"}]
+    await asyncio.to_thread(client.create, "sdk-other", PRODUCT, TEMPLATE, labels={"team": "sdk"})
+    gold = await asyncio.to_thread(lambda: list(client.iter_instances(labels={"team": "sdk", "tier": "gold"})))
+    assert [i["name"] for i in gold] == ["sdk-labelled"]
+    page = await asyncio.to_thread(lambda: client.list_instances(labels={"team": "sdk"}))
+    assert sorted(i["name"] for i in page["instances"]) == ["sdk-labelled", "sdk-other"]
+
+
+async def test_a_url_without_a_scheme_is_fixed_for_loopback_and_refused_elsewhere() -> None:
+    for given, used in [
+        ("localhost:3000", "http://localhost:3000"),
+        ("127.0.0.2:3000/", "http://127.0.0.2:3000"),
+        ("[::1]:3000", "http://[::1]:3000"),
+        ("https://gpu.example.com/", "https://gpu.example.com"),
+    ]:
+        with Client(given) as client:
+            assert client.base_url == used
+    with pytest.raises(ValueError, match=r"'gpu\.example\.com' has no scheme: write https://gpu\.example\.com"):
+        Client("gpu.example.com")
+    with pytest.raises(ValueError, match="must start with http:// or https://"):
+        AsyncClient("ftp://gpu.example.com")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
 from types import TracebackType
 
 import httpx
@@ -64,12 +64,17 @@ class AsyncClient(Methods[Awaitable[Json]]):
         return answers.named(await self._send(calls.list_page(name=name, limit=1)), name)
 
     async def iter_instances(
-        self, *, status: str | Iterable[str] | None = None, name: str | None = None, page_size: int = 100
+        self,
+        *,
+        status: str | Iterable[str] | None = None,
+        name: str | None = None,
+        page_size: int = 100,
+        labels: Mapping[str, str] | None = None,
     ) -> AsyncIterator[Json]:
         """Every matching instance, following `nextCursor` page after page."""
         cursor: str | None = None
         while True:
-            page = await self._send(calls.list_page(status, name, page_size, cursor))
+            page = await self._send(calls.list_page(status, name, page_size, cursor, labels))
             for instance in page["instances"]:
                 yield instance
             cursor = page.get("nextCursor")

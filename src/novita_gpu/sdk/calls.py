@@ -6,7 +6,7 @@ The sync and async clients only send these; neither builds a request itself.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 from urllib.parse import quote
@@ -19,7 +19,8 @@ Action = Literal["start", "stop", "delete"]
 class Call:
     method: str
     path: str
-    params: Mapping[str, str | int | float] | None = None
+    # A list value is sent as the parameter repeated (`label=a=1&label=b=2`).
+    params: Mapping[str, str | int | float | Sequence[str]] | None = None
     body: Any = None
     headers: Mapping[str, str] = field(default_factory=dict)
     # Safe to send again: idempotent, or a create carrying its Idempotency-Key.
@@ -55,6 +56,8 @@ class CreateOptions(TypedDict, total=False):
     envs: Mapping[str, str] | None
     labels: Mapping[str, str] | None
     health_check_path: str | None
+    image_auth_id: str | None
+    network_storages: Sequence[Mapping[str, str]] | None  # [{"id": ..., "mountPoint": "/network"}]
 
 
 _CREATE_FIELDS = {
@@ -66,6 +69,7 @@ _CREATE_FIELDS = {
     "max_price_per_hour": "maxPricePerHour",
     "webhook_url": "webhookUrl",
     "auto_stop_minutes": "autoStopMinutes",
+    "image_auth_id": "imageAuthId",
 }
 
 
@@ -95,7 +99,7 @@ def create(
     idempotency_key: str | None = None,
 ) -> Call:
     """A create that is safe to retry: it always carries an Idempotency-Key (a fresh one unless given)."""
-    unknown = set(options) - set(_CREATE_FIELDS) - {"envs", "labels", "health_check_path"}
+    unknown = set(options) - set(_CREATE_FIELDS) - {"envs", "labels", "health_check_path", "network_storages"}
     if unknown:
         raise TypeError(f"unknown create option(s): {', '.join(sorted(unknown))}")
     body: Json = {"name": name, "productName": product_name, "templateId": template_id}
@@ -110,6 +114,9 @@ def create(
         body["labels"] = dict(labels)
     if health_check_path is not None:
         body["healthCheck"] = {"path": health_check_path}
+    network_storages = options.get("network_storages")
+    if network_storages is not None:
+        body["networkStorages"] = [dict(storage) for storage in network_storages]
     key = idempotency_key or f"sdk-{uuid.uuid4()}"
     return Call("POST", "/api/instances", body=body, headers={"Idempotency-Key": key}, retryable=True)
 
@@ -129,9 +136,13 @@ def list_page(
     name: str | None = None,
     limit: int | None = None,
     cursor: str | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> Call:
+    """One page; `labels` keeps only instances carrying every one of these labels."""
     statuses = None if status is None else _statuses(status)
-    params = _given(status=statuses, name=name, limit=limit, cursor=cursor)
+    params: dict[str, str | int | Sequence[str]] = {**_given(status=statuses, name=name, limit=limit, cursor=cursor)}
+    if labels:
+        params["label"] = [f"{key}={value}" for key, value in labels.items()]
     return Call("GET", "/api/instances", params=params, retryable=True)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
 
 import httpx
@@ -64,12 +64,17 @@ class Client(Methods[Json]):
         return answers.named(self._send(calls.list_page(name=name, limit=1)), name)
 
     def iter_instances(
-        self, *, status: str | Iterable[str] | None = None, name: str | None = None, page_size: int = 100
+        self,
+        *,
+        status: str | Iterable[str] | None = None,
+        name: str | None = None,
+        page_size: int = 100,
+        labels: Mapping[str, str] | None = None,
     ) -> Iterator[Json]:
         """Every matching instance, following `nextCursor` page after page."""
         cursor: str | None = None
         while True:
-            page = self._send(calls.list_page(status, name, page_size, cursor))
+            page = self._send(calls.list_page(status, name, page_size, cursor, labels))
             yield from page["instances"]
             cursor = page.get("nextCursor")
             if not cursor:

@@ -2,13 +2,48 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from novita_gpu import __version__
 from novita_gpu.sdk.retry import RetryPolicy
 
 DEFAULT_URL = "http://127.0.0.1:3000"
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def service_url(url: str) -> str:
+    """The service's base URL, with `http://` added to a loopback address written without a scheme
+    (`localhost:3000`, `127.0.0.1:3000`). Any other URL without one is refused, not guessed: plain http
+    would send the API key unencrypted across the network, and https may not be what the server speaks.
+    Raises ValueError saying why."""
+    text = url.strip()
+    if "://" not in text:
+        host = urlsplit(f"//{text}").hostname or ""
+        if not _is_loopback(host):
+            raise ValueError(
+                f"the service URL {text!r} has no scheme: write https://{text} (or http://{text}); "
+                "only localhost and 127.x addresses get http:// added, so an API key is never sent "
+                "in clear text to a host by guess"
+            )
+        text = f"http://{text}"
+    parts = urlsplit(text)
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError(f"the service URL {url!r} must start with http:// or https://")
+    if not parts.hostname:
+        raise ValueError(f"the service URL {url!r} has no host")
+    return text.rstrip("/")
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,9 +30,22 @@ class ApiError(NovitaGpuError):
         self.details = details or []
         self.retry_after = retry_after
 
+    @property
+    def explanation(self) -> str:
+        """The message with the details' reasons (`name: String should match ...`): the server's message
+        alone is often "The request is invalid; see details.", which tells a person nothing."""
+        reasons = [f"{d.get('field') or 'body'}: {d.get('message')}" for d in self.details if d.get("message")]
+        if not reasons:
+            return self.message
+        if self.message.rstrip(".").endswith("see details") or all(
+            d.get("message") == self.message for d in self.details
+        ):
+            return "; ".join(reasons)
+        return f"{self.message} ({'; '.join(reasons)})"
+
     def __str__(self) -> str:
         request = f", request {self.request_id}" if self.request_id else ""
-        return f"{self.code}: {self.message} (HTTP {self.status}{request})"
+        return f"{self.code}: {self.explanation} (HTTP {self.status}{request})"
 
     def __repr__(self) -> str:
         return f"ApiError(status={self.status}, code={self.code!r}, request_id={self.request_id!r})"
@@ -50,7 +63,7 @@ class InstanceFailed(NovitaGpuError):
         status, reason = instance.get("status"), instance.get("statusReason")
         because = f" ({reason})" if reason else ""
         super().__init__(
-            f"instance {instance.get('instanceId')} is {status}{because}, not {' or '.join(sorted(wanted))}"
+            f"instance {_named(instance)} is {status}{because}, not {' or '.join(sorted(wanted))}{_why(instance)}"
         )
 
 
@@ -60,6 +73,18 @@ class WaitTimeout(NovitaGpuError, TimeoutError):
     def __init__(self, instance: dict[str, Any], wanted: Iterable[str], timeout: float) -> None:
         self.instance = instance
         super().__init__(
-            f"instance {instance.get('instanceId')} is still {instance.get('status')} after {timeout:g} s "
-            f"(waiting for {' or '.join(sorted(wanted))})"
+            f"instance {_named(instance)} is still {instance.get('status')} after {timeout:g} s "
+            f"(waiting for {' or '.join(sorted(wanted))}){_why(instance)}"
         )
+
+
+def _named(instance: dict[str, Any]) -> str:
+    name = instance.get("name")
+    return f"{instance.get('instanceId')} ({name})" if name else str(instance.get("instanceId"))
+
+
+def _why(instance: dict[str, Any]) -> str:
+    """The instance's own account of where it is (`statusMessage`, e.g. no capacity in any region): the
+    status alone does not say what to do about it."""
+    message = instance.get("statusMessage")
+    return f": {message}" if message else ""

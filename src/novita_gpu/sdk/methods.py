@@ -8,12 +8,12 @@ the answer, the asyncio client's returns an awaitable of it, so `Client.get(...)
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Generic, Literal, TypeVar, Unpack
 
 from novita_gpu.sdk import calls
 from novita_gpu.sdk.calls import Call, CreateOptions
-from novita_gpu.sdk.config import ClientConfig
+from novita_gpu.sdk.config import ClientConfig, service_url
 from novita_gpu.sdk.retry import RetryPolicy
 
 Answer = TypeVar("Answer")
@@ -21,7 +21,7 @@ Answer = TypeVar("Answer")
 
 class Methods(ABC, Generic[Answer]):
     def __init__(self, base_url: str, api_key: str | None, timeout: float, retry: RetryPolicy | None) -> None:
-        self._config = ClientConfig(base_url, api_key, timeout, retry or RetryPolicy())
+        self._config = ClientConfig(service_url(base_url), api_key, timeout, retry or RetryPolicy())
 
     @property
     def base_url(self) -> str:
@@ -59,9 +59,11 @@ class Methods(ABC, Generic[Answer]):
         name: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> Answer:
-        """One page, newest first: `{instances, total, nextCursor}`."""
-        return self._send(calls.list_page(status, name, limit, cursor))
+        """One page, newest first: `{instances, total, nextCursor}`; `labels` keeps the instances that
+        carry all of them."""
+        return self._send(calls.list_page(status, name, limit, cursor, labels))
 
     def start(
         self, instance_id: str, *, webhook_url: str | None = None, health_check_path: str | None = None
