@@ -4,5 +4,6 @@ from __future__ import annotations
 
 
 def load_all_models() -> None:
+    import novita_gpu.costs.models
     import novita_gpu.instances.models
     import novita_gpu.webhooks.models  # noqa: F401

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from novita_gpu.db import Base, UTCDateTime
@@ -46,6 +46,25 @@ class Instance(Base):
     auto_stop_minutes: Mapped[int] = mapped_column(Integer)
     labels: Mapped[dict[str, str]] = mapped_column(JSON)
     health_check_path: Mapped[str | None] = mapped_column(String(512))
+
+    # Auto-stop policy (autostop/policy.py): what counts as idle, what happens then, and a hard runtime limit.
+    auto_stop_signal: Mapped[str] = mapped_column(String(16), default="lastUsed", server_default="lastUsed")
+    auto_stop_gpu_below: Mapped[float] = mapped_column(Float, default=5.0, server_default=text("5"))
+    auto_stop_action: Mapped[str] = mapped_column(String(16), default="stop", server_default="stop")
+    max_runtime_minutes: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # The GPU poller's next look and last verdict, and what decided an auto-stop (shown in the view). The
+    # poller writes these without bumping `version`: they are observations, and the reconciler's guarded
+    # writes never touch them.
+    gpu_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    gpu_check: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    auto_stop_decision: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    # The billing meter (costs/meter.py): the open billed stretch (None: Novita bills nothing now), and the
+    # billed time and cost so far as of `accrued_at` (closed stretches, plus the open one up to then).
+    billing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    billed_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
+    accrued_cost_usd: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
+    accrued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     # Where it landed and what we saw.
     cluster_id: Mapped[str | None] = mapped_column(String(64))
