@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 
+from novita_gpu.autostop.gpu_poller import GpuPoller
 from novita_gpu.autostop.sweeper import AutoStopSweeper
 from novita_gpu.cache.registry import CacheRegistry, build_cache_backend
 from novita_gpu.catalog.service import Catalog
@@ -58,6 +59,7 @@ class Services:
     reconciler: Reconciler
     prober: Prober
     sweeper: AutoStopSweeper
+    gpu_poller: GpuPoller
     retention: Retention
     dispatcher: WebhookDispatcher
     webhook_sender: WebhookSender
@@ -76,7 +78,7 @@ class Services:
         return {w.name: worker_status(w.last_run_at, now, w.allowed_gap) for w in self.workers}
 
     def start_workers(self) -> None:
-        self.workers = [self.reconciler, self.prober, self.sweeper, self.dispatcher, self.retention]
+        self.workers = [self.reconciler, self.prober, self.sweeper, self.gpu_poller, self.dispatcher, self.retention]
         self._tasks = [asyncio.create_task(worker.run(), name=worker.name) for worker in self.workers]
 
     async def aclose(self) -> None:
@@ -129,7 +131,8 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics | No
 
     def observe(endpoint: str, outcome: str, seconds: float) -> None:
         metrics.observe_upstream(endpoint, outcome, seconds)
-        upstream_health.observe(endpoint, outcome, seconds)
+        if not endpoint.startswith("metrics."):  # Novita's monitoring API failing leaves instances manageable
+            upstream_health.observe(endpoint, outcome, seconds)
 
     db = Database(settings.database_url)
     await db.migrate()
@@ -151,6 +154,7 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics | No
     dispatcher = WebhookDispatcher(db, clock, webhook_sender, settings, metrics, on_instance_change=changes.pulse)
     changes.subscribe(lambda _instance_id: dispatcher.wake())  # new outbox rows go out at once
     sweeper = AutoStopSweeper(db, clock, instances, settings, metrics)
+    gpu_poller = GpuPoller(db, clock, client, settings, changes, on_idle=sweeper.wake)
     retention = Retention(db, clock, settings, metrics, on_instances_deleted=lambda: changes.pulse(None))
     return Services(
         settings=settings,
@@ -164,6 +168,7 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics | No
         reconciler=reconciler,
         prober=prober,
         sweeper=sweeper,
+        gpu_poller=gpu_poller,
         retention=retention,
         dispatcher=dispatcher,
         webhook_sender=webhook_sender,

@@ -16,6 +16,8 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 BillingMode = Literal["onDemand", "spot"]
+AutoStopSignal = Literal["lastUsed", "gpu", "both"]
+AutoStopAction = Literal["stop", "delete"]
 
 DEFAULT_NOVITA_BASE_URL = "https://api.novita.ai/gpu-instance/openapi"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/novita-gpu.db"
@@ -85,6 +87,8 @@ class Settings(BaseSettings):
 
     # Access.
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # Keys that may also set (and read) other keys' budgets; each is an API key of its own too.
+    admin_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     allow_unauthenticated: bool = False
     # Host names answered besides loopback ones (empty: any name with API keys, loopback only without).
     allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -135,6 +139,19 @@ class Settings(BaseSettings):
     auto_stop_enabled: bool = True
     auto_stop_idle_minutes: int = Field(default=60, ge=0)
     auto_stop_check_seconds: float = Field(default=60.0, gt=0)
+    # Defaults of an instance's auto-stop policy when its create does not say (docs/autostop.md).
+    auto_stop_signal: AutoStopSignal = "lastUsed"
+    auto_stop_gpu_idle_below_percent: float = Field(default=5.0, gt=0, le=100)
+    auto_stop_action: AutoStopAction = "stop"
+    auto_stop_max_runtime_minutes: int = Field(default=0, ge=0)
+    # The GPU utilization poller: calls to Novita's metrics API per minute at most, at once at most, and how
+    # late Novita's samples are (a window is looked at only once its last minute has come in).
+    gpu_poll_calls_per_minute: float = Field(default=120.0, gt=0)
+    gpu_poll_concurrency: int = Field(default=4, ge=1)
+    gpu_metrics_delay_seconds: float = Field(default=60.0, ge=0)
+
+    # Costs and budgets: how often spend is checked against budgets (it also wakes at the next crossing).
+    budget_check_seconds: float = Field(default=60.0, gt=0)
 
     # History retention (0 days: keep everything forever).
     history_retention_days: float = Field(default=30.0, ge=0)
@@ -152,7 +169,7 @@ class Settings(BaseSettings):
     # Workers (tests switch them off and drive ticks by hand).
     workers_enabled: bool = True
 
-    @field_validator("api_keys", "webhook_secret", mode="before")
+    @field_validator("api_keys", "admin_api_keys", "webhook_secret", mode="before")
     @classmethod
     def _secret_list(cls, value: object) -> object:
         return _split_csv(value)
@@ -197,7 +214,7 @@ class Settings(BaseSettings):
 
     def check_exposure(self, host: str) -> None:
         """Refuse to listen beyond loopback with no API keys, unless explicitly allowed."""
-        if self.api_keys or self.allow_unauthenticated or is_loopback_host(host):
+        if self.api_keys or self.admin_api_keys or self.allow_unauthenticated or is_loopback_host(host):
             return
         raise InsecureConfiguration(
             f"Refusing to listen on {host!r} without authentication: no API_KEYS are configured, so "

@@ -38,7 +38,7 @@ async def test_each_instances_route_documents_its_answer_and_errors(harness: Har
     base, one = "/api/instances", "/api/instances/{instance_id}"
     assert documented(spec, "post", base, "201") == "CreatedAnswer"
     assert documented(spec, "get", base, "200") == "InstancePageAnswer"
-    assert documented(spec, "get", one, "200") == "InstanceAnswer"
+    assert documented(spec, "get", one, "200") == documented(spec, "patch", one, "200") == "InstanceAnswer"
     assert documented(spec, "delete", one, "202") == documented(spec, "delete", one, "200") == "ActionAnswer"
     assert documented(spec, "post", f"{one}/stop", "202") == "ActionAnswer"
     assert documented(spec, "put", f"{one}/last-used", "200") == "TouchAnswer"
@@ -69,6 +69,8 @@ async def test_real_answers_match_the_documented_models(harness: Harness, receiv
     check(InstanceAnswer, ready)
     check(InstancePageAnswer, (await harness.http.get("/api/instances")).json())
     check(TouchAnswer, (await harness.http.put(f"/api/instances/{instance_id}/last-used")).json())
+    patched = await harness.http.patch(f"/api/instances/{instance_id}", json={"autoStop": {"signal": "gpu"}})
+    check(InstanceAnswer, patched.json())
     stop = await harness.http.post(f"/api/instances/{instance_id}/stop")
     again = await harness.http.post(f"/api/instances/{instance_id}/stop")
     assert (stop.status_code, again.status_code) == (202, 200)
@@ -178,7 +180,8 @@ async def test_options_and_405_name_the_documented_methods_of_the_path(harness: 
         options = await harness.http.options(url)
         assert options.status_code == 204, (path, options.text)
         assert set(options.headers["allow"].split(", ")) == documented, path
-        refused = await harness.http.request("PATCH", url)
+        method = next(m for m in ("PATCH", "PUT", "DELETE", "POST") if m not in documented)
+        refused = await harness.http.request(method, url)
         assert refused.status_code == 405 and refused.json()["error"]["code"] == "METHOD_NOT_ALLOWED", path
         assert set(refused.headers["allow"].split(", ")) == documented, path
     for method in ("GET", "DELETE"):  # the by-name actions own their paths; no instance is called "stop"

@@ -19,6 +19,21 @@ class CandidateAnswer(Answer):
     last_used_at: datetime | None
     idle_since: datetime | None
     stops_at: datetime
+    reason: Literal["AUTO_STOP", "MAX_RUNTIME"] | None = Field(description="Once decided (trigger, sweep).")
+    signal: Literal["lastUsed", "gpu", "both", "maxRuntime"] | None = Field(description="The rule that decided.")
+
+
+class SavedAnswer(Answer):
+    stopped: int
+    gpu_hours_saved: float
+    dollars_saved: float
+
+
+class BySignalAnswer(Answer):
+    last_used: SavedAnswer
+    gpu: SavedAnswer
+    both: SavedAnswer
+    max_runtime: SavedAnswer
 
 
 class AutoStopStatsAnswer(Answer):
@@ -27,12 +42,14 @@ class AutoStopStatsAnswer(Answer):
     default_idle_minutes: int
     last_run_at: datetime | None
     next_run_at: datetime | None
-    watched: int = Field(description="Your instances with an idle clock running.")
+    watched: int = Field(description="Your instances with an idle clock or a runtime limit running.")
+    gpu_watched: int = Field(description="Of those, the ones whose GPU utilization is polled.")
     eligible_now: int
     next_deadline: CandidateAnswer | None
     stopped_so_far: int
     gpu_hours_saved: float = Field(description="Since each auto-stop, estimated from prices.")
     dollars_saved: float
+    by_signal: BySignalAnswer = Field(description="The same, by the rule that decided each stop.")
 
 
 class TriggerAnswer(Answer):

@@ -1,10 +1,12 @@
-"""The auto-stop sweeper: stops idle instances through the normal stop path (reason AUTO_STOP), or
-deletes them through the normal delete path when Novita cannot stop them (see policy.py).
+"""The auto-stop sweeper: ends idle instances, and those past their max runtime, through the normal stop
+path (reason AUTO_STOP or MAX_RUNTIME), or the normal delete path when the policy says delete or Novita
+cannot stop them (see policy.py).
 
-It wakes at the earliest idle deadline (never later than AUTO_STOP_CHECK_SECONDS), so an idle instance
-is stopped within moments of its deadline and never before it. Each stop re-checks idleness under the
-row's lock in the same transaction, so a PUT /last-used that lands first always wins, and replicas
-sweeping at once cannot stop anything twice.
+It wakes at the earliest deadline (never later than AUTO_STOP_CHECK_SECONDS), and at once when the GPU
+poller finds an instance idle, so an instance is ended within moments of its deadline and never before
+it. Each stop re-decides under the row's lock in the same transaction, so a PUT /last-used that lands
+first always wins, and replicas sweeping at once cannot stop anything twice. The decision (the rule that
+fired and its figures) is kept on the row and shown in its view, events and webhooks.
 """
 
 from __future__ import annotations
@@ -14,9 +16,19 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
-from novita_gpu.autostop.policy import IdleAction, gpu_hours_saved, idle_action, idle_since, is_idle, stops_at
+from novita_gpu.autostop.policy import (
+    SIGNALS,
+    Decision,
+    IdleAction,
+    decide,
+    gpu_hours_saved,
+    idle_action,
+    idle_since,
+    stops_at,
+    uses_gpu,
+)
 from novita_gpu.clock import Clock
 from novita_gpu.db import Database
 from novita_gpu.instances.lifecycle import Reason, Status
@@ -30,6 +42,7 @@ from novita_gpu.workers import PeriodicWorker
 log = structlog.get_logger(__name__)
 
 MIN_SLEEP_SECONDS = 0.05
+ENDED_BY_SWEEPER = (Reason.AUTO_STOP, Reason.MAX_RUNTIME)
 
 
 @dataclass(frozen=True)
@@ -42,6 +55,8 @@ class Candidate:
     last_used_at: datetime | None
     idle_since: datetime | None
     stops_at: datetime
+    reason: str | None = None  # AUTO_STOP or MAX_RUNTIME once decided
+    signal: str | None = None  # the rule that decided: lastUsed, gpu, both or maxRuntime
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -53,21 +68,32 @@ class Candidate:
             "lastUsedAt": iso(self.last_used_at),
             "idleSince": iso(self.idle_since),
             "stopsAt": iso(self.stops_at),
+            "reason": self.reason,
+            "signal": self.signal,
         }
 
 
-def _candidate(row: Instance) -> Candidate | None:
-    deadline, action = stops_at(row), idle_action(row)
+def _candidate(row: Instance, now: datetime, decision: Decision | None = None) -> Candidate | None:
+    deadline, action = stops_at(row, now), idle_action(row)
     if deadline is None or action is None:
         return None
     return Candidate(
-        row.id, row.name, row.status, action, row.auto_stop_minutes, row.last_used_at, idle_since(row), deadline
+        row.id,
+        row.name,
+        row.status,
+        decision.action if decision else action,
+        row.auto_stop_minutes,
+        row.last_used_at,
+        idle_since(row),
+        deadline,
+        str(decision.reason) if decision else None,
+        decision.decided_by if decision else None,
     )
 
 
 class AutoStopSweeper(PeriodicWorker):
     name = "autostop"
-    pauses_on_clock = True  # it sleeps until the earliest idle deadline
+    pauses_on_clock = True  # it sleeps until the earliest deadline
 
     def __init__(
         self, db: Database, clock: Clock, instances: InstanceService, settings: Settings, metrics: Metrics
@@ -92,77 +118,112 @@ class AutoStopSweeper(PeriodicWorker):
         return delay
 
     async def _watched(self, owner: str | None = None) -> list[Instance]:
-        """Instances with an idle clock running (the policy decides; the query only narrows)."""
+        """Instances with an idle clock or a runtime limit running (the policy decides; the query narrows)."""
         query = select(Instance).where(
             Instance.status.in_((Status.READY, Status.FAILED)),
-            Instance.auto_stop_minutes > 0,
+            or_(Instance.auto_stop_minutes > 0, Instance.max_runtime_minutes > 0),
             Instance.pending_action.is_(None),
         )
         if owner is not None:
             query = query.where(Instance.owner == owner)
         async with self.db.read() as session:
-            return [row for row in (await session.execute(query)).scalars() if stops_at(row) is not None]
+            return [
+                row
+                for row in (await session.execute(query)).scalars()
+                if idle_action(row) is not None and (stops_at(row) is not None or uses_gpu(row))
+            ]
 
     async def seconds_until_next_sweep(self) -> float:
-        """Until the earliest idle deadline, but at most one check interval."""
+        """Until the earliest deadline, but at most one check interval."""
         interval = self.settings.auto_stop_check_seconds
-        deadlines = [d for row in await self._watched() if (d := stops_at(row)) is not None]
+        now = self.clock.now()
+        deadlines = [d for row in await self._watched() if (d := stops_at(row, now)) is not None]
         if not deadlines:
             return interval
-        until = (min(deadlines) - self.clock.now()).total_seconds()
+        until = (min(deadlines) - now).total_seconds()
         return min(interval, max(MIN_SLEEP_SECONDS, until))
 
     async def sweep(self, *, dry_run: bool, owner: str | None = None) -> dict[str, Any]:
         now = self.clock.now()
-        idle = [c for row in await self._watched(owner) if is_idle(row, now) and (c := _candidate(row))]
+        due = [
+            c
+            for row in await self._watched(owner)
+            if (decision := decide(row, now)) is not None and (c := _candidate(row, now, decision))
+        ]
         acted: list[Candidate] = []
         if not dry_run and self.settings.auto_stop_enabled:
-            for candidate in idle:
+            for candidate in due:
                 if await self._end(candidate):
                     acted.append(candidate)
                     self.metrics.observe_autostop("stopped" if candidate.action == "stop" else "deleted")
                     self.instances.notify_changed(candidate.instance_id)
         elif dry_run:
-            for _ in idle:
+            for _ in due:
                 self.metrics.observe_autostop("would_stop")
         if owner is None:
             self.last_run_at = now
         key = "wouldStop" if dry_run else "stopped"
-        return {"dryRun": dry_run, "checkedAt": iso(now), key: [c.as_dict() for c in (idle if dry_run else acted)]}
+        return {"dryRun": dry_run, "checkedAt": iso(now), key: [c.as_dict() for c in (due if dry_run else acted)]}
 
     async def _end(self, candidate: Candidate) -> bool:
-        """Stop (or delete) the candidate if it is still idle, with the same action, under its row's lock."""
+        """End the candidate if it is still due, for the same reason and with the same action, under its
+        row's lock; the decision's figures go on the row and into the change's message."""
         async with self.db.write() as session:
             query = select(Instance).where(Instance.id == candidate.instance_id)
             if not self.db.is_sqlite:
                 query = query.with_for_update()
             row = (await session.execute(query)).scalar_one_or_none()
-            if row is None or not is_idle(row, self.clock.now()) or idle_action(row) != candidate.action:
+            decision = None if row is None else decide(row, self.clock.now())
+            if row is None or decision is None or decision.action != candidate.action:
                 return False
-            end = self.instances.stop_row if candidate.action == "stop" else self.instances.delete_row
-            code, _ = await end(session, row, Reason.AUTO_STOP)
-        log.info("autostop_ended", instance_id=candidate.instance_id, action=candidate.action)
+            if str(decision.reason) != candidate.reason:
+                return False
+            row.auto_stop_decision = {
+                "reason": str(decision.reason),
+                "signal": decision.decided_by,
+                "action": decision.action,
+                **decision.figures,
+            }
+            end = self.instances.stop_row if decision.action == "stop" else self.instances.delete_row
+            code, _ = await end(session, row, decision.reason, message=decision.message())
+        log.info(
+            "autostop_ended",
+            instance_id=candidate.instance_id,
+            action=candidate.action,
+            reason=candidate.reason,
+            signal=candidate.signal,
+        )
         return code == 202
 
     async def stats(self, owner: str) -> dict[str, Any]:
         now = self.clock.now()
         watched = await self._watched(owner)
-        deadlines = sorted((c for row in watched if (c := _candidate(row))), key=lambda c: c.stops_at)
+        deadlines = sorted((c for row in watched if (c := _candidate(row, now))), key=lambda c: c.stops_at)
         async with self.db.read() as session:
-            stopped = list(
+            ended = list(
                 (
                     await session.execute(
-                        select(Instance).where(Instance.owner == owner, Instance.status_reason == Reason.AUTO_STOP)
+                        select(Instance).where(Instance.owner == owner, Instance.status_reason.in_(ENDED_BY_SWEEPER))
                     )
                 ).scalars()
             )
-        hours = dollars = 0.0
-        for row in stopped:
+        by_signal: dict[str, dict[str, float]] = {
+            signal: {"stopped": 0, "gpuHoursSaved": 0.0, "dollarsSaved": 0.0} for signal in SIGNALS
+        }
+        for row in ended:
+            decided = (row.auto_stop_decision or {}).get("signal")
+            if decided not in by_signal:  # ended before decisions were recorded: by lastUsed, the only rule then
+                decided = "maxRuntime" if row.status_reason == Reason.MAX_RUNTIME else "lastUsed"
+            figures = by_signal[decided]
+            figures["stopped"] += 1
             ended_at = {Status.STOPPED: row.stopped_at, Status.TERMINATED: row.terminated_at}.get(Status(row.status))
             if ended_at is not None:
                 saved = gpu_hours_saved(ended_at, now, row.gpu_num)
-                hours += saved
-                dollars += saved / max(1, row.gpu_num) * (row.price_per_hour or 0.0)
+                figures["gpuHoursSaved"] += saved
+                figures["dollarsSaved"] += saved / max(1, row.gpu_num) * (row.price_per_hour or 0.0)
+        for figures in by_signal.values():
+            figures["gpuHoursSaved"] = round(figures["gpuHoursSaved"], 4)
+            figures["dollarsSaved"] = round(figures["dollarsSaved"], 4)
         return {
             "enabled": self.settings.auto_stop_enabled,
             "checkIntervalSeconds": self.settings.auto_stop_check_seconds,
@@ -170,9 +231,11 @@ class AutoStopSweeper(PeriodicWorker):
             "lastRunAt": iso(self.last_run_at),
             "nextRunAt": iso(self.next_run_at),
             "watched": len(watched),
-            "eligibleNow": sum(1 for c in deadlines if c.stops_at <= now),
+            "gpuWatched": sum(1 for row in watched if uses_gpu(row)),
+            "eligibleNow": sum(1 for row in watched if decide(row, now) is not None),
             "nextDeadline": deadlines[0].as_dict() if deadlines else None,
-            "stoppedSoFar": len(stopped),
-            "gpuHoursSaved": round(hours, 4),
-            "dollarsSaved": round(dollars, 4),
+            "stoppedSoFar": len(ended),
+            "gpuHoursSaved": round(sum(f["gpuHoursSaved"] for f in by_signal.values()), 4),
+            "dollarsSaved": round(sum(f["dollarsSaved"] for f in by_signal.values()), 4),
+            "bySignal": by_signal,
         }

@@ -29,13 +29,45 @@ StatusName = Literal[
 assert set(StatusName.__args__) == {s.value for s in Status}  # type: ignore[attr-defined]
 
 
+class GpuCheckAnswer(Answer):
+    state: Literal["pending", "busy", "idle", "unavailable"] = Field(
+        description="The GPU poller's last verdict on the window; pending: not looked at yet."
+    )
+    checked_at: datetime | None
+    next_check_at: datetime | None
+    samples: int | None
+    avg_percent: float | None
+    max_percent: float | None
+    busy_at: datetime | None = Field(description="The latest sample at or above the threshold.")
+    samples_until: datetime | None = Field(description="The latest sample (Novita's data lags about a minute).")
+    fallback: Literal["lastUsed"] | None = Field(description="lastUsed while Novita's metrics cannot be read.")
+    reason: str | None = Field(description="Why the metrics could not be read (errors, no samples, gaps).")
+
+
 class AutoStopAnswer(Answer):
     idle_minutes: int = Field(description="Idle limit; 0 = never.")
-    last_used_at: datetime | None
-    stops_at: datetime | None = Field(description="When it will be ended if nobody marks it used; null: never.")
-    action: Literal["stop", "delete"] | None = Field(
-        description="What happens then: stop, or delete for a failed instance Novita is still booting."
+    signal: Literal["lastUsed", "gpu", "both"]
+    gpu_idle_below_percent: float
+    action: Literal["stop", "delete"] = Field(
+        description="What ends it: the policy's action, or delete for a failed instance Novita is still booting."
     )
+    last_used_at: datetime | None
+    stops_at: datetime | None = Field(
+        description="When it will be ended if nothing changes; null: never, or not known until the GPU poller "
+        "looks (see gpu.nextCheckAt)."
+    )
+    max_runtime_ends_at: datetime | None
+    gpu: GpuCheckAnswer | None = Field(description="Signal gpu or both only.")
+    last_decision: dict[str, Any] | None = Field(
+        description="The last auto-stop or max-runtime decision: {reason, signal, action, decidedAt, figures...}."
+    )
+
+
+class CostAnswer(Answer):
+    accrued_usd: float = Field(description="What Novita has billed for it so far, as of accruedAt.")
+    billed_seconds: float
+    accrued_at: datetime | None = Field(description="Moved forward every minute while it bills.")
+    billing_since: datetime | None = Field(description="Start of the stretch Novita bills now; null: not billing.")
 
 
 class NetworkStorageAnswer(Answer):
@@ -71,6 +103,8 @@ class InstanceAnswer(Answer):
         description="The last port probe: {status, checkedAt, endpoints: [{port, endpoint, healthy, error}]}."
     )
     auto_stop: AutoStopAnswer
+    max_runtime_minutes: int = Field(description="A hard limit from ready; 0 = none.")
+    cost: CostAnswer
     env_keys: list[str] = Field(description="Names of the instance's environment variables (values never leave).")
     labels: dict[str, str]
     operation_id: str | None

@@ -21,6 +21,8 @@ class Status(StrEnum):
 class Reason(StrEnum):
     USER = "USER"
     AUTO_STOP = "AUTO_STOP"
+    MAX_RUNTIME = "MAX_RUNTIME"  # maxRuntimeMinutes reached, whatever the activity
+    BUDGET_EXCEEDED = "BUDGET_EXCEEDED"  # its key's budget was spent, with onExceeded: stopAll
     NO_CAPACITY = "NO_CAPACITY"
     STARTUP_TIMEOUT = "STARTUP_TIMEOUT"
     HEALTH_CHECK_TIMEOUT = "HEALTH_CHECK_TIMEOUT"

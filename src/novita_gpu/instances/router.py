@@ -27,6 +27,7 @@ from novita_gpu.instances.schemas import (
     StartByNameIn,
     StartIn,
     SyncIn,
+    UpdateInstanceIn,
 )
 from novita_gpu.instances.view import instance_view
 from novita_gpu.web.auth import Owner
@@ -64,11 +65,15 @@ def _json(status: int, body: dict[str, Any]) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
-# The by-name actions own their paths: GET or DELETE there is 405 (the document's answer: a concrete path
+# The by-name actions own their paths: GET, DELETE or PATCH there is 405 (the document's answer: a concrete path
 # is matched before /{instance_id}), not a look-up of an instance called "start".
 for _action in ("start", "stop", "delete", "sync"):
     router.add_api_route(
-        f"/{_action}", method_not_allowed, methods=["GET", "DELETE"], include_in_schema=False, response_model=None
+        f"/{_action}",
+        method_not_allowed,
+        methods=["GET", "DELETE", "PATCH"],
+        include_in_schema=False,
+        response_model=None,
     )
 
 
@@ -257,6 +262,17 @@ async def stop_by_id(instance_id: InstanceId, owner: Owner, services: ServicesDe
 )
 async def delete_by_id(instance_id: InstanceId, owner: Owner, services: ServicesDep) -> JSONResponse:
     return _json(*await services.instances.delete(owner, instance_id, by_name=False))
+
+
+@router.patch(
+    "/{instance_id}",
+    summary="Change an instance's auto-stop policy or runtime limit",
+    response_model=InstanceAnswer,
+)
+async def update_instance(
+    instance_id: InstanceId, body: UpdateInstanceIn, owner: Owner, services: ServicesDep
+) -> JSONResponse:
+    return _json(200, await services.instances.update(owner, instance_id, body))
 
 
 @router.put(

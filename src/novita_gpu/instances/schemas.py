@@ -53,6 +53,8 @@ def _number(value: Any) -> Any:
 GpuNum = Annotated[StrictInt, Field(ge=1, le=8), BeforeValidator(_whole)]
 RootfsSize = Annotated[StrictInt, Field(ge=10, le=6144), BeforeValidator(_whole)]
 AutoStopMinutes = Annotated[StrictInt, Field(ge=0, le=43200), BeforeValidator(_whole)]
+MaxRuntimeMinutes = Annotated[StrictInt, Field(ge=0, le=525600), BeforeValidator(_whole)]
+Percent = Annotated[float, Field(strict=True, gt=0, le=100), BeforeValidator(_number)]
 # A finite ceiling: 1e999 parsed as infinity and was accepted (issue 17); no GPU offer costs this much.
 PricePerHour = Annotated[float, Field(strict=True, gt=0, le=MAX_PRICE_PER_HOUR), BeforeValidator(_number)]
 Name = Annotated[StrictStr, Field(min_length=1, max_length=63, pattern=NAME_PATTERN)]
@@ -107,6 +109,28 @@ class NetworkStorageIn(_Body):
     ] = "/network"
 
 
+class AutoStopIn(_Body):
+    """An instance's auto-stop policy (docs/autostop.md). A field left out (or null) takes the server's
+    default at create (AUTO_STOP_* settings) and keeps its current value in a PATCH."""
+
+    idle_minutes: Annotated[
+        AutoStopMinutes | None,
+        Field(alias="idleMinutes", description="The idle window; 0 = never. Wins over autoStopMinutes."),
+    ] = None
+    signal: Annotated[
+        Literal["lastUsed", "gpu", "both"] | None,
+        Field(
+            description="lastUsed: no PUT /last-used for the window. gpu: average GPU utilization below "
+            "gpuIdleBelowPercent for the whole window. both: no ping AND idle GPUs."
+        ),
+    ] = None
+    gpu_idle_below_percent: Annotated[Percent | None, Field(alias="gpuIdleBelowPercent")] = None
+    action: Annotated[
+        Literal["stop", "delete"] | None,
+        Field(description="What ends an idle instance (and one past maxRuntimeMinutes)."),
+    ] = None
+
+
 class CreateInstanceIn(_Body):
     name: Name
     product_name: Annotated[StrictStr, Field(alias="productName", min_length=1, max_length=120, pattern=NO_NUL)]
@@ -130,7 +154,14 @@ class CreateInstanceIn(_Body):
     billing_mode: Annotated[Literal["onDemand", "spot"] | None, Field(alias="billingMode")] = None
     max_price_per_hour: Annotated[PricePerHour | None, Field(alias="maxPricePerHour")] = None
     webhook_url: WebhookUrl = None
-    auto_stop_minutes: Annotated[AutoStopMinutes | None, Field(alias="autoStopMinutes")] = None
+    auto_stop_minutes: Annotated[
+        AutoStopMinutes | None, Field(alias="autoStopMinutes", description="The idle window of signal lastUsed.")
+    ] = None
+    auto_stop: Annotated[AutoStopIn | None, Field(alias="autoStop")] = None
+    max_runtime_minutes: Annotated[
+        MaxRuntimeMinutes | None,
+        Field(alias="maxRuntimeMinutes", description="A hard limit from ready, whatever the activity; 0 = none."),
+    ] = None
     envs: Annotated[list[EnvVarIn], Field(max_length=100)] = []
     labels: Annotated[dict[LabelKey, LabelValue], Field(max_length=50), WithJsonSchema(_LABELS_SCHEMA)] = {}
     health_check: Annotated[HealthCheckIn | None, Field(alias="healthCheck")] = None
@@ -158,6 +189,16 @@ class CreateInstanceIn(_Body):
         if not text or len(text) > 255:
             raise ValueError("templateId must be a template id or name (1-255 characters)")
         return text
+
+
+class UpdateInstanceIn(_Body):
+    """Body of PATCH /api/instances/{id}: the auto-stop policy and runtime limit (each field optional)."""
+
+    auto_stop: Annotated[AutoStopIn | None, Field(alias="autoStop")] = None
+    auto_stop_minutes: Annotated[
+        AutoStopMinutes | None, Field(alias="autoStopMinutes", description="As autoStop.idleMinutes (which wins).")
+    ] = None
+    max_runtime_minutes: Annotated[MaxRuntimeMinutes | None, Field(alias="maxRuntimeMinutes")] = None
 
 
 class InstanceNameIn(_Body):

@@ -11,7 +11,7 @@ import functools
 import hashlib
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,13 +36,32 @@ from novita_gpu.instances.lifecycle import (
     Status,
 )
 from novita_gpu.instances.models import IdempotencyRecord, Instance, InstanceEvent
-from novita_gpu.instances.schemas import CreateInstanceIn, StartIn
+from novita_gpu.instances.schemas import AutoStopIn, CreateInstanceIn, StartIn, UpdateInstanceIn
 from novita_gpu.instances.view import instance_view, iso
 from novita_gpu.novita import NovitaError, RateLimited
 from novita_gpu.settings import Settings
 from novita_gpu.web.errors import ApiError
 from novita_gpu.webhooks.guard import UnsafeWebhookTarget, WebhookPolicy, validate_webhook_url
 from novita_gpu.webhooks.models import WebhookAttempt, WebhookDelivery
+
+# Checks a key's budget before it spends more: (owner, "create" | "start") -> raises ApiError 403 when spent.
+BudgetGuard = Callable[[str, str], Awaitable[None]]
+
+
+def _auto_stop_policy(
+    settings: Settings, auto_stop: AutoStopIn | None, minutes: int | None, max_runtime: int | None
+) -> dict[str, Any]:
+    """The policy columns of a new instance: what the body says, else the AUTO_STOP_* defaults.
+    `autoStop.idleMinutes` wins over `autoStopMinutes`."""
+    policy = auto_stop or AutoStopIn()
+    idle = policy.idle_minutes if policy.idle_minutes is not None else minutes
+    return {
+        "auto_stop_minutes": idle if idle is not None else settings.auto_stop_idle_minutes,
+        "auto_stop_signal": policy.signal or settings.auto_stop_signal,
+        "auto_stop_gpu_below": policy.gpu_idle_below_percent or settings.auto_stop_gpu_idle_below_percent,
+        "auto_stop_action": policy.action or settings.auto_stop_action,
+        "max_runtime_minutes": max_runtime if max_runtime is not None else settings.auto_stop_max_runtime_minutes,
+    }
 
 
 def _not_found(ref: str) -> ApiError:
@@ -61,7 +80,8 @@ def _upstream_unavailable(exc: NovitaError) -> ApiError:
 
 def _request_hash(body: CreateInstanceIn) -> str:
     dumped = body.model_dump(mode="json")
-    for added in ("image_auth_id", "network_storages"):  # unset, a body hashes as before they existed
+    # Unset, a body hashes as before these existed (an Idempotency-Key keeps replaying across upgrades).
+    for added in ("image_auth_id", "network_storages", "auto_stop", "max_runtime_minutes"):
         if not dumped[added]:
             del dumped[added]
     canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
@@ -127,6 +147,7 @@ class InstanceService:
         self.wake_worker = wake_worker
         ttl = settings.read_cache_seconds
         self.reads = ReadCache(changes, clock, ttl=None if ttl is None and db.is_sqlite else (ttl or 1.0))
+        self.budget_guard: BudgetGuard | None = None  # set by build_services (costs/budgets.py)
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -177,6 +198,8 @@ class InstanceService:
                 replay = await self._idempotent_replay(session, owner, idempotency_key, request_hash)
             if replay is not None:
                 return replay
+        if self.budget_guard is not None:
+            await self.budget_guard(owner, "create")
         webhook_url = self._checked_webhook_url(body.webhook_url)
         billing_mode = body.billing_mode or self.settings.default_billing_mode
         try:
@@ -223,9 +246,9 @@ class InstanceService:
             billing_mode=billing_mode,
             max_price_per_hour=body.max_price_per_hour,
             webhook_url=webhook_url,
-            auto_stop_minutes=(
-                body.auto_stop_minutes if body.auto_stop_minutes is not None else self.settings.auto_stop_idle_minutes
-            ),
+            **_auto_stop_policy(self.settings, body.auto_stop, body.auto_stop_minutes, body.max_runtime_minutes),
+            billed_seconds=0.0,
+            accrued_cost_usd=0.0,
             labels=body.labels,
             health_check_path=body.health_check.path if body.health_check else None,
             desired_state=Goal.RUNNING,
@@ -455,6 +478,8 @@ class InstanceService:
 
     async def start(self, owner: str, ref: str, body: StartIn, *, by_name: bool) -> tuple[int, dict[str, Any]]:
         webhook_url = self._checked_webhook_url(body.webhook_url)
+        if self.budget_guard is not None:
+            await self.budget_guard(owner, "start")
         async with self.db.write() as session:
             row = await self._load(session, owner, ref, by_name=by_name, lock=True)
             if row.status in ALREADY_STARTED and row.desired_state == Goal.RUNNING:
@@ -492,8 +517,11 @@ class InstanceService:
             self.notify_changed(row.id)
         return code, answer
 
-    async def stop_row(self, session: AsyncSession, row: Instance, reason: Reason) -> tuple[int, dict[str, Any]]:
-        """Record a stop in the caller's transaction (also used by the auto-stop sweeper)."""
+    async def stop_row(
+        self, session: AsyncSession, row: Instance, reason: Reason, *, message: str | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """Record a stop in the caller's transaction (also used by the auto-stop sweeper and budgets, whose
+        `message` says why)."""
         if row.status in ALREADY_STOPPED and row.desired_state == Goal.STOPPED:
             return 200, self._answer(row, "Instance is already stopped or stopping.")
         if row.status in GONE:
@@ -502,7 +530,9 @@ class InstanceService:
             # Nothing exists upstream yet: stopping means not creating it at all.
             row.pending_action = None
             row.desired_state = Goal.STOPPED
-            await self._change(session, row, Status.STOPPED, reason=reason, message="Stopped before creation.")
+            await self._change(
+                session, row, Status.STOPPED, reason=reason, message=message or "Stopped before creation."
+            )
             row.stopped_at = self.clock.now()
             return 202, self._answer(row, "Instance creation cancelled.")
         row.desired_state = Goal.STOPPED
@@ -512,7 +542,7 @@ class InstanceService:
         row.next_action_at = None
         row.phase_deadline_at = self.clock.now() + timedelta(seconds=self.settings.action_timeout_seconds)
         row.operation_id = f"op_{uuid.uuid4().hex[:16]}"
-        await self._change(session, row, Status.STOPPING, reason=reason, message="Stop requested.")
+        await self._change(session, row, Status.STOPPING, reason=reason, message=message or "Stop requested.")
         return 202, self._answer(row, "Instance stop initiated.")
 
     async def delete(self, owner: str, ref: str, *, by_name: bool) -> tuple[int, dict[str, Any]]:
@@ -523,7 +553,9 @@ class InstanceService:
             self.notify_changed(row.id)
         return code, answer
 
-    async def delete_row(self, session: AsyncSession, row: Instance, reason: Reason) -> tuple[int, dict[str, Any]]:
+    async def delete_row(
+        self, session: AsyncSession, row: Instance, reason: Reason, *, message: str | None = None
+    ) -> tuple[int, dict[str, Any]]:
         """Record a delete in the caller's transaction (also used by the auto-stop sweeper)."""
         if row.status in GONE:
             return 200, self._answer(row, f"Instance is already {row.status}.")
@@ -534,13 +566,43 @@ class InstanceService:
         if row.novita_instance_id is None and row.create_attempted_at is None:
             row.pending_action = None
             row.terminated_at = self.clock.now()
-            await self._change(session, row, Status.TERMINATED, reason=reason, message="Deleted.")
+            await self._change(session, row, Status.TERMINATED, reason=reason, message=message or "Deleted.")
         else:
             row.pending_action = Action.DELETE
             row.pending_reason = reason
             row.phase_deadline_at = self.clock.now() + timedelta(seconds=self.settings.action_timeout_seconds)
-            await self._change(session, row, Status.TERMINATING, reason=reason, message="Delete requested.")
+            await self._change(session, row, Status.TERMINATING, reason=reason, message=message or "Delete requested.")
         return 202, self._answer(row, "Instance deletion initiated.")
+
+    async def update(self, owner: str, instance_id: str, body: UpdateInstanceIn) -> dict[str, Any]:
+        """Change the auto-stop policy or runtime limit; the GPU poller looks again under the new policy."""
+        async with self.db.write() as session:
+            row = await self._load(session, owner, instance_id, by_name=False, lock=True)
+            if row.status in GONE:
+                raise ApiError(409, "INVALID_STATE", f"Instance is {row.status}; its policy no longer matters.")
+            policy = body.auto_stop or AutoStopIn()
+            idle = policy.idle_minutes if policy.idle_minutes is not None else body.auto_stop_minutes
+            changes = {
+                "auto_stop_minutes": idle,
+                "auto_stop_signal": policy.signal,
+                "auto_stop_gpu_below": policy.gpu_idle_below_percent,
+                "auto_stop_action": policy.action,
+                "max_runtime_minutes": body.max_runtime_minutes,
+            }
+            changed = False
+            for column, value in changes.items():
+                if value is not None and getattr(row, column) != value:
+                    setattr(row, column, value)
+                    changed = True
+            if changed:
+                row.gpu_check = None  # a verdict under the old policy decides nothing now
+                row.gpu_check_at = None
+                row.version += 1
+                row.updated_at = self.clock.now()
+            view = instance_view(row)
+        if changed:
+            self.notify_changed(row.id)
+        return view
 
     async def touch(self, owner: str, instance_id: str) -> dict[str, Any]:
         async with self.db.write() as session:

@@ -11,13 +11,37 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from novita_gpu.autostop.policy import idle_action, stops_at
+from novita_gpu.autostop.policy import GpuVerdict, idle_action, runtime_deadline, stops_at
+from novita_gpu.instances.lifecycle import Reason
 from novita_gpu.instances.models import Instance
 from novita_gpu.web.responses import servable
+
+_DECIDED = frozenset({Reason.AUTO_STOP, Reason.MAX_RUNTIME})
 
 
 def iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+def _gpu_view(row: Instance) -> dict[str, Any] | None:
+    """What the GPU poller last found (null unless the signal is gpu or both). `fallback` says the idle
+    decision falls back to lastUsed, and `reason` why: Novita's metrics could not be read."""
+    if row.auto_stop_signal not in ("gpu", "both"):
+        return None
+    check = servable(row.gpu_check) if GpuVerdict.of(row) is not None else None
+    check = check or {}
+    return {
+        "state": check.get("state", "pending"),
+        "checkedAt": check.get("checkedAt"),
+        "nextCheckAt": iso(row.gpu_check_at),
+        "samples": check.get("samples"),
+        "avgPercent": check.get("avgPercent"),
+        "maxPercent": check.get("maxPercent"),
+        "busyAt": check.get("busyAt"),
+        "samplesUntil": check.get("until"),
+        "fallback": "lastUsed" if check.get("state") == "unavailable" else None,
+        "reason": check.get("reason"),
+    }
 
 
 def instance_view(row: Instance) -> dict[str, Any]:
@@ -46,10 +70,22 @@ def instance_view(row: Instance) -> dict[str, Any]:
         "healthCheck": servable(row.health_check),
         "autoStop": {
             "idleMinutes": row.auto_stop_minutes,
+            "signal": row.auto_stop_signal,
+            "gpuIdleBelowPercent": row.auto_stop_gpu_below,
+            # What ends it: the policy's action, or "delete" for a failed instance Novita cannot stop.
+            "action": idle_action(row) or row.auto_stop_action,
             "lastUsedAt": iso(row.last_used_at),
-            "stopsAt": iso(deadline := stops_at(row)),
-            # What happens then: "stop", or "delete" for a failed instance Novita cannot stop.
-            "action": idle_action(row) if deadline is not None else None,
+            "stopsAt": iso(stops_at(row)),
+            "maxRuntimeEndsAt": iso(runtime_deadline(row)),
+            "gpu": _gpu_view(row),
+            "lastDecision": servable(row.auto_stop_decision),
+        },
+        "maxRuntimeMinutes": row.max_runtime_minutes,
+        "cost": {
+            "accruedUsd": round(row.accrued_cost_usd or 0.0, 6),
+            "billedSeconds": round(row.billed_seconds or 0.0, 3),
+            "accruedAt": iso(row.accrued_at),
+            "billingSince": iso(row.billing_since),
         },
         "envKeys": servable([env["key"] for env in row.envs]),
         "labels": servable(row.labels),
@@ -77,4 +113,6 @@ def webhook_data(row: Instance) -> dict[str, Any]:
         "pricePerHour": row.price_per_hour,
         "healthCheck": servable(row.health_check),
         "labels": servable(row.labels),
+        # Why an auto-stop (or max runtime) ended it: the rule that fired and its figures; null otherwise.
+        "autoStopDecision": servable(row.auto_stop_decision) if row.status_reason in _DECIDED else None,
     }

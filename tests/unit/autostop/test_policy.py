@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,11 @@ class Row:
     failed_at: datetime | None = None
     last_used_at: datetime | None = None
     pending_action: str | None = None
+    auto_stop_signal: str = "lastUsed"
+    auto_stop_gpu_below: float = 5.0
+    auto_stop_action: str = "stop"
+    max_runtime_minutes: int = 0
+    gpu_check: dict[str, Any] | None = None
 
 
 def test_a_ready_instance_stops_its_idle_limit_after_becoming_ready() -> None:
