@@ -1,19 +1,50 @@
-"""`novita-gpu instances ...`: create, list, inspect, start, stop, delete, wait for and touch instances."""
+"""`novita-gpu instances ...`: create, list, inspect, start, stop, delete, wait for, touch, ssh into and
+open instances. Every command that acts on one instance takes its id or its name (refs.py)."""
 
 from __future__ import annotations
 
+import os
+import shlex
+import shutil
+import sys
+import webbrowser
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
+from novita_gpu.cli import refs
 from novita_gpu.cli.output import answer_line, grid, instance_table, instances_table, show, text, when
-from novita_gpu.cli.session import ApiKey, AsJson, ByName, InstanceId, OptionalId, Url, client_for
-from novita_gpu.sdk import DEFAULT_URL, ApiError, Client, Json
+from novita_gpu.cli.session import (
+    ApiKey,
+    AsJson,
+    ByName,
+    InstanceRef,
+    OptionalRef,
+    Url,
+    client_for,
+    fail,
+)
+from novita_gpu.instances.lifecycle import Status
+from novita_gpu.sdk import DEFAULT_URL, Client, Json
 from novita_gpu.sdk.calls import Action
 
 app = typer.Typer(help="Create, inspect, start, stop and delete instances.", no_args_is_help=True)
+
+# What `list` shows without --all or --status: terminated instances are history (`--all` shows them).
+LIVE_STATUSES = [s.value for s in Status if s is not Status.TERMINATED]
+
+
+def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
+    """KEY=VALUE items of a repeatable option, in order (a later KEY wins)."""
+    pairs: dict[str, str] = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=option)
+        pairs[key] = value
+    return pairs
 
 
 @app.command("list")
@@ -21,138 +52,210 @@ def list_instances(
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
     as_json: AsJson = False,
-    status: Annotated[str | None, typer.Option(help="Only these statuses (comma-separated).")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="Only these statuses (comma-separated); terminated ones too if named.")
+    ] = None,
     name: Annotated[str | None, typer.Option(help="Only instances with this name.")] = None,
+    label: Annotated[
+        list[str] | None, typer.Option(help="Only instances with this label, KEY=VALUE (repeatable: all of them).")
+    ] = None,
+    show_all: Annotated[bool, typer.Option("--all", "-a", help="Terminated instances too.")] = False,
+    wide: Annotated[bool, typer.Option("--wide", "-w", help="Every column: id, reason, auto-stop, labels...")] = False,
 ) -> None:
-    """List instances, newest first (every page; --json prints one JSON array)."""
+    """List instances, newest first; terminated ones only with --all.
+
+    Every page is read (--json prints one JSON array). Terminated instances are left out unless --all or
+    --status names them; the table fits the terminal (80 columns when piped), --wide shows every column."""
+    labels = _pairs(label, "--label")
+    statuses: str | list[str] | None = status
+    if status is None and not show_all:
+        statuses = LIVE_STATUSES
     with client_for(url, api_key) as client:
-        items = list(client.iter_instances(status=status, name=name))
-    show(items, as_json, instances_table)
+        items = list(client.iter_instances(status=statuses, name=name, labels=labels or None))
+    show(items, as_json, lambda i: instances_table(i, wide), wide=wide)
 
 
 @app.command("get")
-def get_instance(
-    ref: Annotated[str, typer.Argument(metavar="ID_OR_NAME", help="Instance id or name.")],
-    url: Url = DEFAULT_URL,
-    api_key: ApiKey = None,
-    as_json: AsJson = False,
-) -> None:
-    """Show one instance, by id or else by name."""
+def get_instance(ref: InstanceRef, url: Url = DEFAULT_URL, api_key: ApiKey = None, as_json: AsJson = False) -> None:
+    """Show one instance, by id or name."""
     with client_for(url, api_key) as client:
-        try:
-            view = client.get(ref)
-        except ApiError as exc:
-            if exc.status != 404:
-                raise
-            try:
-                view = client.get_by_name(ref)
-            except ApiError:
-                raise exc from None
+        view = refs.view(client, ref)
     show(view, as_json, instance_table)
 
 
 @app.command("create")
 def create_instance(
-    name: Annotated[str, typer.Option(help="A unique name: letters, digits, - and _.")],
-    product: Annotated[str, typer.Option(help='GPU product name, e.g. "RTX 4090 24GB".')],
-    template: Annotated[str, typer.Option(help='Template id or name, e.g. "pytorch-jupyter".')],
+    name: Annotated[str, typer.Option(help="A unique name: letters, digits, - and _ (at most 63).")],
+    product: Annotated[str, typer.Option(help='GPU product name, e.g. "RTX 4090 24GB" (`novita-gpu products`).')],
+    template: Annotated[
+        str, typer.Option(help='Template id or name, e.g. "pytorch-jupyter" (`novita-gpu templates`).')
+    ],
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
     as_json: AsJson = False,
     gpus: Annotated[int | None, typer.Option(help="GPUs (1-8; default 1).")] = None,
-    region: Annotated[str | None, typer.Option(help="Preferred region (others are fallbacks).")] = None,
-    auto_stop_minutes: Annotated[int | None, typer.Option(help="Idle minutes before auto-stop; 0 = never.")] = None,
-    webhook_url: Annotated[str | None, typer.Option(help="POSTed on every status change.")] = None,
+    disk: Annotated[int | None, typer.Option(help="Root disk in GB (10-6144; default: the template's).")] = None,
+    region: Annotated[
+        str | None, typer.Option(help="Preferred region (cluster id or name); others are fallbacks.")
+    ] = None,
+    strict_region: Annotated[bool, typer.Option(help="Only --region: never fall back to another.")] = False,
+    spot: Annotated[
+        bool | None, typer.Option("--spot/--on-demand", help="Billing mode (default: the server's).")
+    ] = None,
+    max_price: Annotated[float | None, typer.Option(help="Most USD per hour for the whole instance.")] = None,
+    env: Annotated[
+        list[str] | None,
+        typer.Option(help="Environment variable KEY=VALUE (repeatable); KEY alone takes its value from here."),
+    ] = None,
+    label: Annotated[list[str] | None, typer.Option(help="Label KEY=VALUE (repeatable).")] = None,
+    health_check_path: Annotated[
+        str | None, typer.Option(help="Path probed on each http port before ready (default /).")
+    ] = None,
+    webhook: Annotated[
+        str | None, typer.Option("--webhook", "--webhook-url", help="URL POSTed on every status change.")
+    ] = None,
+    auto_stop: Annotated[
+        int | None,
+        typer.Option("--auto-stop", "--auto-stop-minutes", help="Idle minutes before auto-stop; 0 = never."),
+    ] = None,
+    image_auth_id: Annotated[str | None, typer.Option(help="Novita registry auth id for a private image.")] = None,
+    network_storage: Annotated[
+        list[str] | None,
+        typer.Option(help="Network storage to mount, ID or ID:MOUNT (default mount /network; repeatable)."),
+    ] = None,
     wait: Annotated[bool, typer.Option(help="Wait until the instance is ready.")] = False,
     timeout: Annotated[float, typer.Option(help="With --wait: seconds to wait at most.")] = 900,
 ) -> None:
-    """Create an instance; with --wait, return once it is ready."""
+    """Create an instance; with --wait, return once it is ready.
+
+    With --wait it exits 1, with the instance's status message, if it fails or is not ready in time."""
+    options: dict[str, Any] = {
+        "gpu_num": gpus,
+        "rootfs_size": disk,
+        "region": region,
+        "strict_region": strict_region or None,
+        "billing_mode": None if spot is None else ("spot" if spot else "onDemand"),
+        "max_price_per_hour": max_price,
+        "webhook_url": webhook,
+        "auto_stop_minutes": auto_stop,
+        "envs": _envs(env) or None,
+        "labels": _pairs(label, "--label") or None,
+        "health_check_path": health_check_path,
+        "image_auth_id": image_auth_id,
+        "network_storages": [_storage(item) for item in network_storage or []] or None,
+    }
     with client_for(url, api_key) as client:
-        view = client.create(
-            name,
-            product,
-            template,
-            gpu_num=gpus,
-            region=region,
-            auto_stop_minutes=auto_stop_minutes,
-            webhook_url=webhook_url,
-        )
+        view = client.create(name, product, template, **options)
         if wait:
             view = client.wait_for(view["instanceId"], "ready", timeout=timeout)
     show(view, as_json, instance_table)
 
 
-_BY_ID: dict[Action, Callable[[Client, str], Json]] = {
-    "start": Client.start,
-    "stop": Client.stop,
-    "delete": Client.delete,
-}
-_BY_NAME: dict[Action, Callable[[Client, str], Json]] = {
-    "start": Client.start_by_name,
-    "stop": Client.stop_by_name,
-    "delete": Client.delete_by_name,
-}
+def _envs(values: list[str] | None) -> dict[str, str]:
+    """--env KEY=VALUE, or KEY alone for this shell's value (a secret then stays out of shell history)."""
+    envs: dict[str, str] = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not key:
+            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--env")
+        if not sep:
+            if key not in os.environ:
+                raise typer.BadParameter(f"{key} is not set in this shell; give KEY=VALUE", param_hint="--env")
+            value = os.environ[key]
+        envs[key] = value
+    return envs
 
 
-def _act(action: Action, instance_id: str | None, name: str | None, url: str, api_key: str | None) -> Json:
-    """One action by id (POST /api/instances/{id}/...) or by name (POST /api/instances/... {instanceName})."""
-    if (instance_id is None) == (name is None):
-        raise typer.BadParameter("give an instance id or --name (one of them).")
-    with client_for(url, api_key) as client:
-        if instance_id is not None:
-            return _BY_ID[action](client, instance_id)
-        assert name is not None
-        return _BY_NAME[action](client, name)
+def _storage(item: str) -> dict[str, str]:
+    storage_id, sep, mount = item.partition(":")
+    if not storage_id or (sep and not mount):
+        raise typer.BadParameter(f"{item!r} is not ID or ID:MOUNT", param_hint="--network-storage")
+    return {"id": storage_id, "mountPoint": mount} if mount else {"id": storage_id}
+
+
+def _act(client: Client, action: Action, ref: str | None, name: str | None) -> Json:
+    if (ref is None) == (name is None):
+        raise typer.BadParameter("give an instance id or name (or --name; one of them).")
+    return refs.act(client, action, ref if ref is not None else str(name), by_name=name is not None)
 
 
 def _action_command(action: Action, summary: str) -> Callable[..., None]:
-    """The command for one action: by id (an argument) or by name (--name)."""
+    """The command for one action, by ID|NAME (or --name, as before names were accepted as the argument)."""
 
     def command(
-        instance_id: OptionalId = None,
+        ref: OptionalRef = None,
         name: ByName = None,
         url: Url = DEFAULT_URL,
         api_key: ApiKey = None,
         as_json: AsJson = False,
     ) -> None:
-        show(_act(action, instance_id, name, url, api_key), as_json, answer_line)
+        with client_for(url, api_key) as client:
+            answer = _act(client, action, ref, name)
+        show(answer, as_json, answer_line)
 
     command.__doc__ = summary
     return command
 
 
-_ACTIONS: tuple[tuple[Action, str], ...] = (
-    ("start", "Start a stopped instance."),
-    ("stop", "Stop an instance (its record and disk are kept)."),
-    ("delete", "Delete an instance at Novita (the record is kept as terminated)."),
-)
-for _action, _summary in _ACTIONS:
-    app.command(_action)(_action_command(_action, _summary))
+app.command("start")(_action_command("start", "Start a stopped instance, by id or name."))
+app.command("stop")(_action_command("stop", "Stop an instance, by id or name (its record and disk are kept)."))
+
+
+@app.command("delete")
+def delete_instance(
+    ref: OptionalRef = None,
+    name: ByName = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+    as_json: AsJson = False,
+) -> None:
+    """Delete an instance at Novita, by id or name; asks first unless --yes.
+
+    Its disk is lost; the record is kept as terminated. Without a terminal to ask on, it refuses unless
+    --yes."""
+    if (ref is None) == (name is None):
+        raise typer.BadParameter("give an instance id or name (or --name; one of them).")
+    if not yes and not sys.stdin.isatty():
+        raise fail("refusing to delete without confirmation: stdin is not a terminal; pass --yes", 2)
+    with client_for(url, api_key) as client:
+        if yes:
+            answer = _act(client, "delete", ref, name)
+        else:
+            view = refs.view(client, ref if ref is not None else str(name), by_name=name is not None)
+            question = (
+                f"Delete {view['name']} ({view['instanceId']}, {text(view.get('productName'))}, {view['status']})? "
+                "Its disk is lost"
+            )
+            if not typer.confirm(question, default=False, err=True):
+                raise fail("not deleted", 1)
+            answer = refs.act(client, "delete", view["instanceId"], by_name=False)
+    show(answer, as_json, answer_line)
 
 
 @app.command("wait")
 def wait_instance(
-    instance_id: InstanceId,
+    ref: InstanceRef,
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
     as_json: AsJson = False,
     status: Annotated[str, typer.Option("--for", help="Status(es) to wait for, comma-separated.")] = "ready",
     timeout: Annotated[float, typer.Option(help="Seconds to wait at most.")] = 900,
 ) -> None:
-    """Wait until an instance has a status; exits 1 if it fails or is terminated instead, or on timeout."""
+    """Wait until an instance has a status (by id or name).
+
+    Exits 1, with the instance's status message, if it fails or is terminated instead, or on timeout."""
     wanted = [s.strip() for s in status.split(",") if s.strip()]
     with client_for(url, api_key) as client:
-        view = client.wait_for(instance_id, wanted, timeout=timeout)
+        view = client.wait_for(refs.instance_id(client, ref), wanted, timeout=timeout)
     show(view, as_json, instance_table)
 
 
 @app.command("touch")
-def touch_instance(
-    instance_id: InstanceId, url: Url = DEFAULT_URL, api_key: ApiKey = None, as_json: AsJson = False
-) -> None:
+def touch_instance(ref: InstanceRef, url: Url = DEFAULT_URL, api_key: ApiKey = None, as_json: AsJson = False) -> None:
     """Mark an instance used now, deferring its auto-stop."""
     with client_for(url, api_key) as client:
-        answer = client.touch(instance_id)
+        answer = client.touch(refs.instance_id(client, ref))
     show(
         answer,
         as_json,
@@ -161,12 +264,10 @@ def touch_instance(
 
 
 @app.command("events")
-def instance_events(
-    instance_id: InstanceId, url: Url = DEFAULT_URL, api_key: ApiKey = None, as_json: AsJson = False
-) -> None:
+def instance_events(ref: InstanceRef, url: Url = DEFAULT_URL, api_key: ApiKey = None, as_json: AsJson = False) -> None:
     """An instance's status history and its webhook deliveries."""
     with client_for(url, api_key) as client:
-        answer = client.events(instance_id)
+        answer = client.events(refs.instance_id(client, ref))
 
     def render(answer: Json) -> Table:
         table = grid("AT", "STATUS", "REASON", "MESSAGE", "WEBHOOKS", keep=2)
@@ -178,6 +279,50 @@ def instance_events(
         return table
 
     show(answer, as_json, render)
+
+
+@app.command("ssh", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def ssh_instance(
+    ctx: typer.Context,
+    ref: InstanceRef,
+    print_only: Annotated[bool, typer.Option("--print", help="Print the ssh command instead of running it.")] = False,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Run ssh to the instance's ssh port (or print the command with --print).
+
+    The port is Novita's mapping of the instance's port 22. Other arguments go to ssh, after `--` all of
+    them: `instances ssh box -- -L 8888:localhost:8888`, `instances ssh box -- nvidia-smi`."""
+    with client_for(url, api_key) as client:
+        view = refs.view(client, ref)
+    command = [*refs.ssh_command(view), *ctx.args]
+    if print_only:
+        typer.echo(shlex.join(command))
+        return
+    program = shutil.which(command[0])
+    if program is None:
+        raise fail(f"{command[0]} is not installed here; the command is: {shlex.join(command)}", 1)
+    sys.stdout.flush()
+    os.execv(program, command)  # noqa: S606 (the user asked for ssh; the terminal is its from here on)
+
+
+@app.command("open")
+def open_instance(
+    ref: InstanceRef,
+    port: Annotated[int | None, typer.Argument(help="The instance's port (default: its first http port).")] = None,
+    browser: Annotated[bool, typer.Option("--browser", "-b", help="Open it in a web browser.")] = False,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Print the public endpoint of one of the instance's ports (or open it with --browser)."""
+    with client_for(url, api_key) as client:
+        view = refs.view(client, ref)
+    endpoint = refs.endpoint(view, port)
+    if view["status"] != Status.READY:
+        typer.echo(f"note: {view['name']} is {view['status']}; the endpoint may not answer yet", err=True)
+    typer.echo(endpoint)
+    if browser and not webbrowser.open(endpoint):
+        raise fail("no web browser could be started here; open the address above yourself", 1)
 
 
 @app.command("sync")
