@@ -63,11 +63,12 @@ def upgrade() -> None:
     ]
     for column in columns:
         op.add_column("instances", column)
-    billed = ", ".join(f"'{status}'" for status in _BILLED)
     op.execute(
-        "UPDATE instances SET billing_since = COALESCE(started_at, created_at), "
-        "accrued_at = COALESCE(started_at, created_at) "
-        f"WHERE status != 'terminated' AND upstream_status IN ({billed})"
+        sa.text(
+            "UPDATE instances SET billing_since = COALESCE(started_at, created_at), "
+            "accrued_at = COALESCE(started_at, created_at) "
+            "WHERE status != 'terminated' AND upstream_status IN :billed"
+        ).bindparams(sa.bindparam("billed", value=list(_BILLED), expanding=True))
     )
 
     op.create_table(
