@@ -21,6 +21,7 @@ from novita_gpu.autostop.router import router as autostop_router
 from novita_gpu.cache.router import router as cache_router
 from novita_gpu.catalog.router import router as catalog_router
 from novita_gpu.clock import Clock, SystemClock
+from novita_gpu.costs.router import router as costs_router
 from novita_gpu.events.router import router as events_router
 from novita_gpu.instances.cached_reads import CachedInstanceReads
 from novita_gpu.instances.models import Instance
@@ -51,6 +52,7 @@ def _register_secrets(settings: Settings) -> None:
         settings.novita_api_key,
         settings.upstash_redis_rest_token,
         *settings.api_keys,
+        *settings.admin_api_keys,
         *settings.webhook_secret,
     ]:
         if secret is not None:
@@ -105,7 +107,9 @@ def create_app(
         redoc_url=None,  # ReDoc too loads from a CDN (and Google Fonts): blank offline, so not served
         dependencies=[Depends(refuse_unknown_query)],  # `?stauts=ready` is a 400 naming it, on every route
     )
-    app.state.api_keys = ApiKeys([k.get_secret_value() for k in settings.api_keys])
+    app.state.api_keys = ApiKeys(
+        [k.get_secret_value() for k in settings.api_keys], [k.get_secret_value() for k in settings.admin_api_keys]
+    )
     app.state.metrics = metrics
     if given is not None:
         _attach(app, given)
@@ -115,6 +119,7 @@ def create_app(
     app.include_router(health_router)
     app.include_router(catalog_router)
     app.include_router(events_router)
+    app.include_router(costs_router)
     app.include_router(cache_router, dependencies=[Depends(current_owner)])
     install_docs_page(app)  # after the API routes, which are matched first
     install_ui(app)  # the dashboard at /ui
@@ -154,3 +159,4 @@ async def _refresh_instance_counts(services: Services) -> None:
     rows = await services.db.fetch(_INSTANCES_BY_STATUS)
     services.metrics.set_instance_counts({status: count for status, count in rows})
     await services.dispatcher.backlog()  # sets the backlog gauges
+    await services.budgets.refresh_gauges()  # spend and budgets by API key

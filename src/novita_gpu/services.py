@@ -20,6 +20,7 @@ from novita_gpu.autostop.sweeper import AutoStopSweeper
 from novita_gpu.cache.registry import CacheRegistry, build_cache_backend
 from novita_gpu.catalog.service import Catalog
 from novita_gpu.clock import Clock
+from novita_gpu.costs.budgets import Budgets
 from novita_gpu.db import Database
 from novita_gpu.events.stream import EventHub
 from novita_gpu.instances.changes import ChangeFeed
@@ -60,6 +61,7 @@ class Services:
     prober: Prober
     sweeper: AutoStopSweeper
     gpu_poller: GpuPoller
+    budgets: Budgets
     retention: Retention
     dispatcher: WebhookDispatcher
     webhook_sender: WebhookSender
@@ -78,7 +80,15 @@ class Services:
         return {w.name: worker_status(w.last_run_at, now, w.allowed_gap) for w in self.workers}
 
     def start_workers(self) -> None:
-        self.workers = [self.reconciler, self.prober, self.sweeper, self.gpu_poller, self.dispatcher, self.retention]
+        self.workers = [
+            self.reconciler,
+            self.prober,
+            self.sweeper,
+            self.gpu_poller,
+            self.budgets,
+            self.dispatcher,
+            self.retention,
+        ]
         self._tasks = [asyncio.create_task(worker.run(), name=worker.name) for worker in self.workers]
 
     async def aclose(self) -> None:
@@ -155,6 +165,8 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics | No
     changes.subscribe(lambda _instance_id: dispatcher.wake())  # new outbox rows go out at once
     sweeper = AutoStopSweeper(db, clock, instances, settings, metrics)
     gpu_poller = GpuPoller(db, clock, client, settings, changes, on_idle=sweeper.wake)
+    budgets = Budgets(db, clock, instances, settings, metrics, webhook_sender, policy, changes)
+    instances.budget_guard = budgets.guard  # creates (and stopAll starts) refused once a budget is spent
     retention = Retention(db, clock, settings, metrics, on_instances_deleted=lambda: changes.pulse(None))
     return Services(
         settings=settings,
@@ -169,6 +181,7 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics | No
         prober=prober,
         sweeper=sweeper,
         gpu_poller=gpu_poller,
+        budgets=budgets,
         retention=retention,
         dispatcher=dispatcher,
         webhook_sender=webhook_sender,
@@ -177,5 +190,3 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics | No
         started_monotonic=clock.monotonic(),
         emulator=emulator,
     )
-
-

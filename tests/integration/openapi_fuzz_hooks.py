@@ -20,6 +20,7 @@ STATE_DEPENDENT_CODES = frozenset(
         "NO_OFFER_WITHIN_PRICE",  # maxPricePerHour against today's prices
         "INVALID_WEBHOOK_URL",  # the SSRF guard's verdict on the host (settings: allowed hosts, networks)
         "PAYLOAD_TOO_LARGE",  # MAX_BODY_BYTES: 100 envs of 4095 characters are allowed, not in one body
+        "BUDGET_EXCEEDED",  # a budget the run itself set (PUT /api/budget) and its instances then spent
     }
 )
 

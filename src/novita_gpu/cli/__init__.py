@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from novita_gpu import __version__
-from novita_gpu.cli import db, instances, server, service, session
+from novita_gpu.cli import costs, db, instances, server, service, session
 from novita_gpu.cli.events import events as follow_events
 
 app = typer.Typer(
@@ -57,3 +57,4 @@ app.command()(service.products)
 app.command()(service.templates)
 app.command()(service.health)
 app.add_typer(service.autostop, name="autostop")
+app.command("costs")(costs.costs)

@@ -172,6 +172,20 @@ class Metrics:
         self._autostop = Counter("autostop_actions_total", "Auto-stop actions taken", ["action"], registry=r)
         self._cache = Counter("cache_lookups_total", "Cache lookups", ["cache", "result"], registry=r)
         self._retention = Counter("retention_deleted_total", "Rows deleted by history retention", ["kind"], registry=r)
+        # Spend by API key (its owner id, never the key): few series, one per key.
+        self._cost_month = Gauge(
+            "cost_month_to_date_usd",
+            "What Novita billed this calendar month (UTC), by API key",
+            ["api_key"],
+            registry=r,
+        )
+        self._cost_rate = Gauge(
+            "cost_rate_usd_per_hour",
+            "What the instances Novita bills now cost per hour, by API key",
+            ["api_key"],
+            registry=r,
+        )
+        self._budget_limit = Gauge("budget_monthly_limit_usd", "Monthly budget, by API key", ["api_key"], registry=r)
 
         # Cached label children: labels() takes a lock and builds a tuple on every call.
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any, _Window]] = {}
@@ -268,6 +282,24 @@ class Metrics:
         if kind not in RETENTION_KINDS:
             raise ValueError(f"unknown retention kind {kind!r}")
         self._retention.labels(kind).inc(deleted)
+
+    def set_costs(self, spend: Mapping[str, tuple[float, float]], limits: Mapping[str, float]) -> None:
+        """Month-to-date spend and burn rate per key, and budget limits; keys seen before but gone drop to 0
+        (spend) or disappear (a budget removed)."""
+        for gauge, values in (
+            (self._cost_month, {k: v[0] for k, v in spend.items()}),
+            (self._cost_rate, {k: v[1] for k, v in spend.items()}),
+        ):
+            for labels, _ in list(_values(gauge)):
+                if labels["api_key"] not in values:
+                    gauge.labels(labels["api_key"]).set(0)
+            for key, value in values.items():
+                gauge.labels(key).set(round(value, 6))
+        for labels, _ in list(_values(self._budget_limit)):
+            if labels["api_key"] not in limits:
+                self._budget_limit.remove(labels["api_key"])
+        for key, limit in limits.items():
+            self._budget_limit.labels(key).set(limit)
 
     def observe_cache(self, cache: str, hit: bool) -> None:
         """One lookup in the named cache."""

@@ -199,6 +199,25 @@ def autostop_trigger(dry_run: bool) -> Call:
     return Call("POST", "/api/instances/auto-stop/trigger", body={"dryRun": dry_run}, retryable=dry_run)
 
 
+def costs(start: str | None = None, end: str | None = None, group_by: str | None = None) -> Call:
+    """GET /api/costs: `start`/`end` ISO 8601 (default: this month so far), `group_by` product, apiKey or
+    label:<key>."""
+    return Call("GET", "/api/costs", params=_given(**{"from": start, "to": end, "groupBy": group_by}), retryable=True)
+
+
+def budget(api_key: str | None = None) -> Call:
+    return Call("GET", "/api/budget", params=_given(apiKey=api_key), retryable=True)
+
+
+def set_budget(monthly_limit_usd: float, on_exceeded: str | None, webhook_url: str | None, api_key: str | None) -> Call:
+    body: Json = {"monthlyLimitUsd": monthly_limit_usd}
+    if on_exceeded is not None:
+        body["onExceeded"] = on_exceeded
+    if webhook_url is not None:
+        body["webhookUrl"] = webhook_url
+    return Call("PUT", "/api/budget", params=_given(apiKey=api_key), body=body, retryable=True)
+
+
 def products(
     product_name: str | None = None, billing_mode: Literal["onDemand", "spot"] | None = None, gpu_num: int | None = None
 ) -> Call:

@@ -121,6 +121,27 @@ class Methods(ABC, Generic[Answer]):
         """Run an auto-stop sweep now; with `dry_run` only report what it would stop."""
         return self._send(calls.autostop_trigger(dry_run))
 
+    # -- costs and budgets --------------------------------------------------------------------------
+
+    def costs(self, *, start: str | None = None, end: str | None = None, group_by: str | None = None) -> Answer:
+        """What Novita billed over a period (ISO 8601 `start`/`end`; default this month so far), grouped by
+        `product`, `apiKey` or `label:<key>`: `{totalUsd, groups, instances, ...}`."""
+        return self._send(calls.costs(start, end, group_by))
+
+    def budget(self, *, api_key: str | None = None) -> Answer:
+        """Your budget with spend so far and the projected month end (an admin key may name `api_key`)."""
+        return self._send(calls.budget(api_key))
+
+    def set_budget(
+        self,
+        monthly_limit_usd: float,
+        *,
+        on_exceeded: Literal["refuseCreates", "stopAll"] | None = None,
+        webhook_url: str | None = None,
+        api_key: str | None = None,
+    ) -> Answer:
+        return self._send(calls.set_budget(monthly_limit_usd, on_exceeded, webhook_url, api_key))
+
     def health(self) -> Answer:
         """The health report, also when the service is unhealthy (HTTP 503)."""
         return self._send(calls.health())

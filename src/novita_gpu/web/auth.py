@@ -2,12 +2,15 @@
 
 Each key is its own owner (instances are scoped to the key that created them). With no keys configured
 every caller is the single owner "default" — the server then only listens on loopback (see settings).
+ADMIN_API_KEYS are keys too (each its own owner) that may also act on other keys' budgets; with no keys
+at all the one caller is the administrator of the only owner there is.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -18,11 +21,19 @@ from novita_gpu.web.errors import ApiError
 DEFAULT_OWNER = "default"
 
 
+def owner_id(key: str) -> str:
+    """The owner id of an API key: shown in cost reports and named by an admin, never the key itself."""
+    return f"key-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
 class ApiKeys:
-    def __init__(self, keys: list[str]) -> None:
-        self._keys = {
-            hashlib.sha256(k.encode()).hexdigest(): f"key-{hashlib.sha256(k.encode()).hexdigest()[:12]}" for k in keys
-        }
+    def __init__(self, keys: list[str], admin_keys: list[str] | None = None) -> None:
+        admins = admin_keys or []
+        self._keys = {hashlib.sha256(k.encode()).hexdigest(): owner_id(k) for k in [*keys, *admins]}
+        self._admins = {owner_id(k) for k in admins}
+
+    def is_admin(self, owner: str) -> bool:
+        return not self._keys or owner in self._admins
 
     def owner_of(self, presented: str | None) -> str | None:
         if presented is None:
@@ -64,3 +75,19 @@ async def current_owner(request: Request) -> str:
 
 
 Owner = Annotated[str, Depends(current_owner)]
+
+
+@dataclass(frozen=True)
+class Caller:
+    owner: str
+    admin: bool
+
+
+async def current_caller(request: Request) -> Caller:
+    """The owner of the request's key, and whether that key is an admin key."""
+    owner = await current_owner(request)
+    keys: ApiKeys = request.app.state.api_keys
+    return Caller(owner, keys.is_admin(owner))
+
+
+CallerDep = Annotated[Caller, Depends(current_caller)]

@@ -1,0 +1,88 @@
+"""`novita-gpu costs`: what Novita billed over a period, grouped, per instance, and the key's budget."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from novita_gpu.cli.output import grid, show, text, when
+from novita_gpu.cli.session import ApiKey, AsJson, Url, client_for
+from novita_gpu.sdk import ApiError, Json
+
+
+def _usd(value: float | None) -> str:
+    return "-" if value is None else f"${value:,.2f}"
+
+
+def _hours(value: float) -> str:
+    return f"{value:,.2f}"
+
+
+def _budget_line(budget: Json | None) -> str | None:
+    if not budget or budget.get("monthlyLimitUsd") is None:
+        return None
+    line = (
+        f"Budget {budget['month']}: {_usd(budget['spentUsd'])} of {_usd(budget['monthlyLimitUsd'])} "
+        f"(projected {_usd(budget['projectedUsd'])} by month end, {budget['onExceeded']})"
+    )
+    return line + (" - EXCEEDED" if budget.get("exceeded") else "")
+
+
+def costs(
+    url: Url = None,
+    api_key: ApiKey = None,
+    as_json: AsJson = False,
+    start: Annotated[
+        str | None, typer.Option("--from", help="ISO 8601 start (default: the start of this month, UTC).")
+    ] = None,
+    end: Annotated[str | None, typer.Option("--to", help="ISO 8601 end (default: now).")] = None,
+    group_by: Annotated[str, typer.Option("--group-by", help="product, apiKey or label:<key>.")] = "product",
+) -> None:
+    """What Novita billed over a period: the total, by group and by instance (and your budget)."""
+    with client_for(url, api_key) as client:
+        report = client.costs(start=start, end=end, group_by=group_by)
+        try:
+            budget: Json | None = client.budget()
+        except ApiError:
+            budget = None
+
+    def render(report: Json) -> RenderableType:
+        summary = (
+            f"{_usd(report['totalUsd'])} from {when(report['from'])} to {when(report['to'])}: "
+            f"{_hours(report['billedHours'])} billed hours, {_hours(report['gpuHours'])} GPU-hours, "
+            f"{len(report['instances'])} instances"
+        )
+        parts: list[RenderableType] = [Text(summary)]
+        if (line := _budget_line(budget)) is not None:
+            parts.append(Text(line))
+        if report["groups"]:
+            groups: Table = grid(report["groupBy"].upper(), "COST", "HOURS", "GPU-H", "INSTANCES")
+            for g in report["groups"]:
+                groups.add_row(
+                    text(g["key"]),
+                    _usd(g["costUsd"]),
+                    _hours(g["billedHours"]),
+                    _hours(g["gpuHours"]),
+                    str(g["instances"]),
+                )
+            parts += [Text(""), groups]
+        if report["instances"]:
+            lines: Table = grid("ID", "NAME", "GROUP", "$/H", "HOURS", "COST", keep=2)
+            for i in report["instances"]:
+                name = i["name"] + (" *" if i["billingNow"] else "")
+                lines.add_row(
+                    i["instanceId"],
+                    name,
+                    text(i["group"]),
+                    f"${i['pricePerHour']:.4f}",
+                    _hours(i["billedHours"]),
+                    _usd(i["costUsd"]),
+                )
+            parts += [Text(""), lines, Text("* still billing: its cost grows until it stops")]
+        return Group(*parts)
+
+    show(report, as_json, render)

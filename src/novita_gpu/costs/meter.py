@@ -1,0 +1,230 @@
+"""The billing meter: when Novita bills an instance, at what price, and what it has cost so far.
+
+What counts as billed (docs/costs.md): Novita bills an instance from the moment it pulls its image
+(`pulling`, Novita's pricing guide) until it is `exited`; a start of a stopped instance bills from
+`toStart` [INF]; a delete ends billing when the removal begins (`toRemove`) [INF]. Creating (`toCreate`,
+`creating`) and stopped (`exited`) instances bill no GPU time (a stopped instance's kept disk may cost
+a little; Novita's API gives no price for it, so it is not counted). Spot instances bill the same way, at
+the spot price they were created at, and a reclaim ends billing when they are `exited`.
+
+The meter follows `instances.upstream_status` wherever it is written: a hook on every ORM flush sees the
+row's old and new Novita status in the same transaction as the change, and opens or closes the billed
+stretch at the row's `updated_at` (the moment the change was observed). So no code path that records a
+status can forget the meter, and a crash loses nothing: the open stretch's start is on the row, and a
+closed stretch is a ledger row (`billing_periods`) written in the transaction that closed it. The row's
+`accrued_cost_usd` / `billed_seconds` hold the total as of `accrued_at`; the worker in budgets.py moves
+that forward every minute for instances still billing (`checkpoint`), so the figure in an instance's view
+is never more than a minute old, and survives restarts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import event, inspect, select, update
+from sqlalchemy.orm import Session, UOWTransaction
+
+from novita_gpu.costs.models import BillingPeriod
+from novita_gpu.db import Database
+from novita_gpu.instances.models import Instance
+
+BILLED = frozenset(
+    {
+        "pulling",
+        "toStart",
+        "starting",
+        "running",
+        "toRestart",
+        "restarting",
+        "toReset",
+        "resetting",
+        "migrating",
+        "toStop",
+        "stopping",
+        "freezing",
+    }
+)
+
+
+def billed(upstream_status: str | None) -> bool:
+    return upstream_status in BILLED
+
+
+def accrue(row: Instance, at: datetime) -> None:
+    """Move the row's billed time and cost forward to `at` (nothing when it is not billing, or already is).
+
+    Accrual is linear at the stretch's fixed price, so a row read a little earlier gives the same total:
+    a checkpoint written meanwhile is overtaken, not lost."""
+    since = row.billing_since
+    if since is None:
+        return
+    start = max(since, row.accrued_at) if row.accrued_at is not None else since
+    seconds = (at - start).total_seconds()
+    if seconds <= 0:
+        return
+    row.billed_seconds = (row.billed_seconds or 0.0) + seconds
+    row.accrued_cost_usd = (row.accrued_cost_usd or 0.0) + seconds / 3600.0 * (row.price_per_hour or 0.0)
+    row.accrued_at = at
+
+
+def _period(row: Instance, ended_at: datetime) -> BillingPeriod:
+    assert row.billing_since is not None
+    return BillingPeriod(
+        instance_id=row.id,
+        owner=row.owner,
+        instance_name=row.name,
+        product_name=row.product_name,
+        billing_mode=row.billing_mode,
+        gpu_num=row.gpu_num,
+        price_per_hour=row.price_per_hour or 0.0,
+        labels=dict(row.labels or {}),
+        started_at=row.billing_since,
+        ended_at=ended_at,
+    )
+
+
+def _observe(session: Session, row: Instance) -> None:
+    history = inspect(row).attrs.upstream_status.history
+    if not history.has_changes():
+        return
+    before = history.deleted[0] if history.deleted else None
+    now_billed, was_billed = billed(row.upstream_status), billed(before)
+    if now_billed == was_billed:
+        return
+    at = row.updated_at or datetime.now(UTC)
+    if now_billed:
+        if row.billing_since is None:
+            row.billing_since = at
+            row.accrued_at = at
+        return
+    if row.billing_since is None:
+        return
+    accrue(row, at)
+    session.add(_period(row, at))
+    row.billing_since = None
+
+
+def _before_flush(session: Session, _flush: UOWTransaction, _instances: Iterable[Any] | None) -> None:
+    for obj in list(session.dirty):
+        if isinstance(obj, Instance):
+            _observe(session, obj)
+
+
+def install() -> None:
+    """Follow every session's flushes (once per process)."""
+    if not event.contains(Session, "before_flush", _before_flush):
+        event.listen(Session, "before_flush", _before_flush)
+
+
+install()
+
+
+@dataclass(frozen=True)
+class Stretch:
+    """A billed stretch, closed (from the ledger) or still open (from an instance row)."""
+
+    instance_id: str
+    owner: str
+    instance_name: str
+    product_name: str
+    billing_mode: str
+    gpu_num: int
+    price_per_hour: float
+    labels: dict[str, str]
+    started_at: datetime
+    ended_at: datetime | None  # None: Novita still bills it
+
+    def seconds_within(self, start: datetime, end: datetime, now: datetime) -> float:
+        """Billed seconds of this stretch inside [start, end), counting an open one up to `now`."""
+        stop = min(end, self.ended_at or now)
+        return max(0.0, (stop - max(start, self.started_at)).total_seconds())
+
+
+async def stretches(db: Database, start: datetime, end: datetime, owner: str | None = None) -> list[Stretch]:
+    """Every billed stretch that overlaps [start, end): closed ones from the ledger, open ones from rows."""
+    closed = select(BillingPeriod).where(BillingPeriod.ended_at > start, BillingPeriod.started_at < end)
+    open_rows = select(Instance).where(Instance.billing_since.is_not(None), Instance.billing_since < end)
+    if owner is not None:
+        closed = closed.where(BillingPeriod.owner == owner)
+        open_rows = open_rows.where(Instance.owner == owner)
+    async with db.read() as session:
+        periods: Sequence[BillingPeriod] = (await session.execute(closed)).scalars().all()
+        rows: Sequence[Instance] = (await session.execute(open_rows)).scalars().all()
+    found = [
+        Stretch(
+            p.instance_id,
+            p.owner,
+            p.instance_name,
+            p.product_name,
+            p.billing_mode,
+            p.gpu_num,
+            p.price_per_hour,
+            dict(p.labels or {}),
+            p.started_at,
+            p.ended_at,
+        )
+        for p in periods
+    ]
+    for row in rows:
+        assert row.billing_since is not None
+        found.append(
+            Stretch(
+                row.id,
+                row.owner,
+                row.name,
+                row.product_name,
+                row.billing_mode,
+                row.gpu_num,
+                row.price_per_hour or 0.0,
+                dict(row.labels or {}),
+                row.billing_since,
+                None,
+            )
+        )
+    return found
+
+
+_BILLING_ROWS = select(
+    Instance.id,
+    Instance.billing_since,
+    Instance.accrued_at,
+    Instance.billed_seconds,
+    Instance.accrued_cost_usd,
+    Instance.price_per_hour,
+).where(Instance.billing_since.is_not(None))
+
+
+async def checkpoint(db: Database, now: datetime) -> list[str]:
+    """Write every billing instance's cost so far (the ids written). A compare-and-set on the open stretch
+    and the last checkpoint: a row whose stretch closed or that was moved on meanwhile is left as it is.
+    `version` is not bumped: this is bookkeeping, and the reconciler's guarded writes must not lose a turn."""
+    rows = await db.fetch(_BILLING_ROWS)
+    if not rows:
+        return []
+    written: list[str] = []
+    async with db.write() as session:
+        for row in rows:
+            start = max(row.billing_since, row.accrued_at) if row.accrued_at is not None else row.billing_since
+            seconds = (now - start).total_seconds()
+            if seconds <= 0:
+                continue
+            condition = [Instance.id == row.id, Instance.billing_since == row.billing_since]
+            condition.append(
+                Instance.accrued_at.is_(None) if row.accrued_at is None else Instance.accrued_at == row.accrued_at
+            )
+            result = await session.execute(
+                update(Instance)
+                .where(*condition)
+                .values(
+                    billed_seconds=row.billed_seconds + seconds,
+                    accrued_cost_usd=row.accrued_cost_usd + seconds / 3600.0 * (row.price_per_hour or 0.0),
+                    accrued_at=now,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if getattr(result, "rowcount", 0):
+                written.append(row.id)
+    return written
