@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import ColumnElement, Row, and_, func, or_, select, update
+from sqlalchemy import Row, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from novita_gpu.catalog.service import Catalog, CatalogError
@@ -38,6 +38,7 @@ from novita_gpu.instances.lifecycle import (
 )
 from novita_gpu.instances.models import Instance
 from novita_gpu.instances.row_guard import reattach_if_current
+from novita_gpu.leases import LeasedTable
 from novita_gpu.novita import (
     AmbiguousCreate,
     CreateInstanceRequest,
@@ -169,6 +170,7 @@ class Reconciler(PeriodicWorker):
         self.changes = changes
         self.on_health_checking = on_health_checking
         self.worker_id = f"reconciler-{uuid.uuid4().hex[:8]}"
+        self.leases = LeasedTable(Instance, owner=self.worker_id)
         self.lease_token = ""  # the lease of the rows the current (or last) tick claimed
         self._in_flight: dict[str, asyncio.Task[bool]] = {}
         self._finished_late: dict[str, list[str]] = {}  # lease token -> rows done after their tick ended
@@ -213,12 +215,7 @@ class Reconciler(PeriodicWorker):
         await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(Exception):  # best effort: a lease not released lapses by itself
             async with self.db.write() as session:
-                await session.execute(
-                    update(Instance)
-                    .where(Instance.lease_owner == self.worker_id)
-                    .values(lease_owner=None, lease_token=None, lease_expires_at=None)
-                    .execution_options(synchronize_session=False)
-                )
+                await session.execute(self.leases.release_mine())
 
     def busy_rows(self) -> set[str]:
         """Rows whose processing is still in flight (a slow upstream call)."""
@@ -306,17 +303,6 @@ class Reconciler(PeriodicWorker):
 
     # -- leases ----------------------------------------------------------------------------------
 
-    def _claimable(self, now: datetime) -> ColumnElement[bool]:
-        """Rows this worker may take: watched (known upstream, or an action pending), not leased by another."""
-        return and_(
-            _WATCHED,
-            or_(
-                Instance.lease_expires_at.is_(None),
-                Instance.lease_expires_at < now,
-                Instance.lease_owner == self.worker_id,
-            ),
-        )
-
     async def _candidates(self) -> Sequence[Row[Any]]:
         """A light read of every watched row: the few columns that say whether it needs attention.
 
@@ -348,10 +334,7 @@ class Reconciler(PeriodicWorker):
             chunk = ids[start : start + _CLAIM_CHUNK]
             async with self.db.worker_write() as session:
                 await session.execute(
-                    update(Instance)
-                    .where(Instance.id.in_(chunk), self._claimable(now))
-                    .values(lease_owner=self.worker_id, lease_token=self.lease_token, lease_expires_at=lease_until)
-                    .execution_options(synchronize_session=False)
+                    self.leases.claim(chunk, _WATCHED, now=now, token=self.lease_token, until=lease_until)
                 )
             async with self.db.read() as session:
                 found = await session.execute(
@@ -368,21 +351,11 @@ class Reconciler(PeriodicWorker):
         lease_until = self.clock.now() + timedelta(seconds=self.settings.lease_seconds)
         for start in range(0, len(ids), _CLAIM_CHUNK):
             async with self.db.worker_write() as session:
-                await session.execute(
-                    update(Instance)
-                    .where(Instance.id.in_(ids[start : start + _CLAIM_CHUNK]), Instance.lease_owner == self.worker_id)
-                    .values(lease_expires_at=lease_until)
-                    .execution_options(synchronize_session=False)
-                )
+                await session.execute(self.leases.renew(ids[start : start + _CLAIM_CHUNK], until=lease_until))
 
     async def _release_all(self, token: str) -> None:
         async with self.db.write() as session:
-            await session.execute(
-                update(Instance)
-                .where(Instance.lease_token == token)
-                .values(lease_owner=None, lease_token=None, lease_expires_at=None)
-                .execution_options(synchronize_session=False)
-            )
+            await session.execute(self.leases.release(token))
 
     async def _release_late(self) -> None:
         """Release the rows that finished after their tick stopped waiting (one batch per lease)."""
@@ -393,12 +366,7 @@ class Reconciler(PeriodicWorker):
     async def _release(self, ids: list[str], *, only_token: str) -> None:
         for start in range(0, len(ids), _CLAIM_CHUNK):
             async with self.db.write() as session:
-                await session.execute(
-                    update(Instance)
-                    .where(Instance.id.in_(ids[start : start + _CLAIM_CHUNK]), Instance.lease_token == only_token)
-                    .values(lease_owner=None, lease_token=None, lease_expires_at=None)
-                    .execution_options(synchronize_session=False)
-                )
+                await session.execute(self.leases.release(only_token, ids[start : start + _CLAIM_CHUNK]))
 
     async def _apply(self, snap: Instance, mutate: Mutation) -> Instance | None:
         """Apply `mutate` to the current row if nobody changed it since `snap` was read (and its lease, which

@@ -36,6 +36,7 @@ from sqlalchemy.sql.elements import BindParameter
 from novita_gpu.clock import Clock
 from novita_gpu.db import Database, UTCDateTime
 from novita_gpu.instances.models import Instance
+from novita_gpu.leases import LeasedTable
 from novita_gpu.observability.metrics import Metrics
 from novita_gpu.retry_timing import full_jitter
 from novita_gpu.settings import Settings
@@ -105,8 +106,11 @@ def _waiting_for(receiver: str, now: datetime) -> ColumnElement[bool]:
     )
 
 
+_LEASES = LeasedTable(WebhookDelivery)
+
+
 def _lease_free(now: datetime | BindParameter[datetime]) -> ColumnElement[bool]:
-    return or_(WebhookDelivery.lease_expires_at.is_(None), WebhookDelivery.lease_expires_at < now)
+    return _LEASES.free(now)
 
 
 def _due_deliveries() -> Select[tuple[str]]:
@@ -262,16 +266,11 @@ class WebhookDispatcher(PeriodicWorker):
             return []
         async with self.db.write() as session:
             await session.execute(
-                update(WebhookDelivery)
-                .where(WebhookDelivery.id.in_(ids), WebhookDelivery.status == PENDING, _lease_free(now))
-                .values(lease_token=token, lease_expires_at=now + self.lease)
-                .execution_options(synchronize_session=False)
+                _LEASES.claim(ids, WebhookDelivery.status == PENDING, now=now, token=token, until=now + self.lease)
             )
         async with self.db.read() as session:
             return list(
-                await session.scalars(
-                    select(WebhookDelivery).where(WebhookDelivery.id.in_(ids), WebhookDelivery.lease_token == token)
-                )
+                await session.scalars(select(WebhookDelivery).where(WebhookDelivery.id.in_(ids), _LEASES.held(token)))
             )
 
     # -- one attempt -----------------------------------------------------------------------------
@@ -343,7 +342,7 @@ class WebhookDispatcher(PeriodicWorker):
                 .where(
                     WebhookDelivery.id == snap.id,
                     WebhookDelivery.status == PENDING,
-                    WebhookDelivery.lease_token == token,
+                    _LEASES.held(token),
                 )
                 .values(**values)
                 .execution_options(synchronize_session=False)
