@@ -31,9 +31,12 @@ class Receiver(BaseHTTPRequestHandler):
         if delivery not in self.seen:
             self.seen.add(delivery)
             event = json.loads(body)
-            line = f"{event['instanceId']} {event['name']}: {event['previousStatus']} -> {event['status']}"
-            if event["status"] == "ready":
-                line += f" {json.dumps(event['data']['connectionDetails'])}"
+            if "instanceId" in event:
+                line = f"{event['instanceId']} {event['name']}: {event['previousStatus']} -> {event['status']}"
+                if event["status"] == "ready":
+                    line += f" {json.dumps(event['data']['connectionDetails'])}"
+            else:  # an API key's event (budget.exceeded, sent to WEBHOOK_URL too)
+                line = f"{event['event']} {event.get('apiKey')}: {json.dumps(event.get('data'))}"
             print(line, flush=True)
         self.send_response(204)
         self.end_headers()

@@ -5,7 +5,8 @@ Cost. Each look is one call to Novita's metrics API for one instance, covering i
 instance is looked at once its window could be all idle: W minutes after it became ready (plus Novita's
 one-minute delay), then W minutes after the latest busy sample. So a busy instance costs one call per
 window, and an idle one a call or two before it is stopped. 1,000 ready instances with 30-minute windows
-cost about 1000 / 30 = 34 calls a minute (0.56 a second). Each due time gets a jitter (up to 5 % of the
+cost about 1000 / 30 = 33 calls a minute (0.56 a second); while Novita's metrics cannot be read, each is
+looked at again every half window (at least a minute, at most 15), 67 a minute for those 1,000. Each due time gets a jitter (up to 5 % of the
 window, at most a minute), calls go out at most GPU_POLL_CALLS_PER_MINUTE (a token bucket: instances due
 together, e.g. after a restart, are spread over the following minutes) and GPU_POLL_CONCURRENCY at once,
 and none while Novita's last 429 asks the client to wait (the client's own memory, shared with the
@@ -276,7 +277,7 @@ class GpuPoller(PeriodicWorker):
             if row.auto_stop_signal == "both" and (by_use := last_used_deadline(row)) is not None:
                 next_at = max(next_at, by_use)
         else:
-            retry = min(300.0, max(60.0, window * 60 / 3))
+            retry = min(900.0, max(60.0, window * 60 / 2))
             next_at = now + timedelta(seconds=retry)
             log.info("gpu_metrics_unavailable", instance_id=row.id, reason=look.reason)
         check = {
