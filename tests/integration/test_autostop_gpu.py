@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from novita_gpu.instances.answers import InstanceAnswer
 from novita_gpu.serving import BackgroundServer
+from tests.fixtures.databases import fresh_database
 from tests.harness import Harness
 
 MINUTE = 60.0
@@ -243,3 +244,16 @@ async def test_instances_due_together_are_spread_and_a_429_holds_the_poller(tmp_
         assert 100 < pause <= 120 and metrics_calls(h) == before  # it waits out Novita's 429
     finally:
         await h.stop()
+
+
+async def test_idle_gpus_are_stopped_on_postgresql(tmp_path: Path) -> None:
+    async with fresh_database("postgres", tmp_path) as url:
+        h = await Harness(tmp_path, database_url=url).start()
+        try:
+            view = await ready(h, autoStop=GPU)
+            utilization(h, view, {"level": 0})
+            await run_for(h, 32 * MINUTE)
+            stopped = await h.until_status(view["instanceId"], "stopped")
+            assert stopped["autoStop"]["lastDecision"]["signal"] == "gpu"
+        finally:
+            await h.stop()

@@ -19,6 +19,7 @@ from starlette.routing import Route
 from novita_gpu.costs.answers import AccountEventsAnswer, BudgetAnswer
 from novita_gpu.serving import BackgroundServer
 from novita_gpu.web.auth import owner_id
+from tests.fixtures.databases import fresh_database
 from tests.harness import SEED_BODY, Harness
 
 ALICE, BOB, ROOT = "alice-key-0123456789", "bob-key-0123456789", "root-key-0123456789"
@@ -204,3 +205,32 @@ async def test_a_new_month_starts_from_zero(keyed: Harness) -> None:
     fresh = (await budget(h, ALICE)).json()
     assert fresh["month"] != month and fresh["spentUsd"] == 0 and fresh["exceeded"] is False
     assert (await create(h, ALICE, name="a2")).status_code == 201
+
+
+async def test_stop_all_and_costs_on_postgresql(tmp_path: Path) -> None:
+    """The same on PostgreSQL: row locks around stopAll, the ledger written by the flush hook, the report."""
+    async with fresh_database("postgres", tmp_path) as url:
+        h = await Harness(tmp_path, database_url=url, api_keys=f"{ALICE},{BOB}", auto_stop_idle_minutes=0).start()
+        try:
+            assert (
+                await h.http.put(
+                    "/api/budget", json={"monthlyLimitUsd": 0.2, "onExceeded": "stopAll"}, headers=key(ALICE)
+                )
+            ).status_code == 200
+            a1, b1 = await ready(h, ALICE, "a1"), await ready(h, BOB, "b1")
+            h.clock.advance(HOUR)
+            await h.services.budgets.step()
+            assert await status(h, ALICE, a1["instanceId"]) == "stopping"
+            assert await status(h, BOB, b1["instanceId"]) == "ready"
+
+            async def stopped() -> bool:
+                return await status(h, ALICE, a1["instanceId"]) == "stopped"
+
+            await h.run_until(stopped)
+            report = (await h.http.get("/api/costs", headers=key(ALICE))).json()
+            [line] = report["instances"]
+            view = (await h.http.get(f"/api/instances/{a1['instanceId']}", headers=key(ALICE))).json()
+            assert abs(line["costUsd"] - view["cost"]["accruedUsd"]) < 0.005 and line["billingNow"] is False
+            assert 0.29 < line["costUsd"] < 0.30  # an hour and its boot at $0.29
+        finally:
+            await h.stop()
