@@ -375,10 +375,13 @@ async def test_create_has_a_flag_for_everything_the_api_accepts(live: LiveServic
         *("--env", "MODE=train", "--env", "EQUALS=a=b", "--env", "FROM_SHELL", "--label", "team=ml"),
         *("--label", "tier=gold", "--health-check-path", "/healthz", "--webhook", "http://127.0.0.1:9/hook"),
         *("--auto-stop", "15", "--image-auth-id", auth.id, "--network-storage", f"{storage_id}:/data", "--json"),
+        *("--auto-stop-signal", "both", "--gpu-idle-below", "7.5", "--idle-action", "delete", "--max-runtime", "600"),
     ]
     created = json.loads(ok(await cli(live, *args, env={"FROM_SHELL": "secret-value"})))
     assert created["gpuNum"] == 2 and created["rootfsSize"] == 80 and created["billingMode"] == "spot"
-    assert created["maxPricePerHour"] == 50 and created["autoStop"]["idleMinutes"] == 15
+    assert created["maxPricePerHour"] == 50 and created["maxRuntimeMinutes"] == 600
+    policy = {k: created["autoStop"][k] for k in ("idleMinutes", "signal", "gpuIdleBelowPercent", "action")}
+    assert policy == {"idleMinutes": 15, "signal": "both", "gpuIdleBelowPercent": 7.5, "action": "delete"}
     assert created["labels"] == {"team": "ml", "tier": "gold"}
     assert sorted(created["envKeys"]) == sorted(["EQUALS", "FROM_SHELL", "JUPYTER_TOKEN", "MODE", "PYTHONUNBUFFERED"])
     assert created["webhookUrl"] == "http://127.0.0.1:9/hook" and created["imageAuthId"] == auth.id
@@ -395,6 +398,10 @@ async def test_create_has_a_flag_for_everything_the_api_accepts(live: LiveServic
     assert unset.exit_code == 2 and "NOT_SET_ANYWHERE_42 is not set in this shell" in unset.stderr
     bad_storage = await cli(live, *args[:8], "--network-storage", "id:")
     assert bad_storage.exit_code == 2 and "not ID or ID:MOUNT" in bad_storage.stderr
+    bad_signal = await cli(live, *args[:8], "--auto-stop-signal", "cpu")
+    assert bad_signal.exit_code == 2 and "lastUsed" in bad_signal.stderr
+    gpu_only = [*args[:2], "--name", "cli-gpu", *args[4:8], "--auto-stop-signal", "gpu", "--json"]
+    assert json.loads(ok(await cli(live, *gpu_only)))["autoStop"]["signal"] == "gpu"  # the rest: the defaults
 
 
 async def test_delete_asks_first_and_refuses_without_a_terminal(live: LiveService) -> None:

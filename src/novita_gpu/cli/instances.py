@@ -9,6 +9,7 @@ import shutil
 import sys
 import webbrowser
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -31,6 +32,18 @@ from novita_gpu.sdk import DEFAULT_URL, Client, Json
 from novita_gpu.sdk.calls import Action
 
 app = typer.Typer(help="Create, inspect, start, stop and delete instances.", no_args_is_help=True)
+
+
+class AutoStopSignal(StrEnum):
+    LAST_USED = "lastUsed"
+    GPU = "gpu"
+    BOTH = "both"
+
+
+class IdleAction(StrEnum):
+    STOP = "stop"
+    DELETE = "delete"
+
 
 # What `list` shows without --all or --status: terminated instances are history (`--all` shows them).
 LIVE_STATUSES = [s.value for s in Status if s is not Status.TERMINATED]
@@ -118,6 +131,19 @@ def create_instance(
         int | None,
         typer.Option("--auto-stop", "--auto-stop-minutes", help="Idle minutes before auto-stop; 0 = never."),
     ] = None,
+    auto_stop_signal: Annotated[
+        AutoStopSignal | None,
+        typer.Option(help="What counts as idle: no PUT /last-used, GPUs below --gpu-idle-below, or both."),
+    ] = None,
+    gpu_idle_below: Annotated[
+        float | None, typer.Option(help="GPU utilization %, below which the GPUs count as idle (signal gpu, both).")
+    ] = None,
+    idle_action: Annotated[
+        IdleAction | None, typer.Option(help="What ends an idle instance (and one past --max-runtime).")
+    ] = None,
+    max_runtime: Annotated[
+        int | None, typer.Option(help="Minutes from ready after which it is ended, busy or not; 0 = none.")
+    ] = None,
     image_auth_id: Annotated[str | None, typer.Option(help="Novita registry auth id for a private image.")] = None,
     network_storage: Annotated[
         list[str] | None,
@@ -138,6 +164,8 @@ def create_instance(
         "max_price_per_hour": max_price,
         "webhook_url": webhook,
         "auto_stop_minutes": auto_stop,
+        "auto_stop": _auto_stop_policy(auto_stop, auto_stop_signal, gpu_idle_below, idle_action),
+        "max_runtime_minutes": max_runtime,
         "envs": _envs(env) or None,
         "labels": _pairs(label, "--label") or None,
         "health_check_path": health_check_path,
@@ -149,6 +177,21 @@ def create_instance(
         if wait:
             view = client.wait_for(view["instanceId"], "ready", timeout=timeout)
     show(view, as_json, instance_table)
+
+
+def _auto_stop_policy(
+    idle_minutes: int | None, signal: AutoStopSignal | None, below: float | None, action: IdleAction | None
+) -> dict[str, Any] | None:
+    """The API's `autoStop` object when a policy flag is given (--auto-stop alone stays `autoStopMinutes`)."""
+    if signal is None and below is None and action is None:
+        return None
+    given = {
+        "idleMinutes": idle_minutes,
+        "signal": signal.value if signal else None,
+        "gpuIdleBelowPercent": below,
+        "action": action.value if action else None,
+    }
+    return {key: value for key, value in given.items() if value is not None}
 
 
 def _envs(values: list[str] | None) -> dict[str, str]:

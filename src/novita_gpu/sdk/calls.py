@@ -53,6 +53,9 @@ class CreateOptions(TypedDict, total=False):
     max_price_per_hour: float | None
     webhook_url: str | None
     auto_stop_minutes: int | None
+    # The policy as the API takes it: {"idleMinutes", "signal", "gpuIdleBelowPercent", "action"} (docs/autostop.md).
+    auto_stop: Mapping[str, Any] | None
+    max_runtime_minutes: int | None
     envs: Mapping[str, str] | None
     labels: Mapping[str, str] | None
     health_check_path: str | None
@@ -70,6 +73,7 @@ _CREATE_FIELDS = {
     "webhook_url": "webhookUrl",
     "auto_stop_minutes": "autoStopMinutes",
     "image_auth_id": "imageAuthId",
+    "max_runtime_minutes": "maxRuntimeMinutes",
 }
 
 
@@ -99,7 +103,9 @@ def create(
     idempotency_key: str | None = None,
 ) -> Call:
     """A create that is safe to retry: it always carries an Idempotency-Key (a fresh one unless given)."""
-    unknown = set(options) - set(_CREATE_FIELDS) - {"envs", "labels", "health_check_path", "network_storages"}
+    unknown = (
+        set(options) - set(_CREATE_FIELDS) - {"envs", "labels", "health_check_path", "network_storages", "auto_stop"}
+    )
     if unknown:
         raise TypeError(f"unknown create option(s): {', '.join(sorted(unknown))}")
     body: Json = {"name": name, "productName": product_name, "templateId": template_id}
@@ -114,6 +120,9 @@ def create(
         body["labels"] = dict(labels)
     if health_check_path is not None:
         body["healthCheck"] = {"path": health_check_path}
+    auto_stop = options.get("auto_stop")
+    if auto_stop is not None:
+        body["autoStop"] = dict(auto_stop)
     network_storages = options.get("network_storages")
     if network_storages is not None:
         body["networkStorages"] = [dict(storage) for storage in network_storages]
