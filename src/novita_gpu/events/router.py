@@ -52,7 +52,20 @@ _STREAM_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {
         "description": "Server-Sent Events: `id:` the event id, `event:` instance.<status>, `data:` the webhook "
         "body; `: keep-alive` comments; `event: close` with {code, message} when the server ends the stream.",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        # Before OpenAPI 3.2's itemSchema, an event stream's `schema` describes each event.
+        "content": {
+            "text/event-stream": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string", "description": "the event id: resume with Last-Event-ID"},
+                        "event": {"type": "string", "description": "instance.<status>, or close"},
+                        "data": {"type": "string", "description": "the webhook body, as JSON text"},
+                        "retry": {"type": "integer"},
+                    },
+                }
+            }
+        },
     },
     # Errors are the usual JSON envelope, not a stream (the route's own media type would say so).
     "4XX": {"description": "400, 401, 404 or 429 (TOO_MANY_STREAMS, with Retry-After)", "content": _ERROR_BODY},
