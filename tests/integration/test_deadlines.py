@@ -110,7 +110,8 @@ async def test_a_stop_carried_out_while_nobody_looked_ends_stopped_not_failed(tm
 
 
 async def test_a_stop_that_times_out_and_later_succeeds_ends_stopped(tmp_path: Path) -> None:
-    harness = await Harness(tmp_path, action_timeout_seconds=60).start()
+    # Each refused stop gives up at once (no real-time retries), so the test's pace is the clock's alone.
+    harness = await Harness(tmp_path, action_timeout_seconds=60, novita_retry_deadline_seconds=0).start()
     try:
         created = await harness.create()
         await harness.until_status(created["instanceId"], "ready")
