@@ -59,6 +59,11 @@ async def cli(live: LiveService, *args: str, api_key: str | None = None, **kw: A
     return await asyncio.to_thread(invoke, live.url, *args, api_key=api_key, **kw)
 
 
+def last_line(stderr: str) -> str:
+    """The error a failed wait ends with (the statuses it saw on the way come before it)."""
+    return stderr.splitlines()[-1]
+
+
 def ok(result: Result) -> str:
     assert result.exit_code == 0, (result.exit_code, result.stdout, result.stderr)
     assert result.stderr == ""
@@ -115,7 +120,7 @@ async def test_stop_start_touch_events_and_delete(live: LiveService) -> None:
     await h.until_status(instance_id, "terminated")
     gone = await cli(live, "instances", "wait", instance_id, "--timeout", "5")
     assert gone.exit_code == 1
-    assert gone.stderr == f"error: instance {instance_id} (cli-act) is terminated (USER), not ready\n"
+    assert last_line(gone.stderr) == f"error: instance {instance_id} (cli-act) is terminated (USER), not ready"
 
 
 async def test_wait_times_out_with_exit_code_1(live: LiveService) -> None:
@@ -139,8 +144,9 @@ async def test_wait_times_out_with_exit_code_1(live: LiveService) -> None:
         lambda: invoke(live.url, "instances", "wait", created["instanceId"], "--timeout", "0.2")
     )
     assert result.exit_code == 1 and result.stdout == ""
-    assert result.stderr.startswith(f"error: instance {created['instanceId']} (cli-slow) is still creating after 0.2 s")
-    assert result.stderr.endswith(f"(waiting for ready): {created['statusMessage']}\n")
+    error = last_line(result.stderr)
+    assert error.startswith(f"error: instance {created['instanceId']} (cli-slow) is still creating after 0.2 s")
+    assert error.endswith(f"(waiting for ready): {created['statusMessage']}")
 
 
 async def test_api_errors_print_code_message_and_request_id(live: LiveService) -> None:
@@ -454,6 +460,19 @@ async def test_a_wait_that_times_out_says_why(live: LiveService) -> None:
     assert result.exit_code == 1 and result.stdout == ""
     assert re.fullmatch(
         r"error: instance inst_\w+ \(cli-no-gpu\) is still creating after 1 s \(waiting for ready\): "
-        r"No capacity for 'L4 24GB' in any allowed region yet; waiting for some\.\n",
-        result.stderr,
+        r"No capacity for 'L4 24GB' in any allowed region yet; waiting for some\.",
+        last_line(result.stderr),
     )
+
+
+async def test_create_wait_shows_each_status_on_the_way(live: LiveService) -> None:
+    """`--wait` says what happens while it waits (it printed nothing for 14 s), on stderr: stdout keeps the
+    answer, and --json prints no progress at all (checked above)."""
+    create = ["instances", "create", "--name", "cli-live", "--product", PRODUCT, "--template", TEMPLATE]
+    result = await live.while_driving(lambda: invoke(live.url, *create, "--wait", "--timeout", "60"))
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    shown = [re.match(r"\s*\d+ s  (\w+)", line)[1] for line in result.stderr.splitlines()]  # type: ignore[index]
+    assert shown[0] == "creating" and shown[-1] == "ready", result.stderr
+    assert "health_checking" in shown and shown == list(dict.fromkeys(shown))  # each change once, in order
+    assert "Waiting for Novita to create the instance." in result.stderr
+    assert "cli-live" in result.stdout and "ready" in result.stdout

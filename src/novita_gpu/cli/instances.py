@@ -16,7 +16,7 @@ import typer
 from rich.table import Table
 
 from novita_gpu.cli import refs
-from novita_gpu.cli.output import answer_line, grid, instance_table, instances_table, show, text, when
+from novita_gpu.cli.output import StatusLine, answer_line, grid, instance_table, instances_table, show, text, when
 from novita_gpu.cli.session import (
     ApiKey,
     AsJson,
@@ -175,8 +175,18 @@ def create_instance(
     with client_for(url, api_key) as client:
         view = client.create(name, product, template, **options)
         if wait:
-            view = client.wait_for(view["instanceId"], "ready", timeout=timeout)
+            view = _wait_showing(client, view["instanceId"], ["ready"], timeout, quiet=as_json)
     show(view, as_json, instance_table)
+
+
+def _wait_showing(client: Client, instance_id: str, wanted: list[str], timeout: float, *, quiet: bool) -> Json:
+    """Wait for `wanted`, showing each status on the way on stderr (not with --json: output for programs)."""
+    line = None if quiet else StatusLine()
+    try:
+        return client.wait_for(instance_id, wanted, timeout=timeout, on_change=line)
+    finally:
+        if line is not None:
+            line.close()
 
 
 def _auto_stop_policy(
@@ -290,7 +300,7 @@ def wait_instance(
     Exits 1, with the instance's status message, if it fails or is terminated instead, or on timeout."""
     wanted = [s.strip() for s in status.split(",") if s.strip()]
     with client_for(url, api_key) as client:
-        view = client.wait_for(refs.instance_id(client, ref), wanted, timeout=timeout)
+        view = _wait_showing(client, refs.instance_id(client, ref), wanted, timeout, quiet=as_json)
     show(view, as_json, instance_table)
 
 

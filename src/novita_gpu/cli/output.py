@@ -164,3 +164,32 @@ def instance_table(view: Json) -> Table:
 def answer_line(answer: Json) -> str:
     line = f"{answer['instanceId']} ({answer.get('name')}): {answer['status']}"
     return f"{line}: {answer['message']}" if answer.get("message") else line
+
+
+class StatusLine:
+    """What a `--wait` shows while it waits: each status the instance goes through, with its message and
+    the time since the wait began, on stderr (stdout keeps the final answer). On a terminal the line is
+    rewritten in place; elsewhere each change is a line of its own."""
+
+    def __init__(self) -> None:
+        self.console = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.started = datetime.now(UTC)
+        self.rewriting = self.console.is_terminal
+        self.shown = False
+
+    def __call__(self, view: Json) -> None:
+        seconds = (datetime.now(UTC) - self.started).total_seconds()
+        message = view.get("statusMessage") or ""
+        text = f"{seconds:5.0f} s  {view.get('status')}" + (f": {message}" if message else "")
+        if self.rewriting:
+            width = max(20, self.console.width - 1)
+            self.console.file.write("\r" + text[:width].ljust(width))
+            self.console.file.flush()
+        else:
+            self.console.print(text, markup=False)
+        self.shown = True
+
+    def close(self) -> None:
+        if self.rewriting and self.shown:
+            self.console.file.write("\n")
+            self.console.file.flush()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 
 import httpx
@@ -88,10 +88,11 @@ class AsyncClient(Methods[Awaitable[Json]]):
         *,
         timeout: float = 600.0,
         poll_timeout: float = 30.0,
+        on_change: Callable[[Json], None] | None = None,
     ) -> Json:
         """Long-poll until the instance has `status`. Raises `InstanceFailed` when it ends failed/terminated
-        instead, `WaitTimeout` after `timeout` seconds."""
-        wait = Wait(instance_id, status, timeout, poll_timeout)
+        instead, `WaitTimeout` after `timeout` seconds. `on_change(view)` hears of every status on the way."""
+        wait = Wait(instance_id, status, timeout, poll_timeout, on_change)
         while (done := wait.outcome(await self._send(wait.next_call()))) is None:
             pass
         return done

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 
 import httpx
@@ -87,10 +87,11 @@ class Client(Methods[Json]):
         *,
         timeout: float = 600.0,
         poll_timeout: float = 30.0,
+        on_change: Callable[[Json], None] | None = None,
     ) -> Json:
         """Long-poll until the instance has `status`. Raises `InstanceFailed` when it ends failed/terminated
-        instead, `WaitTimeout` after `timeout` seconds."""
-        wait = Wait(instance_id, status, timeout, poll_timeout)
+        instead, `WaitTimeout` after `timeout` seconds. `on_change(view)` hears of every status on the way."""
+        wait = Wait(instance_id, status, timeout, poll_timeout, on_change)
         while (done := wait.outcome(self._send(wait.next_call()))) is None:
             pass
         return done

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from novita_gpu.sdk import calls
 from novita_gpu.sdk.calls import Call, Json
@@ -11,6 +11,21 @@ from novita_gpu.sdk.errors import InstanceFailed, WaitTimeout
 
 # Where an instance can end up instead of the wanted status (the server's long-poll returns on these too).
 DEAD_ENDS = frozenset({"failed", "terminated"})
+# Every public status: waiting for "any but the current one" returns on the next change.
+STATUSES = frozenset(
+    {
+        "creating",
+        "starting",
+        "running",
+        "health_checking",
+        "ready",
+        "stopping",
+        "stopped",
+        "terminating",
+        "terminated",
+        "failed",
+    }
+)
 # The most the server holds one long-poll (`timeout` of GET /api/instances/{id} is at most 60).
 MAX_POLL_SECONDS = 60.0
 
@@ -18,23 +33,38 @@ MAX_POLL_SECONDS = 60.0
 class Wait:
     """One wait: `next_call()` is the next long-poll; `outcome(view)` says whether the wait is over."""
 
-    def __init__(self, instance_id: str, status: str | Iterable[str], timeout: float, poll_timeout: float) -> None:
+    def __init__(
+        self,
+        instance_id: str,
+        status: str | Iterable[str],
+        timeout: float,
+        poll_timeout: float,
+        on_change: Callable[[Json], None] | None = None,
+    ) -> None:
+        """`on_change(view)` is called with the first view and each change of status until the wait ends
+        (then each long-poll returns on any change, not only on a wanted status)."""
         self.instance_id = instance_id
         self.wanted = frozenset([status] if isinstance(status, str) else status)
         self.timeout = timeout
         self.poll_timeout = poll_timeout
         self.deadline = time.monotonic() + timeout
+        self.on_change = on_change
+        self.seen: str | None = None
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - time.monotonic())
 
     def next_call(self) -> Call:
-        return calls.wait(self.instance_id, self.wanted, min(self.poll_timeout, MAX_POLL_SECONDS, self.remaining()))
+        wanted = self.wanted if self.on_change is None else STATUSES - {self.seen} if self.seen else STATUSES
+        return calls.wait(self.instance_id, wanted, min(self.poll_timeout, MAX_POLL_SECONDS, self.remaining()))
 
     def outcome(self, view: Json) -> Json | None:
         """The view when it has a wanted status; None to poll again. Raises `InstanceFailed` on a dead end
         and `WaitTimeout` once the deadline has passed."""
         status = view.get("status")
+        if self.on_change is not None and status != self.seen:
+            self.seen = status
+            self.on_change(view)
         if status in self.wanted:
             return view
         if status in DEAD_ENDS:
