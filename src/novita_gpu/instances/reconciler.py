@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -169,7 +170,8 @@ class Reconciler(PeriodicWorker):
         self.settings = settings
         self.changes = changes
         self.on_health_checking = on_health_checking
-        self.worker_id = f"reconciler-{uuid.uuid4().hex[:8]}"
+        # The pid says which process of a host holds a row's lease (lease_owner), e.g. after a kill -9.
+        self.worker_id = f"reconciler-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.leases = LeasedTable(Instance, owner=self.worker_id)
         self.lease_token = ""  # the lease of the rows the current (or last) tick claimed
         self._in_flight: dict[str, asyncio.Task[bool]] = {}
