@@ -39,6 +39,11 @@ def main() -> None:
 
         print("== Event stream: 500 idle subscribers' cost, then 50 events to each of them ==", flush=True)
         results["stream"] = stream.run()
+    if not only or "scale" in only:
+        from bench import scale
+
+        print("== Scale: 10,000 instances on one process, then 3 replicas on PostgreSQL ==", flush=True)
+        results["scale"] = scale.run()
     if not only or "chaos" in only:
         print("== Chaos: kill -9 every 5-15 s during creates, stops and deletes, under fault storms ==", flush=True)
         results["chaos"] = chaos.run()

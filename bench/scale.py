@@ -1,0 +1,648 @@
+"""Scale (issue 15): thousands of instances on one process, and three replicas sharing them on PostgreSQL.
+
+One process: `novita-gpu serve` on SQLite against `novita-gpu emulator --speed 20` with room for every
+create (nothing sells out). Creates are offered at a fixed rate (200/s) by 32 concurrent clients. Figures:
+creates accepted and how long, every instance `ready` and how long, upstream creates (exactly one per
+record), the lag from a create's acceptance (its `createdAt`) to Novita's create (the emulator's
+`createdAt` of the instance under the record's unique name), resident memory of the service empty, at N
+ready and over a soak (nothing changes), GET by id and the list page at N with wrk (64 connections, no
+pause, as api_load.py's capacity runs), and the upstream calls made while every instance is steady.
+
+Three replicas: the same on one PostgreSQL database, creates spread over the replicas, webhooks to a
+local receiver. Figures: who held the leases (sampled from the store), upstream calls per tick against
+one replica's, create-to-ready, and a `kill -9` of one replica in the middle of the creates: how long
+until its rows are held by the others (LEASE_SECONDS is 10 s here), no record with two upstream
+instances, every webhook delivered.
+
+`python -m bench scale` runs both with the defaults below; `python -m bench.scale --count 10000` and
+the other flags change them (`--count 0` or `--replicas-count 0` skips a part, `--tracemalloc DIR` runs
+the one process under bench/traced.py and writes snapshots at each step). PostgreSQL is found at
+BENCH_POSTGRES_URL (default: the local server the tests use); without one the replicas are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import httpx
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import create_async_engine
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from bench.common import NOVITA_GPU, ensure_wrk, show, wait_http, wrk
+from novita_gpu.observability.metrics import percentiles
+from novita_gpu.serving import BackgroundServer, free_port
+
+COUNT = 10_000
+RATE = 200.0  # creates offered per second
+CLIENTS = 32
+SOAK_SECONDS = 60.0
+REPLICAS = 3
+REPLICA_COUNT = 3_000
+REPLICA_RATE = 100.0
+LEASE_SECONDS = 10.0
+POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+SPEED = 20.0
+READY_DEADLINE_SECONDS = 900.0
+BODY = {"productName": "RTX 4090 24GB", "templateId": "pytorch-jupyter"}
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process (VmRSS), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
+
+
+def epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+@contextmanager
+def started(args: list[str], env: dict[str, str], log: Path, ready_url: str) -> Iterator[subprocess.Popen[bytes]]:
+    """One of our processes, its output in `log`; terminated (or killed) on the way out."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(args, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent)
+    try:
+        wait_http(ready_url, deadline_seconds=120)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@contextmanager
+def emulator_process(tmp: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`novita-gpu emulator --speed 20` with room for every create."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = [NOVITA_GPU, "emulator", "--port", str(port), "--speed", str(SPEED)]
+    with started(args, {}, tmp / "emulator.log", f"{url}/_emulator/stats") as proc:
+        make_room(url)
+        yield url, proc
+
+
+def service_env(emu: str, database_url: str, **extra: str) -> dict[str, str]:
+    return {
+        "DATABASE_URL": database_url,
+        "NOVITA_API_KEY": "bench-key",
+        "NOVITA_API_BASE_URL": f"{emu}/gpu-instance/openapi",
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "WARNING",
+        **extra,
+    }
+
+
+def make_room(emu: str, gpus: int = 1_000_000) -> None:
+    """Room for every create in every (region, product), so that nothing sells out."""
+    for entry in httpx.get(f"{emu}/_emulator/capacity").json()["capacity"]:
+        room = {"clusterId": entry["clusterId"], "productId": entry["productId"], "gpus": gpus}
+        httpx.put(f"{emu}/_emulator/capacity", json=room).raise_for_status()
+
+
+# -- creates ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Creates:
+    accepted: dict[str, str] = field(default_factory=dict)  # name -> instance id
+    errors: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+    resent: int = 0  # creates sent again to another replica after theirs went away
+
+
+async def create_many(
+    urls: list[str], count: int, rate: float, *, prefix: str, on_progress: Any = None, alive: Any = None
+) -> Creates:
+    """`count` creates offered at `rate` per second by CLIENTS concurrent clients, spread over `urls` in
+    turn. Each carries an Idempotency-Key; a create whose replica went away is sent to another with the same
+    key (as a load balancer would retry it), so it is never made twice."""
+    result = Creates()
+    started_at = time.monotonic()
+    next_index = 0
+    connector = aiohttp.TCPConnector(limit=CLIENTS * 2)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+
+        async def one(i: int) -> None:
+            name = f"{prefix}-{i}"
+            body = {"name": name, **BODY}
+            headers = {"Idempotency-Key": f"{prefix}-key-{i}"}
+            for attempt in range(len(urls) * 3):
+                url = urls[(i + attempt) % len(urls)]
+                if alive is not None and not alive(url):
+                    continue
+                try:
+                    async with session.post(f"{url}/api/instances", json=body, headers=headers) as response:
+                        answer = await response.json(content_type=None)
+                        if response.status == 201 or response.status == 200:
+                            result.accepted[name] = answer["instanceId"]
+                            result.resent += attempt > 0
+                            return
+                        result.errors[str(response.status)] += 1
+                        if response.status < 500:
+                            return
+                except aiohttp.ClientError as exc:
+                    result.errors[type(exc).__name__] += 1
+                await asyncio.sleep(0.2)
+
+        async def client() -> None:
+            nonlocal next_index
+            while next_index < count:
+                i = next_index
+                next_index += 1
+                due = started_at + i / rate
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await one(i)
+                if on_progress is not None:
+                    on_progress(len(result.accepted))
+
+        await asyncio.gather(*(client() for _ in range(CLIENTS)))
+    result.seconds = round(time.monotonic() - started_at, 1)
+    return result
+
+
+def count_ready(url: str) -> tuple[int, int]:
+    """(ready, failed) as the service lists them."""
+    ready = httpx.get(f"{url}/api/instances", params={"status": "ready", "limit": 1}, timeout=30).json()["total"]
+    failed = httpx.get(f"{url}/api/instances", params={"status": "failed", "limit": 1}, timeout=30).json()["total"]
+    return int(ready), int(failed)
+
+
+def wait_all_ready(url: str, count: int, started_at: float, deadline: float = READY_DEADLINE_SECONDS) -> float:
+    """Seconds from `started_at` (monotonic) until `count` instances are ready (failed ones end the wait)."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        ready, failed = count_ready(url)
+        if ready + failed >= count:
+            return round(time.monotonic() - started_at, 1)
+        time.sleep(1.0)
+    raise RuntimeError(f"not all {count} instances ready within {deadline} s")
+
+
+def upstream_truth(emu: str) -> list[dict[str, Any]]:
+    return list(httpx.get(f"{emu}/_emulator/instances", timeout=120).json()["instances"])
+
+
+def create_figures(records: list[tuple[str, str, float, float | None]], truth: list[dict[str, Any]]) -> dict[str, Any]:
+    """Upstream creates per record and the lag from acceptance to Novita's create.
+
+    `records`: (id, upstream name, created at, ready at) as stored."""
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for instance in truth:
+        by_name.setdefault(instance["name"], []).append(instance)
+    lags = []
+    twice = 0
+    missing = 0
+    for _id, upstream_name, created, _ready in records:
+        made = by_name.get(upstream_name, [])
+        if not made:
+            missing += 1
+            continue
+        twice += len(made) > 1
+        lags.append(min(i["createdAt"] for i in made) - created)
+    ready = [r - c for _id, _n, c, r in records if r is not None]
+    return {
+        "upstream_creates": sum(len(by_name.get(r[1], [])) for r in records),
+        "records_created_twice": twice,
+        "records_without_upstream": missing,
+        "create_lag_seconds": percentiles(lags) | {"max": round(max(lags), 3) if lags else None},
+        "create_to_ready_seconds": percentiles(ready),
+    }
+
+
+def stored_records(database_url: str) -> list[tuple[str, str, float, float | None]]:
+    """(id, upstream name, created at, ready at) of every record, read from the store."""
+    return asyncio.run(_stored_records(database_url))
+
+
+async def _stored_records(database_url: str) -> list[tuple[str, str, float, float | None]]:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(text("SELECT id, upstream_name, created_at, ready_at FROM instances"))).all()
+    finally:
+        await engine.dispose()
+    return [(r[0], r[1], _unix(r[2]) or 0.0, _unix(r[3])) for r in rows]
+
+
+def _unix(value: Any) -> float | None:
+    """A stored naive-UTC timestamp (a datetime, or text on SQLite) as unix seconds."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return float(value.replace(tzinfo=UTC).timestamp())
+
+
+# -- one process -----------------------------------------------------------------------------------
+
+GET_BY_ID = """
+local ids = {}
+init = function(args)
+  for line in io.lines("%s") do ids[#ids + 1] = line end
+end
+request = function()
+  return wrk.format("GET", "/api/instances/" .. ids[math.random(#ids)])
+end
+"""
+LIST_PAGE = 'request = function() return wrk.format("GET", "/api/instances?limit=100") end\n'
+
+
+def snapshot(proc: subprocess.Popen[bytes], traced: Path | None) -> None:
+    """Ask a service run under bench.traced for a tracemalloc snapshot, and wait until it is written."""
+    if traced is None:
+        return
+    before = set(traced.glob("*.snap"))
+    proc.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 120
+    while set(traced.glob("*.snap")) == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def run_one_process(
+    count: int, rate: float, soak_seconds: float, wrk_seconds: int, traced: Path | None = None
+) -> dict[str, Any]:
+    ensure_wrk()
+    results: dict[str, Any] = {"count": count, "offered_creates_per_second": rate}
+    with tempfile.TemporaryDirectory() as tmp_name, emulator_process(Path(tmp_name)) as (emu, emu_proc):
+        tmp = Path(tmp_name)
+        database_url = f"sqlite+aiosqlite:///{tmp / 'scale.db'}"
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        env = service_env(emu, database_url)
+        command = [NOVITA_GPU, "serve", "--port", str(port)]
+        if traced is not None:
+            command = [sys.executable, "-m", "bench.traced", "serve", "--port", str(port)]
+            env["TRACEMALLOC_DIR"] = str(traced)
+            env["PYTHONPATH"] = str(Path(__file__).parent.parent)
+        with started(command, env, tmp / "service.log", f"{url}/health") as proc:
+            time.sleep(2)
+            results["rss_mb_empty"] = rss_mb(proc.pid)
+            snapshot(proc, traced)
+            httpx.delete(f"{emu}/_emulator/stats")
+            t0 = time.monotonic()
+            cpu0, emu_cpu0 = cpu_seconds(proc.pid), cpu_seconds(emu_proc.pid)
+            creates = asyncio.run(create_many([url], count, rate, prefix="scale"))
+            results["creates_accepted"] = len(creates.accepted)
+            results["creates_seconds"] = creates.seconds
+            results["create_errors"] = dict(creates.errors)
+            show("creates", {"accepted": len(creates.accepted), "seconds": creates.seconds, **creates.errors})
+            results["all_ready_seconds"] = wait_all_ready(url, len(creates.accepted), t0)
+            results["ready_failed"] = count_ready(url)
+            results["service_cpu_seconds_to_ready"] = round(cpu_seconds(proc.pid) - cpu0, 1)
+            results["emulator_cpu_seconds_to_ready"] = round(cpu_seconds(emu_proc.pid) - emu_cpu0, 1)
+            results["rss_mb_ready"] = rss_mb(proc.pid)
+            snapshot(proc, traced)
+            stats = httpx.get(f"{emu}/_emulator/stats").json()
+            results["upstream_create_calls"] = stats.get("instances.create", stats)
+            figures = create_figures(stored_records(database_url), upstream_truth(emu))
+            results.update(figures)
+            show("ready", {"seconds": results["all_ready_seconds"], "rss_mb": results["rss_mb_ready"]})
+            show("upstream creates", figures)
+
+            ids_file = tmp / "ids.txt"
+            ids_file.write_text("\n".join(creates.accepted.values()) + "\n")
+            results["get_by_id"] = wrk(url, script=GET_BY_ID % ids_file, connections=64, seconds=wrk_seconds)
+            show(f"GET /api/instances/{{id}} at {count}, 64 conns", results["get_by_id"])
+            results["list_page"] = wrk(url, script=LIST_PAGE, connections=64, seconds=wrk_seconds)
+            show(f"GET /api/instances?limit=100 at {count}, 64 conns", results["list_page"])
+            results["rss_mb_after_reads"] = rss_mb(proc.pid)
+            snapshot(proc, traced)
+
+            httpx.delete(f"{emu}/_emulator/stats")
+            samples = []
+            soak_started = time.monotonic()
+            while time.monotonic() - soak_started < soak_seconds:
+                time.sleep(min(5.0, soak_seconds))
+                samples.append(rss_mb(proc.pid))
+            steady = httpx.get(f"{emu}/_emulator/stats").json()
+            window = time.monotonic() - soak_started
+            results["rss_mb_soak"] = {
+                "seconds": round(window),
+                "first": samples[0],
+                "last": samples[-1],
+                "max": max(samples),
+            }
+            results["steady_upstream_calls"] = steady
+            results["steady_upstream_calls_per_30s"] = round(sum(steady.values()) * 30 / window, 1)
+            show("soak", {"rss_mb": results["rss_mb_soak"], "upstream calls": steady})
+            snapshot(proc, traced)
+    return results
+
+
+# -- three replicas on PostgreSQL --------------------------------------------------------------
+
+
+@contextmanager
+def fresh_postgres_database() -> Iterator[str | None]:
+    """A new, empty PostgreSQL database for this run (dropped after), or None when none is reachable."""
+    base = make_url(POSTGRES_URL)
+    admin = base.set(drivername="postgresql").render_as_string(hide_password=False)
+    name = f"bench_scale_{uuid.uuid4().hex[:10]}"
+    try:
+        asyncio.run(_admin(admin, f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
+        print(f"PostgreSQL not reachable at {base.render_as_string()}: {exc}; replicas skipped", flush=True)
+        yield None
+        return
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(_admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _admin(url: str, statement: str) -> None:
+    connection = await asyncpg.connect(url, timeout=5)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@contextmanager
+def webhook_receiver() -> Iterator[tuple[str, set[str]]]:
+    """A local receiver answering 200 to every webhook; yields its URL and the webhook-ids received."""
+    received: set[str] = set()
+
+    async def hook(request: Request) -> Response:
+        await request.body()
+        received.add(request.headers.get("webhook-id", ""))
+        return Response("OK")
+
+    server = BackgroundServer(Starlette(routes=[Route("/webhook", hook, methods=["POST"])]))
+    server.start_in_thread()
+    try:
+        yield f"{server.url}/webhook", received
+    finally:
+        server.stop_thread()
+
+
+class LeaseSampler:
+    """Samples who holds the instance leases (`lease_owner`, which names the reconciler's pid) in a
+    thread, every 0.2 s, and adds up row-samples per pid."""
+
+    def __init__(self, database_url: str) -> None:
+        self.url = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+        self.by_pid: Counter[int] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _run(self) -> None:
+        connection = await asyncpg.connect(self.url)
+        try:
+            while not self._stop.is_set():
+                rows = await connection.fetch(
+                    "SELECT lease_owner, count(*) FROM instances WHERE lease_expires_at > now() AT TIME ZONE 'utc' "
+                    "GROUP BY lease_owner"
+                )
+                for owner, n in rows:
+                    if owner and owner.startswith("reconciler-"):
+                        self.by_pid[int(owner.split("-")[1])] += n
+                await asyncio.sleep(0.2)
+        finally:
+            await connection.close()
+
+    def __enter__(self) -> LeaseSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+async def _takeover(database_url: str, pid: int, killed_at: float, wait: float) -> dict[str, Any]:
+    """How long the rows leased by the killed replica (pid) stayed with it: polls until each row's lease
+    names another replica or the row has changed (version), or `wait` runs out."""
+    url = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = await asyncpg.connect(url)
+    try:
+        held = {
+            r["id"]: r["version"]
+            for r in await connection.fetch(
+                "SELECT id, version FROM instances WHERE lease_owner LIKE $1", f"reconciler-{pid}-%"
+            )
+        }
+        taken: dict[str, float] = {}
+        while len(taken) < len(held) and time.monotonic() - killed_at < wait:
+            for r in await connection.fetch(
+                "SELECT id, version, lease_owner FROM instances WHERE id = ANY($1)", list(set(held) - set(taken))
+            ):
+                owner = r["lease_owner"] or ""
+                if r["version"] != held[r["id"]] or not owner.startswith(f"reconciler-{pid}-"):
+                    taken[r["id"]] = time.monotonic() - killed_at
+            await asyncio.sleep(0.2)
+    finally:
+        await connection.close()
+    after = sorted(taken.values())
+    return {
+        "rows_leased_at_kill": len(held),
+        "taken_over": len(taken),
+        "seconds_to_last": round(after[-1], 1) if after else None,
+        "seconds": percentiles(after),
+    }
+
+
+async def _webhooks_settled(database_url: str, received: set[str], wait: float) -> dict[str, Any]:
+    """Waits until no delivery is pending (at most `wait`), then checks every delivery reached the receiver."""
+    url = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = await asyncpg.connect(url)
+    try:
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            pending = await connection.fetchval("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'")
+            if pending == 0:
+                break
+            await asyncio.sleep(1)
+        rows = await connection.fetch("SELECT id, status FROM webhook_deliveries")
+    finally:
+        await connection.close()
+    ids = {r["id"] for r in rows}
+    return {
+        "deliveries": len(ids),
+        "by_status": dict(Counter(r["status"] for r in rows)),
+        "not_received": len(ids - received),
+        "received_duplicates_ignored": len(received - ids),
+    }
+
+
+def run_replicas(count: int, rate: float, replicas: int = REPLICAS) -> dict[str, Any]:
+    results: dict[str, Any] = {"replicas": replicas, "count": count, "offered_creates_per_second": rate}
+    with (
+        fresh_postgres_database() as database_url,
+        tempfile.TemporaryDirectory() as tmp_name,
+        webhook_receiver() as (hook_url, received),
+    ):
+        if database_url is None:
+            return {"skipped": "no PostgreSQL"}
+        tmp = Path(tmp_name)
+        with emulator_process(tmp) as (emu, _emu_proc), contextlib.ExitStack() as stack:
+            env = service_env(
+                emu,
+                database_url,
+                WEBHOOK_URL=hook_url,
+                WEBHOOK_ALLOW_LOOPBACK="true",
+                LEASE_SECONDS=str(LEASE_SECONDS),
+                LOG_LEVEL="INFO",
+            )
+            urls, procs = [], []
+            for n in range(replicas):
+                port = free_port()
+                urls.append(f"http://127.0.0.1:{port}")
+                args = [NOVITA_GPU, "serve", "--port", str(port)]
+                procs.append(stack.enter_context(started(args, env, tmp / f"replica-{n}.log", f"{urls[-1]}/health")))
+            victim = procs[0]
+            dead: set[str] = set()
+            killed_at = 0.0
+
+            def kill_halfway(accepted: int) -> None:
+                nonlocal killed_at
+                if not dead and accepted >= count // 2:
+                    victim.send_signal(signal.SIGKILL)
+                    killed_at = time.monotonic()
+                    dead.add(urls[0])
+
+            httpx.delete(f"{emu}/_emulator/stats")
+            with LeaseSampler(database_url) as sampler:
+                t0 = time.monotonic()
+                takeover: dict[str, Any] = {}
+                watcher = threading.Thread(
+                    target=lambda: takeover.update(
+                        asyncio.run(_wait_kill_then_takeover(database_url, victim.pid, lambda: killed_at))
+                    ),
+                    daemon=True,
+                )
+                watcher.start()
+                creates = asyncio.run(
+                    create_many(
+                        urls, count, rate, prefix="rep", on_progress=kill_halfway, alive=lambda u: u not in dead
+                    )
+                )
+                results["creates_accepted"] = len(creates.accepted)
+                results["creates_seconds"] = creates.seconds
+                results["create_errors"] = dict(creates.errors)
+                results["creates_resent_to_another_replica"] = creates.resent
+                show(
+                    "creates over replicas",
+                    {"accepted": len(creates.accepted), "seconds": creates.seconds, **creates.errors},
+                )
+                live = urls[1]
+                results["all_ready_seconds"] = wait_all_ready(live, len(creates.accepted), t0)
+                results["ready_failed"] = count_ready(live)
+                watcher.join(timeout=120)
+                results["kill_9_handover"] = takeover | {"lease_seconds": LEASE_SECONDS}
+                show("kill -9 of one replica halfway", results["kill_9_handover"])
+                shares = {pid: sampler.by_pid[pid] for pid in (p.pid for p in procs)}
+            total = sum(shares.values()) or 1
+            results["lease_share_by_replica"] = {
+                f"replica-{n}{' (killed)' if n == 0 else ''}": round(shares[p.pid] / total, 3)
+                for n, p in enumerate(procs)
+            }
+            show("leases held, share of samples", results["lease_share_by_replica"])
+            made = [
+                sum('"reconcile_created"' in line for line in (tmp / f"replica-{n}.log").read_text().splitlines())
+                for n in range(replicas)
+            ]
+            results["upstream_creates_by_replica"] = made
+            figures = create_figures(stored_records(database_url), upstream_truth(emu))
+            results.update(figures)
+            show("upstream creates", figures)
+            results["webhooks"] = asyncio.run(_webhooks_settled(database_url, received, wait=120))
+            show("webhooks", results["webhooks"])
+
+            httpx.delete(f"{emu}/_emulator/stats")
+            window = 30.0
+            time.sleep(window)
+            steady = httpx.get(f"{emu}/_emulator/stats").json()
+            pages = steady.get("GET /gpu/instances", 0)
+            results["steady_upstream_calls_per_30s"] = steady
+            results["steady_listings_per_30s"] = round(pages / max(1, -(-count // 100)), 1)
+            show("steady upstream calls in 30 s (survivors)", steady)
+            results["rss_mb_by_replica"] = [rss_mb(p.pid) for p in procs[1:]]
+    return results
+
+
+async def _wait_kill_then_takeover(database_url: str, pid: int, killed_at: Any) -> dict[str, Any]:
+    while not killed_at():
+        await asyncio.sleep(0.05)
+    return await _takeover(database_url, pid, killed_at(), wait=60)
+
+
+def run(
+    count: int = COUNT,
+    rate: float = RATE,
+    soak_seconds: float = SOAK_SECONDS,
+    replica_count: int = REPLICA_COUNT,
+    replica_rate: float = REPLICA_RATE,
+) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    if count:
+        print(f"-- one process, SQLite: {count} creates offered at {rate:.0f}/s", flush=True)
+        results["one_process"] = run_one_process(count, rate, soak_seconds, wrk_seconds=10)
+    if replica_count:
+        print(f"-- {REPLICAS} replicas, PostgreSQL: {replica_count} creates at {replica_rate:.0f}/s", flush=True)
+        results["replicas"] = run_replicas(replica_count, replica_rate)
+    # Failed (python -m bench exits non-zero): a record created twice upstream, a webhook never received.
+    parts = [part for part in results.values() if "skipped" not in part]
+    results["ok"] = all(
+        part["records_created_twice"] == 0 and part.get("webhooks", {}).get("not_received", 0) == 0 for part in parts
+    )
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=COUNT)
+    parser.add_argument("--rate", type=float, default=RATE)
+    parser.add_argument("--soak", type=float, default=SOAK_SECONDS)
+    parser.add_argument("--replicas-count", type=int, default=REPLICA_COUNT, help="0 skips the replicas")
+    parser.add_argument("--replicas-rate", type=float, default=REPLICA_RATE)
+    parser.add_argument("--tracemalloc", type=Path, help="run the service under bench.traced, snapshots here")
+    args = parser.parse_args()
+    if args.tracemalloc is not None:
+        args.tracemalloc.mkdir(parents=True, exist_ok=True)
+        figures = run_one_process(args.count, args.rate, args.soak, wrk_seconds=10, traced=args.tracemalloc.resolve())
+        print(json.dumps(figures, indent=2))
+        return
+    print(json.dumps(run(args.count, args.rate, args.soak, args.replicas_count, args.replicas_rate), indent=2))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
