@@ -6,6 +6,7 @@ another thread. Every method takes the lock; instance states are computed from t
 
 from __future__ import annotations
 
+import itertools
 import random
 import string
 import threading
@@ -101,6 +102,7 @@ class World:
         self.catalog: Catalog = build_catalog(self._rng)
         self.faults = FaultInjector(self.config.faults, self.config.seed + 1)
         self._instances: dict[str, Instance] = {}
+        self._pool_counted: tuple[dict[str, Instance], int, Counter[tuple[str, str]]] = (self._instances, 0, Counter())
         self._utilization: dict[str, Utilization] = {}  # instance id -> its GPU utilization schedule
         self._stats: Counter[str] = Counter()
         self.account = Account(self.catalog, self._rng, self._lock, self.now, self.config, self._in_use)
@@ -171,9 +173,28 @@ class World:
             if i.cluster_id == cluster_id and i.product_id == product_id and i.holds_capacity_at(now)
         )
 
-    def _require_capacity(self, cluster_id: str, product_id: str, gpus: int, now: float) -> None:
+    def _has_room(self, cluster_id: str, product_id: str, gpus: int, now: float) -> bool:
         total = self.catalog.capacity.get((cluster_id, product_id), 0)
-        if total - self._used_gpus(cluster_id, product_id, now) < gpus:
+        if total - self._ever_gpus(cluster_id, product_id) >= gpus:
+            return True  # even if every instance ever made there held its GPUs: no need to look at each
+        return total - self._used_gpus(cluster_id, product_id, now) >= gpus
+
+    def _ever_gpus(self, cluster_id: str, product_id: str) -> int:
+        """GPUs of every instance ever made in (cluster, product): an upper bound of those in use, kept up
+        to date by counting only instances added since the last call. Instances are never removed from the
+        world (reset replaces the dict) and never change pool, so each create checks capacity in O(1)
+        while room is plenty, rather than the status of every instance (O(N) per create at 10,000)."""
+        if self._pool_counted[0] is not self._instances:
+            self._pool_counted = (self._instances, 0, Counter())
+        instances, counted, pools = self._pool_counted
+        if counted < len(instances):
+            for instance in itertools.islice(instances.values(), counted, None):
+                pools[(instance.cluster_id, instance.product_id)] += instance.gpu_num
+            self._pool_counted = (instances, len(instances), pools)
+        return pools[(cluster_id, product_id)]
+
+    def _require_capacity(self, cluster_id: str, product_id: str, gpus: int, now: float) -> None:
+        if not self._has_room(cluster_id, product_id, gpus, now):
             raise NovitaError(400, "INSUFFICIENT_RESOURCE", "insufficient resource for the requested product")
 
     # --- queries ---------------------------------------------------------------------------------
@@ -453,11 +474,7 @@ class World:
                 raise invalid_param(f"product {product.id!r} is not offered in cluster {req.cluster_id!r}")
             self._require_capacity(req.cluster_id, product.id, req.gpu_num, now)
             return req.cluster_id
-        candidates = [
-            c.id
-            for c in clusters
-            if self.catalog.capacity.get((c.id, product.id), 0) - self._used_gpus(c.id, product.id, now) >= req.gpu_num
-        ]
+        candidates = [c.id for c in clusters if self._has_room(c.id, product.id, req.gpu_num, now)]
         if not candidates:
             raise NovitaError(400, "INSUFFICIENT_RESOURCE", "insufficient resource for the requested product")
         return self._rng.choice(candidates)
