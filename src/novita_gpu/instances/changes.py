@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
@@ -47,13 +48,15 @@ class CachedView:
     """One instance's API view as its JSON body, and its owner.
 
     Only the bytes are kept: every cached view is read as a body (GET by id, list pages), and the view's
-    dicts, ~10 objects per instance, would each be scanned by every full garbage collection."""
+    dicts, ~10 objects per instance, would each be scanned by every full garbage collection. They are
+    copied once to their own length: orjson's bytes keep the buffer it wrote into (16 KB for a 2 KB view),
+    which, for 10,000 cached views, was 140 MB of the process."""
 
     __slots__ = ("body", "owner")
 
     def __init__(self, owner: str, view: dict[str, Any]) -> None:
-        self.owner = owner
-        self.body = orjson.dumps(view, option=orjson.OPT_NON_STR_KEYS)
+        self.owner = sys.intern(owner)  # one string per API key, not one per cached view
+        self.body = memoryview(orjson.dumps(view, option=orjson.OPT_NON_STR_KEYS)).tobytes()
 
 
 class ListPage:
