@@ -21,6 +21,7 @@ from novita_gpu.novita import (
     EnvVar,
     InsufficientResource,
     InvalidStateChange,
+    Listed,
     NetworkStorageMount,
     NotFound,
     NovitaClient,
@@ -270,6 +271,49 @@ async def test_listing_again_reuses_unchanged_instances_and_reads_changed_ones(
         Reply(json={"instances": [{"id": "huge", "status": "running", "n": 2**70, "x": float("nan")}], "total": 1}),
     )
     assert [(i.id, i.status) async for i in client.iter_instances()] == [("huge", "running")]
+
+
+async def test_iter_listed_fetches_pages_a_few_at_a_time_and_keeps_only_what_a_reconciler_compares(
+    novita: FakeNovita, client: NovitaClient
+) -> None:
+    ids = [f"i{n}" for n in range(23)]
+    route = novita.route("GET", "/gpu/instances", paged(ids))
+    listed = [i async for i in client.iter_listed(page_size=3, concurrency=4)]
+    assert [i.id for i in listed] == ids
+    assert sorted(int(c.params["pageNum"]) for c in route.calls) == list(range(1, 9))  # 8 pages, none twice
+    assert listed[0] == Listed("i0", "", "running", "", False)
+
+
+async def test_iter_listed_without_a_total_walks_one_page_at_a_time(novita: FakeNovita, client: NovitaClient) -> None:
+    route = novita.route("GET", "/gpu/instances", paged([f"i{n}" for n in range(5)], send_total=False))
+    assert len([i async for i in client.iter_listed(page_size=2, concurrency=4)]) == 5
+    assert [c.params["pageNum"] for c in route.calls] == ["1", "2", "3"]
+
+
+async def test_iter_listed_stops_when_server_ignores_page_number(novita: FakeNovita, client: NovitaClient) -> None:
+    ids = [f"i{n}" for n in range(6)]
+    novita.route("GET", "/gpu/instances", paged(ids, honour_page=False))
+    assert [i.id async for i in client.iter_listed(page_size=2, concurrency=4)] == ["i0", "i1"]
+
+
+async def test_listed_reads_novita_loose_types_as_instance_does(novita: FakeNovita, client: NovitaClient) -> None:
+    items = [
+        {"id": 17, "name": None, "status": "exited", "statusError": {"state": "", "message": "disk full"}},
+        {"id": "b", "name": "x-1", "status": "running", "statusError": {}, "spotReclaimTime": "1764000000"},
+        {"id": "c", "status": "", "statusError": "", "spotReclaimTime": "-1"},
+    ]
+    novita.route("GET", "/gpu/instances", Reply(json={"instances": items, "total": "3"}))
+    assert [i async for i in client.iter_listed()] == [
+        Listed("17", "", "exited", "disk full", False),
+        Listed("b", "x-1", "running", "", True),
+        Listed("c", "", "", "", False),
+    ]
+    full = [i async for i in client.iter_instances()]
+    assert [Listed.of(i) for i in full] == [i async for i in client.iter_listed()]
+    novita.route("GET", "/gpu/instances", Reply(json={"instances": [{"id": "d", "status": ["?"]}], "total": 1}))
+    with pytest.raises(UpstreamUnavailable) as caught:
+        [i async for i in client.iter_listed()]
+    assert "status" in caught.value.message
 
 
 async def test_malformed_listed_instance_fails_without_echoing_values(novita: FakeNovita, client: NovitaClient) -> None:
