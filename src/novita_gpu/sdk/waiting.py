@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 
+from novita_gpu.instances.lifecycle import Status
 from novita_gpu.sdk import calls
 from novita_gpu.sdk.calls import Call, Json
 from novita_gpu.sdk.errors import InstanceFailed, WaitTimeout
@@ -12,20 +13,7 @@ from novita_gpu.sdk.errors import InstanceFailed, WaitTimeout
 # Where an instance can end up instead of the wanted status (the server's long-poll returns on these too).
 DEAD_ENDS = frozenset({"failed", "terminated"})
 # Every public status: waiting for "any but the current one" returns on the next change.
-STATUSES = frozenset(
-    {
-        "creating",
-        "starting",
-        "running",
-        "health_checking",
-        "ready",
-        "stopping",
-        "stopped",
-        "terminating",
-        "terminated",
-        "failed",
-    }
-)
+STATUSES = frozenset(status.value for status in Status)
 # The most the server holds one long-poll (`timeout` of GET /api/instances/{id} is at most 60).
 MAX_POLL_SECONDS = 60.0
 
