@@ -159,7 +159,9 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics | No
     prober = Prober(db, clock, settings, changes, on_ready=metrics.observe_ready)
     reconciler = Reconciler(db, clock, client, catalog, settings, changes, on_health_checking=prober.wake)
     policy = WebhookPolicy.from_settings(settings)
-    instances = InstanceService(db, clock, catalog, settings, policy, changes, reconciler.wake)
+    # A create accepted goes out at once (tests drive the reconciler by hand: ticks only).
+    on_created = reconciler.created if settings.workers_enabled else None
+    instances = InstanceService(db, clock, catalog, settings, policy, changes, reconciler.wake, on_created=on_created)
     webhook_sender = WebhookSender(policy, settings.webhook_timeout_seconds)
     dispatcher = WebhookDispatcher(db, clock, webhook_sender, settings, metrics, on_instance_change=changes.pulse)
     changes.subscribe(lambda _instance_id: dispatcher.wake())  # new outbox rows go out at once

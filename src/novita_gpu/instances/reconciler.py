@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Row, and_, func, or_, select
+from sqlalchemy import Row, and_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from novita_gpu.catalog.service import Catalog, CatalogError
@@ -46,6 +46,7 @@ from novita_gpu.novita import (
     EnvVar,
     InsufficientResource,
     InvalidStateChange,
+    Listed,
     NetworkStorageMount,
     NotFound,
     NovitaClient,
@@ -53,7 +54,7 @@ from novita_gpu.novita import (
     RateLimited,
 )
 from novita_gpu.novita import Instance as UpstreamInstance
-from novita_gpu.novita.client import MAX_CONNECTIONS
+from novita_gpu.novita.client import LIST_CONCURRENCY, MAX_CONNECTIONS
 from novita_gpu.retry_timing import full_jitter
 from novita_gpu.settings import Settings
 from novita_gpu.workers import PeriodicWorker
@@ -80,43 +81,104 @@ _WATCHED = and_(
         Instance.create_attempted_at.is_not(None),
     ),
 )
+# The columns of a watched row that say whether it needs attention, a page at a time by id.
+_CANDIDATES = (
+    select(
+        Instance.id,
+        Instance.status,
+        Instance.novita_instance_id,
+        Instance.upstream_status,
+        Instance.pending_action,
+        Instance.next_action_at,
+        Instance.create_attempted_at,
+        Instance.phase_deadline_at,
+        Instance.updated_at,
+    )
+    .where(_WATCHED, Instance.id > bindparam("after"))
+    .order_by(Instance.id)
+    .limit(bindparam("limit"))
+)
 # Statuses that end by a deadline, and how late past it /health starts to report a row.
 _DEADLINED = frozenset({Status.CREATING, Status.STARTING, Status.HEALTH_CHECKING, Status.STOPPING, Status.TERMINATING})
 _OVERDUE_GRACE = timedelta(seconds=60)
 # Ids per lease UPDATE and load, each a turn of the loop (SQLite builds may allow as few as 999 bound parameters).
 _CLAIM_CHUNK = 100
+# Rows read per query of the candidates' columns: SQLite runs inline, and 10,000 rows in one read held the
+# loop ~30 ms; between two reads it serves requests.
+_CANDIDATES_PAGE = 2_000
+# Rows processed at once by one replica, and so leased at once: a row is claimed when a slot is free, not
+# when the tick saw it, so rows beyond this wait unleased and another replica may take them.
+MAX_ROWS_IN_FLIGHT = MAX_CONNECTIONS
+# Of those, at most this many observe or act on instances that exist; while creates wait or are in flight,
+# at most _OTHERS_BESIDE_CREATES. Every row's writes queue for the store's one writer (SQLite) in turn, and
+# a create's three writes waited behind ~50 status changes each: upstream creates ran ~100/s behind 200/s
+# accepted. Status changes then catch up once the burst of creates is sent.
+_MAX_OTHERS_IN_FLIGHT = MAX_ROWS_IN_FLIGHT * 3 // 4
+_OTHERS_BESIDE_CREATES = 8
+# Creates accepted here within this long of each other are claimed together, at once (not at the next tick).
+_NEW_CREATES_BATCH_SECONDS = 0.02
 
 
 @dataclass
 class Listing:
-    by_id: dict[str, UpstreamInstance] = field(default_factory=dict)
-    # The instance a record without an id may adopt: one not on its way out (the first seen if several).
-    by_name: dict[str, UpstreamInstance] = field(default_factory=dict)
+    """Novita's instances as one listing saw them, and when it began: a row written after that may know
+    more than this listing shows of it (a newer status read by id), so it is not judged by it."""
 
-    def add(self, upstream: UpstreamInstance) -> None:
+    taken_at: datetime
+    by_id: dict[str, Listed] = field(default_factory=dict)
+    # The instance a record without an id may adopt: one not on its way out (the first seen if several).
+    by_name: dict[str, Listed] = field(default_factory=dict)
+
+    def add(self, upstream: Listed) -> None:
         self.by_id[upstream.id] = upstream
         if upstream.name and not is_leaving(upstream.status):
             self.by_name.setdefault(upstream.name, upstream)
+
+    def knows(self, updated_at: datetime) -> bool:
+        """Whether this listing began after a row's last write, so it is at least as new as the row."""
+        return updated_at <= self.taken_at
+
+
+def _fresh_create(row: Row[Any], now: datetime) -> bool:
+    """A create never sent (or known not made) and due: nothing can exist upstream under its unique name,
+    so it goes out without waiting for a listing."""
+    return (
+        row.pending_action == Action.CREATE
+        and row.novita_instance_id is None
+        and row.create_attempted_at is None
+        and row.status == Status.CREATING
+        and (row.next_action_at is None or row.next_action_at <= now)
+    )
 
 
 def _needs_attention(row: Row[Any], listing: Listing, now: datetime) -> bool:
     """Whether a tick must lease and process this row: it has an action to carry out or a deadline that
     passed, or Novita shows it otherwise than we last saw it. A row sitting in the same upstream status
     (steady, or pulling its image for minutes) is left alone; the periodic full pass looks at it anyway.
-    Stopping and terminating rows are always processed: an accepted action is re-issued on a timer."""
+    Stopping and terminating rows are always processed: an accepted action is re-issued on a timer. A row
+    written since the listing began is judged by the next one."""
     if row.pending_action is not None or row.novita_instance_id is None:
         return True
     if row.status in (Status.STOPPING, Status.TERMINATING):
         return True
     if row.phase_deadline_at is not None and now >= row.phase_deadline_at:
         return True
+    if not listing.knows(row.updated_at):
+        return False
     upstream = listing.by_id.get(row.novita_instance_id)
     if upstream is None or upstream.status != row.upstream_status:
         return True
-    return upstream.status_error is not None and bool(upstream.status_error.message)
+    return bool(upstream.error)
 
 
-def _action_done(row: Instance, upstream: UpstreamInstance | None) -> bool:
+def _priority(row: Row[Any]) -> int:
+    """Creates first, then other actions asked for, then what Novita shows changed."""
+    if row.pending_action == Action.CREATE:
+        return 0
+    return 1 if row.pending_action is not None else 2
+
+
+def _action_done(row: Instance, upstream: Listed | None) -> bool:
     """Whether Novita shows the stop or delete of `row` carried out (or under way), though nobody here saw
     it accepted: a process that sent it was killed, and its lease kept the row from the others meanwhile."""
     if row.status == Status.STOPPING:
@@ -176,7 +238,11 @@ class Reconciler(PeriodicWorker):
         self.lease_token = ""  # the lease of the rows the current (or last) tick claimed
         self._in_flight: dict[str, asyncio.Task[bool]] = {}
         self._finished_late: dict[str, list[str]] = {}  # lease token -> rows done after their tick ended
-        self._connections = asyncio.Semaphore(MAX_CONNECTIONS)
+        # A full pass not finished yet: watched rows still to look at, taken over the next ticks.
+        self._sweep: dict[str, None] = {}
+        self._creating: set[str] = set()  # rows in flight that are creates
+        self._new: dict[str, None] = {}  # creates accepted here, not started yet
+        self._new_task: asyncio.Task[None] | None = None
         self._tick_lock = asyncio.Lock()
         self._next_full_pass = float("-inf")
         self.busy = False
@@ -211,6 +277,9 @@ class Reconciler(PeriodicWorker):
 
     async def aclose(self) -> None:
         """Stop the rows still in flight and release every lease held, so another replica takes over."""
+        if self._new_task is not None:
+            self._new_task.cancel()
+            await asyncio.gather(self._new_task, return_exceptions=True)
         tasks = list(self._in_flight.values())
         for task in tasks:
             task.cancel()
@@ -218,6 +287,31 @@ class Reconciler(PeriodicWorker):
         with contextlib.suppress(Exception):  # best effort: a lease not released lapses by itself
             async with self.db.write() as session:
                 await session.execute(self.leases.release_mine())
+
+    def created(self, instance_id: str) -> None:
+        """A create was accepted by this process: claim and send it now rather than at the next tick. A tick
+        takes a second or more at 10,000 instances (most of it listing Novita), and a create needs no
+        listing. Ticks still pick up whatever this misses (another replica's creates, a restart)."""
+        self._new[instance_id] = None
+        if self._new_task is None or self._new_task.done():
+            self._new_task = asyncio.create_task(self._start_new(), name="reconciler-new-creates")
+        self.wake()
+
+    async def _start_new(self) -> None:
+        """Send the creates accepted here, oldest first, as slots free up (a burst waits for slots here,
+        in order, rather than the newest taking every slot that frees while older ones wait for a tick)."""
+        await asyncio.sleep(_NEW_CREATES_BATCH_SECONDS)  # creates arriving together share one claim
+        while self._new and not self.stopping:
+            for instance_id in [i for i in self._new if i in self._in_flight]:
+                del self._new[instance_id]  # a tick started it meanwhile
+            ids = list(self._new)
+            # Nobody waits for these rows: each one's lease is given back by the next tick.
+            deadline = self.clock.monotonic() + _TICK_PATIENCE_SECONDS
+            token = uuid.uuid4().hex
+            now = self.clock.now()
+            reached = await self._pump(ids, None, _Waiting(over=True), [], now, deadline=deadline, token=token)
+            for instance_id in ids[:reached]:
+                self._new.pop(instance_id, None)
 
     def busy_rows(self) -> set[str]:
         """Rows whose processing is still in flight (a slow upstream call)."""
@@ -248,46 +342,131 @@ class Reconciler(PeriodicWorker):
         candidates = await self._candidates()
         if not candidates and not full:
             return result
+        self.lease_token = uuid.uuid4().hex
+        waiting = _Waiting()
+        tasks: list[asyncio.Task[bool]] = []
+        deadline = self.clock.monotonic() + patience
         try:
-            listing = await self._list_upstream(candidates, full)
-        except NovitaError as exc:
-            log.warning("reconcile_list_failed", error=type(exc).__name__)
-            result.busy = True
-            return result
-        await self._remove_strays(listing, candidates)
-        wanted = [
-            c.id for c in candidates if c.id not in self._in_flight and (full or _needs_attention(c, listing, now))
-        ]
-        rows = await self._claim(now, wanted)
-        result.claimed = len(rows)
-        if rows:
-            waiting = _Waiting()
-            tasks = [self._start(row, listing, waiting) for row in rows]
-            done, pending = await asyncio.wait(tasks, timeout=patience)
-            waiting.over = True  # from here on, a row that finishes leaves its lease to the next tick's release
-            result.changed = sum(1 for task in done if task.result())
-            if pending:
-                await self._release([task.get_name() for task in done], only_token=self.lease_token)
+            # Creates go out while Novita is being listed (a listing of 10,000 instances takes a second or
+            # more): nothing can exist upstream under a name never sent, so they need none.
+            # (Those accepted here are sent in order by `created()`'s loop.)
+            creates = [
+                c.id
+                for c in candidates
+                if c.id not in self._in_flight and c.id not in self._new and _fresh_create(c, now)
+            ]
+            await self._pump(creates, None, waiting, tasks, now, deadline=None, token=self.lease_token)
+            try:
+                listing = await self._list_upstream(candidates, full)
+            except NovitaError as exc:
+                log.warning("reconcile_list_failed", error=type(exc).__name__)
+                result.busy = True
             else:
+                await self._remove_strays(listing, candidates)
+                watched = {c.id for c in candidates}
+                if full:
+                    self._sweep = dict.fromkeys(watched)
+                started = {task.get_name() for task in tasks}
+                waiting_rows = [
+                    c
+                    for c in candidates
+                    if c.id not in started and c.id not in self._in_flight and c.id not in self._new
+                ]
+                wanted = [c for c in waiting_rows if _needs_attention(c, listing, now)]
+                creating = [c.id for c in wanted if c.pending_action == Action.CREATE]
+                others = [c.id for c in sorted(wanted, key=_priority) if c.pending_action != Action.CREATE]
+                queued = {c.id for c in wanted}
+                # A full pass goes on over the next ticks until every watched row has been looked at.
+                others += [i for i in self._sweep if i in watched and i not in queued and i not in self._in_flight]
+                deadline = self.clock.monotonic() + patience
+                token = self.lease_token
+                await self._pump(creating, listing, waiting, tasks, now, deadline=deadline, token=token)
+                await self._pump(others, listing, waiting, tasks, now, deadline=deadline, token=token, creates=False)
+            # Also the creates `created()` started since the last tick: a tick ends with them sent, as it did
+            # when only ticks sent creates.
+            own = set(tasks)
+            sent_early = {self._in_flight[i] for i in self._creating} - own
+            if own or sent_early:
+                left = max(0.0, deadline - self.clock.monotonic())
+                done, _ = await asyncio.wait(own | sent_early, timeout=left)
+                result.changed = sum(1 for task in done & own if not task.cancelled() and task.result())
+        finally:
+            waiting.over = True  # from here on, a row that finishes leaves its lease to the next tick's release
+            result.claimed = len(tasks)
+            finished = [task.get_name() for task in tasks if task.done()]
+            if len(finished) < len(tasks):
+                await self._release(finished, only_token=self.lease_token)
+            elif tasks:
                 await self._release_all(self.lease_token)
+        if result.busy:
+            return result
         async with self.db.read() as session:
             busy = await session.scalar(
                 select(Instance.id)
                 .where(or_(Instance.status.in_(list(CHANGING)), Instance.pending_action.is_not(None)))
                 .limit(1)
             )
-        result.busy = busy is not None or bool(self._in_flight)
+        result.busy = busy is not None or bool(self._in_flight) or bool(self._sweep) or bool(self._new)
         return result
 
-    def _start(self, row: Instance, listing: Listing, tick: _Waiting) -> asyncio.Task[bool]:
+    async def _pump(
+        self,
+        ids: list[str],
+        listing: Listing | None,
+        waiting: _Waiting,
+        tasks: list[asyncio.Task[bool]],
+        now: datetime,
+        *,
+        deadline: float | None,
+        token: str,
+        creates: bool = True,
+    ) -> int:
+        """Claim and start `ids` in order as slots free up (at most MAX_ROWS_IN_FLIGHT rows at once, of which
+        _MAX_OTHERS_IN_FLIGHT not creates: `creates=False` for a batch of those). Until `deadline`
+        (monotonic) it waits for a slot; after it (or without one) it goes on only while rows finish at once
+        (a steady row of a full pass: no call, no write), so a pass over 10,000 steady rows ends in one
+        tick. Rows not reached stay unleased for the next tick, or for another replica. Returns how many of
+        `ids` it reached (claimed, or found taken)."""
+        position = 0
+        while position < len(ids):
+            free = self._free_slots(creates)
+            if free <= 0:
+                left = 0.0 if deadline is None else deadline - self.clock.monotonic()
+                if left > 0:
+                    await asyncio.wait(
+                        list(self._in_flight.values()), timeout=left, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    continue
+                await asyncio.sleep(0)  # the rows that finish in their first step free their slots
+                if self._free_slots(creates) <= 0:
+                    return position
+                continue
+            step = min(free, _CLAIM_CHUNK)
+            chunk = [i for i in ids[position : position + step] if i not in self._in_flight]
+            position += step
+            for row_id in chunk:
+                self._sweep.pop(row_id, None)  # claimed here, or held by another replica that looks at it
+            for row in await self._claim(now, chunk, token):
+                if row.id not in self._in_flight:  # a create started meanwhile by `created()`
+                    tasks.append(self._start(row, listing, waiting, token))
+        return position
+
+    def _free_slots(self, creates: bool) -> int:
+        free = MAX_ROWS_IN_FLIGHT - len(self._in_flight)
+        if creates:
+            return free
+        limit = _OTHERS_BESIDE_CREATES if self._creating or self._new else _MAX_OTHERS_IN_FLIGHT
+        return min(free, limit - (len(self._in_flight) - len(self._creating)))
+
+    def _start(self, row: Instance, listing: Listing | None, tick: _Waiting, token: str) -> asyncio.Task[bool]:
         """Process `row` in a task of its own (named after the row), which outlives the tick if its
         upstream call is slow."""
-        token = self.lease_token
+        if row.pending_action == Action.CREATE and row.novita_instance_id is None:
+            self._creating.add(row.id)
 
         async def process() -> bool:
             try:
-                async with self._connections:
-                    return await self._process(row, listing)
+                return await self._process(row, listing)
             except NovitaError as exc:
                 log.warning("reconcile_row_upstream_error", instance_id=row.id, error=type(exc).__name__)
                 return False
@@ -296,6 +475,7 @@ class Reconciler(PeriodicWorker):
                 return False
             finally:
                 self._in_flight.pop(row.id, None)
+                self._creating.discard(row.id)
                 if tick.over:
                     self._finished_late.setdefault(token, []).append(row.id)
 
@@ -305,45 +485,34 @@ class Reconciler(PeriodicWorker):
 
     # -- leases ----------------------------------------------------------------------------------
 
-    async def _candidates(self) -> Sequence[Row[Any]]:
+    async def _candidates(self) -> list[Row[Any]]:
         """A light read of every watched row: the few columns that say whether it needs attention.
 
         Only those rows are then leased and loaded, so a tick over 1,000 steady instances (say one
         more is being created) costs a column scan rather than 1,000 leases and ORM loads, which held
         the event loop for tens of milliseconds every fast tick. Rows leased by another replica are read
-        too (their claim then fails): they tell which upstream instances belong to a record."""
-        async with self.db.read() as session:
-            found = await session.execute(
-                select(
-                    Instance.id,
-                    Instance.status,
-                    Instance.novita_instance_id,
-                    Instance.upstream_status,
-                    Instance.pending_action,
-                    Instance.create_attempted_at,
-                    Instance.phase_deadline_at,
-                ).where(_WATCHED)
-            )
-            return found.all()
+        too (their claim then fails): they tell which upstream instances belong to a record. Read a page
+        at a time (by id), the loop turning between pages."""
+        rows: list[Row[Any]] = []
+        after = ""
+        while True:
+            page = list(await self.db.fetch(_CANDIDATES, {"after": after, "limit": _CANDIDATES_PAGE}))
+            rows.extend(page)
+            if len(page) < _CANDIDATES_PAGE:
+                return rows
+            after = page[-1].id
+            await asyncio.sleep(0)
 
-    async def _claim(self, now: datetime, ids: list[str]) -> list[Instance]:
-        """Lease and load `ids`, a chunk at a time, each chunk a worker's turn: a full pass claims every
-        watched row, and leasing and loading 1,500 of them at once held the event loop ~10 ms."""
-        self.lease_token = uuid.uuid4().hex
+    async def _claim(self, now: datetime, ids: list[str], token: str) -> list[Instance]:
+        """Lease and load `ids` (at most _CLAIM_CHUNK), a worker's turn: the rows won, under `token`."""
+        if not ids:
+            return []
         lease_until = now + timedelta(seconds=self.settings.lease_seconds)
-        rows: list[Instance] = []
-        for start in range(0, len(ids), _CLAIM_CHUNK):
-            chunk = ids[start : start + _CLAIM_CHUNK]
-            async with self.db.worker_write() as session:
-                await session.execute(
-                    self.leases.claim(chunk, _WATCHED, now=now, token=self.lease_token, until=lease_until)
-                )
-            async with self.db.read() as session:
-                found = await session.execute(
-                    select(Instance).where(Instance.id.in_(chunk), Instance.lease_token == self.lease_token)
-                )
-                rows.extend(found.scalars())
-        return rows
+        async with self.db.worker_write() as session:
+            await session.execute(self.leases.claim(ids, _WATCHED, now=now, token=token, until=lease_until))
+        async with self.db.read() as session:
+            found = await session.execute(select(Instance).where(Instance.id.in_(ids), Instance.lease_token == token))
+            return list(found.scalars())
 
     async def _renew(self) -> None:
         """Extend the leases of rows still in flight from earlier ticks, so no replica takes them over."""
@@ -457,20 +626,30 @@ class Reconciler(PeriodicWorker):
     async def _list_upstream(self, rows: Sequence[Row[Any]], full: bool) -> Listing:
         """Novita's instances, when a row may be found there; and on every full pass whatever the rows, so
         a create that completes long after its record settled is still seen (and removed)."""
-        listing = Listing()
+        listing = Listing(taken_at=self.clock.now())
         if not full and not any(r.novita_instance_id or r.create_attempted_at for r in rows):
             return listing
-        async for upstream in self.client.iter_instances(page_size=100):
+        async for upstream in self.client.iter_listed(page_size=100, concurrency=LIST_CONCURRENCY):
             listing.add(upstream)
         return listing
 
-    async def _process(self, row: Instance, listing: Listing) -> bool:
+    async def _process(self, row: Instance, listing: Listing | None) -> bool:
+        """Carry out or observe one row. Without a listing (a create started before it came), or when the
+        row was written after the listing began, what Novita shows of it is read by id when an action or a
+        deadline needs it; a mere observation waits for the next listing."""
         now = self.clock.now()
-        upstream = (
-            listing.by_id.get(row.novita_instance_id)
-            if row.novita_instance_id
-            else listing.by_name.get(row.upstream_name)
-        )
+        overdue = row.phase_deadline_at is not None and now >= row.phase_deadline_at
+        upstream: Listed | None = None
+        if listing is not None and listing.knows(row.updated_at):
+            upstream = (
+                listing.by_id.get(row.novita_instance_id)
+                if row.novita_instance_id
+                else listing.by_name.get(row.upstream_name)
+            )
+        elif row.novita_instance_id is not None:
+            if row.pending_action is None and not overdue and row.status not in (Status.STOPPING, Status.TERMINATING):
+                return False
+            upstream = await self._read_upstream(row.novita_instance_id)
         if row.novita_instance_id is None and upstream is not None:
             adopted = await self._adopt(row, upstream)
             if adopted is None:
@@ -478,7 +657,6 @@ class Reconciler(PeriodicWorker):
             row = adopted
         if row.novita_instance_id is None:
             return await self._without_upstream(row, now)
-        overdue = row.phase_deadline_at is not None and now >= row.phase_deadline_at
         if row.status in (Status.STOPPING, Status.TERMINATING) and overdue and not _action_done(row, upstream):
             return await self._action_overdue(row, upstream)
         if row.pending_action in (Action.START, Action.STOP, Action.DELETE):
@@ -487,7 +665,14 @@ class Reconciler(PeriodicWorker):
             return False
         return await self._observe(row, upstream, now)
 
-    async def _adopt(self, row: Instance, upstream: UpstreamInstance) -> Instance | None:
+    async def _read_upstream(self, novita_id: str) -> Listed | None:
+        """The instance read by id, None when Novita no longer has it."""
+        try:
+            return Listed.of(await self.client.get_instance(novita_id))
+        except NotFound:
+            return None
+
+    async def _adopt(self, row: Instance, upstream: Listed) -> Instance | None:
         """The instance exists upstream under our unique name: record it instead of creating another."""
         log.info("reconcile_adopt", instance_id=row.id, novita_instance_id=upstream.id)
 
@@ -586,7 +771,13 @@ class Reconciler(PeriodicWorker):
                 log.info("reconcile_no_capacity", instance_id=row.id, cluster=offer.cluster_name)
                 continue
             except AmbiguousCreate as exc:
-                log.warning("reconcile_create_ambiguous", instance_id=row.id, unanswered=exc.unanswered)
+                log.warning(
+                    "reconcile_create_ambiguous",
+                    instance_id=row.id,
+                    unanswered=exc.unanswered,
+                    reason=exc.reason,
+                    error=exc.message[:200],
+                )
                 return await self._create_in_doubt(current, exc)
             except RateLimited as exc:
                 return await self._create_not_made(current, "Rate limited by Novita; retrying.", exc.retry_after)
@@ -650,7 +841,11 @@ class Reconciler(PeriodicWorker):
         """Persist the new upstream id whatever else changed meanwhile (a user's delete stays pending)."""
         now = self.clock.now()
         async with self.db.worker_write() as session:
-            r = await session.get(Instance, row.id, populate_existing=True, with_for_update=not self.db.is_sqlite)
+            # The row as this worker last wrote it when nobody changed it since (nearly always: no reload);
+            # else as it is now.
+            r = await reattach_if_current(session, row, lock=not self.db.is_sqlite)
+            if r is None:
+                r = await session.get(Instance, row.id, populate_existing=True, with_for_update=not self.db.is_sqlite)
             if r is None or r.novita_instance_id is not None:
                 return
             r.novita_instance_id = novita_id
@@ -694,7 +889,7 @@ class Reconciler(PeriodicWorker):
 
     # -- start / stop / delete -------------------------------------------------------------------
 
-    async def _act(self, row: Instance, upstream: UpstreamInstance | None) -> bool:
+    async def _act(self, row: Instance, upstream: Listed | None) -> bool:
         action = row.pending_action
         novita_id = row.novita_instance_id
         assert novita_id is not None
@@ -740,7 +935,7 @@ class Reconciler(PeriodicWorker):
         log.info("reconcile_action_accepted", instance_id=row.id, action=str(action))
         return await self._apply(row, accepted) is not None
 
-    async def _action_overdue(self, row: Instance, upstream: UpstreamInstance | None) -> bool:
+    async def _action_overdue(self, row: Instance, upstream: Listed | None) -> bool:
         """A stop or delete not done by its deadline. A stop Novita refuses because the instance never
         finished booting (an endless image pull) becomes a delete, so it cannot bill forever; otherwise the
         record ends `failed` while the action is still retried, backing off, and auto-stop covers it."""
@@ -783,11 +978,10 @@ class Reconciler(PeriodicWorker):
 
         return await self._apply(row, mutate) is not None
 
-    async def _observe(self, row: Instance, upstream: UpstreamInstance | None, now: datetime) -> bool:
+    async def _observe(self, row: Instance, upstream: Listed | None, now: datetime) -> bool:
         if upstream is None:
-            try:
-                upstream = await self.client.get_instance(row.novita_instance_id or "")
-            except NotFound:
+            upstream = await self._read_upstream(row.novita_instance_id or "")
+            if upstream is None:
                 return await self._gone_upstream(row)
         phase = phase_of(upstream.status)
         stop_done_late = row.status == Status.FAILED and row.desired_state == Goal.STOPPED and phase == Status.STOPPED
@@ -807,8 +1001,8 @@ class Reconciler(PeriodicWorker):
             return await self._exited(row, upstream, now)
         return await self._running(row, upstream, now)
 
-    def _stop_reason(self, row: Instance, upstream: UpstreamInstance) -> Reason:
-        return stop_reason(row.desired_state, row.pending_reason, upstream.spot_reclaim_time > 0)
+    def _stop_reason(self, row: Instance, upstream: Listed) -> Reason:
+        return stop_reason(row.desired_state, row.pending_reason, upstream.spot_reclaimed)
 
     async def _note_upstream_status(self, row: Instance, upstream_status: str) -> bool:
         if row.upstream_status == upstream_status:
@@ -822,7 +1016,7 @@ class Reconciler(PeriodicWorker):
     async def _move(
         self,
         row: Instance,
-        upstream: UpstreamInstance,
+        upstream: Listed,
         to: Status,
         *,
         reason: str | None = None,
@@ -841,11 +1035,11 @@ class Reconciler(PeriodicWorker):
 
         return await self._apply(row, mutate) is not None
 
-    async def _booting(self, row: Instance, upstream: UpstreamInstance, phase: Status, now: datetime) -> bool:
+    async def _booting(self, row: Instance, upstream: Listed, phase: Status, now: datetime) -> bool:
         if row.desired_state != Goal.RUNNING:
             return await self._note_upstream_status(row, upstream.status)
-        if upstream.status_error is not None and upstream.status_error.message:
-            return await self._fail(row, Reason.UPSTREAM_ERROR, upstream.status_error.message)
+        if upstream.error:
+            return await self._fail(row, Reason.UPSTREAM_ERROR, upstream.error)
         if row.phase_deadline_at is not None and now >= row.phase_deadline_at:
             return await self._fail(
                 row,
@@ -855,12 +1049,12 @@ class Reconciler(PeriodicWorker):
         to = Status.CREATING if phase == Status.CREATING and row.status == Status.CREATING else Status.STARTING
         return await self._move(row, upstream, to)
 
-    async def _exited(self, row: Instance, upstream: UpstreamInstance, now: datetime) -> bool:
-        if row.status == Status.STARTING and row.desired_state == Goal.RUNNING and upstream.spot_reclaim_time == 0:
+    async def _exited(self, row: Instance, upstream: Listed, now: datetime) -> bool:
+        if row.status == Status.STARTING and row.desired_state == Goal.RUNNING and not upstream.spot_reclaimed:
             # A start we asked for may not show yet; only a deadline ends the wait.
             return await self._booting(row, upstream, Status.STARTING, now)
-        if row.status == Status.CREATING and upstream.status_error is not None and upstream.status_error.message:
-            return await self._fail(row, Reason.UPSTREAM_ERROR, upstream.status_error.message)
+        if row.status == Status.CREATING and upstream.error:
+            return await self._fail(row, Reason.UPSTREAM_ERROR, upstream.error)
         reason = self._stop_reason(row, upstream)
 
         async def stopped(session: AsyncSession, r: Instance) -> None:
@@ -872,7 +1066,7 @@ class Reconciler(PeriodicWorker):
             return await self._note_upstream_status(row, upstream.status)
         return await self._move(row, upstream, Status.STOPPED, reason=reason, extra=stopped)
 
-    async def _running(self, row: Instance, upstream: UpstreamInstance, now: datetime) -> bool:
+    async def _running(self, row: Instance, upstream: Listed, now: datetime) -> bool:
         if row.desired_state == Goal.STOPPED and row.status == Status.STOPPING:
             return await self._reissue(row, Action.STOP)
         if row.desired_state == Goal.TERMINATED:

@@ -137,6 +137,7 @@ class InstanceService:
         webhook_policy: WebhookPolicy,
         changes: ChangeFeed,
         wake_worker: Callable[[], None],
+        on_created: Callable[[str], None] | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -145,6 +146,7 @@ class InstanceService:
         self.webhook_policy = webhook_policy
         self.changes = changes
         self.wake_worker = wake_worker
+        self.on_created = on_created  # the reconciler sends a create out at once, without waiting for a tick
         ttl = settings.read_cache_seconds
         self.reads = ReadCache(changes, clock, ttl=None if ttl is None and db.is_sqlite else (ttl or 1.0))
         self.budget_guard: BudgetGuard | None = None  # set by build_services (costs/budgets.py)
@@ -294,6 +296,8 @@ class InstanceService:
                     )
                 )
         self.notify_changed(row.id)
+        if self.on_created is not None:
+            self.on_created(row.id)
         return 201, response
 
     async def _name_taken(self, owner: str, name: str) -> ApiError:

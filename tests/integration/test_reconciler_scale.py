@@ -1,0 +1,89 @@
+"""The reconciler at scale: creates sent at once, rows leased only when a slot is free, full passes over
+many steady rows in one tick, and rows never judged by a listing older than their last write (issue 15)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from sqlalchemy import select
+
+from novita_gpu.instances import reconciler as reconciler_module
+from novita_gpu.instances.models import Instance
+from novita_gpu.instances.reconciler import Listing, _needs_attention
+from novita_gpu.novita import Listed
+from tests.harness import Harness
+
+
+async def test_a_create_accepted_goes_out_at_once_without_waiting_for_a_tick(harness: Harness) -> None:
+    created = await harness.create()
+    harness.services.reconciler.created(created["instanceId"])  # what the service does when workers run
+    deadline = time.monotonic() + 5
+    while (await harness.instance(created["instanceId"]))["novitaInstanceId"] is None:
+        assert time.monotonic() < deadline, "the create did not go out"
+        await asyncio.sleep(0.02)
+    stats = harness.stats()
+    assert stats.get("POST /gpu/instance/create") == 1
+    assert "GET /gpu/instances" not in stats  # no tick, no listing: a create needs none
+
+
+async def _leases(harness: Harness) -> dict[str, str | None]:
+    async with harness.services.db.read() as session:
+        return dict((await session.execute(select(Instance.id, Instance.lease_owner))).tuples().all())
+
+
+async def test_rows_beyond_the_free_slots_stay_unleased_for_another_replica(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reconciler_module, "MAX_ROWS_IN_FLIGHT", 2)
+    harness = await Harness(tmp_path, novita_timeout_seconds=2.0).start()
+    try:
+        harness.faults(create_delay_seconds=60)  # every create hangs until the client gives up (2 s)
+        ids = [(await harness.create())["instanceId"] for _ in range(4)]
+        reconciler = harness.services.reconciler
+        for instance_id in ids:
+            reconciler.created(instance_id)
+        await asyncio.sleep(0.3)
+        leases = await _leases(harness)
+        assert sorted(leases[i] is None for i in ids) == [False, False, True, True]
+        assert reconciler.busy_rows() == {i for i in ids if leases[i] is not None}
+        assert harness.stats().get("POST /gpu/instance/create") == 2
+    finally:
+        await harness.stop()
+
+
+async def test_a_full_pass_over_more_steady_rows_than_slots_ends_in_one_tick(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    harness = await Harness(tmp_path).start()
+    try:
+        ids = [(await harness.create())["instanceId"] for _ in range(5)]
+        for instance_id in ids:
+            await harness.until_status(instance_id, "ready")
+        monkeypatch.setattr(reconciler_module, "MAX_ROWS_IN_FLIGHT", 2)
+        result = await harness.services.reconciler.tick(full=True)
+        assert (result.claimed, result.changed, result.busy) == (5, 0, False)
+        assert set((await _leases(harness)).values()) == {None}
+    finally:
+        await harness.stop()
+
+
+def test_a_row_written_after_the_listing_began_is_judged_by_the_next_one() -> None:
+    began = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    listing = Listing(taken_at=began)
+    listing.add(Listed("n-1", "a-1", "pulling", "", False))  # what Novita said when the page was read
+    row = SimpleNamespace(
+        pending_action=None,
+        novita_instance_id="n-1",
+        status="health_checking",
+        phase_deadline_at=None,
+        upstream_status="running",  # read by id after the listing began: newer than the listing
+        updated_at=began + timedelta(milliseconds=300),
+    )
+    assert not _needs_attention(row, listing, began + timedelta(seconds=1))  # type: ignore[arg-type]
+    row.updated_at = began - timedelta(seconds=1)
+    assert _needs_attention(row, listing, began + timedelta(seconds=1))  # type: ignore[arg-type]
