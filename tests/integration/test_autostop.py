@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
+
+from novita_gpu.autostop import sweeper as sweeper_module
 from novita_gpu.emulator import EmulatorConfig
 from novita_gpu.emulator.config import Timings
 from tests.harness import Harness
@@ -200,3 +203,18 @@ async def test_an_instance_that_failed_while_novita_still_boots_it_is_deleted_wh
         assert metrics["autoStop"]["deleted"] == 1
     finally:
         await harness.stop()
+
+
+async def test_the_sweeper_reads_its_watched_rows_a_chunk_at_a_time(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 10,000 ready instances one read of them all held ~75 MB and the event loop: chunks of WATCH_CHUNK."""
+    monkeypatch.setattr(sweeper_module, "WATCH_CHUNK", 2)
+    ids = [str((await ready(harness, autoStopMinutes=10 + n))["instanceId"]) for n in range(5)]
+    sweeper = harness.services.sweeper
+    stats = (await harness.http.get("/api/instances/auto-stop/stats")).json()
+    assert (stats["watched"], stats["nextDeadline"]["instanceId"]) == (5, ids[0])
+    assert await sweeper.seconds_until_next_sweep() == 60
+    harness.clock.advance(minutes(15))
+    stopped = (await sweeper.sweep(dry_run=False))["stopped"]
+    assert sorted(s["instanceId"] for s in stopped) == sorted(ids)

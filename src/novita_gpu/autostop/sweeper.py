@@ -11,6 +11,8 @@ fired and its figures) is kept on the row and shown in its view, events and webh
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -42,6 +44,9 @@ from novita_gpu.workers import PeriodicWorker
 log = structlog.get_logger(__name__)
 
 MIN_SLEEP_SECONDS = 0.05
+# Watched rows read per query (by id), the loop turning between reads. At 10,000 ready instances one read of
+# every watched row as ORM rows held the event loop ~0.5 s and ~75 MB, twice a minute.
+WATCH_CHUNK = 500
 ENDED_BY_SWEEPER = (Reason.AUTO_STOP, Reason.MAX_RUNTIME)
 
 
@@ -117,8 +122,9 @@ class AutoStopSweeper(PeriodicWorker):
         self.next_run_at = self.clock.now() + timedelta(seconds=delay)
         return delay
 
-    async def _watched(self, owner: str | None = None) -> list[Instance]:
-        """Instances with an idle clock or a runtime limit running (the policy decides; the query narrows)."""
+    async def _watched(self, owner: str | None = None) -> AsyncIterator[Instance]:
+        """Instances with an idle clock or a runtime limit running (the policy decides; the query narrows),
+        WATCH_CHUNK at a time."""
         query = select(Instance).where(
             Instance.status.in_((Status.READY, Status.FAILED)),
             or_(Instance.auto_stop_minutes > 0, Instance.max_runtime_minutes > 0),
@@ -126,28 +132,41 @@ class AutoStopSweeper(PeriodicWorker):
         )
         if owner is not None:
             query = query.where(Instance.owner == owner)
-        async with self.db.read() as session:
-            return [
-                row
-                for row in (await session.execute(query)).scalars()
-                if idle_action(row) is not None and (stops_at(row) is not None or uses_gpu(row))
-            ]
+        after = ""
+        while True:
+            async with self.db.read() as session:
+                rows = list(
+                    (
+                        await session.execute(query.where(Instance.id > after).order_by(Instance.id).limit(WATCH_CHUNK))
+                    ).scalars()
+                )
+            for row in rows:
+                if idle_action(row) is not None and (stops_at(row) is not None or uses_gpu(row)):
+                    yield row
+            if len(rows) < WATCH_CHUNK:
+                return
+            after = rows[-1].id
+            await asyncio.sleep(0)
 
     async def seconds_until_next_sweep(self) -> float:
         """Until the earliest deadline, but at most one check interval."""
         interval = self.settings.auto_stop_check_seconds
         now = self.clock.now()
-        deadlines = [d for row in await self._watched() if (d := stops_at(row, now)) is not None]
-        if not deadlines:
+        earliest = None
+        async for row in self._watched():
+            deadline = stops_at(row, now)
+            if deadline is not None and (earliest is None or deadline < earliest):
+                earliest = deadline
+        if earliest is None:
             return interval
-        until = (min(deadlines) - now).total_seconds()
+        until = (earliest - now).total_seconds()
         return min(interval, max(MIN_SLEEP_SECONDS, until))
 
     async def sweep(self, *, dry_run: bool, owner: str | None = None) -> dict[str, Any]:
         now = self.clock.now()
         due = [
             c
-            for row in await self._watched(owner)
+            async for row in self._watched(owner)
             if (decision := decide(row, now)) is not None and (c := _candidate(row, now, decision))
         ]
         acted: list[Candidate] = []
@@ -197,8 +216,16 @@ class AutoStopSweeper(PeriodicWorker):
 
     async def stats(self, owner: str) -> dict[str, Any]:
         now = self.clock.now()
-        watched = await self._watched(owner)
-        deadlines = sorted((c for row in watched if (c := _candidate(row, now))), key=lambda c: c.stops_at)
+        watched = gpu_watched = eligible = 0
+        deadlines: list[Candidate] = []
+        async for row in self._watched(owner):
+            watched += 1
+            gpu_watched += uses_gpu(row)
+            eligible += decide(row, now) is not None
+            if (candidate := _candidate(row, now)) is not None and (
+                not deadlines or candidate.stops_at < deadlines[0].stops_at
+            ):
+                deadlines = [candidate]
         async with self.db.read() as session:
             ended = list(
                 (
@@ -230,9 +257,9 @@ class AutoStopSweeper(PeriodicWorker):
             "defaultIdleMinutes": self.settings.auto_stop_idle_minutes,
             "lastRunAt": iso(self.last_run_at),
             "nextRunAt": iso(self.next_run_at),
-            "watched": len(watched),
-            "gpuWatched": sum(1 for row in watched if uses_gpu(row)),
-            "eligibleNow": sum(1 for row in watched if decide(row, now) is not None),
+            "watched": watched,
+            "gpuWatched": gpu_watched,
+            "eligibleNow": eligible,
             "nextDeadline": deadlines[0].as_dict() if deadlines else None,
             "stoppedSoFar": len(ended),
             "gpuHoursSaved": round(sum(f["gpuHoursSaved"] for f in by_signal.values()), 4),
