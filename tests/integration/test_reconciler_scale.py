@@ -87,3 +87,23 @@ def test_a_row_written_after_the_listing_began_is_judged_by_the_next_one() -> No
     assert not _needs_attention(row, listing, began + timedelta(seconds=1))  # type: ignore[arg-type]
     row.updated_at = began - timedelta(seconds=1)
     assert _needs_attention(row, listing, began + timedelta(seconds=1))  # type: ignore[arg-type]
+
+
+async def test_a_full_pass_looks_at_a_few_hundred_rows_a_tick_until_it_has_seen_them_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    harness = await Harness(tmp_path).start()
+    try:
+        ids = [(await harness.create())["instanceId"] for _ in range(5)]
+        for instance_id in ids:
+            await harness.until_status(instance_id, "ready")
+        monkeypatch.setattr(reconciler_module, "_SWEEP_PER_TICK", 2)
+        reconciler = harness.services.reconciler
+        claimed = [(await reconciler.tick(full=True)).claimed]
+        claimed += [(await reconciler.tick(full=False)).claimed for _ in range(3)]
+        assert claimed == [2, 2, 1, 0]
+        harness.novita_action("stop", (await harness.instance(ids[0]))["novitaInstanceId"])
+        result = await reconciler.tick(full=True)  # a new pass; a change shows at once, besides the pass
+        assert result.claimed == 3 and (await harness.instance(ids[0]))["status"] in ("stopping", "stopped")
+    finally:
+        await harness.stop()

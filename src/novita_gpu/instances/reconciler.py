@@ -40,6 +40,7 @@ from novita_gpu.instances.lifecycle import (
 from novita_gpu.instances.models import Instance
 from novita_gpu.instances.row_guard import reattach_if_current
 from novita_gpu.leases import LeasedTable
+from novita_gpu.memory import release_free_memory
 from novita_gpu.novita import (
     AmbiguousCreate,
     CreateInstanceRequest,
@@ -115,6 +116,11 @@ MAX_ROWS_IN_FLIGHT = MAX_CONNECTIONS
 # accepted. Status changes then catch up once the burst of creates is sent.
 _MAX_OTHERS_IN_FLIGHT = MAX_ROWS_IN_FLIGHT * 3 // 4
 _OTHERS_BESIDE_CREATES = 8
+# Rows of a full pass looked at per tick, besides those that need attention. A pass over 10,000 steady rows
+# in one tick loaded 10,000 ORM rows every RECONCILE_SLOW_SECONDS: ~1M short-lived objects, whose scattered
+# survivors kept ~20 MB of the allocator's arenas from ever being given back. At this pace a pass over
+# 10,000 rows takes 20 ticks (5 minutes when all is steady); up to 500 rows, one tick as before.
+_SWEEP_PER_TICK = 500
 # Creates accepted here within this long of each other are claimed together, at once (not at the next tick).
 _NEW_CREATES_BATCH_SECONDS = 0.02
 
@@ -187,10 +193,17 @@ def _action_done(row: Instance, upstream: Listed | None) -> bool:
 
 
 @dataclass
-class _Waiting:
-    """Whether the tick that started some rows still waits for them (and releases their leases)."""
+class _Started:
+    """The rows one tick (or one batch of `created()`) started under `token`. While the tick waits, a row
+    that finishes is noted in `done` (the tick releases its lease); after, in the reconciler's
+    `_finished_late` (the next tick does). Finished tasks are not kept: a full pass starts 10,000."""
 
-    over: bool = False
+    token: str
+    waiting: bool = True
+    running: set[asyncio.Task[None]] = field(default_factory=set)
+    done: list[str] = field(default_factory=list)
+    count: int = 0
+    changed: int = 0
 
 
 @dataclass
@@ -236,7 +249,7 @@ class Reconciler(PeriodicWorker):
         self.worker_id = f"reconciler-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.leases = LeasedTable(Instance, owner=self.worker_id)
         self.lease_token = ""  # the lease of the rows the current (or last) tick claimed
-        self._in_flight: dict[str, asyncio.Task[bool]] = {}
+        self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._finished_late: dict[str, list[str]] = {}  # lease token -> rows done after their tick ended
         # A full pass not finished yet: watched rows still to look at, taken over the next ticks.
         self._sweep: dict[str, None] = {}
@@ -309,7 +322,7 @@ class Reconciler(PeriodicWorker):
             deadline = self.clock.monotonic() + _TICK_PATIENCE_SECONDS
             token = uuid.uuid4().hex
             now = self.clock.now()
-            reached = await self._pump(ids, None, _Waiting(over=True), [], now, deadline=deadline, token=token)
+            reached = await self._pump(ids, None, _Started(token, waiting=False), now, deadline=deadline)
             for instance_id in ids[:reached]:
                 self._new.pop(instance_id, None)
 
@@ -343,8 +356,7 @@ class Reconciler(PeriodicWorker):
         if not candidates and not full:
             return result
         self.lease_token = uuid.uuid4().hex
-        waiting = _Waiting()
-        tasks: list[asyncio.Task[bool]] = []
+        started = _Started(self.lease_token)
         deadline = self.clock.monotonic() + patience
         try:
             # Creates go out while Novita is being listed (a listing of 10,000 instances takes a second or
@@ -355,7 +367,7 @@ class Reconciler(PeriodicWorker):
                 for c in candidates
                 if c.id not in self._in_flight and c.id not in self._new and _fresh_create(c, now)
             ]
-            await self._pump(creates, None, waiting, tasks, now, deadline=None, token=self.lease_token)
+            await self._pump(creates, None, started, now, deadline=None)
             try:
                 listing = await self._list_upstream(candidates, full)
             except NovitaError as exc:
@@ -364,40 +376,35 @@ class Reconciler(PeriodicWorker):
             else:
                 await self._remove_strays(listing, candidates)
                 watched = {c.id for c in candidates}
-                if full:
+                if full and not self._sweep:  # (one not finished goes on)
                     self._sweep = dict.fromkeys(watched)
-                started = {task.get_name() for task in tasks}
+                sent = set(started.done)  # creates sent while Novita was listed
                 waiting_rows = [
-                    c
-                    for c in candidates
-                    if c.id not in started and c.id not in self._in_flight and c.id not in self._new
+                    c for c in candidates if c.id not in self._in_flight and c.id not in self._new and c.id not in sent
                 ]
                 wanted = [c for c in waiting_rows if _needs_attention(c, listing, now)]
                 creating = [c.id for c in wanted if c.pending_action == Action.CREATE]
                 others = [c.id for c in sorted(wanted, key=_priority) if c.pending_action != Action.CREATE]
                 queued = {c.id for c in wanted}
                 # A full pass goes on over the next ticks until every watched row has been looked at.
-                others += [i for i in self._sweep if i in watched and i not in queued and i not in self._in_flight]
+                for row_id in [i for i in self._sweep if i not in watched]:
+                    del self._sweep[row_id]  # terminated meanwhile
+                others += [i for i in self._sweep if i not in queued and i not in self._in_flight][:_SWEEP_PER_TICK]
                 deadline = self.clock.monotonic() + patience
-                token = self.lease_token
-                await self._pump(creating, listing, waiting, tasks, now, deadline=deadline, token=token)
-                await self._pump(others, listing, waiting, tasks, now, deadline=deadline, token=token, creates=False)
+                await self._pump(creating, listing, started, now, deadline=deadline)
+                await self._pump(others, listing, started, now, deadline=deadline, creates=False)
             # Also the creates `created()` started since the last tick: a tick ends with them sent, as it did
             # when only ticks sent creates.
-            own = set(tasks)
-            sent_early = {self._in_flight[i] for i in self._creating} - own
-            if own or sent_early:
-                left = max(0.0, deadline - self.clock.monotonic())
-                done, _ = await asyncio.wait(own | sent_early, timeout=left)
-                result.changed = sum(1 for task in done & own if not task.cancelled() and task.result())
+            sent_early = {self._in_flight[i] for i in self._creating} - started.running
+            if started.running or sent_early:
+                await asyncio.wait(started.running | sent_early, timeout=max(0.0, deadline - self.clock.monotonic()))
         finally:
-            waiting.over = True  # from here on, a row that finishes leaves its lease to the next tick's release
-            result.claimed = len(tasks)
-            finished = [task.get_name() for task in tasks if task.done()]
-            if len(finished) < len(tasks):
-                await self._release(finished, only_token=self.lease_token)
-            elif tasks:
-                await self._release_all(self.lease_token)
+            started.waiting = False  # from here on, a row that finishes leaves its lease to the next tick's release
+            result.claimed, result.changed = started.count, started.changed
+            if started.running:
+                await self._release(started.done, only_token=started.token)
+            elif started.count:
+                await self._release_all(started.token)
         if result.busy:
             return result
         async with self.db.read() as session:
@@ -406,19 +413,20 @@ class Reconciler(PeriodicWorker):
                 .where(or_(Instance.status.in_(list(CHANGING)), Instance.pending_action.is_not(None)))
                 .limit(1)
             )
-        result.busy = busy is not None or bool(self._in_flight) or bool(self._sweep) or bool(self._new)
+        result.busy = busy is not None or bool(self._in_flight) or bool(self._new)
+        if full:
+            # This tick's transient rows, listing and tasks are freed: give the pages back (memory.py).
+            release_free_memory()
         return result
 
     async def _pump(
         self,
         ids: list[str],
         listing: Listing | None,
-        waiting: _Waiting,
-        tasks: list[asyncio.Task[bool]],
+        started: _Started,
         now: datetime,
         *,
         deadline: float | None,
-        token: str,
         creates: bool = True,
     ) -> int:
         """Claim and start `ids` in order as slots free up (at most MAX_ROWS_IN_FLIGHT rows at once, of which
@@ -446,9 +454,9 @@ class Reconciler(PeriodicWorker):
             position += step
             for row_id in chunk:
                 self._sweep.pop(row_id, None)  # claimed here, or held by another replica that looks at it
-            for row in await self._claim(now, chunk, token):
+            for row in await self._claim(now, chunk, started.token):
                 if row.id not in self._in_flight:  # a create started meanwhile by `created()`
-                    tasks.append(self._start(row, listing, waiting, token))
+                    self._start(row, listing, started)
         return position
 
     def _free_slots(self, creates: bool) -> int:
@@ -458,30 +466,34 @@ class Reconciler(PeriodicWorker):
         limit = _OTHERS_BESIDE_CREATES if self._creating or self._new else _MAX_OTHERS_IN_FLIGHT
         return min(free, limit - (len(self._in_flight) - len(self._creating)))
 
-    def _start(self, row: Instance, listing: Listing | None, tick: _Waiting, token: str) -> asyncio.Task[bool]:
+    def _start(self, row: Instance, listing: Listing | None, started: _Started) -> None:
         """Process `row` in a task of its own (named after the row), which outlives the tick if its
         upstream call is slow."""
         if row.pending_action == Action.CREATE and row.novita_instance_id is None:
             self._creating.add(row.id)
+        row_id = row.id
 
-        async def process() -> bool:
+        async def process() -> None:
+            changed = False
             try:
-                return await self._process(row, listing)
+                changed = await self._process(row, listing)
             except NovitaError as exc:
-                log.warning("reconcile_row_upstream_error", instance_id=row.id, error=type(exc).__name__)
-                return False
+                log.warning("reconcile_row_upstream_error", instance_id=row_id, error=type(exc).__name__)
             except Exception:  # one row's fault must not end the others' pass; the next tick retries it
-                log.exception("reconcile_row_failed", instance_id=row.id)
-                return False
+                log.exception("reconcile_row_failed", instance_id=row_id)
             finally:
-                self._in_flight.pop(row.id, None)
-                self._creating.discard(row.id)
-                if tick.over:
-                    self._finished_late.setdefault(token, []).append(row.id)
+                started.running.discard(self._in_flight.pop(row_id))
+                self._creating.discard(row_id)
+                if started.waiting:
+                    started.done.append(row_id)
+                    started.changed += changed
+                else:
+                    self._finished_late.setdefault(started.token, []).append(row_id)
 
-        task = asyncio.create_task(process(), name=row.id)
-        self._in_flight[row.id] = task
-        return task
+        task = asyncio.create_task(process(), name=row_id)
+        self._in_flight[row_id] = task
+        started.running.add(task)
+        started.count += 1
 
     # -- leases ----------------------------------------------------------------------------------
 
