@@ -170,9 +170,8 @@ async def create_many(
             body = {"name": name, **BODY}
             headers = {"Idempotency-Key": f"{prefix}-key-{i}"}
             for attempt in range(len(urls) * 3):
-                url = urls[(i + attempt) % len(urls)]
-                if alive is not None and not alive(url):
-                    continue
+                serving = [u for u in urls if alive is None or alive(u)]  # as a load balancer would
+                url = serving[(i + attempt) % len(serving)]
                 try:
                     async with session.post(f"{url}/api/instances", json=body, headers=headers) as response:
                         answer = await response.json(content_type=None)
@@ -300,6 +299,18 @@ request = function()
 end
 """
 LIST_PAGE = 'request = function() return wrk.format("GET", "/api/instances?limit=100") end\n'
+# Warm-up: every id once, in order (then the GET by id run finds each view rendered, as api_load.py's does).
+EVERY_ID_ONCE = """
+local ids = {}
+local next_id = 0
+init = function(args)
+  for line in io.lines("%s") do ids[#ids + 1] = line end
+end
+request = function()
+  next_id = next_id %% #ids + 1
+  return wrk.format("GET", "/api/instances/" .. ids[next_id])
+end
+"""
 
 
 def snapshot(proc: subprocess.Popen[bytes], traced: Path | None) -> None:
@@ -362,6 +373,8 @@ def run_one_process(
 
             ids_file = tmp / "ids.txt"
             ids_file.write_text("\n".join(creates.accepted.values()) + "\n")
+            wrk(url, script=EVERY_ID_ONCE % ids_file, connections=8, seconds=max(2, count // 2000))
+            wrk(url, script=LIST_PAGE, connections=16, seconds=2)
             results["get_by_id"] = wrk(url, script=GET_BY_ID % ids_file, connections=64, seconds=wrk_seconds)
             show(f"GET /api/instances/{{id}} at {count}, 64 conns", results["get_by_id"])
             results["list_page"] = wrk(url, script=LIST_PAGE, connections=64, seconds=wrk_seconds)
@@ -381,7 +394,9 @@ def run_one_process(
                 "seconds": round(window),
                 "first": samples[0],
                 "last": samples[-1],
+                "min": min(samples),
                 "max": max(samples),
+                "every_5s": samples,
             }
             results["steady_upstream_calls"] = steady
             results["steady_upstream_calls_per_30s"] = round(sum(steady.values()) * 30 / window, 1)
@@ -472,31 +487,37 @@ class LeaseSampler:
 
 
 async def _takeover(database_url: str, pid: int, killed_at: float, wait: float) -> dict[str, Any]:
-    """How long the rows leased by the killed replica (pid) stayed with it: polls until each row's lease
-    names another replica or the row has changed (version), or `wait` runs out."""
+    """What became of the rows the killed replica (pid) held: when its leases lapsed, and how long each row
+    that still had work (a status on the way, an action pending) stayed with it: until another replica
+    claimed it or it moved on (its version changed). Steady rows need nobody: their lease just lapses."""
     url = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
     connection = await asyncpg.connect(url)
     try:
-        held = {
-            r["id"]: r["version"]
-            for r in await connection.fetch(
-                "SELECT id, version FROM instances WHERE lease_owner LIKE $1", f"reconciler-{pid}-%"
-            )
-        }
+        rows = await connection.fetch(
+            "SELECT id, version, status, pending_action, lease_expires_at, now() AT TIME ZONE 'utc' AS at "
+            "FROM instances WHERE lease_owner LIKE $1",
+            f"reconciler-{pid}-%",
+        )
+        seen_at = time.monotonic() - killed_at
+        steady = {"ready", "stopped", "failed", "terminated"}
+        held = {r["id"]: r["version"] for r in rows if r["status"] not in steady or r["pending_action"]}
+        lapse = seen_at + max(((r["lease_expires_at"] - r["at"]).total_seconds() for r in rows), default=0.0)
         taken: dict[str, float] = {}
         while len(taken) < len(held) and time.monotonic() - killed_at < wait:
             for r in await connection.fetch(
                 "SELECT id, version, lease_owner FROM instances WHERE id = ANY($1)", list(set(held) - set(taken))
             ):
                 owner = r["lease_owner"] or ""
-                if r["version"] != held[r["id"]] or not owner.startswith(f"reconciler-{pid}-"):
+                if r["version"] != held[r["id"]] or (owner and not owner.startswith(f"reconciler-{pid}-")):
                     taken[r["id"]] = time.monotonic() - killed_at
             await asyncio.sleep(0.2)
     finally:
         await connection.close()
     after = sorted(taken.values())
     return {
-        "rows_leased_at_kill": len(held),
+        "rows_leased_at_kill": len(rows),
+        "leases_lapsed_after_seconds": round(lapse, 1),
+        "rows_with_work": len(held),
         "taken_over": len(taken),
         "seconds_to_last": round(after[-1], 1) if after else None,
         "seconds": percentiles(after),

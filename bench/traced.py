@@ -19,6 +19,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import tracemalloc
 from pathlib import Path
 from types import FrameType
@@ -50,6 +51,29 @@ def _heap() -> dict[str, int]:
     return {"heap": info.arena, "in_use": info.uordblks, "free": info.fordblks, "mmapped": info.hblkhd}
 
 
+def _pymalloc() -> dict[str, str]:
+    """The summary lines of sys._debugmallocstats() (it writes to the C stderr): arenas and their use."""
+    with tempfile.TemporaryFile() as out:
+        saved = os.dup(2)
+        try:
+            os.dup2(out.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        out.seek(0)
+        lines = out.read().decode(errors="replace").splitlines()
+    wanted = (
+        "# arenas allocated current",
+        "# arenas highwater mark",
+        "# bytes in allocated blocks",
+        "# bytes in available blocks",
+        "unused pools",
+        "Total",
+    )
+    return {ln.split("=")[0].strip(): ln.split("=")[-1].strip() for ln in lines if any(w in ln for w in wanted)}
+
+
 def _census() -> dict[str, object]:
     counts = collections.Counter(type(o).__name__ for o in gc.get_objects())
     rss = next(ln for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith("VmRSS:"))
@@ -57,6 +81,7 @@ def _census() -> dict[str, object]:
         "rss_kb": int(rss.split()[1]),
         "allocated_blocks": sys.getallocatedblocks(),
         "malloc": _heap(),
+        "pymalloc": _pymalloc(),
         "gc_counts": gc.get_count(),
         "objects": dict(counts.most_common(40)),
     }

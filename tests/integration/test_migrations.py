@@ -71,7 +71,7 @@ async def test_replica_processes_migrating_a_fresh_postgres_store_together_all_s
                 if replica.is_alive():
                     replica.kill()
                     replica.join()
-        assert await _revisions(url) == ["0006"]
+        assert await _revisions(url) == ["0007"]
 
 
 async def test_migrations_started_together_in_one_process_all_succeed(tmp_path: Path) -> None:
@@ -79,7 +79,7 @@ async def test_migrations_started_together_in_one_process_all_succeed(tmp_path: 
     must also keep two upgrades from interleaving there)."""
     async with fresh_database("postgres", tmp_path) as url:
         await asyncio.wait_for(asyncio.gather(*(_migrate(url) for _ in range(REPLICAS))), MIGRATE_TIMEOUT)
-        assert await _revisions(url) == ["0006"]
+        assert await _revisions(url) == ["0007"]
 
 
 async def _migrated_by_a_newer_version(url: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from novita_gpu.db import Base, UTCDateTime
@@ -136,3 +136,17 @@ class IdempotencyRecord(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     response: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class UpstreamListing(Base):
+    """Novita's instance list as the replica that last listed it saw it (one row, id 1), so that replicas
+    list Novita once between them rather than each on its own (instances/shared_listing.py)."""
+
+    __tablename__ = "upstream_listing"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    taken_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # when that listing began
+    listed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # when it ended
+    body: Mapped[bytes | None] = mapped_column(LargeBinary)  # zlib of [[id, name, status, error, reclaimed]]
+    lister: Mapped[str | None] = mapped_column(String(64))  # the reconciler listing now
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -37,6 +37,7 @@ from novita_gpu.instances.lifecycle import (
     phase_of,
     stop_reason,
 )
+from novita_gpu.instances.listing import Listing, SharedListing
 from novita_gpu.instances.models import Instance
 from novita_gpu.instances.row_guard import reattach_if_current
 from novita_gpu.leases import LeasedTable
@@ -123,26 +124,6 @@ _OTHERS_BESIDE_CREATES = 8
 _SWEEP_PER_TICK = 500
 # Creates accepted here within this long of each other are claimed together, at once (not at the next tick).
 _NEW_CREATES_BATCH_SECONDS = 0.02
-
-
-@dataclass
-class Listing:
-    """Novita's instances as one listing saw them, and when it began: a row written after that may know
-    more than this listing shows of it (a newer status read by id), so it is not judged by it."""
-
-    taken_at: datetime
-    by_id: dict[str, Listed] = field(default_factory=dict)
-    # The instance a record without an id may adopt: one not on its way out (the first seen if several).
-    by_name: dict[str, Listed] = field(default_factory=dict)
-
-    def add(self, upstream: Listed) -> None:
-        self.by_id[upstream.id] = upstream
-        if upstream.name and not is_leaving(upstream.status):
-            self.by_name.setdefault(upstream.name, upstream)
-
-    def knows(self, updated_at: datetime) -> bool:
-        """Whether this listing began after a row's last write, so it is at least as new as the row."""
-        return updated_at <= self.taken_at
 
 
 def _fresh_create(row: Row[Any], now: datetime) -> bool:
@@ -256,6 +237,16 @@ class Reconciler(PeriodicWorker):
         self._creating: set[str] = set()  # rows in flight that are creates
         self._new: dict[str, None] = {}  # creates accepted here, not started yet
         self._new_task: asyncio.Task[None] | None = None
+        # Replicas (PostgreSQL) share one listing of Novita through the store; one process lists on its own.
+        self.shared = (
+            None
+            if db.is_sqlite
+            else SharedListing(
+                db, clock, self.worker_id, lease_seconds=settings.lease_seconds, gap_seconds=self.min_gap_seconds
+            )
+        )
+        self._previous_tick_at: datetime | None = None
+        self._releasing: set[asyncio.Task[None]] = set()
         self._tick_lock = asyncio.Lock()
         self._next_full_pass = float("-inf")
         self.busy = False
@@ -369,12 +360,13 @@ class Reconciler(PeriodicWorker):
             ]
             await self._pump(creates, None, started, now, deadline=None)
             try:
-                listing = await self._list_upstream(candidates, full)
+                listing, listed_here = await self._list_upstream(candidates, full, now)
             except NovitaError as exc:
                 log.warning("reconcile_list_failed", error=type(exc).__name__)
                 result.busy = True
             else:
-                await self._remove_strays(listing, candidates)
+                if listed_here:  # (a listing another replica made had its strays removed by it)
+                    await self._remove_strays(listing, candidates)
                 watched = {c.id for c in candidates}
                 if full and not self._sweep:  # (one not finished goes on)
                     self._sweep = dict.fromkeys(watched)
@@ -489,6 +481,8 @@ class Reconciler(PeriodicWorker):
                     started.changed += changed
                 else:
                     self._finished_late.setdefault(started.token, []).append(row_id)
+                    if not started.running:  # the batch's last row: its leases go back now, not next tick
+                        self._release_soon(started.token)
 
         task = asyncio.create_task(process(), name=row_id)
         self._in_flight[row_id] = task
@@ -539,6 +533,23 @@ class Reconciler(PeriodicWorker):
     async def _release_all(self, token: str) -> None:
         async with self.db.write() as session:
             await session.execute(self.leases.release(token))
+
+    def _release_soon(self, token: str) -> None:
+        """Release the rows of `token` that finished after their tick, in a task of its own. Rows leased
+        until the next tick were held by a replica killed meanwhile for LEASE_SECONDS although done."""
+        ids = self._finished_late.pop(token, [])
+        if not ids or self.stopping:
+            return
+
+        async def release() -> None:
+            try:
+                await self._release(ids, only_token=token)
+            except Exception:  # the leases lapse by themselves
+                log.warning("reconcile_release_failed", exc_info=True)
+
+        task = asyncio.create_task(release())
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
 
     async def _release_late(self) -> None:
         """Release the rows that finished after their tick stopped waiting (one batch per lease)."""
@@ -635,12 +646,21 @@ class Reconciler(PeriodicWorker):
 
     # -- observation -----------------------------------------------------------------------------
 
-    async def _list_upstream(self, rows: Sequence[Row[Any]], full: bool) -> Listing:
+    async def _list_upstream(self, rows: Sequence[Row[Any]], full: bool, now: datetime) -> tuple[Listing, bool]:
         """Novita's instances, when a row may be found there; and on every full pass whatever the rows, so
-        a create that completes long after its record settled is still seen (and removed)."""
-        listing = Listing(taken_at=self.clock.now())
+        a create that completes long after its record settled is still seen (and removed). With replicas,
+        the one listing they share when it began after this worker's previous tick (or the latest, while
+        another replica lists). Also says whether it was listed here."""
+        previous, self._previous_tick_at = self._previous_tick_at, now
         if not full and not any(r.novita_instance_id or r.create_attempted_at for r in rows):
-            return listing
+            return Listing(taken_at=now), False
+        if self.shared is None:
+            return await self._list_novita(), True
+        newer_than = previous or now - timedelta(seconds=self.settings.reconcile_slow_seconds)
+        return await self.shared.get(newer_than, self._list_novita)
+
+    async def _list_novita(self) -> Listing:
+        listing = Listing(taken_at=self.clock.now())
         async for upstream in self.client.iter_listed(page_size=100, concurrency=LIST_CONCURRENCY):
             listing.add(upstream)
         return listing
