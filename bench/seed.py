@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from novita_gpu.db import Database
-from novita_gpu.instances.models import Instance
+from novita_gpu.tables import Instance
 
 
 async def seed_instances(database_url: str, count: int) -> list[str]:

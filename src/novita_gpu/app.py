@@ -24,14 +24,14 @@ from novita_gpu.clock import Clock, SystemClock
 from novita_gpu.costs.router import router as costs_router
 from novita_gpu.events.router import router as events_router
 from novita_gpu.instances.cached_reads import CachedInstanceReads
-from novita_gpu.instances.models import Instance
 from novita_gpu.instances.router import router as instances_router
-from novita_gpu.observability.answers import MetricsAnswer
 from novita_gpu.observability.health import router as health_router
 from novita_gpu.observability.logging import configure_logging, register_secret
 from novita_gpu.observability.metrics import Metrics
+from novita_gpu.observability.schemas import MetricsAnswer
 from novita_gpu.services import Services, build_services
 from novita_gpu.settings import Settings
+from novita_gpu.tables import Instance
 from novita_gpu.web.auth import ApiKeys, Owner, current_owner
 from novita_gpu.web.deps import ServicesDep
 from novita_gpu.web.docs_page import install_docs_page

@@ -27,10 +27,9 @@ from sqlalchemy.orm import InstrumentedAttribute
 from novita_gpu.clock import Clock
 from novita_gpu.db import Database
 from novita_gpu.instances.lifecycle import Status
-from novita_gpu.instances.models import IdempotencyRecord, Instance
 from novita_gpu.observability.metrics import Metrics
 from novita_gpu.settings import Settings
-from novita_gpu.webhooks.models import WebhookDelivery
+from novita_gpu.tables import IdempotencyRecord, Instance, WebhookDelivery
 from novita_gpu.workers import PeriodicWorker
 
 log = structlog.get_logger(__name__)

@@ -24,7 +24,7 @@ from novita_gpu.costs.budgets import Budgets
 from novita_gpu.db import Database
 from novita_gpu.events.stream import EventHub
 from novita_gpu.instances.changes import ChangeFeed
-from novita_gpu.instances.prober import Prober
+from novita_gpu.instances.readiness import Prober
 from novita_gpu.instances.reconciler import Reconciler
 from novita_gpu.instances.service import InstanceService
 from novita_gpu.novita import NovitaClient

@@ -11,7 +11,7 @@ from novita_gpu.emulator import EmulatorConfig
 from novita_gpu.emulator import account_validation as av
 from novita_gpu.emulator import validation as v
 from novita_gpu.emulator.account import PrewarmQuery, PrewarmRequest, StorageQuery
-from novita_gpu.emulator.errors import NovitaError
+from novita_gpu.emulator.errors import EmulatedError
 from novita_gpu.emulator.state_file import StateFile, default_state_path
 from novita_gpu.emulator.world import World
 from tests.emulator.conftest import create_body
@@ -103,7 +103,7 @@ def test_account_objects_are_kept_in_the_file_too(tmp_path: Path) -> None:
     [loaded] = second.prewarm_tasks(PrewarmQuery(10, 1))[0]
     assert loaded == task and loaded.state_at(clock.now().timestamp()) == "Succeeded"
     assert second.create_template(fields).id == str(int(template.id) + 1)
-    with pytest.raises(NovitaError) as in_use:  # the reloaded instance still mounts it
+    with pytest.raises(EmulatedError) as in_use:  # the reloaded instance still mounts it
         second.delete_storage(storage.id)
     assert in_use.value.reason == "NETWORK_STORAGE_IN_USE"
     assert mounted.id

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from novita_gpu.costs.answers import AccountEventsAnswer, BudgetAnswer
+from novita_gpu.costs.schemas import AccountEventsAnswer, BudgetAnswer
 from novita_gpu.serving import BackgroundServer
 from novita_gpu.web.auth import owner_id
 from tests.fixtures.databases import fresh_database

@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 
 from novita_gpu.app import create_app
 from novita_gpu.cli import app as cli_app
-from novita_gpu.costs.answers import CostsAnswer
 from novita_gpu.costs.meter import BILLED
-from novita_gpu.instances.answers import InstanceAnswer
+from novita_gpu.costs.schemas import CostsAnswer
+from novita_gpu.instances.schemas import InstanceAnswer
 from novita_gpu.services import build_services
 from tests.fixtures.live_service import live_service
 from tests.harness import Harness

@@ -12,7 +12,7 @@ from sqlalchemy import text, update
 
 from novita_gpu.costs import meter
 from novita_gpu.db import Database
-from novita_gpu.instances.models import Instance
+from novita_gpu.tables import Instance
 from tests.fixtures.databases import fresh_database
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from novita_gpu.instances.answers import CreatedAnswer, InstanceAnswer
+from novita_gpu.instances.schemas import CreatedAnswer, InstanceAnswer
 from tests.harness import Harness
 
 EU = "EU-01"  # cluster 5: offers an RTX 4090 and supports network storage

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from novita_gpu.db import table_of
 from novita_gpu.events.stream import EventHub, Subscription
-from novita_gpu.instances.models import InstanceEvent
+from novita_gpu.tables import InstanceEvent
 from tests.fixtures.databases import fresh_database
 from tests.harness import Harness
 

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import func, select, update
 
 from novita_gpu.db import Database
-from novita_gpu.instances.models import Instance
 from novita_gpu.leases import LeasedTable
+from novita_gpu.tables import Instance
 from tests.fixtures.databases import fresh_database
 from tests.harness import Harness
 

@@ -22,11 +22,11 @@ from novita_gpu.novita import (
     BadRequest,
     CreateInstanceRequest,
     EnvVar,
-    Instance,
     InsufficientResource,
     InvalidStateChange,
     NotFound,
     NovitaClient,
+    NovitaInstance,
     RateLimited,
     Unauthorized,
     UpstreamUnavailable,
@@ -139,7 +139,7 @@ def request(name: str = "ng-contract", **overrides: Any) -> CreateInstanceReques
     return CreateInstanceRequest(**fields)
 
 
-async def named(client: NovitaClient, name: str) -> list[Instance]:
+async def named(client: NovitaClient, name: str) -> list[NovitaInstance]:
     return [i async for i in client.iter_instances(name=name) if i.name == name]
 
 

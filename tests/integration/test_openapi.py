@@ -8,9 +8,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from novita_gpu.autostop.answers import AutoStopStatsAnswer, TriggerAnswer
-from novita_gpu.catalog.answers import ProductsAnswer, TemplatesAnswer
-from novita_gpu.instances.answers import (
+from novita_gpu.autostop.schemas import AutoStopStatsAnswer, TriggerAnswer
+from novita_gpu.catalog.schemas import ProductsAnswer, TemplatesAnswer
+from novita_gpu.instances.schemas import (
     ActionAnswer,
     CreatedAnswer,
     EventsAnswer,
@@ -19,7 +19,7 @@ from novita_gpu.instances.answers import (
     SyncAnswer,
     TouchAnswer,
 )
-from novita_gpu.observability.answers import HealthAnswer, MetricsAnswer
+from novita_gpu.observability.schemas import HealthAnswer, MetricsAnswer
 from novita_gpu.web.errors import ErrorAnswer
 from tests.harness import Harness
 

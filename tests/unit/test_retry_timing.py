@@ -48,7 +48,7 @@ def test_full_jitter_spreads_under_an_exponential_cap() -> None:
 
 def test_every_caller_uses_the_same_rules() -> None:
     from novita_gpu.novita import retry as novita_retry
-    from novita_gpu.sdk import answers as sdk_answers
+    from novita_gpu.sdk import results as sdk_answers
     from novita_gpu.webhooks import sender
 
     assert novita_retry.parse_retry_after is parse_retry_after

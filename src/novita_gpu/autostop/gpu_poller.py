@@ -37,10 +37,10 @@ from novita_gpu.clock import Clock
 from novita_gpu.db import Database
 from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.instances.lifecycle import Status
-from novita_gpu.instances.models import Instance
-from novita_gpu.instances.view import iso
+from novita_gpu.instances.rendering import iso
 from novita_gpu.novita import MetricPoint, NovitaClient, NovitaError
 from novita_gpu.settings import Settings
+from novita_gpu.tables import Instance
 from novita_gpu.workers import PeriodicWorker
 
 log = structlog.get_logger(__name__)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from novita_gpu.autostop.answers import AutoStopStatsAnswer, TriggerAnswer
+from novita_gpu.autostop.schemas import AutoStopStatsAnswer, TriggerAnswer
 from novita_gpu.web.auth import Owner
 from novita_gpu.web.deps import ServicesDep
 from novita_gpu.web.json_body import StrictJSONRoute

@@ -34,11 +34,11 @@ from novita_gpu.autostop.policy import (
 from novita_gpu.clock import Clock
 from novita_gpu.db import Database
 from novita_gpu.instances.lifecycle import Reason, Status
-from novita_gpu.instances.models import Instance
+from novita_gpu.instances.rendering import iso
 from novita_gpu.instances.service import InstanceService
-from novita_gpu.instances.view import iso
 from novita_gpu.observability.metrics import Metrics
 from novita_gpu.settings import Settings
+from novita_gpu.tables import Instance
 from novita_gpu.workers import PeriodicWorker
 
 log = structlog.get_logger(__name__)

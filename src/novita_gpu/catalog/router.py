@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from novita_gpu.catalog.answers import ProductsAnswer, TemplatesAnswer
+from novita_gpu.catalog.schemas import ProductsAnswer, TemplatesAnswer
 from novita_gpu.catalog.service import CatalogError
 from novita_gpu.novita import NovitaError
 from novita_gpu.web.auth import Owner

@@ -29,16 +29,15 @@ from sqlalchemy import and_, or_, select, update
 
 from novita_gpu.clock import Clock
 from novita_gpu.costs.meter import checkpoint
-from novita_gpu.costs.models import AccountEvent, AccountWebhook, Budget
 from novita_gpu.costs.report import Spend, month_key, month_spend, next_month_start
 from novita_gpu.db import Database
 from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.instances.lifecycle import Reason, Status
-from novita_gpu.instances.models import Instance
+from novita_gpu.instances.rendering import iso
 from novita_gpu.instances.service import InstanceService
-from novita_gpu.instances.view import iso
 from novita_gpu.observability.metrics import Metrics
 from novita_gpu.settings import Settings
+from novita_gpu.tables import AccountEvent, AccountWebhook, Budget, Instance
 from novita_gpu.web.errors import ApiError
 from novita_gpu.webhooks.dispatcher import retry_delay
 from novita_gpu.webhooks.guard import UnsafeWebhookTarget, WebhookPolicy, validate_webhook_url

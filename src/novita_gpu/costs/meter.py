@@ -29,9 +29,8 @@ from typing import Any
 from sqlalchemy import bindparam, event, inspect, select, update
 from sqlalchemy.orm import Session, UOWTransaction
 
-from novita_gpu.costs.models import BillingPeriod
 from novita_gpu.db import Database, table_of
-from novita_gpu.instances.models import Instance
+from novita_gpu.tables import BillingPeriod, Instance
 
 BILLED = frozenset(
     {

@@ -13,7 +13,7 @@ from typing import Any
 
 from novita_gpu.costs.meter import Stretch, stretches
 from novita_gpu.db import Database
-from novita_gpu.instances.view import iso
+from novita_gpu.instances.rendering import iso
 
 GROUP_BY_PATTERN = r"^(product|apiKey|label:[^\x00]{1,63})$"
 

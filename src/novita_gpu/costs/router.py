@@ -9,8 +9,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from novita_gpu.costs.answers import AccountEventsAnswer, BudgetAnswer, CostsAnswer
 from novita_gpu.costs.report import GROUP_BY_PATTERN, cost_report, month_start
+from novita_gpu.costs.schemas import AccountEventsAnswer, BudgetAnswer, CostsAnswer
 from novita_gpu.instances.schemas import WebhookUrl
 from novita_gpu.web.auth import Caller, CallerDep
 from novita_gpu.web.deps import ServicesDep

@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
-from novita_gpu.emulator.catalog import Catalog, RegistryAuth, Template
+from novita_gpu.emulator.catalog import EmulatedCatalog, RegistryAuth, Template
 from novita_gpu.emulator.config import EmulatorConfig
-from novita_gpu.emulator.errors import NovitaError, invalid_param
+from novita_gpu.emulator.errors import EmulatedError, invalid_param
 from novita_gpu.emulator.state_file import StateFile
 
 TEMPLATE, REGISTRY_AUTH, NETWORK_STORAGE, PREWARM_TASK, META = (
@@ -39,8 +39,8 @@ PREWARM_STATES: tuple[PrewarmState, ...] = ("Pending", "Running", "Succeeded", "
 InUse = Callable[[str, str], bool]
 
 
-def not_found(what: str) -> NovitaError:
-    return NovitaError(400, "RESOURCE_NOT_FOUND", f"{what} not found")
+def not_found(what: str) -> EmulatedError:
+    return EmulatedError(400, "RESOURCE_NOT_FOUND", f"{what} not found")
 
 
 @dataclass
@@ -141,7 +141,7 @@ def _page(items: list[Any], size: int, num: int) -> list[Any]:
 class Account:
     def __init__(
         self,
-        catalog: Catalog,
+        catalog: EmulatedCatalog,
         rng: random.Random,
         lock: threading.RLock,
         now: Callable[[], float],
@@ -214,13 +214,13 @@ class Account:
         with self._lock:
             found = self.catalog.template(template_id)
             if found is None:
-                raise NovitaError(400, "TEMPLATE_NOT_FOUND", "template not found")
+                raise EmulatedError(400, "TEMPLATE_NOT_FOUND", "template not found")
             return found
 
     def _own_template(self, template_id: str) -> Template:
         found = self.catalog.template(template_id)
         if found is None or not found.mine:  # [INF] another's (or an official) template: not found for you
-            raise NovitaError(400, "TEMPLATE_NOT_FOUND", "template not found")
+            raise EmulatedError(400, "TEMPLATE_NOT_FOUND", "template not found")
         return found
 
     def create_template(self, fields: Template) -> Template:
@@ -273,7 +273,7 @@ class Account:
             if auth is None:
                 raise not_found("registry auth")
             if self._in_use(REGISTRY_AUTH, auth_id):
-                raise NovitaError(400, "IMAGE_AUTH_IN_USE", "the registry auth is used by an instance")
+                raise EmulatedError(400, "IMAGE_AUTH_IN_USE", "the registry auth is used by an instance")
             self.catalog.registry_auths.remove(auth)
             self._forget(REGISTRY_AUTH, [auth_id])
 
@@ -303,7 +303,7 @@ class Account:
             if cluster is None:
                 raise invalid_param(f"clusterId {cluster_id!r} not found")
             if not cluster.support_network_storage:
-                raise NovitaError(
+                raise EmulatedError(
                     400,
                     "CUR_CLUSTER_NETWORK_STORAGE_NOT_SUPPORT",
                     f"cluster {cluster.name} does not support network storage",
@@ -319,7 +319,7 @@ class Account:
         with self._lock:
             storage = self._storages.get(storage_id)
             if storage is None:
-                raise NovitaError(400, "NETWORK_STORAGE_NOT_FOUND", "network storage not found")
+                raise EmulatedError(400, "NETWORK_STORAGE_NOT_FOUND", "network storage not found")
             if size < storage.size:  # Novita's console: a storage only grows
                 raise invalid_param(f"storageSize must be at least the current {storage.size} GB")
             storage.name, storage.size = name, size
@@ -329,9 +329,9 @@ class Account:
     def delete_storage(self, storage_id: str) -> None:
         with self._lock:
             if storage_id not in self._storages:
-                raise NovitaError(400, "NETWORK_STORAGE_NOT_FOUND", "network storage not found")
+                raise EmulatedError(400, "NETWORK_STORAGE_NOT_FOUND", "network storage not found")
             if self._in_use(NETWORK_STORAGE, storage_id):
-                raise NovitaError(400, "NETWORK_STORAGE_IN_USE", "the network storage is mounted by an instance")
+                raise EmulatedError(400, "NETWORK_STORAGE_IN_USE", "the network storage is mounted by an instance")
             del self._storages[storage_id]
             self._forget(NETWORK_STORAGE, [storage_id])
 
@@ -356,7 +356,7 @@ class Account:
     def create_prewarm(self, req: PrewarmRequest) -> PrewarmTask:
         with self._lock:
             if len(self._prewarm) >= PREWARM_LIMIT:
-                raise NovitaError(400, "IMAGE_PREWARM_NUM_LIMIT", f"at most {PREWARM_LIMIT} prewarm tasks")
+                raise EmulatedError(400, "IMAGE_PREWARM_NUM_LIMIT", f"at most {PREWARM_LIMIT} prewarm tasks")
             cluster = self.catalog.cluster(req.cluster_id)
             if cluster is None:
                 raise invalid_param(f"clusterId {req.cluster_id!r} not found")

@@ -9,9 +9,9 @@ from fastapi import APIRouter, Request
 
 from novita_gpu.emulator import account_validation as av
 from novita_gpu.emulator import validation as v
-from novita_gpu.emulator.errors import NovitaError, invalid_param
-from novita_gpu.emulator.instance import Instance
-from novita_gpu.emulator.views import instance_detail, instance_summary
+from novita_gpu.emulator.errors import EmulatedError, invalid_param
+from novita_gpu.emulator.instance import EmulatedInstance
+from novita_gpu.emulator.novita_shapes import instance_detail, instance_summary
 from novita_gpu.emulator.world import World
 
 router = APIRouter(prefix="/gpu-instance/openapi/v1")
@@ -115,16 +115,16 @@ async def create_instance(request: Request) -> dict[str, Any]:
     world = world_of(request)
     body = v.parse_json_object(await request.body())
     if world.faults.take_create_failure("before"):
-        raise NovitaError(500, "UNKNOWN", "unknown error")
+        raise EmulatedError(500, "UNKNOWN", "unknown error")
     req = v.create_request(body, world.account.registry_auth_ids())
     instance = world.create(req)
     await _until_created(request, world, instance)
     if world.faults.take_create_failure("after"):
-        raise NovitaError(500, "UNKNOWN", "unknown error")
+        raise EmulatedError(500, "UNKNOWN", "unknown error")
     return {"id": instance.id}
 
 
-async def _until_created(request: Request, world: World, instance: Instance) -> None:
+async def _until_created(request: Request, world: World, instance: EmulatedInstance) -> None:
     """Answer a delayed create only once it has completed (on the world's clock, which tests move by
     hand). A caller that hangs up meanwhile does not undo it: the instance still appears on time."""
     # Polled: the world's clock may be a test's, moved by hand from another thread, with nothing to await.

@@ -11,7 +11,7 @@ from starlette.types import Receive, Scope, Send
 from novita_gpu.clock import Clock
 from novita_gpu.emulator import account_routes, api_routes, control_routes, metrics_routes, port_routes
 from novita_gpu.emulator.config import EmulatorConfig
-from novita_gpu.emulator.errors import NovitaError, envelope
+from novita_gpu.emulator.errors import EmulatedError, envelope
 from novita_gpu.emulator.gateway import gate
 from novita_gpu.emulator.state_file import StateFile
 from novita_gpu.emulator.world import World
@@ -45,8 +45,8 @@ def create_emulator_app(
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(NovitaError)
-    async def _novita(_: Request, exc: NovitaError) -> JSONResponse:
+    @app.exception_handler(EmulatedError)
+    async def _novita(_: Request, exc: EmulatedError) -> JSONResponse:
         return exc.response()
 
     @app.exception_handler(RequestValidationError)

@@ -147,7 +147,7 @@ class RegistryAuth:
 
 
 @dataclass
-class Catalog:
+class EmulatedCatalog:
     clusters: list[Cluster]
     products: list[Product]
     cpu_products: list[CpuProduct]
@@ -272,13 +272,13 @@ def _token(rng: random.Random, n: int) -> str:
     return "".join(rng.choice(string.ascii_lowercase + string.digits) for _ in range(n))
 
 
-def build_catalog(rng: random.Random) -> Catalog:
+def build_catalog(rng: random.Random) -> EmulatedCatalog:
     """A fresh catalog; capacities start at each product's per-region default."""
     auths = [
         RegistryAuth(_token(rng, 32), "dockerhub-team", "team-bot", _token(rng, 20)),
         RegistryAuth(_token(rng, 32), "ghcr", "octo-ci", _token(rng, 20)),
     ]
-    catalog = Catalog(list(CLUSTERS), list(PRODUCTS), list(CPU_PRODUCTS), list(TEMPLATES), auths)
+    catalog = EmulatedCatalog(list(CLUSTERS), list(PRODUCTS), list(CPU_PRODUCTS), list(TEMPLATES), auths)
     for product in catalog.products:
         for cluster in catalog.product_clusters(product):
             catalog.capacity[(cluster.id, product.id)] = product.capacity

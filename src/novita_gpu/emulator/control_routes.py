@@ -8,9 +8,9 @@ from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
 from novita_gpu.emulator.api_routes import world_of
-from novita_gpu.emulator.errors import NovitaError, invalid_param
+from novita_gpu.emulator.errors import EmulatedError, invalid_param
+from novita_gpu.emulator.novita_shapes import instance_timeline
 from novita_gpu.emulator.validation import integer, parse_json_object, text
-from novita_gpu.emulator.views import instance_timeline
 
 router = APIRouter(prefix="/_emulator")
 
@@ -92,7 +92,7 @@ async def instance(request: Request, instance_id: str) -> dict[str, Any]:
     found = world.find(instance_id)
     if found is not None:
         return instance_timeline(found, world.now())
-    raise NovitaError(404, "RESOURCE_NOT_FOUND", "instance not found")
+    raise EmulatedError(404, "RESOURCE_NOT_FOUND", "instance not found")
 
 
 @router.get("/stats")

@@ -7,7 +7,7 @@ from typing import Any
 from starlette.responses import JSONResponse
 
 
-class NovitaError(Exception):
+class EmulatedError(Exception):
     """A failure answered in Novita's envelope. `reason` is one of the reasons of Novita's error table."""
 
     def __init__(self, status: int, reason: str, message: str, *, headers: dict[str, str] | None = None) -> None:
@@ -26,9 +26,9 @@ def envelope(status: int, reason: str, message: str, headers: dict[str, str] | N
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def invalid_param(message: str) -> NovitaError:
-    return NovitaError(400, "VALIDATOR_PARAM", message)
+def invalid_param(message: str) -> EmulatedError:
+    return EmulatedError(400, "VALIDATOR_PARAM", message)
 
 
-def invalid_state_change() -> NovitaError:
-    return NovitaError(400, "CONFLICT", "invalid state change")
+def invalid_state_change() -> EmulatedError:
+    return EmulatedError(400, "CONFLICT", "invalid state change")

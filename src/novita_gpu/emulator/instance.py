@@ -50,7 +50,7 @@ class PortMapping:
 
 
 @dataclass
-class Instance:
+class EmulatedInstance:
     id: str
     name: str
     cluster_id: str

@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from novita_gpu.emulator.instance import Instance, Phase, PortMapping
+from novita_gpu.emulator.instance import EmulatedInstance, Phase, PortMapping
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (id TEXT PRIMARY KEY, body TEXT NOT NULL);
@@ -32,15 +32,15 @@ CREATE TABLE IF NOT EXISTS objects (
 """
 
 
-def _encode(instance: Instance) -> str:
+def _encode(instance: EmulatedInstance) -> str:
     return json.dumps(asdict(instance), separators=(",", ":"))
 
 
-def _decode(body: str) -> Instance:
+def _decode(body: str) -> EmulatedInstance:
     fields: dict[str, Any] = json.loads(body)
     fields["ports"] = [PortMapping(**p) for p in fields["ports"]]
     fields["phases"] = [Phase(**p) for p in fields["phases"]]
-    return Instance(**fields)
+    return EmulatedInstance(**fields)
 
 
 class StateFile:
@@ -55,7 +55,7 @@ class StateFile:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
 
-    def instances(self) -> list[Instance]:
+    def instances(self) -> list[EmulatedInstance]:
         with self._lock:
             rows = self._db.execute("SELECT body FROM instances ORDER BY rowid").fetchall()
         return [_decode(body) for (body,) in rows]
@@ -65,7 +65,7 @@ class StateFile:
             rows = self._db.execute("SELECT cluster_id, product_id, gpus FROM capacity").fetchall()
         return {(cluster, product): gpus for cluster, product, gpus in rows}
 
-    def save(self, instance: Instance) -> None:
+    def save(self, instance: EmulatedInstance) -> None:
         with self._lock:
             self._db.execute(
                 "INSERT INTO instances (id, body) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET body = excluded.body",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from novita_gpu.emulator.errors import invalid_param
-from novita_gpu.emulator.instance import Instance
+from novita_gpu.emulator.instance import EmulatedInstance
 
 UTILIZATION = "utilization"  # the state file's kind for schedules
 DEFAULT_LEVEL = 0.0  # an instance nobody set a level for: GPUs idle [INF: a fresh instance runs nothing]
@@ -122,7 +122,7 @@ def _point(at: int, value: float) -> dict[str, Any]:
 
 
 def metrics_answer(
-    instance: Instance, utilization: Utilization | None, query: MetricsQuery, now: float, delay: float
+    instance: EmulatedInstance, utilization: Utilization | None, query: MetricsQuery, now: float, delay: float
 ) -> dict[str, Any]:
     """Samples on the interval's grid within the query, while the instance ran and up to `delay` ago."""
     schedule = utilization or Utilization()

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from novita_gpu.emulator.catalog import MONTHLY, ON_DEMAND, SPOT
-from novita_gpu.emulator.errors import NovitaError, invalid_param
+from novita_gpu.emulator.errors import EmulatedError, invalid_param
 from novita_gpu.emulator.instance import STATUSES
 from novita_gpu.emulator.world import CreateRequest, InstanceQuery
 
@@ -23,9 +23,9 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     try:
         body = json.loads(raw or b"null")
     except ValueError as exc:
-        raise NovitaError(400, "CODEC", f"body unmarshal: {exc.__class__.__name__}") from exc
+        raise EmulatedError(400, "CODEC", f"body unmarshal: {exc.__class__.__name__}") from exc
     if not isinstance(body, dict):
-        raise NovitaError(400, "CODEC", "body unmarshal: a JSON object is required")
+        raise EmulatedError(400, "CODEC", "body unmarshal: a JSON object is required")
     return body
 
 
@@ -225,7 +225,7 @@ def create_request(body: dict[str, Any], registry_auth_ids: set[str]) -> CreateR
     text(body, "imageAuth", max_len=10239)
     network_storages = _network_storages(body)
     if text(body, "networkId"):
-        raise NovitaError(400, "NETWORK_NOT_FOUND", "network not found")
+        raise EmulatedError(400, "NETWORK_NOT_FOUND", "network not found")
     mode, month = _billing(body)
     return CreateRequest(
         name=text(body, "name"),

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 from novita_gpu.clock import Clock, SystemClock
 from novita_gpu.emulator.account import NETWORK_STORAGE, REGISTRY_AUTH, Account
-from novita_gpu.emulator.catalog import MONTHLY, SPOT, Catalog, Cluster, Product, build_catalog
+from novita_gpu.emulator.catalog import MONTHLY, SPOT, Cluster, EmulatedCatalog, Product, build_catalog
 from novita_gpu.emulator.config import EmulatorConfig
-from novita_gpu.emulator.errors import NovitaError, invalid_param, invalid_state_change
+from novita_gpu.emulator.errors import EmulatedError, invalid_param, invalid_state_change
 from novita_gpu.emulator.faults import FaultInjector
-from novita_gpu.emulator.instance import Instance, Phase, PortMapping
+from novita_gpu.emulator.instance import EmulatedInstance, Phase, PortMapping
 from novita_gpu.emulator.state_file import StateFile
 from novita_gpu.emulator.utilization import (
     UTILIZATION,
@@ -99,10 +99,14 @@ class World:
 
     def _fresh(self) -> None:
         self._rng = random.Random(self.config.seed)
-        self.catalog: Catalog = build_catalog(self._rng)
+        self.catalog: EmulatedCatalog = build_catalog(self._rng)
         self.faults = FaultInjector(self.config.faults, self.config.seed + 1)
-        self._instances: dict[str, Instance] = {}
-        self._pool_counted: tuple[dict[str, Instance], int, Counter[tuple[str, str]]] = (self._instances, 0, Counter())
+        self._instances: dict[str, EmulatedInstance] = {}
+        self._pool_counted: tuple[dict[str, EmulatedInstance], int, Counter[tuple[str, str]]] = (
+            self._instances,
+            0,
+            Counter(),
+        )
         self._utilization: dict[str, Utilization] = {}  # instance id -> its GPU utilization schedule
         self._stats: Counter[str] = Counter()
         self.account = Account(self.catalog, self._rng, self._lock, self.now, self.config, self._in_use)
@@ -119,7 +123,7 @@ class World:
                 return True
         return False
 
-    def _saved(self, instance: Instance) -> Instance:
+    def _saved(self, instance: EmulatedInstance) -> EmulatedInstance:
         if self._state is not None:
             self._state.save(instance)
         return instance
@@ -195,15 +199,15 @@ class World:
 
     def _require_capacity(self, cluster_id: str, product_id: str, gpus: int, now: float) -> None:
         if not self._has_room(cluster_id, product_id, gpus, now):
-            raise NovitaError(400, "INSUFFICIENT_RESOURCE", "insufficient resource for the requested product")
+            raise EmulatedError(400, "INSUFFICIENT_RESOURCE", "insufficient resource for the requested product")
 
     # --- queries ---------------------------------------------------------------------------------
 
-    def get(self, instance_id: str) -> Instance:
+    def get(self, instance_id: str) -> EmulatedInstance:
         with self._lock:
             return self._visible(instance_id, self.now())
 
-    def list_instances(self, query: InstanceQuery) -> tuple[list[Instance], int]:
+    def list_instances(self, query: InstanceQuery) -> tuple[list[EmulatedInstance], int]:
         with self._lock:
             now = self.now()
             name, product = query.name.lower(), query.product_name.lower()
@@ -218,19 +222,19 @@ class World:
             start = (query.page_num - 1) * query.page_size
             return found[start : start + query.page_size], len(found)
 
-    def find(self, instance_id: str) -> Instance | None:
+    def find(self, instance_id: str) -> EmulatedInstance | None:
         """Any instance created since the last reset, visible or not."""
         with self._lock:
             return self._instances.get(instance_id)
 
-    def all_instances(self) -> list[Instance]:
+    def all_instances(self) -> list[EmulatedInstance]:
         with self._lock:
             return list(self._instances.values())
 
-    def _visible(self, instance_id: str, now: float) -> Instance:
+    def _visible(self, instance_id: str, now: float) -> EmulatedInstance:
         instance = self._instances.get(instance_id)
         if instance is None or not instance.visible_at(now):
-            raise NovitaError(self.config.not_found_status, "RESOURCE_NOT_FOUND", "instance not found")
+            raise EmulatedError(self.config.not_found_status, "RESOURCE_NOT_FOUND", "instance not found")
         return instance
 
     # --- monitoring ------------------------------------------------------------------------------
@@ -240,7 +244,7 @@ class World:
         with self._lock:
             now = self.now()
             if instance_id not in self._instances:
-                raise NovitaError(404, "RESOURCE_NOT_FOUND", "instance not found")
+                raise EmulatedError(404, "RESOURCE_NOT_FOUND", "instance not found")
             schedule = self._utilization.setdefault(instance_id, Utilization())
             schedule.replace_from(now, parse_utilization(body, now))
             if self._state is not None:
@@ -250,7 +254,7 @@ class World:
     def utilization(self, instance_id: str) -> dict[str, object]:
         with self._lock:
             if instance_id not in self._instances:
-                raise NovitaError(404, "RESOURCE_NOT_FOUND", "instance not found")
+                raise EmulatedError(404, "RESOURCE_NOT_FOUND", "instance not found")
             return self._utilization.get(instance_id, Utilization()).json(instance_id, self.now())
 
     def metrics(self, instance_id: str, query: MetricsQuery) -> dict[str, object]:
@@ -263,7 +267,7 @@ class World:
 
     # --- actions ---------------------------------------------------------------------------------
 
-    def create(self, req: CreateRequest) -> Instance:
+    def create(self, req: CreateRequest) -> EmulatedInstance:
         """Create now, or `create_delay_seconds` from now: the instance (and its timeline) appears then."""
         with self._lock:
             now = self.now() + self.faults.config.create_delay_seconds
@@ -287,7 +291,7 @@ class World:
                 self._run(instance, t, "app_boot_after_create")
             return self._saved(instance)
 
-    def start(self, instance_id: str) -> Instance:
+    def start(self, instance_id: str) -> EmulatedInstance:
         with self._lock:
             now = self.now()
             instance = self._visible(instance_id, now)
@@ -301,7 +305,7 @@ class World:
             self._run(instance, t, "app_boot_after_start")
             return self._saved(instance)
 
-    def _running_for_action(self, instance_id: str, now: float) -> tuple[Instance, Phase]:
+    def _running_for_action(self, instance_id: str, now: float) -> tuple[EmulatedInstance, Phase]:
         """The instance and its current phase, for stop and restart (which need it running)."""
         instance = self._visible(instance_id, now)
         phase = instance.phase_at(now)
@@ -310,7 +314,7 @@ class World:
         instance.truncate_after(now)
         return instance, phase
 
-    def stop(self, instance_id: str) -> Instance:
+    def stop(self, instance_id: str) -> EmulatedInstance:
         with self._lock:
             now = self.now()
             instance, phase = self._running_for_action(instance_id, now)
@@ -318,7 +322,7 @@ class World:
             instance.phases.append(Phase("exited", t, phase.spot_status))
             return self._saved(instance)
 
-    def restart(self, instance_id: str) -> Instance:
+    def restart(self, instance_id: str) -> EmulatedInstance:
         with self._lock:
             now = self.now()
             instance, phase = self._running_for_action(instance_id, now)
@@ -328,7 +332,7 @@ class World:
             self._run(instance, t, "app_boot_after_start")
             return self._saved(instance)
 
-    def delete(self, instance_id: str) -> Instance:
+    def delete(self, instance_id: str) -> EmulatedInstance:
         with self._lock:
             now = self.now()
             instance = self._visible(instance_id, now)
@@ -336,14 +340,14 @@ class World:
             if phase.status in ("toRemove", "removing", "removed"):
                 return self._saved(instance)
             if instance.billing_mode == MONTHLY:
-                raise NovitaError(400, "PREPAID_INSTANCE_NOT_SUPPORT_RELEASE", "monthly instances cannot be deleted")
+                raise EmulatedError(400, "PREPAID_INSTANCE_NOT_SUPPORT_RELEASE", "monthly instances cannot be deleted")
             instance.truncate_after(now)
             t = self._schedule(instance, now, [("toRemove", "to_remove"), ("removing", "removing")], phase.spot_status)
             instance.phases.append(Phase("removed", t, phase.spot_status))
             instance.gone_at = t + self.config.removed_visible_seconds / self.config.speed
             return self._saved(instance)
 
-    def reclaim(self, instance_id: str) -> Instance:
+    def reclaim(self, instance_id: str) -> EmulatedInstance:
         """Start a spot reclaim now: notified -> reclaiming -> terminated (status exited)."""
         with self._lock:
             now = self.now()
@@ -360,7 +364,7 @@ class World:
     def _seconds(self, timing: str) -> float:
         return float(getattr(self.config.timings, timing)) / self.config.speed
 
-    def _schedule(self, instance: Instance, start: float, steps: list[tuple[str, str]], spot: str) -> float:
+    def _schedule(self, instance: EmulatedInstance, start: float, steps: list[tuple[str, str]], spot: str) -> float:
         """Append consecutive phases from `start`; return when the last one ends."""
         t = start
         for status, timing in steps:
@@ -368,7 +372,7 @@ class World:
             t += self._seconds(timing)
         return t
 
-    def _run(self, instance: Instance, at: float, boot_timing: str) -> None:
+    def _run(self, instance: EmulatedInstance, at: float, boot_timing: str) -> None:
         spot = "running" if instance.billing_mode == SPOT else ""
         instance.phases.append(Phase("running", at, spot))
         instance.app_boots.append(at + self._seconds(boot_timing))
@@ -376,7 +380,7 @@ class World:
         if spot and rate > 0:
             self._schedule_reclaim(instance, at + self._rng.expovariate(rate / 3600) / self.config.speed)
 
-    def _schedule_reclaim(self, instance: Instance, at: float) -> None:
+    def _schedule_reclaim(self, instance: EmulatedInstance, at: float) -> None:
         t = at
         for status, spot, timing in (
             ("running", "notified", "spot_notice"),
@@ -394,10 +398,10 @@ class World:
         for storage_id, _ in req.network_storages:
             storage = self.account.storage(storage_id)
             if storage is None:
-                raise NovitaError(400, "NETWORK_STORAGE_NOT_FOUND", f"network storage {storage_id!r} not found")
+                raise EmulatedError(400, "NETWORK_STORAGE_NOT_FOUND", f"network storage {storage_id!r} not found")
             clusters.add(storage.cluster_id)
         if len(clusters) > 1:
-            raise NovitaError(
+            raise EmulatedError(
                 400, "CUR_CLUSTER_NETWORK_STORAGE_NOT_SUPPORT", "the network storages are in different clusters"
             )
         if not clusters:
@@ -408,7 +412,7 @@ class World:
             raise _storage_elsewhere(cluster)
         return cluster
 
-    def edit(self, instance_id: str, ports: list[tuple[int, str]] | None, expand_root_disk: int) -> Instance:
+    def edit(self, instance_id: str, ports: list[tuple[int, str]] | None, expand_root_disk: int) -> EmulatedInstance:
         """Replace the exposed ports (None keeps them) and grow the system disk by `expand_root_disk` GB,
         up to the node's maxRootfsSize. Its status does not change [INF]."""
         with self._lock:
@@ -427,7 +431,7 @@ class World:
                 ]
             return self._saved(instance)
 
-    def _new_gpu_instance(self, req: CreateRequest, now: float, storage_cluster: Cluster | None) -> Instance:
+    def _new_gpu_instance(self, req: CreateRequest, now: float, storage_cluster: Cluster | None) -> EmulatedInstance:
         product = self.catalog.product(req.product_id)
         if product is None:
             raise invalid_param(f"productId {req.product_id!r} not found")
@@ -436,18 +440,18 @@ class World:
         if req.gpu_num > product.max_gpus:
             raise invalid_param(f"gpuNum must be at most {product.max_gpus} for this product")
         if req.billing_mode == SPOT and not product.spot_price:
-            raise NovitaError(400, "UNSUPPORTED_BILLING_MODE", "spot is not offered for this product")
+            raise EmulatedError(400, "UNSUPPORTED_BILLING_MODE", "spot is not offered for this product")
         cluster_id = self._choose_cluster(product, req, now, storage_cluster)
         n = req.gpu_num
         size = Sizing(n, product.cpu_per_gpu * n, product.memory_per_gpu * n, req.rootfs_size, product.max_rootfs)
         return self._instance(req, cluster_id, product.id, product.name, size, now)
 
-    def _new_cpu_instance(self, req: CreateRequest, storage_cluster: Cluster | None) -> Instance:
+    def _new_cpu_instance(self, req: CreateRequest, storage_cluster: Cluster | None) -> EmulatedInstance:
         product = self.catalog.cpu_product(req.product_id)
         if product is None:
             raise invalid_param(f"productId {req.product_id!r} not found")
         if req.billing_mode == SPOT:
-            raise NovitaError(400, "UNSUPPORTED_BILLING_MODE", "spot is not offered for CPU instances")
+            raise EmulatedError(400, "UNSUPPORTED_BILLING_MODE", "spot is not offered for CPU instances")
         regions = [c for c in self.catalog.clusters if c.name in product.regions]
         if req.cluster_id:
             regions = [c for c in regions if c.id == req.cluster_id]
@@ -476,7 +480,7 @@ class World:
             return req.cluster_id
         candidates = [c.id for c in clusters if self._has_room(c.id, product.id, req.gpu_num, now)]
         if not candidates:
-            raise NovitaError(400, "INSUFFICIENT_RESOURCE", "insufficient resource for the requested product")
+            raise EmulatedError(400, "INSUFFICIENT_RESOURCE", "insufficient resource for the requested product")
         return self._rng.choice(candidates)
 
     def _instance(
@@ -487,11 +491,11 @@ class World:
         product_name: str,
         size: Sizing,
         now: float,
-    ) -> Instance:
+    ) -> EmulatedInstance:
         cluster = self.catalog.cluster(cluster_id)
         assert cluster is not None
         end_time = str(int(now + req.month * MONTH_SECONDS)) if req.billing_mode == MONTHLY else "-1"
-        return Instance(
+        return EmulatedInstance(
             id=self._unique_id(),
             name=req.name,
             cluster_id=cluster_id,
@@ -525,9 +529,9 @@ class World:
         return "".join(self._rng.choice(string.ascii_letters + string.digits) for _ in range(n))
 
 
-def _storage_elsewhere(cluster: Cluster) -> NovitaError:
+def _storage_elsewhere(cluster: Cluster) -> EmulatedError:
     """[INF] The reason Novita's table has for a cluster that cannot use the storage asked for."""
-    return NovitaError(
+    return EmulatedError(
         400,
         "CUR_CLUSTER_NETWORK_STORAGE_NOT_SUPPORT",
         f"the network storage is in cluster {cluster.name}: the instance must be created there",

@@ -42,9 +42,9 @@ from sqlalchemy import bindparam, func, select, text
 
 from novita_gpu.db import Database, table_of
 from novita_gpu.instances.changes import ChangeFeed
-from novita_gpu.instances.models import Instance, InstanceEvent
-from novita_gpu.instances.view import iso, webhook_data
+from novita_gpu.instances.rendering import iso, webhook_data
 from novita_gpu.settings import Settings
+from novita_gpu.tables import Instance, InstanceEvent
 from novita_gpu.web.errors import ApiError
 from novita_gpu.web.responses import servable
 

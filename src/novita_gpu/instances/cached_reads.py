@@ -13,7 +13,7 @@ from __future__ import annotations
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from novita_gpu.instances.changes import CachedView
+from novita_gpu.instances.read_cache import CachedView
 from novita_gpu.instances.router import get_instance, router
 
 _PREFIX = router.prefix + "/"

@@ -16,9 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from novita_gpu.db import table_of
 from novita_gpu.instances.lifecycle import Status
-from novita_gpu.instances.models import Instance, InstanceEvent
-from novita_gpu.instances.view import iso, webhook_data
-from novita_gpu.webhooks.models import WebhookDelivery
+from novita_gpu.instances.rendering import iso, webhook_data
+from novita_gpu.tables import Instance, InstanceEvent, WebhookDelivery
 
 # Table-level (Core) statements: the ORM's bulk-insert path costs more than the unit of work it replaces.
 _INSERT_EVENT = insert(table_of(InstanceEvent)).returning(table_of(InstanceEvent).c.id)

@@ -26,6 +26,7 @@ from novita_gpu.clock import Clock
 from novita_gpu.db import Database
 from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.instances.events import change_status
+from novita_gpu.instances.guarded_write import reattach_if_current
 from novita_gpu.instances.lifecycle import (
     CHANGING,
     SETTLED,
@@ -38,8 +39,6 @@ from novita_gpu.instances.lifecycle import (
     stop_reason,
 )
 from novita_gpu.instances.listing import Listing, SharedListing
-from novita_gpu.instances.models import Instance
-from novita_gpu.instances.row_guard import reattach_if_current
 from novita_gpu.leases import LeasedTable
 from novita_gpu.memory import release_free_memory
 from novita_gpu.novita import (
@@ -53,12 +52,13 @@ from novita_gpu.novita import (
     NotFound,
     NovitaClient,
     NovitaError,
+    NovitaInstance,
     RateLimited,
 )
-from novita_gpu.novita import Instance as UpstreamInstance
 from novita_gpu.novita.client import LIST_CONCURRENCY, MAX_CONNECTIONS
 from novita_gpu.retry_timing import full_jitter
 from novita_gpu.settings import Settings
+from novita_gpu.tables import Instance
 from novita_gpu.workers import PeriodicWorker
 
 log = structlog.get_logger(__name__)
@@ -194,7 +194,7 @@ class TickResult:
     busy: bool = False
 
 
-def connection_details(upstream: UpstreamInstance) -> dict[str, Any]:
+def connection_details(upstream: NovitaInstance) -> dict[str, Any]:
     ports = [{"port": p.port, "type": p.type, "endpoint": p.endpoint} for p in upstream.port_mappings]
     details: dict[str, Any] = {"ports": ports}
     ssh = upstream.connect_component_ssh

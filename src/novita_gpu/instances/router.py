@@ -8,28 +8,26 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Path, Query
 from starlette.responses import Response
 
-from novita_gpu.instances.answers import (
-    ActionAnswer,
-    CreatedAnswer,
-    EventsAnswer,
-    InstanceAnswer,
-    InstancePageAnswer,
-    SyncAnswer,
-    TouchAnswer,
-)
 from novita_gpu.instances.cursor import CURSOR_PATTERN, decode_cursor
 from novita_gpu.instances.lifecycle import Status
+from novita_gpu.instances.rendering import instance_view
 from novita_gpu.instances.schemas import (
     NAME_PATTERN,
+    ActionAnswer,
+    CreatedAnswer,
     CreateInstanceIn,
+    EventsAnswer,
+    InstanceAnswer,
     InstanceNameIn,
+    InstancePageAnswer,
     LastUsedIn,
     StartByNameIn,
     StartIn,
+    SyncAnswer,
     SyncIn,
+    TouchAnswer,
     UpdateInstanceIn,
 )
-from novita_gpu.instances.view import instance_view
 from novita_gpu.web.auth import Owner
 from novita_gpu.web.deps import ServicesDep
 from novita_gpu.web.errors import ApiError, method_not_allowed

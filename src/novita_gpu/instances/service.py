@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from novita_gpu.catalog.service import Catalog, CatalogError
 from novita_gpu.clock import Clock
 from novita_gpu.db import Database, UTCDateTime, table_of
-from novita_gpu.instances.changes import CachedView, ChangeFeed, ListPage, ReadCache
+from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.instances.cursor import decode_cursor, encode_cursor
 from novita_gpu.instances.events import change_status, record_change
 from novita_gpu.instances.lifecycle import (
@@ -35,14 +35,14 @@ from novita_gpu.instances.lifecycle import (
     Reason,
     Status,
 )
-from novita_gpu.instances.models import IdempotencyRecord, Instance, InstanceEvent
+from novita_gpu.instances.read_cache import CachedView, ListPage, ReadCache
+from novita_gpu.instances.rendering import instance_view, iso
 from novita_gpu.instances.schemas import AutoStopIn, CreateInstanceIn, StartIn, UpdateInstanceIn
-from novita_gpu.instances.view import instance_view, iso
 from novita_gpu.novita import NovitaError, RateLimited
 from novita_gpu.settings import Settings
+from novita_gpu.tables import IdempotencyRecord, Instance, InstanceEvent, WebhookAttempt, WebhookDelivery
 from novita_gpu.web.errors import ApiError
 from novita_gpu.webhooks.guard import UnsafeWebhookTarget, WebhookPolicy, validate_webhook_url
-from novita_gpu.webhooks.models import WebhookAttempt, WebhookDelivery
 
 # Checks a key's budget before it spends more: (owner, "create" | "start") -> raises ApiError 403 when spent.
 BudgetGuard = Callable[[str, str], Awaitable[None]]

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from alembic import context
 
+import novita_gpu.tables  # noqa: F401  (every table on Base.metadata)
 from novita_gpu.db import Base
-from novita_gpu.models import load_all_models
 
-load_all_models()
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
 with context.begin_transaction():

@@ -28,12 +28,12 @@ from novita_gpu.novita.errors import AmbiguousCreate, NotFound, NovitaError, Ups
 from novita_gpu.novita.models import (
     Cluster,
     CreateInstanceRequest,
-    Instance,
     InstanceMetrics,
     InstancePage,
     Listed,
     NetworkStorage,
     NetworkStoragePage,
+    NovitaInstance,
     Product,
     RegistryAuth,
     Template,
@@ -419,7 +419,7 @@ class NovitaClient:
         try:
             page.instances = [self._instances.parse(item) for item in items]
         except ValidationError as exc:
-            raise _invalid_response(_describe_validation(Instance, exc)) from None
+            raise _invalid_response(_describe_validation(NovitaInstance, exc)) from None
         return page
 
     async def iter_instances(
@@ -429,13 +429,13 @@ class NovitaClient:
         product_name: str | None = None,
         status: str | None = None,
         page_size: int = 100,
-    ) -> AsyncIterator[Instance]:
+    ) -> AsyncIterator[NovitaInstance]:
         """Every matching instance, walking pages until `total` is reached or a page comes back short.
 
         Instances created or deleted meanwhile shift the pages; an id is yielded at most once.
         """
 
-        async def page(page_num: int) -> tuple[list[Instance], int]:
+        async def page(page_num: int) -> tuple[list[NovitaInstance], int]:
             got = await self.list_instances_page(
                 page_num=page_num, page_size=page_size, name=name, product_name=product_name, status=status
             )
@@ -462,16 +462,16 @@ class NovitaClient:
             try:
                 listed = [Listed.parse(item) for item in items]
             except ValidationError as exc:
-                raise _invalid_response(_describe_validation(Instance, exc)) from None
+                raise _invalid_response(_describe_validation(NovitaInstance, exc)) from None
             return listed, self._parse(InstancePage, {**body, "instances": []}).total
 
         async for item in _walk_pages_concurrently(page, page_size, concurrency):
             yield item
 
-    async def get_instance(self, instance_id: str) -> Instance:
+    async def get_instance(self, instance_id: str) -> NovitaInstance:
         body = await self._call("instances.get", "GET", "/gpu/instance", params={"instanceId": instance_id})
         payload = body.get("instance") if isinstance(body, dict) and "id" not in body else None
-        instance = self._parse(Instance, payload if isinstance(payload, dict) else body)
+        instance = self._parse(NovitaInstance, payload if isinstance(payload, dict) else body)
         if not instance.id:
             raise NotFound(200, "RESOURCE_NOT_FOUND", f"instance {instance_id!r} not found")
         return instance
@@ -712,20 +712,20 @@ class _InstanceMemo:
     MAX_ENTRIES = 20_000  # far above any account's instance count; past it, start afresh
 
     def __init__(self) -> None:
-        self._seen: dict[str, tuple[bytes, Instance]] = {}
+        self._seen: dict[str, tuple[bytes, NovitaInstance]] = {}
 
-    def parse(self, item: Any) -> Instance:
+    def parse(self, item: Any) -> NovitaInstance:
         try:
             key = orjson.dumps(item) if isinstance(item, dict) else None
         except orjson.JSONEncodeError:  # an integer beyond 64 bits (read by the json fallback): not memoised
             key = None
         if key is None:
-            return Instance.model_validate(item)  # a non-object raises the usual validation error
+            return NovitaInstance.model_validate(item)  # a non-object raises the usual validation error
         instance_id = str(item.get("id"))
         known = self._seen.get(instance_id)
         if known is not None and known[0] == key:
             return known[1]
-        instance = Instance.model_validate(item)
+        instance = NovitaInstance.model_validate(item)
         if len(self._seen) >= self.MAX_ENTRIES:
             self._seen.clear()
         self._seen[instance_id] = (key, instance)

@@ -257,7 +257,7 @@ class LogComponent(NovitaModel):
     is_running: LooseBool = False
 
 
-class Instance(NovitaModel):
+class NovitaInstance(NovitaModel):
     """One GPU instance as returned by list (no port endpoints, no connect components) or get.
 
     Frozen: the client hands the same parsed instance to every listing that sees it unchanged."""
@@ -303,7 +303,7 @@ class Instance(NovitaModel):
 
 
 class _ListedFields(NovitaModel):
-    """The fields of a listed instance that `Listed` keeps, validated with `Instance`'s loose types."""
+    """The fields of a listed instance that `Listed` keeps, validated with `NovitaInstance`'s loose types."""
 
     id: LooseStr = ""
     name: LooseStr = ""
@@ -317,7 +317,7 @@ class _ListedFields(NovitaModel):
 @dataclass(frozen=True, slots=True)
 class Listed:
     """What a reconciler compares of each listed instance, and nothing else: ~200 bytes where a parsed
-    `Instance` (port mappings, envs, components) takes ~5 KB, and the reconciler holds one per instance of
+    `NovitaInstance` (port mappings, envs, components) takes ~5 KB, and the reconciler holds one per instance of
     the account for a whole pass (10,000 instances: 2 MB rather than 50 MB)."""
 
     id: str
@@ -332,7 +332,7 @@ class Listed:
         return cls._of(fields.id, fields.name, fields.status, fields.status_error, fields.spot_reclaim_time)
 
     @classmethod
-    def of(cls, instance: Instance) -> Listed:
+    def of(cls, instance: NovitaInstance) -> Listed:
         """The same view of an instance read by id."""
         return cls._of(instance.id, instance.name, instance.status, instance.status_error, instance.spot_reclaim_time)
 
@@ -343,7 +343,7 @@ class Listed:
 
 
 class InstancePage(NovitaModel):
-    instances: Annotated[list[Instance], BeforeValidator(_listish)] = Field(default_factory=list)
+    instances: Annotated[list[NovitaInstance], BeforeValidator(_listish)] = Field(default_factory=list)
     total: LooseInt = 0
 
 

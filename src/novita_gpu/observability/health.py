@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter
 
 from novita_gpu import __version__
-from novita_gpu.observability.answers import HealthAnswer
+from novita_gpu.observability.schemas import HealthAnswer
 from novita_gpu.web.deps import ServicesDep
 from novita_gpu.web.responses import JSONResponse
 

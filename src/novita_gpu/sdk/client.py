@@ -8,7 +8,7 @@ from types import TracebackType
 
 import httpx
 
-from novita_gpu.sdk import answers, calls
+from novita_gpu.sdk import calls, results
 from novita_gpu.sdk.calls import Call, Json
 from novita_gpu.sdk.config import DEFAULT_URL
 from novita_gpu.sdk.events import HEARTBEAT_TIMEOUT, Event, Follower, SseDecoder
@@ -51,17 +51,17 @@ class Client(Methods[Json]):
             except httpx.TransportError as exc:
                 delay = self._config.retry.after_error(call, exc, attempt)
                 if delay is None:
-                    raise answers.connection_error(self._config.base_url, exc) from exc
+                    raise results.connection_error(self._config.base_url, exc) from exc
             else:
                 delay = self._config.retry.after_response(call, response, attempt)
                 if delay is None:
-                    return answers.result(call, response)
+                    return results.result(call, response)
             time.sleep(delay)
             attempt += 1
 
     def get_by_name(self, name: str) -> Json:
         """The live instance called `name` (else the newest one); `ApiError` 404 when there is none."""
-        return answers.named(self._send(calls.list_page(name=name, limit=1)), name)
+        return results.named(self._send(calls.list_page(name=name, limit=1)), name)
 
     def iter_instances(
         self,
@@ -125,7 +125,7 @@ class Client(Methods[Json]):
                         delay = follower.after_drop()
                     else:
                         response.read()
-                        delay = follower.after_answer(answers.api_error(response))
+                        delay = follower.after_answer(results.api_error(response))
             except httpx.TransportError as exc:
                 delay = follower.after_drop(exc)
             time.sleep(delay)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tracemalloc
 
-from novita_gpu.instances.changes import CachedView
+from novita_gpu.instances.read_cache import CachedView
 
 
 def test_a_cached_view_holds_its_body_at_its_own_length() -> None:

@@ -11,10 +11,10 @@ from novita_gpu.novita import (
     Cluster,
     CreateInstanceRequest,
     EnvVar,
-    Instance,
     InstancePage,
     NetworkStorageMount,
     NetworkStoragePage,
+    NovitaInstance,
     Product,
     RegistryAuth,
     Template,
@@ -53,7 +53,7 @@ LIST_ITEM = {
 
 
 def test_instance_list_item_with_string_numbers() -> None:
-    instance = Instance.model_validate(LIST_ITEM)
+    instance = NovitaInstance.model_validate(LIST_ITEM)
     assert (instance.gpu_num, instance.cpu_num, instance.memory, instance.rootfs_size) == (2, 16, 62, 60)
     assert [(p.port, p.type, p.endpoint) for p in instance.port_mappings] == [
         (8888, "http", None),
@@ -84,7 +84,7 @@ def test_instance_get_payload_with_connect_components_and_errors() -> None:
         "connectComponentJupyter": {"port": "8888", "address": "https://j", "isRunning": "true"},
         "connectComponentWebTerminal": {"address": "https://t", "username": "root", "password": "termpw"},
     }
-    instance = Instance.model_validate(payload)
+    instance = NovitaInstance.model_validate(payload)
     assert instance.port_mappings[0].endpoint == "https://abc-8888.proxy.novita.ai"
     assert instance.status_error is not None
     assert (instance.status_error.state, instance.status_error.message) == ("failed", "image pull failed")
@@ -101,7 +101,7 @@ def test_instance_get_payload_with_connect_components_and_errors() -> None:
 
 
 def test_instance_tolerates_nulls_empties_and_missing_fields() -> None:
-    instance = Instance.model_validate(
+    instance = NovitaInstance.model_validate(
         {
             "id": "a",
             "gpuNum": "",
@@ -227,7 +227,7 @@ def test_create_request_serialises_with_novita_names() -> None:
     ],
 )
 def test_node_is_read_as_one_object_from_either_shape(node: object, expected: int | None) -> None:
-    instance = Instance.model_validate({**LIST_ITEM, "node": node})
+    instance = NovitaInstance.model_validate({**LIST_ITEM, "node": node})
     assert (instance.node.max_rootfs_size if instance.node else None) == expected
 
 
@@ -236,7 +236,7 @@ def test_volume_mounts_take_size_as_string_or_number() -> None:
         {"type": "network", "size": "50", "id": "d4e82677-3f80-4020-a731-d15b1c589aa8", "mountPath": "/data"},
         {"type": "local", "size": 100, "mountPath": "/local"},
     ]
-    instance = Instance.model_validate({**LIST_ITEM, "volumeMounts": mounts})
+    instance = NovitaInstance.model_validate({**LIST_ITEM, "volumeMounts": mounts})
     assert [(m.type, m.size, m.id, m.mount_path) for m in instance.volume_mounts] == [
         ("network", 50, "d4e82677-3f80-4020-a731-d15b1c589aa8", "/data"),
         ("local", 100, "", "/local"),

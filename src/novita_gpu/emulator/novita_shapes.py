@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from novita_gpu.emulator.instance import Instance, PortMapping
+from novita_gpu.emulator.instance import EmulatedInstance, PortMapping
 
 JUPYTER_PORT = 8888
 SSH_PORT = 22
@@ -20,13 +20,13 @@ def port_url(base_url: str, instance_id: str, port: int) -> str:
     return f"{base_url.rstrip('/')}/_instances/{instance_id}/{port}/"
 
 
-def _endpoint(base_url: str, instance: Instance, mapping: PortMapping) -> str:
+def _endpoint(base_url: str, instance: EmulatedInstance, mapping: PortMapping) -> str:
     if mapping.type == "http":
         return port_url(base_url, instance.id, mapping.port)
     return f"{TCP_HOST}:{mapping.host_port}"
 
 
-def volume_mounts(instance: Instance, storage_sizes: Mapping[str, int]) -> list[dict[str, Any]]:
+def volume_mounts(instance: EmulatedInstance, storage_sizes: Mapping[str, int]) -> list[dict[str, Any]]:
     """Its network storage mounts as `volumeMounts` items; `size` is a string on both list and get [INF:
     the list page types it a string, the get page a number; one server struct cannot do both]."""
     return [
@@ -35,7 +35,7 @@ def volume_mounts(instance: Instance, storage_sizes: Mapping[str, int]) -> list[
     ]
 
 
-def instance_summary(instance: Instance, now: float, storage_sizes: Mapping[str, int]) -> dict[str, Any]:
+def instance_summary(instance: EmulatedInstance, now: float, storage_sizes: Mapping[str, int]) -> dict[str, Any]:
     """A list item (§4.5)."""
     phase = instance.phase_at(now)
     reclaim = instance.spot_reclaim_time(now)
@@ -71,7 +71,7 @@ def instance_summary(instance: Instance, now: float, storage_sizes: Mapping[str,
 
 
 def instance_detail(
-    instance: Instance,
+    instance: EmulatedInstance,
     now: float,
     base_url: str,
     storage_sizes: Mapping[str, int],
@@ -112,7 +112,7 @@ def instance_detail(
     return body
 
 
-def instance_timeline(instance: Instance, now: float) -> dict[str, Any]:
+def instance_timeline(instance: EmulatedInstance, now: float) -> dict[str, Any]:
     """The true timeline for the control API (unix float seconds; only what has happened by `now`)."""
     return {
         "id": instance.id,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from novita_gpu.instances.models import Instance
+from novita_gpu.tables import Instance
 
 _CURRENT = select(Instance.version, Instance.lease_token).where(Instance.id == bindparam("row_id"))
 _CURRENT_LOCKED = _CURRENT.with_for_update()

@@ -1,4 +1,4 @@
-"""The base of every answer model shown in the OpenAPI document (see instances/answers.py)."""
+"""The base of every answer model shown in the OpenAPI document (see instances/schemas.py)."""
 
 from __future__ import annotations
 
