@@ -157,17 +157,24 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics | No
     catalog = Catalog(client, caches, settings.catalog_cache_ttl_seconds, on_lookup=metrics.observe_cache)
     changes = ChangeFeed()
     prober = Prober(db, clock, settings, changes, on_ready=metrics.observe_ready)
-    reconciler = Reconciler(db, clock, client, catalog, settings, changes, on_health_checking=prober.wake)
+    reconciler = Reconciler(db, clock, client, catalog, settings, changes)
     policy = WebhookPolicy.from_settings(settings)
-    # A create accepted goes out at once (tests drive the reconciler by hand: ticks only).
-    on_created = reconciler.created if settings.workers_enabled else None
-    instances = InstanceService(db, clock, catalog, settings, policy, changes, reconciler.wake, on_created=on_created)
+    instances = InstanceService(db, clock, catalog, settings, policy, changes)
     webhook_sender = WebhookSender(policy, settings.webhook_timeout_seconds)
     dispatcher = WebhookDispatcher(db, clock, webhook_sender, settings, metrics, on_instance_change=changes.pulse)
-    changes.subscribe(lambda _instance_id: dispatcher.wake())  # new outbox rows go out at once
     sweeper = AutoStopSweeper(db, clock, instances, settings, metrics)
-    gpu_poller = GpuPoller(db, clock, client, settings, changes, on_idle=sweeper.wake)
+    gpu_poller = GpuPoller(db, clock, client, settings, changes)
     budgets = Budgets(db, clock, instances, settings, metrics, webhook_sender, policy, changes)
+
+    # Who wakes whom: every wake-up of a worker by another part is wired here, and only here (signals.py).
+    # Each signal fires on the news its worker acts on, so a create wakes the reconciler and the dispatcher
+    # (its outbox row), never the prober or the sweeper.
+    instances.changed.subscribe(reconciler.wake)  # a goal changed: act on it now
+    if settings.workers_enabled:  # a create accepted goes out at once (tests drive the reconciler by ticks)
+        instances.created.subscribe(reconciler.created)
+    reconciler.health_checking.subscribe(prober.wake)  # probe at once rather than at the prober's next pass
+    gpu_poller.idle_found.subscribe(sweeper.wake)  # an idle verdict may end an instance now
+    changes.subscribe(dispatcher.wake)  # every committed write may have queued webhooks: they go out at once
     instances.budget_guard = budgets.guard  # creates (and stopAll starts) refused once a budget is spent
     retention = Retention(db, clock, settings, metrics, on_instances_deleted=lambda: changes.pulse(None))
     return Services(

@@ -5,6 +5,8 @@ say what one step does and how long to pause after it; this base runs the loop, 
 `wake()`, keeps `last_run_at` for /health, and on `stop()` lets the step in progress finish and then
 calls `finish()` (work in flight ends or is handed back, leases are released), so a replica shutting
 down leaves nothing for the others to wait out.
+
+A worker is woken one way: `services.py` subscribes its `wake` to a `Signal` (signals.py).
 """
 
 from __future__ import annotations
@@ -50,7 +52,9 @@ class PeriodicWorker(ABC):
     async def finish(self) -> None:  # noqa: B027 (an optional hook: most workers hold nothing in flight)
         """Called once when the loop ends: end or hand back work still in flight."""
 
-    def wake(self) -> None:
+    def wake(self, _about: object = None) -> None:
+        """Start the next step now rather than after the pause; many calls before it starts make one step.
+        Takes (and ignores) what a signal was about, so `signal.subscribe(worker.wake)` wires it."""
         self._wake.set()
 
     def stop(self) -> None:

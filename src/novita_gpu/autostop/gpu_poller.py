@@ -24,7 +24,7 @@ import asyncio
 import itertools
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,6 +40,7 @@ from novita_gpu.instances.lifecycle import Status
 from novita_gpu.instances.rendering import iso
 from novita_gpu.novita import MetricPoint, NovitaClient, NovitaError
 from novita_gpu.settings import Settings
+from novita_gpu.signals import Signal
 from novita_gpu.tables import Instance
 from novita_gpu.workers import PeriodicWorker
 
@@ -137,7 +138,6 @@ class GpuPoller(PeriodicWorker):
         client: NovitaClient,
         settings: Settings,
         changes: ChangeFeed,
-        on_idle: Callable[[], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         super().__init__(clock)
@@ -145,7 +145,7 @@ class GpuPoller(PeriodicWorker):
         self.client = client
         self.settings = settings
         self.changes = changes
-        self.on_idle = on_idle
+        self.idle_found: Signal[str] = Signal()  # an idle verdict was written: the sweeper may end it now
         self.rng = rng or random.Random()
         self.retry_seconds = settings.auto_stop_check_seconds
         self.bucket = _Bucket(clock, settings.gpu_poll_calls_per_minute)
@@ -292,8 +292,8 @@ class GpuPoller(PeriodicWorker):
             "until": _iso_at(look.last, now),
             "reason": look.reason,
         }
-        if await self._record(row, check, next_at) and look.state == "idle" and self.on_idle is not None:
-            self.on_idle()
+        if await self._record(row, check, next_at) and look.state == "idle":
+            self.idle_found.emit(row.id)
 
     async def _record(self, snap: Instance, check: dict[str, Any], next_at: datetime) -> bool:
         """Write the verdict and the next look if the row is still the run it was about (same ready time

@@ -58,6 +58,7 @@ from novita_gpu.novita import (
 from novita_gpu.novita.client import LIST_CONCURRENCY, MAX_CONNECTIONS
 from novita_gpu.retry_timing import full_jitter
 from novita_gpu.settings import Settings
+from novita_gpu.signals import Signal
 from novita_gpu.tables import Instance
 from novita_gpu.workers import PeriodicWorker
 
@@ -217,7 +218,6 @@ class Reconciler(PeriodicWorker):
         catalog: Catalog,
         settings: Settings,
         changes: ChangeFeed,
-        on_health_checking: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(clock)
         self.db = db
@@ -225,7 +225,7 @@ class Reconciler(PeriodicWorker):
         self.catalog = catalog
         self.settings = settings
         self.changes = changes
-        self.on_health_checking = on_health_checking
+        self.health_checking: Signal[str] = Signal()  # a row reached health_checking: the prober may probe it
         # The pid says which process of a host holds a row's lease (lease_owner), e.g. after a kill -9.
         self.worker_id = f"reconciler-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.leases = LeasedTable(Instance, owner=self.worker_id)
@@ -1132,8 +1132,7 @@ class Reconciler(PeriodicWorker):
 
         if await self._apply(row, running) is None:
             return False
-        if self.on_health_checking is not None:
-            self.on_health_checking()  # probe at once rather than at the prober's next pass
+        self.health_checking.emit(row.id)
         return True
 
     async def _reissue(self, row: Instance, action: Action) -> bool:

@@ -40,6 +40,7 @@ from novita_gpu.instances.rendering import instance_view, iso
 from novita_gpu.instances.schemas import AutoStopIn, CreateInstanceIn, StartIn, UpdateInstanceIn
 from novita_gpu.novita import NovitaError, RateLimited
 from novita_gpu.settings import Settings
+from novita_gpu.signals import Signal
 from novita_gpu.tables import IdempotencyRecord, Instance, InstanceEvent, WebhookAttempt, WebhookDelivery
 from novita_gpu.web.errors import ApiError
 from novita_gpu.webhooks.guard import UnsafeWebhookTarget, WebhookPolicy, validate_webhook_url
@@ -136,8 +137,6 @@ class InstanceService:
         settings: Settings,
         webhook_policy: WebhookPolicy,
         changes: ChangeFeed,
-        wake_worker: Callable[[], None],
-        on_created: Callable[[str], None] | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -145,8 +144,10 @@ class InstanceService:
         self.settings = settings
         self.webhook_policy = webhook_policy
         self.changes = changes
-        self.wake_worker = wake_worker
-        self.on_created = on_created  # the reconciler sends a create out at once, without waiting for a tick
+        # A use-case committed a change to this instance: its goal, its policy (the reconciler acts on it).
+        self.changed: Signal[str | None] = Signal()
+        # A create was accepted here (the reconciler sends it out at once, without waiting for a tick).
+        self.created: Signal[str] = Signal()
         ttl = settings.read_cache_seconds
         self.reads = ReadCache(changes, clock, ttl=None if ttl is None and db.is_sqlite else (ttl or 1.0))
         self.budget_guard: BudgetGuard | None = None  # set by build_services (costs/budgets.py)
@@ -185,9 +186,9 @@ class InstanceService:
         row.version += 1
 
     def notify_changed(self, instance_id: str | None) -> None:
-        """Wake long-polls and the reconciler after a committed change."""
+        """After a committed change: wake long-polls (the change feed) and whoever hears `changed`."""
         self.changes.pulse(instance_id)
-        self.wake_worker()
+        self.changed.emit(instance_id)
 
     # -- create ----------------------------------------------------------------------------------
 
@@ -296,8 +297,7 @@ class InstanceService:
                     )
                 )
         self.notify_changed(row.id)
-        if self.on_created is not None:
-            self.on_created(row.id)
+        self.created.emit(row.id)
         return 201, response
 
     async def _name_taken(self, owner: str, name: str) -> ApiError:
