@@ -204,7 +204,7 @@ class AutoStopSweeper(PeriodicWorker):
                 **decision.figures,
             }
             end = self.instances.stop_row if decision.action == "stop" else self.instances.delete_row
-            code, _ = await end(session, row, decision.reason, message=decision.message())
+            result = await end(session, row, decision.reason, message=decision.message())
         log.info(
             "autostop_ended",
             instance_id=candidate.instance_id,
@@ -212,7 +212,7 @@ class AutoStopSweeper(PeriodicWorker):
             reason=candidate.reason,
             signal=candidate.signal,
         )
-        return code == 202
+        return result.changed
 
     async def stats(self, owner: str) -> dict[str, Any]:
         now = self.clock.now()

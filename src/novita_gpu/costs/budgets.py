@@ -31,6 +31,7 @@ from novita_gpu.clock import Clock
 from novita_gpu.costs.meter import checkpoint
 from novita_gpu.costs.report import Spend, month_key, month_spend, next_month_start
 from novita_gpu.db import Database
+from novita_gpu.errors import BudgetExceeded, BudgetLocked, InvalidInput
 from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.instances.lifecycle import Reason, Status
 from novita_gpu.instances.rendering import iso
@@ -38,7 +39,6 @@ from novita_gpu.instances.service import InstanceService
 from novita_gpu.observability.metrics import Metrics
 from novita_gpu.settings import Settings
 from novita_gpu.tables import AccountEvent, AccountWebhook, Budget, Instance
-from novita_gpu.web.errors import ApiError
 from novita_gpu.webhooks.dispatcher import retry_delay
 from novita_gpu.webhooks.guard import UnsafeWebhookTarget, WebhookPolicy, validate_webhook_url
 from novita_gpu.webhooks.sender import WebhookSender
@@ -179,7 +179,7 @@ class Budgets(PeriodicWorker):
         async with self.db.write() as session:
             budget = await session.get(Budget, owner, with_for_update=not self.db.is_sqlite)
             if budget is not None and budget.set_by_admin and not by_admin:
-                raise _locked()
+                raise BudgetLocked()
             if budget is None:
                 budget = Budget(owner=owner, exceeded_month=None, exceeded_at=None)
                 session.add(budget)
@@ -200,7 +200,7 @@ class Budgets(PeriodicWorker):
             budget = await session.get(Budget, owner, with_for_update=not self.db.is_sqlite)
             if budget is not None:
                 if budget.set_by_admin and not by_admin:
-                    raise _locked()
+                    raise BudgetLocked()
                 await session.delete(budget)
         return await self.view(owner)
 
@@ -210,14 +210,12 @@ class Budgets(PeriodicWorker):
         try:
             return validate_webhook_url(url, self.policy)
         except UnsafeWebhookTarget as exc:
-            raise ApiError(
-                400, "INVALID_WEBHOOK_URL", str(exc), details=[{"field": "webhookUrl", "message": str(exc)}]
-            ) from exc
+            raise InvalidInput("INVALID_WEBHOOK_URL", str(exc), field="webhookUrl") from exc
 
     # -- enforcing -------------------------------------------------------------------------------
 
     async def guard(self, owner: str, action: str) -> None:
-        """Refuse a create (any budget reached) or a start (a stopAll budget reached) with 403."""
+        """Refuse a create (any budget reached) or a start (a stopAll budget reached): BudgetExceeded."""
         budget = await self._budget(owner)
         if budget is None or (action == "start" and budget.on_exceeded != "stopAll"):
             return
@@ -226,9 +224,7 @@ class Budgets(PeriodicWorker):
         if not _spent(spend, budget):
             return
         who = "an administrator" if budget.set_by_admin else "this key"
-        raise ApiError(
-            403,
-            "BUDGET_EXCEEDED",
+        raise BudgetExceeded(
             f"This key has spent ${spend.spent:.2f} of its ${budget.monthly_limit_usd:.2f} monthly budget "
             f"(set by {who}) in {month_key(now)}: {action}s are refused until "
             f"{iso(next_month_start(now))} or until the budget is raised (PUT /api/budget).",
@@ -311,8 +307,8 @@ class Budgets(PeriodicWorker):
         )
         stopped = []
         for row in (await session.execute(query)).scalars():
-            code, _ = await self.instances.stop_row(session, row, Reason.BUDGET_EXCEEDED, message=message)
-            if code == 202:
+            result = await self.instances.stop_row(session, row, Reason.BUDGET_EXCEEDED, message=message)
+            if result.changed:
                 stopped.append(row.id)
         return stopped
 
@@ -406,7 +402,3 @@ class Budgets(PeriodicWorker):
             {key: (s.spent, s.rate_per_hour) for key, s in spends.items()},
             limits,
         )
-
-
-def _locked() -> ApiError:
-    return ApiError(403, "FORBIDDEN", "An administrator set this budget; only an admin key may change or remove it.")

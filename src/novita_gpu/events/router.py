@@ -20,6 +20,7 @@ from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from novita_gpu.errors import InstanceNotFound, NotYourInstance
 from novita_gpu.events.stream import EventHub, StreamClosed, Subscription
 from novita_gpu.web.auth import Owner
 from novita_gpu.web.deps import ServicesDep
@@ -252,9 +253,7 @@ async def stream_one(
     last_event_id = _last_event_id(request)
     try:
         await services.instances.get(owner, instance_id)
-    except ApiError as exc:
-        if exc.status != 403:
-            raise
+    except NotYourInstance as exc:
         # Another key's instance is not found either: its existence is not this caller's to learn.
-        raise ApiError(404, "INSTANCE_NOT_FOUND", f"No instance {instance_id!r}.") from exc
+        raise InstanceNotFound(instance_id) from exc
     return await _open(services, owner, instance_id, after, last_event_id, follow)

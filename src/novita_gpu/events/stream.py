@@ -41,11 +41,11 @@ import structlog
 from sqlalchemy import bindparam, func, select, text
 
 from novita_gpu.db import Database, table_of
+from novita_gpu.errors import ShuttingDown, TooManyStreams
 from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.instances.rendering import iso, webhook_data
 from novita_gpu.settings import Settings
 from novita_gpu.tables import Instance, InstanceEvent
-from novita_gpu.web.errors import ApiError
 from novita_gpu.web.responses import servable
 
 log = structlog.get_logger(__name__)
@@ -260,18 +260,13 @@ class EventHub:
     # -- subscribers ------------------------------------------------------------------------------
 
     def subscribe(self, owner: str, instance_id: str | None = None) -> Subscription:
-        """Register a stream, or refuse it with 429 when its key already has its share open here."""
+        """Register a stream, or refuse it (TooManyStreams) when its key already has its share open here."""
         if self._closing:
-            raise ApiError(
-                503, "SHUTTING_DOWN", "The server is shutting down; reconnect.", headers={"Retry-After": "1"}
-            )
+            raise ShuttingDown()
         if self._per_owner[owner] >= self.per_key:
-            raise ApiError(
-                429,
-                "TOO_MANY_STREAMS",
+            raise TooManyStreams(
                 f"This API key already has {self.per_key} event streams open on this server (the limit, "
-                "EVENT_STREAMS_PER_KEY). Close one, or follow every instance with one stream: GET /api/events/stream.",
-                headers={"Retry-After": "5"},
+                "EVENT_STREAMS_PER_KEY). Close one, or follow every instance with one stream: GET /api/events/stream."
             )
         sub = Subscription(owner, instance_id, self.buffer)
         self._subs.add(sub)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-from novita_gpu.web.errors import ApiError
+from novita_gpu.errors import InvalidInput
 
 # 17 digits reach the year 5138: every value converts without overflow. Ids are `inst_` + hex; any id
 # of the same characters is a valid bound for the `(created_at, id) <` comparison.
@@ -33,11 +33,11 @@ def encode_cursor(created_at: datetime, instance_id: str) -> str:
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     """The (created_at, instance id) a cursor stands for; 400 INVALID_CURSOR for anything we do not issue."""
     if not _CURSOR.fullmatch(cursor):
-        raise ApiError(
-            400,
+        raise InvalidInput(
             "INVALID_CURSOR",
             "The cursor is not one this API returned; pass a page's nextCursor as it is.",
-            details=[{"field": "cursor", "message": "not a cursor this API returned"}],
+            field="cursor",
+            field_message="not a cursor this API returned",
         )
     micros, instance_id = cursor.split(".", 1)
     return _EPOCH + int(micros) * _MICROSECOND, instance_id

@@ -28,6 +28,7 @@ from novita_gpu.instances.schemas import (
     TouchAnswer,
     UpdateInstanceIn,
 )
+from novita_gpu.instances.service import ActionResult
 from novita_gpu.web.auth import Owner
 from novita_gpu.web.deps import ServicesDep
 from novita_gpu.web.errors import ApiError, method_not_allowed
@@ -61,6 +62,11 @@ _ALREADY: dict[int | str, dict[str, Any]] = {200: {"model": ActionAnswer, "descr
 
 def _json(status: int, body: dict[str, Any]) -> JSONResponse:
     return JSONResponse(body, status_code=status)
+
+
+def _acted(result: ActionResult) -> JSONResponse:
+    """202 when the action was recorded, 200 when the instance already was (or was going) there."""
+    return _json(202 if result.changed else 200, result.answer)
 
 
 # The by-name actions own their paths: GET, DELETE or PATCH there is 405 (the document's answer: a concrete path
@@ -131,8 +137,8 @@ async def create_instance(
         ),
     ] = None,
 ) -> JSONResponse:
-    status, answer = await services.instances.create(owner, body, idempotency_key)
-    return _json(status, answer)
+    created = await services.instances.create(owner, body, idempotency_key)
+    return _json(201 if created.replayed_status is None else created.replayed_status, created.answer)
 
 
 @router.get(
@@ -201,21 +207,21 @@ async def list_instances(
     "/start", status_code=202, summary="Start an instance by name", response_model=ActionAnswer, responses=_ALREADY
 )
 async def start_by_name(body: StartByNameIn, owner: Owner, services: ServicesDep) -> JSONResponse:
-    return _json(*await services.instances.start(owner, body.instance_name, body, by_name=True))
+    return _acted(await services.instances.start(owner, body.instance_name, body, by_name=True))
 
 
 @router.post(
     "/stop", status_code=202, summary="Stop an instance by name", response_model=ActionAnswer, responses=_ALREADY
 )
 async def stop_by_name(body: InstanceNameIn, owner: Owner, services: ServicesDep) -> JSONResponse:
-    return _json(*await services.instances.stop(owner, body.instance_name, by_name=True))
+    return _acted(await services.instances.stop(owner, body.instance_name, by_name=True))
 
 
 @router.post(
     "/delete", status_code=202, summary="Delete an instance by name", response_model=ActionAnswer, responses=_ALREADY
 )
 async def delete_by_name(body: InstanceNameIn, owner: Owner, services: ServicesDep) -> JSONResponse:
-    return _json(*await services.instances.delete(owner, body.instance_name, by_name=True))
+    return _acted(await services.instances.delete(owner, body.instance_name, by_name=True))
 
 
 @router.post("/sync", summary="Reconcile with Novita now", response_model=SyncAnswer)
@@ -237,7 +243,7 @@ async def sync(owner: Owner, services: ServicesDep, body: Annotated[SyncIn | Non
 async def start_by_id(
     instance_id: InstanceId, owner: Owner, services: ServicesDep, body: Annotated[StartIn | None, Body()] = None
 ) -> JSONResponse:
-    return _json(*await services.instances.start(owner, instance_id, body or StartIn(), by_name=False))
+    return _acted(await services.instances.start(owner, instance_id, body or StartIn(), by_name=False))
 
 
 @router.post(
@@ -248,7 +254,7 @@ async def start_by_id(
     responses=_ALREADY,
 )
 async def stop_by_id(instance_id: InstanceId, owner: Owner, services: ServicesDep) -> JSONResponse:
-    return _json(*await services.instances.stop(owner, instance_id, by_name=False))
+    return _acted(await services.instances.stop(owner, instance_id, by_name=False))
 
 
 @router.delete(
@@ -259,7 +265,7 @@ async def stop_by_id(instance_id: InstanceId, owner: Owner, services: ServicesDe
     responses=_ALREADY,
 )
 async def delete_by_id(instance_id: InstanceId, owner: Owner, services: ServicesDep) -> JSONResponse:
-    return _json(*await services.instances.delete(owner, instance_id, by_name=False))
+    return _acted(await services.instances.delete(owner, instance_id, by_name=False))
 
 
 @router.patch(

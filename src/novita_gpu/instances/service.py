@@ -12,6 +12,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,6 +23,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from novita_gpu.catalog.service import Catalog, CatalogError
 from novita_gpu.clock import Clock
 from novita_gpu.db import Database, UTCDateTime, table_of
+from novita_gpu.errors import (
+    IdempotencyConflict,
+    InstanceNotFound,
+    InvalidInput,
+    InvalidTransition,
+    NameTaken,
+    NotYourInstance,
+    UpstreamUnavailable,
+)
 from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.instances.cursor import decode_cursor, encode_cursor
 from novita_gpu.instances.events import change_status, record_change
@@ -42,11 +52,28 @@ from novita_gpu.novita import NovitaError, RateLimited
 from novita_gpu.settings import Settings
 from novita_gpu.signals import Signal
 from novita_gpu.tables import IdempotencyRecord, Instance, InstanceEvent, WebhookAttempt, WebhookDelivery
-from novita_gpu.web.errors import ApiError
 from novita_gpu.webhooks.guard import UnsafeWebhookTarget, WebhookPolicy, validate_webhook_url
 
-# Checks a key's budget before it spends more: (owner, "create" | "start") -> raises ApiError 403 when spent.
+# Checks a key's budget before it spends more: (owner, "create" | "start") -> raises BudgetExceeded when spent.
 BudgetGuard = Callable[[str, str], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    """What a start, stop or delete did: the `answer` to show, and whether it `changed` anything (False
+    when the instance already was, or was going, where it was asked to go)."""
+
+    answer: dict[str, Any]
+    changed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CreateResult:
+    """A create's answer. `replayed_status` is None for a new instance; for a repeat of an earlier create
+    with the same Idempotency-Key, the status the first answer had (a replay answers as that one did)."""
+
+    answer: dict[str, Any]
+    replayed_status: int | None = None
 
 
 def _auto_stop_policy(
@@ -65,17 +92,10 @@ def _auto_stop_policy(
     }
 
 
-def _not_found(ref: str) -> ApiError:
-    return ApiError(404, "INSTANCE_NOT_FOUND", f"No instance {ref!r}.")
-
-
-def _upstream_unavailable(exc: NovitaError) -> ApiError:
-    retry_after = exc.retry_after if isinstance(exc, RateLimited) and exc.retry_after else 5.0
-    return ApiError(
-        503,
-        "UPSTREAM_UNAVAILABLE",
+def _upstream_unavailable(exc: NovitaError) -> UpstreamUnavailable:
+    return UpstreamUnavailable(
         "Novita could not be reached to look up the catalog; try again shortly.",
-        headers={"Retry-After": str(max(1, round(retry_after)))},
+        retry_after=exc.retry_after if isinstance(exc, RateLimited) and exc.retry_after else 5.0,
     )
 
 
@@ -160,9 +180,7 @@ class InstanceService:
         try:
             return validate_webhook_url(url, self.webhook_policy)
         except UnsafeWebhookTarget as exc:
-            raise ApiError(
-                400, "INVALID_WEBHOOK_URL", str(exc), details=[{"field": "webhookUrl", "message": str(exc)}]
-            ) from exc
+            raise InvalidInput("INVALID_WEBHOOK_URL", str(exc), field="webhookUrl") from exc
 
     async def _load(self, session: AsyncSession, owner: str, ref: str, *, by_name: bool, lock: bool) -> Instance:
         query = select(Instance)
@@ -174,9 +192,9 @@ class InstanceService:
             query = query.with_for_update()
         row = (await session.execute(query)).scalar_one_or_none()
         if row is None:
-            raise _not_found(ref)
+            raise InstanceNotFound(ref)
         if row.owner != owner:
-            raise ApiError(403, "FORBIDDEN", "This instance belongs to another API key.")
+            raise NotYourInstance()
         return row
 
     async def _change(self, session: AsyncSession, row: Instance, to: Status, **kwargs: Any) -> None:
@@ -192,9 +210,7 @@ class InstanceService:
 
     # -- create ----------------------------------------------------------------------------------
 
-    async def create(
-        self, owner: str, body: CreateInstanceIn, idempotency_key: str | None
-    ) -> tuple[int, dict[str, Any]]:
+    async def create(self, owner: str, body: CreateInstanceIn, idempotency_key: str | None) -> CreateResult:
         request_hash = _request_hash(body)
         if idempotency_key is not None:
             async with self.db.read() as session:
@@ -217,7 +233,7 @@ class InstanceService:
             )
         except CatalogError as exc:
             field = {"UNKNOWN_TEMPLATE": "templateId", "UNKNOWN_REGION": "region"}.get(exc.code, "productName")
-            raise ApiError(400, exc.code, exc.message, details=[{"field": field, "message": exc.message}]) from exc
+            raise InvalidInput(exc.code, exc.message, field=field) from exc
         except NovitaError as exc:
             raise _upstream_unavailable(exc) from exc
 
@@ -275,7 +291,7 @@ class InstanceService:
 
     async def _insert(
         self, row: Instance, owner: str, idempotency_key: str | None, request_hash: str, now: datetime
-    ) -> tuple[int, dict[str, Any]]:
+    ) -> CreateResult:
         async with self.db.write() as session:
             if idempotency_key is not None:
                 replay = await self._idempotent_replay(session, owner, idempotency_key, request_hash)
@@ -291,27 +307,27 @@ class InstanceService:
                         owner=owner,
                         key=idempotency_key,
                         request_hash=request_hash,
-                        status_code=201,
+                        status_code=201,  # the first answer's HTTP status, which a replay repeats
                         response=response,
                         created_at=now,
                     )
                 )
         self.notify_changed(row.id)
         self.created.emit(row.id)
-        return 201, response
+        return CreateResult(response)
 
-    async def _name_taken(self, owner: str, name: str) -> ApiError:
+    async def _name_taken(self, owner: str, name: str) -> NameTaken:
         async with self.db.read() as session:
             taken = await session.scalar(
                 select(Instance.id).where(
                     Instance.owner == owner, Instance.name == name, Instance.status != Status.TERMINATED
                 )
             )
-        return ApiError(409, "NAME_TAKEN", f"An instance named {name!r} already exists ({taken}); names are unique.")
+        return NameTaken(name, taken)
 
     async def _idempotent_replay(
         self, session: AsyncSession, owner: str, key: str, request_hash: str
-    ) -> tuple[int, dict[str, Any]] | None:
+    ) -> CreateResult | None:
         record = await session.get(IdempotencyRecord, (owner, key))
         if record is None:
             return None
@@ -319,12 +335,8 @@ class InstanceService:
             await session.delete(record)
             return None
         if record.request_hash != request_hash:
-            raise ApiError(
-                409,
-                "IDEMPOTENCY_CONFLICT",
-                "This Idempotency-Key was already used with a different request body.",
-            )
-        return record.status_code, record.response
+            raise IdempotencyConflict()
+        return CreateResult(record.response, replayed_status=record.status_code)
 
     # -- read ------------------------------------------------------------------------------------
 
@@ -340,7 +352,7 @@ class InstanceService:
             cached = CachedView(row.owner, instance_view(row))
             self.reads.put_view(instance_id, cached)
         if cached.owner != owner:
-            raise ApiError(403, "FORBIDDEN", "This instance belongs to another API key.")
+            raise NotYourInstance()
         return cached
 
     async def wait_for(self, owner: str, instance_id: str, wanted: set[str], timeout: float) -> Instance:
@@ -480,18 +492,18 @@ class InstanceService:
 
     # -- actions ---------------------------------------------------------------------------------
 
-    async def start(self, owner: str, ref: str, body: StartIn, *, by_name: bool) -> tuple[int, dict[str, Any]]:
+    async def start(self, owner: str, ref: str, body: StartIn, *, by_name: bool) -> ActionResult:
         webhook_url = self._checked_webhook_url(body.webhook_url)
         if self.budget_guard is not None:
             await self.budget_guard(owner, "start")
         async with self.db.write() as session:
             row = await self._load(session, owner, ref, by_name=by_name, lock=True)
             if row.status in ALREADY_STARTED and row.desired_state == Goal.RUNNING:
-                return 200, self._answer(row, "Instance is already starting or running.")
+                return ActionResult(self._answer(row, "Instance is already starting or running."), changed=False)
             if row.status in GONE:
-                raise ApiError(409, "INVALID_STATE", f"Instance is {row.status}; it cannot be started.")
+                raise InvalidTransition(f"Instance is {row.status}; it cannot be started.")
             if row.status not in STARTABLE or row.novita_instance_id is None:
-                raise ApiError(409, "INVALID_STATE", f"Instance is {row.status}; start it once it has stopped.")
+                raise InvalidTransition(f"Instance is {row.status}; start it once it has stopped.")
             now = self.clock.now()
             if webhook_url is not None:
                 row.webhook_url = webhook_url
@@ -509,27 +521,25 @@ class InstanceService:
             await self._change(session, row, Status.STARTING, message="Start requested.")
             answer = self._answer(row, "Instance start initiated.")
         self.notify_changed(row.id)
-        return 202, answer
+        return ActionResult(answer, changed=True)
 
-    async def stop(
-        self, owner: str, ref: str, *, by_name: bool, reason: Reason = Reason.USER
-    ) -> tuple[int, dict[str, Any]]:
+    async def stop(self, owner: str, ref: str, *, by_name: bool, reason: Reason = Reason.USER) -> ActionResult:
         async with self.db.write() as session:
             row = await self._load(session, owner, ref, by_name=by_name, lock=True)
-            code, answer = await self.stop_row(session, row, reason)
-        if code == 202:
+            result = await self.stop_row(session, row, reason)
+        if result.changed:
             self.notify_changed(row.id)
-        return code, answer
+        return result
 
     async def stop_row(
         self, session: AsyncSession, row: Instance, reason: Reason, *, message: str | None = None
-    ) -> tuple[int, dict[str, Any]]:
+    ) -> ActionResult:
         """Record a stop in the caller's transaction (also used by the auto-stop sweeper and budgets, whose
         `message` says why)."""
         if row.status in ALREADY_STOPPED and row.desired_state == Goal.STOPPED:
-            return 200, self._answer(row, "Instance is already stopped or stopping.")
+            return ActionResult(self._answer(row, "Instance is already stopped or stopping."), changed=False)
         if row.status in GONE:
-            raise ApiError(409, "INVALID_STATE", f"Instance is {row.status}; it cannot be stopped.")
+            raise InvalidTransition(f"Instance is {row.status}; it cannot be stopped.")
         if row.novita_instance_id is None and row.create_attempted_at is None:
             # Nothing exists upstream yet: stopping means not creating it at all.
             row.pending_action = None
@@ -538,7 +548,7 @@ class InstanceService:
                 session, row, Status.STOPPED, reason=reason, message=message or "Stopped before creation."
             )
             row.stopped_at = self.clock.now()
-            return 202, self._answer(row, "Instance creation cancelled.")
+            return ActionResult(self._answer(row, "Instance creation cancelled."), changed=True)
         row.desired_state = Goal.STOPPED
         row.pending_action = Action.STOP
         row.pending_reason = reason
@@ -547,22 +557,22 @@ class InstanceService:
         row.phase_deadline_at = self.clock.now() + timedelta(seconds=self.settings.action_timeout_seconds)
         row.operation_id = f"op_{uuid.uuid4().hex[:16]}"
         await self._change(session, row, Status.STOPPING, reason=reason, message=message or "Stop requested.")
-        return 202, self._answer(row, "Instance stop initiated.")
+        return ActionResult(self._answer(row, "Instance stop initiated."), changed=True)
 
-    async def delete(self, owner: str, ref: str, *, by_name: bool) -> tuple[int, dict[str, Any]]:
+    async def delete(self, owner: str, ref: str, *, by_name: bool) -> ActionResult:
         async with self.db.write() as session:
             row = await self._load(session, owner, ref, by_name=by_name, lock=True)
-            code, answer = await self.delete_row(session, row, Reason.USER)
-        if code == 202:
+            result = await self.delete_row(session, row, Reason.USER)
+        if result.changed:
             self.notify_changed(row.id)
-        return code, answer
+        return result
 
     async def delete_row(
         self, session: AsyncSession, row: Instance, reason: Reason, *, message: str | None = None
-    ) -> tuple[int, dict[str, Any]]:
+    ) -> ActionResult:
         """Record a delete in the caller's transaction (also used by the auto-stop sweeper)."""
         if row.status in GONE:
-            return 200, self._answer(row, f"Instance is already {row.status}.")
+            return ActionResult(self._answer(row, f"Instance is already {row.status}."), changed=False)
         row.desired_state = Goal.TERMINATED
         row.operation_id = f"op_{uuid.uuid4().hex[:16]}"
         row.action_attempts = 0
@@ -576,14 +586,14 @@ class InstanceService:
             row.pending_reason = reason
             row.phase_deadline_at = self.clock.now() + timedelta(seconds=self.settings.action_timeout_seconds)
             await self._change(session, row, Status.TERMINATING, reason=reason, message=message or "Delete requested.")
-        return 202, self._answer(row, "Instance deletion initiated.")
+        return ActionResult(self._answer(row, "Instance deletion initiated."), changed=True)
 
     async def update(self, owner: str, instance_id: str, body: UpdateInstanceIn) -> dict[str, Any]:
         """Change the auto-stop policy or runtime limit; the GPU poller looks again under the new policy."""
         async with self.db.write() as session:
             row = await self._load(session, owner, instance_id, by_name=False, lock=True)
             if row.status in GONE:
-                raise ApiError(409, "INVALID_STATE", f"Instance is {row.status}; its policy no longer matters.")
+                raise InvalidTransition(f"Instance is {row.status}; its policy no longer matters.")
             policy = body.auto_stop or AutoStopIn()
             idle = policy.idle_minutes if policy.idle_minutes is not None else body.auto_stop_minutes
             changes = {
@@ -612,7 +622,7 @@ class InstanceService:
         async with self.db.write() as session:
             row = await self._load(session, owner, instance_id, by_name=False, lock=True)
             if row.status in GONE:
-                raise ApiError(409, "INVALID_STATE", f"Instance is {row.status}.")
+                raise InvalidTransition(f"Instance is {row.status}.")
             row.last_used_at = self.clock.now()
             row.version += 1
             view = instance_view(row)

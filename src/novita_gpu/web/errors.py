@@ -1,7 +1,9 @@
 """One error envelope for every failure: {"error": {code, message, requestId, details?}}.
 
 Validation problems are 400 (never FastAPI's 422), unknown routes 404, and unexpected exceptions a
-500 without internals. Raise ApiError from anywhere below a router.
+500 without internals. Services raise domain errors (novita_gpu/errors.py), which `DOMAIN_STATUS` maps
+to their status here, in one table; ApiError is for what only HTTP knows (a malformed header or query
+parameter), raised by routers and the rest of web/.
 """
 
 from __future__ import annotations
@@ -18,6 +20,18 @@ from pydantic.alias_generators import to_camel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from novita_gpu.errors import (
+    DomainError,
+    Forbidden,
+    IdempotencyConflict,
+    InstanceNotFound,
+    InvalidInput,
+    InvalidTransition,
+    NameTaken,
+    ShuttingDown,
+    TooManyStreams,
+    UpstreamUnavailable,
+)
 from novita_gpu.web.responses import JSONResponse
 
 log = structlog.get_logger(__name__)
@@ -41,6 +55,25 @@ class ApiError(Exception):
         self.message = message
         self.details = list(details) if details else None
         self.headers = headers or {}
+
+
+# The status of each domain error; a subclass takes its nearest listed ancestor's (BudgetExceeded: 403).
+DOMAIN_STATUS: dict[type[DomainError], int] = {
+    InvalidInput: 400,
+    Forbidden: 403,
+    InstanceNotFound: 404,
+    NameTaken: 409,
+    InvalidTransition: 409,
+    IdempotencyConflict: 409,
+    TooManyStreams: 429,
+    UpstreamUnavailable: 503,
+    ShuttingDown: 503,
+}
+
+
+def domain_status(error: type[DomainError]) -> int | None:
+    """The HTTP status of a domain error class; None for one missing from the table (a bug: answered 500)."""
+    return next((DOMAIN_STATUS[cls] for cls in error.__mro__ if cls in DOMAIN_STATUS), None)
 
 
 class ErrorDetail(BaseModel):
@@ -163,10 +196,23 @@ def allowed_methods(request: Request, routed: str | None) -> str:
     return ", ".join(sorted(allowed | {"OPTIONS"}))
 
 
+def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled_error", error_type=type(exc).__name__)
+    return error_response(request, 500, "INTERNAL_ERROR", "An unexpected error occurred.")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return error_response(request, exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+    @app.exception_handler(DomainError)
+    async def _domain_error(request: Request, exc: DomainError) -> JSONResponse:
+        status = domain_status(type(exc))
+        if status is None:
+            return _unexpected_error(request, exc)
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+        return error_response(request, status, exc.code, exc.message, exc.details, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -188,5 +234,4 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled_error", error_type=type(exc).__name__)
-        return error_response(request, 500, "INTERNAL_ERROR", "An unexpected error occurred.")
+        return _unexpected_error(request, exc)

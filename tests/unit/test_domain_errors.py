@@ -1,0 +1,142 @@
+"""Domain errors (novita_gpu/errors.py) and the one table in web/errors.py that gives each its status:
+every class has one, and each renders the API's error envelope with its code, message, details and
+Retry-After as the API has always sent them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from novita_gpu.errors import (
+    BudgetExceeded,
+    BudgetLocked,
+    DomainError,
+    Forbidden,
+    IdempotencyConflict,
+    InstanceNotFound,
+    InvalidInput,
+    InvalidTransition,
+    NameTaken,
+    NotYourInstance,
+    ShuttingDown,
+    TooManyStreams,
+    UpstreamUnavailable,
+)
+from novita_gpu.web.errors import domain_status, install_error_handlers
+
+# One of each class, and the status, code, message, details and Retry-After the API answers with.
+EXAMPLES: list[tuple[DomainError, int, str, str, list[dict[str, str]] | None, str | None]] = [
+    (
+        InvalidInput("INVALID_WEBHOOK_URL", "not https", field="webhookUrl"),
+        400,
+        "INVALID_WEBHOOK_URL",
+        "not https",
+        [{"field": "webhookUrl", "message": "not https"}],
+        None,
+    ),
+    (InstanceNotFound("inst_1"), 404, "INSTANCE_NOT_FOUND", "No instance 'inst_1'.", None, None),
+    (Forbidden("Only an admin key may."), 403, "FORBIDDEN", "Only an admin key may.", None, None),
+    (NotYourInstance(), 403, "FORBIDDEN", "This instance belongs to another API key.", None, None),
+    (
+        BudgetLocked(),
+        403,
+        "FORBIDDEN",
+        "An administrator set this budget; only an admin key may change or remove it.",
+        None,
+        None,
+    ),
+    (BudgetExceeded("Spent."), 403, "BUDGET_EXCEEDED", "Spent.", None, None),
+    (
+        NameTaken("web", "inst_1"),
+        409,
+        "NAME_TAKEN",
+        "An instance named 'web' already exists (inst_1); names are unique.",
+        None,
+        None,
+    ),
+    (InvalidTransition("Instance is terminated."), 409, "INVALID_STATE", "Instance is terminated.", None, None),
+    (
+        IdempotencyConflict(),
+        409,
+        "IDEMPOTENCY_CONFLICT",
+        "This Idempotency-Key was already used with a different request body.",
+        None,
+        None,
+    ),
+    (TooManyStreams("Close one."), 429, "TOO_MANY_STREAMS", "Close one.", None, "5"),
+    (UpstreamUnavailable("Try again.", retry_after=2.6), 503, "UPSTREAM_UNAVAILABLE", "Try again.", None, "3"),
+    (ShuttingDown(), 503, "SHUTTING_DOWN", "The server is shutting down; reconnect.", None, "1"),
+]
+
+
+def every_subclass(cls: type[DomainError]) -> set[type[DomainError]]:
+    """The package's subclasses of `cls`, at any depth (not this module's `Unlisted`)."""
+    found = {sub for sub in cls.__subclasses__() if sub.__module__.startswith("novita_gpu.")}
+    for sub in list(found):
+        found |= every_subclass(sub)
+    return found
+
+
+def test_every_domain_error_has_a_status() -> None:
+    missing = sorted(cls.__name__ for cls in every_subclass(DomainError) if domain_status(cls) is None)
+    assert missing == []
+    assert domain_status(DomainError) is None  # the base itself is not raised
+
+
+def test_the_examples_cover_every_class() -> None:
+    assert {type(error) for error, *_ in EXAMPLES} == every_subclass(DomainError)
+
+
+def test_retry_after_is_whole_seconds_and_at_least_one() -> None:
+    assert UpstreamUnavailable("x", retry_after=0.2).retry_after == 1
+    assert UpstreamUnavailable("x", retry_after=7.4).retry_after == 7
+
+
+class Unlisted(DomainError):
+    """A class missing from the table: a bug, answered like any unexpected error."""
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    app = FastAPI()
+    install_error_handlers(app)
+    raised: dict[str, DomainError] = {type(error).__name__: error for error, *_ in EXAMPLES}
+    raised["Unlisted"] = Unlisted("oops")
+
+    @app.get("/raise/{name}")
+    async def raise_it(name: str) -> None:
+        raise raised[name]
+
+    transport = httpx.ASGITransport(app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        yield http
+
+
+@pytest.mark.parametrize(("error", "status", "code", "message", "details", "retry_after"), EXAMPLES)
+async def test_each_error_renders_the_envelope(
+    client: httpx.AsyncClient,
+    error: DomainError,
+    status: int,
+    code: str,
+    message: str,
+    details: list[dict[str, str]] | None,
+    retry_after: str | None,
+) -> None:
+    response = await client.get(f"/raise/{type(error).__name__}", headers={"X-Request-ID": "req-1"})
+    assert response.status_code == status
+    body: dict[str, Any] = {"code": code, "message": message, "requestId": "req-1"}
+    if details is not None:
+        body["details"] = details
+    assert response.json() == {"error": body}
+    assert response.headers.get("retry-after") == retry_after
+
+
+async def test_a_class_missing_from_the_table_is_a_500_without_internals(client: httpx.AsyncClient) -> None:
+    response = await client.get("/raise/Unlisted")
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "INTERNAL_ERROR"
+    assert "oops" not in response.text
