@@ -81,9 +81,9 @@ def create_app(
         services = await build_services(settings, clock, metrics)
         _attach(app, services)
         # Start-up objects live for the whole run: keep them out of every later collection, whose pauses
-        # otherwise show in the latency tail. And full collections, which scan every long-lived object
-        # (7-8 ms with ~2,000 instances cached), ran every ~3 s under the API load with the default
-        # threshold: one per 100 middle-generation passes instead (none in a 20 s run of that load).
+        # otherwise show in the latency tail. And full collections, which scan every long-lived object,
+        # ran every few seconds under the API load with the default threshold: one per 100
+        # middle-generation passes instead (docs/performance.md).
         gc.collect()
         gc.freeze()
         young, middle, _ = gc.get_threshold()

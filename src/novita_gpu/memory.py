@@ -1,10 +1,10 @@
 """Handing memory the process freed back to the system.
 
 glibc keeps what Python frees in its heap for reuse, and gives pages back to the system only from the top
-of the heap. After a burst (a full pass over 10,000 rows, 64 list pages answered at once, a listing of
-100 pages) the heap of a 10,000-instance service held 25 MB free out of 62 MB (bench scale, mallinfo2),
-all of it still counted in its resident memory, which then crept up over an idle soak. `malloc_trim(0)`
-returns every free page wherever it lies (madvise); it takes ~1 ms. Elsewhere than glibc (musl, macOS)
+of the heap. After a burst (a full pass over every row, 64 list pages answered at once, a listing of
+100 pages) a large part of the heap was free yet still counted in the resident memory, which then crept
+up over an idle soak (docs/performance.md). `malloc_trim(0)` returns every free page wherever it lies
+(madvise), in about a millisecond. Elsewhere than glibc (musl, macOS)
 this does nothing.
 """
 

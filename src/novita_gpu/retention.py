@@ -10,8 +10,7 @@ without bound.
 
 A live instance keeps its whole status history. Rows go in batches of 100, each its own short transaction
 taken as a worker's turn: SQLite runs inline, and deleting months of rows at once would hold every request
-behind it (the first sweep of a store holding 10,000 terminated instances with 50,000 deliveries: 600
-batches in 2.4 s, 2 ms each, the longest 16 ms; with batches of 500 the longest was 28 ms). Every replica
+behind it (docs/performance.md has the first sweep of a large store). Every replica
 may sweep; deleting what another replica deleted first is harmless.
 """
 

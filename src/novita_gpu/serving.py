@@ -41,8 +41,8 @@ def bound_socket(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # Accepted connections inherit this; without it small responses wait for the peer's delayed ACK
-        # (~40 ms on loopback), which caps each keep-alive connection at ~25 requests/s.
+        # Accepted connections inherit this; without it small responses wait for the peer's delayed ACK,
+        # which caps each keep-alive connection at a few dozen requests a second.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((host, port))
     except OSError as exc:
@@ -129,7 +129,7 @@ def _config(app: Any, host: str, port: int) -> uvicorn.Config:
         port=port,
         log_config=None,  # our logging configuration stays in charge
         # The stock asyncio loop serves ready connections first-in first-out; under saturation uvloop
-        # left some requests waiting 10-20x the median (p99 0.75 s against 0.1 s, measured in bench/).
+        # left some requests waiting many times the median (docs/performance.md).
         loop="asyncio",
         log_level="warning",
         access_log=False,

@@ -1,8 +1,8 @@
 """SQLite for the async engine without a thread per connection.
 
 SQLAlchemy's async SQLite dialect drives the `aiosqlite` driver, which runs every call on a helper
-thread: each query costs two thread hand-offs (about 1-2 ms here under load, against ~25 us for the
-query itself). SQLite is an in-process library and, in WAL mode, readers never wait for writers;
+thread: each query costs two thread hand-offs, far more than the query itself (docs/performance.md,
+"Figures behind the code"). SQLite is an in-process library and, in WAL mode, readers never wait for writers;
 this process serialises its own writers (`Database.write`). So this adapter runs the standard `sqlite3`
 calls inline, behind the small awaitable surface of aiosqlite that SQLAlchemy uses
 (`create_async_engine(..., async_creator=...)`).

@@ -61,7 +61,7 @@ class NamedCache(Generic[T]):
         self._load = load
         self._inflight: dict[str, asyncio.Task[T]] = {}
         # The last decoded value per key with the bytes it came from: an unchanged entry is not
-        # parsed again (catalog lists take ~0.5 ms to validate, on every create).
+        # parsed again (validating a catalog list on every create shows; docs/performance.md).
         self._decoded: dict[str, tuple[bytes, T]] = {}
 
     async def get(self, key: str) -> T | None:

@@ -210,8 +210,8 @@ _CHECKPOINT = (
     )
     .values(billed_seconds=bindparam("seconds"), accrued_cost_usd=bindparam("cost"), accrued_at=bindparam("now"))
 )
-# Rows per write transaction: at 10,000 billing instances, building and running one UPDATE per row in one
-# transaction held the event loop 2.3 s every minute (SQLite runs inline); now ~10 ms per 500.
+# Rows per write transaction: SQLite runs inline, so one transaction for every billing instance held the
+# event loop for as long as it took, every minute (docs/performance.md); each batch is a worker's turn.
 CHECKPOINT_BATCH = 500
 
 

@@ -26,8 +26,8 @@ class CachedView:
 
     Only the bytes are kept: every cached view is read as a body (GET by id, list pages), and the view's
     dicts, ~10 objects per instance, would each be scanned by every full garbage collection. They are
-    copied once to their own length: orjson's bytes keep the buffer it wrote into (16 KB for a 2 KB view),
-    which, for 10,000 cached views, was 140 MB of the process."""
+    copied once to their own length: orjson's bytes keep the whole buffer it wrote into, several times
+    the view (docs/performance.md, per-instance memory)."""
 
     __slots__ = ("body", "owner")
 

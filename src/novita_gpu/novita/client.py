@@ -81,7 +81,7 @@ _SNIPPET = 200
 # Calls in flight at once; more wait for a free connection (within the call's timeout).
 MAX_CONNECTIONS = 64
 # List pages fetched at once after the first (which gives the total): 10,000 instances are 100 pages, and
-# one after the other they took seconds per listing even against the local emulator.
+# fetched one after the other a listing took seconds even against the local emulator.
 LIST_CONCURRENCY = 4
 
 M = TypeVar("M", bound=BaseModel)
@@ -158,8 +158,9 @@ class NovitaClient:
         # When Novita last asked us to slow down (429), until when (monotonic): optional callers (the GPU
         # utilization poller) wait it out instead of adding calls while the reconciler's are being refused.
         self._rate_limited_until = 0.0
-        # aiohttp rather than httpx: ~0.1 ms of CPU per call against ~1-3 ms (httpcore scans its pool and
-        # queue on every request and answer), which a burst of creates or a listing per tick feels.
+        # aiohttp rather than httpx: httpcore scans its pool and queue on every request and answer, an
+        # order of magnitude more CPU per call, which a burst of creates or a listing per tick feels
+        # (docs/performance.md).
         # Separate connect and read timeouts tell "never sent" from "sent, no answer" (see _NOT_SENT).
         self._http = aiohttp.ClientSession(
             headers={

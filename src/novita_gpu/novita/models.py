@@ -316,9 +316,9 @@ class _ListedFields(NovitaModel):
 
 @dataclass(frozen=True, slots=True)
 class Listed:
-    """What a reconciler compares of each listed instance, and nothing else: ~200 bytes where a parsed
-    `NovitaInstance` (port mappings, envs, components) takes ~5 KB, and the reconciler holds one per instance of
-    the account for a whole pass (10,000 instances: 2 MB rather than 50 MB)."""
+    """What a reconciler compares of each listed instance, and nothing else: the reconciler holds one per
+    instance of the account for a whole pass, and a parsed `NovitaInstance` (port mappings, envs,
+    components) is about 25 times larger (docs/performance.md, per-instance memory)."""
 
     id: str
     name: str

@@ -47,7 +47,7 @@ class WebhookSender:
     """Every delivery goes through this: guarded dials, no redirects, no proxies from the environment.
 
     aiohttp rather than httpx: with 64 deliveries in flight httpcore scanned its whole pool on every
-    request, ~2.5 ms of CPU per POST against ~0.1 ms here (docs/performance.md). `resolver` replaces
+    request, an order of magnitude more CPU per POST (docs/performance.md). `resolver` replaces
     DNS (tests) and `ssl_context` the default verification (certifi's CAs), e.g. for a private CA.
     """
 
