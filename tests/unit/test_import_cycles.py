@@ -1,7 +1,8 @@
 """No import cycle among the package's modules: the module-level imports (those run at import time, not
 the ones under `if TYPE_CHECKING:` or inside functions) form a graph without cycles.
 
-Anyone can run the same check: `python -m pytest tests/unit/test_import_cycles.py -q`."""
+Anyone can run the same check: `python -m pytest tests/unit/test_import_cycles.py -q`. The same file checks
+that only the web layer (web/, the routers, app.py) imports `novita_gpu.web`."""
 
 from __future__ import annotations
 
@@ -89,3 +90,45 @@ def test_nothing_below_the_entry_points_imports_the_app() -> None:
     """Not even for type hints: the services container has its own module (services.py)."""
     importers = sorted(name for name, targets in graph(typing_too=True).items() if "novita_gpu.app" in targets)
     assert all(name.startswith("novita_gpu.cli") for name in importers), importers
+
+
+# The web layer: web/, the routers (/health's is observability/health.py) and the entry point app.py.
+_WEB_LAYER_MODULES = {"novita_gpu.app", "novita_gpu.observability.health"}
+
+
+def in_web_layer(name: str) -> bool:
+    return name.startswith("novita_gpu.web.") or name.endswith(".router") or name in _WEB_LAYER_MODULES
+
+
+def imported_anywhere(tree: ast.Module, package: str) -> set[str]:
+    """Every module an import names, wherever the import sits (in a function, under TYPE_CHECKING)."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            parts = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            base = ".".join([*parts, node.module] if node.module else parts)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+            names.add(base)
+    return names
+
+
+def test_only_the_web_layer_imports_web() -> None:
+    """Services raise domain errors (errors.py) and return domain results, which web/errors.py alone turns
+    into HTTP: below the routers nothing imports novita_gpu.web, not even lazily or for type hints."""
+    importers = []
+    for path in ROOT.rglob("*.py"):
+        name = module_name(path)
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        imported = imported_anywhere(ast.parse(path.read_text()), package)
+        if not in_web_layer(name) and any(i == "novita_gpu.web" or i.startswith("novita_gpu.web.") for i in imported):
+            importers.append(name)
+    assert sorted(importers) == []
+
+
+def test_the_web_layer_check_sees_lazy_imports() -> None:
+    lazy = ast.parse("def f():\n    from novita_gpu.web.errors import ApiError\n")
+    assert "novita_gpu.web.errors" in imported_anywhere(lazy, "novita_gpu.instances")
+    relative = ast.parse("from ..web import errors\n")
+    assert "novita_gpu.web.errors" in imported_anywhere(relative, "novita_gpu.instances")

@@ -44,9 +44,9 @@ from novita_gpu.db import Database, table_of
 from novita_gpu.errors import ShuttingDown, TooManyStreams
 from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.instances.rendering import iso, webhook_data
+from novita_gpu.json_text import servable
 from novita_gpu.settings import Settings
 from novita_gpu.tables import Instance, InstanceEvent
-from novita_gpu.web.responses import servable
 
 log = structlog.get_logger(__name__)
 

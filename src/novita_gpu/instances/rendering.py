@@ -13,8 +13,8 @@ from typing import Any
 
 from novita_gpu.autostop.policy import GpuVerdict, idle_action, runtime_deadline, stops_at
 from novita_gpu.instances.lifecycle import Reason
+from novita_gpu.json_text import servable
 from novita_gpu.tables import Instance
-from novita_gpu.web.responses import servable
 
 _DECIDED = frozenset({Reason.AUTO_STOP, Reason.MAX_RUNTIME})
 

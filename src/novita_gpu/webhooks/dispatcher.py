@@ -35,12 +35,12 @@ from sqlalchemy.sql.elements import BindParameter
 
 from novita_gpu.clock import Clock
 from novita_gpu.db import Database, UTCDateTime
+from novita_gpu.json_text import dump_json
 from novita_gpu.leases import LeasedTable
 from novita_gpu.observability.metrics import Metrics
 from novita_gpu.retry_timing import full_jitter
 from novita_gpu.settings import Settings
 from novita_gpu.tables import Instance, WebhookAttempt, WebhookDelivery
-from novita_gpu.web.responses import dump_json
 from novita_gpu.webhooks.sender import SendResult, WebhookSender
 from novita_gpu.webhooks.signing import signature_headers
 from novita_gpu.workers import PeriodicWorker

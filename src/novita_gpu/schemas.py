@@ -1,4 +1,5 @@
-"""The base of every answer model shown in the OpenAPI document (see instances/schemas.py)."""
+"""The base of every answer model shown in the OpenAPI document (each package's `schemas.py`, e.g.
+instances/schemas.py); below the web layer, so services may use their package's models."""
 
 from __future__ import annotations
 
