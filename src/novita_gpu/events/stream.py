@@ -43,7 +43,7 @@ from sqlalchemy import bindparam, func, select, text
 from novita_gpu.db import Database, table_of
 from novita_gpu.errors import ShuttingDown, TooManyStreams
 from novita_gpu.instances.changes import ChangeFeed
-from novita_gpu.instances.rendering import iso, webhook_data
+from novita_gpu.instances.rendering import rebuilt_event_payload
 from novita_gpu.json_text import servable
 from novita_gpu.settings import Settings
 from novita_gpu.tables import Instance, InstanceEvent
@@ -122,17 +122,10 @@ def sse_frame(event_id: int, event: str, data: bytes) -> bytes:
 
 def _event_from_row(row: Any, fallback: dict[str, Instance]) -> StreamEvent:
     payload = row.payload
-    if payload is None:  # written before migration 0004: rebuilt from the event and today's instance row
-        instance = fallback[row.instance_id]
-        payload = {
-            "event": f"instance.{row.to_status}",
-            "instanceId": row.instance_id,
-            "name": instance.name,
-            "status": row.to_status,
-            "previousStatus": row.from_status,
-            "timestamp": iso(row.created_at),
-            "data": {**webhook_data(instance), "statusReason": row.reason, "statusMessage": row.message},
-        }
+    if payload is None:  # written before migration 0004
+        payload = rebuilt_event_payload(
+            fallback[row.instance_id], row.to_status, row.from_status, row.created_at, row.reason, row.message
+        )
     data = orjson.dumps(servable(payload))
     return StreamEvent(row.id, row.instance_id, row.owner, sse_frame(row.id, str(payload["event"]), data))
 

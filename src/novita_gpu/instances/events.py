@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from novita_gpu.db import table_of
 from novita_gpu.instances.lifecycle import Status
-from novita_gpu.instances.rendering import iso, webhook_data
+from novita_gpu.instances.rendering import event_payload
 from novita_gpu.tables import Instance, InstanceEvent, WebhookDelivery
 
 # Table-level (Core) statements: the ORM's bulk-insert path costs more than the unit of work it replaces.
@@ -26,20 +25,6 @@ _INSERT_DELIVERY = insert(table_of(WebhookDelivery))
 
 def webhook_targets(row: Instance, default_url: str | None) -> list[str]:
     return list(dict.fromkeys(url for url in (row.webhook_url, default_url) if url))
-
-
-def event_payload(row: Instance, previous: str | None, at: datetime) -> dict[str, Any]:
-    """The body of a status change's webhook and stream event: `row` as it is just after the change."""
-    to = Status(row.status)
-    return {
-        "event": f"instance.{to}",
-        "instanceId": row.id,
-        "name": row.name,
-        "status": str(to),
-        "previousStatus": previous,
-        "timestamp": iso(at),
-        "data": webhook_data(row),
-    }
 
 
 async def change_status(

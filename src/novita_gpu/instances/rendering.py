@@ -1,4 +1,5 @@
-"""How an instance row is shown over the API and in webhooks (env values never leave the store).
+"""How an instance and its history are shown over the API, in webhooks and in the event stream (env
+values never leave the store). Every JSON body built from rows is built here.
 
 Values from the row's JSON columns go through `servable`: a JSON column keeps a lone surrogate as an
 escape (rows written before bodies were checked may hold one), which orjson cannot encode, so one such
@@ -12,9 +13,9 @@ from datetime import datetime
 from typing import Any
 
 from novita_gpu.autostop.policy import GpuVerdict, idle_action, runtime_deadline, stops_at
-from novita_gpu.instances.lifecycle import Reason
+from novita_gpu.instances.lifecycle import Reason, Status
 from novita_gpu.json_text import servable
-from novita_gpu.tables import Instance
+from novita_gpu.tables import Instance, InstanceEvent, WebhookAttempt, WebhookDelivery
 
 _DECIDED = frozenset({Reason.AUTO_STOP, Reason.MAX_RUNTIME})
 
@@ -115,4 +116,78 @@ def webhook_data(row: Instance) -> dict[str, Any]:
         "labels": servable(row.labels),
         # Why an auto-stop (or max runtime) ended it: the rule that fired and its figures; null otherwise.
         "autoStopDecision": servable(row.auto_stop_decision) if row.status_reason in _DECIDED else None,
+    }
+
+
+def event_payload(row: Instance, previous: str | None, at: datetime) -> dict[str, Any]:
+    """The body of a status change's webhook and stream event: `row` as it is just after the change."""
+    return _event(row, str(Status(row.status)), previous, at, webhook_data(row))
+
+
+def rebuilt_event_payload(
+    row: Instance, to: str, previous: str | None, at: datetime, reason: str | None, message: str | None
+) -> dict[str, Any]:
+    """The body of an event stored without one (written before migration 0004): rebuilt from the event's
+    columns and the instance row as it is today."""
+    return _event(row, to, previous, at, {**webhook_data(row), "statusReason": reason, "statusMessage": message})
+
+
+def _event(row: Instance, to: str, previous: str | None, at: datetime, data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "event": f"instance.{to}",
+        "instanceId": row.id,
+        "name": row.name,
+        "status": to,
+        "previousStatus": previous,
+        "timestamp": iso(at),
+        "data": data,
+    }
+
+
+def history_view(
+    instance_id: str,
+    events: list[InstanceEvent],
+    deliveries: list[WebhookDelivery],
+    attempts: list[WebhookAttempt],
+) -> dict[str, Any]:
+    """An instance's status changes, oldest first, each with its webhook deliveries and their attempts."""
+    attempts_by_delivery: dict[str, list[dict[str, Any]]] = {}
+    for attempt in attempts:
+        attempts_by_delivery.setdefault(attempt.delivery_id, []).append(
+            {
+                "at": iso(attempt.attempted_at),
+                "statusCode": attempt.status_code,
+                "error": attempt.error,
+                "durationMs": round(attempt.duration_ms, 1),
+            }
+        )
+    deliveries_by_event: dict[int, list[dict[str, Any]]] = {}
+    for delivery in deliveries:
+        deliveries_by_event.setdefault(delivery.event_id, []).append(
+            {
+                "deliveryId": delivery.id,
+                "url": delivery.url,
+                "status": delivery.status,
+                "attempts": delivery.attempts,
+                "lastStatusCode": delivery.last_status_code,
+                "lastError": delivery.last_error,
+                "nextAttemptAt": iso(delivery.next_attempt_at) if delivery.status == "pending" else None,
+                "deliveredAt": iso(delivery.delivered_at),
+                "history": attempts_by_delivery.get(delivery.id, []),
+            }
+        )
+    return {
+        "instanceId": instance_id,
+        "events": [
+            {
+                "id": e.id,
+                "at": iso(e.created_at),
+                "from": e.from_status,
+                "to": e.to_status,
+                "reason": e.reason,
+                "message": e.message,
+                "webhooks": deliveries_by_event.get(e.id, []),
+            }
+            for e in events
+        ],
     }

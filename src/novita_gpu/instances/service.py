@@ -46,7 +46,7 @@ from novita_gpu.instances.lifecycle import (
     Status,
 )
 from novita_gpu.instances.read_cache import CachedView, ListPage, ReadCache
-from novita_gpu.instances.rendering import instance_view, iso
+from novita_gpu.instances.rendering import history_view, instance_view
 from novita_gpu.instances.schemas import AutoStopIn, CreateInstanceIn, StartIn, UpdateInstanceIn
 from novita_gpu.novita import NovitaError, RateLimited
 from novita_gpu.settings import Settings
@@ -449,46 +449,7 @@ class InstanceService:
                     )
                 ).scalars()
             )
-        attempts_by_delivery: dict[str, list[dict[str, Any]]] = {}
-        for attempt in attempts:
-            attempts_by_delivery.setdefault(attempt.delivery_id, []).append(
-                {
-                    "at": iso(attempt.attempted_at),
-                    "statusCode": attempt.status_code,
-                    "error": attempt.error,
-                    "durationMs": round(attempt.duration_ms, 1),
-                }
-            )
-        deliveries_by_event: dict[int, list[dict[str, Any]]] = {}
-        for delivery in deliveries:
-            deliveries_by_event.setdefault(delivery.event_id, []).append(
-                {
-                    "deliveryId": delivery.id,
-                    "url": delivery.url,
-                    "status": delivery.status,
-                    "attempts": delivery.attempts,
-                    "lastStatusCode": delivery.last_status_code,
-                    "lastError": delivery.last_error,
-                    "nextAttemptAt": iso(delivery.next_attempt_at) if delivery.status == "pending" else None,
-                    "deliveredAt": iso(delivery.delivered_at),
-                    "history": attempts_by_delivery.get(delivery.id, []),
-                }
-            )
-        return {
-            "instanceId": row.id,
-            "events": [
-                {
-                    "id": e.id,
-                    "at": iso(e.created_at),
-                    "from": e.from_status,
-                    "to": e.to_status,
-                    "reason": e.reason,
-                    "message": e.message,
-                    "webhooks": deliveries_by_event.get(e.id, []),
-                }
-                for e in events
-            ],
-        }
+        return history_view(row.id, events, deliveries, attempts)
 
     # -- actions ---------------------------------------------------------------------------------
 
