@@ -84,6 +84,15 @@ _WATCHED = and_(
         Instance.create_attempted_at.is_not(None),
     ),
 )
+# A create sent and never answered (its process killed, its connection dropped), never sent again: only a
+# listing can show its instance. It keeps no worker on fast ticks, each a listing of Novita (100 pages at
+# 10,000 instances, every ~1 s for the STARTUP_TIMEOUT_SECONDS it may wait); the slow ticks look for it.
+_IN_DOUBT = and_(
+    Instance.pending_action == Action.CREATE,
+    Instance.novita_instance_id.is_(None),
+    Instance.create_attempted_at.is_not(None),
+    Instance.next_action_at.is_(None),
+)
 # The columns of a watched row that say whether it needs attention, a page at a time by id.
 _CANDIDATES = (
     select(
@@ -402,7 +411,7 @@ class Reconciler(PeriodicWorker):
         async with self.db.read() as session:
             busy = await session.scalar(
                 select(Instance.id)
-                .where(or_(Instance.status.in_(list(CHANGING)), Instance.pending_action.is_not(None)))
+                .where(or_(Instance.status.in_(list(CHANGING)), Instance.pending_action.is_not(None)), ~_IN_DOUBT)
                 .limit(1)
             )
         result.busy = busy is not None or bool(self._in_flight) or bool(self._new)
