@@ -2,17 +2,20 @@
 
 One process: `novita-gpu serve` on SQLite against `novita-gpu emulator --speed 20` with room for every
 create (nothing sells out). Creates are offered at a fixed rate (200/s) by 32 concurrent clients. Figures:
-creates accepted and how long, every instance `ready` and how long, upstream creates (exactly one per
-record), the lag from a create's acceptance (its `createdAt`) to Novita's create (the emulator's
-`createdAt` of the instance under the record's unique name), resident memory of the service empty, at N
-ready and over a soak (nothing changes), GET by id and the list page at N with wrk (64 connections, no
-pause, as api_load.py's capacity runs), and the upstream calls made while every instance is steady.
+creates accepted and how long, every record settled (ready, failed, or its create in doubt: sent and
+unanswered, so never sent again) and how long, upstream creates (exactly one per record), the lag from a
+create's acceptance (its `createdAt`) to Novita's create (the emulator's `createdAt` of the instance under
+the record's unique name), resident memory of the service empty, at N ready and over a soak (nothing
+changes), GET by id and the list page at N with wrk (64 connections, no pause, as api_load.py's capacity
+runs), and the upstream calls made while every instance is steady.
 
 Three replicas: the same on one PostgreSQL database, creates spread over the replicas, webhooks to a
-local receiver. Figures: who held the leases (sampled from the store), upstream calls per tick against
-one replica's, create-to-ready, and a `kill -9` of one replica in the middle of the creates: how long
-until its rows are held by the others (LEASE_SECONDS is 10 s here), no record with two upstream
-instances, every webhook delivered.
+local receiver. Figures: who held the leases (sampled from the store) before and after the kill, the
+survivors' upstream calls (their `upstream_calls_total`) through the burst and once steady, create-to-ready,
+and a `kill -9` of one replica in the middle of the creates: when its leases lapsed (LEASE_SECONDS is 10 s
+here) and how long until each of its rows with work left was taken over, no record with two upstream
+instances, every webhook delivered. 3,000 creates at 100/s by default: about 3 minutes on 2 cores, where
+10,000 (`--replicas-count 10000`) take several times that.
 
 `python -m bench scale` runs both with the defaults below; `python -m bench.scale --count 10000` and
 the other flags change them (`--count 0` or `--replicas-count 0` skips a part, `--tracemalloc DIR` runs
@@ -38,7 +41,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +71,13 @@ POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql+asyncpg://postgr
 SPEED = 20.0
 READY_DEADLINE_SECONDS = 900.0
 BODY = {"productName": "RTX 4090 24GB", "templateId": "pytorch-jupyter"}
+# The emulator's request counts (`GET /_emulator/stats`), and the service's (`upstream_calls_total`).
+LIST_CALL, CREATE_CALL = "GET /gpu/instances", "POST /gpu/instance/create"
+# A create sent and still unanswered after this long is in doubt: its replica was killed while it was in
+# flight (or its connection dropped). It is never sent again, so that it is never made twice; its record
+# waits for its name to show in Novita's list, and fails after STARTUP_TIMEOUT_SECONDS if it never does.
+IN_DOUBT_AFTER_SECONDS = 30.0
+STEADY_SECONDS = 60.0  # the survivors' upstream calls once every instance is steady, counted this long
 
 
 def rss_mb(pid: int) -> float:
@@ -204,22 +214,39 @@ async def create_many(
     return result
 
 
-def count_ready(url: str) -> tuple[int, int]:
-    """(ready, failed) as the service lists them."""
-    ready = httpx.get(f"{url}/api/instances", params={"status": "ready", "limit": 1}, timeout=30).json()["total"]
-    failed = httpx.get(f"{url}/api/instances", params={"status": "failed", "limit": 1}, timeout=30).json()["total"]
-    return int(ready), int(failed)
+SETTLED = text(
+    "SELECT count(CASE WHEN status = 'ready' THEN 1 END) AS ready, "
+    "count(CASE WHEN status = 'failed' THEN 1 END) AS failed, "
+    "count(CASE WHEN pending_action = 'create' AND novita_instance_id IS NULL AND create_attempted_at < :cut "
+    "THEN 1 END) AS in_doubt FROM instances"
+)
 
 
-def wait_all_ready(url: str, count: int, started_at: float, deadline: float = READY_DEADLINE_SECONDS) -> float:
-    """Seconds from `started_at` (monotonic) until `count` instances are ready (failed ones end the wait)."""
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        ready, failed = count_ready(url)
-        if ready + failed >= count:
-            return round(time.monotonic() - started_at, 1)
-        time.sleep(1.0)
-    raise RuntimeError(f"not all {count} instances ready within {deadline} s")
+def settled(
+    database_url: str, count: int, started_at: float, deadline: float = READY_DEADLINE_SECONDS
+) -> dict[str, Any]:
+    """Waits until each of `count` records is ready, failed or its create in doubt (IN_DOUBT_AFTER_SECONDS),
+    read from the store; the seconds from `started_at` (monotonic), and how many are each."""
+    return asyncio.run(_settled(database_url, count, started_at, deadline))
+
+
+async def _settled(database_url: str, count: int, started_at: float, deadline: float) -> dict[str, Any]:
+    engine = create_async_engine(database_url)
+    try:
+        end = time.monotonic() + deadline
+        while True:
+            cut: Any = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=IN_DOUBT_AFTER_SECONDS)
+            if engine.dialect.name == "sqlite":  # stored as text, in this form
+                cut = cut.strftime("%Y-%m-%d %H:%M:%S.%f")
+            async with engine.connect() as conn:
+                row = (await conn.execute(SETTLED, {"cut": cut})).one()._asdict()
+            if row["ready"] + row["failed"] + row["in_doubt"] >= count:
+                return {"seconds": round(time.monotonic() - started_at, 1), **row}
+            if time.monotonic() > end:
+                raise RuntimeError(f"not all {count} instances settled within {deadline} s: {row}")
+            await asyncio.sleep(1.0)
+    finally:
+        await engine.dispose()
 
 
 def upstream_truth(emu: str) -> list[dict[str, Any]]:
@@ -353,8 +380,9 @@ def run_one_process(
             results["creates_seconds"] = creates.seconds
             results["create_errors"] = dict(creates.errors)
             show("creates", {"accepted": len(creates.accepted), "seconds": creates.seconds, **creates.errors})
-            results["all_ready_seconds"] = wait_all_ready(url, len(creates.accepted), t0)
-            results["ready_failed"] = count_ready(url)
+            done = settled(database_url, len(creates.accepted), t0)
+            results["all_ready_seconds"] = done.pop("seconds")
+            results["ready_failed_in_doubt"] = done
             results["service_cpu_seconds_to_ready"] = round(cpu_seconds(proc.pid) - cpu0, 1)
             results["emulator_cpu_seconds_to_ready"] = round(cpu_seconds(emu_proc.pid) - emu_cpu0, 1)
             # The machine is shared: CPU used meanwhile by processes other than the service, the emulator
@@ -365,7 +393,8 @@ def run_one_process(
             results["rss_mb_ready"] = rss_mb(proc.pid)
             snapshot(proc, traced)
             stats = httpx.get(f"{emu}/_emulator/stats").json()
-            results["upstream_create_calls"] = stats.get("instances.create", stats)
+            results["upstream_create_calls"] = stats.get(CREATE_CALL, 0)
+            results["upstream_list_pages_to_ready"] = stats.get(LIST_CALL, 0)
             figures = create_figures(stored_records(database_url), upstream_truth(emu))
             results.update(figures)
             show("ready", {"seconds": results["all_ready_seconds"], "rss_mb": results["rss_mb_ready"]})
@@ -400,6 +429,8 @@ def run_one_process(
             }
             results["steady_upstream_calls"] = steady
             results["steady_upstream_calls_per_30s"] = round(sum(steady.values()) * 30 / window, 1)
+            pages_per_listing = max(1, -(-count // 100))
+            results["steady_listings_per_30s"] = round(steady.get(LIST_CALL, 0) / pages_per_listing * 30 / window, 2)
             show("soak", {"rss_mb": results["rss_mb_soak"], "upstream calls": steady})
             snapshot(proc, traced)
     return results
@@ -454,11 +485,13 @@ def webhook_receiver() -> Iterator[tuple[str, set[str]]]:
 
 class LeaseSampler:
     """Samples who holds the instance leases (`lease_owner`, which names the reconciler's pid) in a
-    thread, every 0.2 s, and adds up row-samples per pid."""
+    thread, every 0.2 s, and adds up row-samples per pid, for each phase (`phase` may change meanwhile:
+    before and after the kill)."""
 
     def __init__(self, database_url: str) -> None:
         self.url = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
-        self.by_pid: Counter[int] = Counter()
+        self.phase = "before_kill"
+        self.by_phase: dict[str, Counter[int]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
 
@@ -470,9 +503,10 @@ class LeaseSampler:
                     "SELECT lease_owner, count(*) FROM instances WHERE lease_expires_at > now() AT TIME ZONE 'utc' "
                     "GROUP BY lease_owner"
                 )
+                counts = self.by_phase.setdefault(self.phase, Counter())
                 for owner, n in rows:
                     if owner and owner.startswith("reconciler-"):
-                        self.by_pid[int(owner.split("-")[1])] += n
+                        counts[int(owner.split("-")[1])] += n
                 await asyncio.sleep(0.2)
         finally:
             await connection.close()
@@ -547,6 +581,17 @@ async def _webhooks_settled(database_url: str, received: set[str], wait: float) 
     }
 
 
+def upstream_calls(url: str) -> Counter[str]:
+    """The Novita calls a service made so far, by endpoint (its `upstream_calls_total`)."""
+    calls: Counter[str] = Counter()
+    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+        if line.startswith("upstream_calls_total{"):
+            labels, value = line.rsplit(" ", 1)
+            endpoint = labels.split('endpoint="', 1)[1].split('"', 1)[0]
+            calls[endpoint] += int(float(value))
+    return calls
+
+
 def run_replicas(count: int, rate: float, replicas: int = REPLICAS) -> dict[str, Any]:
     results: dict[str, Any] = {"replicas": replicas, "count": count, "offered_creates_per_second": rate}
     with (
@@ -557,7 +602,7 @@ def run_replicas(count: int, rate: float, replicas: int = REPLICAS) -> dict[str,
         if database_url is None:
             return {"skipped": "no PostgreSQL"}
         tmp = Path(tmp_name)
-        with emulator_process(tmp) as (emu, _emu_proc), contextlib.ExitStack() as stack:
+        with emulator_process(tmp) as (emu, emu_proc), contextlib.ExitStack() as stack:
             env = service_env(
                 emu,
                 database_url,
@@ -576,15 +621,20 @@ def run_replicas(count: int, rate: float, replicas: int = REPLICAS) -> dict[str,
             dead: set[str] = set()
             killed_at = 0.0
 
-            def kill_halfway(accepted: int) -> None:
-                nonlocal killed_at
-                if not dead and accepted >= count // 2:
-                    victim.send_signal(signal.SIGKILL)
-                    killed_at = time.monotonic()
-                    dead.add(urls[0])
-
-            httpx.delete(f"{emu}/_emulator/stats")
             with LeaseSampler(database_url) as sampler:
+
+                def kill_halfway(accepted: int) -> None:
+                    nonlocal killed_at
+                    if not dead and accepted >= count // 2:
+                        victim.send_signal(signal.SIGKILL)
+                        killed_at = time.monotonic()
+                        dead.add(urls[0])
+                        sampler.phase = "after_kill"
+
+                httpx.delete(f"{emu}/_emulator/stats")
+                calls0 = [upstream_calls(u) for u in urls[1:]]
+                cpu0 = [cpu_seconds(p.pid) for p in procs[1:]]
+                emu_cpu0, all0, bench0 = cpu_seconds(emu_proc.pid), machine_busy_seconds(), time.process_time()
                 t0 = time.monotonic()
                 takeover: dict[str, Any] = {}
                 watcher = threading.Thread(
@@ -607,19 +657,45 @@ def run_replicas(count: int, rate: float, replicas: int = REPLICAS) -> dict[str,
                     "creates over replicas",
                     {"accepted": len(creates.accepted), "seconds": creates.seconds, **creates.errors},
                 )
-                live = urls[1]
-                results["all_ready_seconds"] = wait_all_ready(live, len(creates.accepted), t0)
-                results["ready_failed"] = count_ready(live)
+                done = settled(database_url, len(creates.accepted), t0)
+                results["all_settled_seconds"] = done.pop("seconds")
+                results["ready_failed_in_doubt"] = done
+                # CPU from the first create until all settled: the survivors' (the killed one's is gone
+                # with it), the emulator's and, on this shared machine, every other process's.
+                results["survivors_cpu_seconds"] = [
+                    round(cpu_seconds(p.pid) - c, 1) for p, c in zip(procs[1:], cpu0, strict=True)
+                ]
+                emu_cpu = round(cpu_seconds(emu_proc.pid) - emu_cpu0, 1)
+                results["emulator_cpu_seconds"] = emu_cpu
+                busy = machine_busy_seconds() - all0
+                mine = sum(results["survivors_cpu_seconds"]) + emu_cpu + time.process_time() - bench0
+                results["other_processes_cpu_seconds"] = round(busy - mine, 1)  # PostgreSQL and the killed replica too
+                burst = [upstream_calls(u) - c for u, c in zip(urls[1:], calls0, strict=True)]
+                stats = httpx.get(f"{emu}/_emulator/stats").json()
+                results["upstream_list_pages_to_settled"] = stats.get(LIST_CALL, 0)
+                results["upstream_list_pages_to_settled_by_survivor"] = [c["instances.list"] for c in burst]
+                show(
+                    "settled",
+                    {
+                        "seconds": results["all_settled_seconds"],
+                        **done,
+                        "cpu": results["survivors_cpu_seconds"],
+                        "other_cpu": results["other_processes_cpu_seconds"],
+                        "list_pages": results["upstream_list_pages_to_settled"],
+                    },
+                )
                 watcher.join(timeout=120)
                 results["kill_9_handover"] = takeover | {"lease_seconds": LEASE_SECONDS}
                 show("kill -9 of one replica halfway", results["kill_9_handover"])
-                shares = {pid: sampler.by_pid[pid] for pid in (p.pid for p in procs)}
-            total = sum(shares.values()) or 1
-            results["lease_share_by_replica"] = {
-                f"replica-{n}{' (killed)' if n == 0 else ''}": round(shares[p.pid] / total, 3)
-                for n, p in enumerate(procs)
-            }
-            show("leases held, share of samples", results["lease_share_by_replica"])
+            pids = [p.pid for p in procs]
+            results["lease_share_by_replica"] = {}
+            for phase, by_pid in sampler.by_phase.items():
+                total = sum(by_pid[pid] for pid in pids) or 1
+                results["lease_share_by_replica"][phase] = {
+                    f"replica-{n}{' (killed)' if n == 0 else ''}": round(by_pid[pid] / total, 3)
+                    for n, pid in enumerate(pids)
+                }
+            show("leases held, share of row-samples", results["lease_share_by_replica"])
             made = [
                 sum('"reconcile_created"' in line for line in (tmp / f"replica-{n}.log").read_text().splitlines())
                 for n in range(replicas)
@@ -631,15 +707,25 @@ def run_replicas(count: int, rate: float, replicas: int = REPLICAS) -> dict[str,
             results["webhooks"] = asyncio.run(_webhooks_settled(database_url, received, wait=120))
             show("webhooks", results["webhooks"])
 
+            # Once every instance is steady: Novita's calls, and which replica made them.
             httpx.delete(f"{emu}/_emulator/stats")
-            window = 30.0
-            time.sleep(window)
+            calls0 = [upstream_calls(u) for u in urls[1:]]
+            window_started = time.monotonic()
+            time.sleep(STEADY_SECONDS)
             steady = httpx.get(f"{emu}/_emulator/stats").json()
-            pages = steady.get("GET /gpu/instances", 0)
-            results["steady_upstream_calls_per_30s"] = steady
-            results["steady_listings_per_30s"] = round(pages / max(1, -(-count // 100)), 1)
-            show("steady upstream calls in 30 s (survivors)", steady)
-            results["rss_mb_by_replica"] = [rss_mb(p.pid) for p in procs[1:]]
+            window = time.monotonic() - window_started
+            by_survivor = [dict(upstream_calls(u) - c) for u, c in zip(urls[1:], calls0, strict=True)]
+            pages = steady.get(LIST_CALL, 0)
+            listed = done["ready"]  # what Novita holds (a create in doubt was not made)
+            results["steady_upstream_calls"] = steady
+            results["steady_upstream_calls_per_30s"] = round(sum(steady.values()) * 30 / window, 1)
+            results["steady_listings_per_30s"] = round(pages / max(1, -(-listed // 100)) * 30 / window, 2)
+            results["steady_upstream_calls_by_survivor"] = by_survivor
+            show(
+                f"steady upstream calls in {window:.0f} s (survivors)",
+                {**steady, "listings per 30 s": results["steady_listings_per_30s"], "by survivor": by_survivor},
+            )
+            results["rss_mb_by_survivor"] = [rss_mb(p.pid) for p in procs[1:]]
     return results
 
 
@@ -680,6 +766,8 @@ def main() -> None:
     parser.add_argument("--replicas-rate", type=float, default=REPLICA_RATE)
     parser.add_argument("--tracemalloc", type=Path, help="run the service under bench.traced, snapshots here")
     args = parser.parse_args()
+    # A SIGTERM (a background run stopped) ends the run as Ctrl-C does: processes stopped, database dropped.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     if args.tracemalloc is not None:
         args.tracemalloc.mkdir(parents=True, exist_ok=True)
         figures = run_one_process(args.count, args.rate, args.soak, wrk_seconds=10, traced=args.tracemalloc.resolve())
