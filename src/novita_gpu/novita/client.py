@@ -83,6 +83,11 @@ MAX_CONNECTIONS = 64
 # List pages fetched at once after the first (which gives the total): 10,000 instances are 100 pages, and
 # fetched one after the other a listing took seconds even against the local emulator.
 LIST_CONCURRENCY = 4
+# Idle connections are closed here before the server closes them. A request written on a connection the
+# server is closing at that moment gets no answer, and an unanswered create is in doubt (never sent again)
+# until it shows up or STARTUP_TIMEOUT ends it: about 1 create in 10,000 with aiohttp's 15 s against
+# uvicorn's 5 s (the emulator's). Front ends in front of APIs commonly close after 60-75 s.
+KEEPALIVE_SECONDS = 4.0
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -168,7 +173,9 @@ class NovitaClient:
                 "Content-Type": "application/json",
                 "Accept": "application/json",
             },
-            connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS + LIST_CONCURRENCY),
+            connector=aiohttp.TCPConnector(
+                limit=MAX_CONNECTIONS + LIST_CONCURRENCY, keepalive_timeout=KEEPALIVE_SECONDS
+            ),
             timeout=aiohttp.ClientTimeout(total=None, connect=timeout, sock_read=timeout),
             # HTTPS_PROXY and friends are read once (`_proxy`): with trust_env aiohttp reads them, and
             # ~/.netrc, in a thread on every call.

@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import uvicorn
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 
@@ -30,7 +31,7 @@ from novita_gpu.novita import (
     Unauthorized,
     UpstreamUnavailable,
 )
-from novita_gpu.novita.client import _NOT_SENT
+from novita_gpu.novita.client import _NOT_SENT, KEEPALIVE_SECONDS
 from novita_gpu.serving import free_port
 from tests.unit.novita.fake_novita import DISCONNECT, HANG, Call, FakeNovita, Reply
 
@@ -669,3 +670,14 @@ def test_text_the_store_cannot_hold_is_replaced_in_novitas_answers() -> None:
         "\ufffd": 1,
         "ok": "\U0001f600",
     }
+
+
+async def test_idle_connections_are_dropped_before_the_emulator_server_drops_them(client: NovitaClient) -> None:
+    """A create written on a connection the server is closing that instant gets no answer and stays in doubt
+    until STARTUP_TIMEOUT (about 1 in 10,000 creates when aiohttp kept idle connections 15 s against
+    uvicorn's 5 s): the client gives idle connections up first."""
+    server_idle_limit = uvicorn.Config(app=None).timeout_keep_alive  # what the emulator and our service use
+    assert server_idle_limit > KEEPALIVE_SECONDS
+    connector = client._http.connector
+    assert isinstance(connector, aiohttp.TCPConnector)
+    assert connector._keepalive_timeout == KEEPALIVE_SECONDS
