@@ -35,11 +35,13 @@ class Novita:
         self.calls = 0
         self.status = "running"
         self.hold: asyncio.Event | None = None
+        self.listing = asyncio.Event()  # set while a listing waits on `hold`
 
     async def __call__(self) -> Listing:
         self.calls += 1
         listing = Listing(taken_at=self.clock.now())
         if self.hold is not None:
+            self.listing.set()
             await self.hold.wait()
         for n in (1, 2):
             listing.add(Listed(f"n-{n}", f"rec-{n}-0000000{n}", self.status, "disk full" if n == 2 else "", n == 1))
@@ -83,7 +85,7 @@ async def test_while_one_replica_lists_the_others_go_on_with_the_latest(db: Data
     clock.advance(1)
     novita.hold = asyncio.Event()
     slow = asyncio.create_task(a.get(clock.now() - timedelta(seconds=0.5), novita))
-    await asyncio.sleep(0.2)  # a holds the right to list and waits on Novita
+    await asyncio.wait_for(novita.listing.wait(), 10)  # a holds the right to list and waits on Novita
     latest, here = await b.get(clock.now() - timedelta(seconds=0.5), novita)
     assert not here and latest.taken_at == first.taken_at and novita.calls == 2
     novita.hold.set()
@@ -110,7 +112,7 @@ async def test_before_any_listing_is_stored_a_replica_judges_no_row(db: Database
     novita = Novita(clock)
     novita.hold = asyncio.Event()
     slow = asyncio.create_task(a.get(clock.now(), novita))
-    await asyncio.sleep(0.2)
+    await asyncio.wait_for(novita.listing.wait(), 10)  # a holds the right to list
     nothing, here = await b.get(clock.now(), novita)
     assert not here and not nothing.by_id and not nothing.knows(clock.now() - timedelta(days=365))
     novita.hold.set()
