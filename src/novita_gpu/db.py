@@ -18,17 +18,19 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 import structlog
-from sqlalchemy import DateTime, Executable, Row, Table, event
+from sqlalchemy import DateTime, Executable, Row, Select, Table, event
 from sqlalchemy.engine import URL, Connection, Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
 from novita_gpu.sqlite_inline import inline_creator
+
+_Select = TypeVar("_Select", bound=Select[Any])
 
 log = structlog.get_logger(__name__)
 
@@ -143,6 +145,18 @@ class Database:
             await asyncio.sleep(0)
             async with self.write() as session:
                 yield session
+
+    def locked(self, query: _Select) -> _Select:
+        """`query` locking the rows it reads until the transaction ends (FOR UPDATE) on PostgreSQL, where
+        another replica may write them meanwhile; as is on SQLite, whose write transaction already holds the
+        file's one write lock (and which has no FOR UPDATE)."""
+        return query.with_for_update() if self.locks_rows else query
+
+    @property
+    def locks_rows(self) -> bool:
+        """Whether a write locks the rows it reads (PostgreSQL: FOR UPDATE); `session.get(...,
+        with_for_update=db.locks_rows)` is `locked()` for a look-up by primary key."""
+        return not self.is_sqlite
 
     async def fetch(self, query: Executable, parameters: Mapping[str, Any] | None = None) -> Sequence[Row[Any]]:
         """The rows of one read statement, on a plain connection: /health and /metrics run these on

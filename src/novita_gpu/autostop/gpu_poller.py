@@ -299,9 +299,7 @@ class GpuPoller(PeriodicWorker):
         """Write the verdict and the next look if the row is still the run it was about (same ready time
         and policy, still ready, nothing pending); no version bump (see the module's docstring)."""
         async with self.db.worker_write() as session:
-            query = select(Instance).where(Instance.id == snap.id)
-            if not self.db.is_sqlite:
-                query = query.with_for_update()
+            query = self.db.locked(select(Instance).where(Instance.id == snap.id))
             row = (await session.execute(query)).scalar_one_or_none()
             if row is None or not uses_gpu(row) or self._run_key(row) != self._run_key(snap):
                 return False

@@ -177,7 +177,7 @@ class Budgets(PeriodicWorker):
         checked = self._checked_webhook_url(webhook_url)
         now = self.clock.now()
         async with self.db.write() as session:
-            budget = await session.get(Budget, owner, with_for_update=not self.db.is_sqlite)
+            budget = await session.get(Budget, owner, with_for_update=self.db.locks_rows)
             if budget is not None and budget.set_by_admin and not by_admin:
                 raise BudgetLocked()
             if budget is None:
@@ -197,7 +197,7 @@ class Budgets(PeriodicWorker):
 
     async def delete(self, owner: str, *, by_admin: bool) -> dict[str, Any]:
         async with self.db.write() as session:
-            budget = await session.get(Budget, owner, with_for_update=not self.db.is_sqlite)
+            budget = await session.get(Budget, owner, with_for_update=self.db.locks_rows)
             if budget is not None:
                 if budget.set_by_admin and not by_admin:
                     raise BudgetLocked()
@@ -249,7 +249,7 @@ class Budgets(PeriodicWorker):
         deliveries. A replica that got there first leaves nothing to do."""
         stopped: list[str] = []
         async with self.db.write() as session:
-            budget = await session.get(Budget, owner, with_for_update=not self.db.is_sqlite)
+            budget = await session.get(Budget, owner, with_for_update=self.db.locks_rows)
             if budget is None or budget.exceeded_month == month_key(now):
                 return
             budget.exceeded_month = month_key(now)
@@ -299,8 +299,7 @@ class Budgets(PeriodicWorker):
                 and_(Instance.status == Status.FAILED, Instance.billing_since.is_not(None)),
             ),
         )
-        if not self.db.is_sqlite:
-            query = query.with_for_update()
+        query = self.db.locked(query)
         message = (
             f"Budget exceeded: ${spend.spent:.2f} spent of the ${budget.monthly_limit_usd:.2f} monthly budget "
             "(onExceeded: stopAll)."

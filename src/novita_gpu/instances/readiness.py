@@ -102,7 +102,7 @@ class Prober(PeriodicWorker):
         # A new instance's first readiness (not one after a start, a failure or a restart by Novita).
         first_since_create = snap.ready_at is None and snap.stopped_at is None and snap.failed_at is None
         async with self.db.worker_write() as session:
-            row = await reattach_if_current(session, snap, lock=not self.db.is_sqlite)
+            row = await reattach_if_current(session, snap, lock=self.db.locks_rows)
             if row is None:
                 return False  # changed meanwhile: the next pass looks again
             row.health_check = report

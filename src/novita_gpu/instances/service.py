@@ -188,8 +188,8 @@ class InstanceService:
             query = query.where(Instance.owner == owner, Instance.name == ref, Instance.status != Status.TERMINATED)
         else:
             query = query.where(Instance.id == ref)
-        if lock and not self.db.is_sqlite:
-            query = query.with_for_update()
+        if lock:
+            query = self.db.locked(query)
         row = (await session.execute(query)).scalar_one_or_none()
         if row is None:
             raise InstanceNotFound(ref)
