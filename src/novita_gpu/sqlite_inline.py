@@ -2,7 +2,7 @@
 
 SQLAlchemy's async SQLite dialect drives the `aiosqlite` driver, which runs every call on a helper
 thread: each query costs two thread hand-offs, far more than the query itself (docs/performance.md,
-"Figures behind the code"). SQLite is an in-process library and, in WAL mode, readers never wait for writers;
+"Costs that shaped the code"). SQLite is an in-process library and, in WAL mode, readers never wait for writers;
 this process serialises its own writers (`Database.write`). So this adapter runs the standard `sqlite3`
 calls inline, behind the small awaitable surface of aiosqlite that SQLAlchemy uses
 (`create_async_engine(..., async_creator=...)`).

@@ -44,8 +44,8 @@ from novita_gpu.workers import PeriodicWorker
 log = structlog.get_logger(__name__)
 
 MIN_SLEEP_SECONDS = 0.05
-# Watched rows read per query (by id), the loop turning between reads. At 10,000 ready instances one read of
-# every watched row as ORM rows held the event loop ~0.5 s and ~75 MB, twice a minute.
+# Watched rows read per query (by id), the loop turning between reads: one read of every watched row as ORM
+# rows held the event loop and tens of MB at once, twice a minute (docs/performance.md, per instance).
 WATCH_CHUNK = 500
 ENDED_BY_SWEEPER = (Reason.AUTO_STOP, Reason.MAX_RUNTIME)
 
@@ -188,9 +188,7 @@ class AutoStopSweeper(PeriodicWorker):
         """End the candidate if it is still due, for the same reason and with the same action, under its
         row's lock; the decision's figures go on the row and into the change's message."""
         async with self.db.write() as session:
-            query = select(Instance).where(Instance.id == candidate.instance_id)
-            if not self.db.is_sqlite:
-                query = query.with_for_update()
+            query = self.db.locked(select(Instance).where(Instance.id == candidate.instance_id))
             row = (await session.execute(query)).scalar_one_or_none()
             decision = None if row is None else decide(row, self.clock.now())
             if row is None or decision is None or decision.action != candidate.action:

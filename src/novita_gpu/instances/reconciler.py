@@ -115,22 +115,22 @@ _DEADLINED = frozenset({Status.CREATING, Status.STARTING, Status.HEALTH_CHECKING
 _OVERDUE_GRACE = timedelta(seconds=60)
 # Ids per lease UPDATE and load, each a turn of the loop (SQLite builds may allow as few as 999 bound parameters).
 _CLAIM_CHUNK = 100
-# Rows read per query of the candidates' columns: SQLite runs inline, and 10,000 rows in one read held the
-# loop ~30 ms; between two reads it serves requests.
+# Rows read per query of the candidates' columns: SQLite runs inline, and one read of every row held the
+# loop for all of it; between two reads it serves requests (docs/performance.md).
 _CANDIDATES_PAGE = 2_000
 # Rows processed at once by one replica, and so leased at once: a row is claimed when a slot is free, not
 # when the tick saw it, so rows beyond this wait unleased and another replica may take them.
 MAX_ROWS_IN_FLIGHT = MAX_CONNECTIONS
 # Of those, at most this many observe or act on instances that exist; while creates wait or are in flight,
 # at most _OTHERS_BESIDE_CREATES. Every row's writes queue for the store's one writer (SQLite) in turn, and
-# a create's three writes waited behind ~50 status changes each: upstream creates ran ~100/s behind 200/s
-# accepted. Status changes then catch up once the burst of creates is sent.
+# a create's three writes waited behind dozens of status changes each, so upstream creates fell behind a
+# burst of accepted ones (docs/performance.md). Status changes catch up once the burst is sent.
 _MAX_OTHERS_IN_FLIGHT = MAX_ROWS_IN_FLIGHT * 3 // 4
 _OTHERS_BESIDE_CREATES = 8
-# Rows of a full pass looked at per tick, besides those that need attention. A pass over 10,000 steady rows
-# in one tick loaded 10,000 ORM rows every RECONCILE_SLOW_SECONDS: ~1M short-lived objects, whose scattered
-# survivors kept ~20 MB of the allocator's arenas from ever being given back. At this pace a pass over
-# 10,000 rows takes 20 ticks (5 minutes when all is steady); up to 500 rows, one tick as before.
+# Rows of a full pass looked at per tick, besides those that need attention. A pass over every steady row
+# in one tick made about a hundred short-lived objects per row, whose scattered survivors kept the
+# allocator's arenas from ever being given back (docs/performance.md). At this pace a pass over 10,000
+# rows takes 20 ticks (5 minutes when all is steady); up to 500 rows, one tick as before.
 _SWEEP_PER_TICK = 500
 # Creates accepted here within this long of each other are claimed together, at once (not at the next tick).
 _NEW_CREATES_BATCH_SECONDS = 0.02
@@ -521,9 +521,8 @@ class Reconciler(PeriodicWorker):
     def _lease_write(self) -> contextlib.AbstractAsyncContextManager[AsyncSession]:
         """A write of this worker's own leases (a claim, a renewal). On SQLite a worker's turn: it runs
         inline. On PostgreSQL no turn: each statement yields to the loop anyway, and in a busy replica a
-        hundred rows in flight queue for the few turns; a tick's claims and renewals waited behind them
-        10-15 s, so leases lapsed under rows still in flight, creates waited for their claim and Novita was
-        listed every 20-30 s (bench scale, 3 replicas)."""
+        hundred rows in flight queue for the few turns: a tick's claims and renewals waited behind them
+        long enough for leases to lapse under rows still in flight (docs/performance.md, replicas)."""
         return self.db.worker_write() if self.db.is_sqlite else self.db.write()
 
     async def _claim(self, now: datetime, ids: list[str], token: str) -> list[Instance]:
@@ -583,7 +582,7 @@ class Reconciler(PeriodicWorker):
         """Apply `mutate` to the current row if nobody changed it since `snap` was read (and its lease, which
         `snap` was loaded under, still holds)."""
         async with self.db.worker_write() as session:
-            row = await reattach_if_current(session, snap, lock=not self.db.is_sqlite, lease_token=snap.lease_token)
+            row = await reattach_if_current(session, snap, lock=self.db.locks_rows, lease_token=snap.lease_token)
             if row is None:
                 return None
             await mutate(session, row)
@@ -892,9 +891,9 @@ class Reconciler(PeriodicWorker):
         async with self.db.worker_write() as session:
             # The row as this worker last wrote it when nobody changed it since (nearly always: no reload);
             # else as it is now.
-            r = await reattach_if_current(session, row, lock=not self.db.is_sqlite)
+            r = await reattach_if_current(session, row, lock=self.db.locks_rows)
             if r is None:
-                r = await session.get(Instance, row.id, populate_existing=True, with_for_update=not self.db.is_sqlite)
+                r = await session.get(Instance, row.id, populate_existing=True, with_for_update=self.db.locks_rows)
             if r is None or r.novita_instance_id is not None:
                 return
             r.novita_instance_id = novita_id
