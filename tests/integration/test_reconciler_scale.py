@@ -48,7 +48,10 @@ async def test_rows_beyond_the_free_slots_stay_unleased_for_another_replica(
         reconciler = harness.services.reconciler
         for instance_id in ids:
             reconciler.created(instance_id)
-        await asyncio.sleep(0.3)
+        deadline = time.monotonic() + 5  # the two creates reach Novita, where they hang (for 2 s each)
+        while harness.stats().get("POST /gpu/instance/create", 0) < 2:
+            assert time.monotonic() < deadline, "the creates did not go out"
+            await asyncio.sleep(0.01)
         leases = await _leases(harness)
         assert sorted(leases[i] is None for i in ids) == [False, False, True, True]
         assert reconciler.busy_rows() == {i for i in ids if leases[i] is not None}
