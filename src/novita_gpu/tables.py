@@ -166,12 +166,11 @@ class UpstreamListing(Base):
 # -- webhooks ----------------------------------------------------------------------------------------
 
 
-class WebhookDelivery(Base):
-    __tablename__ = "webhook_deliveries"
+class OutboxDelivery:
+    """The columns every webhook outbox row has: where it goes, what it says, and the dispatcher's progress
+    and lease (webhooks/dispatcher.py delivers both outboxes)."""
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)  # also the webhook-id header
-    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"))
-    event_id: Mapped[int] = mapped_column(ForeignKey("instance_events.id", ondelete="CASCADE"))
     url: Mapped[str] = mapped_column(Text)
     event: Mapped[str] = mapped_column(String(40))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -184,6 +183,13 @@ class WebhookDelivery(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     lease_token: Mapped[str | None] = mapped_column(String(40))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class WebhookDelivery(OutboxDelivery, Base):
+    __tablename__ = "webhook_deliveries"
+
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"))
+    event_id: Mapped[int] = mapped_column(ForeignKey("instance_events.id", ondelete="CASCADE"))
 
     __table_args__ = (
         Index("ix_webhook_deliveries_pending", "status", "next_attempt_at"),
@@ -256,27 +262,14 @@ class AccountEvent(Base):
     __table_args__ = (Index("ix_account_events_owner", "owner", "id"),)
 
 
-class AccountWebhook(Base):
+class AccountWebhook(OutboxDelivery, Base):
     """The outbox of account events: one delivery per (event, receiver), as `webhook_deliveries` for
     instance events."""
 
     __tablename__ = "account_webhooks"
 
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # also the webhook-id header
     event_id: Mapped[int] = mapped_column(ForeignKey("account_events.id", ondelete="CASCADE"))
     owner: Mapped[str] = mapped_column(String(64))
-    url: Mapped[str] = mapped_column(Text)
-    event: Mapped[str] = mapped_column(String(40))
-    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(12))  # pending | delivered | gone | expired
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    last_status_code: Mapped[int | None] = mapped_column(Integer)
-    last_error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    lease_token: Mapped[str | None] = mapped_column(String(40))
-    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         Index("ix_account_webhooks_pending", "status", "next_attempt_at"),
