@@ -8,17 +8,17 @@ from fastapi import APIRouter, Query
 
 from novita_gpu.catalog.schemas import ProductsAnswer, TemplatesAnswer
 from novita_gpu.catalog.service import CatalogError
+from novita_gpu.errors import UpstreamUnavailable
 from novita_gpu.novita import NovitaError
 from novita_gpu.web.auth import Owner
 from novita_gpu.web.deps import ServicesDep
-from novita_gpu.web.errors import ApiError
 from novita_gpu.web.responses import JSONResponse
 
 router = APIRouter(prefix="/api", tags=["catalog"])
 
 
-def _unavailable() -> ApiError:
-    return ApiError(503, "UPSTREAM_UNAVAILABLE", "Novita could not be reached.", headers={"Retry-After": "5"})
+def _unavailable() -> UpstreamUnavailable:
+    return UpstreamUnavailable("Novita could not be reached.", retry_after=5)
 
 
 @router.get(
