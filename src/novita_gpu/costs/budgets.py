@@ -31,7 +31,7 @@ from novita_gpu.clock import Clock
 from novita_gpu.costs.meter import checkpoint
 from novita_gpu.costs.report import Spend, month_key, month_spend, next_month_start
 from novita_gpu.db import Database
-from novita_gpu.errors import BudgetExceeded, BudgetLocked, InvalidInput
+from novita_gpu.errors import BudgetExceeded, BudgetLocked
 from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.instances.lifecycle import Reason, Status
 from novita_gpu.instances.rendering import iso
@@ -40,7 +40,7 @@ from novita_gpu.observability.metrics import Metrics
 from novita_gpu.settings import Settings
 from novita_gpu.tables import AccountEvent, AccountWebhook, Budget, Instance
 from novita_gpu.webhooks.dispatcher import retry_delay
-from novita_gpu.webhooks.guard import UnsafeWebhookTarget, WebhookPolicy, validate_webhook_url
+from novita_gpu.webhooks.guard import WebhookPolicy, checked_webhook_url
 from novita_gpu.webhooks.sender import WebhookSender
 from novita_gpu.webhooks.signing import signature_headers
 from novita_gpu.workers import PeriodicWorker
@@ -174,7 +174,7 @@ class Budgets(PeriodicWorker):
     async def put(
         self, owner: str, *, limit: float, on_exceeded: str, webhook_url: str | None, by_admin: bool
     ) -> dict[str, Any]:
-        checked = self._checked_webhook_url(webhook_url)
+        checked = checked_webhook_url(webhook_url, self.policy)
         now = self.clock.now()
         async with self.db.write() as session:
             budget = await session.get(Budget, owner, with_for_update=self.db.locks_rows)
@@ -203,14 +203,6 @@ class Budgets(PeriodicWorker):
                     raise BudgetLocked()
                 await session.delete(budget)
         return await self.view(owner)
-
-    def _checked_webhook_url(self, url: str | None) -> str | None:
-        if url is None:
-            return None
-        try:
-            return validate_webhook_url(url, self.policy)
-        except UnsafeWebhookTarget as exc:
-            raise InvalidInput("INVALID_WEBHOOK_URL", str(exc), field="webhookUrl") from exc
 
     # -- enforcing -------------------------------------------------------------------------------
 

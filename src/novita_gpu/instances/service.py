@@ -52,7 +52,7 @@ from novita_gpu.novita import NovitaError, RateLimited
 from novita_gpu.settings import Settings
 from novita_gpu.signals import Signal
 from novita_gpu.tables import IdempotencyRecord, Instance, InstanceEvent, WebhookAttempt, WebhookDelivery
-from novita_gpu.webhooks.guard import UnsafeWebhookTarget, WebhookPolicy, validate_webhook_url
+from novita_gpu.webhooks.guard import WebhookPolicy, checked_webhook_url
 
 # Checks a key's budget before it spends more: (owner, "create" | "start") -> raises BudgetExceeded when spent.
 BudgetGuard = Callable[[str, str], Awaitable[None]]
@@ -174,14 +174,6 @@ class InstanceService:
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    def _checked_webhook_url(self, url: str | None) -> str | None:
-        if url is None:
-            return None
-        try:
-            return validate_webhook_url(url, self.webhook_policy)
-        except UnsafeWebhookTarget as exc:
-            raise InvalidInput("INVALID_WEBHOOK_URL", str(exc), field="webhookUrl") from exc
-
     async def _load(self, session: AsyncSession, owner: str, ref: str, *, by_name: bool, lock: bool) -> Instance:
         query = select(Instance)
         if by_name:
@@ -219,7 +211,7 @@ class InstanceService:
                 return replay
         if self.budget_guard is not None:
             await self.budget_guard(owner, "create")
-        webhook_url = self._checked_webhook_url(body.webhook_url)
+        webhook_url = checked_webhook_url(body.webhook_url, self.webhook_policy)
         billing_mode = body.billing_mode or self.settings.default_billing_mode
         try:
             template = await self.catalog.template(body.template_id)
@@ -454,7 +446,7 @@ class InstanceService:
     # -- actions ---------------------------------------------------------------------------------
 
     async def start(self, owner: str, ref: str, body: StartIn, *, by_name: bool) -> ActionResult:
-        webhook_url = self._checked_webhook_url(body.webhook_url)
+        webhook_url = checked_webhook_url(body.webhook_url, self.webhook_policy)
         if self.budget_guard is not None:
             await self.budget_guard(owner, "start")
         async with self.db.write() as session:

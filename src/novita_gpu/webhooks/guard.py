@@ -24,6 +24,8 @@ import idna
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
+from novita_gpu.errors import InvalidInput
+
 if TYPE_CHECKING:
     from novita_gpu.settings import Settings
 
@@ -201,6 +203,17 @@ class _Host:
     name: str  # ASCII, lower-case, without the trailing dot
     address: IPAddress | None
     percent_encoded: bool
+
+
+def checked_webhook_url(url: str | None, policy: WebhookPolicy) -> str | None:
+    """A webhook URL given in a request body (an instance's, a budget's), checked as `validate_webhook_url`
+    does; a refusal is the request's fault: InvalidInput on the `webhookUrl` field."""
+    if url is None:
+        return None
+    try:
+        return validate_webhook_url(url, policy)
+    except UnsafeWebhookTarget as exc:
+        raise InvalidInput("INVALID_WEBHOOK_URL", str(exc), field="webhookUrl") from exc
 
 
 def validate_webhook_url(url: str, policy: WebhookPolicy) -> str:
