@@ -34,7 +34,7 @@ from novita_gpu.db import Database
 from novita_gpu.errors import BudgetExceeded, BudgetLocked
 from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.instances.lifecycle import Reason, Status
-from novita_gpu.instances.rendering import iso
+from novita_gpu.instances.rendering import delivery_view, iso
 from novita_gpu.instances.service import InstanceService
 from novita_gpu.observability.metrics import Metrics
 from novita_gpu.settings import Settings
@@ -144,17 +144,7 @@ class Budgets(PeriodicWorker):
             ).scalars()
             by_event: dict[int, list[dict[str, Any]]] = {}
             for d in deliveries:
-                by_event.setdefault(d.event_id, []).append(
-                    {
-                        "deliveryId": d.id,
-                        "url": d.url,
-                        "status": d.status,
-                        "attempts": d.attempts,
-                        "lastStatusCode": d.last_status_code,
-                        "lastError": d.last_error,
-                        "deliveredAt": iso(d.delivered_at),
-                    }
-                )
+                by_event.setdefault(d.event_id, []).append(delivery_view(d))
         return {
             "apiKey": owner,
             "events": [

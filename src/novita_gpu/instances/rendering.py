@@ -15,7 +15,7 @@ from typing import Any
 from novita_gpu.autostop.policy import GpuVerdict, idle_action, runtime_deadline, stops_at
 from novita_gpu.instances.lifecycle import Reason, Status
 from novita_gpu.json_text import servable
-from novita_gpu.tables import Instance, InstanceEvent, WebhookAttempt, WebhookDelivery
+from novita_gpu.tables import Instance, InstanceEvent, OutboxDelivery, WebhookAttempt, WebhookDelivery
 
 _DECIDED = frozenset({Reason.AUTO_STOP, Reason.MAX_RUNTIME})
 
@@ -144,6 +144,19 @@ def _event(row: Instance, to: str, previous: str | None, at: datetime, data: dic
     }
 
 
+def delivery_view(delivery: OutboxDelivery) -> dict[str, Any]:
+    """One webhook delivery as the API shows it (an instance's history, a key's account events)."""
+    return {
+        "deliveryId": delivery.id,
+        "url": delivery.url,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "lastStatusCode": delivery.last_status_code,
+        "lastError": delivery.last_error,
+        "deliveredAt": iso(delivery.delivered_at),
+    }
+
+
 def history_view(
     instance_id: str,
     events: list[InstanceEvent],
@@ -165,14 +178,8 @@ def history_view(
     for delivery in deliveries:
         deliveries_by_event.setdefault(delivery.event_id, []).append(
             {
-                "deliveryId": delivery.id,
-                "url": delivery.url,
-                "status": delivery.status,
-                "attempts": delivery.attempts,
-                "lastStatusCode": delivery.last_status_code,
-                "lastError": delivery.last_error,
+                **delivery_view(delivery),
                 "nextAttemptAt": iso(delivery.next_attempt_at) if delivery.status == "pending" else None,
-                "deliveredAt": iso(delivery.delivered_at),
                 "history": attempts_by_delivery.get(delivery.id, []),
             }
         )
