@@ -50,14 +50,10 @@ import asyncpg
 import httpx
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
-from bench.common import NOVITA_GPU, ensure_wrk, show, wait_http, wrk
+from bench.common import NOVITA_GPU, Delivery, ensure_wrk, show, wait_http, webhook_receiver, wrk
 from novita_gpu.observability.metrics import percentiles
-from novita_gpu.serving import BackgroundServer, free_port
+from novita_gpu.serving import free_port
 
 COUNT = 10_000
 RATE = 200.0  # creates offered per second
@@ -465,24 +461,6 @@ async def _admin(url: str, statement: str) -> None:
         await connection.close()
 
 
-@contextmanager
-def webhook_receiver() -> Iterator[tuple[str, set[str]]]:
-    """A local receiver answering 200 to every webhook; yields its URL and the webhook-ids received."""
-    received: set[str] = set()
-
-    async def hook(request: Request) -> Response:
-        await request.body()
-        received.add(request.headers.get("webhook-id", ""))
-        return Response("OK")
-
-    server = BackgroundServer(Starlette(routes=[Route("/webhook", hook, methods=["POST"])]))
-    server.start_in_thread()
-    try:
-        yield f"{server.url}/webhook", received
-    finally:
-        server.stop_thread()
-
-
 class LeaseSampler:
     """Samples who holds the instance leases (`lease_owner`, which names the reconciler's pid) in a
     thread, every 0.2 s, and adds up row-samples per pid, for each phase (`phase` may change meanwhile:
@@ -558,7 +536,7 @@ async def _takeover(database_url: str, pid: int, killed_at: float, wait: float) 
     }
 
 
-async def _webhooks_settled(database_url: str, received: set[str], wait: float) -> dict[str, Any]:
+async def _webhooks_settled(database_url: str, deliveries: list[Delivery], wait: float) -> dict[str, Any]:
     """Waits until no delivery is pending (at most `wait`), then checks every delivery reached the receiver."""
     url = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
     connection = await asyncpg.connect(url)
@@ -573,6 +551,7 @@ async def _webhooks_settled(database_url: str, received: set[str], wait: float) 
     finally:
         await connection.close()
     ids = {r["id"] for r in rows}
+    received = {d.headers.get("webhook-id", "") for d in deliveries}
     return {
         "deliveries": len(ids),
         "by_status": dict(Counter(r["status"] for r in rows)),
