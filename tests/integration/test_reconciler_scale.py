@@ -37,6 +37,13 @@ async def _leases(harness: Harness) -> dict[str, str | None]:
         return dict((await session.execute(select(Instance.id, Instance.lease_owner))).tuples().all())
 
 
+async def _ready_instances(harness: Harness, count: int) -> list[str]:
+    ids = [(await harness.create())["instanceId"] for _ in range(count)]
+    for instance_id in ids:
+        await harness.until_status(instance_id, "ready")
+    return ids
+
+
 async def test_rows_beyond_the_free_slots_stay_unleased_for_another_replica(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -65,9 +72,7 @@ async def test_a_full_pass_over_more_steady_rows_than_slots_ends_in_one_tick(
 ) -> None:
     harness = await Harness(tmp_path).start()
     try:
-        ids = [(await harness.create())["instanceId"] for _ in range(5)]
-        for instance_id in ids:
-            await harness.until_status(instance_id, "ready")
+        await _ready_instances(harness, 5)
         monkeypatch.setattr(reconciler_module, "MAX_ROWS_IN_FLIGHT", 2)
         result = await harness.services.reconciler.tick(full=True)
         assert (result.claimed, result.changed, result.busy) == (5, 0, False)
@@ -98,9 +103,7 @@ async def test_a_full_pass_looks_at_a_few_hundred_rows_a_tick_until_it_has_seen_
 ) -> None:
     harness = await Harness(tmp_path).start()
     try:
-        ids = [(await harness.create())["instanceId"] for _ in range(5)]
-        for instance_id in ids:
-            await harness.until_status(instance_id, "ready")
+        ids = await _ready_instances(harness, 5)
         monkeypatch.setattr(reconciler_module, "_SWEEP_PER_TICK", 2)
         reconciler = harness.services.reconciler
         claimed = [(await reconciler.tick(full=True)).claimed]
