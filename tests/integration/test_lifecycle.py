@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from novita_gpu.db import WORKER_WRITES_PER_PASS
 from tests.harness import Harness
 
 
@@ -24,7 +25,7 @@ async def test_create_reaches_ready_with_connection_details(harness: Harness) ->
 async def test_a_tick_that_moves_many_rows_lets_the_event_loop_serve_others_between_them(harness: Harness) -> None:
     """SQLite runs inline: without turns (Database.worker_write), one tick's row writes would all run in
     one loop pass and every API request would wait behind the whole batch."""
-    created = [await harness.create() for _ in range(12)]
+    created = [await harness.create() for _ in range(2 * WORKER_WRITES_PER_PASS + 4)]
     await harness.tick()  # created upstream; the next moves happen without calling Novita per row
     harness.clock.advance(2)
 
@@ -48,7 +49,7 @@ async def test_a_tick_that_moves_many_rows_lets_the_event_loop_serve_others_betw
         counter.cancel()
     assert result.changed == len(created)
     assert sum(writes_per_pass.values()) >= len(created)
-    assert max(writes_per_pass.values()) <= 4
+    assert max(writes_per_pass.values()) <= WORKER_WRITES_PER_PASS
 
 
 async def test_every_step_of_the_flow_shows_even_when_novita_passes_one_between_two_looks(harness: Harness) -> None:

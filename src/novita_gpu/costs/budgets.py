@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 import structlog
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Row, and_, bindparam, or_, select, update
 
 from novita_gpu.clock import Clock
 from novita_gpu.costs.meter import checkpoint
@@ -55,7 +55,13 @@ MIN_SLEEP_SECONDS = 0.05
 STOPPABLE = (Status.CREATING, Status.STARTING, Status.RUNNING, Status.HEALTH_CHECKING, Status.READY)
 
 
-def _spent(spend: Spend, budget: Budget) -> bool:
+# What a create or start is checked against.
+_GUARDED_BY = select(Budget.monthly_limit_usd, Budget.on_exceeded, Budget.set_by_admin).where(
+    Budget.owner == bindparam("owner")
+)
+
+
+def _spent(spend: Spend, budget: Budget | Row[Any]) -> bool:
     return spend.spent >= budget.monthly_limit_usd
 
 
@@ -198,7 +204,8 @@ class Budgets(PeriodicWorker):
 
     async def guard(self, owner: str, action: str) -> None:
         """Refuse a create (any budget reached) or a start (a stopAll budget reached): BudgetExceeded."""
-        budget = await self._budget(owner)
+        found = await self.db.fetch(_GUARDED_BY, {"owner": owner})  # every create asks: Core, not the ORM
+        budget = found[0] if found else None
         if budget is None or (action == "start" and budget.on_exceeded != "stopAll"):
             return
         now = self.clock.now()

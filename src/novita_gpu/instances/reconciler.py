@@ -26,7 +26,7 @@ from novita_gpu.clock import Clock
 from novita_gpu.db import Database
 from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.instances.events import change_status
-from novita_gpu.instances.guarded_write import reattach_if_current
+from novita_gpu.instances.guarded_write import reattach_if_current, show_written, update_if_current
 from novita_gpu.instances.lifecycle import (
     CHANGING,
     SETTLED,
@@ -591,6 +591,15 @@ class Reconciler(PeriodicWorker):
         self.changes.pulse(row.id)
         return row
 
+    async def _update(self, snap: Instance, values: dict[str, Any]) -> Instance | None:
+        """`_apply` for a write that only sets columns: one guarded UPDATE, without the ORM's unit of work."""
+        values = {**values, "updated_at": self.clock.now()}
+        async with self.db.worker_write() as session:
+            if not await update_if_current(session, snap, values, lease_token=snap.lease_token):
+                return None
+        self.changes.pulse(snap.id)
+        return show_written(snap, values)
+
     async def _change(self, session: AsyncSession, row: Instance, to: Status, **kwargs: Any) -> None:
         await change_status(
             session, row, to, now=self.clock.now(), default_webhook_url=self.settings.webhook_url, **kwargs
@@ -800,17 +809,16 @@ class Reconciler(PeriodicWorker):
             return await self._retry_later(row, f"Catalog unavailable ({type(exc).__name__}); retrying.")
         current: Instance | None = row
         for offer in offers:
-
-            async def intent(session: AsyncSession, r: Instance, offer: Any = offer) -> None:
-                r.create_attempted_at = self.clock.now()  # from here until an answer, the create is in doubt
-                r.next_action_at = None
-                r.product_id = offer.product_id
-                r.cluster_id = offer.cluster_id
-                r.region = offer.cluster_name
-                r.price_per_hour = round(offer.price_per_hour, 6)
-
+            intent = {
+                "create_attempted_at": self.clock.now(),  # from here until an answer, the create is in doubt
+                "next_action_at": None,
+                "product_id": offer.product_id,
+                "cluster_id": offer.cluster_id,
+                "region": offer.cluster_name,
+                "price_per_hour": round(offer.price_per_hour, 6),
+            }
             assert current is not None
-            current = await self._apply(current, intent)
+            current = await self._update(current, intent)
             if current is None:
                 return False
             try:
@@ -888,25 +896,31 @@ class Reconciler(PeriodicWorker):
     async def _record_created(self, row: Instance, novita_id: str) -> None:
         """Persist the new upstream id whatever else changed meanwhile (a user's delete stays pending)."""
         now = self.clock.now()
+        created = {
+            "novita_instance_id": novita_id,
+            "create_attempted_at": None,
+            "upstream_status": "toCreate",
+            "next_action_at": None,
+            "action_attempts": 0,
+            "status_message": "Novita is creating the instance.",
+            "phase_deadline_at": now + timedelta(seconds=self.settings.startup_timeout_seconds),
+            "updated_at": now,
+        }
         async with self.db.worker_write() as session:
-            # The row as this worker last wrote it when nobody changed it since (nearly always: no reload);
+            # The row as this worker last wrote it when nobody changed it since (nearly always: one UPDATE);
             # else as it is now.
-            r = await reattach_if_current(session, row, lock=self.db.locks_rows)
-            if r is None:
+            wrote = row.pending_action == Action.CREATE and await update_if_current(
+                session, row, {**created, "pending_action": None}, lease_token=None
+            )
+            if not wrote:
                 r = await session.get(Instance, row.id, populate_existing=True, with_for_update=self.db.locks_rows)
-            if r is None or r.novita_instance_id is not None:
-                return
-            r.novita_instance_id = novita_id
-            r.create_attempted_at = None
-            r.upstream_status = "toCreate"
-            r.next_action_at = None
-            r.action_attempts = 0
-            r.status_message = "Novita is creating the instance."
-            r.phase_deadline_at = now + timedelta(seconds=self.settings.startup_timeout_seconds)
-            if r.pending_action == Action.CREATE:
-                r.pending_action = None
-            r.version += 1
-            r.updated_at = now
+                if r is None or r.novita_instance_id is not None:
+                    return
+                for key, value in created.items():
+                    setattr(r, key, value)
+                if r.pending_action == Action.CREATE:
+                    r.pending_action = None
+                r.version += 1
         self.changes.pulse(row.id)
         log.info("reconcile_created", instance_id=row.id, novita_instance_id=novita_id)
 

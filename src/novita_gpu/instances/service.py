@@ -16,7 +16,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, String, bindparam, exists, func, insert, inspect, literal, select
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Select,
+    String,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    inspect,
+    literal,
+    select,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -53,6 +66,18 @@ from novita_gpu.settings import Settings
 from novita_gpu.signals import Signal
 from novita_gpu.tables import IdempotencyRecord, Instance, InstanceEvent, WebhookAttempt, WebhookDelivery
 from novita_gpu.webhooks.guard import WebhookPolicy, checked_webhook_url
+
+# A create's Idempotency-Key record, read and written in Core: through the ORM's session (`get`, `add`)
+# they were the larger part of a create's CPU (docs/performance.md).
+_IDEMPOTENCY_KEY = (IdempotencyRecord.owner == bindparam("owner"), IdempotencyRecord.key == bindparam("key"))
+_IDEMPOTENCY_RECORD = select(
+    IdempotencyRecord.request_hash,
+    IdempotencyRecord.status_code,
+    IdempotencyRecord.response,
+    IdempotencyRecord.created_at,
+).where(*_IDEMPOTENCY_KEY)
+_DELETE_IDEMPOTENCY_RECORD = delete(IdempotencyRecord).where(*_IDEMPOTENCY_KEY)
+_INSERT_IDEMPOTENCY_RECORD = insert(IdempotencyRecord)
 
 # Checks a key's budget before it spends more: (owner, "create" | "start") -> raises BudgetExceeded when spent.
 BudgetGuard = Callable[[str, str], Awaitable[None]]
@@ -205,8 +230,7 @@ class InstanceService:
     async def create(self, owner: str, body: CreateInstanceIn, idempotency_key: str | None) -> CreateResult:
         request_hash = _request_hash(body)
         if idempotency_key is not None:
-            async with self.db.read() as session:
-                replay = await self._idempotent_replay(session, owner, idempotency_key, request_hash)
+            replay = await self._replay_of(owner, idempotency_key, request_hash)
             if replay is not None:
                 return replay
         if self.budget_guard is not None:
@@ -275,8 +299,7 @@ class InstanceService:
             return await self._insert(row, owner, idempotency_key, request_hash, now)
         except IntegrityError as exc:  # the live-name index, or a concurrent request with the same key
             if idempotency_key is not None:
-                async with self.db.read() as session:
-                    replay = await self._idempotent_replay(session, owner, idempotency_key, request_hash)
+                replay = await self._replay_of(owner, idempotency_key, request_hash)
                 if replay is not None:
                     return replay
             raise await self._name_taken(owner, body.name) from exc
@@ -285,8 +308,13 @@ class InstanceService:
         self, row: Instance, owner: str, idempotency_key: str | None, request_hash: str, now: datetime
     ) -> CreateResult:
         async with self.db.write() as session:
+            conn = await session.connection()
             if idempotency_key is not None:
-                replay = await self._idempotent_replay(session, owner, idempotency_key, request_hash)
+                record_key = {"owner": owner, "key": idempotency_key}
+                stored = (await conn.execute(_IDEMPOTENCY_RECORD, record_key)).one_or_none()
+                if stored is not None and self._expired(stored):
+                    await conn.execute(_DELETE_IDEMPOTENCY_RECORD, record_key)  # this create takes the key anew
+                replay = self._replay(stored, request_hash)
                 if replay is not None:
                     return replay
             # A plain INSERT of the new row (the ORM's unit of work was the larger part of a create).
@@ -294,16 +322,9 @@ class InstanceService:
             await record_change(session, row, None, now=now, default_webhook_url=self.settings.webhook_url)
             response = {**instance_view(row), "message": "Instance creation started."}
             if idempotency_key is not None:
-                session.add(
-                    IdempotencyRecord(
-                        owner=owner,
-                        key=idempotency_key,
-                        request_hash=request_hash,
-                        status_code=201,  # the first answer's HTTP status, which a replay repeats
-                        response=response,
-                        created_at=now,
-                    )
-                )
+                # 201: the first answer's HTTP status, which a replay repeats.
+                record = {"request_hash": request_hash, "status_code": 201, "response": response, "created_at": now}
+                await conn.execute(_INSERT_IDEMPOTENCY_RECORD, {**record_key, **record})
         self.notify_changed(row.id)
         self.created.emit(row.id)
         return CreateResult(response)
@@ -317,14 +338,18 @@ class InstanceService:
             )
         return NameTaken(name, taken)
 
-    async def _idempotent_replay(
-        self, session: AsyncSession, owner: str, key: str, request_hash: str
-    ) -> CreateResult | None:
-        record = await session.get(IdempotencyRecord, (owner, key))
-        if record is None:
-            return None
-        if record.created_at < self.clock.now() - timedelta(seconds=self.settings.idempotency_ttl_seconds):
-            await session.delete(record)
+    async def _replay_of(self, owner: str, key: str, request_hash: str) -> CreateResult | None:
+        """The first answer given to this Idempotency-Key, read outside any write; None if there is none."""
+        found = await self.db.fetch(_IDEMPOTENCY_RECORD, {"owner": owner, "key": key})
+        return self._replay(found[0] if found else None, request_hash)
+
+    def _expired(self, record: Row[Any]) -> bool:
+        return bool(record.created_at < self.clock.now() - timedelta(seconds=self.settings.idempotency_ttl_seconds))
+
+    def _replay(self, record: Row[Any] | None, request_hash: str) -> CreateResult | None:
+        """A stored first answer repeated (IdempotencyConflict if the key came with another body); None when
+        there is none, or it expired."""
+        if record is None or self._expired(record):
             return None
         if record.request_hash != request_hash:
             raise IdempotencyConflict()
