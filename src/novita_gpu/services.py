@@ -164,7 +164,7 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics | No
     dispatcher = WebhookDispatcher(db, clock, webhook_sender, settings, metrics, on_instance_change=changes.pulse)
     sweeper = AutoStopSweeper(db, clock, instances, settings, metrics)
     gpu_poller = GpuPoller(db, clock, client, settings, changes)
-    budgets = Budgets(db, clock, instances, settings, metrics, webhook_sender, policy, changes)
+    budgets = Budgets(db, clock, instances, settings, metrics, webhook_sender, policy)
 
     # Who wakes whom: every wake-up of a worker by another part is wired here, and only here (signals.py).
     # Each signal fires on the news its worker acts on, so a create wakes the reconciler and the dispatcher

@@ -115,8 +115,15 @@ async def test_accrued_cost_is_kept_as_it_accrues_and_survives_a_restart(harness
     view = await ready(h)
     instance_id = view["instanceId"]
     h.clock.advance(HOUR)
+    reads = h.services.instances.reads
+    assert reads.view(instance_id) is not None  # GET by id answers from the read cache
     await h.services.budgets.step()  # the worker moves each billing instance's cost forward
     now = h.clock.now()
+    # The cached view got the new cost in place (a checkpoint drops no view), exactly as rendered afresh.
+    patched = reads.view(instance_id)
+    assert patched is not None
+    h.services.instances.changes.pulse(instance_id)  # dropped: the next GET renders the row afresh
+    assert (await h.http.get(f"/api/instances/{instance_id}")).content == patched.body
     mid = (await h.instance(instance_id))["cost"]
     assert datetime.fromisoformat(mid["accruedAt"]) == now and mid["billingSince"] is not None
     expected = billed_seconds(h, view["novitaInstanceId"], now.timestamp()) / HOUR * view["pricePerHour"]

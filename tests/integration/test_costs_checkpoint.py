@@ -12,6 +12,7 @@ from sqlalchemy import text, update
 
 from novita_gpu.costs import meter
 from novita_gpu.db import Database
+from novita_gpu.instances.rendering import iso
 from novita_gpu.tables import Instance
 from tests.fixtures.databases import fresh_database
 
@@ -91,4 +92,11 @@ async def test_checkpoint_writes_every_billing_row_in_batches_and_skips_one_move
     for row in rows:
         if row.id != moved_on:
             assert figures[row.id] == (600.0, round(600 / 3600 * 0.36, 6))  # the whole ten minutes, counted once
+            # Each row written comes back with its new `cost` object, for the cached views.
+            assert written[row.id] == {
+                "accruedUsd": round(600 / 3600 * 0.36, 6),
+                "billedSeconds": 600.0,
+                "accruedAt": iso(NOW),
+                "billingSince": iso(SINCE),
+            }
     assert figures[moved_on][0] in (0.0, 300.0)  # left as the other writer made it

@@ -32,7 +32,6 @@ from novita_gpu.costs.meter import checkpoint
 from novita_gpu.costs.report import Spend, month_key, month_spend, next_month_start
 from novita_gpu.db import Database
 from novita_gpu.errors import BudgetExceeded, BudgetLocked
-from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.instances.lifecycle import Reason, Status
 from novita_gpu.instances.rendering import delivery_view, iso
 from novita_gpu.instances.service import InstanceService
@@ -78,7 +77,6 @@ class Budgets(PeriodicWorker):
         metrics: Metrics,
         sender: WebhookSender,
         policy: WebhookPolicy,
-        changes: ChangeFeed,
     ) -> None:
         super().__init__(clock)
         self.db = db
@@ -87,7 +85,6 @@ class Budgets(PeriodicWorker):
         self.metrics = metrics
         self.sender = sender
         self.policy = policy
-        self.changes = changes
         self.retry_seconds = settings.budget_check_seconds
         self.lease = timedelta(seconds=settings.webhook_timeout_seconds + 5)
         self.max_age = timedelta(seconds=settings.webhook_max_age_seconds)
@@ -99,9 +96,7 @@ class Budgets(PeriodicWorker):
     async def step(self) -> float:
         now = self.clock.now()
         self.last_run_at = now
-        written = await checkpoint(self.db, now)
-        if written:
-            self.changes.pulse(written[0] if len(written) == 1 else None)  # views show the new figures
+        await checkpoint(self.db, now, on_written=self.instances.reads.move_costs)  # views show the new figures
         await self.enforce(now)
         await self.deliver()
         return await self.seconds_until_next(now)

@@ -21,7 +21,7 @@ is never more than a minute old, and survives restarts.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +30,7 @@ from sqlalchemy import bindparam, event, inspect, select, update
 from sqlalchemy.orm import Session, UOWTransaction
 
 from novita_gpu.db import Database, table_of
+from novita_gpu.instances.rendering import cost_view
 from novita_gpu.tables import BillingPeriod, Instance
 
 BILLED = frozenset(
@@ -215,14 +216,30 @@ _CHECKPOINT = (
 CHECKPOINT_BATCH = 500
 
 
-async def checkpoint(db: Database, now: datetime) -> list[str]:
-    """Write every billing instance's cost so far (the ids written). A compare-and-set on the open stretch
-    and the last checkpoint: a row whose stretch closed or that was moved on meanwhile is left as it is.
-    `version` is not bumped: this is bookkeeping, and the reconciler's guarded writes must not lose a turn.
-    Written CHECKPOINT_BATCH rows at a time, each batch a worker's turn."""
+async def checkpoint(
+    db: Database, now: datetime, on_written: Callable[[dict[str, dict[str, Any]]], None] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Write every billing instance's cost so far: the rows written, each with its new `cost` object as
+    views show it. A compare-and-set on the open stretch and the last checkpoint: a row whose stretch closed
+    or that was moved on meanwhile is left as it is. `version` is not bumped: this is bookkeeping, and the
+    reconciler's guarded writes must not lose a turn. Written CHECKPOINT_BATCH rows at a time, each batch a
+    worker's turn; `on_written` hears each batch's rows as soon as it commits, before anything else can
+    write them (the read cache moves their views' cost then: later, it could undo a newer write)."""
     rows = await db.fetch(_BILLING_ROWS)
-    written: list[str] = []
+    written: dict[str, dict[str, Any]] = {}
     batch: list[dict[str, Any]] = []
+
+    async def write() -> None:
+        by_id = {params["row_id"]: params for params in batch}
+        costs = {}
+        for row_id in await _write_checkpoint(db, batch):
+            params = by_id[row_id]
+            costs[row_id] = cost_view(params["cost"], params["seconds"], now, params["since"])
+        if on_written is not None:
+            on_written(costs)
+        written.update(costs)
+        batch.clear()
+
     for row in rows:
         start = max(row.billing_since, row.accrued_at) if row.accrued_at is not None else row.billing_since
         seconds = (now - start).total_seconds()
@@ -239,10 +256,9 @@ async def checkpoint(db: Database, now: datetime) -> list[str]:
             }
         )
         if len(batch) == CHECKPOINT_BATCH:
-            written += await _write_checkpoint(db, batch)
-            batch = []
+            await write()
     if batch:
-        written += await _write_checkpoint(db, batch)
+        await write()
     return written
 
 

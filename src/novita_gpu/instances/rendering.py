@@ -9,8 +9,10 @@ hold one on SQLite or PostgreSQL (the drivers refuse to write it), so they need 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from novita_gpu.autostop.policy import GpuVerdict, idle_action, runtime_deadline, stops_at
 from novita_gpu.instances.lifecycle import Reason, Status
@@ -42,6 +44,18 @@ def _gpu_view(row: Instance) -> dict[str, Any] | None:
         "samplesUntil": check.get("until"),
         "fallback": "lastUsed" if check.get("state") == "unavailable" else None,
         "reason": check.get("reason"),
+    }
+
+
+def cost_view(
+    accrued_usd: float | None, billed_seconds: float | None, accrued_at: datetime | None, billing_since: datetime | None
+) -> dict[str, Any]:
+    """An instance's `cost` object: what it has accrued, as of `accruedAt` (the last checkpoint)."""
+    return {
+        "accruedUsd": round(accrued_usd or 0.0, 6),
+        "billedSeconds": round(billed_seconds or 0.0, 3),
+        "accruedAt": iso(accrued_at),
+        "billingSince": iso(billing_since),
     }
 
 
@@ -82,12 +96,7 @@ def instance_view(row: Instance) -> dict[str, Any]:
             "lastDecision": servable(row.auto_stop_decision),
         },
         "maxRuntimeMinutes": row.max_runtime_minutes,
-        "cost": {
-            "accruedUsd": round(row.accrued_cost_usd or 0.0, 6),
-            "billedSeconds": round(row.billed_seconds or 0.0, 3),
-            "accruedAt": iso(row.accrued_at),
-            "billingSince": iso(row.billing_since),
-        },
+        "cost": cost_view(row.accrued_cost_usd, row.billed_seconds, row.accrued_at, row.billing_since),
         "envKeys": servable([env["key"] for env in row.envs]),
         "labels": servable(row.labels),
         "operationId": row.operation_id,
@@ -99,6 +108,48 @@ def instance_view(row: Instance) -> dict[str, Any]:
         "terminatedAt": iso(row.terminated_at),
         "updatedAt": iso(row.updated_at),
     }
+
+
+def typical_view_json() -> bytes:
+    """A ready instance's view as JSON, every field present: the dictionary that cached views are packed
+    against (read_cache.py). How well they pack depends on it; what they unpack to does not."""
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    port = {"port": 8888, "type": "http", "endpoint": "https://0000000000000000-8888.example"}
+    row = Instance(
+        id="inst_00000000000000000000",
+        owner="default",
+        name="instance",
+        status=Status.READY,
+        status_message="The instance is ready: every port answers.",
+        upstream_status="running",
+        novita_instance_id="0000000000000000",
+        product_name="RTX 4090 24GB",
+        product_id="product",
+        template_id="pytorch-jupyter",
+        network_storages=[],
+        gpu_num=1,
+        rootfs_size=60,
+        region="US-01",
+        cluster_id="cluster",
+        billing_mode="onDemand",
+        price_per_hour=0.35,
+        connection_details={"ports": [port]},
+        auto_stop_minutes=60,
+        auto_stop_signal="lastUsed",
+        auto_stop_action="stop",
+        max_runtime_minutes=0,
+        accrued_cost_usd=0.0,
+        billed_seconds=0.0,
+        billing_since=at,
+        envs=[],
+        labels={},
+        operation_id="op_0000000000000000",
+        created_at=at,
+        started_at=at,
+        ready_at=at,
+        updated_at=at,
+    )
+    return orjson.dumps(instance_view(row))
 
 
 def webhook_data(row: Instance) -> dict[str, Any]:
