@@ -20,7 +20,8 @@ from typing import Any
 
 import httpx
 
-from bench.common import free_port, process, serve_command, show
+from bench.common import process, serve_command, show
+from novita_gpu.serving import free_port
 
 SUBSCRIBERS = 500
 INSTANCES = 10
