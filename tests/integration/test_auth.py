@@ -68,6 +68,12 @@ async def test_a_cached_instance_is_still_shown_only_to_its_key(keyed: Harness) 
     for headers in ({}, bearer("wrong"), {"X-API-Key": KEY_A[:-1]}):
         response = await keyed.http.get(path, headers=headers)
         assert response.status_code == 401 and response.json()["error"]["code"] == "UNAUTHORIZED"
+    # The list page, cached for A, likewise.
+    for _ in range(2):
+        assert (await keyed.http.get("/api/instances", headers=bearer(KEY_A))).json()["total"] == 1
+    assert (await keyed.http.get("/api/instances", headers=bearer(KEY_B))).json()["total"] == 0
+    for headers in ({}, bearer("wrong")):
+        assert (await keyed.http.get("/api/instances", headers=headers)).status_code == 401
 
 
 def test_refuses_to_listen_publicly_without_keys(tmp_path: Path) -> None:

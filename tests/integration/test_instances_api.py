@@ -195,6 +195,31 @@ async def test_repeated_reads_answer_alike_and_follow_changes(harness: Harness) 
     assert (await harness.http.get(path)).json()["status"] == "stopping"
 
 
-async def _reads_counted(harness: Harness) -> int:
+async def test_repeated_list_pages_answer_alike_and_follow_changes(harness: Harness) -> None:
+    """A plain list page (no query, or only `limit`) polled again is answered from the read cache, before
+    the framework: the same bytes and headers, counted under the route, and the next change shows."""
+    first_made = await ready_instance(harness, name="listed-1")
+    await ready_instance(harness, name="listed-2")
+    counted_before = await _reads_counted(harness, "/api/instances")
+    for query in ("", "?limit=1", "?limit=500"):
+        first, again = (
+            await harness.http.get(f"/api/instances{query}"),
+            await harness.http.get(f"/api/instances{query}"),
+        )
+        assert first.status_code == again.status_code == 200 and first.content == again.content, query
+        assert again.headers["content-type"] == first.headers["content-type"] == "application/json"
+    assert len((await harness.http.get("/api/instances?limit=1")).json()["instances"]) == 1
+    # Other queries take the route: validated as ever.
+    assert (await harness.http.get("/api/instances?limit=501")).status_code == 400
+    assert (await harness.http.get("/api/instances?limit=0")).status_code == 400
+    assert (await harness.http.get("/api/instances?status=ready&limit=1")).json()["total"] == 2
+    assert await _reads_counted(harness, "/api/instances") == counted_before + 10
+
+    assert (await harness.http.post(f"/api/instances/{first_made['instanceId']}/stop")).status_code == 202
+    statuses = {i["name"]: i["status"] for i in (await harness.http.get("/api/instances")).json()["instances"]}
+    assert statuses == {"listed-1": "stopping", "listed-2": "ready"}
+
+
+async def _reads_counted(harness: Harness, route: str = "/api/instances/{instance_id}") -> int:
     by_route = (await harness.http.get("/api/metrics")).json()["requests"]["byRoute"]
-    return int(by_route["/api/instances/{instance_id}"]["count"])
+    return int(by_route.get(route, {}).get("count", 0))

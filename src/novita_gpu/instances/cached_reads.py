@@ -1,23 +1,31 @@
-"""GET /api/instances/{id} answered from the read cache before the framework sees the request.
+"""GET /api/instances/{id} and the plain list page answered from the read cache before the framework.
 
-Clients poll this route (the quick-start's examples do, per instance, every few seconds), and when the
-view is cached its answer is already rendered. FastAPI's routing, dependency solving and response
-plumbing then cost more than half of the request's CPU (docs/performance.md). Only that case is
-answered here: a cache miss, a query string (long-polls), a missing or foreign key all go on to the
-FastAPI route, which stays the one definition of the route's behaviour. The request middleware around
-this one still adds the ids, the metrics (under the route's own template) and the access log.
+Clients poll these routes (the quick-start's examples poll each instance every few seconds; dashboards
+poll the list), and when the answer is cached it is already rendered. FastAPI's routing, dependency
+solving, query validation and response plumbing then cost more than half of the request's CPU
+(docs/performance.md). Only those cases are answered here: a view by id, and the list with no query
+but `limit`. A cache miss, any other query string (long-polls, filters, cursors), a missing or foreign
+key all go on to the FastAPI routes, which stay the one definition of their behaviour. The request
+middleware around this one still adds the ids, the metrics (under the route's own template) and the
+access log.
 """
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 from starlette.datastructures import Headers
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from novita_gpu.instances.read_cache import CachedView
-from novita_gpu.instances.router import get_instance, router
+from novita_gpu.instances.read_cache import CachedView, ListPage, list_key
+from novita_gpu.instances.router import get_instance, list_instances, router
 
 _PREFIX = router.prefix + "/"
 _ROUTE = next(route for route in router.routes if getattr(route, "endpoint", None) is get_instance)
+_LIST_ROUTE = next(route for route in router.routes if getattr(route, "endpoint", None) is list_instances)
+_LIST_QUERY = re.compile(rb"(?:limit=([1-9][0-9]{0,2}))?")  # the route's default limit is 100, at most 500
 _CONTENT_TYPE = (b"content-type", b"application/json")
 
 
@@ -26,27 +34,40 @@ class CachedInstanceReads:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = _cached_answer(scope) if scope["type"] == "http" else None
-        if body is None:
+        answer = _cached_answer(scope) if scope["type"] == "http" else None
+        if answer is None:
             await self.app(scope, receive, send)
             return
-        scope["route"] = _ROUTE
+        scope["route"], body = answer
         headers = [_CONTENT_TYPE, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 
-def _cached_answer(scope: Scope) -> bytes | None:
-    """The body the route would answer with, when it is cached and the caller may see it; else None."""
+def _cached_answer(scope: Scope) -> tuple[BaseRoute, bytes] | None:
+    """The route and the body it would answer with, when that is cached and the caller may see it."""
     path: str = scope["path"]
-    if scope["method"] != "GET" or scope["query_string"] or scope.get("root_path") or not path.startswith(_PREFIX):
+    if scope["method"] != "GET" or scope.get("root_path") or not path.startswith(router.prefix):
         return None
+    services = getattr(scope["app"].state, "services", None)
+    if services is None:
+        return None
+    if path == router.prefix:
+        return _cached_list(scope, services)
     instance_id = path[len(_PREFIX) :]
-    state = scope["app"].state
-    services = getattr(state, "services", None)
-    if not instance_id or "/" in instance_id or services is None:
+    if scope["query_string"] or not path.startswith(_PREFIX) or not instance_id or "/" in instance_id:
         return None
     cached: CachedView | None = services.instances.reads.view(instance_id)
-    if cached is None or state.api_keys.owner_for(Headers(scope=scope)) != cached.owner:
+    if cached is None or scope["app"].state.api_keys.owner_for(Headers(scope=scope)) != cached.owner:
         return None
-    return cached.body
+    return _ROUTE, cached.body
+
+
+def _cached_list(scope: Scope, services: Any) -> tuple[BaseRoute, bytes] | None:
+    query = _LIST_QUERY.fullmatch(scope["query_string"])
+    limit = int(query.group(1) or 100) if query else 0
+    if not 1 <= limit <= 500:
+        return None
+    owner = scope["app"].state.api_keys.owner_for(Headers(scope=scope))
+    page: ListPage | None = None if owner is None else services.instances.reads.list(list_key(owner, limit=limit))
+    return None if page is None else (_LIST_ROUTE, page.body)

@@ -90,6 +90,19 @@ class ListPage:
         return self._body
 
 
+def list_key(
+    owner: str,
+    *,
+    statuses: list[str] | tuple[str, ...] = (),
+    name: str | None = None,
+    limit: int,
+    cursor: str | None = None,
+    labels: tuple[tuple[str, str], ...] = (),
+) -> Hashable:
+    """The cache key of one list page: the route's and the cached-reads shortcut's (cached_reads.py)."""
+    return ("list", owner, tuple(statuses), name, limit, cursor, labels)
+
+
 class ReadCache:
     """Instance views by id and list pages, dropped on local writes and after `ttl` (None: never)."""
 

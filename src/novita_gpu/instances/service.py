@@ -58,7 +58,7 @@ from novita_gpu.instances.lifecycle import (
     Reason,
     Status,
 )
-from novita_gpu.instances.read_cache import CachedView, ListPage, ReadCache
+from novita_gpu.instances.read_cache import CachedView, ListPage, ReadCache, list_key
 from novita_gpu.instances.rendering import history_view, instance_view
 from novita_gpu.instances.schemas import AutoStopIn, CreateInstanceIn, StartIn, UpdateInstanceIn
 from novita_gpu.novita import NovitaError, RateLimited
@@ -395,7 +395,7 @@ class InstanceService:
         labels: tuple[tuple[str, str], ...] = (),
     ) -> ListPage:
         """`labels`: (key, value) pairs an instance must all carry."""
-        key = ("list", owner, tuple(statuses), name, limit, cursor, labels)
+        key = list_key(owner, statuses=statuses, name=name, limit=limit, cursor=cursor, labels=labels)
         cached = self.reads.list(key)
         if cached is None:
             cached = await self._list(owner, statuses=statuses, name=name, limit=limit, cursor=cursor, labels=labels)
