@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from novita_gpu.autostop import sweeper as sweeper_module
 from novita_gpu.emulator import EmulatorConfig
 from novita_gpu.emulator.config import Timings
+from novita_gpu.tables import Instance
 from tests.harness import Harness
 
 
@@ -215,6 +217,17 @@ async def test_the_sweeper_reads_its_watched_rows_a_chunk_at_a_time(
     stats = (await harness.http.get("/api/instances/auto-stop/stats")).json()
     assert (stats["watched"], stats["nextDeadline"]["instanceId"]) == (5, ids[0])
     assert await sweeper.seconds_until_next_sweep() == 60
+    # A step with nothing due reads the rows once, and sleeps until the earliest deadline or the interval.
+    reads = 0
+    watched = sweeper._watched
+
+    def counted(owner: str | None = None) -> AsyncIterator[Instance]:
+        nonlocal reads
+        reads += 1
+        return watched(owner)
+
+    monkeypatch.setattr(sweeper, "_watched", counted)
+    assert await sweeper.step() == 60 and reads == 1
     harness.clock.advance(minutes(15))
     stopped = (await sweeper.sweep(dry_run=False))["stopped"]
     assert sorted(s["instanceId"] for s in stopped) == sorted(ids)
