@@ -172,6 +172,7 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics | No
     instances.changed.subscribe(reconciler.wake)  # a goal changed: act on it now
     if settings.workers_enabled:  # a create accepted goes out at once (tests drive the reconciler by ticks)
         instances.created.subscribe(reconciler.created)
+        instances.room_for_create = reconciler.room_for_create  # ... and a burst it cannot send waits
     reconciler.health_checking.subscribe(prober.wake)  # probe at once rather than at the prober's next pass
     gpu_poller.idle_found.subscribe(sweeper.wake)  # an idle verdict may end an instance now
     changes.subscribe(dispatcher.wake)  # every committed write may have queued webhooks: they go out at once

@@ -17,7 +17,7 @@ from novita_gpu.instances.listing import Listing
 from novita_gpu.instances.reconciler import _needs_attention
 from novita_gpu.novita import Listed
 from novita_gpu.tables import Instance
-from tests.harness import Harness
+from tests.harness import SEED_BODY, Harness
 
 
 async def test_a_create_accepted_goes_out_at_once_without_waiting_for_a_tick(harness: Harness) -> None:
@@ -112,5 +112,39 @@ async def test_a_full_pass_looks_at_a_few_hundred_rows_a_tick_until_it_has_seen_
         harness.novita_action("stop", (await harness.instance(ids[0]))["novitaInstanceId"])
         result = await reconciler.tick(full=True)  # a new pass; a change shows at once, besides the pass
         assert result.claimed == 3 and (await harness.instance(ids[0]))["status"] in ("stopping", "stopped")
+    finally:
+        await harness.stop()
+
+
+async def test_a_create_waits_while_earlier_ones_wait_to_be_sent_and_goes_on_once_they_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Backpressure: a burst beyond what the process can send slows its clients instead of queueing
+    minutes of accepted creates; a create is never refused for it, only answered later."""
+    monkeypatch.setattr(reconciler_module, "MAX_ROWS_IN_FLIGHT", 1)
+    harness = await Harness(tmp_path, novita_timeout_seconds=2.0).start()
+    try:
+        instances, reconciler = harness.services.instances, harness.services.reconciler
+        instances.created.subscribe(reconciler.created)  # as build_services wires them with workers on
+        instances.room_for_create = reconciler.room_for_create
+        harness.faults(create_delay_seconds=60)  # each create hangs until the client gives up (2 s)
+        await harness.create(name="first")  # sent at once, and hangs: it holds the one slot
+        await harness.create(name="second")  # waits for the slot
+        harness.clock.advance(reconciler_module.UNSENT_LAG_SECONDS + 1)
+        assert reconciler.unsent_lag() > reconciler_module.UNSENT_LAG_SECONDS
+
+        third = asyncio.create_task(harness.http.post("/api/instances", json={**SEED_BODY, "name": "third"}))
+        done, _ = await asyncio.wait({third}, timeout=0.3)
+        assert not done  # not accepted (nor stored) while the second waits to be sent
+        assert (await harness.http.get("/api/instances")).json()["total"] == 2
+        # The first create's call gives up (in doubt: never sent again), the second goes out: room.
+        answer = await asyncio.wait_for(third, timeout=10)
+        assert answer.status_code == 201
+
+        # Never refused: past ROOM_WAIT_SECONDS a create is accepted however long the others wait.
+        monkeypatch.setattr(reconciler_module, "ROOM_WAIT_SECONDS", 0.1)
+        harness.clock.advance(reconciler_module.UNSENT_LAG_SECONDS + 1)
+        late = await harness.http.post("/api/instances", json={**SEED_BODY, "name": "fourth"})
+        assert late.status_code == 201
     finally:
         await harness.stop()

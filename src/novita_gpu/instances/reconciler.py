@@ -134,6 +134,12 @@ _OTHERS_BESIDE_CREATES = 8
 _SWEEP_PER_TICK = 500
 # Creates accepted here within this long of each other are claimed together, at once (not at the next tick).
 _NEW_CREATES_BATCH_SECONDS = 0.02
+# Backpressure on creates: while the oldest create accepted here has waited longer than UNSENT_LAG_SECONDS
+# to be sent to Novita, a new create's answer waits for that to pass (at most ROOM_WAIT_SECONDS, then it
+# is accepted anyway, never refused). A burst beyond what this process can send then slows its clients,
+# instead of queueing minutes of accepted creates behind it (docs/performance.md, issue 15).
+UNSENT_LAG_SECONDS = 2.0
+ROOM_WAIT_SECONDS = 10.0
 
 
 def _fresh_create(row: Row[Any], now: datetime) -> bool:
@@ -244,7 +250,8 @@ class Reconciler(PeriodicWorker):
         # A full pass not finished yet: watched rows still to look at, taken over the next ticks.
         self._sweep: dict[str, None] = {}
         self._creating: set[str] = set()  # rows in flight that are creates
-        self._new: dict[str, None] = {}  # creates accepted here, not started yet
+        self._new: dict[str, float] = {}  # creates accepted here, not started yet: since when (monotonic)
+        self._room = asyncio.Event()  # set (and replaced) whenever some of them were started
         self._new_task: asyncio.Task[None] | None = None
         # Replicas (PostgreSQL) share one listing of Novita through the store; one process lists on its own.
         self.shared = (
@@ -305,7 +312,7 @@ class Reconciler(PeriodicWorker):
         """A create was accepted by this process: claim and send it now rather than at the next tick. A tick
         takes a second or more at 10,000 instances (most of it listing Novita), and a create needs no
         listing. Ticks still pick up whatever this misses (another replica's creates, a restart)."""
-        self._new[instance_id] = None
+        self._new[instance_id] = self.clock.monotonic()
         if self._new_task is None or self._new_task.done():
             self._new_task = asyncio.create_task(self._start_new(), name="reconciler-new-creates")
         self.wake()
@@ -325,6 +332,24 @@ class Reconciler(PeriodicWorker):
             reached = await self._pump(ids, None, _Started(token, waiting=False), now, deadline=deadline)
             for instance_id in ids[:reached]:
                 self._new.pop(instance_id, None)
+            if reached:
+                self._room.set()
+                self._room = asyncio.Event()
+
+    def unsent_lag(self) -> float:
+        """How long the oldest create accepted here has waited to be sent to Novita (0 when none waits)."""
+        oldest = next(iter(self._new.values()), None)
+        return 0.0 if oldest is None else max(0.0, self.clock.monotonic() - oldest)
+
+    async def room_for_create(self) -> None:
+        """Return once a new create may be accepted: at once, unless the creates accepted here wait longer
+        than UNSENT_LAG_SECONDS to be sent; then when they no longer do, or after ROOM_WAIT_SECONDS."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + ROOM_WAIT_SECONDS
+        while self.unsent_lag() > UNSENT_LAG_SECONDS and (left := until - loop.time()) > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await self._room.wait()
 
     def busy_rows(self) -> set[str]:
         """Rows whose processing is still in flight (a slow upstream call)."""

@@ -196,6 +196,8 @@ class InstanceService:
         ttl = settings.read_cache_seconds
         self.reads = ReadCache(changes, clock, ttl=None if ttl is None and db.is_sqlite else (ttl or 1.0))
         self.budget_guard: BudgetGuard | None = None  # set by build_services (costs/budgets.py)
+        # Returns once a new create may be accepted (the reconciler's backpressure); set by build_services.
+        self.room_for_create: Callable[[], Awaitable[None]] | None = None
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -253,6 +255,8 @@ class InstanceService:
         except NovitaError as exc:
             raise _upstream_unavailable(exc) from exc
 
+        if self.room_for_create is not None:  # valid: it waits while a burst is being sent (backpressure)
+            await self.room_for_create()
         now = self.clock.now()
         instance_id = f"inst_{uuid.uuid4().hex[:20]}"
         envs = {env.key: env.value for env in template.envs}
