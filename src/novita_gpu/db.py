@@ -87,7 +87,7 @@ def _private_sqlite_file(path: Path) -> None:
 
 
 class Database:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {}
@@ -100,7 +100,7 @@ class Database:
                 async_creator=inline_creator(str(path), busy_timeout_seconds=5.0), pool_size=4, max_overflow=4
             )
         else:
-            kwargs.update(pool_size=20, max_overflow=20, pool_pre_ping=True)
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
             _install_sqlite_pragmas(self.engine)

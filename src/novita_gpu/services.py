@@ -144,7 +144,7 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics | No
         if not endpoint.startswith("metrics."):  # Novita's monitoring API failing leaves instances manageable
             upstream_health.observe(endpoint, outcome, seconds)
 
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, pool_size=settings.database_pool_size)
     await db.migrate()
     client = NovitaClient(
         base_url,

@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     reconcile_fast_seconds: float = 0.5
     reconcile_slow_seconds: float = 15.0
     lease_seconds: float = 30.0
+    # PostgreSQL connections a process keeps open, and as many more on demand: 3 replicas at the default
+    # take at most 60 of PostgreSQL's default max_connections of 100 (at 20 + 20, three replicas ran out).
+    database_pool_size: int = Field(default=10, ge=1, le=500)
     catalog_cache_ttl_seconds: float = 300.0
     idempotency_ttl_seconds: float = 24 * 3600.0
     # How long a cached read may lag another replica's writes (None: exact on SQLite, 1 s on PostgreSQL).

@@ -12,6 +12,8 @@ import re
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+import asyncpg
+import sqlalchemy.exc
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -99,7 +101,10 @@ class ErrorAnswer(BaseModel):
 # For the OpenAPI document of every route: one envelope for all errors, and no 422 (bad input is 400).
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     "4XX": {"model": ErrorAnswer, "description": "400 (bad input, never 422), 401, 403, 404, 409, 413 or 429"},
-    "5XX": {"model": ErrorAnswer, "description": "500, or 503 with Retry-After while Novita is unavailable"},
+    "5XX": {
+        "model": ErrorAnswer,
+        "description": "500, or 503 with Retry-After while Novita or the database is unavailable",
+    },
 }
 
 
@@ -196,9 +201,34 @@ def allowed_methods(request: Request, routed: str | None) -> str:
     return ", ".join(sorted(allowed | {"OPTIONS"}))
 
 
-def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+# The database refusing work for a while, not a fault of the request or of our code: PostgreSQL out of
+# connections or restarting, the pool's checkout timing out, SQLite's lock held past its busy timeout.
+_STORE_UNAVAILABLE = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.PostgresConnectionError,
+    ConnectionRefusedError,
+)
+STORE_RETRY_AFTER_SECONDS = 2
+
+
+def unexpected(exc: Exception) -> tuple[int, str, str, dict[str, str]]:
+    """Status, code, message and headers for an exception no handler claimed, logged: 503
+    STORE_UNAVAILABLE with Retry-After when the database refuses work for a while, else 500."""
+    if isinstance(exc, _STORE_UNAVAILABLE):
+        log.warning("store_unavailable", error_type=type(exc).__name__, error=str(exc)[:200])
+        message = "The database is not accepting work right now; retry shortly."
+        return 503, "STORE_UNAVAILABLE", message, {"Retry-After": str(STORE_RETRY_AFTER_SECONDS)}
     log.exception("unhandled_error", error_type=type(exc).__name__)
-    return error_response(request, 500, "INTERNAL_ERROR", "An unexpected error occurred.")
+    return 500, "INTERNAL_ERROR", "An unexpected error occurred.", {}
+
+
+def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    status, code, message, headers = unexpected(exc)
+    return error_response(request, status, code, message, headers=headers or None)
 
 
 def install_error_handlers(app: FastAPI) -> None:

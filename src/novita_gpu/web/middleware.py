@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from novita_gpu.observability.logging import log_request
 from novita_gpu.observability.metrics import UNMATCHED_ROUTE, Metrics
+from novita_gpu.web.errors import unexpected
 
 log = structlog.get_logger(__name__)
 
@@ -169,10 +170,9 @@ class RequestContextMiddleware:
                 # Too late for an error answer; the server drops the connection.
                 log.exception("unhandled_error_after_response_started", error_type=type(exc).__name__)
                 raise
-            log.exception("unhandled_error", error_type=type(exc).__name__)
-            await self._send_error(
-                send, exchange, 500, "INTERNAL_ERROR", "An unexpected error occurred.", request_id, id_headers
-            )
+            status, code, message, headers = unexpected(exc)
+            extra = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+            await self._send_error(send, exchange, status, code, message, request_id, [*id_headers, *extra])
             return
         if exchange.body_too_large and not exchange.response_started:
             await self._too_large(send, exchange, request_id, id_headers)

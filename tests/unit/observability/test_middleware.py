@@ -6,6 +6,7 @@ import io
 import re
 from collections.abc import AsyncIterator, Iterator
 
+import asyncpg
 import httpx
 import pytest
 import structlog
@@ -56,6 +57,10 @@ def build_app(metrics: Metrics) -> tuple[FastAPI, list[str]]:
     @app.get("/boom")
     async def boom() -> None:
         raise RuntimeError(f"exploded while holding {BOOM_SECRET}")
+
+    @app.get("/store-full")
+    async def store_full() -> None:
+        raise asyncpg.exceptions.TooManyConnectionsError("sorry, too many clients already")
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -162,6 +167,22 @@ async def test_a_crash_answers_500_without_internals_and_logs_it_with_the_ids_bu
     assert crash["request_id"] == "crash-1"
     assert "RuntimeError: exploded while holding [REDACTED]" in crash["exception"]
     assert BOOM_SECRET not in str(read_logs())
+
+
+async def test_a_database_out_of_connections_answers_503_with_retry_after_not_500(
+    client: httpx.AsyncClient, read_logs: LogReader
+) -> None:
+    response = await client.get("/store-full", headers={"X-Request-ID": "full-1"})
+
+    assert response.status_code == 503 and response.headers["retry-after"] == "2"
+    assert response.json()["error"] == {
+        "code": "STORE_UNAVAILABLE",
+        "message": "The database is not accepting work right now; retry shortly.",
+        "requestId": "full-1",
+    }
+    assert [line["error_type"] for line in read_logs() if line["event"] == "store_unavailable"] == [
+        "TooManyConnectionsError"
+    ]
 
 
 async def test_a_body_over_the_limit_by_content_length_is_refused_unread(
