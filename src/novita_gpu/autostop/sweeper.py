@@ -98,7 +98,7 @@ def _candidate(row: Instance, now: datetime, decision: Decision | None = None) -
 
 @dataclass(frozen=True, slots=True)
 class _Swept:
-    answer: dict[str, Any]  # what POST /api/autostop/sweep shows
+    answer: dict[str, Any]  # what POST /api/instances/auto-stop/trigger answers
     earliest: datetime | None  # the earliest deadline among the rows looked at
     acted: bool
 

@@ -27,7 +27,7 @@ _COST = b'"cost":{"accruedUsd":'
 
 # Cached views are kept compressed against a preset dictionary, a typical view: views share nearly all
 # their keys and many of their values, so a 1.0-1.6 KB view packs to ~80-200 B in ~7 µs and unpacks in
-# ~1 µs (docs/performance.md). Raw deflate, 2 KB window: a view's length.
+# ~2-3 µs (docs/performance.md). Raw deflate, 2 KB window: a view's length.
 _DICTIONARY = typical_view_json()
 
 
