@@ -10,6 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from novita_gpu.serving import BackgroundServer
+from tests.fixtures.databases import fresh_database
 from tests.harness import Harness
 
 
@@ -20,6 +21,17 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
         yield h
     finally:
         await h.stop()
+
+
+@pytest.fixture
+async def postgres_harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    """The harness on a fresh PostgreSQL database (tests marked `postgres`)."""
+    async with fresh_database("postgres", tmp_path) as url:
+        h = await Harness(tmp_path, database_url=url).start()
+        try:
+            yield h
+        finally:
+            await h.stop()
 
 
 @pytest.fixture

@@ -5,9 +5,7 @@ stream back once its transaction has ended. Polls are driven by hand, so each st
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from sqlalchemy import insert
@@ -16,20 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from novita_gpu.db import table_of
 from novita_gpu.events.stream import EventHub, Subscription
 from novita_gpu.tables import InstanceEvent
-from tests.fixtures.databases import fresh_database
 from tests.harness import Harness
 
 pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    async with fresh_database("postgres", tmp_path) as url:
-        h = await Harness(tmp_path, database_url=url).start()
-        try:
-            yield h
-        finally:
-            await h.stop()
+def harness(postgres_harness: Harness) -> Harness:
+    return postgres_harness
 
 
 async def insert_event(conn: AsyncConnection, instance_id: str) -> int:

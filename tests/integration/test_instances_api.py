@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
+
+import pytest
 
 from tests.harness import Harness
 
@@ -195,19 +198,26 @@ async def test_repeated_reads_answer_alike_and_follow_changes(harness: Harness) 
     assert (await harness.http.get(path)).json()["status"] == "stopping"
 
 
-async def test_repeated_list_pages_answer_alike_and_follow_changes(harness: Harness) -> None:
+async def test_repeated_list_pages_answer_alike_and_follow_changes(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A plain list page (no query, or only `limit`) polled again is answered from the read cache, before
     the framework: the same bytes and headers, counted under the route, and the next change shows."""
     first_made = await ready_instance(harness, name="listed-1")
     await ready_instance(harness, name="listed-2")
     counted_before = await _reads_counted(harness, "/api/instances")
-    for query in ("", "?limit=1", "?limit=500"):
-        first, again = (
-            await harness.http.get(f"/api/instances{query}"),
-            await harness.http.get(f"/api/instances{query}"),
-        )
+    firsts = {query: await harness.http.get(f"/api/instances{query}") for query in ("", "?limit=1", "?limit=500")}
+    route_page = harness.services.instances.list_page
+
+    async def not_the_route(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a cached plain page went to the route")
+
+    monkeypatch.setattr(harness.services.instances, "list_page", not_the_route)
+    for query, first in firsts.items():
+        again = await harness.http.get(f"/api/instances{query}")
         assert first.status_code == again.status_code == 200 and first.content == again.content, query
         assert again.headers["content-type"] == first.headers["content-type"] == "application/json"
+    monkeypatch.setattr(harness.services.instances, "list_page", route_page)
     assert len((await harness.http.get("/api/instances?limit=1")).json()["instances"]) == 1
     # Other queries take the route: validated as ever.
     assert (await harness.http.get("/api/instances?limit=501")).status_code == 400

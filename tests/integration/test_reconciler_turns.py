@@ -8,14 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from novita_gpu.db import WORKER_WRITES_PER_PASS
 from novita_gpu.tables import Instance
-from tests.fixtures.databases import fresh_database
 from tests.harness import Harness
 
 pytestmark = pytest.mark.postgres
@@ -25,13 +23,8 @@ _STUCK_SECONDS = 30
 
 
 @pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    async with fresh_database("postgres", tmp_path) as url:
-        h = await Harness(tmp_path, database_url=url).start()
-        try:
-            yield h
-        finally:
-            await h.stop()
+def harness(postgres_harness: Harness) -> Harness:
+    return postgres_harness
 
 
 @contextlib.asynccontextmanager

@@ -20,12 +20,12 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from novita_gpu.instances.read_cache import CachedView, ListPage, list_key
-from novita_gpu.instances.router import get_instance, list_instances, router
+from novita_gpu.instances.router import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, get_instance, list_instances, router
 
 _PREFIX = router.prefix + "/"
 _ROUTE = next(route for route in router.routes if getattr(route, "endpoint", None) is get_instance)
 _LIST_ROUTE = next(route for route in router.routes if getattr(route, "endpoint", None) is list_instances)
-_LIST_QUERY = re.compile(rb"(?:limit=([1-9][0-9]{0,2}))?")  # the route's default limit is 100, at most 500
+_LIST_QUERY = re.compile(rb"(?:limit=([1-9][0-9]{0,2}))?")
 _CONTENT_TYPE = (b"content-type", b"application/json")
 
 
@@ -65,8 +65,8 @@ def _cached_answer(scope: Scope) -> tuple[BaseRoute, bytes] | None:
 
 def _cached_list(scope: Scope, services: Any) -> tuple[BaseRoute, bytes] | None:
     query = _LIST_QUERY.fullmatch(scope["query_string"])
-    limit = int(query.group(1) or 100) if query else 0
-    if not 1 <= limit <= 500:
+    limit = int(query.group(1) or DEFAULT_LIST_LIMIT) if query else 0
+    if not 1 <= limit <= MAX_LIST_LIMIT:
         return None
     owner = scope["app"].state.api_keys.owner_for(Headers(scope=scope))
     page: ListPage | None = None if owner is None else services.instances.reads.list(list_key(owner, limit=limit))

@@ -35,6 +35,10 @@ from novita_gpu.web.errors import ApiError, method_not_allowed
 from novita_gpu.web.json_body import StrictJSONRoute
 from novita_gpu.web.responses import JSONResponse
 
+# A list page's size: what the route allows, and what the cached-reads shortcut answers (cached_reads.py).
+DEFAULT_LIST_LIMIT = 100
+MAX_LIST_LIMIT = 500
+
 router = APIRouter(prefix="/api/instances", tags=["instances"], route_class=StrictJSONRoute)
 
 _STATUSES = {s.value for s in Status}
@@ -157,7 +161,7 @@ async def list_instances(
         ),
     ] = None,
     name: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = DEFAULT_LIST_LIMIT,
     cursor: Annotated[
         str | None,
         Query(
