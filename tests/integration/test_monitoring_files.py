@@ -1,6 +1,6 @@
 """deploy/prometheus/ agrees with the service: every metric an alert rule reads is one the service's
 /metrics exports (or Prometheus and the blackbox exporter make), with labels and label values it has;
-the scrape config asks the paths the app serves; and, where promtool is installed, Prometheus's own
+the scrape config asks the paths the app serves and names no file the repository does not ship; and, where promtool is installed, Prometheus's own
 checker accepts the files and the rules' unit tests (alerts.test.yml) pass."""
 
 from __future__ import annotations
@@ -139,6 +139,7 @@ def test_the_scrape_config_asks_what_the_service_serves() -> None:
     service = jobs["novita-gpu"]
     assert service["metrics_path"] == "/metrics"
     assert service["authorization"]["type"] == "Bearer"  # /metrics wants an API key
+    assert set(service["authorization"]) & {"credentials", "credentials_file"}
     assert all(target.endswith(":3000") for target in service["static_configs"][0]["targets"])
     health = jobs["novita-gpu-health"]
     assert all(t.endswith(":3000/health") for t in health["static_configs"][0]["targets"])
@@ -175,14 +176,52 @@ def test_promtool_accepts_the_rules_and_their_unit_tests_pass() -> None:
     assert tested.returncode == 0, tested.stdout + tested.stderr
 
 
+def named_files(node: Any) -> list[str]:
+    """Every file a Prometheus config names: its rule_files and the values of *_file keys (credentials_file,
+    ca_file, ...), however deep."""
+    if isinstance(node, dict):
+        names = [str(v) for k, v in node.items() if k.endswith("_file") and isinstance(v, str)]
+        names += [str(v) for v in node.get("rule_files", [])]
+        return names + [n for k, v in node.items() if k != "rule_files" for n in named_files(v)]
+    if isinstance(node, list):
+        return [n for item in node for n in named_files(item)]
+    return []
+
+
+def test_the_scrape_config_names_only_files_shipped_beside_it() -> None:
+    # A fresh machine has nothing but the repository: a credentials file in /etc/prometheus would make
+    # `promtool check config` (and Prometheus) fail there.
+    assert named_files({"a": [{"credentials_file": "/x", "rule_files": ["r.yml"]}], "rule_files": ["s.yml"]}) == [
+        "s.yml",
+        "/x",
+        "r.yml",
+    ]
+    config = scrape_config()
+    assert named_files(config) == ["alerts.yml"]
+    for name in named_files(config):
+        assert not Path(name).is_absolute() and (PROMETHEUS / name).is_file(), name
+    # The key is a placeholder to replace (or a credentials_file to name instead), never a real one.
+    authorization = {job["job_name"]: job for job in config["scrape_configs"]}["novita-gpu"]["authorization"]
+    assert authorization["credentials"].startswith("REPLACE-WITH-")
+
+
 @needs_promtool
-def test_promtool_accepts_the_scrape_config(tmp_path: Path) -> None:
-    # promtool wants the credentials file to exist: the same config with one in tmp_path.
-    key = tmp_path / "novita-gpu-api-key"
-    key.write_text("k" * 32)
-    config = (PROMETHEUS / "prometheus.yml").read_text()
-    assert "/etc/prometheus/novita-gpu-api-key" in config
-    (tmp_path / "prometheus.yml").write_text(config.replace("/etc/prometheus/novita-gpu-api-key", str(key)))
-    shutil.copy(PROMETHEUS / "alerts.yml", tmp_path / "alerts.yml")
+def test_promtool_accepts_the_scrape_config_alone(tmp_path: Path) -> None:
+    # A copy with only the files it names that the repository ships: a reference to anything else (a key
+    # file in /etc/prometheus, a rules file not in the repository) fails, as on a fresh machine.
+    shutil.copy(PROMETHEUS / "prometheus.yml", tmp_path / "prometheus.yml")
+    for name in named_files(scrape_config()):
+        if (PROMETHEUS / name).is_file():
+            shutil.copy(PROMETHEUS / name, tmp_path / name)
     checked = _promtool("check", "config", "prometheus.yml", cwd=tmp_path)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS: 1 rule files found" in checked.stdout, checked.stdout
+
+
+@needs_promtool
+def test_promtool_refuses_a_config_naming_a_missing_file(tmp_path: Path) -> None:
+    # What the check above relies on: promtool fails on a named file that is not there.
+    config = (PROMETHEUS / "prometheus.yml").read_text()
+    (tmp_path / "prometheus.yml").write_text(config)  # alerts.yml not copied
+    checked = _promtool("check", "config", "prometheus.yml", cwd=tmp_path)
+    assert checked.returncode != 0 and "alerts.yml" in checked.stdout + checked.stderr
