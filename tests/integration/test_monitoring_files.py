@@ -1,7 +1,8 @@
 """deploy/prometheus/ agrees with the service: every metric an alert rule reads is one the service's
 /metrics exports (or Prometheus and the blackbox exporter make), with labels and label values it has;
-the scrape config asks the paths the app serves and names no file the repository does not ship; and, where promtool is installed, Prometheus's own
-checker accepts the files and the rules' unit tests (alerts.test.yml) pass."""
+the scrape config asks the paths the app serves and names no file the repository does not ship; and,
+where promtool is installed, Prometheus's own checker accepts the files (the config from a copy with
+nothing else around) and the rules' unit tests (alerts.test.yml) pass."""
 
 from __future__ import annotations
 
