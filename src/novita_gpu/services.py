@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -33,12 +33,14 @@ from novita_gpu.observability.logging import register_secret
 from novita_gpu.observability.metrics import Metrics
 from novita_gpu.observability.upstream import UpstreamHealth
 from novita_gpu.retention import Retention
-from novita_gpu.serving import BackgroundServer
 from novita_gpu.settings import Settings
 from novita_gpu.webhooks.dispatcher import WebhookDispatcher
 from novita_gpu.webhooks.guard import WebhookPolicy
 from novita_gpu.webhooks.sender import WebhookSender
 from novita_gpu.workers import PeriodicWorker, stop_workers
+
+if TYPE_CHECKING:
+    from novita_gpu.emulator.embedded import BuiltinEmulator
 
 log = structlog.get_logger(__name__)
 
@@ -68,7 +70,7 @@ class Services:
     upstream_health: UpstreamHealth
     events: EventHub
     started_monotonic: float
-    emulator: BackgroundServer | None = None
+    emulator: BuiltinEmulator | None = None
     workers: list[PeriodicWorker] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -103,33 +105,24 @@ class Services:
         await self.db.dispose()
         if self.emulator is not None:
             await self.emulator.stop()
-            self.emulator.app.state.world.close()
 
 
-async def _upstream(settings: Settings) -> tuple[str, str, BackgroundServer | None]:
+async def _upstream(settings: Settings) -> tuple[str, str, BuiltinEmulator | None]:
     """Novita's base URL and key, starting the built-in emulator when no key is configured."""
     if not settings.emulator_mode:
         assert settings.novita_api_key is not None
         return settings.novita_api_base_url, settings.novita_api_key.get_secret_value(), None
-    from novita_gpu.emulator.app import create_emulator_app
-    from novita_gpu.emulator.config import EmulatorConfig
-    from novita_gpu.emulator.state_file import StateFile, default_state_path
+    from novita_gpu.emulator.embedded import start_builtin_emulator
 
-    # The emulated account lives on disk like the store, so a restart finds its instances where they were.
-    state = StateFile(settings.emulator_state or default_state_path(settings.database_url))
-    emulator = BackgroundServer(
-        create_emulator_app(EmulatorConfig(speed=settings.emulator_speed, seed=settings.emulator_seed), state=state),
-        port=settings.emulator_port,
-    )
-    await emulator.start()
+    emulator = await start_builtin_emulator(settings)
     log.warning(
         "emulator_mode",
         message="NOVITA_API_KEY is not set: using the built-in Novita emulator (no real GPUs are created)",
         emulator_url=emulator.url,
         speed=settings.emulator_speed,
-        state=str(state.path),
+        state=str(emulator.state.path),
     )
-    return f"{emulator.url}/gpu-instance/openapi", EMULATOR_API_KEY, emulator
+    return emulator.api_url, EMULATOR_API_KEY, emulator
 
 
 async def build_services(settings: Settings, clock: Clock, metrics: Metrics | None = None) -> Services:
@@ -146,6 +139,10 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics | No
 
     db = Database(settings.database_url, pool_size=settings.database_pool_size)
     await db.migrate()
+    if emulator is not None and emulator.previous_url is not None and emulator.moved:
+        from novita_gpu.emulator.embedded import move_port_urls
+
+        await move_port_urls(db, emulator.previous_url, emulator.url)
     client = NovitaClient(
         base_url,
         api_key,

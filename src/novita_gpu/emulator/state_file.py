@@ -1,7 +1,7 @@
 """The emulated account kept on disk, so the built-in emulator survives restarts and kill -9 as the store does.
 
 A small SQLite file: one row per instance (its attributes and timeline as JSON), one per capacity
-that was changed from the seeded catalog, and one per other account object (`objects`: private
+that was changed from the seeded catalog, the URL it was last served at (`meta`), and one per other account object (`objects`: private
 templates, registry auths, network storages, image prewarm tasks, each a `kind` with its JSON body). Every change of the world writes its rows in one transaction
 (WAL, synchronous=NORMAL: a crashed process loses nothing committed). Timelines are absolute times, so
 an instance loaded after a restart simply goes on where the clock says it is.
@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS capacity (
     cluster_id TEXT NOT NULL, product_id TEXT NOT NULL, gpus INTEGER NOT NULL,
     PRIMARY KEY (cluster_id, product_id)
 );
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS objects (
     kind TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL,
     PRIMARY KEY (kind, id)
@@ -100,6 +101,19 @@ class StateFile:
             self._db.execute("BEGIN")
             self._db.executemany("DELETE FROM objects WHERE kind = ? AND id = ?", [(kind, i) for i in object_ids])
             self._db.execute("COMMIT")
+
+    def served_at(self) -> str | None:
+        """The URL the emulator last served this account at: instances' port URLs were built on it."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'url'").fetchone()
+        return None if row is None else str(row[0])
+
+    def record_served_at(self, url: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO meta (key, value) VALUES ('url', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (url,),
+            )
 
     def clear(self) -> None:
         with self._lock:

@@ -1168,9 +1168,9 @@ class Reconciler(PeriodicWorker):
             )
         if row.status == Status.HEALTH_CHECKING:
             return await self._note_upstream_status(row, upstream.status)  # the prober takes it from here
-        details = row.connection_details
-        if details is None or not any(p.get("endpoint") for p in details.get("ports", [])):
-            details = connection_details(await self.client.get_instance(upstream.id))
+        # Read anew on every boot: Novita may map the ports anew at each start (so may the built-in
+        # emulator, served where it is now), and probing last boot's URLs would wait out the deadline.
+        details = connection_details(await self.client.get_instance(upstream.id))
 
         async def running(session: AsyncSession, r: Instance) -> None:
             r.upstream_status = upstream.status
