@@ -365,6 +365,19 @@ def test_the_unit_runs_the_serve_command_with_settings_that_exist() -> None:
     assert unit_values("EnvironmentFile") == ["-/etc/novita-gpu/env"]
 
 
+def test_the_unit_and_the_guide_install_the_filled_in_env_as_the_units_environment_file() -> None:
+    # The service reads `.env` from its working directory; under systemd the settings come from the
+    # unit's EnvironmentFile=. The unit's comments and docs/deployment.md install the same file there:
+    # the .env filled in from .env.example, never the example itself.
+    assert Settings.model_config["env_file"] == ".env"
+    (environment_file,) = unit_values("EnvironmentFile")
+    target = re.escape(environment_file.removeprefix("-"))
+    for path in (UNIT, ROOT / "docs" / "deployment.md"):
+        installed = re.findall(rf"install -m 0600 (\S+) {target}\b", path.read_text())
+        assert installed == [".env"], (path.name, installed)
+    assert "cp .env.example .env" in UNIT.read_text()
+
+
 def test_the_unit_is_hardened() -> None:
     for key, value in HARDENING.items():
         assert unit_values(key) == [value], key
