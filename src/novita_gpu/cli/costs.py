@@ -37,10 +37,13 @@ def costs(
     api_key: ApiKey = None,
     as_json: AsJson = False,
     start: Annotated[
-        str | None, typer.Option("--from", help="ISO 8601 start (default: the start of this month, UTC).")
+        str | None,
+        typer.Option("--from", metavar="TIME", help="ISO 8601 start (default: the start of this month, UTC)."),
     ] = None,
-    end: Annotated[str | None, typer.Option("--to", help="ISO 8601 end (default: now).")] = None,
-    group_by: Annotated[str, typer.Option("--group-by", help="product, apiKey or label:<key>.")] = "product",
+    end: Annotated[str | None, typer.Option("--to", metavar="TIME", help="ISO 8601 end (default: now).")] = None,
+    group_by: Annotated[
+        str, typer.Option("--group-by", metavar="product|apiKey|label:KEY", help="How to group the costs.")
+    ] = "product",
 ) -> None:
     """What Novita billed over a period: the total, by group and by instance (and your budget)."""
     with client_for(url, api_key) as client:

@@ -66,11 +66,13 @@ def list_instances(
     api_key: ApiKey = None,
     as_json: AsJson = False,
     status: Annotated[
-        str | None, typer.Option(help="Only these statuses (comma-separated); terminated ones too if named.")
+        str | None,
+        typer.Option(metavar="STATUS[,...]", help="Only these statuses; terminated ones too if named."),
     ] = None,
-    name: Annotated[str | None, typer.Option(help="Only instances with this name.")] = None,
+    name: Annotated[str | None, typer.Option(metavar="NAME", help="Only instances with this name.")] = None,
     label: Annotated[
-        list[str] | None, typer.Option(help="Only instances with this label, KEY=VALUE (repeatable: all of them).")
+        list[str] | None,
+        typer.Option(metavar="KEY=VALUE", help="Only instances with this label (repeatable: all of them)."),
     ] = None,
     show_all: Annotated[bool, typer.Option("--all", "-a", help="Terminated instances too.")] = False,
     wide: Annotated[bool, typer.Option("--wide", "-w", help="Every column: id, reason, auto-stop, labels...")] = False,
@@ -98,59 +100,72 @@ def get_instance(ref: InstanceRef, url: Url = DEFAULT_URL, api_key: ApiKey = Non
 
 @app.command("create")
 def create_instance(
-    name: Annotated[str, typer.Option(help="A unique name: letters, digits, - and _ (at most 63).")],
-    product: Annotated[str, typer.Option(help='GPU product name, e.g. "RTX 4090 24GB" (`novita-gpu products`).')],
-    template: Annotated[
-        str, typer.Option(help='Template id or name, e.g. "pytorch-jupyter" (`novita-gpu templates`).')
-    ],
-    url: Url = DEFAULT_URL,
-    api_key: ApiKey = None,
-    as_json: AsJson = False,
-    gpus: Annotated[int | None, typer.Option(help="GPUs (1-8; default 1).")] = None,
-    disk: Annotated[int | None, typer.Option(help="Root disk in GB (10-6144; default: the template's).")] = None,
-    region: Annotated[
-        str | None, typer.Option(help="Preferred region (cluster id or name); others are fallbacks.")
+    name: Annotated[str, typer.Option(metavar="NAME", help="A unique name: letters, digits, - and _ (at most 63).")],
+    product: Annotated[str, typer.Option(metavar="NAME", help="GPU product: `novita-gpu products` lists them.")],
+    template: Annotated[str, typer.Option(metavar="ID|NAME", help="Template id or name: `novita-gpu templates`.")],
+    gpus: Annotated[int | None, typer.Option(metavar="N", help="GPUs, 1-8 (default 1).")] = None,
+    disk: Annotated[
+        int | None, typer.Option(metavar="GB", help="Root disk, 10-6144 GB (default: the template's).")
     ] = None,
-    strict_region: Annotated[bool, typer.Option(help="Only --region: never fall back to another.")] = False,
+    region: Annotated[
+        str | None, typer.Option(metavar="REGION", help="Preferred region (cluster id or name); others follow.")
+    ] = None,
+    strict_region: Annotated[
+        bool, typer.Option("--strict-region", help="Only --region: never fall back to another.")
+    ] = False,
     spot: Annotated[
         bool | None, typer.Option("--spot/--on-demand", help="Billing mode (default: the server's).")
     ] = None,
-    max_price: Annotated[float | None, typer.Option(help="Most USD per hour for the whole instance.")] = None,
+    max_price: Annotated[
+        float | None, typer.Option(metavar="USD", help="Most USD per hour, for the whole instance.")
+    ] = None,
     env: Annotated[
         list[str] | None,
-        typer.Option(help="Environment variable KEY=VALUE (repeatable); KEY alone takes its value from here."),
+        typer.Option(
+            metavar="KEY=VALUE", help="Environment variable (repeatable); KEY alone takes this shell's value."
+        ),
     ] = None,
-    label: Annotated[list[str] | None, typer.Option(help="Label KEY=VALUE (repeatable).")] = None,
+    label: Annotated[list[str] | None, typer.Option(metavar="KEY=VALUE", help="A label (repeatable).")] = None,
     health_check_path: Annotated[
-        str | None, typer.Option(help="Path probed on each http port before ready (default /).")
+        str | None, typer.Option(metavar="PATH", help="Probed on each http port before ready (default /).")
     ] = None,
     webhook: Annotated[
-        str | None, typer.Option("--webhook", "--webhook-url", help="URL POSTed on every status change.")
+        str | None,
+        typer.Option("--webhook", "--webhook-url", metavar="URL", help="POSTed to on every status change."),
     ] = None,
     auto_stop: Annotated[
         int | None,
-        typer.Option("--auto-stop", "--auto-stop-minutes", help="Idle minutes before auto-stop; 0 = never."),
+        typer.Option(
+            "--auto-stop", "--auto-stop-minutes", metavar="MINUTES", help="Idle time before auto-stop; 0 = never."
+        ),
     ] = None,
     auto_stop_signal: Annotated[
         AutoStopSignal | None,
         typer.Option(help="What counts as idle: no PUT /last-used, GPUs below --gpu-idle-below, or both."),
     ] = None,
     gpu_idle_below: Annotated[
-        float | None, typer.Option(help="GPU utilization %, below which the GPUs count as idle (signal gpu, both).")
+        float | None,
+        typer.Option(metavar="PERCENT", help="GPU use below which the GPUs count as idle (signals gpu, both)."),
     ] = None,
     idle_action: Annotated[
         IdleAction | None, typer.Option(help="What ends an idle instance (and one past --max-runtime).")
     ] = None,
     max_runtime: Annotated[
-        int | None, typer.Option(help="Minutes from ready after which it is ended, busy or not; 0 = none.")
+        int | None,
+        typer.Option(metavar="MINUTES", help="Ended this long after ready, busy or not (0: no limit)."),
     ] = None,
-    image_auth_id: Annotated[str | None, typer.Option(help="Novita registry auth id for a private image.")] = None,
+    image_auth_id: Annotated[
+        str | None, typer.Option(metavar="ID", help="Novita registry auth for a private image.")
+    ] = None,
     network_storage: Annotated[
         list[str] | None,
-        typer.Option(help="Network storage to mount, ID or ID:MOUNT (default mount /network; repeatable)."),
+        typer.Option(metavar="ID[:MOUNT]", help="Network storage to mount (at /network by default; repeatable)."),
     ] = None,
-    wait: Annotated[bool, typer.Option(help="Wait until the instance is ready.")] = False,
-    timeout: Annotated[float, typer.Option(help="With --wait: seconds to wait at most.")] = 900,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until the instance is ready.")] = False,
+    timeout: Annotated[float, typer.Option(metavar="SECONDS", help="With --wait: how long at most.")] = 900,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+    as_json: AsJson = False,
 ) -> None:
     """Create an instance; with --wait, return once it is ready.
 
@@ -292,8 +307,8 @@ def wait_instance(
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
     as_json: AsJson = False,
-    status: Annotated[str, typer.Option("--for", help="Status(es) to wait for, comma-separated.")] = "ready",
-    timeout: Annotated[float, typer.Option(help="Seconds to wait at most.")] = 900,
+    status: Annotated[str, typer.Option("--for", metavar="STATUS[,...]", help="The status(es) to wait for.")] = "ready",
+    timeout: Annotated[float, typer.Option(metavar="SECONDS", help="How long to wait at most.")] = 900,
 ) -> None:
     """Wait until an instance has a status (by id or name).
 

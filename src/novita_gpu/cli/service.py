@@ -20,7 +20,7 @@ def products(
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
     as_json: AsJson = False,
-    name: Annotated[str | None, typer.Option(help="Only products whose name contains this.")] = None,
+    name: Annotated[str | None, typer.Option(metavar="TEXT", help="Only products whose name contains this.")] = None,
 ) -> None:
     """GPU products with their cheapest price and regions."""
     with client_for(url, api_key) as client:
@@ -42,7 +42,7 @@ def templates(
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
     as_json: AsJson = False,
-    name: Annotated[str | None, typer.Option(help="Only templates whose name contains this.")] = None,
+    name: Annotated[str | None, typer.Option(metavar="TEXT", help="Only templates whose name contains this.")] = None,
 ) -> None:
     """Templates usable as --template (by id or name)."""
     with client_for(url, api_key) as client:

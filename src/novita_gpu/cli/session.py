@@ -55,6 +55,7 @@ Url = Annotated[
     typer.Option(
         "--url",
         envvar="NOVITA_GPU_URL",
+        metavar="URL",
         help="The service's base URL (default: the profile's, else http://127.0.0.1:3000).",
         show_default=False,
         callback=_remember,
@@ -65,6 +66,7 @@ ApiKey = Annotated[
     typer.Option(
         "--api-key",
         envvar="NOVITA_GPU_API_KEY",
+        metavar="KEY",
         help="API key, sent as a Bearer token.",
         show_default=False,
         callback=_remember,
@@ -78,11 +80,13 @@ InstanceRef = Annotated[
 OptionalRef = Annotated[
     str | None,
     typer.Argument(
-        metavar="[ID|NAME]", help="An instance id (inst_...) or the name of a live instance.", show_default=False
+        metavar="ID|NAME", help="An instance id (inst_...) or the name of a live instance.", show_default=False
     ),
 ]
 # Kept from before names were accepted as the argument: `instances stop --name NAME`.
-ByName = Annotated[str | None, typer.Option("--name", help="The live instance with this name (same as ID|NAME).")]
+ByName = Annotated[
+    str | None, typer.Option("--name", metavar="NAME", help="The instance with this name (same as ID|NAME).")
+]
 # Kept for `novita-gpu events`' signature (cli/events.py).
 OptionalId = OptionalRef
 
