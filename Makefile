@@ -1,35 +1,40 @@
 # Every target bootstraps .venv itself; dependencies are reinstalled only when the files that
-# declare them change (the stamp is older than pyproject.toml or requirements.lock).
+# declare them change (a stamp is older than pyproject.toml or requirements.lock). `make run` installs
+# the runtime only; `make test`, `make lint` and `make bench` add the development tools on top.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+RUNTIME := $(VENV)/.installed-runtime
+DEV := $(VENV)/.installed-dev
 
-.PHONY: run test lint bench emulator lock clean
+.PHONY: run test lint bench emulator lock clean size
 
-$(STAMP): pyproject.toml requirements.lock
+$(RUNTIME): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
-	@touch $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e .
+	@touch $(RUNTIME)
+
+$(DEV): $(RUNTIME)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	@touch $(DEV)
 
 # Where it listens comes from HOST and PORT (default 127.0.0.1:3000), in the environment or .env.
-run: $(STAMP)
+run: $(RUNTIME)
 	$(BIN)/novita-gpu serve
 
-emulator: $(STAMP)
+emulator: $(RUNTIME)
 	$(BIN)/novita-gpu emulator --port 4000
 
-test: $(STAMP)
+test: $(DEV)
 	$(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)
 
-lint: $(STAMP)
+lint: $(DEV)
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
 
-bench: $(STAMP)
+bench: $(DEV)
 	$(BIN)/python -m bench
 
 # Regenerate the constraints file after changing dependencies in pyproject.toml.
@@ -37,6 +42,10 @@ lock:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^novita-gpu' > requirements.lock
+
+# What `make run` installs: the runtime environment's size on disk.
+size: $(RUNTIME)
+	@du -sh $(VENV)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -33,7 +33,7 @@ def test_make_run_listens_on_host_and_port_from_the_environment(tmp_path: Path) 
     with log.open("wb") as out:
         # -o: never reinstall the shared .venv from a test, even when pyproject.toml is newer than its stamp.
         make = subprocess.Popen(
-            ["make", "--no-print-directory", "-o", ".venv/.installed", "-C", str(REPO), "run"],
+            ["make", "--no-print-directory", "-o", ".venv/.installed-runtime", "-C", str(REPO), "run"],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -56,3 +56,23 @@ def test_make_run_listens_on_host_and_port_from_the_environment(tmp_path: Path) 
         except subprocess.TimeoutExpired:
             os.killpg(make.pid, signal.SIGKILL)
             make.wait()
+
+
+def _make_would_run(target: str) -> str:
+    """The commands `make TARGET` would run were every dependency file newer than the environment."""
+    env = {k: v for k, v in clean_environment().items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    done = subprocess.run(
+        ["make", "--no-print-directory", "-n", "-B", "-C", str(REPO), target],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout
+
+
+def test_make_run_installs_the_runtime_only_and_make_test_the_tools() -> None:
+    run = _make_would_run("run")
+    assert "-e ." in run and "[dev]" not in run, run
+    assert "[dev]" in _make_would_run("test")
+    assert "[dev]" in _make_would_run("lint")
