@@ -362,7 +362,12 @@ async def test_list_fits_80_columns_hides_terminated_and_has_a_wide_form(live: L
     )
     assert [i["instanceId"] for i in named] == [gone]
 
-    wide = ok(await cli(live, "instances", "list", "--label", "suite=list-80", "--wide", "--all"))
+    narrow_wide = ok(await cli(live, "instances", "list", "--label", "suite=list-80", "--wide", "--all"))
+    assert all(len(line) <= 80 for line in narrow_wide.splitlines()) and kept in narrow_wide and gone in narrow_wide
+    assert narrow_wide.splitlines()[-1].startswith("(not shown at 80 columns: ")
+    wide = ok(
+        await cli(live, "instances", "list", "--label", "suite=list-80", "--wide", "--all", env={"COLUMNS": "200"})
+    )
     assert wide.splitlines()[0].split()[:4] == ["ID", "NAME", "STATUS", "REASON"]
     assert re.search(rf"{kept}\s+{long_name}\s+creating\s+-\s+2x RTX 4090 24GB", wide)
     assert re.search(rf"{gone}\s+cli-gone\s+terminated\s+USER", wide) and "suite=list-80" in wide

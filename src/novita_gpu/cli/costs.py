@@ -6,10 +6,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Group, RenderableType
-from rich.table import Table
 from rich.text import Text
 
-from novita_gpu.cli.output import grid, show, text, when
+from novita_gpu.cli.output import Col, Layout, price, show, when
 from novita_gpu.cli.session import ApiKey, AsJson, Url, client_for
 from novita_gpu.sdk import ApiError, Json
 
@@ -63,25 +62,34 @@ def costs(
         if (line := _budget_line(budget)) is not None:
             parts.append(Text(line))
         if report["groups"]:
-            groups: Table = grid(report["groupBy"].upper(), "COST", "HOURS", "GPU-H", "INSTANCES")
+            groups = Layout(
+                Col(report["groupBy"].upper(), cut=10),
+                Col("COST", right=True),
+                Col("HOURS", right=True),
+                Col("GPU-H", right=True),
+                Col("INSTANCES", right=True),
+            )
             for g in report["groups"]:
                 groups.add_row(
-                    text(g["key"]),
-                    _usd(g["costUsd"]),
-                    _hours(g["billedHours"]),
-                    _hours(g["gpuHours"]),
-                    str(g["instances"]),
+                    g["key"], _usd(g["costUsd"]), _hours(g["billedHours"]), _hours(g["gpuHours"]), g["instances"]
                 )
             parts += [Text(""), groups]
         if report["instances"]:
-            lines: Table = grid("ID", "NAME", "GROUP", "$/H", "HOURS", "COST", keep=2)
+            lines = Layout(
+                Col("ID"),
+                Col("NAME", cut=8),
+                Col("GROUP", cut=6, drop=1),
+                Col("$/H", right=True),
+                Col("HOURS", right=True),
+                Col("COST", right=True),
+            )
             for i in report["instances"]:
                 name = i["name"] + (" *" if i["billingNow"] else "")
                 lines.add_row(
                     i["instanceId"],
                     name,
-                    text(i["group"]),
-                    f"${i['pricePerHour']:.4f}",
+                    i["group"],
+                    price(i["pricePerHour"]),
                     _hours(i["billedHours"]),
                     _usd(i["costUsd"]),
                 )

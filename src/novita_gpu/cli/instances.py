@@ -13,10 +13,19 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from novita_gpu.cli import refs
-from novita_gpu.cli.output import StatusLine, answer_line, grid, instance_table, instances_table, show, text, when
+from novita_gpu.cli.output import (
+    Col,
+    Layout,
+    StatusLine,
+    answer_line,
+    instance_table,
+    instances_table,
+    show,
+    text,
+    when,
+)
 from novita_gpu.cli.session import (
     ApiKey,
     AsJson,
@@ -87,7 +96,7 @@ def list_instances(
         statuses = LIVE_STATUSES
     with client_for(url, api_key) as client:
         items = list(client.iter_instances(status=statuses, name=name, labels=labels or None))
-    show(items, as_json, lambda i: instances_table(i, wide), wide=wide)
+    show(items, as_json, lambda i: instances_table(i, wide))
 
 
 @app.command("get")
@@ -337,13 +346,13 @@ def instance_events(ref: InstanceRef, url: Url = DEFAULT_URL, api_key: ApiKey = 
     with client_for(url, api_key) as client:
         answer = client.events(refs.instance_id(client, ref))
 
-    def render(answer: Json) -> Table:
-        table = grid("AT", "STATUS", "REASON", "MESSAGE", "WEBHOOKS", keep=2)
+    def render(answer: Json) -> Layout:
+        table = Layout(Col("AT"), Col("STATUS"), Col("REASON", drop=1), Col("MESSAGE", cut=12), Col("WEBHOOKS", cut=9))
         for e in answer["events"]:
             hooks = ", ".join(
                 f"{w['status']} x{w['attempts']}" if w["attempts"] else w["status"] for w in e["webhooks"]
             )
-            table.add_row(when(e["at"]), e["to"], text(e["reason"]), text(e["message"]), text(hooks))
+            table.add_row(when(e["at"]), e["to"], e["reason"], e["message"], hooks)
         return table
 
     show(answer, as_json, render)

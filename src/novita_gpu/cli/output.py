@@ -1,22 +1,24 @@
-"""How client commands print: the server's JSON with --json, else a line or a rich table."""
+"""How client commands print: the server's JSON with --json, else a line or a table that fits the terminal."""
 
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import typer
 from rich.console import Console, RenderableType
-from rich.table import Table
+from rich.text import Text
 
 from novita_gpu.sdk import Json
 
 
-def show(data: Any, as_json: bool, render: Callable[[Any], RenderableType], *, wide: bool = False) -> None:
-    """The JSON as the server sent it, or `render(data)`: a line as is, anything else through rich (at
-    the terminal's width, 80 columns when it is not a terminal; `wide` never cuts a line)."""
+def show(data: Any, as_json: bool, render: Callable[[Any], RenderableType]) -> None:
+    """The JSON as the server sent it, or `render(data)`: a line as is, anything else through rich at the
+    terminal's width (80 columns when it is not a terminal, or `COLUMNS`)."""
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return
@@ -24,18 +26,130 @@ def show(data: Any, as_json: bool, render: Callable[[Any], RenderableType], *, w
     if isinstance(shown, str):
         typer.echo(shown)
     else:
-        Console(markup=False, highlight=False, width=WIDE if wide else None).print(shown)
+        console().print(shown)
 
 
-WIDE = 400  # columns for --wide: every cell whole, whatever the terminal
+def console() -> Console:
+    return Console(markup=False, highlight=False)
 
 
-def grid(*columns: str, keep: int = 1) -> Table:
-    """A borderless table whose first `keep` columns are never wrapped (ids stay copyable)."""
-    table = Table(*columns, box=None, header_style="bold", pad_edge=False)
-    for column in table.columns[:keep]:
-        column.no_wrap = True
-    return table
+def width() -> int:
+    """The columns a table may take: the terminal's, else `COLUMNS`, else 80 (rich's rules)."""
+    return max(40, console().width)
+
+
+@dataclass(frozen=True, slots=True)
+class Col:
+    """A column of a `Layout`. By default its values are shown whole, whatever the width: ids, numbers,
+    prices, timestamps, statuses. `cut`: free text that may end in an ellipsis, down to this many
+    characters. `wrap`: free text that continues on the next lines (at spaces), the last column only.
+    `drop`: when the table cannot fit otherwise, columns are left out, the highest `drop` first (0: never)."""
+
+    header: str
+    cut: int = 0
+    wrap: bool = False
+    drop: int = 0
+    right: bool = False
+
+
+GAP = 2  # spaces between columns
+
+
+class Layout:
+    """A borderless table that fits `width` columns without breaking a value across lines: free text is
+    cut (with `…`) or wrapped, then low-priority columns are left out, with a line saying which. A row
+    may carry detail lines (free text under it, from the second column on)."""
+
+    def __init__(self, *columns: Col, width: int | None = None) -> None:
+        self.columns = columns
+        self.width = width
+        self.rows: list[tuple[list[str], list[str]]] = []
+
+    def add_row(self, *cells: Any, details: Sequence[str] = ()) -> None:
+        if len(cells) != len(self.columns):
+            raise ValueError(f"{len(cells)} cells for {len(self.columns)} columns")
+        self.rows.append(([text(cell) for cell in cells], list(details)))
+
+    def __rich__(self) -> Text:
+        return self.render()
+
+    def render(self) -> Text:
+        room = self.width or width()
+        shown, widths = self._fit(room)
+        out = Text(no_wrap=True, overflow="ignore", end="")
+        header = self._line([self.columns[i].header for i in shown], shown, widths)
+        out.append(header, style="bold")
+        indent = widths[0] + GAP if len(shown) > 1 else 2
+        for cells, details in self.rows:
+            for line in self._lines(cells, shown, widths):
+                out.append("\n" + line)
+            for detail in details:
+                out.append("\n" + " " * indent + cut(detail, room - indent))
+        dropped = [self.columns[i].header for i in range(len(self.columns)) if i not in shown]
+        if dropped:
+            note = f"(not shown at {room} columns: {', '.join(dropped)}: see --json)"
+            for line in textwrap.wrap(note, room):
+                out.append("\n" + line)
+        return out
+
+    def _natural(self, index: int) -> int:
+        values = [self.columns[index].header, *(cells[index] for cells, _ in self.rows)]
+        return max(len(value) for value in values)
+
+    def _floor(self, index: int) -> int:
+        column, natural = self.columns[index], self._natural(index)
+        if column.wrap:
+            return min(natural, max(len(column.header), 20))
+        return min(natural, max(column.cut, len(column.header))) if column.cut else natural
+
+    def _fit(self, room: int) -> tuple[list[int], dict[int, int]]:
+        """The columns shown and their widths: whole if they fit, else free text narrowed (the widest
+        first), else the highest `drop` left out and again."""
+        shown = list(range(len(self.columns)))
+        while True:
+            widths = {i: self._natural(i) for i in shown}
+            excess = sum(widths.values()) + GAP * (len(shown) - 1) - room
+            slack = {i: widths[i] - self._floor(i) for i in shown}
+            droppable = [i for i in shown if self.columns[i].drop]
+            if excess > sum(slack.values()) and droppable:
+                shown.remove(max(droppable, key=lambda i: self.columns[i].drop))
+                continue
+            while excess > 0 and any(slack.values()):
+                widest = max(shown, key=lambda i: (slack[i] > 0, widths[i]))
+                widths[widest] -= 1
+                slack[widest] -= 1
+                excess -= 1
+            return shown, widths
+
+    def _line(self, cells: Sequence[str], shown: Sequence[int], widths: dict[int, int]) -> str:
+        parts = []
+        for cell, index in zip(cells, shown, strict=True):
+            value = cut(cell, widths[index])
+            parts.append(value.rjust(widths[index]) if self.columns[index].right else value.ljust(widths[index]))
+        return (" " * GAP).join(parts).rstrip()
+
+    def _lines(self, cells: list[str], shown: Sequence[int], widths: dict[int, int]) -> list[str]:
+        """One line, or more when a wrapped column's text needs them (the other cells on the first)."""
+        first = [cells[i] for i in shown]
+        wrapped = [i for i in shown if self.columns[i].wrap and len(cells[i]) > widths[i]]
+        if not wrapped:
+            return [self._line(first, shown, widths)]
+        index = wrapped[0]
+        pieces = textwrap.wrap(cells[index], widths[index], break_long_words=False, break_on_hyphens=False)
+        pieces = pieces or [""]
+        first[shown.index(index)] = pieces[0]
+        lines = [self._line(first, shown, widths)]
+        for piece in pieces[1:]:
+            blank = ["" if i != index else piece for i in shown]
+            lines.append(self._line(blank, shown, widths))
+        return lines
+
+
+def cut(value: str, room: int) -> str:
+    """`value`, or as much of it as fits in `room` followed by `…`."""
+    if len(value) <= room:
+        return value
+    return value[: max(0, room - 1)] + "…" if room > 0 else ""
 
 
 def text(value: Any) -> str:
@@ -81,88 +195,118 @@ def labels_of(view: Json) -> str:
     return ",".join(f"{k}={v}" for k, v in (view.get("labels") or {}).items()) or "-"
 
 
-def instances_table(items: Sequence[Json], wide: bool = False) -> Table | str:
-    """Names, not ids, by default: every command takes either, and the table then fits 80 columns.
-    Cells that would not fit end with an ellipsis rather than wrap, so each instance stays one line."""
+def until(value: str | None, now: datetime | None = None) -> str:
+    """How long until an ISO timestamp, in its largest unit: in 12m (now, when it has passed)."""
+    if not value:
+        return "-"
+    try:
+        then = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return "-"
+    seconds = int((then - (now or datetime.now(UTC))).total_seconds())
+    if seconds <= 0:
+        return "now"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"in {seconds // size}{unit}"
+    return f"in {seconds}s"
+
+
+def instances_table(items: Sequence[Json], wide: bool = False) -> Layout | str:
+    """Names, not ids, by default: every command takes either. Each instance is one line: a name too long
+    for the terminal is cut with `…`, and with --wide the columns that do not fit are left out, saying so."""
     if not items:
         return "No instances."
     if wide:
-        table = grid("ID", "NAME", "STATUS", "REASON", "PRODUCT", "REGION", "$/H", "AGE", "AUTO-STOP", "LABELS")
+        table = Layout(
+            Col("ID"),
+            Col("NAME", cut=10),
+            Col("STATUS"),
+            Col("REASON", drop=2),
+            Col("PRODUCT", cut=8, drop=1),
+            Col("REGION", drop=3),
+            Col("$/H"),
+            Col("AGE"),
+            Col("AUTO-STOP", drop=4),
+            Col("LABELS", cut=10, drop=5),
+        )
         for i in items:
-            auto_stop = (i.get("autoStop") or {}).get("stopsAt")
             table.add_row(
                 i["instanceId"],
                 i["name"],
                 i["status"],
-                text(i.get("statusReason")),
+                i.get("statusReason"),
                 product_of(i),
-                text(i.get("region")),
+                i.get("region"),
                 price(i.get("pricePerHour")),
                 age(i.get("createdAt")),
-                when(auto_stop),
+                until((i.get("autoStop") or {}).get("stopsAt")),
                 labels_of(i),
             )
         return table
-    headers = ("NAME", "STATUS", "PRODUCT", "REGION", "$/H", "AGE")
-    rows = [
-        (
+    table = Layout(Col("NAME", cut=12), Col("STATUS"), Col("PRODUCT", cut=8), Col("REGION"), Col("$/H"), Col("AGE"))
+    for i in items:
+        table.add_row(
             i["name"],
             status_of(i),
             product_of(i),
-            text(i.get("region")),
+            i.get("region"),
             price(i.get("pricePerHour")),
             age(i.get("createdAt")),
         )
-        for i in items
-    ]
-    table = grid(*headers)
-    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
-    # The name gives way first (down to 12 characters), then the product: status, price and age stay whole.
-    spare = Console().width - sum(widths) - 2 * (len(widths) - 1)
-    for index, floor in ((0, 12), (2, 8)):
-        if spare < 0:
-            cut = min(-spare, widths[index] - floor)
-            if cut > 0:
-                widths[index] -= cut
-                spare += cut
-    for column, width in zip(table.columns, widths, strict=True):
-        column.no_wrap, column.overflow, column.max_width = True, "ellipsis", width
-    for row in rows:
-        table.add_row(*row)
     return table
 
 
-def instance_table(view: Json) -> Table:
-    table = grid("FIELD", "VALUE")
+def instance_table(view: Json) -> Layout:
+    table = Layout(Col("FIELD"), Col("VALUE", wrap=True))
     auto_stop = view.get("autoStop") or {}
-    rows = {
+    idle = auto_stop.get("idleMinutes")
+    rows: dict[str, Any] = {
         "id": view["instanceId"],
         "name": view["name"],
         "status": status_of(view),
         "message": view.get("statusMessage"),
         "upstream": view.get("upstreamStatus"),
-        "product": f"{text(view.get('productName'))} x{view.get('gpuNum', 1)}, {view.get('billingMode') or '-'}",
+        "product": f"{text(view.get('productName'))} x{view.get('gpuNum') or 1}, {text(view.get('billingMode'))}",
         "region": view.get("region"),
         "price": price(view.get("pricePerHour")) + "/h",
         "template": view.get("templateId"),
-        "auto-stop": f"after {auto_stop.get('idleMinutes')} idle min, at {when(auto_stop.get('stopsAt'))}",
+        "auto-stop": "never" if not idle else f"after {idle} idle min, at {when(auto_stop.get('stopsAt'))}",
         "created": when(view.get("createdAt")),
         "ready": when(view.get("readyAt")),
     }
     if view.get("labels"):
         rows["labels"] = labels_of(view)
-    details = view.get("connectionDetails") or {}
-    for port in details.get("ports") or []:
-        rows[f"port {port.get('port')}"] = f"{port.get('endpoint')} ({port.get('type')})"
-    if (details.get("ssh") or {}).get("command"):
-        rows["ssh"] = details["ssh"]["command"]
+    rows.update(connection_rows(view))
     for field, value in rows.items():
-        table.add_row(field, text(value))
+        table.add_row(field, value)
     return table
 
 
+# Statuses in which Novita has the instance up, so its ports, ssh and URLs answer.
+UP = frozenset({"running", "health_checking", "ready"})
+
+
+def connection_rows(view: Json) -> dict[str, str]:
+    """Ports, ssh and Jupyter of an instance that is up; of any other, a line saying there are none (the
+    API keeps the last ones it saw of a stopped instance, which no longer answer)."""
+    status = str(view.get("status"))
+    details = view.get("connectionDetails") or {}
+    if status not in UP:
+        return {"ports": "(none: terminated)" if status == "terminated" else f"(none while {status})"}
+    rows: dict[str, str] = {}
+    for port in details.get("ports") or []:
+        rows[f"port {port.get('port')}"] = f"{text(port.get('endpoint'))} ({text(port.get('type'))})"
+    if (details.get("ssh") or {}).get("command"):
+        rows["ssh"] = details["ssh"]["command"]
+    jupyter = details.get("jupyter") or {}
+    if isinstance(jupyter, dict) and jupyter.get("url"):
+        rows["jupyter"] = jupyter["url"]
+    return rows
+
+
 def answer_line(answer: Json) -> str:
-    line = f"{answer['instanceId']} ({answer.get('name')}): {answer['status']}"
+    line = f"{answer['instanceId']} ({text(answer.get('name'))}): {answer['status']}"
     return f"{line}: {answer['message']}" if answer.get("message") else line
 
 

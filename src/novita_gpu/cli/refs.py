@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import shlex
 
+from novita_gpu.cli.output import UP
 from novita_gpu.cli.session import fail
 from novita_gpu.instances.schemas import NAME_PATTERN
 from novita_gpu.sdk import ApiError, Client, Json
@@ -19,8 +20,6 @@ from novita_gpu.sdk.calls import Action
 
 ID_PREFIX = "inst_"
 _NAME = re.compile(NAME_PATTERN)
-# Statuses in which Novita has the instance up, so its port mappings answer.
-UP = frozenset({"running", "health_checking", "ready"})
 
 
 def _checked(ref: str) -> str:

@@ -6,10 +6,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Group, RenderableType
-from rich.table import Table
 from rich.text import Text
 
-from novita_gpu.cli.output import grid, price, show, text, when
+from novita_gpu.cli.output import Col, Layout, price, show, text, when
 from novita_gpu.cli.session import ApiKey, AsJson, Url, client_for
 from novita_gpu.sdk import DEFAULT_URL, Json
 
@@ -26,8 +25,8 @@ def products(
     with client_for(url, api_key) as client:
         answer = client.products(name)
 
-    def render(answer: Json) -> Table:
-        table = grid("PRODUCT", "FROM $/H", "AVAILABLE", "REGIONS")
+    def render(answer: Json) -> Layout:
+        table = Layout(Col("PRODUCT", cut=12), Col("FROM $/H"), Col("AVAILABLE"), Col("REGIONS", cut=10))
         for p in answer["products"]:
             regions = ", ".join(o["region"] for o in p["offers"] if o["available"])
             table.add_row(
@@ -48,11 +47,11 @@ def templates(
     with client_for(url, api_key) as client:
         answer = client.templates(name)
 
-    def render(answer: Json) -> Table:
-        table = grid("ID", "NAME", "IMAGE", "PORTS")
+    def render(answer: Json) -> Layout:
+        table = Layout(Col("ID"), Col("NAME", cut=12), Col("IMAGE", cut=12, drop=1), Col("PORTS", cut=10))
         for t in answer["templates"]:
             ports = ", ".join(f"{p}/{group['type']}" for group in t["ports"] for p in group["ports"])
-            table.add_row(str(t["id"]), t["name"], t["image"], text(ports))
+            table.add_row(t["id"], t["name"], t["image"], ports)
         return table
 
     show(answer, as_json, render)
@@ -64,7 +63,7 @@ def health(url: Url = DEFAULT_URL, api_key: ApiKey = None, as_json: AsJson = Fal
         report = client.health()
 
     def render(report: Json) -> Group:
-        table = grid("SERVICE", "STATUS")
+        table = Layout(Col("SERVICE"), Col("STATUS", wrap=True))
         for service, check in report["services"].items():
             # `workers` holds one check per worker (or a status of its own when they are disabled).
             status = check.get("status") or ", ".join(f"{name} {sub['status']}" for name, sub in check.items())
@@ -83,8 +82,8 @@ def autostop_stats(url: Url = DEFAULT_URL, api_key: ApiKey = None, as_json: AsJs
     with client_for(url, api_key) as client:
         stats = client.autostop_stats()
 
-    def render(stats: Json) -> Table:
-        table = grid("FIGURE", "VALUE")
+    def render(stats: Json) -> Layout:
+        table = Layout(Col("FIGURE"), Col("VALUE", wrap=True))
         for key, value in stats.items():
             if isinstance(value, dict):  # nextDeadline: the instance that stops first
                 value = f"{value.get('name')} ({value.get('instanceId')}) at {when(value.get('stopsAt'))}"
@@ -110,10 +109,16 @@ def autostop_trigger(
         summary = f"{'would stop (dry run)' if answer['dryRun'] else 'stopped'}: {len(items)}"
         if not items:
             return summary
-        table = grid("ID", "NAME", "STATUS", "ACTION", "IDLE MIN", "STOPS AT", keep=2)
+        table = Layout(
+            Col("ID"),
+            Col("NAME", cut=8),
+            Col("STATUS", drop=1),
+            Col("ACTION"),
+            Col("IDLE MIN", drop=2),
+            Col("STOPS AT"),
+        )
         for c in items:
-            idle = text(c["idleMinutes"])
-            table.add_row(c["instanceId"], c["name"], c["status"], c["action"], idle, when(c["stopsAt"]))
+            table.add_row(c["instanceId"], c["name"], c["status"], c["action"], c["idleMinutes"], when(c["stopsAt"]))
         return Group(Text(summary), table)
 
     show(answer, as_json, render)
