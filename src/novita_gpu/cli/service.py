@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Group, RenderableType
@@ -84,13 +84,65 @@ def autostop_stats(url: Url = DEFAULT_URL, api_key: ApiKey = None, as_json: AsJs
 
     def render(stats: Json) -> Layout:
         table = Layout(Col("FIGURE"), Col("VALUE", wrap=True))
-        for key, value in stats.items():
-            if isinstance(value, dict):  # nextDeadline: the instance that stops first
-                value = f"{value.get('name')} ({value.get('instanceId')}) at {when(value.get('stopsAt'))}"
-            table.add_row(key, when(value) if key.endswith("At") else text(value))
+        for figure, value in stats_rows(stats).items():
+            table.add_row(figure, value)
         return table
 
     show(stats, as_json, render)
+
+
+def stats_rows(stats: Json) -> dict[str, str]:
+    """GET /api/instances/auto-stop/stats as lines a person reads; fields this version does not know are
+    shown as they come, a missing value as `-`."""
+    stats = dict(stats)
+    rows: dict[str, str] = {}
+    if "enabled" in stats:
+        every = stats.pop("checkIntervalSeconds", None)
+        enabled = stats.pop("enabled")
+        rows["enabled"] = f"yes, a sweep every {every:g} s" if enabled and every else plain(enabled)
+    if "defaultIdleMinutes" in stats:
+        rows["default idle"] = f"{plain(stats.pop('defaultIdleMinutes'))} min"
+    for key, label in (("lastRunAt", "last sweep"), ("nextRunAt", "next sweep")):
+        if key in stats:
+            rows[label] = when(stats.pop(key))
+    for key, label in (("watched", "watched"), ("gpuWatched", "GPU polled"), ("eligibleNow", "due now")):
+        if key in stats:
+            rows[label] = plain(stats.pop(key))
+    if "nextDeadline" in stats:
+        nxt = stats.pop("nextDeadline")
+        rows["next stop"] = (
+            f"{text(nxt.get('name'))} ({text(nxt.get('instanceId'))}) at {when(nxt.get('stopsAt'))}"
+            if isinstance(nxt, dict)
+            else "-"
+        )
+    if "stoppedSoFar" in stats:
+        rows["stopped so far"] = plain(stats.pop("stoppedSoFar"))
+    if "gpuHoursSaved" in stats or "dollarsSaved" in stats:
+        rows["saved"] = _saved(stats.pop("gpuHoursSaved", None), stats.pop("dollarsSaved", None))
+    for signal, figures in (stats.pop("bySignal", None) or {}).items():
+        figures = figures if isinstance(figures, dict) else {}
+        rows[f"by {signal}"] = (
+            f"{plain(figures.get('stopped'))} stopped, "
+            f"{_saved(figures.get('gpuHoursSaved'), figures.get('dollarsSaved'))} saved"
+        )
+    rows.update({key: plain(value) for key, value in stats.items()})
+    return rows
+
+
+def _saved(gpu_hours: Any, dollars: Any) -> str:
+    hours = "-" if gpu_hours is None else f"{gpu_hours:.2f}"
+    return f"{hours} GPU-h, {'-' if dollars is None else f'${dollars:,.2f}'}"
+
+
+def plain(value: Any) -> str:
+    """Any JSON value in words: yes/no, `-` for null, `k v, ...` for an object."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {plain(item)}" for key, item in value.items()) or "-"
+    if isinstance(value, list):
+        return ", ".join(plain(item) for item in value) or "-"
+    return text(value)
 
 
 @autostop.command("trigger")

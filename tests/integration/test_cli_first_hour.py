@@ -1,0 +1,105 @@
+"""Issue 22, "the first hour, without a stumble": what a new user of `novita-gpu` reads, command by
+command, against the real service and emulator over loopback HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from typer.testing import Result
+
+from tests.fixtures.live_service import LiveService, live_service
+from tests.integration.test_cli import invoke, ok
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def live(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LiveService]:
+    async with live_service(tmp_path_factory.mktemp("cli-first-hour")) as service:
+        yield service
+
+
+async def cli(live: LiveService, *args: str, **env: str) -> Result:
+    return await asyncio.to_thread(invoke, live.url, *args, env=env or None)
+
+
+async def shown(live: LiveService, *args: str) -> str:
+    return ok(await cli(live, *args))
+
+
+async def ready(live: LiveService, name: str, **body: Any) -> str:
+    instance_id = str((await live.harness.create(name=name, **body))["instanceId"])
+    await live.harness.until_status(instance_id, "ready")
+    return instance_id
+
+
+def no_none(output: str) -> str:
+    assert not re.search(r"\bNone\b", output), output
+    return output
+
+
+async def test_get_shows_connection_details_only_while_the_instance_is_up(live: LiveService) -> None:
+    h = live.harness
+    instance_id = await ready(live, "hour-ports")
+    up = await shown(live, "instances", "get", "hour-ports")
+    assert re.search(r"^port 22\s+127\.0\.0\.1:\d+ \(tcp\)$", up, re.MULTILINE) and re.search(r"^ssh\s+ssh ", up, re.M)
+
+    await h.http.post(f"/api/instances/{instance_id}/stop")
+    await h.until_status(instance_id, "stopped")
+    assert (await h.instance(instance_id))["connectionDetails"]  # the API keeps the last ones it saw...
+    stopped = no_none(await shown(live, "instances", "get", "hour-ports"))
+    assert re.search(r"^ports\s+\(none while stopped\)$", stopped, re.MULTILINE), stopped  # ...the CLI does not
+    assert not re.search(r"^(port \d+|ssh|jupyter)\s", stopped, re.MULTILINE), stopped
+
+    await h.http.delete(f"/api/instances/{instance_id}")
+    await h.until_status(instance_id, "terminated")
+    gone = await shown(live, "instances", "get", instance_id)
+    assert re.search(r"^ports\s+\(none: terminated\)$", gone, re.MULTILINE) and "ssh root@" not in gone
+
+
+async def test_autostop_stats_prints_the_figures_of_each_signal(live: LiveService) -> None:
+    h = live.harness
+    instance_id = await ready(live, "hour-idle", autoStopMinutes=1)
+    h.clock.advance(120)
+    assert instance_id in await shown(live, "autostop", "trigger", "--no-dry-run")
+    await h.until_status(instance_id, "stopped")
+    h.clock.advance(3600)  # an hour not billed: what the stop saved
+
+    stats = json.loads(await shown(live, "autostop", "stats", "--json"))
+    figures = stats["bySignal"]["lastUsed"]
+    assert figures["stopped"] >= 1 and figures["dollarsSaved"] > 0
+    table = no_none(await shown(live, "autostop", "stats"))
+    row = re.search(r"^by lastUsed\s+(.*)$", table, re.MULTILINE)
+    assert row is not None, table
+    assert row[1] == (
+        f"{figures['stopped']} stopped, {figures['gpuHoursSaved']:.2f} GPU-h, ${figures['dollarsSaved']:,.2f} saved"
+    )
+    for signal in ("gpu", "both", "maxRuntime"):
+        assert re.search(rf"^by {signal}\s+\d+ stopped, ", table, re.MULTILINE), table
+    assert re.search(r"^watched\s+\d+", table, re.MULTILINE)
+
+
+async def test_nothing_prints_none_for_a_missing_value(live: LiveService) -> None:
+    h = live.harness
+    created = await h.create(name="hour-fresh", labels={"team": "ml"})  # creating: most fields still null
+    for args in (
+        ["instances", "get", "hour-fresh"],
+        ["instances", "list", "--wide", "--all"],
+        ["instances", "events", "hour-fresh"],
+        ["instances", "stop", "hour-fresh"],
+        ["autostop", "stats"],
+        ["autostop", "trigger"],
+        ["costs"],
+        ["costs", "--group-by", "label:team"],
+        ["products"],
+        ["templates"],
+        ["health"],
+    ):
+        no_none(await shown(live, *args))
+    assert created["instanceId"]
