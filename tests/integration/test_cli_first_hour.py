@@ -7,6 +7,7 @@ import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -103,3 +104,24 @@ async def test_nothing_prints_none_for_a_missing_value(live: LiveService) -> Non
     ):
         no_none(await shown(live, *args))
     assert created["instanceId"]
+
+
+async def test_costs_stars_the_rows_still_billing_and_only_then_explains_the_star(tmp_path: Path) -> None:
+    async with live_service(tmp_path) as own:
+        h = own.harness
+        billing, stopped = await ready(own, "cost-billing"), await ready(own, "cost-stopped")
+        await h.http.post(f"/api/instances/{stopped}/stop")
+        await h.until_status(stopped, "stopped")
+        h.clock.advance(1800)
+
+        report = json.loads(await shown(own, "costs", "--json"))
+        assert {i["instanceId"]: i["billingNow"] for i in report["instances"]} == {billing: True, stopped: False}
+        table = no_none(await shown(own, "costs")).splitlines()
+        assert re.search(r"\$\d+\.\d\d \*$", next(line for line in table if billing in line))
+        assert re.search(r"\$\d+\.\d\d$", next(line for line in table if stopped in line))
+        assert table[-1] == "* still billing: its cost grows until it stops"
+
+        await h.http.post(f"/api/instances/{billing}/stop")
+        await h.until_status(billing, "stopped")
+        settled = await shown(own, "costs")
+        assert "*" not in settled and "still billing" not in settled, settled

@@ -54,7 +54,7 @@ def costs(
 
     def render(report: Json) -> RenderableType:
         summary = (
-            f"{_usd(report['totalUsd'])} from {when(report['from'])} to {when(report['to'])}: "
+            f"{_usd(report['totalUsd'])} from {when(report['from'])} to {when(report['to'])}\n"
             f"{_hours(report['billedHours'])} billed hours, {_hours(report['gpuHours'])} GPU-hours, "
             f"{len(report['instances'])} instances"
         )
@@ -84,16 +84,14 @@ def costs(
                 Col("COST", right=True),
             )
             for i in report["instances"]:
-                name = i["name"] + (" *" if i["billingNow"] else "")
+                # The star has a place of its own, after the cost: a name cut to fit would lose it.
+                cost = _usd(i["costUsd"]) + (" *" if i.get("billingNow") else "  ")
                 lines.add_row(
-                    i["instanceId"],
-                    name,
-                    i["group"],
-                    price(i["pricePerHour"]),
-                    _hours(i["billedHours"]),
-                    _usd(i["costUsd"]),
+                    i["instanceId"], i["name"], i["group"], price(i["pricePerHour"]), _hours(i["billedHours"]), cost
                 )
-            parts += [Text(""), lines, Text("* still billing: its cost grows until it stops")]
+            parts += [Text(""), lines]
+            if any(i.get("billingNow") for i in report["instances"]):
+                parts.append(Text("* still billing: its cost grows until it stops"))
         return Group(*parts)
 
     show(report, as_json, render)

@@ -76,7 +76,7 @@ class Layout:
     def render(self) -> Text:
         room = self.width or width()
         shown, widths = self._fit(room)
-        out = Text(no_wrap=True, overflow="ignore", end="")
+        out = Text(no_wrap=True, overflow="ignore")
         header = self._line([self.columns[i].header for i in shown], shown, widths)
         out.append(header, style="bold")
         indent = widths[0] + GAP if len(shown) > 1 else 2
