@@ -31,7 +31,7 @@ from novita_gpu.novita import NovitaClient
 from novita_gpu.observability.health import worker_status
 from novita_gpu.observability.logging import register_secret
 from novita_gpu.observability.metrics import Metrics
-from novita_gpu.observability.upstream import UpstreamHealth
+from novita_gpu.observability.upstream import UpstreamHealth, announce_reachability
 from novita_gpu.retention import Retention
 from novita_gpu.settings import Settings
 from novita_gpu.webhooks.dispatcher import WebhookDispatcher
@@ -92,6 +92,11 @@ class Services:
             self.retention,
         ]
         self._tasks = [asyncio.create_task(worker.run(), name=worker.name) for worker in self.workers]
+        if self.emulator is None:
+            self._tasks.append(asyncio.create_task(self._announce_upstream(), name="announce_upstream"))
+
+    async def _announce_upstream(self) -> None:
+        await announce_reachability(self.client)
 
     async def aclose(self) -> None:
         """Graceful: streams end, workers claim nothing more and finish what is in flight (bounded by

@@ -187,6 +187,16 @@ class Settings(BaseSettings):
     def _database_url(cls, value: str) -> str:
         return normalize_database_url(value)
 
+    @field_validator("novita_api_base_url")
+    @classmethod
+    def _novita_base_url(cls, value: str) -> str:
+        """`api.novita.ai` would fail at the first call, minutes later and far from the cause: refuse it now."""
+        url = value.strip().rstrip("/")
+        scheme, _, rest = url.partition("://")
+        if scheme.lower() not in ("http", "https") or not rest or rest.startswith("/"):
+            raise ValueError(f"must start with https:// (or http://) and name a host, like {DEFAULT_NOVITA_BASE_URL}")
+        return url
+
     @field_validator("log_level")
     @classmethod
     def _log_level(cls, value: str) -> str:

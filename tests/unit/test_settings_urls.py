@@ -109,3 +109,19 @@ async def test_a_pasted_sqlite_url_opens_the_file(tmp_path: Path) -> None:
     finally:
         await db.dispose()
     assert (tmp_path / "store.db").exists()
+
+
+@pytest.mark.parametrize(
+    "pasted", ["api.novita.ai", "api.novita.ai/gpu-instance/openapi", "ftp://api.novita.ai", "https://"]
+)
+def test_a_novita_base_url_without_scheme_or_host_is_refused_at_start_up(pasted: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        settings(novita_api_base_url=pasted)
+    described = describe_validation_error(caught.value)
+    assert described.startswith("NOVITA_API_BASE_URL: must start with https://"), described
+
+
+def test_a_novita_base_url_is_kept_without_its_trailing_slash() -> None:
+    assert settings(novita_api_base_url=" https://api.novita.ai/gpu-instance/openapi/ ").novita_api_base_url == (
+        "https://api.novita.ai/gpu-instance/openapi"
+    )

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from fastapi import APIRouter, Query
 
 from novita_gpu.catalog.schemas import ProductsAnswer, TemplatesAnswer
 from novita_gpu.catalog.service import CatalogError
 from novita_gpu.errors import UpstreamUnavailable
-from novita_gpu.novita import NovitaError
+from novita_gpu.novita import REQUEST_PATIENCE_SECONDS, NovitaError, answer_within
+from novita_gpu.novita.errors import unreachable_message
 from novita_gpu.web.auth import Owner
 from novita_gpu.web.deps import ServicesDep
 from novita_gpu.web.responses import JSONResponse
 
+if TYPE_CHECKING:
+    from novita_gpu.services import Services
+
 router = APIRouter(prefix="/api", tags=["catalog"])
 
 
-def _unavailable() -> UpstreamUnavailable:
-    return UpstreamUnavailable("Novita could not be reached.", retry_after=5)
+def _unavailable(services: Services, exc: NovitaError) -> UpstreamUnavailable:
+    return UpstreamUnavailable(unreachable_message(services.catalog.host, exc, "read the catalog"), retry_after=5)
 
 
 @router.get(
@@ -34,34 +38,35 @@ async def products(
     gpu_num: Annotated[int, Query(alias="gpuNum", ge=1, le=8)] = 1,
 ) -> JSONResponse:
     try:
-        names = sorted({p.name for p in await services.catalog.products(billing_mode)})
-        if product_name is not None:
-            names = [n for n in names if product_name.lower() in n.lower()]
-        items = []
-        for name in names:
-            try:
-                offers = await services.catalog.offers(name, billing_mode=billing_mode, gpu_num=gpu_num)
-            except CatalogError:
-                continue
-            items.append(
-                {
-                    "productName": name,
-                    "cheapestPricePerHour": min(o.price_per_hour for o in offers),
-                    "available": any(o.available for o in offers),
-                    "offers": [
-                        {
-                            "productId": o.product_id,
-                            "region": o.cluster_name,
-                            "clusterId": o.cluster_id,
-                            "pricePerHour": round(o.price_per_hour, 6),
-                            "available": o.available,
-                        }
-                        for o in sorted(offers, key=lambda o: o.price_per_hour)
-                    ],
-                }
-            )
+        with answer_within(REQUEST_PATIENCE_SECONDS):
+            names = sorted({p.name for p in await services.catalog.products(billing_mode)})
+            if product_name is not None:
+                names = [n for n in names if product_name.lower() in n.lower()]
+            items = []
+            for name in names:
+                try:
+                    offers = await services.catalog.offers(name, billing_mode=billing_mode, gpu_num=gpu_num)
+                except CatalogError:
+                    continue
+                items.append(
+                    {
+                        "productName": name,
+                        "cheapestPricePerHour": min(o.price_per_hour for o in offers),
+                        "available": any(o.available for o in offers),
+                        "offers": [
+                            {
+                                "productId": o.product_id,
+                                "region": o.cluster_name,
+                                "clusterId": o.cluster_id,
+                                "pricePerHour": round(o.price_per_hour, 6),
+                                "available": o.available,
+                            }
+                            for o in sorted(offers, key=lambda o: o.price_per_hour)
+                        ],
+                    }
+                )
     except NovitaError as exc:
-        raise _unavailable() from exc
+        raise _unavailable(services, exc) from exc
     return JSONResponse({"billingMode": billing_mode, "gpuNum": gpu_num, "products": items})
 
 
@@ -74,9 +79,10 @@ async def templates(
     name: Annotated[str | None, Query(max_length=255)] = None,
 ) -> JSONResponse:
     try:
-        found = await services.catalog.templates()
+        with answer_within(REQUEST_PATIENCE_SECONDS):
+            found = await services.catalog.templates()
     except NovitaError as exc:
-        raise _unavailable() from exc
+        raise _unavailable(services, exc) from exc
     if name:
         found = [t for t in found if name.lower() in t.name.lower()]
     return JSONResponse(

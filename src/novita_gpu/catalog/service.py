@@ -85,6 +85,11 @@ class Catalog:
         self._products = _json_cache("products", caches, ttl, TypeAdapter(list[Product]), on_lookup)
         self._templates = _json_cache("templates", caches, ttl, TypeAdapter(list[Template]), on_lookup)
 
+    @property
+    def host(self) -> str:
+        """Where the catalog comes from (Novita's host), for messages."""
+        return self._client.host
+
     async def clusters(self) -> list[Cluster]:
         return await self._clusters.get_or_load("all", self._client.list_clusters)
 

@@ -61,7 +61,8 @@ from novita_gpu.instances.lifecycle import (
 from novita_gpu.instances.read_cache import CachedView, ListPage, ReadCache, list_key
 from novita_gpu.instances.rendering import history_view, instance_view
 from novita_gpu.instances.schemas import AutoStopIn, CreateInstanceIn, StartIn, UpdateInstanceIn
-from novita_gpu.novita import NovitaError, RateLimited
+from novita_gpu.novita import REQUEST_PATIENCE_SECONDS, NovitaError, RateLimited, answer_within
+from novita_gpu.novita.errors import unreachable_message
 from novita_gpu.settings import Settings
 from novita_gpu.signals import Signal
 from novita_gpu.tables import IdempotencyRecord, Instance, InstanceEvent, WebhookAttempt, WebhookDelivery
@@ -117,9 +118,9 @@ def _auto_stop_policy(
     }
 
 
-def _upstream_unavailable(exc: NovitaError) -> UpstreamUnavailable:
+def _upstream_unavailable(host: str, exc: NovitaError) -> UpstreamUnavailable:
     return UpstreamUnavailable(
-        "Novita could not be reached to look up the catalog; try again shortly.",
+        unreachable_message(host, exc, "look up the catalog") + " Try again shortly.",
         retry_after=exc.retry_after if isinstance(exc, RateLimited) and exc.retry_after else 5.0,
     )
 
@@ -240,20 +241,21 @@ class InstanceService:
         webhook_url = checked_webhook_url(body.webhook_url, self.webhook_policy)
         billing_mode = body.billing_mode or self.settings.default_billing_mode
         try:
-            template = await self.catalog.template(body.template_id)
-            offers = await self.catalog.offers(
-                body.product_name,
-                billing_mode=billing_mode,
-                gpu_num=body.gpu_num,
-                region=body.region,
-                strict_region=body.strict_region,
-                max_price_per_hour=body.max_price_per_hour,
-            )
+            with answer_within(REQUEST_PATIENCE_SECONDS):
+                template = await self.catalog.template(body.template_id)
+                offers = await self.catalog.offers(
+                    body.product_name,
+                    billing_mode=billing_mode,
+                    gpu_num=body.gpu_num,
+                    region=body.region,
+                    strict_region=body.strict_region,
+                    max_price_per_hour=body.max_price_per_hour,
+                )
         except CatalogError as exc:
             field = {"UNKNOWN_TEMPLATE": "templateId", "UNKNOWN_REGION": "region"}.get(exc.code, "productName")
             raise InvalidInput(exc.code, exc.message, field=field) from exc
         except NovitaError as exc:
-            raise _upstream_unavailable(exc) from exc
+            raise _upstream_unavailable(self.catalog.host, exc) from exc
 
         if self.room_for_create is not None:  # valid: it waits while a burst is being sent (backpressure)
             await self.room_for_create()

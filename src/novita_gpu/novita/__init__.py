@@ -1,6 +1,14 @@
 """Client for Novita's GPU-instance v1 API: `NovitaClient`, its models and its typed errors."""
 
-from novita_gpu.novita.client import ENDPOINTS, OUTCOMES, CallObserver, NovitaClient, Outcome
+from novita_gpu.novita.client import (
+    ENDPOINTS,
+    OUTCOMES,
+    REQUEST_PATIENCE_SECONDS,
+    CallObserver,
+    NovitaClient,
+    Outcome,
+    answer_within,
+)
 from novita_gpu.novita.errors import (
     AmbiguousCreate,
     BadRequest,
@@ -46,6 +54,7 @@ from novita_gpu.novita.models import (
 __all__ = [
     "ENDPOINTS",
     "OUTCOMES",
+    "REQUEST_PATIENCE_SECONDS",
     "AmbiguousCreate",
     "BadRequest",
     "CallObserver",
@@ -86,4 +95,5 @@ __all__ = [
     "UpstreamUnavailable",
     "VolumeMount",
     "WebTerminalComponent",
+    "answer_within",
 ]

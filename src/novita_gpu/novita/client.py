@@ -10,10 +10,12 @@ appears in errors, reprs or logs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -91,6 +93,24 @@ KEEPALIVE_SECONDS = 4.0
 
 M = TypeVar("M", bound=BaseModel)
 
+# How long a request a person waits on tries to reach Novita before it answers 503 (`answer_within`).
+REQUEST_PATIENCE_SECONDS = 4.0
+
+# When the calls of the current task must have given up, retries included (monotonic): set by `answer_within`.
+_give_up_at: ContextVar[float | None] = ContextVar("novita_give_up_at", default=None)
+
+
+@contextlib.contextmanager
+def answer_within(seconds: float) -> Iterator[None]:
+    """Novita calls made inside stop retrying, and stop trying to connect, once `seconds` have passed: for a
+    request a person waits on, where an unreachable Novita must be a prompt 503 rather than half a minute
+    of retries. An answer already arriving is not cut. Background work keeps the client's own deadline."""
+    token = _give_up_at.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _give_up_at.reset(token)
+
 
 class CallObserver(Protocol):
     """Told about every HTTP attempt (metrics, health): stable endpoint name, outcome, duration."""
@@ -154,6 +174,7 @@ class NovitaClient:
         self.metrics_url = metrics_root(self.base_url)
         self._key = SecretStr(api_key)
         self._retry_deadline = retry_deadline
+        self._timeout = timeout
         self._max_attempts = max_attempts
         self._observer = observer
         self._sleep = sleep
@@ -185,6 +206,11 @@ class NovitaClient:
 
     def __repr__(self) -> str:
         return f"NovitaClient(base_url={self.base_url!r})"
+
+    @property
+    def host(self) -> str:
+        """Where Novita is, as an error message names it (`api.novita.ai`, `127.0.0.1:4000`)."""
+        return self.base_url.split("://", 1)[-1].split("/", 1)[0]
 
     async def __aenter__(self) -> NovitaClient:
         return self
@@ -553,10 +579,15 @@ class NovitaClient:
         `ambiguous` marks a non-idempotent call: failures after the request may have been received are
         not retried and are converted by it. `root` replaces the API root (the monitoring API's own).
         """
-        budget = RetryBudget(max_attempts=self._max_attempts, deadline=self._retry_deadline)
+        give_up_at = _give_up_at.get()
+        deadline = self._retry_deadline
+        if give_up_at is not None:
+            deadline = min(deadline, give_up_at - time.monotonic())
+        budget = RetryBudget(max_attempts=self._max_attempts, deadline=deadline)
         while True:
             started = time.monotonic()
-            result = await self._attempt(method, (root or self.base_url) + path, params, json_body)
+            left = None if give_up_at is None else max(0.05, give_up_at - started)
+            result = await self._attempt(method, (root or self.base_url) + path, params, json_body, left)
             elapsed = time.monotonic() - started
             budget.record_attempt(elapsed)
             if isinstance(result, _Success):
@@ -586,11 +617,21 @@ class NovitaClient:
             await self._sleep(wait)
 
     async def _attempt(
-        self, method: str, url: str, params: Mapping[str, Any] | None, json_body: Mapping[str, Any] | None
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, Any] | None,
+        json_body: Mapping[str, Any] | None,
+        left: float | None = None,
     ) -> _Success | _Failure:
+        # Within `answer_within` only connecting is cut short: a healthy but long answer still arrives.
+        # (aiohttp reads timeout=None as "no timeout at all": the session's own applies unless one is given.)
+        extra: dict[str, Any] = {}
+        if left is not None:
+            extra["timeout"] = aiohttp.ClientTimeout(connect=min(left, self._timeout), sock_read=self._timeout)
         try:
             async with self._http.request(
-                method, url, params=params, json=json_body, allow_redirects=False, proxy=self._proxy
+                method, url, params=params, json=json_body, allow_redirects=False, proxy=self._proxy, **extra
             ) as response:
                 content = await response.read()
                 return self._interpret(response.status, response.headers, content)

@@ -160,3 +160,27 @@ def make_error(
     if cls is RateLimited:
         return RateLimited(status, reason, message, metadata, retry_after=retry_after)
     return cls(status, reason, message, metadata)
+
+
+def describe_fault(error: NovitaError) -> str:
+    """What went wrong on the way to Novita, in a few words a person can act on (no secret in them)."""
+    if isinstance(error, RateLimited):
+        return "it asks us to slow down (HTTP 429)"
+    if error.status >= 500:
+        return f"it answered HTTP {error.status}"
+    if error.reason == "TIMEOUT":
+        return "no answer in time"
+    if error.status == 0:
+        text = error.message
+        # aiohttp: "Cannot connect to host api.novita.ai:443 ssl:default [Connection refused]"
+        cause = text[text.rfind("[") + 1 : text.rfind("]")] if text.endswith("]") and "[" in text else text
+        return cause.strip() or "the connection failed"
+    return f"it answered HTTP {error.status} {error.reason}".rstrip()
+
+
+def unreachable_message(host: str, error: NovitaError, purpose: str = "") -> str:
+    """`Novita (api.novita.ai) could not be reached to look up the catalog: Connection refused.`"""
+    doing = f" to {purpose}" if purpose else ""
+    if isinstance(error, Unauthorized | Forbidden):
+        return f"Novita ({host}) refused the API key (HTTP {error.status}): check NOVITA_API_KEY."
+    return f"Novita ({host}) could not be reached{doing}: {describe_fault(error)}."

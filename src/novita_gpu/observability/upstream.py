@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+import structlog
+
 from novita_gpu.clock import Clock
+from novita_gpu.novita import REQUEST_PATIENCE_SECONDS, NovitaClient, NovitaError, answer_within
+from novita_gpu.novita.errors import unreachable_message
+
+log = structlog.get_logger(__name__)
 
 _FAULTS = frozenset({"server_error", "network_error", "timeout"})
 
@@ -46,3 +52,21 @@ class UpstreamHealth:
         else:
             state = "up"
         return {"status": state, "recentCalls": len(recent), "recentFaults": faults, "recentRateLimited": limited}
+
+
+async def announce_reachability(client: NovitaClient) -> bool:
+    """One log line at start-up saying whether Novita answers, naming its URL (never the key): an
+    unreachable Novita or a refused key is found out now, not at a user's first create."""
+    try:
+        with answer_within(REQUEST_PATIENCE_SECONDS):
+            await client.list_clusters()
+    except NovitaError as exc:
+        log.error(
+            "novita_unreachable",
+            message=f"{unreachable_message(client.host, exc)} Instances can be neither created nor watched "
+            f"until it answers (NOVITA_API_BASE_URL={client.base_url}).",
+            url=client.base_url,
+        )
+        return False
+    log.info("novita_reachable", message=f"Novita answers at {client.base_url}", url=client.base_url)
+    return True
