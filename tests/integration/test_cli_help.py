@@ -39,7 +39,7 @@ def render_help(path: list[str]) -> str:
 
 def test_every_command_is_covered() -> None:
     names = {" ".join(path) for path, _ in ALL}
-    for expected in ("serve", "emulator", "db upgrade", "events", "instances create", "autostop stats"):
+    for expected in ("serve", "emulator", "db upgrade", "events", "instances create", "budget set", "autostop stats"):
         assert expected in names
 
 

@@ -305,6 +305,25 @@ def connection_rows(view: Json) -> dict[str, str]:
     return rows
 
 
+def deliveries(webhooks: Sequence[Json]) -> str:
+    """Webhook deliveries in short: `delivered`, `pending x12`."""
+    return ", ".join(
+        f"{w.get('status')} x{w['attempts']}" if w.get("attempts") else str(w.get("status")) for w in webhooks
+    )
+
+
+def delivery_details(webhooks: Sequence[Json]) -> list[str]:
+    """A line for each delivery not (yet) done that says why: `webhook pending x12: name does not resolve`."""
+    lines = []
+    for w in webhooks:
+        if w.get("status") == "delivered":
+            continue
+        reason = w.get("lastError") or (f"HTTP {w['lastStatusCode']}" if w.get("lastStatusCode") else None)
+        if reason:
+            lines.append(f"webhook {w.get('status')} x{w.get('attempts') or 0}: {reason} ({text(w.get('url'))})")
+    return lines
+
+
 def answer_line(answer: Json) -> str:
     line = f"{answer['instanceId']} ({text(answer.get('name'))}): {answer['status']}"
     return f"{line}: {answer['message']}" if answer.get("message") else line

@@ -35,8 +35,15 @@ def _remember(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any
         sources = {}
         _sources.set(sources)
     source = ctx.get_parameter_source(param.name) if param.name else None
-    sources[str(param.name)] = (value, source.name if source is not None else "DEFAULT")
+    given = source.name if source is not None else "DEFAULT"
+    earlier = sources.get(str(param.name))
+    if earlier is not None and _RANK.get(earlier[1], 0) > _RANK.get(given, 0):
+        return value  # a group's option (`budget --url ... set`) wins over its subcommand's environment or default
+    sources[str(param.name)] = (value, given)
     return value
+
+
+_RANK = {"COMMANDLINE": 2, "ENVIRONMENT": 1}
 
 
 def begin(url: str | None, api_key: str | None, profile: str | None, profile_from_command_line: bool) -> None:

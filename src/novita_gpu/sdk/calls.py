@@ -227,6 +227,14 @@ def set_budget(monthly_limit_usd: float, on_exceeded: str | None, webhook_url: s
     return Call("PUT", "/api/budget", params=_given(apiKey=api_key), body=body, retryable=True)
 
 
+def clear_budget(api_key: str | None = None) -> Call:
+    return Call("DELETE", "/api/budget", params=_given(apiKey=api_key), retryable=True)
+
+
+def budget_events(api_key: str | None = None) -> Call:
+    return Call("GET", "/api/budget/events", params=_given(apiKey=api_key), retryable=True)
+
+
 def products(
     product_name: str | None = None, billing_mode: Literal["onDemand", "spot"] | None = None, gpu_num: int | None = None
 ) -> Call:

@@ -140,7 +140,18 @@ class Methods(ABC, Generic[Answer]):
         webhook_url: str | None = None,
         api_key: str | None = None,
     ) -> Answer:
+        """Set the monthly budget (USD, calendar month in UTC). `on_exceeded` left out is the server's
+        default, refuseCreates; `stopAll` also stops the key's instances once it is spent. An admin key may
+        name another key's id as `api_key`."""
         return self._send(calls.set_budget(monthly_limit_usd, on_exceeded, webhook_url, api_key))
+
+    def clear_budget(self, *, api_key: str | None = None) -> Answer:
+        """Remove the budget; the answer is the key's spend without one (`monthlyLimitUsd` null)."""
+        return self._send(calls.clear_budget(api_key))
+
+    def budget_events(self, *, api_key: str | None = None) -> Answer:
+        """The key's `budget.exceeded` events, newest first, each with its webhook deliveries."""
+        return self._send(calls.budget_events(api_key))
 
     def health(self) -> Answer:
         """The health report, also when the service is unhealthy (HTTP 503)."""
