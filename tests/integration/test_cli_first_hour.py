@@ -14,6 +14,7 @@ import pytest
 import pytest_asyncio
 from typer.testing import Result
 
+from novita_gpu.serving import free_port
 from tests.fixtures.live_service import LiveService, live_service
 from tests.integration.test_cli import invoke, ok
 
@@ -125,3 +126,24 @@ async def test_costs_stars_the_rows_still_billing_and_only_then_explains_the_sta
         await h.until_status(billing, "stopped")
         settled = await shown(own, "costs")
         assert "*" not in settled and "still billing" not in settled, settled
+
+
+async def test_instance_events_say_why_a_webhook_is_still_pending(live: LiveService) -> None:
+    h = live.harness
+    hook = f"http://127.0.0.1:{free_port()}/hook"  # nobody listens: every attempt fails, and says why
+    instance_id = await ready(live, "hour-hooks", webhookUrl=hook)
+    for _ in range(4):
+        await h.services.dispatcher.tick()
+        h.clock.advance(120)  # past each retry's backoff
+    history = json.loads(await shown(live, "instances", "events", "hour-hooks", "--json"))["events"]
+    failing = history[0]["webhooks"][0]
+    assert failing["status"] == "pending" and failing["attempts"] >= 2 and failing["lastError"], failing
+
+    lines = (await shown(live, "instances", "events", "hour-hooks")).splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    first = next(i for i, line in enumerate(lines) if re.match(r"\S+Z\s+creating\s", line))
+    assert f"pending x{failing['attempts']}" in lines[first]
+    detail = f"webhook pending x{failing['attempts']}: {failing['lastError']} ({hook})"
+    assert lines[first + 1].startswith(" " * 22), lines
+    assert detail.startswith(lines[first + 1].strip().rstrip("…")) and failing["lastError"][:20] in lines[first + 1]
+    assert instance_id

@@ -20,6 +20,8 @@ from novita_gpu.cli.output import (
     Layout,
     StatusLine,
     answer_line,
+    deliveries,
+    delivery_details,
     instance_table,
     instances_table,
     show,
@@ -342,17 +344,24 @@ def touch_instance(ref: InstanceRef, url: Url = DEFAULT_URL, api_key: ApiKey = N
 
 @app.command("events")
 def instance_events(ref: InstanceRef, url: Url = DEFAULT_URL, api_key: ApiKey = None, as_json: AsJson = False) -> None:
-    """An instance's status history and its webhook deliveries."""
+    """An instance's status history and its webhook deliveries.
+
+    A delivery that has not gone through gets a line of its own under its event, with the last error."""
     with client_for(url, api_key) as client:
         answer = client.events(refs.instance_id(client, ref))
 
     def render(answer: Json) -> Layout:
         table = Layout(Col("AT"), Col("STATUS"), Col("REASON", drop=1), Col("MESSAGE", cut=12), Col("WEBHOOKS", cut=9))
         for e in answer["events"]:
-            hooks = ", ".join(
-                f"{w['status']} x{w['attempts']}" if w["attempts"] else w["status"] for w in e["webhooks"]
+            webhooks = e.get("webhooks") or []
+            table.add_row(
+                when(e["at"]),
+                e["to"],
+                e.get("reason"),
+                e.get("message"),
+                deliveries(webhooks),
+                details=delivery_details(webhooks),
             )
-            table.add_row(when(e["at"]), e["to"], e["reason"], e["message"], hooks)
         return table
 
     show(answer, as_json, render)
