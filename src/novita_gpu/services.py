@@ -34,6 +34,7 @@ from novita_gpu.observability.metrics import Metrics
 from novita_gpu.observability.upstream import UpstreamHealth, announce_reachability
 from novita_gpu.retention import Retention
 from novita_gpu.settings import Settings
+from novita_gpu.store_upstream import MixedUpstreams, claim_store, emulator_upstream, novita_upstream
 from novita_gpu.webhooks.dispatcher import WebhookDispatcher
 from novita_gpu.webhooks.guard import WebhookPolicy
 from novita_gpu.webhooks.sender import WebhookSender
@@ -144,6 +145,13 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics | No
 
     db = Database(settings.database_url, pool_size=settings.database_pool_size)
     await db.migrate()
+    try:
+        await claim_store(db, emulator_upstream(emulator.state.account()) if emulator else novita_upstream(base_url))
+    except MixedUpstreams:
+        await db.dispose()
+        if emulator is not None:
+            await emulator.stop()
+        raise
     if emulator is not None and emulator.previous_url is not None and emulator.moved:
         from novita_gpu.emulator.embedded import move_port_urls
 

@@ -112,25 +112,7 @@ def test_the_checker_catches_stale_revisions() -> None:
     assert len(problems(stale)) == 5, problems(stale)
 
 
-@pytest.mark.parametrize(
-    "document",
-    [
-        pytest.param(
-            path,
-            id=path.name,
-            marks=[
-                pytest.mark.xfail(
-                    strict=True,
-                    reason="docs/leases.md shows 0004 as a newer release's revision; it is another change's "
-                    "file: show a revision above the head there, then remove this mark",
-                )
-            ]
-            if path.name == "leases.md"
-            else [],
-        )
-        for path in DOCUMENTS
-    ],
-)
+@pytest.mark.parametrize("document", DOCUMENTS, ids=[path.name for path in DOCUMENTS])
 def test_every_revision_the_docs_show_is_real(document: Path) -> None:
     assert not problems(document.read_text())
 

@@ -143,8 +143,9 @@ def _startup_failed(cause: BaseException) -> NoReturn:
     migrating the store between our migration and the app's)."""
     from novita_gpu.migrations import StoreTooNew
     from novita_gpu.serving import CannotListen
+    from novita_gpu.store_upstream import MixedUpstreams
 
-    if isinstance(cause, StoreTooNew):
+    if isinstance(cause, StoreTooNew | MixedUpstreams):
         fail(str(cause), CONFIG_ERROR)
     if isinstance(cause, CannotListen):  # the only socket bound during start-up is the built-in emulator's
         fail(f"the service did not start: the built-in emulator {cause} (EMULATOR_PORT; 0 picks a free one)")

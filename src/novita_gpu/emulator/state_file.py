@@ -13,6 +13,7 @@ import json
 import os
 import sqlite3
 import threading
+import uuid
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,13 @@ class StateFile:
             self._db.execute("BEGIN")
             self._db.executemany("DELETE FROM objects WHERE kind = ? AND id = ?", [(kind, i) for i in object_ids])
             self._db.execute("COMMIT")
+
+    def account(self) -> str:
+        """This emulated account's own id, made at its first use: two state files are two accounts."""
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('account', ?)", (uuid.uuid4().hex[:12],))
+            (value,) = self._db.execute("SELECT value FROM meta WHERE key = 'account'").fetchone()
+        return str(value)
 
     def served_at(self) -> str | None:
         """The URL the emulator last served this account at: instances' port URLs were built on it."""
