@@ -120,7 +120,10 @@ async def test_stop_start_touch_events_and_delete(live: LiveService) -> None:
     await h.until_status(instance_id, "terminated")
     gone = await cli(live, "instances", "wait", instance_id, "--timeout", "5")
     assert gone.exit_code == 1
-    assert last_line(gone.stderr) == f"error: instance {instance_id} (cli-act) is terminated (USER), not ready"
+    assert last_line(gone.stderr) == (
+        f"error: instance {instance_id} (cli-act) is terminated (USER), not ready, and never will be: "
+        "a terminated instance does not change again"
+    )
 
 
 async def test_wait_times_out_with_exit_code_1(live: LiveService) -> None:

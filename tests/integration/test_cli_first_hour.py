@@ -14,6 +14,7 @@ import pytest
 import pytest_asyncio
 from typer.testing import Result
 
+from novita_gpu.sdk import InstanceFailed, InstanceStopped
 from novita_gpu.serving import free_port
 from tests.fixtures.live_service import LiveService, live_service
 from tests.integration.test_cli import invoke, ok
@@ -147,3 +148,42 @@ async def test_instance_events_say_why_a_webhook_is_still_pending(live: LiveServ
     assert lines[first + 1].startswith(" " * 22), lines
     assert detail.startswith(lines[first + 1].strip().rstrip("…")) and failing["lastError"][:20] in lines[first + 1]
     assert instance_id
+
+
+async def test_a_wait_that_cannot_end_well_ends_at_once(live: LiveService) -> None:
+    """A stopped instance never becomes ready by itself, and a terminated one never changes: `wait` says so
+    and exits 1 at once instead of sitting out its timeout (while_clock_moves fails after 10 s)."""
+    h = live.harness
+    instance_id = await ready(live, "hour-stopped")
+    await h.http.post(f"/api/instances/{instance_id}/stop")
+    await h.until_status(instance_id, "stopped")
+
+    for extra in ([], ["--json"]):
+        waited = await live.while_clock_moves(
+            lambda extra=extra: invoke(live.url, "instances", "wait", "hour-stopped", "--timeout", "600", *extra)
+        )
+        assert waited.exit_code == 1 and waited.stdout == ""
+        assert waited.stderr.splitlines()[-1] == (
+            f"error: instance {instance_id} (hour-stopped) is stopped (USER), not ready, and will not be until it "
+            "is started (novita-gpu instances start hour-stopped)"
+        )
+    assert ok(await cli(live, "instances", "wait", "hour-stopped", "--for", "stopped,ready", "--json"))
+
+    with live.client() as client:
+        with pytest.raises(InstanceFailed) as stuck:
+            await live.while_clock_moves(lambda: client.wait_for(instance_id, "running", timeout=600))
+        assert isinstance(stuck.value, InstanceStopped) and stuck.value.instance["status"] == "stopped"
+    async with live.async_client() as async_client:
+        with pytest.raises(InstanceStopped):
+            await async_client.wait_for(instance_id, timeout=600)
+
+    await h.http.delete(f"/api/instances/{instance_id}")
+    await h.until_status(instance_id, "terminated")
+    gone = await live.while_clock_moves(
+        lambda: invoke(live.url, "instances", "wait", instance_id, "--for", "stopped", "--timeout", "600")
+    )
+    assert gone.exit_code == 1
+    assert gone.stderr.splitlines()[-1] == (
+        f"error: instance {instance_id} (hour-stopped) is terminated (USER), not stopped, and never will be: "
+        "a terminated instance does not change again"
+    )

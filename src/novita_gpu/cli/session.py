@@ -20,7 +20,15 @@ from typing import Annotated, Any
 import typer
 
 from novita_gpu.cli.config import ConfigError, ConfigFile, Profile, config_path, exposure_warning, load
-from novita_gpu.sdk import DEFAULT_URL, ApiError, Client, InstanceFailed, ServiceConnectionError, WaitTimeout
+from novita_gpu.sdk import (
+    DEFAULT_URL,
+    ApiError,
+    Client,
+    InstanceFailed,
+    InstanceStopped,
+    ServiceConnectionError,
+    WaitTimeout,
+)
 
 # Where each of this run's settings came from: {"url": (value, "COMMANDLINE" | "ENVIRONMENT" | "DEFAULT")},
 # and the options given before the subcommand under "global_url", "global_api_key", "profile". Filled by
@@ -176,6 +184,10 @@ def client_for(url: str | None, api_key: str | None) -> Iterator[Client]:
             yield client
     except ApiError as exc:
         raise fail(f"{exc.code}: {exc.explanation} (request {exc.request_id or 'unknown'})", 1) from exc
+    except InstanceStopped as exc:
+        name = exc.instance.get("name") or exc.instance.get("instanceId")
+        action = "start" if exc.needs == "started" else "delete"
+        raise fail(f"{exc} (novita-gpu instances {action} {name})", 1) from exc
     except (InstanceFailed, WaitTimeout) as exc:
         raise fail(str(exc), 1) from exc
     except ServiceConnectionError as exc:

@@ -17,6 +17,7 @@ from novita_gpu.sdk.config import DEFAULT_URL
 from novita_gpu.sdk.errors import (
     ApiError,
     InstanceFailed,
+    InstanceStopped,
     NovitaGpuError,
     ServiceConnectionError,
     WaitTimeout,
@@ -33,6 +34,7 @@ __all__ = [
     "CreateOptions",
     "Event",
     "InstanceFailed",
+    "InstanceStopped",
     "Json",
     "NovitaGpuError",
     "RetryPolicy",

@@ -90,7 +90,8 @@ class Client(Methods[Json]):
         on_change: Callable[[Json], None] | None = None,
     ) -> Json:
         """Long-poll until the instance has `status`. Raises `InstanceFailed` when it ends failed/terminated
-        instead, `WaitTimeout` after `timeout` seconds. `on_change(view)` hears of every status on the way."""
+        instead, or (as its subclass `InstanceStopped`) is stopped, which it stays until someone starts it,
+        and `WaitTimeout` after `timeout` seconds. `on_change(view)` hears of every status on the way."""
         wait = Wait(instance_id, status, timeout, poll_timeout, on_change)
         while (done := wait.outcome(self._send(wait.next_call()))) is None:
             pass

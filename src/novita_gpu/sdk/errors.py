@@ -56,15 +56,33 @@ class ServiceConnectionError(NovitaGpuError, ConnectionError):
 
 
 class InstanceFailed(NovitaGpuError):
-    """A wait ended because the instance reached `failed` or `terminated` instead of the wanted status."""
+    """A wait ended because the instance reached `failed` or `terminated` instead of the wanted status (or,
+    as `InstanceStopped`, sits in `stopped`, which it leaves only when it is started or deleted)."""
 
     def __init__(self, instance: dict[str, Any], wanted: Iterable[str]) -> None:
         self.instance = instance
+        self.wanted = frozenset(wanted)
         status, reason = instance.get("status"), instance.get("statusReason")
         because = f" ({reason})" if reason else ""
-        super().__init__(
-            f"instance {_named(instance)} is {status}{because}, not {' or '.join(sorted(wanted))}{_why(instance)}"
-        )
+        super().__init__(f"instance {_named(instance)} is {status}{because}, not {_either(self.wanted)}{self._end()}")
+
+    def _end(self) -> str:
+        if self.instance.get("status") == "terminated":
+            return ", and never will be: a terminated instance does not change again"
+        return _why(self.instance)
+
+
+class InstanceStopped(InstanceFailed):
+    """A wait ended because the instance is `stopped`, which it leaves only when someone starts (or deletes)
+    it: waiting for `ready` (or any status but `stopped`) would only sit out the timeout."""
+
+    @property
+    def needs(self) -> str:
+        """What would move it on: "started", or "deleted" when only terminating/terminated are wanted."""
+        return "deleted" if self.wanted <= {"terminating", "terminated"} else "started"
+
+    def _end(self) -> str:
+        return f", and will not be until it is {self.needs}{_why(self.instance)}"
 
 
 class WaitTimeout(NovitaGpuError, TimeoutError):
@@ -74,8 +92,12 @@ class WaitTimeout(NovitaGpuError, TimeoutError):
         self.instance = instance
         super().__init__(
             f"instance {_named(instance)} is still {instance.get('status')} after {timeout:g} s "
-            f"(waiting for {' or '.join(sorted(wanted))}){_why(instance)}"
+            f"(waiting for {_either(wanted)}){_why(instance)}"
         )
+
+
+def _either(statuses: Iterable[str]) -> str:
+    return " or ".join(sorted(statuses))
 
 
 def _named(instance: dict[str, Any]) -> str:

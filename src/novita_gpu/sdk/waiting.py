@@ -8,10 +8,12 @@ from collections.abc import Callable, Iterable
 from novita_gpu.instances.lifecycle import Status
 from novita_gpu.sdk import calls
 from novita_gpu.sdk.calls import Call, Json
-from novita_gpu.sdk.errors import InstanceFailed, WaitTimeout
+from novita_gpu.sdk.errors import InstanceFailed, InstanceStopped, WaitTimeout
 
 # Where an instance can end up instead of the wanted status (the server's long-poll returns on these too).
 DEAD_ENDS = frozenset({"failed", "terminated"})
+# Where it rests until someone acts: a stopped instance moves only when it is started or deleted.
+AT_REST = "stopped"
 # Every public status: waiting for "any but the current one" returns on the next change.
 STATUSES = frozenset(status.value for status in Status)
 # The most the server holds one long-poll (`timeout` of GET /api/instances/{id} is at most 60).
@@ -38,17 +40,28 @@ class Wait:
         self.deadline = time.monotonic() + timeout
         self.on_change = on_change
         self.seen: str | None = None
+        self.looked = False
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - time.monotonic())
 
     def next_call(self) -> Call:
-        wanted = self.wanted if self.on_change is None else STATUSES - {self.seen} if self.seen else STATUSES
+        """The first call answers at once (any status will do), so a wait that cannot end well ends then;
+        later ones return on a wanted status, on any change when someone hears of changes, and on
+        `stopped` (besides the dead ends the server always returns on)."""
+        if not self.looked:
+            wanted = STATUSES | self.wanted  # the wanted ones too: the server says if one is no status
+        elif self.on_change is not None:
+            wanted = STATUSES - {self.seen} if self.seen else STATUSES
+        else:
+            wanted = self.wanted | {AT_REST}
         return calls.wait(self.instance_id, wanted, min(self.poll_timeout, MAX_POLL_SECONDS, self.remaining()))
 
     def outcome(self, view: Json) -> Json | None:
-        """The view when it has a wanted status; None to poll again. Raises `InstanceFailed` on a dead end
-        and `WaitTimeout` once the deadline has passed."""
+        """The view when it has a wanted status; None to poll again. Raises `InstanceFailed` on a dead end,
+        `InstanceStopped` when it is stopped (it stays so until someone starts it) and `WaitTimeout` once
+        the deadline has passed."""
+        self.looked = True
         status = view.get("status")
         if self.on_change is not None and status != self.seen:
             self.seen = status
@@ -57,6 +70,8 @@ class Wait:
             return view
         if status in DEAD_ENDS:
             raise InstanceFailed(view, self.wanted)
+        if status == AT_REST:
+            raise InstanceStopped(view, self.wanted)
         if self.remaining() <= 0:
             raise WaitTimeout(view, self.wanted, self.timeout)
         return None
