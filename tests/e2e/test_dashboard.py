@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,9 @@ def _require_browser() -> Any:
     return sync_api
 
 
-@pytest.fixture
-def browser() -> Iterator[Any]:
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """Debian's Chromium, headless, launched by Playwright (or a skip saying what is missing)."""
     sync_api = _require_browser()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as playwright:
@@ -59,12 +61,19 @@ def browser() -> Iterator[Any]:
             launched.close()
 
 
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    with chromium() as launched:
+        yield launched
+
+
 class Watched:
     """A page whose dialogs (an injected alert would open one), script errors and console errors (CSP
     violations among them) are collected."""
 
-    def __init__(self, browser: Any) -> None:
-        self.page = browser.new_page(viewport={"width": 1280, "height": 860})
+    def __init__(self, browser: Any, width: int = 1280, **context: Any) -> None:
+        # Each page is its own browser context: its own sessionStorage, localStorage and permissions.
+        self.page = browser.new_page(viewport={"width": width, "height": 860}, **context)
         self.alerts: list[str] = []
         self.errors: list[str] = []
         self.page.on("dialog", lambda dialog: (self.alerts.append(dialog.message), dialog.dismiss()))
