@@ -4,6 +4,7 @@
 'use strict';
 
 const KEY_STORAGE = 'novita-gpu.api-key';
+const PRODUCT_STORAGE = 'novita-gpu.product';  // the GPU last picked (not secret: localStorage)
 const LIVE = new Set(['starting', 'running', 'health_checking', 'ready']);
 const CAN_STOP = new Set(['creating', 'starting', 'running', 'health_checking', 'ready', 'failed']);
 const CAN_START = new Set(['stopped', 'failed']);
@@ -17,6 +18,8 @@ const REASONS = {
 const state = {
   key: sessionStorage.getItem(KEY_STORAGE),
   instances: new Map(),
+  loaded: false,  // the first full list has arrived: only then is an empty table "no instances"
+  loadError: null,
   lastEventId: null,
   historyOf: null,
   stream: null,
@@ -101,6 +104,36 @@ function errorText(error) {
   return details ? `${error.message} ${details}` : error.message;
 }
 
+function monthEnd(iso) {
+  const at = new Date(iso);
+  return new Date(Date.UTC(at.getUTCFullYear(), at.getUTCMonth() + 1, 0))
+    .toLocaleDateString('en', { month: 'short', day: 'numeric', timeZone: 'UTC' });
+}
+
+function copyByCommand(text, returnTo) {
+  // Plain http on another host has no navigator.clipboard: the old way, through a hidden text area.
+  const area = el('textarea', { className: 'offscreen', text });
+  area.readOnly = true;
+  document.body.append(area);
+  area.select();
+  let done = false;
+  try { done = document.execCommand('copy'); } catch (_) { done = false; }
+  area.remove();
+  returnTo.focus();
+  return done;
+}
+
+async function copy(text, node) {
+  let done = false;
+  try {
+    await navigator.clipboard.writeText(text);
+    done = true;
+  } catch (_) {
+    done = copyByCommand(text, node);
+  }
+  toast(done ? `Copied ${text}` : `${text} could not be copied: this browser refuses.`, done ? 'info' : 'error');
+}
+
 function toast(message, kind = 'error') {
   const node = $('toast');
   node.textContent = message;
@@ -122,14 +155,34 @@ function actionButton(label, className, handler) {
   return button;
 }
 
+function idButton(instanceId) {
+  // One line, cut with an ellipsis when narrow; the whole id in the tooltip and copied on click.
+  const button = el('button', { className: 'id', text: instanceId, title: instanceId });
+  button.type = 'button';
+  button.setAttribute('aria-label', `Copy the id ${instanceId}`);
+  button.addEventListener('click', () => copy(instanceId, button));
+  return button;
+}
+
+function costCell(view) {
+  const cost = view.cost || {};
+  const cell = el('td', { className: 'num cost', text: money(cost.accruedUsd, 2) });
+  if (cost.accruedAt) {
+    const at = cost.accruedAt.replace('T', ' ').replace(/\.\d+Z$|Z$/, ' UTC');
+    cell.title = `$${Number(cost.accruedUsd).toFixed(4)} for ${duration(cost.billedSeconds || 0)} billed, as of ${at}` +
+      (cost.billingSince ? ' (still billing)' : '');
+  }
+  return cell;
+}
+
 function row(view) {
   const name = el('td', { className: 'name' },
-    el('div', { className: 'strong', text: view.name }),
-    el('div', { className: 'muted mono small', text: view.instanceId }));
+    el('div', { className: 'iname strong', text: view.name, title: view.name }),
+    idButton(view.instanceId));
   const labels = Object.entries(view.labels || {});
   if (labels.length) {
     const chips = el('div', { className: 'chips' });
-    for (const [key, value] of labels) chips.append(el('span', { className: 'chip', text: `${key}=${value}` }));
+    for (const [key, value] of labels) chips.append(el('span', { className: 'chip', text: `${key}=${value}`, title: `${key}=${value}` }));
     name.append(chips);
   }
   const status = el('td', {},
@@ -138,28 +191,60 @@ function row(view) {
   const actions = el('td', { className: 'actions' });
   if (CAN_START.has(view.status)) actions.append(actionButton('Start', 'small', () => act(view, 'start')));
   if (CAN_STOP.has(view.status)) actions.append(actionButton('Stop', 'small', () => act(view, 'stop')));
-  actions.append(actionButton('History', 'small ghost', () => showHistory(view.instanceId)));
+  actions.append(actionButton('History', 'small ghost', () => openHistory(view.instanceId)));
   if (!GONE.has(view.status)) actions.append(actionButton('Delete', 'small danger-ghost', () => remove(view)));
   const tr = el('tr', { data: { id: view.instanceId } },
     name,
     status,
-    el('td', { text: view.gpuNum > 1 ? `${view.gpuNum}× ${view.productName}` : view.productName }),
-    el('td', { text: view.region || '—' }),
+    el('td', {},
+      el('div', { className: 'product', text: view.gpuNum > 1 ? `${view.gpuNum}× ${view.productName}` : view.productName }),
+      el('div', { className: 'region muted small', text: view.region || '—' })),
     el('td', { className: 'num', text: money(view.pricePerHour, 2) }),
-    el('td', { className: 'uptime', text: uptime(view) }),
+    costCell(view),
+    el('td', { className: 'uptime col-uptime', text: uptime(view) }),
     el('td', { className: 'autostop', text: autoStop(view) }),
     actions);
   if (GONE.has(view.status)) tr.classList.add('gone');
   return tr;
 }
 
+function rowButton(instanceId, ...labels) {
+  const tr = [...$('rows').children].find((node) => node.dataset.id === instanceId);
+  if (!tr) return null;
+  for (const label of labels) {
+    const found = [...tr.querySelectorAll('button')].find((b) => b.textContent === label);
+    if (found) return found;
+  }
+  return null;
+}
+
+function focusRow(instanceId, ...labels) {
+  const button = rowButton(instanceId, ...labels);
+  if (button) button.focus();
+}
+
+function emptyText(hidden) {
+  if (!state.loaded) return state.loadError ? `Instances could not be loaded: ${state.loadError} Retrying…` : 'Loading instances…';
+  if (hidden) return `No live instances (${hidden} terminated: tick "show terminated" to see ${hidden === 1 ? 'it' : 'them'}).`;
+  return 'No instances yet. Create one below.';
+}
+
 function render() {
   const showGone = $('show-terminated').checked;
-  const views = [...state.instances.values()]
+  const all = [...state.instances.values()];
+  const views = all
     .filter((v) => showGone || v.status !== 'terminated')
     .sort((a, b) => (b.createdAt || '').localeCompare(a.createdAt || ''));
+  // The rows are rebuilt: a button that had the focus gets it back in its new row.
+  const active = document.activeElement;
+  const focused = active && active.tagName === 'BUTTON' && $('rows').contains(active)
+    ? { id: active.closest('tr').dataset.id, label: active.textContent } : null;
   $('rows').replaceChildren(...views.map(row));
-  $('empty').hidden = views.length > 0;
+  if (focused) focusRow(focused.id, focused.label);
+  const empty = $('empty');
+  empty.textContent = emptyText(all.length - views.length);
+  empty.classList.toggle('loading', !state.loaded);
+  empty.hidden = state.loaded && views.length > 0;
   const live = [...state.instances.values()].filter((v) => LIVE.has(v.status));
   $('stat-running').textContent = String(live.length);
   const spend = live.reduce((sum, v) => sum + (v.pricePerHour || 0), 0);
@@ -186,7 +271,17 @@ async function loadInstances() {
     cursor = page.nextCursor;
   } while (cursor);
   state.instances = found;
+  state.loaded = true;
+  state.loadError = null;
   render();
+}
+
+function loadInstancesShowingErrors() {
+  return loadInstances().catch((error) => {
+    if (state.loaded) return;
+    state.loadError = errorText(error);
+    render();
+  });
 }
 
 const refreshing = new Map();
@@ -217,6 +312,40 @@ async function loadStats() {
   } catch (_) { /* the figures stay as they were */ }
 }
 
+// This month's spend (GET /api/costs) and the budget (GET /api/budget: a null limit, or 404, is none).
+async function loadSpend() {
+  const [costs, budget] = await Promise.all([
+    api('GET', '/api/costs').catch(() => null),
+    api('GET', '/api/budget').catch(() => null),
+  ]);
+  if (costs) {
+    $('stat-month').textContent = money(costs.totalUsd);
+    $('stat-month').title = `$${Number(costs.totalUsd).toFixed(4)} billed from ${costs.from.slice(0, 10)} to now (UTC)`;
+    const hours = Number(costs.gpuHours || 0);
+    $('stat-month-sub').textContent = `${hours.toFixed(hours < 10 ? 2 : 1)} GPU-hours`;
+  }
+  const card = $('budget-card');
+  const limit = budget ? budget.monthlyLimitUsd : null;
+  card.hidden = limit === null || limit === undefined;
+  if (card.hidden) return;
+  const over = budget.exceeded || budget.projectedUsd > limit;
+  card.className = `stat budget${over ? ' over' : ''}${budget.exceeded ? ' exceeded' : ''}`;
+  $('stat-budget').textContent = money(limit);
+  $('budget-meter').style.width = `${Math.min(100, limit > 0 ? (100 * budget.spentUsd) / limit : 100)}%`;
+  const then = budget.exceeded ? 'creates refused' : `by ${monthEnd(budget.month ? `${budget.month}-01T00:00:00Z` : new Date().toISOString())}`;
+  $('stat-budget-sub').textContent = budget.exceeded
+    ? `exceeded: ${budget.onExceeded === 'stopAll' ? 'instances stopped, creates refused' : 'creates refused'}`
+    : `projected ${money(budget.projectedUsd)} by month end`;
+  card.title = `Spent ${money(budget.spentUsd)} of ${money(limit)} this month, ${money(budget.ratePerHourUsd)}/h now; ` +
+    `at this rate ${money(budget.projectedUsd)} ${then}.`;
+}
+
+function spendSoon() {
+  // A burst of events ends in one read of the costs, a second after the last of them.
+  clearTimeout(spendSoon.timer);
+  spendSoon.timer = setTimeout(() => loadSpend(), 1000);
+}
+
 // -- actions ----------------------------------------------------------------------------------------
 
 async function act(view, action) {
@@ -226,6 +355,7 @@ async function act(view, action) {
 }
 
 function confirmDialog(text, okLabel) {
+  // Escape cancels (the dialog's own cancel event); the caller puts the focus back.
   const dialog = $('confirm');
   $('confirm-text').textContent = text;
   $('confirm-ok').textContent = okLabel;
@@ -240,6 +370,8 @@ function confirmDialog(text, okLabel) {
 
 async function remove(view) {
   const sure = await confirmDialog(`Delete ${view.name}? Novita deletes the instance and its disk; this cannot be undone.`, 'Delete');
+  // The row may have been redrawn meanwhile: focus goes to its button (History once it is deleting).
+  focusRow(view.instanceId, 'Delete', 'History');
   if (!sure) return;
   await api('DELETE', `/api/instances/${encodeURIComponent(view.instanceId)}`);
   toast(`${view.name} is being deleted.`, 'info');
@@ -256,6 +388,7 @@ async function create(event) {
   if (minutes !== '') body.autoStopMinutes = Number(minutes);
   const button = $('create-button');
   button.disabled = true;
+  rememberProduct();
   try {
     const view = await api('POST', '/api/instances', body);
     state.instances.set(view.instanceId, view);
@@ -275,15 +408,38 @@ async function create(event) {
   }
 }
 
+function rememberProduct() {
+  try { localStorage.setItem(PRODUCT_STORAGE, $('f-product').value); } catch (_) { /* storage off: no memory */ }
+}
+
+function rememberedProduct() {
+  try { return localStorage.getItem(PRODUCT_STORAGE); } catch (_) { return null; }
+}
+
+// The lowest price one can have a product at now: of its available offers (null: sold out). The
+// answer's cheapestPricePerHour counts sold-out offers too.
+function availablePrice(product) {
+  if (!product.available) return null;
+  const prices = (product.offers || []).filter((o) => o.available).map((o) => o.pricePerHour);
+  return prices.length ? Math.min(...prices) : product.cheapestPricePerHour;
+}
+
 async function loadCatalog() {
   const [products, templates] = await Promise.all([api('GET', '/api/products'), api('GET', '/api/templates')]);
   const productSelect = $('f-product');
+  let cheapest = null;
   productSelect.replaceChildren(...products.products.map((p) => {
-    const option = el('option', { text: `${p.productName} · from ${money(p.cheapestPricePerHour)}/h${p.available ? '' : ' · sold out'}` });
+    const price = availablePrice(p);
+    const option = el('option', { text: `${p.productName} · from ${money(price ?? p.cheapestPricePerHour)}/h${price === null ? ' · sold out' : ''}` });
     option.value = p.productName;
-    option.disabled = !p.available;
+    option.disabled = price === null;
+    if (price !== null && (cheapest === null || price < cheapest.price)) cheapest = { price, name: p.productName };
     return option;
   }));
+  // The user's last pick while it can be had, else the cheapest product one can have now.
+  const remembered = [...productSelect.options].find((o) => o.value === rememberedProduct() && !o.disabled);
+  if (remembered) productSelect.value = remembered.value;
+  else if (cheapest) productSelect.value = cheapest.name;
   const templateSelect = $('f-template');
   templateSelect.replaceChildren(...templates.templates.map((t) => {
     const option = el('option', { text: `${t.name} · ${t.image}` });
@@ -308,14 +464,30 @@ async function showHistory(instanceId) {
     }
     if (!e.webhooks.length) hooks.textContent = '—';
     return el('tr', {},
-      el('td', { className: 'mono small', text: (e.at || '').replace('T', ' ').replace(/\.\d+Z$|Z$/, '') }),
+      el('td', { className: 'mono small at', text: (e.at || '').replace('T', ' ').replace(/\.\d+Z$|Z$/, '') }),
       el('td', { text: `${e.from || '—'} → ${e.to}` }),
       el('td', { text: e.reason || '—' }),
       el('td', { className: 'small', text: e.message || '' }),
       hooks);
   }));
   $('history').hidden = false;
+}
+
+async function openHistory(instanceId) {
+  await showHistory(instanceId);
+  if (state.historyOf !== instanceId) return;
   $('history').scrollIntoView({ behavior: 'smooth', block: 'nearest' });
+  $('history-close').focus({ preventScroll: true });
+}
+
+function closeHistory() {
+  // Focus that would be lost with the panel goes back to the row's History button; elsewhere it stays.
+  const instanceId = state.historyOf;
+  const active = document.activeElement;
+  const lost = !active || active === document.body || $('history').contains(active);
+  $('history').hidden = true;
+  state.historyOf = null;
+  if (instanceId && lost) focusRow(instanceId, 'History');
 }
 
 // -- the event stream -------------------------------------------------------------------------------
@@ -341,6 +513,7 @@ function onEvent(message) {
     render();
   }
   refresh(body.instanceId);
+  spendSoon();
   if (state.historyOf === body.instanceId) showHistory(body.instanceId).catch(() => {});
 }
 
@@ -393,12 +566,14 @@ async function follow() {
         setLive(true);
         delay = 500;
         // The stream is registered before its headers come: a load now misses nothing after it.
-        if (first) { first = false; loadInstances().catch((e) => toast(errorText(e))); }
+        if (first) { first = false; loadInstancesShowingErrors(); }
         else loadInstances().catch(() => {});
       });
       delay = 200;  // ended by the server (a restart, or this tab fell behind): back at once
     } catch (error) {
       if (error instanceof ApiError && error.status === 429) setLive(false, 'too many streams');
+      // No stream yet: the table need not wait for one (the minute's reload keeps it fresh meanwhile).
+      if (!state.loaded) loadInstancesShowingErrors();
     }
     setLive(false);
     await sleep(delay);
@@ -436,8 +611,10 @@ async function start() {
   api('GET', '/health').then((h) => { $('mode').textContent = h.mode === 'emulator' ? 'emulator' : ''; }).catch(() => {});
   loadCatalog().catch((error) => toast(`Products and templates could not be loaded: ${errorText(error)}`));
   loadStats();
+  loadSpend();
   follow();
-  state.timers.push(setInterval(tick, 1000), setInterval(loadStats, 30000), setInterval(() => loadInstances().catch(() => {}), 60000));
+  state.timers.push(setInterval(tick, 1000), setInterval(loadStats, 30000), setInterval(loadSpend, 30000),
+    setInterval(() => loadInstances().catch(() => {}), 60000));
 }
 
 document.addEventListener('DOMContentLoaded', () => {
@@ -451,6 +628,12 @@ document.addEventListener('DOMContentLoaded', () => {
   $('sign-out').addEventListener('click', () => { askKey(null); location.reload(); });
   $('create-form').addEventListener('submit', create);
   $('show-terminated').addEventListener('change', render);
-  $('history-close').addEventListener('click', () => { $('history').hidden = true; state.historyOf = null; });
+  $('history-close').addEventListener('click', closeHistory);
+  $('f-product').addEventListener('change', rememberProduct);
+  document.addEventListener('keydown', (event) => {
+    // Escape in the open dialog is the dialog's (it cancels and closes); otherwise it closes the history.
+    if (event.key !== 'Escape' || event.defaultPrevented || $('confirm').open) return;
+    if (!$('history').hidden) { event.preventDefault(); closeHistory(); }
+  });
   start();
 });
