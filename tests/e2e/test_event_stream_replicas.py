@@ -50,12 +50,13 @@ def test_a_stream_on_one_replica_sees_changes_made_through_the_other(postgres_ur
             assert created.status_code == 201, created.text
             made_at = time.monotonic()
             instance_id = created.json()["instanceId"]
-            decoder, seen, latency = SseDecoder(), [], None
+            decoder, latency = SseDecoder(), None
+            seen: list[tuple[int, str]] = []
             deadline = time.monotonic() + READY_TIMEOUT
             for line in response.iter_lines():
                 assert time.monotonic() < deadline, seen
                 message = decoder.feed(line)
-                if message is None:
+                if message is None or not message.event:  # nothing, or the stream's position (id only)
                     continue
                 body = json.loads(message.data)
                 assert body["instanceId"] == instance_id
@@ -95,7 +96,9 @@ def test_sigterm_ends_open_streams_at_once_with_a_reason(sqlite_url: str, proces
         started = time.monotonic()
         threading.Thread(target=service.terminate, daemon=True).start()
         decoder = SseDecoder()
-        closes = [m for line in response.iter_lines() if (m := decoder.feed(line)) is not None]
+        messages = [m for line in response.iter_lines() if (m := decoder.feed(line)) is not None]
+        assert messages[0].event == "" and messages[0].id == "0"  # the position: no event in the store yet
+        closes = messages[1:]
         assert time.monotonic() - started < 5
     assert [(m.event, json.loads(m.data)["code"]) for m in closes] == [("close", "SHUTDOWN")]
     deadline = time.monotonic() + 8

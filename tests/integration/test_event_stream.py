@@ -33,13 +33,15 @@ def auth(key: str | None) -> dict[str, str]:
 
 
 class Stream:
-    """One open stream: its raw lines, and its messages as the SDK's decoder reads them."""
+    """One open stream: its raw lines, and its messages as the SDK's decoder reads them. `positions` are
+    the id-only messages (no event: where the stream started), which `message()` passes over."""
 
     def __init__(self, response: httpx.Response) -> None:
         self.response = response
         self.lines = response.aiter_lines()
         self.decoder = SseDecoder()
         self.comments: list[str] = []
+        self.positions: list[str] = []
 
     async def message(self, timeout: float = DEADLINE) -> Message:
         async with asyncio.timeout(timeout):
@@ -47,8 +49,21 @@ class Stream:
                 if line.startswith(":"):
                     self.comments.append(line)
                 message = self.decoder.feed(line)
-                if message is not None:
+                if message is not None and not message.event and message.id is not None:
+                    self.positions.append(message.id)
+                elif message is not None:
                     return message
+        raise EOFError("the stream ended")
+
+    async def position(self, timeout: float = DEADLINE) -> str:
+        """The id-only message a stream opened without a cursor starts with (read before any event)."""
+        async with asyncio.timeout(timeout):
+            async for line in self.lines:
+                message = self.decoder.feed(line)
+                if message is not None:
+                    assert (message.event, message.data) == ("", ""), message
+                    assert message.id is not None
+                    return message.id
         raise EOFError("the stream ended")
 
     async def events_until(self, instance_id: str, status: str) -> list[Message]:
@@ -152,6 +167,28 @@ async def test_resume_with_last_event_id_or_after_loses_and_repeats_nothing(live
             assert await stream.rest() == []
         ids = [int(m.id or 0) for m in [first, *second, *third]]
         assert ids == await store_ids(live, instance_id)
+
+
+async def test_a_stream_opened_without_a_cursor_starts_with_its_position(live: LiveService) -> None:
+    """`id: <newest event id>` and nothing else: by the SSE rules no event, but the client's last event id,
+    so one that reconnects before it has received any event resumes from where it started."""
+    async with httpx.AsyncClient(base_url=live.url, timeout=DEADLINE) as http:
+        instance_id = (await live.harness.create())["instanceId"]
+        [newest] = await store_ids(live)
+        async with open_stream(http) as stream:
+            assert [await anext(stream.lines) for _ in range(4)] == ["retry: 2000", "", f"id: {newest}", ""]
+        async with open_stream(http, f"/api/instances/{instance_id}/events/stream") as stream:
+            position = await stream.position()
+        assert position == str(newest)
+        # Changes while nobody listens; a resume from the position gets them all, and only them.
+        await live.harness.until_status(instance_id, "ready")
+        async with open_stream(http, params={"follow": "false"}, headers={"Last-Event-ID": position}) as stream:
+            resumed = await stream.rest()
+        assert [int(m.id or 0) for m in resumed] == (await store_ids(live))[1:]
+        # A stream with a cursor has one: it gets no position.
+        async with open_stream(http, params={"after": "0", "follow": "false"}) as stream:
+            replayed = await stream.rest()
+        assert stream.positions == [] and [int(m.id or 0) for m in replayed] == await store_ids(live)
 
 
 async def test_a_restarted_server_resumes_from_the_store(tmp_path: Path) -> None:

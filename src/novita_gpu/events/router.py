@@ -5,6 +5,11 @@ sent after EVENT_STREAM_HEARTBEAT_SECONDS without an event, so proxies keep the 
 (or `?after=` when the header is absent) replays from the store what came after that id, then the stream
 goes on live. When the server ends a stream (SLOW_READER, SHUTDOWN) it sends `event: close` with
 `{"code", "message"}` and no id, so the client's last id is still the last event it got.
+
+A stream opened without either starts with its position, a message that is only `id: <the newest event id
+when it started>`: by the SSE rules it dispatches no event but sets the client's last event id, so a client
+that reconnects before it has received any event (EventSource, the SDK) resumes from where it started
+rather than from a new "now", and loses nothing that happened in between.
 """
 
 from __future__ import annotations
@@ -52,7 +57,9 @@ _ERROR_BODY = {"application/json": {"schema": {"$ref": "#/components/schemas/Err
 _STREAM_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {
         "description": "Server-Sent Events: `id:` the event id, `event:` instance.<status>, `data:` the webhook "
-        "body; `: keep-alive` comments; `event: close` with {code, message} when the server ends the stream.",
+        "body; `: keep-alive` comments; `event: close` with {code, message} when the server ends the stream. "
+        "Opened without `after` or Last-Event-ID, the stream starts with a message that is only `id:` (its "
+        "position: the newest event id), so a reconnect resumes from there.",
         # Before OpenAPI 3.2's itemSchema, an event stream's `schema` describes each event.
         "content": {
             "text/event-stream": {
@@ -153,9 +160,14 @@ class EventStreamResponse(Response):
             log.warning("event_stream_stalled", owner=self.sub.owner, seconds=self.stall_seconds)
 
     async def _stream(self, send: Send) -> None:
-        await self._write(send, _RETRY)
         last = self.after
-        if last is not None:
+        if last is None:
+            # The position this stream starts from, as an id-only message: the client's last event id
+            # becomes it without any event being dispatched, and its reconnect replays what came after.
+            await self._write(send, _RETRY + b"id: %d\n\n" % self.upto)
+            last = self.upto
+        else:
+            await self._write(send, _RETRY)
             async for page in self.hub.backfill(self.sub.owner, self.sub.instance_id, last, self.upto):
                 await self._write(send, b"".join(event.frame for event in page))
                 last = page[-1].id

@@ -4,6 +4,10 @@
 drops, the server ends the stream (a slow reader, a restart) or a replica goes away, they reconnect with
 `Last-Event-ID` set to the last event they yielded, so the caller sees every event once, in order,
 whatever happened in between. Only errors a retry cannot fix (a bad key, an unknown instance) are raised.
+
+Before the first event, that id is the stream's position: a stream opened without `after` starts with a
+message that is only `id: <the newest event id>`, and a reconnect resumes from it, so the changes made
+while the service restarted are not lost by a follower that had not received any event yet.
 """
 
 from __future__ import annotations
@@ -43,7 +47,9 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One dispatched Server-Sent Events message (comments are not messages)."""
+    """One Server-Sent Events message (comments are not messages). A message that carries only an `id:`
+    has `event` and `data` "": the spec dispatches no event for it but it sets the last event id (the
+    server opens a stream that has no cursor with one: the position to resume from)."""
 
     event: str
     data: str
@@ -62,7 +68,8 @@ class SseDecoder:
         """The message completed by this line (a blank one), else None."""
         if not line:
             if not self._data and not self._event:
-                return None
+                position, self._id = self._id, None
+                return None if position is None else Message("", "", position)
             message = Message(self._event or "message", "\n".join(self._data), self._id)
             self._event, self._data, self._id = "", [], None
             return message
@@ -137,6 +144,8 @@ class Follower:
         if self.last_id is not None and event_id <= self.last_id:
             return None  # already yielded before a reconnect
         self.last_id = event_id
+        if not message.event:
+            return None  # the stream's position, not an event: a reconnect resumes after it
         data = json.loads(message.data) if message.data else {}
         return Event(event_id, message.event, data if isinstance(data, dict) else {"value": data})
 
