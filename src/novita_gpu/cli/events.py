@@ -1,7 +1,12 @@
 """`novita-gpu events [--follow] [ID|NAME]`: status changes, stored and live, one line each.
 
 Reads the event stream (docs/events.md) through the SDK, which reconnects by itself with the last event
-id: a restart of the service or a dropped connection while following loses and repeats nothing.
+id (before the first event: the stream's position when it started): a restart of the service or a
+dropped connection while following loses and repeats nothing.
+
+One rule, with or without an instance: without --follow the stored changes are printed (those after
+--after, else all of them); with --follow only the changes from now on, unless --after asks for the
+stored ones after an id first (--after 0: all of them).
 """
 
 from __future__ import annotations
@@ -50,18 +55,28 @@ def events(
         typer.Argument(metavar="[ID|NAME]", help="One instance, by id or name; every instance when left out."),
     ] = None,
     follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Keep printing changes as they happen (Ctrl-C ends).")
+        bool,
+        typer.Option(
+            "--follow",
+            "-f",
+            help="Print each change from now on as it happens (Ctrl-C ends); the stored ones only with --after.",
+        ),
     ] = False,
     after: Annotated[
         int | None,
-        typer.Option(help="Only events after this event id (default: all stored; with --follow and no ID: none)."),
+        typer.Option(
+            min=0,
+            help="Print the stored changes after this event id first (0: all). Default: all without --follow, "
+            "none with it.",
+        ),
     ] = None,
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line: {id, ...webhook body}.")] = False,
 ) -> None:
-    """Status changes: the stored ones, then with --follow each new one as it happens."""
-    if after is None and (ref is not None or not follow):
+    """Status changes of every instance, or of one: the stored ones, or with --follow each new one as it
+    happens (and the stored ones after --after first). The same with or without an instance."""
+    if after is None and not follow:
         after = 0
     with client_for(url, api_key) as client:
         instance_id = _instance_id(client, ref) if ref is not None else None
