@@ -187,3 +187,38 @@ async def test_a_wait_that_cannot_end_well_ends_at_once(live: LiveService) -> No
         f"error: instance {instance_id} (hour-stopped) is terminated (USER), not stopped, and never will be: "
         "a terminated instance does not change again"
     )
+
+
+async def test_a_name_means_the_live_instance_else_the_last_terminated_one_everywhere(live: LiveService) -> None:
+    h = live.harness
+    old = await ready(live, "hour-reuse")
+    assert ok(await cli(live, "instances", "delete", "hour-reuse", "--yes")).startswith(f"{old} (hour-reuse): ")
+    await h.until_status(old, "terminated")
+
+    # Reading commands show the terminated one: its history is what there is under that name.
+    assert re.search(rf"^id\s+{old}$", await shown(live, "instances", "get", "hour-reuse"), re.MULTILINE)
+    assert re.search(r"\sterminated\s+USER", await shown(live, "instances", "events", "hour-reuse"))
+    # A delete finds it too, and answers as it does for its id: done already.
+    again = await shown(live, "instances", "delete", "hour-reuse", "--yes")
+    assert again == f"{old} (hour-reuse): terminated: Instance is already terminated.\n"
+    assert again == await shown(live, "instances", "delete", old, "--yes")
+    # Other actions say what the name refers to, not "not found".
+    for action in ("start", "stop", "touch"):
+        refused = await cli(live, "instances", action, "hour-reuse")
+        assert refused.exit_code == 1 and refused.stdout == ""
+        assert refused.stderr == (
+            f"error: hour-reuse is terminated ({old}): no live instance has this name, "
+            f"so there is nothing to {action}\n"
+        ), refused.stderr
+    by_option = await cli(live, "instances", "stop", "--name", "hour-reuse")
+    assert by_option.exit_code == 1 and "hour-reuse is terminated" in by_option.stderr
+    ssh = await cli(live, "instances", "ssh", "hour-reuse", "--print")
+    assert ssh.exit_code == 1
+    assert ssh.stderr == f"error: hour-reuse ({old}) is terminated: it has no ssh port, and will not run again\n"
+    nobody = await cli(live, "instances", "stop", "hour-nobody")
+    assert nobody.exit_code == 1 and nobody.stderr.startswith("error: INSTANCE_NOT_FOUND: No instance 'hour-nobody'")
+
+    # Once the name is taken again, every command means the new, live instance.
+    new = await ready(live, "hour-reuse")
+    assert re.search(rf"^id\s+{new}$", await shown(live, "instances", "get", "hour-reuse"), re.MULTILINE)
+    assert (await shown(live, "instances", "stop", "hour-reuse")).startswith(f"{new} (hour-reuse): stopping")

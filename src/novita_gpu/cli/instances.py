@@ -302,12 +302,13 @@ def delete_instance(
             answer = _act(client, "delete", ref, name)
         else:
             view = refs.view(client, ref if ref is not None else str(name), by_name=name is not None)
-            question = (
-                f"Delete {view['name']} ({view['instanceId']}, {text(view.get('productName'))}, {view['status']})? "
-                "Its disk is lost"
-            )
-            if not typer.confirm(question, default=False, err=True):
-                raise fail("not deleted", 1)
+            if view["status"] != "terminated":  # a terminated one: nothing to ask, the answer says it is done
+                question = (
+                    f"Delete {view['name']} ({view['instanceId']}, {text(view.get('productName'))}, "
+                    f"{view['status']})? Its disk is lost"
+                )
+                if not typer.confirm(question, default=False, err=True):
+                    raise fail("not deleted", 1)
             answer = refs.act(client, "delete", view["instanceId"], by_name=False)
     show(answer, as_json, answer_line)
 
@@ -334,7 +335,7 @@ def wait_instance(
 def touch_instance(ref: InstanceRef, url: Url = DEFAULT_URL, api_key: ApiKey = None, as_json: AsJson = False) -> None:
     """Mark an instance used now, deferring its auto-stop."""
     with client_for(url, api_key) as client:
-        answer = client.touch(refs.instance_id(client, ref))
+        answer = client.touch(refs.live_id(client, ref, "touch"))
     show(
         answer,
         as_json,

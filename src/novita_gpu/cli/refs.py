@@ -1,10 +1,16 @@
 """How a command finds the instance a user names: `ID|NAME`, and what it needs from its view (ssh, ports).
 
-A ref that starts with `inst_` is an id (ours are `inst_` + 20 hex digits); anything else is the name of
-a live instance. Names and ids cannot be confused by the server (ids are looked up by id, names by name),
-but a name may itself start with `inst_`: an id that is not found is then tried as a name. Start, stop
-and delete by name use the API's by-name routes, so the server resolves the name in the same transaction
-as the action (no window between looking a name up and acting on a different instance).
+A ref that starts with `inst_` is an id (ours are `inst_` + 20 hex digits); anything else is a name. A
+name may itself start with `inst_`: an id that is not found is then tried as a name.
+
+One rule for names, in every command: a name means the live instance of that name (there is at most
+one); when none is live, the most recent terminated instance of that name. Reading commands (`get`,
+`events`, `wait`) show that one; `delete` answers as it does for its id (already terminated); the other
+actions say "NAME is terminated (ID)" rather than "not found", which would contradict `get`.
+
+Start, stop and delete by name use the API's by-name routes, so the server resolves the name in the same
+transaction as the action (no window between looking a name up and acting on a different instance);
+only when that route finds no live instance is the name looked up again, to say what it refers to.
 """
 
 from __future__ import annotations
@@ -60,20 +66,55 @@ def instance_id(client: Client, ref: str) -> str:
     return str(client.get_by_name(ref)["instanceId"])
 
 
+def live_id(client: Client, ref: str, action: str) -> str:
+    """The id of `ref` for an action (touch): by name, a live instance; a terminated one is refused, saying so."""
+    ref = _checked(ref)
+    if ref.startswith(ID_PREFIX):
+        return ref
+    found = client.get_by_name(ref)
+    if found.get("status") == "terminated":
+        raise _terminated(ref, found, action)
+    return str(found["instanceId"])
+
+
+def _terminated(name: str, view: Json, action: str) -> Exception:
+    return fail(
+        f"{name} is terminated ({view.get('instanceId')}): no live instance has this name, "
+        f"so there is nothing to {action}",
+        1,
+    )
+
+
 def act(client: Client, action: Action, ref: str, *, by_name: bool) -> Json:
-    """Start, stop or delete by id, or by name through the API's by-name route."""
+    """Start, stop or delete by id, or by name through the API's by-name route (see the module's rule for a
+    name whose instances are all terminated)."""
     ref = _checked(ref)
     by_id = {"start": client.start, "stop": client.stop, "delete": client.delete}[action]
     named = {"start": client.start_by_name, "stop": client.stop_by_name, "delete": client.delete_by_name}[action]
+
+    def by_name_route() -> Json:
+        try:
+            return named(ref)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            try:
+                last = client.get_by_name(ref)  # no live one: the most recent terminated one, if any
+            except ApiError:
+                raise exc from None
+            if action == "delete":
+                return by_id(str(last["instanceId"]))  # as for its id: "already terminated"
+            raise _terminated(ref, last, action) from None
+
     if not _by_id_first(ref, by_name):
-        return named(ref)
+        return by_name_route()
     try:
         return by_id(ref)
     except ApiError as exc:
         if exc.status != 404 or not _NAME.fullmatch(ref):
             raise
         try:
-            return named(ref)
+            return by_name_route()
         except ApiError as again:
             if again.status == 404:
                 raise exc from None
@@ -85,9 +126,12 @@ def _label(view: Json) -> str:
 
 
 def _not_up(view: Json, what: str) -> None:
-    if view.get("status") not in UP:
-        hint = f"; `novita-gpu instances start {view.get('name')}`" if view.get("status") == "stopped" else ""
-        raise fail(f"{_label(view)} is {view.get('status')}: it has no {what} until it runs{hint}", 1)
+    status = view.get("status")
+    if status == "terminated":
+        raise fail(f"{_label(view)} is terminated: it has no {what}, and will not run again", 1)
+    if status not in UP:
+        hint = f"; `novita-gpu instances start {view.get('name')}`" if status == "stopped" else ""
+        raise fail(f"{_label(view)} is {status}: it has no {what} until it runs{hint}", 1)
 
 
 def _ports(view: Json) -> list[Json]:

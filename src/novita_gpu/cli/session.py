@@ -89,14 +89,11 @@ ApiKey = Annotated[
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the server's JSON instead of a table.")]
 InstanceId = Annotated[str, typer.Argument(help="Instance id (inst_...).")]
-InstanceRef = Annotated[
-    str, typer.Argument(metavar="ID|NAME", help="An instance id (inst_...) or the name of a live instance.")
-]
+_REF_HELP = "An instance id (inst_...) or name: the live one, else the last terminated one."
+InstanceRef = Annotated[str, typer.Argument(metavar="ID|NAME", help=_REF_HELP)]
 OptionalRef = Annotated[
     str | None,
-    typer.Argument(
-        metavar="ID|NAME", help="An instance id (inst_...) or the name of a live instance.", show_default=False
-    ),
+    typer.Argument(metavar="ID|NAME", help=_REF_HELP, show_default=False),
 ]
 # Kept from before names were accepted as the argument: `instances stop --name NAME`.
 ByName = Annotated[
