@@ -222,3 +222,24 @@ async def test_a_name_means_the_live_instance_else_the_last_terminated_one_every
     new = await ready(live, "hour-reuse")
     assert re.search(rf"^id\s+{new}$", await shown(live, "instances", "get", "hour-reuse"), re.MULTILINE)
     assert (await shown(live, "instances", "stop", "hour-reuse")).startswith(f"{new} (hour-reuse): stopping")
+
+
+async def test_a_wait_on_a_terminal_shows_the_time_waited_every_second(live: LiveService) -> None:
+    """On a terminal the status line is rewritten in place (`\\r`) at least once a second while the status
+    stays the same; elsewhere each change is a line of its own (test_cli.py checks that)."""
+    h = live.harness
+    for offer in (await h.http.get("/api/products", params={"productName": "L40S 48GB"})).json()["products"][0][
+        "offers"
+    ]:
+        h.capacity(offer["clusterId"], offer["productId"], 0)  # it stays `creating`: no capacity anywhere
+    instance_id = (await h.create(name="hour-ticking", productName="L40S 48GB"))["instanceId"]
+
+    waited = await live.while_clock_moves(
+        lambda: invoke(live.url, "instances", "wait", instance_id, "--timeout", "2.5", env={"TTY_COMPATIBLE": "1"})
+    )
+    assert waited.exit_code == 1
+    drawn = [part for part in waited.stderr.split("\r") if part.strip()]
+    seconds = [int(m[1]) for part in drawn if (m := re.match(r"\s*(\d+) s  creating", part))]
+    assert {0, 1, 2} <= set(seconds), drawn  # the same status, redrawn as the seconds pass
+    assert seconds == sorted(seconds)
+    assert waited.stderr.splitlines()[-1].startswith(f"error: instance {instance_id} (hour-ticking) is still creating")

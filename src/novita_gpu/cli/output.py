@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import textwrap
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -332,27 +334,52 @@ def answer_line(answer: Json) -> str:
 class StatusLine:
     """What a `--wait` shows while it waits: each status the instance goes through, with its message and
     the time since the wait began, on stderr (stdout keeps the final answer). On a terminal the line is
-    rewritten in place; elsewhere each change is a line of its own."""
+    rewritten in place, and redrawn every second so the time keeps moving while the status stays the
+    same; elsewhere each change is a line of its own (a log should not fill up with clock ticks)."""
 
-    def __init__(self) -> None:
-        self.console = Console(stderr=True, highlight=False, soft_wrap=True)
-        self.started = datetime.now(UTC)
+    def __init__(
+        self, console: Console | None = None, *, clock: Callable[[], float] = time.monotonic, every: float = 1.0
+    ) -> None:
+        self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
+        self.clock = clock
+        self.every = every
+        self.started = clock()
         self.rewriting = self.console.is_terminal
-        self.shown = False
+        self.view: Json | None = None
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.ticker: threading.Thread | None = None
 
     def __call__(self, view: Json) -> None:
-        seconds = (datetime.now(UTC) - self.started).total_seconds()
+        with self.lock:
+            self.view = view
+            self._draw()
+        if self.rewriting and self.ticker is None:
+            self.ticker = threading.Thread(target=self._tick, name="novita-gpu-wait-clock", daemon=True)
+            self.ticker.start()
+
+    def _tick(self) -> None:
+        while not self.done.wait(self.every):
+            with self.lock:
+                if not self.done.is_set():
+                    self._draw()
+
+    def _draw(self) -> None:
+        view = self.view or {}
+        seconds = max(0, int(self.clock() - self.started))
         message = view.get("statusMessage") or ""
-        text = f"{seconds:5.0f} s  {view.get('status')}" + (f": {message}" if message else "")
+        line = f"{seconds:5d} s  {text(view.get('status'))}" + (f": {message}" if message else "")
         if self.rewriting:
             width = max(20, self.console.width - 1)
-            self.console.file.write("\r" + text[:width].ljust(width))
+            self.console.file.write("\r" + line[:width].ljust(width))
             self.console.file.flush()
         else:
-            self.console.print(text, markup=False)
-        self.shown = True
+            self.console.print(line, markup=False)
 
     def close(self) -> None:
-        if self.rewriting and self.shown:
+        self.done.set()
+        if self.ticker is not None:
+            self.ticker.join()
+        if self.rewriting and self.view is not None:
             self.console.file.write("\n")
             self.console.file.flush()
