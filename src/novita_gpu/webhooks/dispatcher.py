@@ -23,13 +23,13 @@ import asyncio
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import structlog
 from sqlalchemy import CursorResult, Select, and_, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import InstrumentedAttribute, aliased
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.elements import BindParameter
 
@@ -46,6 +46,7 @@ from novita_gpu.webhooks.signing import signature_headers
 from novita_gpu.workers import PeriodicWorker
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 POLL_SECONDS = 0.25
 BATCH_SECONDS = 0.01
@@ -112,9 +113,10 @@ def _lease_free(now: datetime | BindParameter[datetime]) -> ColumnElement[bool]:
     return _LEASES.free(now)
 
 
-def _due_deliveries() -> Select[tuple[str]]:
-    """Pending deliveries due at :now whose lease is free and that are the oldest pending one of their
-    (instance, url): built once, since composing it costs more than running it."""
+def _due_deliveries(column: InstrumentedAttribute[T]) -> Select[tuple[T]]:
+    """`column` of the pending deliveries due at :now whose lease is free and that are the oldest pending
+    one of their (instance, url), longest due first: built once, since composing it costs more than
+    running it."""
     earlier = aliased(WebhookDelivery)
     now = bindparam("now", type_=UTCDateTime())
     blocked = (
@@ -128,13 +130,15 @@ def _due_deliveries() -> Select[tuple[str]]:
         .correlate(WebhookDelivery)
     )
     return (
-        select(WebhookDelivery.id)
+        select(column)
         .where(WebhookDelivery.status == PENDING, WebhookDelivery.next_attempt_at <= now, _lease_free(now), ~blocked)
         .order_by(WebhookDelivery.next_attempt_at)
     )
 
 
-_DUE = _due_deliveries()
+_DUE = _due_deliveries(WebhookDelivery.id)
+# What /health reads: since when the longest-waiting delivery that could be attempted now has been due.
+_OLDEST_DUE = _due_deliveries(WebhookDelivery.next_attempt_at).limit(1)
 
 
 class WebhookDispatcher(PeriodicWorker):
@@ -198,6 +202,14 @@ class WebhookDispatcher(PeriodicWorker):
         age = max(0.0, (self.clock.now() - oldest).total_seconds()) if oldest is not None else 0.0
         self.metrics.set_webhook_backlog(int(count), age)
         return int(count), age
+
+    async def oldest_due(self) -> float:
+        """Seconds the longest-waiting delivery that could be attempted now (due, not in flight, the oldest
+        pending one of its pair) has been due, 0 when none: how far behind the dispatchers of this store
+        are, whatever the receivers answer. A receiver that fails only pushes its retries later."""
+        now = self.clock.now()
+        rows = await self.db.fetch(_OLDEST_DUE, {"now": now})
+        return max(0.0, (now - rows[0][0]).total_seconds()) if rows else 0.0
 
     async def _launch(self) -> list[asyncio.Task[None]]:
         async with self._claim_lock:
