@@ -101,11 +101,22 @@ def main(
             "--profile", envvar="NOVITA_GPU_PROFILE", metavar="NAME", help=session.PROFILE_HELP, show_default=False
         ),
     ] = None,
+    retry_for: Annotated[
+        float | None,
+        typer.Option(
+            "--retry-for",
+            envvar="NOVITA_GPU_RETRY_FOR",
+            metavar="SECONDS",
+            min=0.5,
+            help=session.RETRY_FOR_HELP,
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """A self-hosted control plane for Novita.ai GPU instances."""
-    # --url, --api-key and --profile count for every client command (cli/session.py).
+    # --url, --api-key, --profile and --retry-for count for every client command (cli/session.py).
     from_command_line = (source := ctx.get_parameter_source("profile")) is not None and source.name == "COMMANDLINE"
-    session.begin(url, api_key, profile, from_command_line)
+    session.begin(url, api_key, profile, from_command_line, retry_for)
 
 
 app.command()(server.serve)

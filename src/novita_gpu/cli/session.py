@@ -26,6 +26,7 @@ from novita_gpu.sdk import (
     Client,
     InstanceFailed,
     InstanceStopped,
+    RetryPolicy,
     ServiceConnectionError,
     WaitTimeout,
 )
@@ -54,15 +55,38 @@ def _remember(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any
 _RANK = {"COMMANDLINE": 2, "ENVIRONMENT": 1}
 
 
-def begin(url: str | None, api_key: str | None, profile: str | None, profile_from_command_line: bool) -> None:
+def begin(
+    url: str | None,
+    api_key: str | None,
+    profile: str | None,
+    profile_from_command_line: bool,
+    retry_for: float | None = None,
+) -> None:
     """The root callback's part: a fresh record for this run, with the options given before the subcommand."""
     _sources.set(
         {
             "global_url": (url, "COMMANDLINE"),
             "global_api_key": (api_key, "COMMANDLINE"),
             "profile": (profile, "COMMANDLINE" if profile_from_command_line else "ENVIRONMENT"),
+            "retry_for": (retry_for, "COMMANDLINE"),
         }
     )
+
+
+# How long one request may take, retries included, before a command gives up (`--retry-for`): the service
+# answers 503 within 5 s when Novita cannot be reached, so a command ends within 10 s, start-up included.
+RETRY_FOR = 6.0
+RETRY_FOR_HELP = (
+    "Seconds a request may take, retries included, before the command gives up (default 6; "
+    "waits for a status are set by their --timeout)."
+)
+
+
+def retry_policy() -> tuple[float, RetryPolicy]:
+    """Each request's timeout and the retry policy of this run's client."""
+    given = (_sources.get() or {}).get("retry_for", (None, ""))[0]
+    seconds = float(given) if given is not None else RETRY_FOR
+    return seconds, RetryPolicy(give_up_after=seconds)
 
 
 Url = Annotated[
@@ -171,7 +195,8 @@ def client_for(url: str | None, api_key: str | None) -> Iterator[Client]:
     """A client for one command; SDK errors become a line on stderr and the exit code."""
     try:
         base_url, key = settings(url, api_key)
-        client = Client(base_url, api_key=key)
+        timeout, retry = retry_policy()
+        client = Client(base_url, api_key=key, timeout=timeout, retry=retry)
     except ConfigError as exc:
         raise fail(str(exc), 2) from exc
     except ValueError as exc:  # a URL that cannot be used (sdk/config.py says why)

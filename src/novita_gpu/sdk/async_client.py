@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 
@@ -11,6 +12,7 @@ import httpx
 from novita_gpu.sdk import calls, results
 from novita_gpu.sdk.calls import Call, Json
 from novita_gpu.sdk.config import DEFAULT_URL
+from novita_gpu.sdk.errors import ApiError
 from novita_gpu.sdk.events import HEARTBEAT_TIMEOUT, Event, Follower, SseDecoder
 from novita_gpu.sdk.methods import Methods
 from novita_gpu.sdk.retry import RetryPolicy
@@ -44,16 +46,20 @@ class AsyncClient(Methods[Awaitable[Json]]):
         await self.aclose()
 
     async def _send(self, call: Call) -> Json:
-        attempt = 1
+        retry, started, attempt = self._config.retry, time.monotonic(), 1
         while True:
+            began = time.monotonic()
+            timeout = retry.attempt_timeout(self._config.timeout, began - started)
             try:
-                response = await self._http.request(**call.request_options(self._config.timeout))
+                response = await self._http.request(**call.request_options(timeout))
             except httpx.TransportError as exc:
-                delay = self._config.retry.after_error(call, exc, attempt)
+                spent, took = time.monotonic() - started, time.monotonic() - began
+                delay = retry.after_error(call, exc, attempt, spent=spent, took=took)
                 if delay is None:
                     raise results.connection_error(self._config.base_url, exc) from exc
             else:
-                delay = self._config.retry.after_response(call, response, attempt)
+                spent, took = time.monotonic() - started, time.monotonic() - began
+                delay = retry.after_response(call, response, attempt, spent=spent, took=took)
                 if delay is None:
                     return results.result(call, response)
             await asyncio.sleep(delay)
@@ -107,10 +113,16 @@ class AsyncClient(Methods[Awaitable[Json]]):
         give_up_after: float | None = 300.0,
     ) -> AsyncIterator[Event]:
         """`Client.iter_events` as an async iterator: status changes as they happen, resuming by itself."""
-        follower = Follower(instance, after, follow, heartbeat_timeout=HEARTBEAT_TIMEOUT, give_up_after=give_up_after)
+        # Without `follow`, a call like any other: the retry policy's `give_up_after` bounds it.
+        budget = None if follow else self._config.retry.give_up_after
+        heartbeat = HEARTBEAT_TIMEOUT if budget is None else min(HEARTBEAT_TIMEOUT, budget)
+        follower = Follower(instance, after, follow, heartbeat_timeout=heartbeat, give_up_after=give_up_after)
+        started = time.monotonic()
         while True:
+            failure: ApiError | httpx.TransportError | None = None
+            connect = self._config.retry.attempt_timeout(self._config.timeout, time.monotonic() - started)
             try:
-                async with self._http.stream(**follower.request(self._config.timeout)) as response:
+                async with self._http.stream(**follower.request(connect)) as response:
                     if response.is_success:
                         follower.connected()
                         decoder = SseDecoder()
@@ -123,7 +135,13 @@ class AsyncClient(Methods[Awaitable[Json]]):
                         delay = follower.after_drop()
                     else:
                         await response.aread()
-                        delay = follower.after_answer(results.api_error(response))
+                        failure = results.api_error(response)
+                        delay = follower.after_answer(failure)
             except httpx.TransportError as exc:
+                failure = exc
                 delay = follower.after_drop(exc)
+            if failure is not None and budget is not None and time.monotonic() - started + delay > budget:
+                if isinstance(failure, ApiError):
+                    raise failure
+                raise results.connection_error(self._config.base_url, failure) from failure
             await asyncio.sleep(delay)

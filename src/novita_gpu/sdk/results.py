@@ -19,6 +19,8 @@ def result(call: Call, response: httpx.Response) -> Json:
         body = response.json()
     except ValueError:
         body = None
+    if not response.is_success and isinstance(body, dict) and isinstance(body.get("error"), dict):
+        raise api_error(response)  # an accepted status (503 for /health) whose body is an error, not the answer
     if not isinstance(body, dict):
         raise ApiError(
             response.status_code,
