@@ -146,7 +146,7 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics | No
     db = Database(settings.database_url, pool_size=settings.database_pool_size)
     await db.migrate()
     try:
-        await claim_store(db, emulator_upstream(emulator.state.account()) if emulator else novita_upstream(base_url))
+        await claim_store(db, emulator_upstream(emulator.state.account()) if emulator else novita_upstream())
     except MixedUpstreams:
         await db.dispose()
         if emulator is not None:

@@ -24,8 +24,10 @@ class MixedUpstreams(Exception):
     """This process's Novita is not the one the store's live instances live in (the message says what to do)."""
 
 
-def novita_upstream(base_url: str) -> str:
-    return f"novita {base_url}"
+def novita_upstream() -> str:
+    """Any Novita reached with NOVITA_API_KEY: its URL is not compared (a standalone emulator moving to
+    another port, or Novita behind a proxy, is the same account; two accounts cannot be told by URL)."""
+    return "novita"
 
 
 def emulator_upstream(account: str) -> str:
@@ -35,7 +37,7 @@ def emulator_upstream(account: str) -> str:
 def _describe(upstream: str, *, own: bool = False) -> str:
     kind, _, where = upstream.partition(" ")
     if kind == "novita":
-        return f"Novita at {where}"
+        return "the Novita API (NOVITA_API_KEY mode)"
     return "its own built-in emulator" if own else f"the emulated account {where} of another emulator-mode process"
 
 
@@ -47,7 +49,7 @@ def _advice(mine: str, theirs: str) -> str:
             "Each emulator-mode process has an account of its own: run one replica, or point every replica at "
             "one standalone `novita-gpu emulator` (docs/deployment.md), or use another DATABASE_URL"
         )
-    return "Use the same NOVITA_API_BASE_URL as the other replicas, or another DATABASE_URL (or delete those instances first)"
+    return "Delete those instances in emulator mode first, or use another DATABASE_URL"
 
 
 async def claim_store(db: Database, mine: str) -> None:

@@ -161,7 +161,7 @@ class UpstreamListing(Base):
     body: Mapped[bytes | None] = mapped_column(LargeBinary)  # zlib of [[id, name, status, error, reclaimed]]
     lister: Mapped[str | None] = mapped_column(String(64))  # the reconciler listing now
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # Which Novita the store's instances live in (store_upstream.py): `novita <base URL>`, `emulator <account>`.
+    # Which Novita the store's instances live in (store_upstream.py): `novita`, `emulator <account>`.
     upstream: Mapped[str | None] = mapped_column(String(200))
 
 
