@@ -13,8 +13,6 @@ from collections.abc import AsyncIterator
 
 import structlog
 from fastapi import Depends, FastAPI
-from fastapi.responses import PlainTextResponse, Response
-from sqlalchemy import func, select
 
 from novita_gpu import __version__
 from novita_gpu.autostop.router import router as autostop_router
@@ -25,15 +23,12 @@ from novita_gpu.costs.router import router as costs_router
 from novita_gpu.events.router import router as events_router
 from novita_gpu.instances.cached_reads import CachedInstanceReads
 from novita_gpu.instances.router import router as instances_router
-from novita_gpu.observability.health import router as health_router
 from novita_gpu.observability.logging import configure_logging, register_secret
 from novita_gpu.observability.metrics import Metrics
-from novita_gpu.observability.schemas import MetricsAnswer
+from novita_gpu.observability.router import router as observability_router
 from novita_gpu.services import Services, build_services
 from novita_gpu.settings import Settings
-from novita_gpu.tables import Instance
-from novita_gpu.web.auth import ApiKeys, Owner, current_owner
-from novita_gpu.web.deps import ServicesDep
+from novita_gpu.web.auth import ApiKeys, current_owner
 from novita_gpu.web.docs_page import install_docs_page
 from novita_gpu.web.errors import ERROR_RESPONSES, install_error_handlers
 from novita_gpu.web.host_guard import HostGuard, answered_hosts
@@ -116,29 +111,13 @@ def create_app(
     install_error_handlers(app)
     app.include_router(instances_router)  # first: its GET by id is the hottest route
     app.include_router(autostop_router)
-    app.include_router(health_router)
+    app.include_router(observability_router)
     app.include_router(catalog_router)
     app.include_router(events_router)
     app.include_router(costs_router)
     app.include_router(cache_router, dependencies=[Depends(current_owner)])
     install_docs_page(app)  # after the API routes, which are matched first
     install_ui(app)  # the dashboard at /ui
-
-    @app.get("/metrics", tags=["observability"], summary="Prometheus metrics", response_class=PlainTextResponse)
-    async def prometheus_metrics(owner: Owner, services: ServicesDep) -> Response:
-        await _refresh_instance_counts(services)
-        body, content_type = services.metrics.render()
-        return Response(body, media_type=content_type)
-
-    @app.get(
-        "/api/metrics",
-        tags=["observability"],
-        summary="Metrics as JSON with percentiles",
-        response_model=MetricsAnswer,
-    )
-    async def json_metrics(owner: Owner, services: ServicesDep) -> JSONResponse:
-        await _refresh_instance_counts(services)
-        return JSONResponse(services.metrics.summary())
 
     app.add_middleware(CachedInstanceReads)  # inside the request middleware: ids, metrics, access log
     app.add_middleware(HostGuard, answered=answered_hosts(settings))  # before any answer, cached ones too
@@ -149,14 +128,3 @@ def create_app(
 def _attach(app: FastAPI, services: Services) -> None:
     app.state.services = services
     app.state.caches = services.caches
-
-
-_INSTANCES_BY_STATUS = select(Instance.status, func.count()).group_by(Instance.status)
-
-
-async def _refresh_instance_counts(services: Services) -> None:
-    """Gauges read from the store when scraped (cheap aggregate queries)."""
-    rows = await services.db.fetch(_INSTANCES_BY_STATUS)
-    services.metrics.set_instance_counts({status: count for status, count in rows})
-    await services.dispatcher.backlog()  # sets the backlog gauges
-    await services.budgets.refresh_gauges()  # spend and budgets by API key

@@ -28,7 +28,6 @@ from novita_gpu.instances.readiness import Prober
 from novita_gpu.instances.reconciler import Reconciler
 from novita_gpu.instances.service import InstanceService
 from novita_gpu.novita import NovitaClient
-from novita_gpu.observability.health import worker_status
 from novita_gpu.observability.logging import register_secret
 from novita_gpu.observability.metrics import Metrics
 from novita_gpu.observability.upstream import UpstreamHealth, announce_reachability
@@ -38,7 +37,7 @@ from novita_gpu.store_upstream import MixedUpstreams, claim_store, emulator_upst
 from novita_gpu.webhooks.dispatcher import WebhookDispatcher
 from novita_gpu.webhooks.guard import WebhookPolicy
 from novita_gpu.webhooks.sender import WebhookSender
-from novita_gpu.workers import PeriodicWorker, stop_workers
+from novita_gpu.workers import PeriodicWorker, stop_workers, worker_status
 
 if TYPE_CHECKING:
     from novita_gpu.emulator.embedded import BuiltinEmulator

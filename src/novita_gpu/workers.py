@@ -15,12 +15,21 @@ import asyncio
 import contextlib
 from abc import ABC, abstractmethod
 from datetime import datetime
+from typing import Any
 
 import structlog
 
 from novita_gpu.clock import Clock
 
 log = structlog.get_logger(__name__)
+
+
+def worker_status(last: datetime | None, now: datetime, allowed_gap: float) -> dict[str, Any]:
+    """up / stalled from a worker's last run (starting before its first)."""
+    if last is None:
+        return {"status": "starting"}
+    age = (now - last).total_seconds()
+    return {"status": "up" if age <= allowed_gap else "stalled", "lastRunSecondsAgo": round(age, 1)}
 
 
 class PeriodicWorker(ABC):

@@ -1,4 +1,4 @@
-"""GET /health: real checks, cheap enough to be called often.
+"""The checks behind GET /health (served by observability/router.py): real, cheap enough to be called often.
 
 unhealthy (HTTP 503): the store does not answer. degraded (HTTP 200): Novita failing, cache fallen back
 to in-process, a worker not ticking, the service failing to deliver webhooks, or instances past their
@@ -23,20 +23,15 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import structlog
-from fastapi import APIRouter, Request
 from sqlalchemy import Row, bindparam, case, func, select
 
 from novita_gpu import __version__
-from novita_gpu.observability.schemas import HealthAnswer
 from novita_gpu.tables import WebhookDelivery
-from novita_gpu.web.deps import ServicesDep
-from novita_gpu.web.responses import JSONResponse
 
 if TYPE_CHECKING:
     from novita_gpu.services import Services
 
 log = structlog.get_logger(__name__)
-router = APIRouter(tags=["health"])
 
 # A delivery that could be attempted (due, not in flight, first of its pair) waiting longer than this
 # means the dispatcher is stuck or far behind: it polls every 0.25 s and runs 64 attempts at once.
@@ -75,14 +70,6 @@ _LATEST_FAILURES = select(
 # URLs delivered to recently (the index on status, next_attempt_at narrows it; a delivered row keeps the
 # time its last attempt was due).
 _DELIVERED_TO = select(_D.url).where(_D.status == "delivered", _D.next_attempt_at >= bindparam("since")).distinct()
-
-
-def worker_status(last: datetime | None, now: datetime, allowed_gap: float) -> dict[str, Any]:
-    """up / stalled from a worker's last run (starting before its first)."""
-    if last is None:
-        return {"status": "starting"}
-    age = (now - last).total_seconds()
-    return {"status": "up" if age <= allowed_gap else "stalled", "lastRunSecondsAgo": round(age, 1)}
 
 
 def receiver_name(url: str) -> str:
@@ -175,13 +162,6 @@ async def webhooks_check(services: Services, pending_by_url: Sequence[Row[Any]],
     return check
 
 
-def _is_administrator(request: Request) -> bool:
-    """The caller may see every key's receivers: an admin key, or anybody when the service has no keys."""
-    keys = request.app.state.api_keys
-    owner = keys.owner_for(request.headers)
-    return owner is not None and bool(keys.is_admin(owner))
-
-
 async def check_health(services: Services, *, detailed: bool = False) -> tuple[int, dict[str, Any]]:
     """`detailed`: the caller may see which webhook receivers fail (they belong to every API key)."""
     settings = services.settings
@@ -236,14 +216,3 @@ async def check_health(services: Services, *, detailed: bool = False) -> tuple[i
             "note": "NOVITA_API_KEY is not set: using the built-in emulator",
         }
     return (503 if status == "unhealthy" else 200), body
-
-
-@router.get(
-    "/health",
-    summary="Service health from real checks",
-    response_model=HealthAnswer,
-    responses={503: {"model": HealthAnswer, "description": "Unhealthy (the same report)"}},
-)
-async def health(request: Request, services: ServicesDep) -> JSONResponse:
-    code, body = await check_health(services, detailed=_is_administrator(request))
-    return JSONResponse(body, status_code=code)
