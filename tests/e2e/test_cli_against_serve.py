@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from novita_gpu.serving import free_port
+from novita_gpu.kit.serving import free_port
 from tests.e2e.conftest import Processes
 from tests.e2e.processes import NOVITA_GPU, ServiceProcess, clean_environment
 
@@ -212,3 +212,20 @@ def test_global_options_and_a_profile_from_the_config_file(service: ServiceProce
     assert cli(dead, "--url", bare, "instances", "list", "--json").stdout == "[]\n"
     refused = cli(None, "--url", "gpu.example.com", "health")
     assert refused.returncode == 2 and "has no scheme: write https://gpu.example.com" in refused.stderr
+
+
+def test_a_command_gives_up_within_10_s_when_novita_cannot_be_reached(processes: Processes, tmp_path: Path) -> None:
+    """The service answers 503 within 5 s when Novita is unreachable; the CLI prints that answer rather than
+    retrying it past 10 s (docs/cli.md, "When the service does not answer")."""
+    unreachable = f"http://127.0.0.1:{free_port()}/gpu-instance/openapi"  # nothing listens there
+    service = processes.service(
+        f"sqlite+aiosqlite:///{tmp_path / 'store.db'}",
+        env={"NOVITA_API_KEY": "sk-e2e-unreachable", "NOVITA_API_BASE_URL": unreachable},
+    )
+    create = ["instances", "create", "--name", "job", "--product", "RTX 4090 24GB", "--template", "pytorch-jupyter"]
+    for args in (["products"], create):
+        started = time.monotonic()
+        result = cli(service.url, *args)
+        took = time.monotonic() - started
+        assert took < 10, (args, took, result.stderr)
+        assert result.returncode == 1 and result.stderr.startswith("error: UPSTREAM_UNAVAILABLE: "), result.stderr
