@@ -43,7 +43,7 @@ from typing import Any
 import httpx
 
 from bench.common import Delivery, emulator, make_room, serve_command, show, spawn, wait_http, webhook_receiver
-from novita_gpu.serving import free_port
+from novita_gpu.kit.serving import free_port
 
 CLIENTS = 4
 DRIVE_SECONDS = 75.0

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from novita_gpu.serving import BackgroundServer, free_port
+from novita_gpu.kit.serving import BackgroundServer, free_port
 
 BENCH_DIR = Path(__file__).parent
 NOVITA_GPU = str(Path(sys.executable).parent / "novita-gpu")

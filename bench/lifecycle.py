@@ -22,8 +22,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bench.common import emulator, service, show
+from novita_gpu.kit.serving import BackgroundServer
 from novita_gpu.observability.metrics import percentiles
-from novita_gpu.serving import BackgroundServer
 
 COUNT = 200
 SLOW_TICK_SECONDS = 2.0

@@ -52,8 +52,8 @@ from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench.common import NOVITA_GPU, Delivery, ensure_wrk, show, wait_http, webhook_receiver, wrk
+from novita_gpu.kit.serving import free_port
 from novita_gpu.observability.metrics import percentiles
-from novita_gpu.serving import free_port
 
 COUNT = 10_000
 RATE = 200.0  # creates offered per second

@@ -6,8 +6,8 @@ import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from novita_gpu.db import Database
-from novita_gpu.tables import Instance
+from novita_gpu.kit.db import Database
+from novita_gpu.kit.tables import Instance
 
 
 async def seed_instances(database_url: str, count: int) -> list[str]:

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from bench.common import process, serve_command, show
-from novita_gpu.serving import free_port
+from novita_gpu.kit.serving import free_port
 
 SUBSCRIBERS = 500
 INSTANCES = 10

@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 
 from novita_gpu.app import create_app
-from novita_gpu.clock import ManualClock
 from novita_gpu.emulator import EmulatorConfig, create_emulator_app
+from novita_gpu.kit.clock import ManualClock
+from novita_gpu.kit.serving import BackgroundServer
+from novita_gpu.kit.settings import Settings
 from novita_gpu.services import Services, build_services
-from novita_gpu.serving import BackgroundServer
-from novita_gpu.settings import Settings
 
 NOVITA_KEY = "sk_harness_key_123456"
 SEED_BODY = {"name": "my-instance", "productName": "RTX 4090 24GB", "templateId": "pytorch-jupyter"}

@@ -18,16 +18,16 @@ from novita_gpu import __version__
 from novita_gpu.autostop.router import router as autostop_router
 from novita_gpu.cache.router import router as cache_router
 from novita_gpu.catalog.router import router as catalog_router
-from novita_gpu.clock import Clock, SystemClock
 from novita_gpu.costs.router import router as costs_router
 from novita_gpu.events.router import router as events_router
 from novita_gpu.instances.cached_reads import CachedInstanceReads
 from novita_gpu.instances.router import router as instances_router
+from novita_gpu.kit.clock import Clock, SystemClock
+from novita_gpu.kit.settings import Settings
 from novita_gpu.observability.logging import configure_logging, register_secret
 from novita_gpu.observability.metrics import Metrics
 from novita_gpu.observability.router import router as observability_router
 from novita_gpu.services import Services, build_services
-from novita_gpu.settings import Settings
 from novita_gpu.web.auth import ApiKeys, current_owner
 from novita_gpu.web.docs_page import install_docs_page
 from novita_gpu.web.errors import ERROR_RESPONSES, install_error_handlers

@@ -23,13 +23,13 @@ import structlog
 from sqlalchemy import ColumnElement, and_, delete, exists, func, select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute
 
-from novita_gpu.clock import Clock
-from novita_gpu.db import Database
 from novita_gpu.instances.lifecycle import Status
+from novita_gpu.kit.clock import Clock
+from novita_gpu.kit.db import Database
+from novita_gpu.kit.settings import Settings
+from novita_gpu.kit.tables import IdempotencyRecord, Instance, WebhookDelivery
+from novita_gpu.kit.workers import PeriodicWorker
 from novita_gpu.observability.metrics import Metrics
-from novita_gpu.settings import Settings
-from novita_gpu.tables import IdempotencyRecord, Instance, WebhookDelivery
-from novita_gpu.workers import PeriodicWorker
 
 log = structlog.get_logger(__name__)
 

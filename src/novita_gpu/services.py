@@ -19,25 +19,25 @@ from novita_gpu.autostop.gpu_poller import GpuPoller
 from novita_gpu.autostop.sweeper import AutoStopSweeper
 from novita_gpu.cache.registry import CacheRegistry, build_cache_backend
 from novita_gpu.catalog.service import Catalog
-from novita_gpu.clock import Clock
 from novita_gpu.costs.budgets import Budgets
-from novita_gpu.db import Database
 from novita_gpu.events.stream import EventHub
 from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.instances.readiness import Prober
 from novita_gpu.instances.reconciler import Reconciler
 from novita_gpu.instances.service import InstanceService
+from novita_gpu.instances.store_upstream import MixedUpstreams, claim_store, emulator_upstream, novita_upstream
+from novita_gpu.kit.clock import Clock
+from novita_gpu.kit.db import Database
+from novita_gpu.kit.settings import Settings
+from novita_gpu.kit.workers import PeriodicWorker, stop_workers, worker_status
 from novita_gpu.novita import NovitaClient
 from novita_gpu.observability.logging import register_secret
 from novita_gpu.observability.metrics import Metrics
 from novita_gpu.observability.upstream import UpstreamHealth, announce_reachability
 from novita_gpu.retention import Retention
-from novita_gpu.settings import Settings
-from novita_gpu.store_upstream import MixedUpstreams, claim_store, emulator_upstream, novita_upstream
 from novita_gpu.webhooks.dispatcher import WebhookDispatcher
 from novita_gpu.webhooks.guard import WebhookPolicy
 from novita_gpu.webhooks.sender import WebhookSender
-from novita_gpu.workers import PeriodicWorker, stop_workers, worker_status
 
 if TYPE_CHECKING:
     from novita_gpu.emulator.embedded import BuiltinEmulator

@@ -19,8 +19,8 @@ from typing import TypeVar
 
 import httpx
 
-from novita_gpu.serving import free_port
-from novita_gpu.settings import Settings
+from novita_gpu.kit.serving import free_port
+from novita_gpu.kit.settings import Settings
 
 NOVITA_GPU = Path(sys.executable).parent / "novita-gpu"
 POLL_SECONDS = 0.05

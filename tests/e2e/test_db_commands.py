@@ -15,7 +15,7 @@ import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
-from novita_gpu.db import Database
+from novita_gpu.kit.db import Database
 from novita_gpu.migrations import alembic_config
 from novita_gpu.sdk import Client
 from tests.e2e.conftest import Processes

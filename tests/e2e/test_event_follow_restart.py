@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
-from novita_gpu.serving import free_port
+from novita_gpu.kit.serving import free_port
 from tests.e2e.conftest import Processes
 from tests.e2e.processes import NOVITA_GPU, ServiceProcess, clean_environment, wait_for
 from tests.e2e.test_crash_safety import create, wait_for_status

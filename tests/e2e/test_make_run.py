@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from novita_gpu.serving import free_port
+from novita_gpu.kit.serving import free_port
 from tests.e2e.processes import START_TIMEOUT, STOP_TIMEOUT, clean_environment, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from novita_gpu.serving import free_port
+from novita_gpu.kit.serving import free_port
 from tests.e2e.processes import NOVITA_GPU, clean_environment
 
 pytestmark = pytest.mark.e2e

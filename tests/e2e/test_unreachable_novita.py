@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from novita_gpu.serving import free_port
+from novita_gpu.kit.serving import free_port
 from tests.e2e.conftest import Processes
 from tests.e2e.processes import wait_for
 

@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from novita_gpu.clock import ManualClock
 from novita_gpu.emulator import EmulatorConfig, create_emulator_app
-from novita_gpu.serving import BackgroundServer
+from novita_gpu.kit.clock import ManualClock
+from novita_gpu.kit.serving import BackgroundServer
 
 API = "/gpu-instance/openapi/v1"
 KEY = "sk_test_key"

@@ -9,12 +9,12 @@ from typing import Any
 
 import httpx
 
-from novita_gpu.clock import ManualClock
 from novita_gpu.emulator import EmulatorConfig
 from novita_gpu.emulator import validation as v
 from novita_gpu.emulator.state_file import StateFile
 from novita_gpu.emulator.utilization import metrics_query
 from novita_gpu.emulator.world import World
+from novita_gpu.kit.clock import ManualClock
 from tests.emulator.conftest import KEY, Emulator, create_body
 
 METRICS = "/openapi/v1/metrics/gpu/instance"

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from novita_gpu.clock import ManualClock
 from novita_gpu.emulator import EmulatorConfig
 from novita_gpu.emulator import account_validation as av
 from novita_gpu.emulator import validation as v
@@ -14,6 +13,7 @@ from novita_gpu.emulator.account import PrewarmQuery, PrewarmRequest, StorageQue
 from novita_gpu.emulator.errors import EmulatedError
 from novita_gpu.emulator.state_file import StateFile, default_state_path
 from novita_gpu.emulator.world import World
+from novita_gpu.kit.clock import ManualClock
 from tests.emulator.conftest import create_body
 
 

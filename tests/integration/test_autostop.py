@@ -11,7 +11,7 @@ import pytest
 from novita_gpu.autostop import sweeper as sweeper_module
 from novita_gpu.emulator import EmulatorConfig
 from novita_gpu.emulator.config import Timings
-from novita_gpu.tables import Instance
+from novita_gpu.kit.tables import Instance
 from tests.harness import Harness
 
 

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from novita_gpu.instances.schemas import InstanceAnswer
-from novita_gpu.serving import BackgroundServer
+from novita_gpu.kit.serving import BackgroundServer
 from tests.fixtures.databases import fresh_database
 from tests.harness import Harness
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from novita_gpu.settings import Settings
+from novita_gpu.kit.settings import Settings
 from novita_gpu.web.host_guard import answered_hosts, host_name
 from tests.fixtures.live_service import live_service
 from tests.harness import Harness

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from novita_gpu.costs.schemas import AccountEventsAnswer, BudgetAnswer
-from novita_gpu.serving import BackgroundServer
+from novita_gpu.kit.serving import BackgroundServer
 from novita_gpu.web.auth import owner_id
 from tests.fixtures.databases import fresh_database
 from tests.harness import SEED_BODY, Harness

@@ -25,8 +25,8 @@ from novita_gpu.cache import (
     UpstashBackend,
 )
 from novita_gpu.cache.base import glob_escape
-from novita_gpu.clock import ManualClock
-from novita_gpu.serving import free_port
+from novita_gpu.kit.clock import ManualClock
+from novita_gpu.kit.serving import free_port
 from tests.fixtures.services import require_redis
 from tests.fixtures.upstash import running_upstash
 

@@ -18,8 +18,8 @@ import pytest_asyncio
 from typer.testing import CliRunner, Result
 
 from novita_gpu.cli import app
-from novita_gpu.serving import free_port
-from novita_gpu.tables import Instance
+from novita_gpu.kit.serving import free_port
+from novita_gpu.kit.tables import Instance
 from tests.fixtures.live_service import LiveService, live_service
 
 PRODUCT, TEMPLATE = "RTX 4090 24GB", "pytorch-jupyter"

@@ -14,8 +14,8 @@ import pytest
 import pytest_asyncio
 from typer.testing import Result
 
+from novita_gpu.kit.serving import free_port
 from novita_gpu.sdk import InstanceFailed, InstanceStopped
-from novita_gpu.serving import free_port
 from tests.fixtures.live_service import LiveService, live_service
 from tests.integration.test_cli import invoke, ok
 

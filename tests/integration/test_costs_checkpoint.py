@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import text, update
 
 from novita_gpu.costs import meter
-from novita_gpu.db import Database
 from novita_gpu.instances.rendering import iso
-from novita_gpu.tables import Instance
+from novita_gpu.kit.db import Database
+from novita_gpu.kit.tables import Instance
 from tests.fixtures.databases import fresh_database
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from novita_gpu.tables import Instance
+from novita_gpu.kit.tables import Instance
 from tests.harness import Harness
 
 

@@ -9,8 +9,8 @@ import os
 import sys
 from pathlib import Path
 
-from novita_gpu.db import Database
-from novita_gpu.serving import free_port
+from novita_gpu.kit.db import Database
+from novita_gpu.kit.serving import free_port
 from tests.fixtures.live_service import live_service
 
 DOCKERFILE = Path(__file__).resolve().parents[2] / "Dockerfile"

@@ -18,9 +18,9 @@ import orjson
 import pytest
 from sqlalchemy import insert, select
 
-from novita_gpu.db import table_of
+from novita_gpu.kit.db import table_of
+from novita_gpu.kit.tables import InstanceEvent, WebhookDelivery
 from novita_gpu.sdk.events import Message, SseDecoder
-from novita_gpu.tables import InstanceEvent, WebhookDelivery
 from tests.fixtures.live_service import LiveService, live_service
 
 KEY_A = "stream-key-a-0123456789abcdef"

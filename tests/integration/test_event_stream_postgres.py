@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from novita_gpu.db import table_of
 from novita_gpu.events.stream import EventHub, Subscription
-from novita_gpu.tables import InstanceEvent
+from novita_gpu.kit.db import table_of
+from novita_gpu.kit.tables import InstanceEvent
 from tests.harness import Harness
 
 pytestmark = pytest.mark.postgres

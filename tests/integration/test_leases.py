@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, update
 
-from novita_gpu.db import Database
-from novita_gpu.leases import LeasedTable
-from novita_gpu.tables import Instance
+from novita_gpu.kit.db import Database
+from novita_gpu.kit.leases import LeasedTable
+from novita_gpu.kit.tables import Instance
 from tests.fixtures.databases import fresh_database
 from tests.harness import Harness
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from novita_gpu.db import WORKER_WRITES_PER_PASS
+from novita_gpu.kit.db import WORKER_WRITES_PER_PASS
 from tests.harness import Harness
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from novita_gpu.db import Database
+from novita_gpu.kit.db import Database
+from novita_gpu.kit.serving import free_port
 from novita_gpu.migrations import StoreTooNew
-from novita_gpu.serving import free_port
 from tests.e2e.processes import NOVITA_GPU, clean_environment
 from tests.fixtures.databases import fresh_database
 from tests.unit.test_docs_revisions import head

@@ -15,8 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from novita_gpu.clock import ManualClock
 from novita_gpu.emulator import EmulatorConfig, create_emulator_app
+from novita_gpu.kit.clock import ManualClock
+from novita_gpu.kit.serving import BackgroundServer
 from novita_gpu.novita import (
     AmbiguousCreate,
     BadRequest,
@@ -31,7 +32,6 @@ from novita_gpu.novita import (
     Unauthorized,
     UpstreamUnavailable,
 )
-from novita_gpu.serving import BackgroundServer
 
 KEY = "sk_contract_test_key_0123456789"
 TIMINGS = EmulatorConfig().timings

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from novita_gpu.db import Database
+from novita_gpu.kit.db import Database
+from novita_gpu.kit.serving import free_port
 from novita_gpu.observability.logging import configure_logging
-from novita_gpu.serving import free_port
 from tests.harness import NOVITA_KEY, Harness
 
 

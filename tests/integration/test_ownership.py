@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from novita_gpu.tables import Instance
+from novita_gpu.kit.tables import Instance
 from tests.harness import Harness
 
 FINAL = ("ready", "stopped", "terminated", "failed")

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from novita_gpu.tables import Instance
+from novita_gpu.kit.tables import Instance
 from tests.harness import Harness
 
 

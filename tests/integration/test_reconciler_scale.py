@@ -15,8 +15,8 @@ from sqlalchemy import select
 from novita_gpu.instances import reconciler as reconciler_module
 from novita_gpu.instances.listing import Listing
 from novita_gpu.instances.reconciler import _needs_attention
+from novita_gpu.kit.tables import Instance
 from novita_gpu.novita import Listed
-from novita_gpu.tables import Instance
 from tests.harness import SEED_BODY, Harness
 
 

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy import select
 
-from novita_gpu.db import WORKER_WRITES_PER_PASS
-from novita_gpu.tables import Instance
+from novita_gpu.kit.db import WORKER_WRITES_PER_PASS
+from novita_gpu.kit.tables import Instance
 from tests.harness import Harness
 
 pytestmark = pytest.mark.postgres

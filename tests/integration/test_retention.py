@@ -13,9 +13,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from novita_gpu.kit.serving import BackgroundServer, free_port
+from novita_gpu.kit.tables import IdempotencyRecord, Instance, InstanceEvent, WebhookAttempt, WebhookDelivery
 from novita_gpu.retention import Retention
-from novita_gpu.serving import BackgroundServer, free_port
-from novita_gpu.tables import IdempotencyRecord, Instance, InstanceEvent, WebhookAttempt, WebhookDelivery
 from tests.fixtures.databases import fresh_database
 from tests.harness import SEED_BODY, Harness
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from novita_gpu.kit.serving import free_port
 from novita_gpu.sdk import (
     ApiError,
     AsyncClient,
@@ -24,7 +25,6 @@ from novita_gpu.sdk import (
     WaitTimeout,
     verify_webhook,
 )
-from novita_gpu.serving import free_port
 from novita_gpu.webhooks.signing import signature_headers
 from tests.fixtures.live_service import LiveService, live_service
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from novita_gpu.clock import ManualClock
-from novita_gpu.db import Database
 from novita_gpu.instances.listing import Listing, SharedListing
+from novita_gpu.kit.clock import ManualClock
+from novita_gpu.kit.db import Database
 from novita_gpu.novita import Listed
 from tests.fixtures.databases import fresh_database
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from structlog.testing import capture_logs
 
-from novita_gpu.db import Database
+from novita_gpu.kit.db import Database
 from tests.harness import Harness
 
 

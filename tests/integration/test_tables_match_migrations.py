@@ -11,7 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
-from novita_gpu.db import Base, Database
+from novita_gpu.kit.db import Base, Database
 from tests.fixtures.databases import fresh_database
 
 

@@ -25,9 +25,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from novita_gpu.db import Database
 from novita_gpu.emulator import EmulatorConfig
-from novita_gpu.serving import BackgroundServer, free_port
+from novita_gpu.kit.db import Database
+from novita_gpu.kit.serving import BackgroundServer, free_port
 from novita_gpu.webhooks.dispatcher import WebhookDispatcher
 from novita_gpu.webhooks.guard import WebhookPolicy
 from novita_gpu.webhooks.sender import WebhookSender

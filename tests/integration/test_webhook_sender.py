@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from novita_gpu.serving import BackgroundServer
+from novita_gpu.kit.serving import BackgroundServer
 from novita_gpu.webhooks.guard import (
     GuardedResolver,
     IPAddress,
@@ -179,7 +179,7 @@ async def test_a_slow_receiver_times_out_quickly(receiver: Receiver) -> None:
 
 
 async def test_nothing_listening_is_a_connect_failure() -> None:
-    from novita_gpu.serving import free_port
+    from novita_gpu.kit.serving import free_port
 
     result = await post(f"http://127.0.0.1:{free_port()}/ok")
     assert (result.ok, result.status_code, result.error) == (False, None, "could not connect")

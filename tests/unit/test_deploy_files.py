@@ -22,7 +22,7 @@ from pydantic import AliasChoices
 
 from novita_gpu.app import create_app
 from novita_gpu.cli import app as cli_app
-from novita_gpu.settings import Settings
+from novita_gpu.kit.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"

@@ -1,4 +1,4 @@
-"""Domain errors (novita_gpu/errors.py) and the one table in web/errors.py that gives each its status:
+"""Domain errors (novita_gpu/kit/errors.py) and the one table in web/errors.py that gives each its status:
 every class has one, and each renders the API's error envelope with its code, message, details and
 Retry-After as the API has always sent them."""
 
@@ -11,7 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from novita_gpu.errors import (
+from novita_gpu.kit.errors import (
     BudgetExceeded,
     BudgetLocked,
     DomainError,

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from novita_gpu.retry_timing import full_jitter, parse_retry_after
+from novita_gpu.kit.retry_timing import full_jitter, parse_retry_after
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 

@@ -12,9 +12,9 @@ import typer
 from starlette.applications import Starlette
 
 from novita_gpu.cli.server import _startup_failed
+from novita_gpu.kit.serving import CannotListen, StartupFailed, bound_socket, serve_forever
 from novita_gpu.migrations import StoreTooNew
 from novita_gpu.observability.logging import configure_logging
-from novita_gpu.serving import CannotListen, StartupFailed, bound_socket, serve_forever
 
 
 def app_failing_with(error: Exception) -> Starlette:

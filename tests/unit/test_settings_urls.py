@@ -11,8 +11,8 @@ from pydantic import ValidationError
 from sqlalchemy import text
 
 from novita_gpu.cli.server import describe_validation_error
-from novita_gpu.db import Database, describe_store
-from novita_gpu.settings import DEFAULT_DATABASE_URL, Settings, normalize_database_url
+from novita_gpu.kit.db import Database, describe_store
+from novita_gpu.kit.settings import DEFAULT_DATABASE_URL, Settings, normalize_database_url
 from tests.fixtures.services import require_postgres
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from novita_gpu.clock import SystemClock
 from novita_gpu.instances.changes import ChangeFeed
-from novita_gpu.signals import Signal
+from novita_gpu.kit.clock import SystemClock
+from novita_gpu.kit.signals import Signal
 from tests.unit.test_workers import Counting
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from novita_gpu.clock import ManualClock, SystemClock
-from novita_gpu.workers import PeriodicWorker, stop_workers
+from novita_gpu.kit.clock import ManualClock, SystemClock
+from novita_gpu.kit.workers import PeriodicWorker, stop_workers
 
 
 class Counting(PeriodicWorker):

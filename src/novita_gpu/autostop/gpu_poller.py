@@ -33,16 +33,16 @@ import structlog
 from sqlalchemy import or_, select
 
 from novita_gpu.autostop.policy import GPU_VERDICT_FRESH, last_used_deadline, uses_gpu
-from novita_gpu.clock import Clock
-from novita_gpu.db import Database
 from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.instances.lifecycle import Status
 from novita_gpu.instances.rendering import iso
+from novita_gpu.kit.clock import Clock
+from novita_gpu.kit.db import Database
+from novita_gpu.kit.settings import Settings
+from novita_gpu.kit.signals import Signal
+from novita_gpu.kit.tables import Instance
+from novita_gpu.kit.workers import PeriodicWorker
 from novita_gpu.novita import MetricPoint, NovitaClient, NovitaError
-from novita_gpu.settings import Settings
-from novita_gpu.signals import Signal
-from novita_gpu.tables import Instance
-from novita_gpu.workers import PeriodicWorker
 
 log = structlog.get_logger(__name__)
 

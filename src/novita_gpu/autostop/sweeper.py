@@ -31,15 +31,15 @@ from novita_gpu.autostop.policy import (
     stops_at,
     uses_gpu,
 )
-from novita_gpu.clock import Clock
-from novita_gpu.db import Database
 from novita_gpu.instances.lifecycle import Reason, Status
 from novita_gpu.instances.rendering import iso
 from novita_gpu.instances.service import InstanceService
+from novita_gpu.kit.clock import Clock
+from novita_gpu.kit.db import Database
+from novita_gpu.kit.settings import Settings
+from novita_gpu.kit.tables import Instance
+from novita_gpu.kit.workers import PeriodicWorker
 from novita_gpu.observability.metrics import Metrics
-from novita_gpu.settings import Settings
-from novita_gpu.tables import Instance
-from novita_gpu.workers import PeriodicWorker
 
 log = structlog.get_logger(__name__)
 

@@ -15,7 +15,7 @@ import structlog
 
 from novita_gpu.cache.base import CacheBackend, CacheUnavailable
 from novita_gpu.cache.memory import MemoryBackend
-from novita_gpu.clock import Clock
+from novita_gpu.kit.clock import Clock
 
 T = TypeVar("T")
 

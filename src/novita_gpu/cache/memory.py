@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from novita_gpu.clock import Clock
+from novita_gpu.kit.clock import Clock
 
 
 class MemoryBackend:

@@ -18,8 +18,8 @@ from novita_gpu.cache.base import CacheBackend, CacheUnavailable
 from novita_gpu.cache.fallback import FallbackBackend
 from novita_gpu.cache.memory import MemoryBackend
 from novita_gpu.cache.redis import RedisBackend, UpstashBackend
-from novita_gpu.clock import Clock
-from novita_gpu.settings import Settings
+from novita_gpu.kit.clock import Clock
+from novita_gpu.kit.settings import Settings
 
 T = TypeVar("T")
 

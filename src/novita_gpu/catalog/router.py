@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from novita_gpu.catalog.schemas import ProductsAnswer, TemplatesAnswer
 from novita_gpu.catalog.service import CatalogError
-from novita_gpu.errors import UpstreamUnavailable
+from novita_gpu.kit.errors import UpstreamUnavailable
 from novita_gpu.novita import REQUEST_PATIENCE_SECONDS, NovitaError, answer_within
 from novita_gpu.novita.errors import unreachable_message
 from novita_gpu.web.auth import Owner

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from novita_gpu.schemas import Answer
+from novita_gpu.kit.schemas import Answer
 
 
 class OfferAnswer(Answer):

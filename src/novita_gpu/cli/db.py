@@ -32,7 +32,7 @@ def _database_url() -> str:
 def upgrade() -> None:
     """Apply the migrations this version has (what `serve` does at start). Safe to run while replicas
     start: on PostgreSQL one migration at a time holds an advisory lock; the others wait for it."""
-    from novita_gpu.db import describe_store, migrate_store
+    from novita_gpu.kit.db import describe_store, migrate_store
 
     url = _database_url()
     with store_errors(url):
@@ -47,7 +47,7 @@ def upgrade() -> None:
 @app.command()
 def current() -> None:
     """Print the store's revision and whether this version's migrations have all been applied."""
-    from novita_gpu.db import describe_store, sqlite_file, store_revision
+    from novita_gpu.kit.db import describe_store, sqlite_file, store_revision
 
     url = _database_url()
     path = sqlite_file(url)
@@ -70,7 +70,7 @@ def backup(
 ) -> None:
     """Copy a SQLite store to FILE, consistent even while the service runs and writes (SQLite's online
     backup). On PostgreSQL use pg_dump (docs/operations.md)."""
-    from novita_gpu.db import backup_sqlite, describe_store, sqlite_file
+    from novita_gpu.kit.db import backup_sqlite, describe_store, sqlite_file
 
     url = _database_url()
     path = sqlite_file(url)

@@ -20,7 +20,7 @@ import typer
 if TYPE_CHECKING:
     from pydantic import ValidationError
 
-    from novita_gpu.settings import Settings
+    from novita_gpu.kit.settings import Settings
 
 CONFIG_ERROR = 2  # the operator must change the configuration (or the store's version)
 ENVIRONMENT_ERROR = 1  # something outside: the port, the database, the file system
@@ -38,7 +38,7 @@ def load_settings() -> Settings:
     """The settings, or exit with one line naming each bad variable and why (never a secret's value)."""
     from pydantic import ValidationError
 
-    from novita_gpu.settings import Settings
+    from novita_gpu.kit.settings import Settings
 
     try:
         return Settings()
@@ -81,7 +81,7 @@ def store_errors(url: str) -> Iterator[None]:
     """Turn a store we cannot use into one line and an exit code (the traceback goes to the log)."""
     import structlog
 
-    from novita_gpu.db import display_url
+    from novita_gpu.kit.db import display_url
     from novita_gpu.migrations import StoreTooNew
 
     try:
@@ -100,8 +100,8 @@ def serve(
     port: int = typer.Option(None, help="Port to listen on (default: PORT or 3000)."),
 ) -> None:
     """Run the service (against the built-in emulator unless NOVITA_API_KEY is set)."""
-    from novita_gpu.serving import CannotListen, StartupFailed, bound_socket, serve_forever
-    from novita_gpu.settings import InsecureConfiguration
+    from novita_gpu.kit.serving import CannotListen, StartupFailed, bound_socket, serve_forever
+    from novita_gpu.kit.settings import InsecureConfiguration
 
     settings = load_settings()
     host = host or settings.host
@@ -132,7 +132,7 @@ def _port_hint(exc: BaseException, setting: str) -> str:
 def _prepare_store(url: str) -> None:
     """Migrate before listening, so a store we cannot use is one line on stderr and a non-zero exit, not
     a traceback from a failed start-up (the app's own migration then finds the schema at head)."""
-    from novita_gpu.db import migrate_store
+    from novita_gpu.kit.db import migrate_store
 
     with store_errors(url):
         asyncio.run(migrate_store(url))
@@ -141,9 +141,9 @@ def _prepare_store(url: str) -> None:
 def _startup_failed(cause: BaseException) -> NoReturn:
     """The app's own start-up raised (the built-in emulator's port or state file, or a newer release
     migrating the store between our migration and the app's)."""
+    from novita_gpu.instances.store_upstream import MixedUpstreams
+    from novita_gpu.kit.serving import CannotListen
     from novita_gpu.migrations import StoreTooNew
-    from novita_gpu.serving import CannotListen
-    from novita_gpu.store_upstream import MixedUpstreams
 
     if isinstance(cause, StoreTooNew | MixedUpstreams):
         fail(str(cause), CONFIG_ERROR)
@@ -157,7 +157,7 @@ def _log_listening(settings: Settings, host: str, port: int) -> None:
     import structlog
 
     from novita_gpu import __version__
-    from novita_gpu.db import describe_store
+    from novita_gpu.kit.db import describe_store
 
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
     mode = "emulator" if settings.emulator_mode else "Novita"
@@ -186,8 +186,8 @@ def emulator(
     from novita_gpu.emulator.app import create_emulator_app
     from novita_gpu.emulator.config import EmulatorConfig
     from novita_gpu.emulator.state_file import StateFile
+    from novita_gpu.kit.serving import CannotListen, StartupFailed, bound_socket, serve_forever
     from novita_gpu.observability.logging import configure_logging
-    from novita_gpu.serving import CannotListen, StartupFailed, bound_socket, serve_forever
 
     config = EmulatorConfig(speed=speed, seed=seed, api_keys=list(api_key or []))
     try:

@@ -27,22 +27,22 @@ import orjson
 import structlog
 from sqlalchemy import Row, and_, bindparam, or_, select, update
 
-from novita_gpu.clock import Clock
 from novita_gpu.costs.meter import checkpoint
 from novita_gpu.costs.report import Spend, month_key, month_spend, next_month_start
-from novita_gpu.db import Database
-from novita_gpu.errors import BudgetExceeded, BudgetLocked
 from novita_gpu.instances.lifecycle import Reason, Status
 from novita_gpu.instances.rendering import delivery_view, iso
 from novita_gpu.instances.service import InstanceService
+from novita_gpu.kit.clock import Clock
+from novita_gpu.kit.db import Database
+from novita_gpu.kit.errors import BudgetExceeded, BudgetLocked
+from novita_gpu.kit.settings import Settings
+from novita_gpu.kit.tables import AccountEvent, AccountWebhook, Budget, Instance
+from novita_gpu.kit.workers import PeriodicWorker
 from novita_gpu.observability.metrics import Metrics
-from novita_gpu.settings import Settings
-from novita_gpu.tables import AccountEvent, AccountWebhook, Budget, Instance
 from novita_gpu.webhooks.dispatcher import retry_delay
 from novita_gpu.webhooks.guard import WebhookPolicy, checked_webhook_url
 from novita_gpu.webhooks.sender import WebhookSender
 from novita_gpu.webhooks.signing import signature_headers
-from novita_gpu.workers import PeriodicWorker
 
 log = structlog.get_logger(__name__)
 

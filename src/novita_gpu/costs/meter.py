@@ -29,9 +29,9 @@ from typing import Any
 from sqlalchemy import bindparam, event, inspect, select, update
 from sqlalchemy.orm import Session, UOWTransaction
 
-from novita_gpu.db import Database, table_of
 from novita_gpu.instances.rendering import cost_view
-from novita_gpu.tables import BillingPeriod, Instance
+from novita_gpu.kit.db import Database, table_of
+from novita_gpu.kit.tables import BillingPeriod, Instance
 
 BILLED = frozenset(
     {

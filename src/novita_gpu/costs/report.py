@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from novita_gpu.costs.meter import Stretch, stretches
-from novita_gpu.db import Database
 from novita_gpu.instances.rendering import iso
+from novita_gpu.kit.db import Database
 
 GROUP_BY_PATTERN = r"^(product|apiKey|label:[^\x00]{1,63})$"
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from novita_gpu.schemas import Answer
+from novita_gpu.kit.schemas import Answer
 
 
 class CostGroupAnswer(Answer):

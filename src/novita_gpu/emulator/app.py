@@ -8,13 +8,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
-from novita_gpu.clock import Clock
 from novita_gpu.emulator import account_routes, api_routes, control_routes, metrics_routes, port_routes
 from novita_gpu.emulator.config import EmulatorConfig
 from novita_gpu.emulator.errors import EmulatedError, envelope
 from novita_gpu.emulator.gateway import gate
 from novita_gpu.emulator.state_file import StateFile
 from novita_gpu.emulator.world import World
+from novita_gpu.kit.clock import Clock
 
 _REASONS = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
 

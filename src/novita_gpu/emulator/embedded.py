@@ -15,13 +15,13 @@ import orjson
 import structlog
 from sqlalchemy import select, update
 
-from novita_gpu.db import Database
 from novita_gpu.emulator.app import create_emulator_app
 from novita_gpu.emulator.config import EmulatorConfig
 from novita_gpu.emulator.state_file import StateFile, default_state_path
-from novita_gpu.serving import BackgroundServer, CannotListen
-from novita_gpu.settings import Settings
-from novita_gpu.tables import Instance
+from novita_gpu.kit.db import Database
+from novita_gpu.kit.serving import BackgroundServer, CannotListen
+from novita_gpu.kit.settings import Settings
+from novita_gpu.kit.tables import Instance
 
 log = structlog.get_logger(__name__)
 

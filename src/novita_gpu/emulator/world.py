@@ -13,7 +13,6 @@ import threading
 from collections import Counter
 from dataclasses import dataclass
 
-from novita_gpu.clock import Clock, SystemClock
 from novita_gpu.emulator.account import NETWORK_STORAGE, REGISTRY_AUTH, Account
 from novita_gpu.emulator.catalog import MONTHLY, SPOT, Cluster, EmulatedCatalog, Product, build_catalog
 from novita_gpu.emulator.config import EmulatorConfig
@@ -28,6 +27,7 @@ from novita_gpu.emulator.utilization import (
     metrics_answer,
     parse_utilization,
 )
+from novita_gpu.kit.clock import Clock, SystemClock
 
 MONTH_SECONDS = 30 * 24 * 3600
 

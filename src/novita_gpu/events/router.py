@@ -25,8 +25,8 @@ from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from novita_gpu.errors import InstanceNotFound, NotYourInstance
 from novita_gpu.events.stream import EventHub, StreamClosed, Subscription
+from novita_gpu.kit.errors import InstanceNotFound, NotYourInstance
 from novita_gpu.web.auth import Owner
 from novita_gpu.web.deps import ServicesDep
 from novita_gpu.web.errors import ApiError

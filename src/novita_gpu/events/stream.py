@@ -40,13 +40,13 @@ import orjson
 import structlog
 from sqlalchemy import bindparam, func, select, text
 
-from novita_gpu.db import Database, table_of
-from novita_gpu.errors import ShuttingDown, TooManyStreams
 from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.instances.rendering import rebuilt_event_payload
-from novita_gpu.json_text import servable
-from novita_gpu.settings import Settings
-from novita_gpu.tables import Instance, InstanceEvent
+from novita_gpu.kit.db import Database, table_of
+from novita_gpu.kit.errors import ShuttingDown, TooManyStreams
+from novita_gpu.kit.json_text import servable
+from novita_gpu.kit.settings import Settings
+from novita_gpu.kit.tables import Instance, InstanceEvent
 
 log = structlog.get_logger(__name__)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from novita_gpu.signals import Signal
+from novita_gpu.kit.signals import Signal
 
 
 class ChangeFeed(Signal[str | None]):

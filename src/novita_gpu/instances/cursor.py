@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-from novita_gpu.errors import InvalidInput
+from novita_gpu.kit.errors import InvalidInput
 
 # 17 digits reach the year 5138: every value converts without overflow. Ids are `inst_` + hex; any id
 # of the same characters is a valid bound for the `(created_at, id) <` comparison.

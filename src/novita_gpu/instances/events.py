@@ -13,10 +13,10 @@ from datetime import datetime
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from novita_gpu.db import table_of
 from novita_gpu.instances.lifecycle import Status
 from novita_gpu.instances.rendering import event_payload
-from novita_gpu.tables import Instance, InstanceEvent, WebhookDelivery
+from novita_gpu.kit.db import table_of
+from novita_gpu.kit.tables import Instance, InstanceEvent, WebhookDelivery
 
 # Table-level (Core) statements: the ORM's bulk-insert path costs more than the unit of work it replaces.
 _INSERT_EVENT = insert(table_of(InstanceEvent)).returning(table_of(InstanceEvent).c.id)

@@ -18,8 +18,8 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
-from novita_gpu.db import table_of
-from novita_gpu.tables import Instance
+from novita_gpu.kit.db import table_of
+from novita_gpu.kit.tables import Instance
 
 _CURRENT = select(Instance.version, Instance.lease_token).where(Instance.id == bindparam("row_id"))
 _CURRENT_LOCKED = _CURRENT.with_for_update()

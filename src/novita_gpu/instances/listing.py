@@ -28,11 +28,11 @@ import orjson
 import structlog
 from sqlalchemy import bindparam, or_, select, update
 
-from novita_gpu.clock import Clock
-from novita_gpu.db import Database, table_of
 from novita_gpu.instances.lifecycle import is_leaving
+from novita_gpu.kit.clock import Clock
+from novita_gpu.kit.db import Database, table_of
+from novita_gpu.kit.tables import UpstreamListing
 from novita_gpu.novita import Listed
-from novita_gpu.tables import UpstreamListing
 
 log = structlog.get_logger(__name__)
 

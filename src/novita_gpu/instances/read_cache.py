@@ -17,9 +17,9 @@ from typing import Any, TypeVar
 
 import orjson
 
-from novita_gpu.clock import Clock
 from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.instances.rendering import typical_view_json
+from novita_gpu.kit.clock import Clock
 
 _T = TypeVar("_T")
 _COST = b'"cost":{"accruedUsd":'

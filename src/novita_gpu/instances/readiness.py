@@ -18,16 +18,16 @@ from typing import Any
 import structlog
 from sqlalchemy import select
 
-from novita_gpu.clock import Clock
-from novita_gpu.db import Database
 from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.instances.events import change_status
 from novita_gpu.instances.guarded_write import reattach_if_current
 from novita_gpu.instances.lifecycle import Status
 from novita_gpu.instances.port_probes import ProbeResult, probe_http_ports
-from novita_gpu.settings import Settings
-from novita_gpu.tables import Instance
-from novita_gpu.workers import PeriodicWorker
+from novita_gpu.kit.clock import Clock
+from novita_gpu.kit.db import Database
+from novita_gpu.kit.settings import Settings
+from novita_gpu.kit.tables import Instance
+from novita_gpu.kit.workers import PeriodicWorker
 
 log = structlog.get_logger(__name__)
 

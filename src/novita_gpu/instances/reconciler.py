@@ -22,8 +22,6 @@ from sqlalchemy import Row, and_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from novita_gpu.catalog.service import Catalog, CatalogError
-from novita_gpu.clock import Clock
-from novita_gpu.db import Database
 from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.instances.events import change_status
 from novita_gpu.instances.guarded_write import reattach_if_current, show_written, update_if_current
@@ -39,8 +37,15 @@ from novita_gpu.instances.lifecycle import (
     stop_reason,
 )
 from novita_gpu.instances.listing import Listing, SharedListing
-from novita_gpu.leases import LeasedTable
-from novita_gpu.memory import release_free_memory
+from novita_gpu.kit.clock import Clock
+from novita_gpu.kit.db import Database
+from novita_gpu.kit.leases import LeasedTable
+from novita_gpu.kit.memory import release_free_memory
+from novita_gpu.kit.retry_timing import full_jitter
+from novita_gpu.kit.settings import Settings
+from novita_gpu.kit.signals import Signal
+from novita_gpu.kit.tables import Instance
+from novita_gpu.kit.workers import PeriodicWorker
 from novita_gpu.novita import (
     AmbiguousCreate,
     CreateInstanceRequest,
@@ -56,11 +61,6 @@ from novita_gpu.novita import (
     RateLimited,
 )
 from novita_gpu.novita.client import LIST_CONCURRENCY, MAX_CONNECTIONS
-from novita_gpu.retry_timing import full_jitter
-from novita_gpu.settings import Settings
-from novita_gpu.signals import Signal
-from novita_gpu.tables import Instance
-from novita_gpu.workers import PeriodicWorker
 
 log = structlog.get_logger(__name__)
 

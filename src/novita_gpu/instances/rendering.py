@@ -16,8 +16,8 @@ import orjson
 
 from novita_gpu.autostop.policy import GpuVerdict, idle_action, runtime_deadline, stops_at
 from novita_gpu.instances.lifecycle import Reason, Status
-from novita_gpu.json_text import servable
-from novita_gpu.tables import Instance, InstanceEvent, OutboxDelivery, WebhookAttempt, WebhookDelivery
+from novita_gpu.kit.json_text import servable
+from novita_gpu.kit.tables import Instance, InstanceEvent, OutboxDelivery, WebhookAttempt, WebhookDelivery
 
 _DECIDED = frozenset({Reason.AUTO_STOP, Reason.MAX_RUNTIME})
 

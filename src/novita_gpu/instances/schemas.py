@@ -31,7 +31,7 @@ from pydantic import (
 )
 
 from novita_gpu.instances.lifecycle import Status
-from novita_gpu.schemas import Answer
+from novita_gpu.kit.schemas import Answer
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
 NO_NUL = r"^[^\x00]*$"

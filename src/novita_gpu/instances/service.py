@@ -34,17 +34,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from novita_gpu.catalog.service import Catalog, CatalogError
-from novita_gpu.clock import Clock
-from novita_gpu.db import Database, UTCDateTime, table_of
-from novita_gpu.errors import (
-    IdempotencyConflict,
-    InstanceNotFound,
-    InvalidInput,
-    InvalidTransition,
-    NameTaken,
-    NotYourInstance,
-    UpstreamUnavailable,
-)
 from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.instances.cursor import decode_cursor, encode_cursor
 from novita_gpu.instances.events import change_status, record_change
@@ -61,11 +50,22 @@ from novita_gpu.instances.lifecycle import (
 from novita_gpu.instances.read_cache import CachedView, ListPage, ReadCache, list_key
 from novita_gpu.instances.rendering import history_view, instance_view
 from novita_gpu.instances.schemas import AutoStopIn, CreateInstanceIn, StartIn, UpdateInstanceIn
+from novita_gpu.kit.clock import Clock
+from novita_gpu.kit.db import Database, UTCDateTime, table_of
+from novita_gpu.kit.errors import (
+    IdempotencyConflict,
+    InstanceNotFound,
+    InvalidInput,
+    InvalidTransition,
+    NameTaken,
+    NotYourInstance,
+    UpstreamUnavailable,
+)
+from novita_gpu.kit.settings import Settings
+from novita_gpu.kit.signals import Signal
+from novita_gpu.kit.tables import IdempotencyRecord, Instance, InstanceEvent, WebhookAttempt, WebhookDelivery
 from novita_gpu.novita import REQUEST_PATIENCE_SECONDS, NovitaError, RateLimited, answer_within
 from novita_gpu.novita.errors import unreachable_message
-from novita_gpu.settings import Settings
-from novita_gpu.signals import Signal
-from novita_gpu.tables import IdempotencyRecord, Instance, InstanceEvent, WebhookAttempt, WebhookDelivery
 from novita_gpu.webhooks.guard import WebhookPolicy, checked_webhook_url
 
 # A create's Idempotency-Key record, read and written in Core: through the ORM's session (`get`, `add`)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-import novita_gpu.tables  # noqa: F401  (every table on Base.metadata)
-from novita_gpu.db import Base
+import novita_gpu.kit.tables  # noqa: F401  (every table on Base.metadata)
+from novita_gpu.kit.db import Base
 
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)

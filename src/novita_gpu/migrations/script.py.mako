@@ -7,7 +7,7 @@ Create Date: ${create_date}
 
 from alembic import op
 import sqlalchemy as sa
-import novita_gpu.db
+import novita_gpu.kit.db
 ${imports if imports else ""}
 
 revision = ${repr(up_revision)}

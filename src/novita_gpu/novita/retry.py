@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from novita_gpu.retry_timing import full_jitter, parse_retry_after
+from novita_gpu.kit.retry_timing import full_jitter, parse_retry_after
 
 __all__ = ["Backoff", "RetryBudget", "parse_retry_after"]
 

@@ -26,7 +26,7 @@ import structlog
 from sqlalchemy import Row, bindparam, case, func, select
 
 from novita_gpu import __version__
-from novita_gpu.tables import WebhookDelivery
+from novita_gpu.kit.tables import WebhookDelivery
 
 if TYPE_CHECKING:
     from novita_gpu.services import Services

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from novita_gpu.clock import Clock
+from novita_gpu.kit.clock import Clock
 from novita_gpu.novita import REQUEST_PATIENCE_SECONDS, NovitaClient, NovitaError, answer_within
 from novita_gpu.novita.errors import unreachable_message
 

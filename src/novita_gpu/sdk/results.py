@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import httpx
 
-from novita_gpu.retry_timing import parse_retry_after
+from novita_gpu.kit.retry_timing import parse_retry_after
 from novita_gpu.sdk.calls import Call, Json
 from novita_gpu.sdk.errors import ApiError, ServiceConnectionError
 

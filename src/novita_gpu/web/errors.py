@@ -1,7 +1,7 @@
 """One error envelope for every failure: {"error": {code, message, requestId, details?}}.
 
 Validation problems are 400 (never FastAPI's 422), unknown routes 404, and unexpected exceptions a
-500 without internals. Services raise domain errors (novita_gpu/errors.py), which `DOMAIN_STATUS` maps
+500 without internals. Services raise domain errors (novita_gpu/kit/errors.py), which `DOMAIN_STATUS` maps
 to their status here, in one table; ApiError is for what only HTTP knows (a malformed header or query
 parameter), raised by routers and the rest of web/.
 """
@@ -22,7 +22,7 @@ from pydantic.alias_generators import to_camel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from novita_gpu.errors import (
+from novita_gpu.kit.errors import (
     DomainError,
     Forbidden,
     IdempotencyConflict,

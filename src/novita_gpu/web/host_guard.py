@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from novita_gpu.settings import Settings, is_loopback_host
+from novita_gpu.kit.settings import Settings, is_loopback_host
 from novita_gpu.web.responses import JSONResponse
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from starlette import responses
 
-from novita_gpu.json_text import dump_json
+from novita_gpu.kit.json_text import dump_json
 
 
 class JSONResponse(responses.JSONResponse):

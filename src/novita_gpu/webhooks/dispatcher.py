@@ -33,17 +33,17 @@ from sqlalchemy.orm import InstrumentedAttribute, aliased
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.elements import BindParameter
 
-from novita_gpu.clock import Clock
-from novita_gpu.db import Database, UTCDateTime
-from novita_gpu.json_text import dump_json
-from novita_gpu.leases import LeasedTable
+from novita_gpu.kit.clock import Clock
+from novita_gpu.kit.db import Database, UTCDateTime
+from novita_gpu.kit.json_text import dump_json
+from novita_gpu.kit.leases import LeasedTable
+from novita_gpu.kit.retry_timing import full_jitter
+from novita_gpu.kit.settings import Settings
+from novita_gpu.kit.tables import Instance, WebhookAttempt, WebhookDelivery
+from novita_gpu.kit.workers import PeriodicWorker
 from novita_gpu.observability.metrics import Metrics
-from novita_gpu.retry_timing import full_jitter
-from novita_gpu.settings import Settings
-from novita_gpu.tables import Instance, WebhookAttempt, WebhookDelivery
 from novita_gpu.webhooks.sender import SendResult, WebhookSender
 from novita_gpu.webhooks.signing import signature_headers
-from novita_gpu.workers import PeriodicWorker
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")

@@ -24,10 +24,10 @@ import idna
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from novita_gpu.errors import InvalidInput
+from novita_gpu.kit.errors import InvalidInput
 
 if TYPE_CHECKING:
-    from novita_gpu.settings import Settings
+    from novita_gpu.kit.settings import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -18,7 +18,7 @@ import certifi
 from yarl import URL
 
 from novita_gpu import __version__
-from novita_gpu.retry_timing import parse_retry_after
+from novita_gpu.kit.retry_timing import parse_retry_after
 from novita_gpu.webhooks.guard import (
     GuardedResolver,
     Resolver,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from novita_gpu.cache import MemoryBackend
-from novita_gpu.clock import ManualClock
+from novita_gpu.kit.clock import ManualClock
 
 
 @pytest.fixture

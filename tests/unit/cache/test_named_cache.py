@@ -16,8 +16,8 @@ from novita_gpu.cache import (
     build_cache_backend,
 )
 from novita_gpu.cache.registry import LookupHook
-from novita_gpu.clock import ManualClock
-from novita_gpu.settings import Settings
+from novita_gpu.kit.clock import ManualClock
+from novita_gpu.kit.settings import Settings
 
 Product = dict[str, object]
 

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from novita_gpu.cache import CacheRegistry, MemoryBackend, NamedCache
 from novita_gpu.cache.router import router
-from novita_gpu.clock import ManualClock
+from novita_gpu.kit.clock import ManualClock
 from novita_gpu.web.errors import install_error_handlers
 
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import orjson
 
-from novita_gpu.clock import ManualClock
 from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.instances.read_cache import CachedView, ListPage, ReadCache
+from novita_gpu.kit.clock import ManualClock
 
 
 def _view(n: int, **changes: Any) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from novita_gpu.instances.lifecycle import Status
 from novita_gpu.instances.rendering import event_payload, rebuilt_event_payload
-from novita_gpu.tables import Instance
+from novita_gpu.kit.tables import Instance
 
 
 def test_a_rebuilt_event_body_is_the_body_the_change_stored() -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from novita_gpu.serving import free_port
+from novita_gpu.kit.serving import free_port
 
 
 @dataclass(frozen=True)

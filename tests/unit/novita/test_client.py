@@ -15,6 +15,7 @@ import uvicorn
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 
+from novita_gpu.kit.serving import free_port
 from novita_gpu.novita import (
     AmbiguousCreate,
     BadRequest,
@@ -32,7 +33,6 @@ from novita_gpu.novita import (
     UpstreamUnavailable,
 )
 from novita_gpu.novita.client import _NOT_SENT, KEEPALIVE_SECONDS
-from novita_gpu.serving import free_port
 from tests.unit.novita.fake_novita import DISCONNECT, HANG, Call, FakeNovita, Reply
 
 KEY = "sk_live_0123456789abcdef_SECRET"

@@ -16,9 +16,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
 
+from novita_gpu.kit.serving import BackgroundServer
 from novita_gpu.observability.logging import register_secret
 from novita_gpu.observability.metrics import Metrics
-from novita_gpu.serving import BackgroundServer
 from novita_gpu.web.errors import ApiError, install_error_handlers
 from novita_gpu.web.middleware import RequestContextMiddleware
 

@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from novita_gpu.settings import Settings
+from novita_gpu.kit.settings import Settings
 from novita_gpu.webhooks.guard import (
     UnsafeWebhookTarget,
     WebhookPolicy,

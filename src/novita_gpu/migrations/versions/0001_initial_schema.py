@@ -8,7 +8,7 @@ Create Date: 2026-11-25 21:40:51.807605
 import sqlalchemy as sa
 from alembic import op
 
-import novita_gpu.db
+import novita_gpu.kit.db
 
 revision = "0001"
 down_revision = None
@@ -25,7 +25,7 @@ def upgrade() -> None:
         sa.Column("request_hash", sa.String(length=64), nullable=False),
         sa.Column("status_code", sa.Integer(), nullable=False),
         sa.Column("response", sa.JSON(), nullable=False),
-        sa.Column("created_at", novita_gpu.db.UTCDateTime(), nullable=False),
+        sa.Column("created_at", novita_gpu.kit.db.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("owner", "key"),
     )
     with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
@@ -70,21 +70,21 @@ def upgrade() -> None:
         sa.Column("pending_reason", sa.String(length=40), nullable=True),
         sa.Column("operation_id", sa.String(length=40), nullable=True),
         sa.Column("action_attempts", sa.Integer(), nullable=False),
-        sa.Column("next_action_at", novita_gpu.db.UTCDateTime(), nullable=True),
-        sa.Column("create_attempted_at", novita_gpu.db.UTCDateTime(), nullable=True),
-        sa.Column("capacity_wait_until", novita_gpu.db.UTCDateTime(), nullable=True),
-        sa.Column("phase_deadline_at", novita_gpu.db.UTCDateTime(), nullable=True),
-        sa.Column("last_used_at", novita_gpu.db.UTCDateTime(), nullable=True),
-        sa.Column("created_at", novita_gpu.db.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", novita_gpu.db.UTCDateTime(), nullable=False),
-        sa.Column("started_at", novita_gpu.db.UTCDateTime(), nullable=True),
-        sa.Column("ready_at", novita_gpu.db.UTCDateTime(), nullable=True),
-        sa.Column("stopped_at", novita_gpu.db.UTCDateTime(), nullable=True),
-        sa.Column("terminated_at", novita_gpu.db.UTCDateTime(), nullable=True),
+        sa.Column("next_action_at", novita_gpu.kit.db.UTCDateTime(), nullable=True),
+        sa.Column("create_attempted_at", novita_gpu.kit.db.UTCDateTime(), nullable=True),
+        sa.Column("capacity_wait_until", novita_gpu.kit.db.UTCDateTime(), nullable=True),
+        sa.Column("phase_deadline_at", novita_gpu.kit.db.UTCDateTime(), nullable=True),
+        sa.Column("last_used_at", novita_gpu.kit.db.UTCDateTime(), nullable=True),
+        sa.Column("created_at", novita_gpu.kit.db.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", novita_gpu.kit.db.UTCDateTime(), nullable=False),
+        sa.Column("started_at", novita_gpu.kit.db.UTCDateTime(), nullable=True),
+        sa.Column("ready_at", novita_gpu.kit.db.UTCDateTime(), nullable=True),
+        sa.Column("stopped_at", novita_gpu.kit.db.UTCDateTime(), nullable=True),
+        sa.Column("terminated_at", novita_gpu.kit.db.UTCDateTime(), nullable=True),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("lease_owner", sa.String(length=64), nullable=True),
         sa.Column("lease_token", sa.String(length=40), nullable=True),
-        sa.Column("lease_expires_at", novita_gpu.db.UTCDateTime(), nullable=True),
+        sa.Column("lease_expires_at", novita_gpu.kit.db.UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("upstream_name"),
     )
@@ -104,7 +104,7 @@ def upgrade() -> None:
         "instance_events",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("instance_id", sa.String(length=40), nullable=False),
-        sa.Column("created_at", novita_gpu.db.UTCDateTime(), nullable=False),
+        sa.Column("created_at", novita_gpu.kit.db.UTCDateTime(), nullable=False),
         sa.Column("from_status", sa.String(length=20), nullable=True),
         sa.Column("to_status", sa.String(length=20), nullable=False),
         sa.Column("reason", sa.String(length=40), nullable=True),
@@ -125,13 +125,13 @@ def upgrade() -> None:
         sa.Column("payload", sa.JSON(), nullable=False),
         sa.Column("status", sa.String(length=12), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("next_attempt_at", novita_gpu.db.UTCDateTime(), nullable=False),
+        sa.Column("next_attempt_at", novita_gpu.kit.db.UTCDateTime(), nullable=False),
         sa.Column("last_status_code", sa.Integer(), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
-        sa.Column("created_at", novita_gpu.db.UTCDateTime(), nullable=False),
-        sa.Column("delivered_at", novita_gpu.db.UTCDateTime(), nullable=True),
+        sa.Column("created_at", novita_gpu.kit.db.UTCDateTime(), nullable=False),
+        sa.Column("delivered_at", novita_gpu.kit.db.UTCDateTime(), nullable=True),
         sa.Column("lease_token", sa.String(length=40), nullable=True),
-        sa.Column("lease_expires_at", novita_gpu.db.UTCDateTime(), nullable=True),
+        sa.Column("lease_expires_at", novita_gpu.kit.db.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(["event_id"], ["instance_events.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["instance_id"], ["instances.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
@@ -144,7 +144,7 @@ def upgrade() -> None:
         "webhook_attempts",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("delivery_id", sa.String(length=40), nullable=False),
-        sa.Column("attempted_at", novita_gpu.db.UTCDateTime(), nullable=False),
+        sa.Column("attempted_at", novita_gpu.kit.db.UTCDateTime(), nullable=False),
         sa.Column("status_code", sa.Integer(), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("duration_ms", sa.Float(), nullable=False),

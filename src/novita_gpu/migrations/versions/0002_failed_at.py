@@ -8,7 +8,7 @@ Create Date: 2026-11-26 03:40:00.000000
 import sqlalchemy as sa
 from alembic import op
 
-import novita_gpu.db
+import novita_gpu.kit.db
 
 revision = "0002"
 down_revision = "0001"
@@ -18,7 +18,7 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("instances", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("failed_at", novita_gpu.db.UTCDateTime(), nullable=True))
+        batch_op.add_column(sa.Column("failed_at", novita_gpu.kit.db.UTCDateTime(), nullable=True))
     # Instances that failed before this column existed: their last update is when they failed or later,
     # so their idle clock never starts earlier than it should.
     op.execute("UPDATE instances SET failed_at = updated_at WHERE status = 'failed'")

@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-import novita_gpu.db
+import novita_gpu.kit.db
 
 revision = "0006"
 down_revision = "0005"
@@ -53,13 +53,13 @@ def upgrade() -> None:
         sa.Column("auto_stop_gpu_below", sa.Float(), nullable=False, server_default=sa.text("5")),
         sa.Column("auto_stop_action", sa.String(16), nullable=False, server_default="stop"),
         sa.Column("max_runtime_minutes", sa.Integer(), nullable=False, server_default=sa.text("0")),
-        sa.Column("gpu_check_at", novita_gpu.db.UTCDateTime(), nullable=True),
+        sa.Column("gpu_check_at", novita_gpu.kit.db.UTCDateTime(), nullable=True),
         sa.Column("gpu_check", sa.JSON(), nullable=True),
         sa.Column("auto_stop_decision", sa.JSON(), nullable=True),
-        sa.Column("billing_since", novita_gpu.db.UTCDateTime(), nullable=True),
+        sa.Column("billing_since", novita_gpu.kit.db.UTCDateTime(), nullable=True),
         sa.Column("billed_seconds", sa.Float(), nullable=False, server_default=sa.text("0")),
         sa.Column("accrued_cost_usd", sa.Float(), nullable=False, server_default=sa.text("0")),
-        sa.Column("accrued_at", novita_gpu.db.UTCDateTime(), nullable=True),
+        sa.Column("accrued_at", novita_gpu.kit.db.UTCDateTime(), nullable=True),
     ]
     for column in columns:
         op.add_column("instances", column)
@@ -82,8 +82,8 @@ def upgrade() -> None:
         sa.Column("gpu_num", sa.Integer(), nullable=False),
         sa.Column("price_per_hour", sa.Float(), nullable=False),
         sa.Column("labels", sa.JSON(), nullable=False),
-        sa.Column("started_at", novita_gpu.db.UTCDateTime(), nullable=False),
-        sa.Column("ended_at", novita_gpu.db.UTCDateTime(), nullable=False),
+        sa.Column("started_at", novita_gpu.kit.db.UTCDateTime(), nullable=False),
+        sa.Column("ended_at", novita_gpu.kit.db.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_billing_periods_instance_id", "billing_periods", ["instance_id"])
@@ -97,9 +97,9 @@ def upgrade() -> None:
         sa.Column("on_exceeded", sa.String(16), nullable=False),
         sa.Column("webhook_url", sa.Text(), nullable=True),
         sa.Column("set_by_admin", sa.Boolean(), nullable=False),
-        sa.Column("updated_at", novita_gpu.db.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", novita_gpu.kit.db.UTCDateTime(), nullable=False),
         sa.Column("exceeded_month", sa.String(7), nullable=True),
-        sa.Column("exceeded_at", novita_gpu.db.UTCDateTime(), nullable=True),
+        sa.Column("exceeded_at", novita_gpu.kit.db.UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("owner"),
     )
 
@@ -108,7 +108,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("owner", sa.String(64), nullable=False),
         sa.Column("event", sa.String(40), nullable=False),
-        sa.Column("created_at", novita_gpu.db.UTCDateTime(), nullable=False),
+        sa.Column("created_at", novita_gpu.kit.db.UTCDateTime(), nullable=False),
         sa.Column("payload", sa.JSON(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
@@ -124,13 +124,13 @@ def upgrade() -> None:
         sa.Column("payload", sa.JSON(), nullable=False),
         sa.Column("status", sa.String(12), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("next_attempt_at", novita_gpu.db.UTCDateTime(), nullable=False),
+        sa.Column("next_attempt_at", novita_gpu.kit.db.UTCDateTime(), nullable=False),
         sa.Column("last_status_code", sa.Integer(), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
-        sa.Column("created_at", novita_gpu.db.UTCDateTime(), nullable=False),
-        sa.Column("delivered_at", novita_gpu.db.UTCDateTime(), nullable=True),
+        sa.Column("created_at", novita_gpu.kit.db.UTCDateTime(), nullable=False),
+        sa.Column("delivered_at", novita_gpu.kit.db.UTCDateTime(), nullable=True),
         sa.Column("lease_token", sa.String(40), nullable=True),
-        sa.Column("lease_expires_at", novita_gpu.db.UTCDateTime(), nullable=True),
+        sa.Column("lease_expires_at", novita_gpu.kit.db.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(["event_id"], ["account_events.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
     )

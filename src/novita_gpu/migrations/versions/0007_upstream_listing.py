@@ -11,7 +11,7 @@ Create Date: 2026-11-30 12:00:00.000000
 import sqlalchemy as sa
 from alembic import op
 
-import novita_gpu.db
+import novita_gpu.kit.db
 
 revision = "0007"
 down_revision = "0006"
@@ -23,11 +23,11 @@ def upgrade() -> None:
     table = op.create_table(
         "upstream_listing",
         sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
-        sa.Column("taken_at", novita_gpu.db.UTCDateTime(), nullable=True),
-        sa.Column("listed_at", novita_gpu.db.UTCDateTime(), nullable=True),
+        sa.Column("taken_at", novita_gpu.kit.db.UTCDateTime(), nullable=True),
+        sa.Column("listed_at", novita_gpu.kit.db.UTCDateTime(), nullable=True),
         sa.Column("body", sa.LargeBinary(), nullable=True),
         sa.Column("lister", sa.String(64), nullable=True),
-        sa.Column("lease_expires_at", novita_gpu.db.UTCDateTime(), nullable=True),
+        sa.Column("lease_expires_at", novita_gpu.kit.db.UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
     )
     op.bulk_insert(table, [{"id": 1}])

@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from novita_gpu.clock import Clock
+from novita_gpu.kit.clock import Clock
 
 log = structlog.get_logger(__name__)
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import structlog
 from sqlalchemy import func, select, update
 
-from novita_gpu.db import Database
 from novita_gpu.instances.lifecycle import Status
-from novita_gpu.tables import Instance, UpstreamListing
+from novita_gpu.kit.db import Database
+from novita_gpu.kit.tables import Instance, UpstreamListing
 
 log = structlog.get_logger(__name__)
 

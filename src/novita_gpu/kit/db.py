@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
-from novita_gpu.sqlite_inline import inline_creator
+from novita_gpu.kit.sqlite_inline import inline_creator
 
 _Select = TypeVar("_Select", bound=Select[Any])
 

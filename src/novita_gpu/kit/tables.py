@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from novita_gpu.db import Base, UTCDateTime
+from novita_gpu.kit.db import Base, UTCDateTime
 
 # -- instances ---------------------------------------------------------------------------------------
 
