@@ -16,7 +16,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
 from novita_gpu.kit.db import Database
-from novita_gpu.migrations import alembic_config
+from novita_gpu.kit.migrations import alembic_config
 from novita_gpu.sdk import Client
 from tests.e2e.conftest import Processes
 from tests.e2e.processes import NOVITA_GPU, ServiceProcess, clean_environment, wait_for

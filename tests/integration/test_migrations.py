@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import text
 
 from novita_gpu.kit.db import Database
+from novita_gpu.kit.migrations import StoreTooNew
 from novita_gpu.kit.serving import free_port
-from novita_gpu.migrations import StoreTooNew
 from tests.e2e.processes import NOVITA_GPU, clean_environment
 from tests.fixtures.databases import fresh_database
 from tests.unit.test_docs_revisions import head

@@ -13,8 +13,8 @@ from sqlalchemy.engine import Connection
 
 from novita_gpu.instances.guarded_write import reattach_if_current
 from novita_gpu.instances.reconciler import Reconciler
+from novita_gpu.kit.migrations import alembic_config
 from novita_gpu.kit.tables import Instance
-from novita_gpu.migrations import alembic_config
 from tests.fixtures.databases import fresh_database
 from tests.harness import SEED_BODY, Harness
 

@@ -1,5 +1,5 @@
 """The store revisions the documentation shows are real: every revision id in docs/*.md and README.md is
-one of src/novita_gpu/migrations/versions/, the one shown as a store's current or target revision (`db
+one of src/novita_gpu/kit/migrations/versions/, the one shown as a store's current or target revision (`db
 current`, `db upgrade`) is the head, and the one shown for a store migrated by a newer release is above
 the head. So the examples cannot drift again when a migration is added (they showed 0004 at 0007)."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from alembic.script import ScriptDirectory
 
-from novita_gpu.migrations import alembic_config
+from novita_gpu.kit.migrations import alembic_config
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENTS = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]
@@ -78,13 +78,13 @@ def problems(text: str) -> list[str]:
         elif kind == "head" and revision != newest:
             wrong.append(f"{revision} shown as current, but the head is {newest}: {line}")
         elif kind == "known" and revision not in known:
-            wrong.append(f"{revision} is no revision of src/novita_gpu/migrations/versions/: {line}")
+            wrong.append(f"{revision} is no revision of src/novita_gpu/kit/migrations/versions/: {line}")
     return wrong
 
 
 def test_the_migrations_are_numbered_as_the_docs_show_them() -> None:
     # Revision ids are the four digits their file names start with (0001_initial_schema.py, ...).
-    files = sorted((ROOT / "src" / "novita_gpu" / "migrations" / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"))
+    files = sorted((ROOT / "src" / "novita_gpu" / "kit" / "migrations" / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"))
     assert {f.name[:4] for f in files} == revisions()
     assert head() == max(revisions())
 

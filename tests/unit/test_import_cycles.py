@@ -138,3 +138,63 @@ def test_the_web_layer_check_sees_lazy_imports() -> None:
     assert "novita_gpu.web.errors" in imported_anywhere(lazy, "novita_gpu.instances")
     relative = ast.parse("from ..web import errors\n")
     assert "novita_gpu.web.errors" in imported_anywhere(relative, "novita_gpu.instances")
+
+
+# -- layers -------------------------------------------------------------------------------------------
+# kit/ is the platform every domain stands on; the domain packages sit above it; web/, cli/, sdk/, the
+# routers, services.py and app.py are the edges. A lower layer never imports a higher one, not even
+# lazily or for type hints (docs/architecture.md).
+KIT = "novita_gpu.kit"
+# /health's checks read the whole assembled service, as the routers do.
+EDGES = (
+    "novita_gpu.web",
+    "novita_gpu.cli",
+    "novita_gpu.sdk",
+    "novita_gpu.app",
+    "novita_gpu.services",
+    "novita_gpu.observability.health",
+)
+
+
+def within(name: str, packages: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(f"{p}.") for p in packages)
+
+
+def imports_of(name: str) -> set[str]:
+    path = ROOT.parent / (name.replace(".", "/") + ".py")
+    if not path.exists():
+        path = ROOT.parent / name.replace(".", "/") / "__init__.py"
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    return {i for i in imported_anywhere(ast.parse(path.read_text()), package) if i.startswith("novita_gpu.")}
+
+
+def layer_violations(edges: dict[str, set[str]]) -> list[str]:
+    """`importer -> imported` for each import that goes up a layer."""
+    found = []
+    for name, imported in sorted(edges.items()):
+        for target in sorted(imported):
+            if target == "novita_gpu" or target.startswith(f"{name}."):
+                continue
+            if within(name, (KIT,)) and not within(target, (KIT,)):
+                found.append(f"{name} -> {target} (the platform imports no domain and no edge)")
+            elif not within(name, EDGES) and not in_web_layer(name) and within(target, EDGES):
+                found.append(f"{name} -> {target} (a domain imports no edge)")
+    return found
+
+
+def all_imports() -> dict[str, set[str]]:
+    return {module_name(p): imports_of(module_name(p)) for p in ROOT.rglob("*.py")}
+
+
+def test_no_module_imports_a_higher_layer() -> None:
+    assert layer_violations(all_imports()) == []
+
+
+def test_the_layer_check_finds_each_kind_of_violation() -> None:
+    assert layer_violations({"novita_gpu.kit.db": {"novita_gpu.instances.lifecycle"}}) == [
+        "novita_gpu.kit.db -> novita_gpu.instances.lifecycle (the platform imports no domain and no edge)"
+    ]
+    assert layer_violations({"novita_gpu.instances.service": {"novita_gpu.cli.output"}}) == [
+        "novita_gpu.instances.service -> novita_gpu.cli.output (a domain imports no edge)"
+    ]
+    assert layer_violations({"novita_gpu.instances.router": {"novita_gpu.web.deps"}}) == []

@@ -12,8 +12,8 @@ import typer
 from starlette.applications import Starlette
 
 from novita_gpu.cli.server import _startup_failed
+from novita_gpu.kit.migrations import StoreTooNew
 from novita_gpu.kit.serving import CannotListen, StartupFailed, bound_socket, serve_forever
-from novita_gpu.migrations import StoreTooNew
 from novita_gpu.observability.logging import configure_logging
 
 

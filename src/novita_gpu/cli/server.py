@@ -82,7 +82,7 @@ def store_errors(url: str) -> Iterator[None]:
     import structlog
 
     from novita_gpu.kit.db import display_url
-    from novita_gpu.migrations import StoreTooNew
+    from novita_gpu.kit.migrations import StoreTooNew
 
     try:
         yield
@@ -142,8 +142,8 @@ def _startup_failed(cause: BaseException) -> NoReturn:
     """The app's own start-up raised (the built-in emulator's port or state file, or a newer release
     migrating the store between our migration and the app's)."""
     from novita_gpu.instances.store_upstream import MixedUpstreams
+    from novita_gpu.kit.migrations import StoreTooNew
     from novita_gpu.kit.serving import CannotListen
-    from novita_gpu.migrations import StoreTooNew
 
     if isinstance(cause, StoreTooNew | MixedUpstreams):
         fail(str(cause), CONFIG_ERROR)

@@ -177,7 +177,7 @@ class Database:
         the one that migrated sees a change."""
         from alembic.runtime.migration import MigrationContext
 
-        from novita_gpu.migrations import StoreTooNew, lock_for_migration, upgrade_to_head
+        from novita_gpu.kit.migrations import StoreTooNew, lock_for_migration, upgrade_to_head
 
         def upgrade(conn: Connection) -> tuple[tuple[str, ...], tuple[str, ...]]:
             lock_for_migration(conn)  # first (upgrade_to_head takes it again: it is re-entrant)
@@ -229,7 +229,7 @@ async def store_revision(url: str) -> StoreRevision:
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
-    from novita_gpu.migrations import alembic_config
+    from novita_gpu.kit.migrations import alembic_config
 
     scripts = ScriptDirectory.from_config(alembic_config())
     known = {script.revision for script in scripts.walk_revisions()}
