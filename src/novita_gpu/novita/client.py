@@ -19,7 +19,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypedDict, TypeVar, Unpack
 
 import aiohttp
 import orjson
@@ -92,6 +92,7 @@ LIST_CONCURRENCY = 4
 KEEPALIVE_SECONDS = 4.0
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 # How long a request a person waits on tries to reach Novita before it answers 503 (`answer_within`).
 REQUEST_PATIENCE_SECONDS = 4.0
@@ -150,6 +151,24 @@ def metrics_root(api_root: str) -> str:
 
 def _drop_none(params: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in params.items() if value is not None}
+
+
+class TemplateQuery(TypedDict, total=False):
+    """Which templates `list_templates` and `iter_templates` ask for; unset: `official`, not only mine,
+    any name and type."""
+
+    channel: str
+    is_my_community: bool
+    name: str | None
+    type: str | None
+
+
+class InstanceQuery(TypedDict, total=False):
+    """Which instances `list_instances_page` and `iter_instances` ask for; unset: every one."""
+
+    name: str | None
+    product_name: str | None
+    status: str | None
 
 
 class NovitaClient:
@@ -255,21 +274,14 @@ class NovitaClient:
         return self._parse_list(Product, body, "data")
 
     async def list_templates(
-        self,
-        *,
-        channel: str = "official",
-        is_my_community: bool = False,
-        name: str | None = None,
-        type: str | None = None,
-        page_size: int = 50,
-        page_num: int = 1,
+        self, *, page_size: int = 50, page_num: int = 1, **query: Unpack[TemplateQuery]
     ) -> TemplatePage:
         params = _drop_none(
             {
-                "channel": channel,
-                "isMyCommunity": "true" if is_my_community else "false",
-                "name": name,
-                "type": type,
+                "channel": query.get("channel", "official"),
+                "isMyCommunity": "true" if query.get("is_my_community") else "false",
+                "name": query.get("name"),
+                "type": query.get("type"),
                 "pageSize": page_size,
                 "pageNum": page_num,
             }
@@ -277,26 +289,11 @@ class NovitaClient:
         body = await self._call("templates.list", "GET", "/templates", params=params)
         return self._parse(TemplatePage, body)
 
-    async def iter_templates(
-        self,
-        *,
-        channel: str = "official",
-        is_my_community: bool = False,
-        name: str | None = None,
-        type: str | None = None,
-        page_size: int = 50,
-    ) -> AsyncIterator[Template]:
+    async def iter_templates(self, *, page_size: int = 50, **query: Unpack[TemplateQuery]) -> AsyncIterator[Template]:
         """Every matching template, page by page."""
 
         async def page(page_num: int) -> tuple[list[Template], int]:
-            got = await self.list_templates(
-                channel=channel,
-                is_my_community=is_my_community,
-                name=name,
-                type=type,
-                page_size=page_size,
-                page_num=page_num,
-            )
+            got = await self.list_templates(page_size=page_size, page_num=page_num, **query)
             return got.templates, got.total
 
         async for template in _walk_pages(page, page_size):
@@ -424,45 +421,23 @@ class NovitaClient:
         return str(instance_id)
 
     async def list_instances_page(
-        self,
-        *,
-        page_num: int = 1,
-        page_size: int = 100,
-        name: str | None = None,
-        product_name: str | None = None,
-        status: str | None = None,
+        self, *, page_num: int = 1, page_size: int = 100, **query: Unpack[InstanceQuery]
     ) -> InstancePage:
         params = _drop_none(
             {
                 "pageNum": page_num,
                 "pageSize": page_size,
-                "name": name,
-                "productName": product_name,
-                "status": status,
+                "name": query.get("name"),
+                "productName": query.get("product_name"),
+                "status": query.get("status"),
             }
         )
-        body = await self._call("instances.list", "GET", "/gpu/instances", params=params)
-        if not isinstance(body, dict):
-            raise _invalid_response("expected a JSON object for InstancePage")
-        items = body.get("instances")
-        page = self._parse(InstancePage, {**body, "instances": []})
-        if items in (None, "", {}):
-            return page
-        if not isinstance(items, list):
-            raise _invalid_response("expected a list in 'instances'")
-        try:
-            page.instances = [self._instances.parse(item) for item in items]
-        except ValidationError as exc:
-            raise _invalid_response(_describe_validation(NovitaInstance, exc)) from None
+        instances, page = await self._instances_page(params, self._instances.parse)
+        page.instances = instances
         return page
 
     async def iter_instances(
-        self,
-        *,
-        name: str | None = None,
-        product_name: str | None = None,
-        status: str | None = None,
-        page_size: int = 100,
+        self, *, page_size: int = 100, **query: Unpack[InstanceQuery]
     ) -> AsyncIterator[NovitaInstance]:
         """Every matching instance, walking pages until `total` is reached or a page comes back short.
 
@@ -470,9 +445,7 @@ class NovitaClient:
         """
 
         async def page(page_num: int) -> tuple[list[NovitaInstance], int]:
-            got = await self.list_instances_page(
-                page_num=page_num, page_size=page_size, name=name, product_name=product_name, status=status
-            )
+            got = await self.list_instances_page(page_num=page_num, page_size=page_size, **query)
             return got.instances, got.total
 
         async for instance in _walk_pages(page, page_size):
@@ -484,23 +457,28 @@ class NovitaClient:
         or deleted meanwhile shift the pages, as in `iter_instances`)."""
 
         async def page(page_num: int) -> tuple[list[Listed], int]:
-            params = {"pageNum": page_num, "pageSize": page_size}
-            body = await self._call("instances.list", "GET", "/gpu/instances", params=params)
-            if not isinstance(body, dict):
-                raise _invalid_response("expected a JSON object for InstancePage")
-            items = body.get("instances")
-            if items in (None, "", {}):
-                items = []
-            if not isinstance(items, list):
-                raise _invalid_response("expected a list in 'instances'")
-            try:
-                listed = [Listed.parse(item) for item in items]
-            except ValidationError as exc:
-                raise _invalid_response(_describe_validation(NovitaInstance, exc)) from None
-            return listed, self._parse(InstancePage, {**body, "instances": []}).total
+            listed, got = await self._instances_page({"pageNum": page_num, "pageSize": page_size}, Listed.parse)
+            return listed, got.total
 
-        async for item in _walk_pages_concurrently(page, page_size, concurrency):
+        async for item in _walk_pages(page, page_size, concurrency):
             yield item
+
+    async def _instances_page(self, params: dict[str, Any], parse: Callable[[Any], T]) -> tuple[list[T], InstancePage]:
+        """One page of `GET /gpu/instances`: its items read by `parse`, and the page itself (its `instances`
+        left empty)."""
+        body = await self._call("instances.list", "GET", "/gpu/instances", params=params)
+        if not isinstance(body, dict):
+            raise _invalid_response("expected a JSON object for InstancePage")
+        items = body.get("instances")
+        page = self._parse(InstancePage, {**body, "instances": []})
+        if items in (None, "", {}):
+            return [], page
+        if not isinstance(items, list):
+            raise _invalid_response("expected a list in 'instances'")
+        try:
+            return [parse(item) for item in items], page
+        except ValidationError as exc:
+            raise _invalid_response(_describe_validation(NovitaInstance, exc)) from None
 
     async def get_instance(self, instance_id: str) -> NovitaInstance:
         body = await self._call("instances.get", "GET", "/gpu/instance", params={"instanceId": instance_id})
@@ -789,35 +767,21 @@ class _Identified(Protocol):
 Item = TypeVar("Item", bound=_Identified)
 
 
-async def _walk_pages(fetch: Callable[[int], Awaitable[tuple[list[Item], int]]], page_size: int) -> AsyncIterator[Item]:
+async def _walk_pages(
+    fetch: Callable[[int], Awaitable[tuple[list[Item], int]]], page_size: int, concurrency: int = 1
+) -> AsyncIterator[Item]:
     """Items of pages 1, 2, ... (each id at most once: items created or deleted meanwhile shift pages).
 
     Stops on a short page, at `total`, or when a page brings nothing new (a server ignoring pageNum).
+    Fetches up to `concurrency` pages at once up to the total the latest page gave; one at a time
+    without a total.
     """
-    seen: set[str] = set()
-    page_num = 1
-    while True:
-        items, total = await fetch(page_num)
-        fresh = [item for item in items if item.id not in seen]
-        for item in fresh:
-            seen.add(item.id)
-            yield item
-        if len(items) < page_size or not fresh or (total > 0 and page_num * page_size >= total):
-            return
-        page_num += 1
-
-
-async def _walk_pages_concurrently(
-    fetch: Callable[[int], Awaitable[tuple[list[Item], int]]], page_size: int, concurrency: int
-) -> AsyncIterator[Item]:
-    """`_walk_pages` (same stops, same pages), fetching up to `concurrency` pages at once up to the total
-    the latest page gave; one at a time without a total."""
     seen: set[str] = set()
     page_num, total = 0, 0
     while True:
         remaining = -(-total // page_size) - page_num if total > 0 else 1
         window = range(page_num + 1, page_num + 1 + max(1, min(concurrency, remaining)))
-        pages = await asyncio.gather(*(fetch(n) for n in window))
+        pages = await asyncio.gather(*(fetch(n) for n in window)) if len(window) > 1 else [await fetch(window[0])]
         for page_num, (items, total) in zip(window, pages, strict=True):
             fresh = [item for item in items if item.id not in seen]
             for item in fresh:

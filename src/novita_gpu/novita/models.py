@@ -74,19 +74,20 @@ class Cluster(NovitaModel):
     support_instance_network: LooseBool = False
 
 
-def _region_codes(value: Any) -> Any:
-    """`"US-CA-06 (California)"` -> `"US-CA-06"`; non-string entries are dropped."""
-    items = _listish(value)
-    if not isinstance(items, list):
-        return items
-    return [item.split("(")[0].strip() for item in items if isinstance(item, str) and item.strip()]
-
-
 def _region_labels(value: Any) -> Any:
+    """The regions as Novita names them (`"US-CA-06 (California)"`); non-string and blank entries are dropped."""
     items = _listish(value)
     if not isinstance(items, list):
         return items
     return [item for item in items if isinstance(item, str) and item.strip()]
+
+
+def _region_codes(value: Any) -> Any:
+    """`"US-CA-06 (California)"` -> `"US-CA-06"`; non-string entries are dropped."""
+    labels = _region_labels(value)
+    if not isinstance(labels, list):
+        return labels
+    return [label.split("(")[0].strip() for label in labels]
 
 
 class MonthlyPrice(NovitaModel):
@@ -232,6 +233,14 @@ class StatusError(NovitaModel):
     message: LooseStr = ""
 
 
+# `statusError`: null, `{}` and an error with neither state nor message all read as no error.
+OptionalStatusError = Annotated[
+    StatusError | None, BeforeValidator(_object_or_none), AfterValidator(_empty_status_error)
+]
+# `spotReclaimTime`: unix seconds; unset ("", "0", "-1", null) reads as 0.
+ReclaimTime = Annotated[int, BeforeValidator(lambda v: _unix_time(v) or 0)]
+
+
 class SshComponent(NovitaModel):
     ssh_command: LooseStr = ""
     password: LooseStr = Field(default="", repr=False)
@@ -283,11 +292,9 @@ class NovitaInstance(NovitaModel):
     envs: Annotated[list[EnvVar], BeforeValidator(_listish)] = Field(default_factory=list, repr=False)
     billing_mode: LooseStr = ""
     port_mappings: Annotated[list[PortMapping], BeforeValidator(_listish)] = Field(default_factory=list)
-    status_error: Annotated[
-        StatusError | None, BeforeValidator(_object_or_none), AfterValidator(_empty_status_error)
-    ] = None
+    status_error: OptionalStatusError = None
     spot_status: LooseStr = ""
-    spot_reclaim_time: Annotated[int, BeforeValidator(lambda v: _unix_time(v) or 0)] = 0
+    spot_reclaim_time: ReclaimTime = 0
     end_time: UnixTime = None
     created_at: UnixTime = None
     last_started_at: UnixTime = None
@@ -308,10 +315,8 @@ class _ListedFields(NovitaModel):
     id: LooseStr = ""
     name: LooseStr = ""
     status: LooseStr = ""
-    status_error: Annotated[
-        StatusError | None, BeforeValidator(_object_or_none), AfterValidator(_empty_status_error)
-    ] = None
-    spot_reclaim_time: Annotated[int, BeforeValidator(lambda v: _unix_time(v) or 0)] = 0
+    status_error: OptionalStatusError = None
+    spot_reclaim_time: ReclaimTime = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,20 +379,8 @@ class CreateInstanceRequest(NovitaModel):
 # ---- monitoring ---------------------------------------------------------------------------------
 
 
-def _metric_time(value: Any) -> float | None:
-    """Unix seconds from a number or a string of one; milliseconds (anything past year 5000) are scaled."""
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        seconds = float(str(value).strip())
-    except ValueError:
-        return None
-    if not math.isfinite(seconds) or seconds <= 0:
-        return None
-    return seconds / 1000 if seconds > 1e11 else seconds
-
-
 def _metric_value(value: Any) -> float | None:
+    """A finite number from a number or a string of one; None for anything else (booleans included)."""
     if isinstance(value, bool) or value is None:
         return None
     try:
@@ -395,6 +388,14 @@ def _metric_value(value: Any) -> float | None:
     except ValueError:
         return None
     return number if math.isfinite(number) else None
+
+
+def _metric_time(value: Any) -> float | None:
+    """Unix seconds from a number or a string of one; milliseconds (anything past year 5000) are scaled."""
+    seconds = _metric_value(value)
+    if seconds is None or seconds <= 0:
+        return None
+    return seconds / 1000 if seconds > 1e11 else seconds
 
 
 class MetricPoint(NovitaModel):
