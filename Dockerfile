@@ -22,14 +22,22 @@ ENV PATH=/opt/novita-gpu/bin:$PATH
 WORKDIR /build
 # Dependencies first, in their own layer: it is rebuilt only when the pins change, not on every code edit.
 # requirements.lock also pins the dev tools; as constraints it only fixes the versions of what is installed.
+# The client distribution (client/: the SDK and the novita-gpu command) goes in first: the service depends on
+# it and it is not on PyPI. Stubs of both packages stand in for the sources in this layer.
 COPY pyproject.toml requirements.lock README.md LICENSE ./
+COPY client/pyproject.toml client/README.md ./client/
+COPY client/src/novita_gpu_client/version.py ./client/src/novita_gpu_client/
 RUN mkdir -p src/novita_gpu \
     && printf '__version__ = "0"\n' > src/novita_gpu/__init__.py \
+    && touch client/src/novita_gpu_client/__init__.py \
+    && pip install --no-cache-dir -c requirements.lock './client[cli]' \
     && pip install --no-cache-dir -c requirements.lock . \
-    && pip uninstall --yes novita-gpu \
-    && rm -rf src
+    && pip uninstall --yes novita-gpu novita-gpu-client \
+    && rm -rf src client/src
+COPY client/src ./client/src
 COPY src ./src
-RUN pip install --no-cache-dir --no-deps -c requirements.lock . \
+RUN pip install --no-cache-dir --no-deps -c requirements.lock ./client \
+    && pip install --no-cache-dir --no-deps -c requirements.lock . \
     && novita-gpu --help > /dev/null
 
 # -- runtime: the environment above, a user without privileges, and a data volume --------------------------

@@ -9,13 +9,15 @@ DEV := $(VENV)/.installed-dev
 
 .PHONY: run test lint bench emulator lock clean size
 
-$(RUNTIME): pyproject.toml requirements.lock
+# The service depends on the client distribution (client/), which is not on PyPI: both are named on one
+# pip command line, so pip takes the client from here.
+$(RUNTIME): pyproject.toml client/pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e .
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e './client[cli]' -e .
 	@touch $(RUNTIME)
 
 $(DEV): $(RUNTIME)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e './client[cli]' -e '.[dev]'
 	@touch $(DEV)
 
 # Where it listens comes from HOST and PORT (default 127.0.0.1:3000), in the environment or .env.
@@ -40,7 +42,7 @@ bench: $(DEV)
 # Regenerate the constraints file after changing dependencies in pyproject.toml.
 lock: 
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e './client[cli]' -e '.[dev]'
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^novita-gpu' > requirements.lock
 
 # What `make run` installs: the runtime environment's size on disk.

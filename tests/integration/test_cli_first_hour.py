@@ -15,7 +15,7 @@ import pytest_asyncio
 from typer.testing import Result
 
 from novita_gpu.kit.serving import free_port
-from novita_gpu.sdk import InstanceFailed, InstanceStopped
+from novita_gpu_client import InstanceFailed, InstanceStopped
 from tests.fixtures.live_service import LiveService, live_service
 from tests.integration.test_cli import invoke, ok
 

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from novita_gpu.sdk import AsyncClient, Client, Event
-from novita_gpu.sdk.errors import ApiError
+from novita_gpu_client import ApiError, AsyncClient, Client, Event
 from tests.fixtures.live_service import FAST_RETRY, LiveService, live_service
 
 STATUSES = ["creating", "starting", "running", "health_checking", "ready"]

@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 
 from novita_gpu.kit.serving import free_port
-from novita_gpu.sdk import (
+from novita_gpu_client import (
     ApiError,
     AsyncClient,
     Client,
@@ -25,7 +25,7 @@ from novita_gpu.sdk import (
     WaitTimeout,
     verify_webhook,
 )
-from novita_gpu.webhooks.signing import signature_headers
+from novita_gpu_client.signing import signature_headers
 from tests.fixtures.live_service import LiveService, live_service
 
 PRODUCT, TEMPLATE = "RTX 4090 24GB", "pytorch-jupyter"

@@ -12,7 +12,7 @@ from rich.text import Text
 
 from novita_gpu.cli.output import Col, Layout, deliveries, delivery_details, price, show, text, when
 from novita_gpu.cli.session import ApiKey, AsJson, Url, client_for
-from novita_gpu.sdk import ApiError, Json
+from novita_gpu_client import ApiError, Json
 
 
 def _usd(value: float | None) -> str:

@@ -18,8 +18,8 @@ import typer
 
 from novita_gpu.cli.output import when
 from novita_gpu.cli.session import ApiKey, Url, client_for
-from novita_gpu.sdk import DEFAULT_URL, ApiError, Client
-from novita_gpu.sdk.events import Event
+from novita_gpu_client import DEFAULT_URL, ApiError, Client
+from novita_gpu_client.events import Event
 
 
 def _instance_id(client: Client, ref: str) -> str:

@@ -38,9 +38,9 @@ from novita_gpu.cli.session import (
     client_for,
     fail,
 )
-from novita_gpu.instances.lifecycle import Status
-from novita_gpu.sdk import DEFAULT_URL, Client, Json
-from novita_gpu.sdk.calls import Action
+from novita_gpu_client import DEFAULT_URL, Client, Json
+from novita_gpu_client.calls import Action
+from novita_gpu_client.vocabulary import Status
 
 app = typer.Typer(help="Create, inspect, start, stop and delete instances.", no_args_is_help=True)
 

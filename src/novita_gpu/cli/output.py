@@ -15,7 +15,7 @@ import typer
 from rich.console import Console, RenderableType
 from rich.text import Text
 
-from novita_gpu.sdk import Json
+from novita_gpu_client import Json
 
 
 def show(data: Any, as_json: bool, render: Callable[[Any], RenderableType]) -> None:

@@ -20,9 +20,9 @@ import shlex
 
 from novita_gpu.cli.output import UP
 from novita_gpu.cli.session import fail
-from novita_gpu.instances.schemas import NAME_PATTERN
-from novita_gpu.sdk import ApiError, Client, Json
-from novita_gpu.sdk.calls import Action
+from novita_gpu_client import ApiError, Client, Json
+from novita_gpu_client.calls import Action
+from novita_gpu_client.vocabulary import NAME_PATTERN
 
 ID_PREFIX = "inst_"
 _NAME = re.compile(NAME_PATTERN)

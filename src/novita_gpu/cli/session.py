@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import typer
 
 from novita_gpu.cli.config import ConfigError, ConfigFile, Profile, config_path, exposure_warning, load
-from novita_gpu.sdk import (
+from novita_gpu_client import (
     DEFAULT_URL,
     ApiError,
     Client,

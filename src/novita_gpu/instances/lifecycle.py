@@ -1,21 +1,13 @@
-"""The public status vocabulary and how Novita's raw statuses map onto it. Pure functions only."""
+"""The public status vocabulary and how Novita's raw statuses map onto it. Pure functions only.
+
+The statuses themselves (`Status`) are the client's (novita_gpu_client.vocabulary): one list for the
+service and every client that waits for one."""
 
 from __future__ import annotations
 
 from enum import StrEnum
 
-
-class Status(StrEnum):
-    CREATING = "creating"
-    STARTING = "starting"
-    RUNNING = "running"
-    HEALTH_CHECKING = "health_checking"
-    READY = "ready"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-    TERMINATING = "terminating"
-    TERMINATED = "terminated"
-    FAILED = "failed"
+from novita_gpu_client.vocabulary import Status as Status  # re-exported: the service names it from here
 
 
 class Reason(StrEnum):

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from novita_gpu.sdk.calls import Call
-from novita_gpu.sdk.results import retry_after_seconds
+from novita_gpu_client.calls import Call
+from novita_gpu_client.results import retry_after_seconds
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 

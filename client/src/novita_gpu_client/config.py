@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from novita_gpu import __version__
-from novita_gpu.sdk.retry import RetryPolicy
+from novita_gpu_client.retry import RetryPolicy
+from novita_gpu_client.version import __version__
 
 DEFAULT_URL = "http://127.0.0.1:3000"
 

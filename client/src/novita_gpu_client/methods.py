@@ -1,27 +1,42 @@
-"""Every call of the API that is one request, written once for both clients.
+"""The clients' public methods, written once for both.
 
-Each method builds its `Call` (from `calls`) and hands it to `_send`: the blocking client's `_send` returns
-the answer, the asyncio client's returns an awaitable of it, so `Client.get(...)` answers and
-`AsyncClient.get(...)` is awaited. Methods that take several requests (waiting, paging) live in each client.
+Each method describes its request (`calls`) or operation (`core`) and hands the coroutine to the client:
+the blocking client runs it to its answer (`Client.get(...)` answers), the asyncio client returns it to be
+awaited (`await AsyncClient.get(...)`); the iterators are plain or async iterators alike. A client only
+says how it sends (its `Transport`) and how it hands answers back.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
-from typing import Generic, Literal, TypeVar, Unpack
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Mapping
+from typing import Any, Generic, Literal, TypeVar, Unpack
 
-from novita_gpu.sdk import calls
-from novita_gpu.sdk.calls import Call, CreateOptions
-from novita_gpu.sdk.config import ClientConfig, service_url
-from novita_gpu.sdk.retry import RetryPolicy
+from novita_gpu_client import calls, core
+from novita_gpu_client.calls import Call, CreateOptions, Json
+from novita_gpu_client.config import DEFAULT_URL, ClientConfig, service_url
+from novita_gpu_client.events import Event
+from novita_gpu_client.retry import RetryPolicy
 
-Answer = TypeVar("Answer")
+Answer = TypeVar("Answer")  # Json, or an awaitable of it
+Instances = TypeVar("Instances")  # an iterator of Json, or an async one
+Events = TypeVar("Events")  # an iterator of Event, or an async one
 
 
-class Methods(ABC, Generic[Answer]):
-    def __init__(self, base_url: str, api_key: str | None, timeout: float, retry: RetryPolicy | None) -> None:
+class Methods(ABC, Generic[Answer, Instances, Events]):
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        *,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        """A client of the service at `base_url` (`localhost:3000` gets its `http://`; another host without
+        a scheme is refused: ValueError), sending `api_key` as a Bearer token. `timeout`: seconds for each
+        request; `retry`: when a call is sent again (`RetryPolicy`)."""
         self._config = ClientConfig(service_url(base_url), api_key, timeout, retry or RetryPolicy())
+        self._transport = self._connect(self._config.httpx_options())
 
     @property
     def base_url(self) -> str:
@@ -30,9 +45,25 @@ class Methods(ABC, Generic[Answer]):
     def __repr__(self) -> str:
         return self._config.describe(type(self).__name__)
 
+    # -- what each client says: how it sends, and how it hands back what the coroutines give ----------
+
     @abstractmethod
+    def _connect(self, httpx_options: dict[str, Any]) -> core.Transport:
+        """The transport, over an httpx client made with these options."""
+
+    @abstractmethod
+    def _answer(self, work: Coroutine[Any, Any, Json]) -> Answer:
+        """The answer of `work` (blocking), or `work` itself to be awaited."""
+
+    @abstractmethod
+    def _instances(self, items: AsyncGenerator[Json, None]) -> Instances: ...
+
+    @abstractmethod
+    def _events(self, items: AsyncGenerator[Event, None]) -> Events: ...
+
     def _send(self, call: Call) -> Answer:
         """Send `call` (retrying as its policy allows) and give its answer."""
+        return self._answer(core.send(self._transport, self._config, call))
 
     # -- instances ---------------------------------------------------------------------------------
 
@@ -64,6 +95,51 @@ class Methods(ABC, Generic[Answer]):
         """One page, newest first: `{instances, total, nextCursor}`; `labels` keeps the instances that
         carry all of them."""
         return self._send(calls.list_page(status, name, limit, cursor, labels))
+
+    def get_by_name(self, name: str) -> Answer:
+        """The live instance called `name` (else the newest one); `ApiError` 404 when there is none."""
+        return self._answer(core.get_by_name(self._transport, self._config, name))
+
+    def iter_instances(
+        self,
+        *,
+        status: str | Iterable[str] | None = None,
+        name: str | None = None,
+        page_size: int = 100,
+        labels: Mapping[str, str] | None = None,
+    ) -> Instances:
+        """Every matching instance, following `nextCursor` page after page."""
+        return self._instances(core.iter_instances(self._transport, self._config, status, name, page_size, labels))
+
+    def wait_for(
+        self,
+        instance_id: str,
+        status: str | Iterable[str] = "ready",
+        *,
+        timeout: float = 600.0,
+        poll_timeout: float = 30.0,
+        on_change: Callable[[Json], None] | None = None,
+    ) -> Answer:
+        """Long-poll until the instance has `status`. Raises `InstanceFailed` when it ends failed/terminated
+        instead, or (as its subclass `InstanceStopped`) is stopped, which it stays until someone starts it,
+        and `WaitTimeout` after `timeout` seconds. `on_change(view)` hears of every status on the way."""
+        work = core.wait_for(self._transport, self._config, instance_id, status, timeout, poll_timeout, on_change)
+        return self._answer(work)
+
+    def iter_events(
+        self,
+        instance: str | None = None,
+        after: int | None = None,
+        *,
+        follow: bool = True,
+        give_up_after: float | None = 300.0,
+    ) -> Events:
+        """Status changes as they happen: of one instance (its id) or of every instance of this key. With
+        `after` (an event id; 0 for all kept) the stored events after it come first. After a dropped
+        connection it reconnects with the last id by itself, so no event is missed or repeated; it raises
+        only what a retry cannot fix, or after `give_up_after` seconds without a connection. With
+        `follow=False` it ends after the stored events."""
+        return self._events(core.iter_events(self._transport, self._config, instance, after, follow, give_up_after))
 
     def start(
         self, instance_id: str, *, webhook_url: str | None = None, health_check_path: str | None = None

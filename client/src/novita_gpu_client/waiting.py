@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 
-from novita_gpu.instances.lifecycle import Status
-from novita_gpu.sdk import calls
-from novita_gpu.sdk.calls import Call, Json
-from novita_gpu.sdk.errors import InstanceFailed, InstanceStopped, WaitTimeout
+from novita_gpu_client import calls
+from novita_gpu_client.calls import Call, Json
+from novita_gpu_client.errors import InstanceFailed, InstanceStopped, WaitTimeout
+from novita_gpu_client.vocabulary import Status
 
 # Where an instance can end up instead of the wanted status (the server's long-poll returns on these too).
 DEAD_ENDS = frozenset({"failed", "terminated"})

@@ -1,0 +1,49 @@
+"""Python client for a novita-gpu service's HTTP API (not Novita's), blocking and asyncio.
+
+    from novita_gpu_client import Client
+
+    with Client("http://127.0.0.1:3000", api_key="...") as client:
+        created = client.create("my-instance", "RTX 4090 24GB", "pytorch-jupyter")
+        ready = client.wait_for(created["instanceId"], timeout=900)
+        print(ready["connectionDetails"])
+
+`AsyncClient` has the same methods, to be awaited. Answers are the server's JSON objects. Its one
+dependency is httpx; the `novita-gpu` command needs the `cli` extra (`novita-gpu-client[cli]`).
+"""
+
+from novita_gpu_client.async_client import AsyncClient
+from novita_gpu_client.calls import CreateOptions, Json
+from novita_gpu_client.client import Client
+from novita_gpu_client.config import DEFAULT_URL
+from novita_gpu_client.errors import (
+    ApiError,
+    InstanceFailed,
+    InstanceStopped,
+    NovitaGpuError,
+    ServiceConnectionError,
+    WaitTimeout,
+)
+from novita_gpu_client.events import Event
+from novita_gpu_client.retry import RetryPolicy
+from novita_gpu_client.signing import verify as verify_webhook
+from novita_gpu_client.version import __version__
+from novita_gpu_client.vocabulary import Status
+
+__all__ = [
+    "DEFAULT_URL",
+    "ApiError",
+    "AsyncClient",
+    "Client",
+    "CreateOptions",
+    "Event",
+    "InstanceFailed",
+    "InstanceStopped",
+    "Json",
+    "NovitaGpuError",
+    "RetryPolicy",
+    "ServiceConnectionError",
+    "Status",
+    "WaitTimeout",
+    "__version__",
+    "verify_webhook",
+]
