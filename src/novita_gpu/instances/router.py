@@ -61,7 +61,11 @@ LABEL_FILTER_PATTERN = r"^[^=\x00]{1,63}=[^\x00]{0,255}$"
 _LABEL_FILTER_RE = re.compile(LABEL_FILTER_PATTERN)
 MAX_LABEL_FILTERS = 20
 # Start, stop and delete answer 202 when accepted and 200 when the instance is already so, alike.
-_ALREADY: dict[int | str, dict[str, Any]] = {200: {"model": ActionAnswer, "description": "Already in that state"}}
+_ACTION_ROUTE: dict[str, Any] = {
+    "status_code": 202,
+    "response_model": ActionAnswer,
+    "responses": {200: {"model": ActionAnswer, "description": "Already in that state"}},
+}
 
 
 def _json(status: int, body: dict[str, Any]) -> JSONResponse:
@@ -207,23 +211,17 @@ async def list_instances(
     return Response(page.body, media_type=JSONResponse.media_type)
 
 
-@router.post(
-    "/start", status_code=202, summary="Start an instance by name", response_model=ActionAnswer, responses=_ALREADY
-)
+@router.post("/start", summary="Start an instance by name", **_ACTION_ROUTE)
 async def start_by_name(body: StartByNameIn, owner: Owner, services: ServicesDep) -> JSONResponse:
     return _acted(await services.instances.start(owner, body.instance_name, body, by_name=True))
 
 
-@router.post(
-    "/stop", status_code=202, summary="Stop an instance by name", response_model=ActionAnswer, responses=_ALREADY
-)
+@router.post("/stop", summary="Stop an instance by name", **_ACTION_ROUTE)
 async def stop_by_name(body: InstanceNameIn, owner: Owner, services: ServicesDep) -> JSONResponse:
     return _acted(await services.instances.stop(owner, body.instance_name, by_name=True))
 
 
-@router.post(
-    "/delete", status_code=202, summary="Delete an instance by name", response_model=ActionAnswer, responses=_ALREADY
-)
+@router.post("/delete", summary="Delete an instance by name", **_ACTION_ROUTE)
 async def delete_by_name(body: InstanceNameIn, owner: Owner, services: ServicesDep) -> JSONResponse:
     return _acted(await services.instances.delete(owner, body.instance_name, by_name=True))
 
@@ -237,37 +235,19 @@ async def sync(owner: Owner, services: ServicesDep, body: Annotated[SyncIn | Non
     )
 
 
-@router.post(
-    "/{instance_id}/start",
-    status_code=202,
-    summary="Start an instance by id",
-    response_model=ActionAnswer,
-    responses=_ALREADY,
-)
+@router.post("/{instance_id}/start", summary="Start an instance by id", **_ACTION_ROUTE)
 async def start_by_id(
     instance_id: InstanceId, owner: Owner, services: ServicesDep, body: Annotated[StartIn | None, Body()] = None
 ) -> JSONResponse:
     return _acted(await services.instances.start(owner, instance_id, body or StartIn(), by_name=False))
 
 
-@router.post(
-    "/{instance_id}/stop",
-    status_code=202,
-    summary="Stop an instance by id",
-    response_model=ActionAnswer,
-    responses=_ALREADY,
-)
+@router.post("/{instance_id}/stop", summary="Stop an instance by id", **_ACTION_ROUTE)
 async def stop_by_id(instance_id: InstanceId, owner: Owner, services: ServicesDep) -> JSONResponse:
     return _acted(await services.instances.stop(owner, instance_id, by_name=False))
 
 
-@router.delete(
-    "/{instance_id}",
-    status_code=202,
-    summary="Delete an instance (the record is kept)",
-    response_model=ActionAnswer,
-    responses=_ALREADY,
-)
+@router.delete("/{instance_id}", summary="Delete an instance (the record is kept)", **_ACTION_ROUTE)
 async def delete_by_id(instance_id: InstanceId, owner: Owner, services: ServicesDep) -> JSONResponse:
     return _acted(await services.instances.delete(owner, instance_id, by_name=False))
 

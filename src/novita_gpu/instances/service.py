@@ -400,26 +400,14 @@ class InstanceService:
         cursor: str | None,
         labels: tuple[tuple[str, str], ...] = (),
     ) -> ListPage:
-        """`labels`: (key, value) pairs an instance must all carry."""
-        key = list_key(owner, statuses=statuses, name=name, limit=limit, cursor=cursor, labels=labels)
-        cached = self.reads.list(key)
-        if cached is None:
-            cached = await self._list(owner, statuses=statuses, name=name, limit=limit, cursor=cursor, labels=labels)
-            self.reads.put_list(key, cached)
-        return cached
-
-    async def _list(
-        self,
-        owner: str,
-        *,
-        statuses: list[str],
-        name: str | None,
-        limit: int,
-        cursor: str | None,
-        labels: tuple[tuple[str, str], ...] = (),
-    ) -> ListPage:
-        """One page, newest first. The page's ids come from the index; their views from the read cache,
-        so a page is rebuilt cheaply after a change and only changed rows are loaded again."""
+        """One page, newest first; `labels`: (key, value) pairs an instance must all carry. A page read once
+        is answered from the read cache until a change; else its ids come from the index and their views
+        from the read cache, so a page is rebuilt cheaply after a change and only changed rows are loaded
+        again."""
+        page_key = list_key(owner, statuses=statuses, name=name, limit=limit, cursor=cursor, labels=labels)
+        cached_page = self.reads.list(page_key)
+        if cached_page is not None:
+            return cached_page
         ids_query, count_query = _page_queries(bool(statuses), bool(name), bool(cursor), len(labels), self.db.is_sqlite)
         params: dict[str, Any] = {"owner": owner, "statuses": statuses, "name": name, "limit": limit + 1}
         for index, (label_key, label_value) in enumerate(labels):
@@ -437,11 +425,13 @@ class InstanceService:
                 for row in (await session.execute(_ROWS_BY_ID, {"ids": missing})).scalars():
                     views[row.id] = fresh = CachedView(row.owner, instance_view(row))
                     self.reads.put_view(row.id, fresh)
-        return ListPage(
+        page = ListPage(
             [cached for cached in views.values() if cached is not None],
             total or 0,
             encode_cursor(keys[-1][1], keys[-1][0]) if more and keys else None,
         )
+        self.reads.put_list(page_key, page)
+        return page
 
     async def events(self, owner: str, instance_id: str) -> dict[str, Any]:
         async with self.db.read() as session:
@@ -508,12 +498,7 @@ class InstanceService:
         return ActionResult(answer, changed=True)
 
     async def stop(self, owner: str, ref: str, *, by_name: bool, reason: Reason = Reason.USER) -> ActionResult:
-        async with self.db.write() as session:
-            row = await self._load(session, owner, ref, by_name=by_name, lock=True)
-            result = await self.stop_row(session, row, reason)
-        if result.changed:
-            self.notify_changed(row.id)
-        return result
+        return await self._record(owner, ref, by_name, lambda session, row: self.stop_row(session, row, reason))
 
     async def stop_row(
         self, session: AsyncSession, row: Instance, reason: Reason, *, message: str | None = None
@@ -544,9 +529,20 @@ class InstanceService:
         return ActionResult(self._answer(row, "Instance stop initiated."), changed=True)
 
     async def delete(self, owner: str, ref: str, *, by_name: bool) -> ActionResult:
+        return await self._record(owner, ref, by_name, lambda session, row: self.delete_row(session, row, Reason.USER))
+
+    async def _record(
+        self,
+        owner: str,
+        ref: str,
+        by_name: bool,
+        record: Callable[[AsyncSession, Instance], Awaitable[ActionResult]],
+    ) -> ActionResult:
+        """Record an action on the instance, locked, in one transaction; the reconciler is told when it
+        changed anything."""
         async with self.db.write() as session:
             row = await self._load(session, owner, ref, by_name=by_name, lock=True)
-            result = await self.delete_row(session, row, Reason.USER)
+            result = await record(session, row)
         if result.changed:
             self.notify_changed(row.id)
         return result
