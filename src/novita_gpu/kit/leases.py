@@ -8,7 +8,7 @@ one lease period. Every write a worker makes to a leased row names its token in 
 (rowcount 0) and the worker drops what it was doing. A claim is one UPDATE: PostgreSQL takes the rows'
 locks, SQLite has one writer at a time, so two replicas never both win a row.
 
-These build statements; the workers run them in their own transactions.
+These build statements; `runner.py` runs them for a worker (claim, renew, release, the guarded write).
 """
 
 from __future__ import annotations
@@ -53,9 +53,14 @@ class LeasedTable:
             values["lease_owner"] = self.owner
         return self._update(and_(self._id.in_(ids), self.free(now), *where), values)
 
-    def renew(self, ids: Sequence[Any], *, until: datetime) -> Update:
-        """Extend this worker's leases of `ids` (work still in flight), whatever their token."""
-        mine = self._owner == self.owner if self._owner is not None else self._expires.is_not(None)
+    def renew(self, ids: Sequence[Any], *, until: datetime, token: str | None = None) -> Update:
+        """Extend this worker's leases of `ids` (work still in flight): with an owner, every one it holds
+        whatever its token; without, those held under `token`."""
+        if self._owner is not None:
+            mine = self._owner == self.owner
+        else:
+            assert token is not None, "without a lease owner, only the token tells which rows are this worker's"
+            mine = self.held(token)
         return self._update(and_(self._id.in_(ids), mine), {"lease_expires_at": until})
 
     def release(self, token: str, ids: Sequence[Any] | None = None) -> Update:
