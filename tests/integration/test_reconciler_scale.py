@@ -12,9 +12,9 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import select
 
-from novita_gpu.instances import reconciler as reconciler_module
 from novita_gpu.instances.listing import Listing
-from novita_gpu.instances.reconciler import _needs_attention
+from novita_gpu.instances.reconciler import attention, new_creates
+from novita_gpu.instances.reconciler.attention import needs_attention
 from novita_gpu.kit.tables import Instance
 from novita_gpu.novita import Listed
 from tests.harness import SEED_BODY, Harness
@@ -47,9 +47,9 @@ async def _ready_instances(harness: Harness, count: int) -> list[str]:
 async def test_rows_beyond_the_free_slots_stay_unleased_for_another_replica(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(reconciler_module, "MAX_ROWS_IN_FLIGHT", 2)
     harness = await Harness(tmp_path, novita_timeout_seconds=2.0).start()
     try:
+        monkeypatch.setattr(harness.services.reconciler.runner, "slots", 2)
         harness.faults(create_delay_seconds=60)  # every create hangs until the client gives up (2 s)
         ids = [(await harness.create())["instanceId"] for _ in range(4)]
         reconciler = harness.services.reconciler
@@ -73,7 +73,7 @@ async def test_a_full_pass_over_more_steady_rows_than_slots_ends_in_one_tick(
     harness = await Harness(tmp_path).start()
     try:
         await _ready_instances(harness, 5)
-        monkeypatch.setattr(reconciler_module, "MAX_ROWS_IN_FLIGHT", 2)
+        monkeypatch.setattr(harness.services.reconciler.runner, "slots", 2)
         result = await harness.services.reconciler.tick(full=True)
         assert (result.claimed, result.changed, result.busy) == (5, 0, False)
         assert set((await _leases(harness)).values()) == {None}
@@ -93,9 +93,9 @@ def test_a_row_written_after_the_listing_began_is_judged_by_the_next_one() -> No
         upstream_status="running",  # read by id after the listing began: newer than the listing
         updated_at=began + timedelta(milliseconds=300),
     )
-    assert not _needs_attention(row, listing, began + timedelta(seconds=1))  # type: ignore[arg-type]
+    assert not needs_attention(row, listing, began + timedelta(seconds=1))  # type: ignore[arg-type]
     row.updated_at = began - timedelta(seconds=1)
-    assert _needs_attention(row, listing, began + timedelta(seconds=1))  # type: ignore[arg-type]
+    assert needs_attention(row, listing, began + timedelta(seconds=1))  # type: ignore[arg-type]
 
 
 async def test_a_full_pass_looks_at_a_few_hundred_rows_a_tick_until_it_has_seen_them_all(
@@ -104,7 +104,7 @@ async def test_a_full_pass_looks_at_a_few_hundred_rows_a_tick_until_it_has_seen_
     harness = await Harness(tmp_path).start()
     try:
         ids = await _ready_instances(harness, 5)
-        monkeypatch.setattr(reconciler_module, "_SWEEP_PER_TICK", 2)
+        monkeypatch.setattr(attention, "SWEEP_PER_TICK", 2)
         reconciler = harness.services.reconciler
         claimed = [(await reconciler.tick(full=True)).claimed]
         claimed += [(await reconciler.tick(full=False)).claimed for _ in range(3)]
@@ -121,17 +121,17 @@ async def test_a_create_waits_while_earlier_ones_wait_to_be_sent_and_goes_on_onc
 ) -> None:
     """Backpressure: a burst beyond what the process can send slows its clients instead of queueing
     minutes of accepted creates; a create is never refused for it, only answered later."""
-    monkeypatch.setattr(reconciler_module, "MAX_ROWS_IN_FLIGHT", 1)
     harness = await Harness(tmp_path, novita_timeout_seconds=2.0).start()
     try:
         instances, reconciler = harness.services.instances, harness.services.reconciler
+        monkeypatch.setattr(reconciler.runner, "slots", 1)
         instances.created.subscribe(reconciler.created)  # as build_services wires them with workers on
         instances.room_for_create = reconciler.room_for_create
         harness.faults(create_delay_seconds=60)  # each create hangs until the client gives up (2 s)
         await harness.create(name="first")  # sent at once, and hangs: it holds the one slot
         await harness.create(name="second")  # waits for the slot
-        harness.clock.advance(reconciler_module.UNSENT_LAG_SECONDS + 1)
-        assert reconciler.unsent_lag() > reconciler_module.UNSENT_LAG_SECONDS
+        harness.clock.advance(new_creates.UNSENT_LAG_SECONDS + 1)
+        assert reconciler.unsent_lag() > new_creates.UNSENT_LAG_SECONDS
 
         third = asyncio.create_task(harness.http.post("/api/instances", json={**SEED_BODY, "name": "third"}))
         done, _ = await asyncio.wait({third}, timeout=0.3)
@@ -142,8 +142,8 @@ async def test_a_create_waits_while_earlier_ones_wait_to_be_sent_and_goes_on_onc
         assert answer.status_code == 201
 
         # Never refused: past ROOM_WAIT_SECONDS a create is accepted however long the others wait.
-        monkeypatch.setattr(reconciler_module, "ROOM_WAIT_SECONDS", 0.1)
-        harness.clock.advance(reconciler_module.UNSENT_LAG_SECONDS + 1)
+        monkeypatch.setattr(new_creates, "ROOM_WAIT_SECONDS", 0.1)
+        harness.clock.advance(new_creates.UNSENT_LAG_SECONDS + 1)
         late = await harness.http.post("/api/instances", json={**SEED_BODY, "name": "fourth"})
         assert late.status_code == 201
     finally:

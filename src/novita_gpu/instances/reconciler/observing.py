@@ -1,0 +1,220 @@
+"""Observing: Novita's listing, and the status moves it shows for rows that hold an instance.
+
+Novita is listed once per tick that needs it (paginated, shared by replicas through the store: listing.py).
+What it shows of a row's instance moves the row: booting (`creating`, `starting`, or failed at the startup
+deadline), running (its ports read anew, then `health_checking` for the prober), exited (`stopped`, with
+why), leaving or gone (`terminating`, `terminated`). Every step of the documented flow is recorded, even
+one Novita passed between two looks. Only the upstream status is noted when nothing else changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from novita_gpu.instances.lifecycle import Action, Goal, Reason, Status, phase_of, stop_reason
+from novita_gpu.instances.listing import Listing, SharedListing
+from novita_gpu.instances.reconciler.actions import Actions
+from novita_gpu.instances.reconciler.writes import Mutation, RowWrites
+from novita_gpu.kit.clock import Clock
+from novita_gpu.kit.settings import Settings
+from novita_gpu.kit.signals import Signal
+from novita_gpu.kit.tables import Instance
+from novita_gpu.novita import Listed, NotFound, NovitaClient, NovitaInstance
+from novita_gpu.novita.client import LIST_CONCURRENCY
+
+
+def connection_details(upstream: NovitaInstance) -> dict[str, Any]:
+    ports = [{"port": p.port, "type": p.type, "endpoint": p.endpoint} for p in upstream.port_mappings]
+    details: dict[str, Any] = {"ports": ports}
+    ssh = upstream.connect_component_ssh
+    if ssh is not None and ssh.ssh_command:
+        details["ssh"] = {"command": ssh.ssh_command}
+    jupyter = upstream.connect_component_jupyter
+    if jupyter is not None and jupyter.address:
+        details["jupyter"] = {"url": jupyter.address, "port": jupyter.port}
+    return details
+
+
+class Observing:
+    def __init__(
+        self,
+        writes: RowWrites,
+        actions: Actions,
+        client: NovitaClient,
+        clock: Clock,
+        settings: Settings,
+        shared: SharedListing | None,
+        health_checking: Signal[str],
+    ) -> None:
+        """`shared`: the listing replicas share through the store (PostgreSQL); None when this process
+        lists on its own (SQLite). `health_checking` is emitted with a row's id when it reaches
+        `health_checking`."""
+        self.writes = writes
+        self.actions = actions
+        self.client = client
+        self.clock = clock
+        self.settings = settings
+        self.shared = shared
+        self.health_checking = health_checking
+        self._previous_tick_at: datetime | None = None
+
+    # -- Novita's listing -------------------------------------------------------------------------
+
+    async def listing(self, rows: Sequence[Row[Any]], full: bool, now: datetime) -> tuple[Listing, bool]:
+        """Novita's instances, when a row may be found there; and on every full pass whatever the rows, so
+        a create that completes long after its record settled is still seen (and removed). With replicas,
+        the one listing they share when it began after this worker's previous tick (or the latest, while
+        another replica lists). Also says whether it was listed here."""
+        previous, self._previous_tick_at = self._previous_tick_at, now
+        if not full and not any(r.novita_instance_id or r.create_attempted_at for r in rows):
+            return Listing(taken_at=now), False
+        if self.shared is None:
+            return await self._list_novita(), True
+        newer_than = previous or now - timedelta(seconds=self.settings.reconcile_slow_seconds)
+        return await self.shared.get(newer_than, self._list_novita)
+
+    async def _list_novita(self) -> Listing:
+        listing = Listing(taken_at=self.clock.now())
+        async for upstream in self.client.iter_listed(page_size=100, concurrency=LIST_CONCURRENCY):
+            listing.add(upstream)
+        return listing
+
+    async def read_upstream(self, novita_id: str) -> Listed | None:
+        """The instance read by id, None when Novita no longer has it."""
+        try:
+            return Listed.of(await self.client.get_instance(novita_id))
+        except NotFound:
+            return None
+
+    # -- status moves -----------------------------------------------------------------------------
+
+    async def observe(self, row: Instance, upstream: Listed | None, now: datetime) -> bool:
+        """Move `row` to what Novita shows of its instance (read by id when the listing did not show it)."""
+        if upstream is None:
+            upstream = await self.read_upstream(row.novita_instance_id or "")
+            if upstream is None:
+                return await self.writes.gone_upstream(row)
+        phase = phase_of(upstream.status)
+        stop_done_late = row.status == Status.FAILED and row.desired_state == Goal.STOPPED and phase == Status.STOPPED
+        if phase is None or (row.status == Status.FAILED and phase != Status.TERMINATED and not stop_done_late):
+            return await self._note_upstream_status(row, upstream.status)
+        if phase == Status.TERMINATED:
+            return await self.writes.gone_upstream(row)
+        if phase == Status.TERMINATING:
+            return await self._move(row, upstream, Status.TERMINATING, reason=row.pending_reason or Reason.USER)
+        if phase in (Status.CREATING, Status.STARTING):
+            return await self._booting(row, upstream, phase, now)
+        if phase == Status.STOPPING:
+            if row.status == Status.STOPPING:
+                return await self._note_upstream_status(row, upstream.status)
+            return await self._move(row, upstream, Status.STOPPING, reason=self._stop_reason(row, upstream))
+        if phase == Status.STOPPED:
+            return await self._exited(row, upstream, now)
+        return await self._running(row, upstream, now)
+
+    def _stop_reason(self, row: Instance, upstream: Listed) -> Reason:
+        return stop_reason(row.desired_state, row.pending_reason, upstream.spot_reclaimed)
+
+    async def _note_upstream_status(self, row: Instance, upstream_status: str) -> bool:
+        if row.upstream_status == upstream_status:
+            return False
+
+        async def mutate(session: AsyncSession, r: Instance) -> None:
+            r.upstream_status = upstream_status
+
+        return await self.writes.apply(row, mutate) is not None
+
+    async def _move(
+        self,
+        row: Instance,
+        upstream: Listed,
+        to: Status,
+        *,
+        reason: str | None = None,
+        message: str | None = None,
+        extra: Mutation | None = None,
+    ) -> bool:
+        if row.status == to and extra is None:
+            return await self._note_upstream_status(row, upstream.status)
+
+        async def mutate(session: AsyncSession, r: Instance) -> None:
+            r.upstream_status = upstream.status
+            if extra is not None:
+                await extra(session, r)
+            if r.status != to:
+                await self.writes.change(session, r, to, reason=reason, message=message)
+
+        return await self.writes.apply(row, mutate) is not None
+
+    async def _booting(self, row: Instance, upstream: Listed, phase: Status, now: datetime) -> bool:
+        if row.desired_state != Goal.RUNNING:
+            return await self._note_upstream_status(row, upstream.status)
+        if upstream.error:
+            return await self.writes.fail(row, Reason.UPSTREAM_ERROR, upstream.error)
+        if row.phase_deadline_at is not None and now >= row.phase_deadline_at:
+            return await self.writes.fail(
+                row,
+                Reason.STARTUP_TIMEOUT,
+                f"Not running after {self.settings.startup_timeout_seconds:.0f} s (Novita says {upstream.status}).",
+            )
+        to = Status.CREATING if phase == Status.CREATING and row.status == Status.CREATING else Status.STARTING
+        return await self._move(row, upstream, to)
+
+    async def _exited(self, row: Instance, upstream: Listed, now: datetime) -> bool:
+        if row.status == Status.STARTING and row.desired_state == Goal.RUNNING and not upstream.spot_reclaimed:
+            # A start we asked for may not show yet; only a deadline ends the wait.
+            return await self._booting(row, upstream, Status.STARTING, now)
+        if row.status == Status.CREATING and upstream.error:
+            return await self.writes.fail(row, Reason.UPSTREAM_ERROR, upstream.error)
+        reason = self._stop_reason(row, upstream)
+
+        async def stopped(session: AsyncSession, r: Instance) -> None:
+            r.desired_state = Goal.STOPPED if r.desired_state == Goal.RUNNING else r.desired_state
+            r.stopped_at = r.stopped_at if r.status == Status.STOPPED else now
+            r.health_check = None
+
+        if row.status == Status.STOPPED:
+            return await self._note_upstream_status(row, upstream.status)
+        return await self._move(row, upstream, Status.STOPPED, reason=reason, extra=stopped)
+
+    async def _running(self, row: Instance, upstream: Listed, now: datetime) -> bool:
+        if row.desired_state == Goal.STOPPED and row.status == Status.STOPPING:
+            return await self.actions.reissue(row, Action.STOP)
+        if row.desired_state == Goal.TERMINATED:
+            return await self.actions.reissue(row, Action.DELETE)
+        if row.status == Status.READY:
+            return await self._note_upstream_status(row, upstream.status)
+        if row.status == Status.HEALTH_CHECKING and row.phase_deadline_at and now >= row.phase_deadline_at:
+            return await self.writes.fail(
+                row,
+                Reason.HEALTH_CHECK_TIMEOUT,
+                f"The instance's http ports did not answer within {self.settings.health_check_timeout_seconds:.0f} s.",
+            )
+        if row.status == Status.HEALTH_CHECKING:
+            return await self._note_upstream_status(row, upstream.status)  # the prober takes it from here
+        # Read anew on every boot: Novita may map the ports anew at each start (so may the built-in
+        # emulator, served where it is now), and probing last boot's URLs would wait out the deadline.
+        details = connection_details(await self.client.get_instance(upstream.id))
+
+        async def running(session: AsyncSession, r: Instance) -> None:
+            r.upstream_status = upstream.status
+            r.connection_details = details
+            r.health_check = None
+            if r.status == Status.CREATING:
+                # Novita booted it between two looks: still show the documented step, for webhook receivers.
+                await self.writes.change(session, r, Status.STARTING, message="Novita reports the instance booting.")
+            if r.status != Status.RUNNING:
+                r.started_at = now
+                await self.writes.change(session, r, Status.RUNNING, message="Novita reports the instance running.")
+            r.phase_deadline_at = now + timedelta(seconds=self.settings.health_check_timeout_seconds)
+            await self.writes.change(session, r, Status.HEALTH_CHECKING, message="Probing the instance's http ports.")
+
+        if await self.writes.apply(row, running) is None:
+            return False
+        self.health_checking.emit(row.id)
+        return True
