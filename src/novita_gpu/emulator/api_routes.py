@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -132,31 +133,21 @@ async def _until_created(request: Request, world: World, instance: EmulatedInsta
         await asyncio.sleep(0.01)
 
 
-async def _action(request: Request, action: str) -> dict[str, Any]:
-    world = world_of(request)
-    instance_id = v.instance_id(v.parse_json_object(await request.body()))
-    instance = getattr(world, action)(instance_id)
-    return {"instanceId": instance.id, "state": instance.status_at(world.now())}
+def _action_route(action: str) -> Callable[[Request], Awaitable[dict[str, Any]]]:
+    """`POST /gpu/instance/{action}`: the world's method of that name on the body's `instanceId`."""
+
+    async def act(request: Request) -> dict[str, Any]:
+        world = world_of(request)
+        instance_id = v.instance_id(v.parse_json_object(await request.body()))
+        instance = getattr(world, action)(instance_id)
+        return {"instanceId": instance.id, "state": instance.status_at(world.now())}
+
+    act.__name__ = f"{action}_instance"
+    return act
 
 
-@router.post("/gpu/instance/start")
-async def start_instance(request: Request) -> dict[str, Any]:
-    return await _action(request, "start")
-
-
-@router.post("/gpu/instance/stop")
-async def stop_instance(request: Request) -> dict[str, Any]:
-    return await _action(request, "stop")
-
-
-@router.post("/gpu/instance/restart")
-async def restart_instance(request: Request) -> dict[str, Any]:
-    return await _action(request, "restart")
-
-
-@router.post("/gpu/instance/delete")
-async def delete_instance(request: Request) -> dict[str, Any]:
-    return await _action(request, "delete")
+for _action in ("start", "stop", "restart", "delete"):
+    router.add_api_route(f"/gpu/instance/{_action}", _action_route(_action), methods=["POST"])
 
 
 @router.post("/gpu/instance/edit")

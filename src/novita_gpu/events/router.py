@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 import structlog
@@ -232,13 +232,19 @@ async def _open(
     return EventStreamResponse(hub, sub, int(resume) if resume is not None else None, upto, heartbeat, follow)
 
 
+# What both streams answer and the Last-Event-ID header they read, as the document states them.
+_STREAM_ROUTE: dict[str, Any] = {
+    "status_code": 200,
+    "response_class": EventStreamResponse,
+    "responses": _STREAM_RESPONSES,
+    "openapi_extra": _LAST_EVENT_ID_DOC,
+}
+
+
 @router.get(
     "/api/events/stream",
     summary="Status changes of every instance of the caller, as Server-Sent Events",
-    status_code=200,
-    response_class=EventStreamResponse,
-    responses=_STREAM_RESPONSES,
-    openapi_extra=_LAST_EVENT_ID_DOC,
+    **_STREAM_ROUTE,
 )
 async def stream_all(
     request: Request, owner: Owner, services: ServicesDep, after: After = None, follow: Follow = True
@@ -249,10 +255,7 @@ async def stream_all(
 @router.get(
     "/api/instances/{instance_id}/events/stream",
     summary="Status changes of one instance, as Server-Sent Events",
-    status_code=200,
-    response_class=EventStreamResponse,
-    responses=_STREAM_RESPONSES,
-    openapi_extra=_LAST_EVENT_ID_DOC,
+    **_STREAM_ROUTE,
 )
 async def stream_one(
     request: Request,
