@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import time
-
-from bench import api_load, chaos, lifecycle
 
 
 def machine_speed() -> float:
@@ -24,29 +23,25 @@ def machine_speed() -> float:
     return round(best, 2)
 
 
+# Run in this order; a name on the command line (`python -m bench api scale`) runs only those.
+BENCHMARKS: tuple[tuple[str, str, str], ...] = (  # (name, module in bench/, what it measures)
+    ("api", "api_load", "API load (wrk, one service process, SQLite store with 1,000 instances)"),
+    ("lifecycle", "lifecycle", "Lifecycle: 200 instances at once against the emulator, webhooks to a local receiver"),
+    ("stream", "stream", "Event stream: 500 idle subscribers' cost, then 50 events to each of them"),
+    ("scale", "scale", "Scale: 10,000 instances on one process, then 3 replicas on PostgreSQL"),
+    ("chaos", "chaos", "Chaos: kill -9 every 5-15 s during creates, stops and deletes, under fault storms"),
+)
+
+
 def main() -> None:
     only = set(sys.argv[1:])
     results: dict[str, object] = {"machine_speed_seconds": machine_speed()}
     print(f"machine speed: {results['machine_speed_seconds']} s for 10 million Python additions (lower is faster)")
-    if not only or "api" in only:
-        print("== API load (wrk, one service process, SQLite store with 1,000 instances) ==", flush=True)
-        results["api_load"] = api_load.run()
-    if not only or "lifecycle" in only:
-        print("== Lifecycle: 200 instances at once against the emulator, webhooks to a local receiver ==", flush=True)
-        results["lifecycle"] = lifecycle.run()
-    if not only or "stream" in only:
-        from bench import stream
-
-        print("== Event stream: 500 idle subscribers' cost, then 50 events to each of them ==", flush=True)
-        results["stream"] = stream.run()
-    if not only or "scale" in only:
-        from bench import scale
-
-        print("== Scale: 10,000 instances on one process, then 3 replicas on PostgreSQL ==", flush=True)
-        results["scale"] = scale.run()
-    if not only or "chaos" in only:
-        print("== Chaos: kill -9 every 5-15 s during creates, stops and deletes, under fault storms ==", flush=True)
-        results["chaos"] = chaos.run()
+    for name, module, title in BENCHMARKS:
+        if only and name not in only:
+            continue
+        print(f"== {title} ==", flush=True)
+        results[module] = importlib.import_module(f"bench.{module}").run()
     print(json.dumps(results, indent=2))
     failed = [name for name, figures in results.items() if isinstance(figures, dict) and figures.get("ok") is False]
     if failed:

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import emulator, ensure_wrk, service, show, wrk
+from bench.common import GET_BY_RANDOM_ID, emulator, ensure_wrk, service, show, wrk
 from bench.seed import seed_instances
 
 PAUSE = """
@@ -25,18 +25,7 @@ local pause = %d  -- mean ms from an answer to the next request on a connection 
 delay = function() if pause == 0 then return 0 end return math.random(0, 2 * pause) end
 """
 
-GET_BY_ID = (
-    PAUSE
-    + """
-local ids = {}
-init = function(args)
-  for line in io.lines("%s") do ids[#ids + 1] = line end
-end
-request = function()
-  return wrk.format("GET", "/api/instances/" .. ids[math.random(#ids)])
-end
-"""
-)
+GET_BY_ID = PAUSE + GET_BY_RANDOM_ID
 
 POST_CREATE = """
 local counter = 0

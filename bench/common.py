@@ -93,6 +93,18 @@ def emulator(tmp: Path, speed: float = 1.0) -> Iterator[str]:
         yield url
 
 
+# A wrk script: GET /api/instances/{id}, each request one id at random from a file of ids, one a line (%s).
+GET_BY_RANDOM_ID = """
+local ids = {}
+init = function(args)
+  for line in io.lines("%s") do ids[#ids + 1] = line end
+end
+request = function()
+  return wrk.format("GET", "/api/instances/" .. ids[math.random(#ids)])
+end
+"""
+
+
 def wrk(url: str, *, script: str, connections: int, seconds: int, threads: int = 1) -> dict[str, float]:
     """Run wrk with `script` (Lua, request part) + the JSON reporter; returns its figures."""
     reporter = (BENCH_DIR / "wrk_report.lua").read_text()

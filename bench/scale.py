@@ -51,7 +51,16 @@ import httpx
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bench.common import NOVITA_GPU, Delivery, ensure_wrk, show, wait_http, webhook_receiver, wrk
+from bench.common import (
+    GET_BY_RANDOM_ID,
+    NOVITA_GPU,
+    Delivery,
+    ensure_wrk,
+    show,
+    wait_http,
+    webhook_receiver,
+    wrk,
+)
 from novita_gpu.kit.serving import free_port
 from novita_gpu.observability.metrics import percentiles
 
@@ -317,15 +326,6 @@ def _unix(value: Any) -> float | None:
 
 # -- one process -----------------------------------------------------------------------------------
 
-GET_BY_ID = """
-local ids = {}
-init = function(args)
-  for line in io.lines("%s") do ids[#ids + 1] = line end
-end
-request = function()
-  return wrk.format("GET", "/api/instances/" .. ids[math.random(#ids)])
-end
-"""
 LIST_PAGE = 'request = function() return wrk.format("GET", "/api/instances?limit=100") end\n'
 
 
@@ -406,7 +406,7 @@ def run_one_process(
             ids_file.write_text("\n".join(creates.accepted.values()) + "\n")
             render_every_view(url)
             wrk(url, script=LIST_PAGE, connections=16, seconds=2)
-            results["get_by_id"] = wrk(url, script=GET_BY_ID % ids_file, connections=64, seconds=wrk_seconds)
+            results["get_by_id"] = wrk(url, script=GET_BY_RANDOM_ID % ids_file, connections=64, seconds=wrk_seconds)
             show(f"GET /api/instances/{{id}} at {count}, 64 conns", results["get_by_id"])
             results["list_page"] = wrk(url, script=LIST_PAGE, connections=64, seconds=wrk_seconds)
             show(f"GET /api/instances?limit=100 at {count}, 64 conns", results["list_page"])
