@@ -11,13 +11,20 @@ DEV := $(VENV)/.installed-dev
 
 # The service depends on the client distribution (client/), which is not on PyPI: both are named on one
 # pip command line, so pip takes the client from here.
+# The `novita-gpu` script is the client's; a .venv from before the split held the server's, and upgrading the
+# server there removes the file the client just wrote: KEEP_SCRIPT puts it back (once).
+KEEP_SCRIPT = test -x $(BIN)/novita-gpu || $(BIN)/python -m pip install --quiet --disable-pip-version-check \
+	--no-deps --force-reinstall -e ./client
+
 $(RUNTIME): pyproject.toml client/pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e './client[cli]' -e .
+	@$(KEEP_SCRIPT)
 	@touch $(RUNTIME)
 
 $(DEV): $(RUNTIME)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e './client[cli]' -e '.[dev]'
+	@$(KEEP_SCRIPT)
 	@touch $(DEV)
 
 # Where it listens comes from HOST and PORT (default 127.0.0.1:3000), in the environment or .env.

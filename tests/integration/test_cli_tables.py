@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 from typer.testing import Result
 
-from novita_gpu.cli.output import when
+from novita_gpu_client.cli.output import when
 from tests.fixtures.live_service import LiveService, live_service
 from tests.integration.test_cli import invoke, ok
 

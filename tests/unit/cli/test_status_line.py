@@ -8,7 +8,7 @@ import time
 
 from rich.console import Console
 
-from novita_gpu.cli.output import StatusLine
+from novita_gpu_client.cli.output import StatusLine
 
 
 class Clock:

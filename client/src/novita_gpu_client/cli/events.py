@@ -16,9 +16,9 @@ from typing import Annotated
 
 import typer
 
-from novita_gpu.cli.output import when
-from novita_gpu.cli.session import ApiKey, Url, client_for
 from novita_gpu_client import DEFAULT_URL, ApiError, Client
+from novita_gpu_client.cli.output import when
+from novita_gpu_client.cli.session import ApiKey, Url, client_for
 from novita_gpu_client.events import Event
 
 

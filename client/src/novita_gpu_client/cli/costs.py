@@ -10,9 +10,9 @@ import typer
 from rich.console import Group, RenderableType
 from rich.text import Text
 
-from novita_gpu.cli.output import Col, Layout, deliveries, delivery_details, price, show, text, when
-from novita_gpu.cli.session import ApiKey, AsJson, Url, client_for
 from novita_gpu_client import ApiError, Json
+from novita_gpu_client.cli.output import Col, Layout, deliveries, delivery_details, price, show, text, when
+from novita_gpu_client.cli.session import ApiKey, AsJson, Url, client_for
 
 
 def _usd(value: float | None) -> str:

@@ -18,10 +18,10 @@ from __future__ import annotations
 import re
 import shlex
 
-from novita_gpu.cli.output import UP
-from novita_gpu.cli.session import fail
 from novita_gpu_client import ApiError, Client, Json
 from novita_gpu_client.calls import Action
+from novita_gpu_client.cli.output import UP
+from novita_gpu_client.cli.session import fail
 from novita_gpu_client.vocabulary import NAME_PATTERN
 
 ID_PREFIX = "inst_"

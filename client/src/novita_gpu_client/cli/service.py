@@ -8,9 +8,9 @@ import typer
 from rich.console import Group, RenderableType
 from rich.text import Text
 
-from novita_gpu.cli.output import Col, Layout, price, show, text, when
-from novita_gpu.cli.session import ApiKey, AsJson, Url, client_for
 from novita_gpu_client import DEFAULT_URL, Json
+from novita_gpu_client.cli.output import Col, Layout, price, show, text, when
+from novita_gpu_client.cli.session import ApiKey, AsJson, Url, client_for
 
 autostop = typer.Typer(help="Auto-stop figures and on-demand sweeps.", no_args_is_help=True)
 

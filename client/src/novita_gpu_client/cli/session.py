@@ -19,7 +19,6 @@ from typing import Annotated, Any
 
 import typer
 
-from novita_gpu.cli.config import ConfigError, ConfigFile, Profile, config_path, exposure_warning, load
 from novita_gpu_client import (
     DEFAULT_URL,
     ApiError,
@@ -30,6 +29,7 @@ from novita_gpu_client import (
     ServiceConnectionError,
     WaitTimeout,
 )
+from novita_gpu_client.cli.config import ConfigError, ConfigFile, Profile, config_path, exposure_warning, load
 
 # Where each of this run's settings came from: {"url": (value, "COMMANDLINE" | "ENVIRONMENT" | "DEFAULT")},
 # and the options given before the subcommand under "global_url", "global_api_key", "profile". Filled by

@@ -14,8 +14,10 @@ from typing import Annotated, Any
 
 import typer
 
-from novita_gpu.cli import refs
-from novita_gpu.cli.output import (
+from novita_gpu_client import DEFAULT_URL, Client, Json
+from novita_gpu_client.calls import Action
+from novita_gpu_client.cli import refs
+from novita_gpu_client.cli.output import (
     Col,
     Layout,
     StatusLine,
@@ -28,7 +30,7 @@ from novita_gpu.cli.output import (
     text,
     when,
 )
-from novita_gpu.cli.session import (
+from novita_gpu_client.cli.session import (
     ApiKey,
     AsJson,
     ByName,
@@ -38,8 +40,6 @@ from novita_gpu.cli.session import (
     client_for,
     fail,
 )
-from novita_gpu_client import DEFAULT_URL, Client, Json
-from novita_gpu_client.calls import Action
 from novita_gpu_client.vocabulary import Status
 
 app = typer.Typer(help="Create, inspect, start, stop and delete instances.", no_args_is_help=True)
