@@ -7,8 +7,10 @@ clock, so lifecycles that take minutes run in milliseconds, without sleeps.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import httpx
@@ -19,6 +21,7 @@ from novita_gpu.kit.clock import ManualClock
 from novita_gpu.kit.serving import BackgroundServer
 from novita_gpu.kit.settings import Settings
 from novita_gpu.services import Services, build_services
+from tests.fixtures.databases import fresh_database
 
 NOVITA_KEY = "sk_harness_key_123456"
 SEED_BODY = {"name": "my-instance", "productName": "RTX 4090 24GB", "templateId": "pytorch-jupyter"}
@@ -69,6 +72,14 @@ class Harness:
         await self.services.aclose()
         self.emulator.close()
         self.emulator_server.stop_thread()
+
+    async def __aenter__(self) -> Harness:
+        return await self.start()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
 
     # -- driving -------------------------------------------------------------------------------------
 
@@ -154,3 +165,11 @@ class Harness:
     def stats(self) -> dict[str, int]:
         stats: dict[str, int] = self.emulator.get("/_emulator/stats").json()
         return stats
+
+
+@asynccontextmanager
+async def harness_on(store: str, tmp_path: Path, **settings: Any) -> AsyncIterator[Harness]:
+    """A started harness on a fresh database: `store` is "sqlite" (a file) or "postgres" (a new database on
+    the real server, dropped afterwards)."""
+    async with fresh_database(store, tmp_path) as url, Harness(tmp_path, database_url=url, **settings) as harness:
+        yield harness

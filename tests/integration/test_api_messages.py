@@ -5,8 +5,6 @@ without its content type is told so, and an unknown template lists the ones ther
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import jsonschema_rs
@@ -14,18 +12,7 @@ import pytest
 
 from novita_gpu.catalog.service import TEMPLATES_NAMED, unknown_template_message
 from novita_gpu.novita import Template
-from tests.fixtures.databases import fresh_database
 from tests.harness import SEED_BODY, Harness
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store_harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
-    async with fresh_database(request.param, tmp_path) as url:
-        h = await Harness(tmp_path, database_url=url).start()
-        try:
-            yield h
-        finally:
-            await h.stop()
 
 
 async def test_a_misspelt_filter_is_400_naming_it_not_a_list_of_everything(harness: Harness) -> None:

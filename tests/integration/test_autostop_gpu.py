@@ -5,49 +5,15 @@ the instance's status, view, events and webhooks, and the auto-stop stats."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
-
 from novita_gpu.instances.schemas import InstanceAnswer
-from novita_gpu.kit.serving import BackgroundServer
-from tests.fixtures.databases import fresh_database
-from tests.harness import Harness
+from tests.fixtures.receivers import Receiver
+from tests.harness import Harness, harness_on
 
 MINUTE = 60.0
-
-
-class Receiver:
-    """A webhook receiver on loopback that keeps every body it is sent."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-
-        async def webhook(request: Request) -> Response:
-            self.bodies.append(json.loads(await request.body()))
-            return Response("OK")
-
-        self.server = BackgroundServer(Starlette(routes=[Route("/hook", webhook, methods=["POST"])]))
-
-    @property
-    def url(self) -> str:
-        return f"{self.server.url}/hook"
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.server.start()
-    yield r
-    await r.server.stop()
 
 
 async def ready(h: Harness, **body: Any) -> dict[str, Any]:
@@ -247,13 +213,9 @@ async def test_instances_due_together_are_spread_and_a_429_holds_the_poller(tmp_
 
 
 async def test_idle_gpus_are_stopped_on_postgresql(tmp_path: Path) -> None:
-    async with fresh_database("postgres", tmp_path) as url:
-        h = await Harness(tmp_path, database_url=url).start()
-        try:
-            view = await ready(h, autoStop=GPU)
-            utilization(h, view, {"level": 0})
-            await run_for(h, 32 * MINUTE)
-            stopped = await h.until_status(view["instanceId"], "stopped")
-            assert stopped["autoStop"]["lastDecision"]["signal"] == "gpu"
-        finally:
-            await h.stop()
+    async with harness_on("postgres", tmp_path) as h:
+        view = await ready(h, autoStop=GPU)
+        utilization(h, view, {"level": 0})
+        await run_for(h, 32 * MINUTE)
+        stopped = await h.until_status(view["instanceId"], "stopped")
+        assert stopped["autoStop"]["lastDecision"]["signal"] == "gpu"

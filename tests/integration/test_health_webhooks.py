@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from novita_gpu.observability.schemas import HealthAnswer
-from tests.fixtures.databases import fresh_database
-from tests.harness import Harness
+from tests.harness import Harness, harness_on
 
 NOWHERE = "http://no-such-host.invalid/hook?token=kept-out-of-health"
 ADMIN_KEY = "health-admin-key-0123456789"
@@ -24,12 +23,8 @@ USER_KEY = "health-user-key-0123456789"
 @pytest.fixture(params=["sqlite", "postgres"])
 async def h(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
     """The figures are SQL (a window function among them): both stores."""
-    async with fresh_database(request.param, tmp_path) as url:
-        harness = await Harness(tmp_path, database_url=url).start()
-        try:
-            yield harness
-        finally:
-            await harness.stop()
+    async with harness_on(request.param, tmp_path) as harness:
+        yield harness
 
 
 async def ready(h: Harness, *bodies: dict[str, Any], headers: dict[str, str] | None = None) -> list[str]:

@@ -16,8 +16,7 @@ from starlette.routing import Route
 from novita_gpu.kit.serving import BackgroundServer, free_port
 from novita_gpu.kit.tables import IdempotencyRecord, Instance, InstanceEvent, WebhookAttempt, WebhookDelivery
 from novita_gpu.retention import Retention
-from tests.fixtures.databases import fresh_database
-from tests.harness import SEED_BODY, Harness
+from tests.harness import SEED_BODY, Harness, harness_on
 
 DAY = 24 * 3600.0
 
@@ -103,22 +102,18 @@ async def test_idempotency_keys_are_forgotten_after_their_ttl(harness: Harness) 
 
 @pytest.mark.parametrize("store", ["sqlite", "postgres"])
 async def test_rows_go_in_batches_until_none_is_left(store: str, tmp_path: Path, receiver_url: str) -> None:
-    async with fresh_database(store, tmp_path) as url:
-        harness = await Harness(tmp_path, database_url=url).start()
-        try:
-            keyed = {"Idempotency-Key": "batch-key"}
-            await harness.http.post("/api/instances", json={**SEED_BODY, "name": "keyed"}, headers=keyed)
-            ids = [await terminated(harness, receiver_url) for _ in range(5)]
-            harness.clock.advance(31 * DAY)
-            services = harness.services
-            retention = Retention(
-                services.db, harness.clock, harness.settings, services.metrics, lambda: None, batch_rows=2
-            )
-            assert await retention.sweep() == {"idempotency_keys": 1, "webhook_deliveries": 5 * 7, "instances": 5}
-            assert await count(harness, Instance, Instance.id.in_(ids)) == 0
-            assert await count(harness, Instance) == 1  # the keyed one: live, so kept
-        finally:
-            await harness.stop()
+    async with harness_on(store, tmp_path) as harness:
+        keyed = {"Idempotency-Key": "batch-key"}
+        await harness.http.post("/api/instances", json={**SEED_BODY, "name": "keyed"}, headers=keyed)
+        ids = [await terminated(harness, receiver_url) for _ in range(5)]
+        harness.clock.advance(31 * DAY)
+        services = harness.services
+        retention = Retention(
+            services.db, harness.clock, harness.settings, services.metrics, lambda: None, batch_rows=2
+        )
+        assert await retention.sweep() == {"idempotency_keys": 1, "webhook_deliveries": 5 * 7, "instances": 5}
+        assert await count(harness, Instance, Instance.id.in_(ids)) == 0
+        assert await count(harness, Instance) == 1  # the keyed one: live, so kept
 
 
 async def test_zero_days_keeps_all_history(tmp_path: Path, receiver_url: str) -> None:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import pytest
 from alembic import command
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
@@ -15,18 +12,7 @@ from novita_gpu.instances.guarded_write import reattach_if_current
 from novita_gpu.instances.reconciler import Reconciler
 from novita_gpu.kit.migrations import alembic_config
 from novita_gpu.kit.tables import Instance
-from tests.fixtures.databases import fresh_database
 from tests.harness import SEED_BODY, Harness
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store_harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
-    async with fresh_database(request.param, tmp_path) as url:
-        h = await Harness(tmp_path, database_url=url).start()
-        try:
-            yield h
-        finally:
-            await h.stop()
 
 
 async def test_lifecycle_to_ready_and_stopped(store_harness: Harness) -> None:

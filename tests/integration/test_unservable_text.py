@@ -10,8 +10,6 @@ instead of failing the page, the instance or its webhooks.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +21,6 @@ from starlette.routing import Route
 
 from novita_gpu.kit.serving import BackgroundServer
 from novita_gpu.kit.tables import Instance
-from tests.fixtures.databases import fresh_database
 from tests.harness import Harness
 
 VALID = '"name": "ok-name", "productName": "RTX 4090 24GB", "templateId": "pytorch-jupyter"'
@@ -49,16 +46,6 @@ UNSTORABLE_CREATES = [
     ("NUL in the probe path", f'{{{VALID}, "healthCheck": {{"path": "/a{NUL}"}}}}', "healthCheck.path"),
     ("NUL in the region", f'{{{VALID}, "region": "{NUL}"}}', "region"),
 ]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store_harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
-    async with fresh_database(request.param, tmp_path) as url:
-        h = await Harness(tmp_path, database_url=url).start()
-        try:
-            yield h
-        finally:
-            await h.stop()
 
 
 async def post_json(h: Harness, path: str, text: str) -> Any:
