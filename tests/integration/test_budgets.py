@@ -5,21 +5,16 @@ admin key sets budgets for others, which they cannot lift."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from novita_gpu.costs.schemas import AccountEventsAnswer, BudgetAnswer
-from novita_gpu.kit.serving import BackgroundServer
 from novita_gpu.web.auth import owner_id
 from tests.fixtures.databases import fresh_database
+from tests.fixtures.receivers import Receiver
 from tests.harness import SEED_BODY, Harness
 
 ALICE, BOB, ROOT = "alice-key-0123456789", "bob-key-0123456789", "root-key-0123456789"
@@ -29,29 +24,6 @@ SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 def key(k: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {k}"}
-
-
-class Receiver:
-    def __init__(self) -> None:
-        self.hits: list[tuple[dict[str, str], dict[str, Any]]] = []
-
-        async def hook(request: Request) -> Response:
-            self.hits.append((dict(request.headers), json.loads(await request.body())))
-            return Response("OK")
-
-        self.server = BackgroundServer(Starlette(routes=[Route("/budget", hook, methods=["POST"])]))
-
-    @property
-    def url(self) -> str:
-        return f"{self.server.url}/budget"
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.server.start()
-    yield r
-    await r.server.stop()
 
 
 @pytest.fixture
