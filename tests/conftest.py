@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.novita_client import Observed, Sleeps
 from tests.fixtures.receivers import Receiver
 from tests.harness import Harness, harness_on
 
@@ -27,6 +28,18 @@ async def store_harness(request: pytest.FixtureRequest, tmp_path: Path) -> Async
     """The harness on a fresh database of each store: the test runs once on SQLite, once on PostgreSQL."""
     async with harness_on(request.param, tmp_path) as h:
         yield h
+
+
+@pytest.fixture
+def sleeps() -> Sleeps:
+    """An injected sleep for a NovitaClient (`sleep=sleeps`): records the waits, returns at once."""
+    return Sleeps()
+
+
+@pytest.fixture
+def observed() -> Observed:
+    """An observer for a NovitaClient (`observer=observed`): records each attempt's endpoint and outcome."""
+    return Observed()
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ repeated once Novita may have acted on it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -32,6 +32,7 @@ from novita_gpu.novita import (
     Unauthorized,
     UpstreamUnavailable,
 )
+from tests.fixtures.novita_client import Observed, Sleeps
 
 KEY = "sk_contract_test_key_0123456789"
 TIMINGS = EmulatorConfig().timings
@@ -87,40 +88,9 @@ def emu(shared_emulator: Emulator) -> Emulator:
     return shared_emulator
 
 
-@dataclass
-class Waits:
-    """Injected sleep: records each wait and runs `then` (e.g. clear a fault) before returning."""
-
-    seconds: list[float] = field(default_factory=list)
-    then: Callable[[int], None] | None = None
-
-    async def __call__(self, seconds: float) -> None:
-        self.seconds.append(seconds)
-        if self.then is not None:
-            self.then(len(self.seconds))
-
-
-@dataclass
-class Observed:
-    calls: list[tuple[str, str]] = field(default_factory=list)
-
-    def __call__(self, endpoint: str, outcome: str, seconds: float) -> None:
-        self.calls.append((endpoint, outcome))
-
-
 @pytest.fixture
-def waits() -> Waits:
-    return Waits()
-
-
-@pytest.fixture
-def observed() -> Observed:
-    return Observed()
-
-
-@pytest.fixture
-async def client(emu: Emulator, waits: Waits, observed: Observed) -> AsyncIterator[NovitaClient]:
-    async with NovitaClient(emu.base_url, KEY, timeout=5, max_attempts=4, observer=observed, sleep=waits) as c:
+async def client(emu: Emulator, sleeps: Sleeps, observed: Observed) -> AsyncIterator[NovitaClient]:
+    async with NovitaClient(emu.base_url, KEY, timeout=5, max_attempts=4, observer=observed, sleep=sleeps) as c:
         yield c
 
 
@@ -283,7 +253,7 @@ async def test_spot_reclaim_fields(emu: Emulator, client: NovitaClient) -> None:
 # ---- error kinds ---------------------------------------------------------------------------------
 
 
-async def test_business_errors_are_typed_and_not_retried(emu: Emulator, client: NovitaClient, waits: Waits) -> None:
+async def test_business_errors_are_typed_and_not_retried(emu: Emulator, client: NovitaClient, sleeps: Sleeps) -> None:
     instance_id = await client.create_instance(request("ng-errors"))
     with pytest.raises(InvalidStateChange):
         await client.start_instance(instance_id)  # toCreate, not exited
@@ -304,7 +274,7 @@ async def test_business_errors_are_typed_and_not_retried(emu: Emulator, client: 
     with pytest.raises(BadRequest) as prepaid:
         await client.delete_instance(monthly)
     assert prepaid.value.reason == "PREPAID_INSTANCE_NOT_SUPPORT_RELEASE"
-    assert waits.seconds == []
+    assert sleeps == []
 
 
 async def test_insufficient_resource(emu: Emulator, client: NovitaClient) -> None:
@@ -340,33 +310,33 @@ async def test_not_found_as_http_404_is_also_not_found() -> None:
 
 
 async def test_rate_limit_is_retried_after_retry_after(
-    emu: Emulator, client: NovitaClient, waits: Waits, observed: Observed
+    emu: Emulator, client: NovitaClient, sleeps: Sleeps, observed: Observed
 ) -> None:
     emu.faults(rate_limit_rate=1.0, retry_after_seconds=2)
-    waits.then = lambda n: emu.faults(rate_limit_rate=0.0) if n == 2 else None
+    sleeps.then = lambda n: emu.faults(rate_limit_rate=0.0) if n == 2 else None
     assert await client.list_clusters()
-    assert waits.seconds == [2.0, 2.0]
-    assert observed.calls == [("clusters.list", "rate_limited")] * 2 + [("clusters.list", "ok")]
+    assert sleeps == [2.0, 2.0]
+    assert observed == [("clusters.list", "rate_limited")] * 2 + [("clusters.list", "ok")]
 
 
 async def test_server_errors_and_dropped_connections_are_retried(
-    emu: Emulator, client: NovitaClient, waits: Waits, observed: Observed
+    emu: Emulator, client: NovitaClient, sleeps: Sleeps, observed: Observed
 ) -> None:
     instance_id = await client.create_instance(request("ng-retry"))
     emu.faults(server_error_rate=1.0)
     next_faults: list[dict[str, float]] = [{"server_error_rate": 0.0, "drop_rate": 1.0}, {"drop_rate": 0.0}]
-    waits.then = lambda n: emu.faults(**next_faults[n - 1])
+    sleeps.then = lambda n: emu.faults(**next_faults[n - 1])
     assert (await client.get_instance(instance_id)).id == instance_id
-    assert [o for _, o in observed.calls[-3:]] == ["server_error", "network_error", "ok"]
-    assert len(waits.seconds) == 2 and all(0 <= w <= 1.0 for w in waits.seconds)
+    assert [o for _, o in observed[-3:]] == ["server_error", "network_error", "ok"]
+    assert len(sleeps) == 2 and all(0 <= w <= 1.0 for w in sleeps)
 
 
-async def test_retries_stop_at_max_attempts(emu: Emulator, client: NovitaClient, waits: Waits) -> None:
+async def test_retries_stop_at_max_attempts(emu: Emulator, client: NovitaClient, sleeps: Sleeps) -> None:
     emu.faults(server_error_rate=1.0)
     with pytest.raises(UpstreamUnavailable) as caught:
         await client.stop_instance("0000000000000000")
     assert caught.value.status in (500, 503)
-    assert emu.stats()["POST /gpu/instance/stop"] == 4 and len(waits.seconds) == 3
+    assert emu.stats()["POST /gpu/instance/stop"] == 4 and len(sleeps) == 3
 
 
 async def test_persistent_rate_limit_surfaces_retry_after(emu: Emulator, client: NovitaClient) -> None:
@@ -378,11 +348,11 @@ async def test_persistent_rate_limit_surfaces_retry_after(emu: Emulator, client:
 
 async def test_timeouts_of_idempotent_calls_are_retried_then_reported(emu: Emulator, observed: Observed) -> None:
     emu.faults(latency_ms=400)
-    async with NovitaClient(emu.base_url, KEY, timeout=0.1, max_attempts=2, observer=observed, sleep=Waits()) as c:
+    async with NovitaClient(emu.base_url, KEY, timeout=0.1, max_attempts=2, observer=observed, sleep=Sleeps()) as c:
         with pytest.raises(UpstreamUnavailable) as caught:
             await c.list_clusters()
     assert caught.value.reason == "TIMEOUT"
-    assert observed.calls == [("clusters.list", "timeout")] * 2
+    assert observed == [("clusters.list", "timeout")] * 2
 
 
 # ---- create is never repeated blindly -------------------------------------------------------------
@@ -390,13 +360,13 @@ async def test_timeouts_of_idempotent_calls_are_retried_then_reported(emu: Emula
 
 @pytest.mark.parametrize(("mode", "created"), [("after", 1), ("before", 0)])
 async def test_create_5xx_is_ambiguous_and_sent_once(
-    emu: Emulator, client: NovitaClient, waits: Waits, mode: str, created: int
+    emu: Emulator, client: NovitaClient, sleeps: Sleeps, mode: str, created: int
 ) -> None:
     emu.faults(create_failures=1, create_failure_mode=mode)
     with pytest.raises(AmbiguousCreate) as caught:
         await client.create_instance(request("ng-ambiguous"))
     assert caught.value.name == "ng-ambiguous" and caught.value.status == 500
-    assert emu.stats()[CREATE_PATH] == 1 and waits.seconds == []
+    assert emu.stats()[CREATE_PATH] == 1 and sleeps == []
     assert len(await named(client, "ng-ambiguous")) == created  # what the caller checks next
 
 
@@ -412,16 +382,16 @@ async def test_create_under_gateway_faults_is_ambiguous(
 
 async def test_create_read_timeout_is_ambiguous_and_sent_once(emu: Emulator) -> None:
     emu.faults(latency_ms=300)
-    async with NovitaClient(emu.base_url, KEY, timeout=0.1, sleep=Waits()) as slow:
+    async with NovitaClient(emu.base_url, KEY, timeout=0.1, sleep=Sleeps()) as slow:
         with pytest.raises(AmbiguousCreate) as caught:
             await slow.create_instance(request("ng-slow"))
     assert (caught.value.reason, caught.value.name) == ("TIMEOUT", "ng-slow")
     assert emu.stats()[CREATE_PATH] == 1
 
 
-async def test_create_rate_limited_is_retried_once_safe(emu: Emulator, client: NovitaClient, waits: Waits) -> None:
+async def test_create_rate_limited_is_retried_once_safe(emu: Emulator, client: NovitaClient, sleeps: Sleeps) -> None:
     emu.faults(rate_limit_rate=1.0, retry_after_seconds=1)
-    waits.then = lambda n: emu.faults(rate_limit_rate=0.0)
+    sleeps.then = lambda n: emu.faults(rate_limit_rate=0.0)
     instance_id = await client.create_instance(request("ng-429"))
-    assert waits.seconds == [1.0] and emu.stats()[CREATE_PATH] == 2
+    assert sleeps == [1.0] and emu.stats()[CREATE_PATH] == 2
     assert [i.id for i in await named(client, "ng-429")] == [instance_id]

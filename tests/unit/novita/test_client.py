@@ -33,39 +33,10 @@ from novita_gpu.novita import (
     UpstreamUnavailable,
 )
 from novita_gpu.novita.client import _NOT_SENT, KEEPALIVE_SECONDS
+from tests.fixtures.novita_client import Observed, Sleeps
 from tests.unit.novita.fake_novita import DISCONNECT, HANG, Call, FakeNovita, Reply
 
 KEY = "sk_live_0123456789abcdef_SECRET"
-
-
-class Sleeps(list[float]):
-    """Injected sleep: records the waits, returns at once."""
-
-    async def __call__(self, seconds: float) -> None:
-        self.append(seconds)
-
-
-class Observed(list[tuple[str, str]]):
-    def __call__(self, endpoint: str, outcome: str, seconds: float) -> None:
-        assert seconds >= 0
-        self.append((endpoint, outcome))
-
-
-@pytest.fixture
-async def novita() -> AsyncIterator[FakeNovita]:
-    fake = await FakeNovita().start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
-def sleeps() -> Sleeps:
-    return Sleeps()
-
-
-@pytest.fixture
-def observed() -> Observed:
-    return Observed()
 
 
 @pytest.fixture

@@ -3,29 +3,17 @@ the client's retries and rate-limit memory shared with every other call."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from novita_gpu.novita import InstanceMetrics, NovitaClient, UpstreamUnavailable
 from novita_gpu.novita.client import metrics_root
+from tests.fixtures.novita_client import Sleeps
 from tests.unit.novita.fake_novita import FakeNovita, Reply, Route, Script
 
 KEY = "sk_metrics_key_0123456789"
 PATH = "/openapi/v1/metrics/gpu/instance"
-
-
-class Sleeps(list[float]):
-    async def __call__(self, seconds: float) -> None:
-        self.append(seconds)
-
-
-@pytest.fixture
-async def novita() -> AsyncIterator[FakeNovita]:
-    fake = await FakeNovita().start()
-    yield fake
-    await fake.stop()
 
 
 def metrics_route(novita: FakeNovita, script: Script) -> Route:
