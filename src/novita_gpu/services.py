@@ -173,7 +173,7 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics | No
     dispatcher = WebhookDispatcher(db, clock, webhook_sender, settings, metrics, on_instance_change=changes.pulse)
     sweeper = AutoStopSweeper(db, clock, instances, settings, metrics)
     gpu_poller = GpuPoller(db, clock, client, settings, changes)
-    budgets = Budgets(db, clock, instances, settings, metrics, webhook_sender, policy)
+    budgets = Budgets(db, clock, instances, settings, metrics, policy)
 
     # Who wakes whom: every wake-up of a worker by another part is wired here, and only here (signals.py).
     # Each signal fires on the news its worker acts on, so a create wakes the reconciler and the dispatcher
@@ -185,6 +185,7 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics | No
     reconciler.health_checking.subscribe(prober.wake)  # probe at once rather than at the prober's next pass
     gpu_poller.idle_found.subscribe(sweeper.wake)  # an idle verdict may end an instance now
     changes.subscribe(dispatcher.wake)  # every committed write may have queued webhooks: they go out at once
+    budgets.exceeded.subscribe(dispatcher.wake)  # budget.exceeded queued its webhooks: out at once
     instances.budget_guard = budgets.guard  # creates (and stopAll starts) refused once a budget is spent
     retention = Retention(db, clock, settings, metrics, on_instances_deleted=lambda: changes.pulse(None))
     return Services(

@@ -1,7 +1,7 @@
 """Budgets per API key, end to end: keys create instances over HTTP, time runs on the shared clock, and the
 budget worker's steps run as the app runs them. A crossing refuses creates, emits budget.exceeded (an
-account event and a signed webhook), and with stopAll stops that key's instances and nobody else's; an
-admin key sets budgets for others, which they cannot lift."""
+account event and a signed webhook, sent by the webhook dispatcher), and with stopAll stops that key's
+instances and nobody else's; an admin key sets budgets for others, which they cannot lift."""
 
 from __future__ import annotations
 
@@ -114,6 +114,7 @@ async def test_stop_all_stops_the_keys_instances_and_nobody_elses(keyed: Harness
     assert (await h.http.get("/api/budget/events", headers=key(BOB))).json()["events"] == []
     await h.services.budgets.step()  # once per month: no second event
     assert len((await h.http.get("/api/budget/events", headers=key(ALICE))).json()["events"]) == 1
+    await h.services.dispatcher.tick()  # the webhook dispatcher sends it, as it sends instance events
     [(headers, sent)] = receiver.hits
     assert sent["event"] == "budget.exceeded" and sent["apiKey"] == owner_id(ALICE)
     assert headers["x-webhook-event"] == "budget.exceeded" and headers["webhook-signature"].startswith("v1,")

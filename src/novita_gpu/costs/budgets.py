@@ -4,14 +4,11 @@ A budget caps a key's spend per calendar month (UTC). Once spend reaches it, cre
 BUDGET_EXCEEDED) whatever `onExceeded` says; with `stopAll` every instance of that key that Novita may
 bill is stopped (reason BUDGET_EXCEEDED), and starts are refused too (a start spends as a create does).
 Other keys' instances are never touched. The crossing is recorded once per month as an account event,
-`budget.exceeded`, and sent as a webhook to the budget's own `webhookUrl` and to WEBHOOK_URL.
-
-Why a separate event table and outbox: instance events and their deliveries reference an instance (the
-event stream and the dispatcher order and scope by it, and retention deletes them with it). A budget
-event has no instance, and making those columns nullable would mean rebuilding both tables on SQLite,
-whose cascades would take the delivery history with them. Budget events are rare (one per key and
-month), so their outbox is delivered here: leased rows, the same signing and SSRF guard, the same
-backoff, at least once.
+`budget.exceeded`, written with its webhook deliveries (to the budget's own `webhookUrl` and to
+WEBHOOK_URL) in the transaction that marks the budget exceeded. The deliveries are rows of the one outbox,
+`webhook_deliveries`, linked to the account event rather than to an instance: the webhook dispatcher sends
+them as it sends instance events (leases, signatures, SSRF guard, backoff, expiry, per-receiver resume,
+metrics, /health), and `exceeded` wakes it.
 
 The worker (every BUDGET_CHECK_SECONDS, and at the next projected crossing) also moves each billing
 instance's accrued cost forward (meter.checkpoint), so instance views are at most that stale.
@@ -20,12 +17,11 @@ instance's accrued cost forward (meter.checkpoint), so instance views are at mos
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-import orjson
 import structlog
-from sqlalchemy import Row, and_, bindparam, or_, select, update
+from sqlalchemy import Row, and_, bindparam, or_, select
 
 from novita_gpu.costs.meter import checkpoint
 from novita_gpu.costs.report import Spend, month_key, month_spend, next_month_start
@@ -36,19 +32,15 @@ from novita_gpu.kit.clock import Clock
 from novita_gpu.kit.db import Database
 from novita_gpu.kit.errors import BudgetExceeded, BudgetLocked
 from novita_gpu.kit.settings import Settings
-from novita_gpu.kit.tables import AccountEvent, AccountWebhook, Budget, Instance
+from novita_gpu.kit.signals import Signal
+from novita_gpu.kit.tables import AccountEvent, Budget, Instance, WebhookDelivery
 from novita_gpu.kit.workers import PeriodicWorker
 from novita_gpu.observability.metrics import Metrics
-from novita_gpu.webhooks.dispatcher import retry_delay
 from novita_gpu.webhooks.guard import WebhookPolicy, checked_webhook_url
-from novita_gpu.webhooks.sender import WebhookSender
-from novita_gpu.webhooks.signing import signature_headers
 
 log = structlog.get_logger(__name__)
 
 BUDGET_EXCEEDED = "budget.exceeded"
-PENDING = "pending"
-DELIVERY_BATCH = 50
 MIN_SLEEP_SECONDS = 0.05
 # Statuses in which Novita may bill an instance (or is about to): what stopAll stops.
 STOPPABLE = (Status.CREATING, Status.STARTING, Status.RUNNING, Status.HEALTH_CHECKING, Status.READY)
@@ -75,7 +67,6 @@ class Budgets(PeriodicWorker):
         instances: InstanceService,
         settings: Settings,
         metrics: Metrics,
-        sender: WebhookSender,
         policy: WebhookPolicy,
     ) -> None:
         super().__init__(clock)
@@ -83,11 +74,10 @@ class Budgets(PeriodicWorker):
         self.instances = instances
         self.settings = settings
         self.metrics = metrics
-        self.sender = sender
         self.policy = policy
         self.retry_seconds = settings.budget_check_seconds
-        self.lease = timedelta(seconds=settings.webhook_timeout_seconds + 5)
-        self.max_age = timedelta(seconds=settings.webhook_max_age_seconds)
+        # A key's budget.exceeded was committed with its webhook deliveries (about: the key's id).
+        self.exceeded: Signal[str] = Signal()
 
     @property
     def allowed_gap(self) -> float:
@@ -98,7 +88,6 @@ class Budgets(PeriodicWorker):
         self.last_run_at = now
         await checkpoint(self.db, now, on_written=self.instances.reads.move_costs)  # views show the new figures
         await self.enforce(now)
-        await self.deliver()
         return await self.seconds_until_next(now)
 
     # -- reading ---------------------------------------------------------------------------------
@@ -141,11 +130,13 @@ class Budgets(PeriodicWorker):
             ).scalars()
             found = list(events)
             deliveries = (
-                await session.execute(select(AccountWebhook).where(AccountWebhook.event_id.in_([e.id for e in found])))
+                await session.execute(
+                    select(WebhookDelivery).where(WebhookDelivery.account_event_id.in_([e.id for e in found]))
+                )
             ).scalars()
-            by_event: dict[int, list[dict[str, Any]]] = {}
+            by_event: dict[int | None, list[dict[str, Any]]] = {}
             for d in deliveries:
-                by_event.setdefault(d.event_id, []).append(delivery_view(d))
+                by_event.setdefault(d.account_event_id, []).append(delivery_view(d))
         return {
             "apiKey": owner,
             "events": [
@@ -258,14 +249,13 @@ class Budgets(PeriodicWorker):
             targets = dict.fromkeys(url for url in (budget.webhook_url, self.settings.webhook_url) if url)
             for url in targets:
                 session.add(
-                    AccountWebhook(
+                    WebhookDelivery(
                         id=f"msg_{uuid.uuid4().hex}",
-                        event_id=event.id,
-                        owner=owner,
+                        account_event_id=event.id,
                         url=url,
                         event=BUDGET_EXCEEDED,
                         payload=payload,
-                        status=PENDING,
+                        status="pending",
                         attempts=0,
                         next_attempt_at=now,
                         created_at=now,
@@ -274,6 +264,7 @@ class Budgets(PeriodicWorker):
         log.warning("budget_exceeded", api_key=owner, spent=round(spend.spent, 2), stopped=len(stopped))
         for instance_id in stopped:
             self.instances.notify_changed(instance_id)
+        self.exceeded.emit(owner)
 
     async def _stop_all(self, session: Any, owner: str, budget: Budget, spend: Spend) -> list[str]:
         query = select(Instance).where(
@@ -309,69 +300,6 @@ class Budgets(PeriodicWorker):
                     max(MIN_SLEEP_SECONDS, (budget.monthly_limit_usd - spend.spent) / spend.rate_per_hour * 3600)
                 )
         return min(waits)
-
-    # -- delivering ------------------------------------------------------------------------------
-
-    async def deliver(self) -> int:
-        """Send the account webhooks that are due (leased, so replicas share them); the number sent."""
-        now = self.clock.now()
-        token = uuid.uuid4().hex
-        free = or_(AccountWebhook.lease_expires_at.is_(None), AccountWebhook.lease_expires_at < now)
-        async with self.db.read() as session:
-            ids = list(
-                await session.scalars(
-                    select(AccountWebhook.id)
-                    .where(AccountWebhook.status == PENDING, AccountWebhook.next_attempt_at <= now, free)
-                    .order_by(AccountWebhook.next_attempt_at)
-                    .limit(DELIVERY_BATCH)
-                )
-            )
-        if not ids:
-            return 0
-        async with self.db.write() as session:
-            await session.execute(
-                update(AccountWebhook)
-                .where(AccountWebhook.id.in_(ids), AccountWebhook.status == PENDING, free)
-                .values(lease_token=token, lease_expires_at=now + self.lease)
-                .execution_options(synchronize_session=False)
-            )
-        async with self.db.read() as session:
-            claimed = list(await session.scalars(select(AccountWebhook).where(AccountWebhook.lease_token == token)))
-        secrets = [secret.get_secret_value() for secret in self.settings.webhook_secret]
-        for delivery in claimed:
-            body = orjson.dumps(delivery.payload)
-            headers = {
-                "Content-Type": "application/json",
-                "X-Webhook-Event": delivery.event,
-                **signature_headers(secrets, delivery.id, int(self.clock.now().timestamp()), body),
-            }
-            result = await self.sender.send(delivery.url, body, headers)
-            done = self.clock.now()
-            values: dict[str, Any] = {
-                "attempts": delivery.attempts + 1,
-                "last_status_code": result.status_code,
-                "last_error": result.error,
-                "lease_token": None,
-                "lease_expires_at": None,
-            }
-            if result.ok:
-                values.update(status="delivered", delivered_at=done)
-            elif result.gone:
-                values["status"] = "gone"
-            elif done >= delivery.created_at + self.max_age:
-                values["status"] = "expired"
-            else:
-                values["next_attempt_at"] = done + timedelta(
-                    seconds=retry_delay(delivery.attempts + 1, result.retry_after)
-                )
-            async with self.db.write() as session:
-                await session.execute(
-                    update(AccountWebhook)
-                    .where(AccountWebhook.id == delivery.id, AccountWebhook.lease_token == token)
-                    .values(**values)
-                    .execution_options(synchronize_session=False)
-                )
-        return len(claimed)
 
     # -- gauges ----------------------------------------------------------------------------------
 

@@ -2,11 +2,12 @@
 
 - Instances: the instance row (its goal and progress), its events, idempotency keys, and Novita's
   listing shared by replicas.
-- Webhooks: the outbox, one delivery row per (event, target), written with the status change, and
-  each delivery attempt.
+- Webhooks: the outbox, one delivery row per (event, target) of an instance's or an API key's event,
+  written with the event, and each delivery attempt.
 - Costs: the billing ledger, budgets, and events that belong to an API key. None of them references
-  `instances`: cost history and budget events are kept when HISTORY_RETENTION_DAYS deletes an
-  instance's record, so a month's spend never drops because old records went.
+  `instances`: cost history and budget events (and their deliveries) are kept when
+  HISTORY_RETENTION_DAYS deletes an instance's record, so a month's spend never drops because old
+  records went.
 """
 
 from __future__ import annotations
@@ -14,7 +15,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from novita_gpu.kit.db import Base, UTCDateTime
@@ -167,10 +180,16 @@ class UpstreamListing(Base):
 
 # -- webhooks ----------------------------------------------------------------------------------------
 
+# A delivery is of an instance's event or of an API key's event: exactly one of the two links is set.
+ONE_EVENT = (
+    "(instance_id IS NOT NULL AND event_id IS NOT NULL AND account_event_id IS NULL)"
+    " OR (instance_id IS NULL AND event_id IS NULL AND account_event_id IS NOT NULL)"
+)
+
 
 class OutboxDelivery:
-    """The columns every webhook outbox row has: where it goes, what it says, and the dispatcher's progress
-    and lease (webhooks/dispatcher.py delivers both outboxes)."""
+    """The columns of a webhook outbox row: where it goes, what it says, and the dispatcher's progress and
+    lease (webhooks/dispatcher.py)."""
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)  # also the webhook-id header
     url: Mapped[str] = mapped_column(Text)
@@ -188,16 +207,25 @@ class OutboxDelivery:
 
 
 class WebhookDelivery(OutboxDelivery, Base):
+    """The one outbox: a delivery of an instance's status change (`instance_id` and `event_id`) or of an API
+    key's event (`account_event_id`, e.g. budget.exceeded), never both. An account event's delivery
+    references no instance, so deleting an instance's record (retention) never takes it along."""
+
     __tablename__ = "webhook_deliveries"
 
-    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"))
-    event_id: Mapped[int] = mapped_column(ForeignKey("instance_events.id", ondelete="CASCADE"))
+    instance_id: Mapped[str | None] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"))
+    # NULL on an account event's delivery too; typed `int` for the readers of an instance's history, which
+    # select its deliveries by `instance_id` (instances/rendering.py) and so only ever see one.
+    event_id: Mapped[int] = mapped_column(ForeignKey("instance_events.id", ondelete="CASCADE"), nullable=True)
+    account_event_id: Mapped[int | None] = mapped_column(ForeignKey("account_events.id", ondelete="CASCADE"))
 
     __table_args__ = (
         Index("ix_webhook_deliveries_pending", "status", "next_attempt_at"),
         # Delivery order per instance and target follows the event id.
         Index("ix_webhook_deliveries_instance", "instance_id", "url", "event_id"),
         Index("ix_webhook_deliveries_event", "event_id"),  # deleting an event cascades through it
+        Index("ix_webhook_deliveries_account_event", "account_event_id"),  # a key's events with their deliveries
+        CheckConstraint(ONE_EVENT, name="ck_webhook_deliveries_one_event"),
     )
 
 
@@ -251,7 +279,8 @@ class Budget(Base):
 
 
 class AccountEvent(Base):
-    """An event of an API key rather than of an instance (`budget.exceeded`), with its webhook body."""
+    """An event of an API key rather than of an instance (`budget.exceeded`), with its webhook body; its
+    deliveries are rows of the one outbox, `webhook_deliveries` (`account_event_id`)."""
 
     __tablename__ = "account_events"
 
@@ -262,18 +291,3 @@ class AccountEvent(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
 
     __table_args__ = (Index("ix_account_events_owner", "owner", "id"),)
-
-
-class AccountWebhook(OutboxDelivery, Base):
-    """The outbox of account events: one delivery per (event, receiver), as `webhook_deliveries` for
-    instance events."""
-
-    __tablename__ = "account_webhooks"
-
-    event_id: Mapped[int] = mapped_column(ForeignKey("account_events.id", ondelete="CASCADE"))
-    owner: Mapped[str] = mapped_column(String(64))
-
-    __table_args__ = (
-        Index("ix_account_webhooks_pending", "status", "next_attempt_at"),
-        Index("ix_account_webhooks_event", "event_id"),
-    )

@@ -1,9 +1,11 @@
-"""The webhook outbox dispatcher: delivers the `WebhookDelivery` rows written with each status change.
+"""The webhook outbox dispatcher: delivers the `WebhookDelivery` rows, the one outbox, written with each
+instance status change and with each event of an API key (`budget.exceeded`, costs/budgets.py).
 
 At least once, in order per (instance, url): only the oldest pending delivery of a pair is eligible,
-so a later event waits until the earlier one is delivered, gone or expired. Rows are leased with a
-compare-and-set (claimable when the lease is free or expired), so replicas share the outbox and the
-rows of a crashed worker are retried once its lease runs out. Each attempt runs as its own task, at
+so a later event waits until the earlier one is delivered, gone or expired. An account event's delivery
+(`account_event_id`, no instance) is a pair of its own: it waits for nothing and nothing waits for it.
+Rows are leased with a compare-and-set (claimable when the lease is free or expired), so replicas share
+the outbox and the rows of a crashed worker are retried once its lease runs out. Each attempt runs as its own task, at
 most `concurrency` at a time, and the loop keeps claiming while attempts are in flight: a slow or
 dead receiver holds only its own pair. No write transaction is open during an HTTP call; the result
 is written afterwards, guarded by the lease token, so a worker that lost its lease changes nothing.
@@ -82,6 +84,13 @@ def receiver_of(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+def _about(delivery: WebhookDelivery) -> dict[str, Any]:
+    """What a delivery's log lines name besides its id: its instance, or its account event."""
+    if delivery.instance_id is None:
+        return {"account_event_id": delivery.account_event_id}
+    return {"instance_id": delivery.instance_id}
+
+
 def _unavailable(result: SendResult) -> bool:
     """The attempt failed because the receiver did not answer at all (refused, reset, timed out), or a
     gateway answered for it that it was unreachable."""
@@ -116,7 +125,7 @@ def _lease_free(now: datetime | BindParameter[datetime]) -> ColumnElement[bool]:
 def _due_deliveries(column: InstrumentedAttribute[T]) -> Select[tuple[T]]:
     """`column` of the pending deliveries due at :now whose lease is free and that are the oldest pending
     one of their (instance, url), longest due first: built once, since composing it costs more than
-    running it."""
+    running it. An account event's delivery has no instance (NULL matches nothing): never blocked."""
     earlier = aliased(WebhookDelivery)
     now = bindparam("now", type_=UTCDateTime())
     blocked = (
@@ -293,7 +302,7 @@ class WebhookDispatcher(PeriodicWorker):
             if await self._record(delivery, token, attempted_at, result):
                 self.wake()  # the next delivery of this (instance, url) is due now
         except Exception:  # the lease expires and the delivery is retried
-            log.exception("webhook_delivery_error", delivery_id=delivery.id, instance_id=delivery.instance_id)
+            log.exception("webhook_delivery_error", delivery_id=delivery.id, **_about(delivery))
 
     async def _send(self, delivery: WebhookDelivery, now: datetime) -> SendResult:
         body = dump_json(delivery.payload)  # a payload stored with odd text still goes out
@@ -365,7 +374,7 @@ class WebhookDispatcher(PeriodicWorker):
                 instance_changed = await self._stop_sending(session, snap)
             if back:
                 await self._resume(session, receiver, now, snap)
-        if instance_changed and self.on_instance_change is not None:
+        if instance_changed and self.on_instance_change is not None and snap.instance_id is not None:
             self.on_instance_change(snap.instance_id)
         for outcome in outcomes:
             lag = (now - snap.created_at).total_seconds() if outcome == "delivered" else None
@@ -374,7 +383,7 @@ class WebhookDispatcher(PeriodicWorker):
             log.info(
                 "webhook_attempt_failed",
                 delivery_id=snap.id,
-                instance_id=snap.instance_id,
+                **_about(snap),
                 status_code=result.status_code,
                 error=result.error,
                 attempts=attempts,
@@ -384,7 +393,11 @@ class WebhookDispatcher(PeriodicWorker):
 
     async def _stop_sending(self, session: AsyncSession, row: WebhookDelivery) -> bool:
         """410 Gone: this and every later pending delivery of the pair are gone; an instance's own URL
-        is cleared so no new deliveries are written to it (returns True when it was)."""
+        is cleared so no new deliveries are written to it (returns True when it was). An account event's
+        delivery is a pair of its own: only it is gone."""
+        log.warning("webhook_gone", delivery_id=row.id, **_about(row))
+        if row.instance_id is None:
+            return False
         await session.execute(
             update(WebhookDelivery)
             .where(
@@ -407,7 +420,6 @@ class WebhookDispatcher(PeriodicWorker):
             .values(webhook_url=None)
             .execution_options(synchronize_session=False)
         )
-        log.warning("webhook_gone", delivery_id=row.id, instance_id=row.instance_id)
         return cast(CursorResult[Any], cleared).rowcount > 0
 
     async def _resume(self, session: AsyncSession, receiver: str, now: datetime, row: WebhookDelivery) -> None:
@@ -420,4 +432,4 @@ class WebhookDispatcher(PeriodicWorker):
             .execution_options(synchronize_session=False)
         )
         count = cast(CursorResult[Any], resumed).rowcount
-        log.info("webhook_receiver_back", delivery_id=row.id, instance_id=row.instance_id, resumed=count)
+        log.info("webhook_receiver_back", delivery_id=row.id, resumed=count, **_about(row))
