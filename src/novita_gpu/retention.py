@@ -4,8 +4,11 @@ without bound.
 - Terminated instances, with their events and webhook deliveries: HISTORY_RETENTION_DAYS after they
   were terminated, once none of their webhooks is still being delivered. Until then GET, the list and
   /events still show them.
-- Finished webhook deliveries (delivered, gone, expired), with their attempts: HISTORY_RETENTION_DAYS
-  after their last attempt. Pending ones are the dispatcher's until they are delivered or expire.
+- Finished webhook deliveries of instance events (delivered, gone, expired), with their attempts:
+  HISTORY_RETENTION_DAYS after their last attempt. Pending ones are the dispatcher's until they are
+  delivered or expire.
+- Nothing of an API key's events (budget.exceeded): they and their deliveries, which reference no
+  instance, stay with the cost history (one event per key and month at most), whatever instances go.
 - Idempotency keys: IDEMPOTENCY_TTL_SECONDS after the create they recorded; they replay nothing later.
 
 A live instance keeps its whole status history. Rows go in batches of 100, each its own short transaction
@@ -86,7 +89,11 @@ class Retention(PeriodicWorker):
             cutoff = now - timedelta(days=self.settings.history_retention_days)
             deleted["webhook_deliveries"] = await self._purge(
                 (WebhookDelivery.id,),
-                and_(WebhookDelivery.status.in_(FINISHED_DELIVERIES), WebhookDelivery.next_attempt_at < cutoff),
+                and_(
+                    WebhookDelivery.status.in_(FINISHED_DELIVERIES),
+                    WebhookDelivery.next_attempt_at < cutoff,
+                    WebhookDelivery.account_event_id.is_(None),  # an account event's stay with it
+                ),
             )
             deleted["instances"] = await self._purge(
                 (Instance.id,),

@@ -1,7 +1,7 @@
 """budget.exceeded goes through the one webhook outbox (issue 23): the budget worker writes the event and its
 deliveries with the crossing, and the webhook dispatcher sends them as it sends instance events: signed,
 retried, made due again when their receiver comes back, expired after WEBHOOK_MAX_AGE_SECONDS, counted by
-the webhook metrics and /health's webhooks check.
+the webhook metrics and /health's webhooks check, and kept with the costs when retention deletes instances.
 
 Budgets are set and read over HTTP; the budget worker and the dispatcher are stepped as the app steps them,
 on the harness's ManualClock, and send over real loopback HTTP to small receivers."""
@@ -382,3 +382,33 @@ async def test_the_event_and_its_deliveries_are_written_with_the_crossing_or_not
     assert receiver.events().count("budget.exceeded") == 1
     assert [d["status"] for d in event["webhooks"]] == ["pending"]
     assert [d["status"] for d in (await budget_events(h))[0]["webhooks"]] == ["delivered"]
+
+
+async def test_budget_events_and_costs_outlive_the_instances_retention_deletes(
+    harnesses: Callable[..., Awaitable[Harness]], receivers: Callable[..., Awaitable[Receiver]]
+) -> None:
+    receiver = await receivers()
+    h = await harnesses()
+    assert h.settings.history_retention_days == 30
+    await set_budget(h, webhookUrl=receiver.url, onExceeded="stopAll")
+    instance_id = await ready(h, webhookUrl=receiver.url)
+    started = h.clock.now()
+    await cross(h)
+    deleted = await h.http.delete(f"/api/instances/{instance_id}", headers=key(ALICE))
+    assert deleted.status_code == 202, deleted.text
+    await until_status(h, instance_id, "terminated")
+    await drain(h)
+    events = await budget_events(h)
+    assert [d["status"] for d in events[0]["webhooks"]] == ["delivered"]
+    month = started.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    period = {"from": rfc3339(month), "to": rfc3339(h.clock.now())}
+    spent = (await h.http.get("/api/costs", params=period, headers=key(ALICE))).json()
+    assert spent["totalUsd"] > LIMIT_USD
+
+    h.clock.advance(31 * DAY)
+    swept = await h.services.retention.sweep()
+    assert swept["instances"] == 1 and swept["webhook_deliveries"] > 0
+    assert (await h.http.get(f"/api/instances/{instance_id}", headers=key(ALICE))).status_code == 404
+    assert await budget_events(h) == events  # the event and its delivery stay
+    assert (await h.http.get("/api/costs", params=period, headers=key(ALICE))).json()["totalUsd"] == spent["totalUsd"]
+    assert await h.services.retention.sweep() == {"idempotency_keys": 0, "webhook_deliveries": 0, "instances": 0}
