@@ -9,7 +9,8 @@ service's: its deliveries are retried on their own schedule without holding anyo
 reported (failingReceivers, and for an administrator which ones and why) but degrades nothing. The
 service itself is failing when deliveries that could be attempted now wait unattempted (the dispatcher
 is stuck, or far behind), or when it cannot reach most of the receivers it sends to (its own network
-or DNS, more likely than every receiver at once).
+or DNS, more likely than every receiver at once). Every delivery of the one outbox counts: of an
+instance's status change or of an API key's event (budget.exceeded).
 """
 
 from __future__ import annotations
