@@ -1,6 +1,7 @@
 """A job on a rented GPU through novita-gpu's Python client: create an instance, wait until its ports
 answer, keep it marked as used while working (so auto-stop leaves it alone), then stop it.
 
+    pip install ./client          # the client alone: httpx is all it brings
     python examples/gpu_job.py --name my-job --steps 3
 
 The service is found at NOVITA_GPU_URL (default http://127.0.0.1:3000), with NOVITA_GPU_API_KEY if set.
@@ -13,7 +14,7 @@ import os
 
 import httpx
 
-from novita_gpu.sdk import Client
+from novita_gpu_client import Client
 
 
 def main() -> None:

@@ -1,5 +1,6 @@
 """A webhook receiver for novita-gpu: checks each delivery's signature, prints the change, answers 204.
 
+    pip install ./client          # the client alone is enough
     WEBHOOK_SECRET=whsec_... python examples/webhook_receiver.py --port 8080
 
 Run the service with the same WEBHOOK_SECRET, and either WEBHOOK_URL=http://127.0.0.1:8080/webhook
@@ -14,7 +15,7 @@ import json
 import os
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from novita_gpu.sdk import verify_webhook
+from novita_gpu_client import verify_webhook
 
 
 class Receiver(BaseHTTPRequestHandler):

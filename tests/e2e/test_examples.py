@@ -1,27 +1,35 @@
 """The examples in examples/ run as a user runs them: a job driven through the Python client against a
-real `novita-gpu serve`, its webhooks received and signature-checked by the example receiver."""
+real `novita-gpu serve`, its webhooks received and signature-checked by the example receiver. Both run in
+an environment where only the client distribution is installed (client_alone.py), as a user's would."""
 
 from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from novita_gpu.kit.serving import free_port
+from tests.e2e.client_alone import ClientVenv, shared_client_venv
 from tests.e2e.conftest import Processes
 from tests.e2e.processes import clean_environment, wait_for
 
-pytestmark = pytest.mark.e2e
+# Its environment may have to be built first (from PyPI), once per session.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+
+@pytest.fixture(scope="session")
+def client_venv(tmp_path_factory: pytest.TempPathFactory) -> ClientVenv:
+    return shared_client_venv(tmp_path_factory)
+
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
 def test_a_gpu_job_with_its_webhooks_received_and_verified(
-    processes: Processes, sqlite_url: str, tmp_path: Path
+    processes: Processes, sqlite_url: str, tmp_path: Path, client_venv: ClientVenv
 ) -> None:
     service = processes.service(sqlite_url, env={"EMULATOR_SPEED": "20", "WEBHOOK_SECRET": SECRET})
     port = free_port()
@@ -29,7 +37,7 @@ def test_a_gpu_job_with_its_webhooks_received_and_verified(
     env = {**clean_environment(), "WEBHOOK_SECRET": SECRET, "NOVITA_GPU_URL": service.url}
     with received.open("w") as out:
         receiver = subprocess.Popen(
-            [sys.executable, str(EXAMPLES / "webhook_receiver.py"), "--port", str(port)],
+            [str(client_venv.python), str(EXAMPLES / "webhook_receiver.py"), "--port", str(port)],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -38,7 +46,7 @@ def test_a_gpu_job_with_its_webhooks_received_and_verified(
         wait_for(lambda: "listening" in received.read_text() or None, timeout=10, what="the example receiver")
         job = subprocess.run(
             [
-                sys.executable,
+                str(client_venv.python),
                 str(EXAMPLES / "gpu_job.py"),
                 "--name",
                 "example-job",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Coroutine, Mapping
 from types import TracebackType
@@ -56,6 +55,10 @@ class AsyncTransport:
         return await self._http.request(**options)
 
     async def sleep(self, seconds: float) -> None:
+        # Imported here: asyncio costs a blocking-only script (most of them) 40 ms at import; a running
+        # async client has it loaded already.
+        import asyncio
+
         await asyncio.sleep(seconds)
 
     @contextlib.asynccontextmanager
