@@ -2,7 +2,8 @@
 the ones under `if TYPE_CHECKING:` or inside functions) form a graph without cycles.
 
 Anyone can run the same check: `python -m pytest tests/unit/test_import_cycles.py -q`. The same file checks
-that only the web layer (web/, the routers, app.py) imports `novita_gpu.web`."""
+that only the web layer (web/, the routers, app.py) imports `novita_gpu.web`, the layers, and that the
+client distribution (novita_gpu_client, client/) imports nothing of the server."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import ast
 from pathlib import Path
 
 import novita_gpu
+import novita_gpu_client
 
 ROOT = Path(novita_gpu.__file__).parent
+CLIENT_ROOT = Path(novita_gpu_client.__file__).parent
 
 
 def module_name(path: Path) -> str:
@@ -198,3 +201,51 @@ def test_the_layer_check_finds_each_kind_of_violation() -> None:
         "novita_gpu.instances.service -> novita_gpu.cli.output (a domain imports no edge)"
     ]
     assert layer_violations({"novita_gpu.instances.router": {"novita_gpu.web.deps"}}) == []
+
+
+# -- the client distribution ----------------------------------------------------------------------------
+# novita_gpu_client installs without the server (client/pyproject.toml: httpx only), so none of its modules
+# may import novita_gpu, not even lazily or for type hints; the server imports the client, never the
+# reverse. (Its command line loads the server's commands through entry points, which the server declares.)
+
+
+def server_imports(sources: dict[str, str]) -> list[str]:
+    """`module -> imported` for each import of novita_gpu in these client modules ({name: source}): each
+    module named (`from a.b import c` names a.b and a.b.c, as `imported_anywhere` reads it)."""
+    found = []
+    for name, source in sorted(sources.items()):
+        package = name if name.endswith(".__init__") else name.rsplit(".", 1)[0]
+        for imported in sorted(imported_anywhere(ast.parse(source), package.removesuffix(".__init__"))):
+            if imported == "novita_gpu" or imported.startswith("novita_gpu."):
+                found.append(f"{name.removesuffix('.__init__')} -> {imported}")
+    return found
+
+
+def client_sources() -> dict[str, str]:
+    return {
+        ".".join(["novita_gpu_client", *path.relative_to(CLIENT_ROOT).with_suffix("").parts]): path.read_text()
+        for path in CLIENT_ROOT.rglob("*.py")
+    }
+
+
+def test_the_client_imports_nothing_of_the_server() -> None:
+    sources = client_sources()
+    assert "novita_gpu_client.core" in sources and "novita_gpu_client.cli.session" in sources
+    assert server_imports(sources) == []
+
+
+def test_the_client_check_finds_any_import_of_the_server() -> None:
+    assert server_imports(
+        {
+            "novita_gpu_client.results": "from novita_gpu.kit.retry_timing import parse_retry_after\n",
+            "novita_gpu_client.cli.__init__": "from ..cli import session\nimport novita_gpu\n",
+            "novita_gpu_client.cli.refs": "def f():\n    from novita_gpu.instances import schemas\n",
+            "novita_gpu_client.core": "from novita_gpu_client import calls\nfrom . import results\n",
+        }
+    ) == [
+        "novita_gpu_client.cli -> novita_gpu",
+        "novita_gpu_client.cli.refs -> novita_gpu.instances",
+        "novita_gpu_client.cli.refs -> novita_gpu.instances.schemas",
+        "novita_gpu_client.results -> novita_gpu.kit.retry_timing",
+        "novita_gpu_client.results -> novita_gpu.kit.retry_timing.parse_retry_after",
+    ]
