@@ -3,17 +3,13 @@ processes' log tails attached to the report of a failing test."""
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
 
-import asyncpg
 import pytest
-from sqlalchemy.engine import make_url
 
 from tests.e2e.processes import EmulatorProcess, ManagedProcess, ServiceProcess
-from tests.fixtures.services import require_postgres
+from tests.fixtures.databases import empty_postgres_database
 
 
 class Processes:
@@ -81,22 +77,8 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'novita-gpu.db'}"
 
 
-async def _admin(admin_url: str, statement: str) -> None:
-    connection = await asyncpg.connect(admin_url)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for this test only, dropped afterwards."""
-    base = make_url(require_postgres())
-    admin_url = base.set(drivername="postgresql").render_as_string(hide_password=False)
-    name = f"e2e_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(admin_url, f'CREATE DATABASE "{name}"'))
-    try:
-        yield base.set(database=name).render_as_string(hide_password=False)
-    finally:
-        asyncio.run(_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with empty_postgres_database("e2e") as url:
+        yield url

@@ -6,7 +6,6 @@ the database URL, the ports (free ones, so parallel runs do not collide) and HOM
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -17,15 +16,12 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
-from sqlalchemy.engine import make_url
 
-from tests.fixtures.services import require_postgres
+from tests.fixtures.databases import empty_postgres_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 
@@ -49,25 +45,11 @@ def free_port() -> int:
         return port
 
 
-async def _admin(url: str, statement: str) -> None:
-    connection = await asyncpg.connect(url)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
 @pytest.fixture
 def database_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database, dropped afterwards (as the guide's createdb would make)."""
-    base = make_url(require_postgres()).set(drivername="postgresql")
-    admin = base.render_as_string(hide_password=False)
-    name = f"docs_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(admin, f'CREATE DATABASE "{name}"'))
-    try:
-        yield base.set(database=name).render_as_string(hide_password=False)
-    finally:
-        asyncio.run(_admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with empty_postgres_database("docs", drivername="postgresql") as url:
+        yield url
 
 
 def running(pid: int) -> bool:
