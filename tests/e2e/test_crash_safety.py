@@ -69,14 +69,7 @@ def test_killed_while_creating_resumes_to_ready_with_one_upstream_instance(
 ) -> None:
     created = create(service, "crash-creating")
     assert created["status"] == "creating"
-    service.kill9()
-
-    service.start()
-    ready = wait_for_status(service, created["instanceId"], "ready", SETTLE_TIMEOUT)
-
-    upstream = only_upstream_instance(emulator, "crash-creating")
-    assert upstream["status"] == "running"
-    assert upstream["id"] == ready["novitaInstanceId"]
+    killed_then_ready_on_one_upstream_instance(service, emulator, created["instanceId"], "crash-creating")
 
 
 def test_killed_while_health_checking_resumes_to_ready_with_one_upstream_instance(
@@ -84,12 +77,19 @@ def test_killed_while_health_checking_resumes_to_ready_with_one_upstream_instanc
 ) -> None:
     created = create(service, "crash-probing")
     wait_for_status(service, created["instanceId"], "health_checking", SETTLE_TIMEOUT)
+    killed_then_ready_on_one_upstream_instance(service, emulator, created["instanceId"], "crash-probing")
+
+
+def killed_then_ready_on_one_upstream_instance(
+    service: ServiceProcess, emulator: EmulatorProcess, instance_id: str, name: str
+) -> None:
+    """kill -9 the service and start it again: the instance reaches ready, on one running upstream instance."""
     service.kill9()
 
     service.start()
-    ready = wait_for_status(service, created["instanceId"], "ready", SETTLE_TIMEOUT)
+    ready = wait_for_status(service, instance_id, "ready", SETTLE_TIMEOUT)
 
-    upstream = only_upstream_instance(emulator, "crash-probing")
+    upstream = only_upstream_instance(emulator, name)
     assert upstream["status"] == "running"
     assert upstream["id"] == ready["novitaInstanceId"]
 

@@ -20,15 +20,22 @@ pytestmark = pytest.mark.e2e
 FAST = {"EMULATOR_SPEED": "20", "LEASE_SECONDS": "3", "RECONCILE_SLOW_SECONDS": "1"}
 
 
-@pytest.mark.parametrize("how", ["kill9", "terminate"])
-def test_instances_survive_a_restart_of_the_default_mode(processes: Processes, tmp_path: Path, how: str) -> None:
+def one_ready_one_stopped(processes: Processes, tmp_path: Path) -> tuple[ServiceProcess, dict[str, Any], str]:
+    """The default mode (no configuration) serving two instances: one ready (its view), one that was ready
+    and is stopped (its id)."""
     store = f"sqlite+aiosqlite:///{tmp_path / 'data' / 'novita-gpu.db'}"
     service = processes.service(store, env=FAST)
-    ready = wait_for_status(service, create(service, "survives")["instanceId"], "ready", timeout=60)
-    stopped_id = create(service, "stays-stopped")["instanceId"]
+    ready = wait_for_status(service, create(service, "kept")["instanceId"], "ready", timeout=60)
+    stopped_id = create(service, "paused")["instanceId"]
     wait_for_status(service, stopped_id, "ready", timeout=60)
     assert httpx.post(f"{service.url}/api/instances/{stopped_id}/stop", timeout=5).status_code == 202
     wait_for_status(service, stopped_id, "stopped", timeout=60)
+    return service, ready, stopped_id
+
+
+@pytest.mark.parametrize("how", ["kill9", "terminate"])
+def test_instances_survive_a_restart_of_the_default_mode(processes: Processes, tmp_path: Path, how: str) -> None:
+    service, ready, stopped_id = one_ready_one_stopped(processes, tmp_path)
 
     getattr(service, how)()
     assert (tmp_path / "data" / "novita-gpu.emulator.db").exists()
@@ -62,13 +69,7 @@ def _start(service: ServiceProcess, instance_id: str) -> None:
 def test_urls_answer_after_restarts(processes: Processes, tmp_path: Path, emulator_port_taken: bool) -> None:
     """Two restarts (kill -9, then SIGTERM) of the default mode, then a start and a create: both reach ready
     and every ready instance's URLs answer, whether the emulator got its old port back or not."""
-    store = f"sqlite+aiosqlite:///{tmp_path / 'data' / 'novita-gpu.db'}"
-    service = processes.service(store, env=FAST)
-    kept = wait_for_status(service, create(service, "kept")["instanceId"], "ready", timeout=60)
-    paused_id = create(service, "paused")["instanceId"]
-    wait_for_status(service, paused_id, "ready", timeout=60)
-    assert httpx.post(f"{service.url}/api/instances/{paused_id}/stop", timeout=5).status_code == 202
-    wait_for_status(service, paused_id, "stopped", timeout=60)
+    service, kept, paused_id = one_ready_one_stopped(processes, tmp_path)
     first_urls = _http_urls(kept)
     assert first_urls and all(_answers(url) for url in first_urls)
 
