@@ -31,10 +31,7 @@ class Emulator:
         return instance_id
 
     def get(self, instance_id: str) -> dict[str, Any]:
-        response = self.api.get("/gpu/instance", params={"instanceId": instance_id})
-        assert response.status_code == 200, response.text
-        body: dict[str, Any] = response.json()
-        return body
+        return ok_json(self.api.get("/gpu/instance", params={"instanceId": instance_id}))
 
     def status(self, instance_id: str) -> str:
         return str(self.get(instance_id)["status"])
@@ -46,10 +43,14 @@ class Emulator:
         self.clock.advance(seconds)
 
     def faults(self, **changes: Any) -> dict[str, Any]:
-        response = self.http.put("/_emulator/faults", json=changes)
-        assert response.status_code == 200, response.text
-        body: dict[str, Any] = response.json()
-        return body
+        return ok_json(self.http.put("/_emulator/faults", json=changes))
+
+
+def ok_json(response: httpx.Response) -> dict[str, Any]:
+    """The JSON object of a 200 answer; any other answer fails the test, showing its body."""
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
 
 
 def create_body(**overrides: Any) -> dict[str, Any]:

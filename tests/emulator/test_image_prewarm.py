@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.emulator.conftest import Emulator
+from tests.emulator.conftest import Emulator, ok_json
 
 
 def tasks(emu: Emulator, **params: Any) -> dict[str, Any]:
-    response = emu.api.get("/image/prewarm", params=params)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
+    return ok_json(emu.api.get("/image/prewarm", params=params))
 
 
 def prewarm(emu: Emulator, **body: Any) -> str:

@@ -7,14 +7,11 @@ from typing import Any
 
 import pytest
 
-from tests.emulator.conftest import Emulator
+from tests.emulator.conftest import Emulator, ok_json
 
 
 def edit(emu: Emulator, **body: Any) -> dict[str, Any]:
-    response = emu.api.post("/gpu/instance/edit", json=body)
-    assert response.status_code == 200, response.text
-    answer: dict[str, Any] = response.json()
-    return answer
+    return ok_json(emu.api.post("/gpu/instance/edit", json=body))
 
 
 def test_edit_replaces_ports_and_grows_the_system_disk(emu: Emulator) -> None:

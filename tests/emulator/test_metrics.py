@@ -15,18 +15,15 @@ from novita_gpu.emulator.state_file import StateFile
 from novita_gpu.emulator.utilization import metrics_query
 from novita_gpu.emulator.world import World
 from novita_gpu.kit.clock import ManualClock
-from tests.emulator.conftest import KEY, Emulator, create_body
+from tests.emulator.conftest import KEY, Emulator, create_body, ok_json
 
 METRICS = "/openapi/v1/metrics/gpu/instance"
 
 
 def metrics(emu: Emulator, instance_id: str, **params: Any) -> dict[str, Any]:
-    response = emu.http.get(
-        METRICS, params={"instanceId": instance_id, **params}, headers={"Authorization": f"Bearer {KEY}"}
+    return ok_json(
+        emu.http.get(METRICS, params={"instanceId": instance_id, **params}, headers={"Authorization": f"Bearer {KEY}"})
     )
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 def gpu(body: dict[str, Any]) -> list[tuple[int, float]]:

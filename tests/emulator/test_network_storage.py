@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.emulator.conftest import Emulator, create_body
+from tests.emulator.conftest import Emulator, create_body, ok_json
 
 EU = "5"  # EU-01: offers 4090.16c62g.eu and supports network storage
 SINGAPORE = "6"  # AS-SGP-02: no network storage
@@ -24,10 +24,7 @@ def create_storage(emu: Emulator, name: str = "datasets", size: int = 50, cluste
 
 
 def storages(emu: Emulator, **params: Any) -> dict[str, Any]:
-    response = emu.api.get("/networkstorages/list", params=params)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
+    return ok_json(emu.api.get("/networkstorages/list", params=params))
 
 
 def test_create_list_update_delete(emu: Emulator) -> None:
