@@ -14,12 +14,14 @@ from types import TracebackType
 from typing import Any
 
 import httpx
+from sqlalchemy import select
 
 from novita_gpu.app import create_app
 from novita_gpu.emulator import EmulatorConfig, create_emulator_app
 from novita_gpu.kit.clock import ManualClock
 from novita_gpu.kit.serving import BackgroundServer
 from novita_gpu.kit.settings import Settings
+from novita_gpu.kit.tables import Instance
 from novita_gpu.services import Services, build_services
 from tests.fixtures.databases import fresh_database
 
@@ -131,6 +133,13 @@ class Harness:
         events: list[dict[str, Any]] = response.json()["events"]
         return events
 
+    async def upstream_name(self, instance_id: str) -> str:
+        """The name the instance has, or will have, in Novita (from the store)."""
+        async with self.services.db.read() as session:
+            name = await session.scalar(select(Instance.upstream_name).where(Instance.id == instance_id))
+        assert name is not None
+        return name
+
     # -- the emulator (Novita) -------------------------------------------------------------------
 
     def upstream_instances(self) -> list[dict[str, Any]]:
@@ -142,6 +151,25 @@ class Harness:
 
     def live_upstream(self) -> list[dict[str, Any]]:
         return [i for i in self.upstream_instances() if i.get("status") != "removed"]
+
+    def novita_create(self, name: str, *, product_id: str | None = None, image_url: str = "img") -> str:
+        """Create an instance directly in Novita (the emulator), behind the service's back: one GPU of
+        `product_id` (by default Novita's first product). Returns its Novita id."""
+        auth = {"Authorization": "Bearer outside-key"}
+        if product_id is None:
+            product_id = self.emulator.get("/gpu-instance/openapi/v1/products", headers=auth).json()["data"][0]["id"]
+        body = {
+            "name": name,
+            "productId": product_id,
+            "gpuNum": 1,
+            "rootfsSize": 60,
+            "imageUrl": image_url,
+            "kind": "gpu",
+        }
+        response = self.emulator.post("/gpu-instance/openapi/v1/gpu/instance/create", json=body, headers=auth)
+        assert response.status_code == 200, response.text
+        novita_instance_id: str = response.json()["id"]
+        return novita_instance_id
 
     def novita_action(self, action: str, novita_instance_id: str) -> None:
         """Start/stop/delete an instance directly in Novita (the emulator), behind the service's back."""

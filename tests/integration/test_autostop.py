@@ -41,8 +41,7 @@ async def test_idle_instance_is_stopped_at_its_deadline_and_not_before(harness: 
 
 
 async def test_the_sweeper_wakes_at_the_earliest_deadline_within_one_interval(tmp_path: Path) -> None:
-    harness = await Harness(tmp_path, auto_stop_check_seconds=60).start()
-    try:
+    async with Harness(tmp_path, auto_stop_check_seconds=60) as harness:
         await ready(harness, autoStopMinutes=5)
         sweeper = harness.services.sweeper
         assert await sweeper.seconds_until_next_sweep() == 60  # deadline is 5 minutes away
@@ -50,8 +49,6 @@ async def test_the_sweeper_wakes_at_the_earliest_deadline_within_one_interval(tm
         assert 19.9 <= await sweeper.seconds_until_next_sweep() <= 20.0
         harness.clock.advance(20)
         assert await sweeper.seconds_until_next_sweep() <= 0.05
-    finally:
-        await harness.stop()
 
 
 async def test_last_used_resets_the_idle_clock(harness: Harness) -> None:
@@ -107,18 +104,7 @@ async def test_stats_report_live_figures_and_savings(harness: Harness) -> None:
 
 
 async def test_instances_not_created_by_the_service_are_never_touched(harness: Harness) -> None:
-    outsider = harness.emulator.post(
-        "/gpu-instance/openapi/v1/gpu/instance/create",
-        headers={"Authorization": "Bearer k"},
-        json={
-            "name": "outsider",
-            "productId": "4090.16c62g",
-            "gpuNum": 1,
-            "rootfsSize": 60,
-            "imageUrl": "ubuntu:22.04",
-            "kind": "gpu",
-        },
-    ).json()["id"]
+    outsider = harness.novita_create("outsider", product_id="4090.16c62g", image_url="ubuntu:22.04")
     await ready(harness, autoStopMinutes=1)
     harness.clock.advance(minutes(600))
     await harness.services.sweeper.sweep(dry_run=False)
@@ -177,8 +163,7 @@ async def test_marking_a_failed_instance_used_defers_its_stop(tmp_path: Path) ->
 
 async def test_an_instance_that_failed_while_novita_still_boots_it_is_deleted_when_idle(tmp_path: Path) -> None:
     """Novita bills from the image pull on and cannot stop a booting instance: once idle it is deleted."""
-    harness = await Harness(tmp_path, startup_timeout_seconds=60).start()
-    try:
+    async with Harness(tmp_path, startup_timeout_seconds=60) as harness:
         harness.faults(stuck_in_pulling=True)
         created = await harness.create(autoStopMinutes=5)
         never = await harness.create(autoStopMinutes=0)
@@ -203,8 +188,6 @@ async def test_an_instance_that_failed_while_novita_still_boots_it_is_deleted_wh
         assert stats["stoppedSoFar"] == 1
         metrics = (await harness.http.get("/api/metrics")).json()
         assert metrics["autoStop"]["deleted"] == 1
-    finally:
-        await harness.stop()
 
 
 async def test_the_sweeper_reads_its_watched_rows_a_chunk_at_a_time(

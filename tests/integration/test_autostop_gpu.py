@@ -187,8 +187,7 @@ async def test_patch_changes_the_policy_and_the_poller_follows(harness: Harness)
 
 
 async def test_instances_due_together_are_spread_and_a_429_holds_the_poller(tmp_path: Path) -> None:
-    h = await Harness(tmp_path, gpu_poll_calls_per_minute=12).start()  # two calls per ten seconds
-    try:
+    async with Harness(tmp_path, gpu_poll_calls_per_minute=12) as h:  # two calls per ten seconds
         views = [await ready(h, autoStop={**GPU, "idleMinutes": 10}) for _ in range(6)]
         for view in views:
             utilization(h, view, {"level": 70})
@@ -208,8 +207,6 @@ async def test_instances_due_together_are_spread_and_a_429_holds_the_poller(tmp_
         before = metrics_calls(h)
         pause = await h.services.gpu_poller.step()
         assert 100 < pause <= 120 and metrics_calls(h) == before  # it waits out Novita's 429
-    finally:
-        await h.stop()
 
 
 async def test_idle_gpus_are_stopped_on_postgresql(tmp_path: Path) -> None:

@@ -5,17 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import select
-
-from novita_gpu.kit.tables import Instance
 from tests.harness import Harness
-
-
-async def upstream_name(harness: Harness, instance_id: str) -> str:
-    async with harness.services.db.read() as session:
-        name = await session.scalar(select(Instance.upstream_name).where(Instance.id == instance_id))
-    assert name is not None
-    return name
 
 
 async def health(harness: Harness) -> dict[str, object]:
@@ -26,8 +16,7 @@ async def health(harness: Harness) -> dict[str, object]:
 
 
 async def test_a_stop_during_an_endless_image_pull_ends_by_deleting_it(tmp_path: Path) -> None:
-    harness = await Harness(tmp_path, action_timeout_seconds=300).start()
-    try:
+    async with Harness(tmp_path, action_timeout_seconds=300) as harness:
         harness.faults(stuck_in_pulling=True)
         created = await harness.create()
         instance_id = created["instanceId"]
@@ -43,15 +32,12 @@ async def test_a_stop_during_an_endless_image_pull_ends_by_deleting_it(tmp_path:
         assert "never finished booting" in (await harness.events(instance_id))[-2]["message"]
         refused = harness.stats().get("POST /gpu/instance/stop", 0) - before
         assert 1 <= refused <= 40, refused  # backing off; at one a second it was ~300 in these 300 s
-        name = await upstream_name(harness, instance_id)
+        name = await harness.upstream_name(instance_id)
         assert [i for i in harness.live_upstream() if i["name"] == name and i["visible"]] == []
-    finally:
-        await harness.stop()
 
 
 async def test_health_reports_rows_past_their_deadline(tmp_path: Path) -> None:
-    harness = await Harness(tmp_path, action_timeout_seconds=120).start()
-    try:
+    async with Harness(tmp_path, action_timeout_seconds=120) as harness:
         harness.faults(stuck_in_pulling=True)
         created = await harness.create()
         await harness.until_status(created["instanceId"], "starting", max_seconds=120)
@@ -62,13 +48,10 @@ async def test_health_reports_rows_past_their_deadline(tmp_path: Path) -> None:
         assert report["pastDeadline"] == 1 and report["status"] == "degraded"
         await harness.tick(2)  # it runs: the stop becomes a delete with a fresh deadline
         assert (await health(harness))["pastDeadline"] == 0
-    finally:
-        await harness.stop()
 
 
 async def test_one_slow_create_does_not_hold_up_other_instances(tmp_path: Path) -> None:
-    harness = await Harness(tmp_path, novita_timeout_seconds=2.0).start()
-    try:
+    async with Harness(tmp_path, novita_timeout_seconds=2.0) as harness:
         steady = await harness.create()
         await harness.until_status(steady["instanceId"], "ready")
         harness.faults(create_delay_seconds=60)
@@ -89,15 +72,12 @@ async def test_one_slow_create_does_not_hold_up_other_instances(tmp_path: Path) 
         late = await harness.until_status(slow["instanceId"], "ready", "failed", max_seconds=300)
         assert late["status"] == "ready"
         assert harness.stats().get("POST /gpu/instance/create", 0) == 3
-    finally:
-        await harness.stop()
 
 
 async def test_a_stop_carried_out_while_nobody_looked_ends_stopped_not_failed(tmp_path: Path) -> None:
     """After a crash the row may be looked at again only once its deadline passed (its lease had to lapse):
     Novita has stopped it meanwhile, so it is stopped, not STOP_TIMEOUT (found by the chaos bench)."""
-    harness = await Harness(tmp_path, action_timeout_seconds=60).start()
-    try:
+    async with Harness(tmp_path, action_timeout_seconds=60) as harness:
         created = await harness.create()
         ready = await harness.until_status(created["instanceId"], "ready")
         assert (await harness.http.post(f"/api/instances/{created['instanceId']}/stop")).status_code == 202
@@ -105,14 +85,11 @@ async def test_a_stop_carried_out_while_nobody_looked_ends_stopped_not_failed(tm
         harness.clock.advance(120)
         ended = await harness.until_status(created["instanceId"], "stopped", "failed", max_seconds=30)
         assert ended["status"] == "stopped", ended
-    finally:
-        await harness.stop()
 
 
 async def test_a_stop_that_times_out_and_later_succeeds_ends_stopped(tmp_path: Path) -> None:
     # Each refused stop gives up at once (no real-time retries), so the test's pace is the clock's alone.
-    harness = await Harness(tmp_path, action_timeout_seconds=60, novita_retry_deadline_seconds=0).start()
-    try:
+    async with Harness(tmp_path, action_timeout_seconds=60, novita_retry_deadline_seconds=0) as harness:
         created = await harness.create()
         await harness.until_status(created["instanceId"], "ready")
         harness.faults(server_error_rate=1.0, paths=["/gpu/instance/stop"])
@@ -124,5 +101,3 @@ async def test_a_stop_that_times_out_and_later_succeeds_ends_stopped(tmp_path: P
         stopped = await harness.until_status(created["instanceId"], "stopped", max_seconds=300)
         assert stopped["statusReason"] == "USER"
         assert (await health(harness))["failedActionsRetrying"] == 0
-    finally:
-        await harness.stop()

@@ -13,9 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
-from novita_gpu.kit.tables import Instance
 from tests.harness import Harness
 
 FINAL = ("ready", "stopped", "terminated", "failed")
@@ -23,18 +21,8 @@ FINAL = ("ready", "stopped", "terminated", "failed")
 
 @pytest.fixture
 async def slow(tmp_path: Path) -> AsyncIterator[Harness]:
-    h = await Harness(tmp_path, novita_timeout_seconds=0.2).start()
-    try:
+    async with Harness(tmp_path, novita_timeout_seconds=0.2) as h:
         yield h
-    finally:
-        await h.stop()
-
-
-async def upstream_name(harness: Harness, instance_id: str) -> str:
-    async with harness.services.db.read() as session:
-        name = await session.scalar(select(Instance.upstream_name).where(Instance.id == instance_id))
-    assert name is not None
-    return name
 
 
 def live_named(harness: Harness, name: str) -> list[dict[str, Any]]:
@@ -57,7 +45,7 @@ async def settle(harness: Harness, ids: list[str], *, max_seconds: float) -> lis
 async def assert_owned(harness: Harness, views: list[dict[str, Any]]) -> None:
     """Each record holds exactly what it wants upstream, and nothing of its name runs otherwise."""
     for view in views:
-        live = live_named(harness, await upstream_name(harness, view["instanceId"]))
+        live = live_named(harness, await harness.upstream_name(view["instanceId"]))
         if view["status"] == "ready":
             assert [i["id"] for i in live] == [view["novitaInstanceId"]]
             assert live[0]["status"] == "running"
@@ -107,8 +95,7 @@ async def test_stop_or_delete_at_any_point_of_a_slow_create(slow: Harness, actio
 
 
 async def test_a_create_never_answered_is_not_sent_again_and_fails_at_its_deadline(tmp_path: Path) -> None:
-    harness = await Harness(tmp_path, novita_timeout_seconds=0.2, startup_timeout_seconds=300).start()
-    try:
+    async with Harness(tmp_path, novita_timeout_seconds=0.2, startup_timeout_seconds=300) as harness:
         harness.faults(create_delay_seconds=3600)  # completes an hour later, long after the record gave up
         created = await harness.create()
         (view,) = await settle(harness, [created["instanceId"]], max_seconds=400)
@@ -118,30 +105,14 @@ async def test_a_create_never_answered_is_not_sent_again_and_fails_at_its_deadli
         harness.clock.advance(3600)
         await harness.tick(2)
         await assert_owned(harness, [view])
-    finally:
-        await harness.stop()
 
 
 async def test_an_instance_its_record_no_longer_wants_is_deleted_however_late(harness: Harness) -> None:
     """A record that ended without an instance owns its name: whatever appears under it is removed."""
     created = await harness.create()
     await harness.http.delete(f"/api/instances/{created['instanceId']}")  # before any create was sent
-    name = await upstream_name(harness, created["instanceId"])
-    late = harness.emulator.post(
-        "/gpu-instance/openapi/v1/gpu/instance/create",
-        json={
-            "name": name,
-            "productId": harness.emulator.get(
-                "/gpu-instance/openapi/v1/products", headers={"Authorization": "Bearer k"}
-            ).json()["data"][0]["id"],
-            "gpuNum": 1,
-            "rootfsSize": 60,
-            "imageUrl": "img",
-            "kind": "gpu",
-        },
-        headers={"Authorization": "Bearer k"},
-    )
-    assert late.status_code == 200, late.text
+    name = await harness.upstream_name(created["instanceId"])
+    harness.novita_create(name)  # an instance under its name, after the record ended
     harness.clock.advance(60)
     await harness.services.reconciler.tick(full=True)
     assert live_named(harness, name) == []
@@ -150,14 +121,9 @@ async def test_an_instance_its_record_no_longer_wants_is_deleted_however_late(ha
 async def test_a_duplicate_of_a_ready_instance_is_deleted_and_the_record_keeps_its_own(harness: Harness) -> None:
     created = await harness.create()
     ready = await harness.until_status(created["instanceId"], "ready", "failed")
-    name = await upstream_name(harness, created["instanceId"])
+    name = await harness.upstream_name(created["instanceId"])
     product = harness.upstream_instances()[0]["productId"]
-    dup = harness.emulator.post(
-        "/gpu-instance/openapi/v1/gpu/instance/create",
-        json={"name": name, "productId": product, "gpuNum": 1, "rootfsSize": 60, "imageUrl": "i", "kind": "gpu"},
-        headers={"Authorization": "Bearer k"},
-    )
-    assert dup.status_code == 200, dup.text
+    harness.novita_create(name, product_id=product)  # a second instance under the same name
     await harness.tick()
     assert [i["id"] for i in live_named(harness, name)] == [ready["novitaInstanceId"]]
     assert (await harness.instance(created["instanceId"]))["status"] == "ready"
@@ -165,19 +131,7 @@ async def test_a_duplicate_of_a_ready_instance_is_deleted_and_the_record_keeps_i
 
 async def test_instances_of_other_names_are_left_alone(harness: Harness) -> None:
     product = (await harness.http.get("/api/products")).json()["products"][0]["offers"][0]["productId"]
-    theirs = harness.emulator.post(
-        "/gpu-instance/openapi/v1/gpu/instance/create",
-        json={
-            "name": "someone-elses",
-            "productId": product,
-            "gpuNum": 1,
-            "rootfsSize": 60,
-            "imageUrl": "i",
-            "kind": "gpu",
-        },
-        headers={"Authorization": "Bearer k"},
-    )
-    assert theirs.status_code == 200, theirs.text
+    harness.novita_create("someone-elses", product_id=product)
     created = await harness.create()
     await harness.until_status(created["instanceId"], "ready", "failed")
     await harness.services.reconciler.tick(full=True)

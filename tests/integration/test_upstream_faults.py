@@ -18,16 +18,13 @@ def cluster_id(harness: Harness, name: str) -> str:
     return next(c["id"] for c in clusters if c["name"] == name)
 
 
-async def test_rate_limit_storm_still_reaches_ready_once(harness: Harness) -> None:
-    harness.faults(rate_limit_rate=0.6, retry_after_seconds=0)
-    created = await harness.create()
-    ready = await harness.until_status(created["instanceId"], "ready", "failed")
-    assert ready["status"] == "ready"
-    assert len(harness.upstream_instances()) == 1
-
-
-async def test_server_errors_and_latency_still_reach_ready_once(harness: Harness) -> None:
-    harness.faults(server_error_rate=0.4, latency_ms=20)
+@pytest.mark.parametrize(
+    "faults",
+    [{"rate_limit_rate": 0.6, "retry_after_seconds": 0}, {"server_error_rate": 0.4, "latency_ms": 20}],
+    ids=["rate-limit-storm", "server-errors-and-latency"],
+)
+async def test_a_fault_storm_still_reaches_ready_once(harness: Harness, faults: dict[str, float]) -> None:
+    harness.faults(**faults)
     created = await harness.create()
     ready = await harness.until_status(created["instanceId"], "ready", "failed")
     assert ready["status"] == "ready"
@@ -72,8 +69,7 @@ async def test_preferred_region_is_tried_first(harness: Harness) -> None:
 
 
 async def test_no_capacity_anywhere_waits_then_fails(tmp_path: Path) -> None:
-    harness = await Harness(tmp_path, capacity_wait_seconds=120).start()
-    try:
+    async with Harness(tmp_path, capacity_wait_seconds=120) as harness:
         products = (await harness.http.get("/api/products", params={"productName": "RTX 4090 24GB"})).json()
         for offer in products["products"][0]["offers"]:
             harness.capacity(offer["clusterId"], offer["productId"], 0)
@@ -84,13 +80,10 @@ async def test_no_capacity_anywhere_waits_then_fails(tmp_path: Path) -> None:
         failed = await harness.until_status(created["instanceId"], "failed", max_seconds=300)
         assert failed["statusReason"] == "NO_CAPACITY"
         assert harness.upstream_instances() == []
-    finally:
-        await harness.stop()
 
 
 async def test_capacity_that_frees_up_while_waiting_is_used(tmp_path: Path) -> None:
-    harness = await Harness(tmp_path, capacity_wait_seconds=600).start()
-    try:
+    async with Harness(tmp_path, capacity_wait_seconds=600) as harness:
         offers = (await harness.http.get("/api/products", params={"productName": "RTX 4090 24GB"})).json()["products"][
             0
         ]["offers"]
@@ -101,8 +94,6 @@ async def test_capacity_that_frees_up_while_waiting_is_used(tmp_path: Path) -> N
         harness.capacity(offers[-1]["clusterId"], offers[-1]["productId"], 8)
         ready = await harness.until_status(created["instanceId"], "ready", "failed")
         assert ready["status"] == "ready" and ready["region"] == offers[-1]["region"]
-    finally:
-        await harness.stop()
 
 
 async def _message_has(harness: Harness, instance_id: str, text: str) -> bool:
@@ -110,30 +101,24 @@ async def _message_has(harness: Harness, instance_id: str, text: str) -> bool:
 
 
 async def test_stuck_in_pulling_ends_in_startup_timeout(tmp_path: Path) -> None:
-    harness = await Harness(tmp_path, startup_timeout_seconds=120).start()
-    try:
+    async with Harness(tmp_path, startup_timeout_seconds=120) as harness:
         harness.faults(stuck_in_pulling=True)
         created = await harness.create()
         failed = await harness.until_status(created["instanceId"], "failed", "ready", max_seconds=300)
         assert failed["status"] == "failed" and failed["statusReason"] == "STARTUP_TIMEOUT"
         assert failed["upstreamStatus"] == "pulling"
         assert len(harness.upstream_instances()) == 1
-    finally:
-        await harness.stop()
 
 
 async def test_app_that_never_answers_ends_in_health_check_timeout(tmp_path: Path) -> None:
     emulator = EmulatorConfig(timings=Timings(app_boot_after_create=10**6))
-    harness = await Harness(tmp_path, emulator=emulator, health_check_timeout_seconds=60).start()
-    try:
+    async with Harness(tmp_path, emulator=emulator, health_check_timeout_seconds=60) as harness:
         created = await harness.create()
         checking = await harness.until_status(created["instanceId"], "health_checking")
         assert checking["healthCheck"]["endpoints"][0]["healthy"] is False
         assert "502" in checking["healthCheck"]["endpoints"][0]["error"]
         failed = await harness.until_status(created["instanceId"], "failed", max_seconds=120)
         assert failed["statusReason"] == "HEALTH_CHECK_TIMEOUT"
-    finally:
-        await harness.stop()
 
 
 async def test_tcp_only_template_is_ready_when_running(harness: Harness) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -186,13 +187,22 @@ def test_instance_page_total_as_string() -> None:
     assert page.instances == [] and page.total == 0
 
 
+def create_request(**fields: Any) -> CreateInstanceRequest:
+    """ng-abc: one GPU of 4090.16c62g, a 60 GB system disk, image img:1; `fields` add to or replace these."""
+    return CreateInstanceRequest(
+        **{
+            "name": "ng-abc",
+            "product_id": "4090.16c62g",
+            "gpu_num": 1,
+            "rootfs_size": 60,
+            "image_url": "img:1",
+            **fields,
+        }
+    )
+
+
 def test_create_request_serialises_with_novita_names() -> None:
-    request = CreateInstanceRequest(
-        name="ng-abc",
-        product_id="4090.16c62g",
-        gpu_num=1,
-        rootfs_size=60,
-        image_url="img:1",
+    request = create_request(
         cluster_id="5",
         image_auth="user:regpass",
         ports="8888/http,22/tcp",
@@ -244,11 +254,7 @@ def test_volume_mounts_take_size_as_string_or_number() -> None:
 
 
 def test_create_request_sends_image_auth_id_and_network_storages_as_documented() -> None:
-    request = CreateInstanceRequest(
-        name="ng-abc",
-        product_id="4090.16c62g",
-        gpu_num=1,
-        rootfs_size=60,
+    request = create_request(
         image_url="registry.example.com/app:1",
         image_auth_id="75irlsvvsehnqdajg2r481mjk54ecodc",
         network_storages=[
