@@ -29,9 +29,10 @@ WATCHED = and_(
         Instance.create_attempted_at.is_not(None),
     ),
 )
-# A create sent and never answered (its process killed, its connection dropped), never sent again: only a
+# A create sent and never answered (its connection dropped, its call timed out), never sent again: only a
 # listing can show its instance. It keeps no worker on fast ticks, each of which lists Novita for the
-# STARTUP_TIMEOUT_SECONDS it may wait; the slow ticks look for it.
+# STARTUP_TIMEOUT_SECONDS it may wait; the slow ticks look for it. (A create whose sender died before any
+# answer has a time to be sent again, `next_action_at`: it is work until then.)
 IN_DOUBT = and_(
     Instance.pending_action == Action.CREATE,
     Instance.novita_instance_id.is_(None),

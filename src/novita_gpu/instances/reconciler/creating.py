@@ -4,8 +4,11 @@ A create goes out under the record's unique upstream name, the chosen offer writ
 never made twice (docs/lifecycle.md): the first offer with capacity wins (`INSUFFICIENT_RESOURCE` tries the
 next; all sold out waits, until CAPACITY_WAIT_SECONDS). A create Novita may have made is in doubt: never
 answered, it is only looked for in the listing (adopted when its name shows, given up at the startup
-deadline); answered with an error, it is looked for a short while and then sent again. A record stopped or
-deleted before Novita made its instance ends without one.
+deadline); answered with an error, it is looked for a short while and then sent again. A create whose
+sender died before any answer (killed, or stopped mid-call) is looked for until its call would have ended
+and Novita's answer would show in the list (`looked_up_until`), then sent again: should the first one
+still complete, ownership deletes the duplicate on sight. A record stopped or deleted before Novita made
+its instance ends without one.
 """
 
 from __future__ import annotations
@@ -39,8 +42,21 @@ from novita_gpu.novita import (
 log = structlog.get_logger(__name__)
 
 # After Novita answered a create with an error, look its name up in the list this long before concluding it
-# was never made and sending it again. (A create Novita never answered is never sent again: see `create`.)
+# was never made and sending it again. (A create Novita never answered is never sent again: see `_create`.)
 AMBIGUOUS_CREATE_GRACE = timedelta(seconds=20)
+
+
+def longest_create_call(settings: Settings) -> timedelta:
+    """The longest a create call lasts: retries of a request never sent, within NOVITA_RETRY_DEADLINE_SECONDS,
+    then one attempt of at most NOVITA_TIMEOUT_SECONDS. Novita cannot receive it later than that."""
+    return timedelta(seconds=settings.novita_retry_deadline_seconds + settings.novita_timeout_seconds)
+
+
+def looked_up_until(sent_at: datetime, settings: Settings) -> datetime:
+    """Until when a create sent at `sent_at` whose sender died before any answer is looked for in Novita's
+    list before it is sent again: once its call would have ended, for AMBIGUOUS_CREATE_GRACE, as a create
+    Novita answered with an error."""
+    return sent_at + longest_create_call(settings) + AMBIGUOUS_CREATE_GRACE
 
 
 class Creating:
@@ -69,12 +85,12 @@ class Creating:
         async def mutate(session: AsyncSession, r: Instance) -> None:
             r.novita_instance_id = upstream.id
             r.create_attempted_at = None
+            r.next_action_at = None  # nothing left to send again; a stop or delete asked meanwhile starts now
             if r.pending_action == Action.CREATE:
                 r.pending_action = None
             wait = self.settings.startup_timeout_seconds
             if r.desired_state != Goal.RUNNING:  # stopped or deleted meanwhile: that action starts now
                 wait = self.settings.action_timeout_seconds
-                r.next_action_at = None
             r.phase_deadline_at = self.clock.now() + timedelta(seconds=wait)
 
         return await self.writes.apply(row, mutate)
@@ -86,8 +102,9 @@ class Creating:
             if now >= row.create_attempted_at + timedelta(seconds=self.settings.startup_timeout_seconds):
                 return await self._give_up(row, now)
             if row.next_action_at is None or now < row.next_action_at:
-                # Unanswered (it may still complete: never sent again), or answered with an error and
-                # still being looked up by name: wait for it to appear, then adopt it.
+                # Unanswered (it may still complete: never sent again), or answered with an error or left
+                # without an answer by its sender's death and still being looked up by name: wait for it
+                # to appear, then adopt it.
                 return False
         if row.desired_state != Goal.RUNNING:
             return await self._settle_without_instance(row, now, message=None)
@@ -142,9 +159,11 @@ class Creating:
             return await self.writes.retry_later(row, f"Catalog unavailable ({type(exc).__name__}); retrying.")
         current: Instance | None = row
         for offer in offers:
+            sent_at = self.clock.now()
             intent = {
-                "create_attempted_at": self.clock.now(),  # from here until an answer, the create is in doubt
-                "next_action_at": None,
+                "create_attempted_at": sent_at,  # from here until an answer, the create is in doubt
+                # Written over by the answer; left as is only if this worker dies before one.
+                "next_action_at": looked_up_until(sent_at, self.settings),
                 "product_id": offer.product_id,
                 "cluster_id": offer.cluster_id,
                 "region": offer.cluster_name,
