@@ -1,6 +1,6 @@
 """API load on one process: 64 connections against a store holding 1,000 instances (wrk as the load).
 
-Targets (issue 3/4): GET /api/instances/{id} >= 1,500 req/s with p99 <= 50 ms; GET /api/instances (first
+Targets: GET /api/instances/{id} >= 1,500 req/s with p99 <= 50 ms; GET /api/instances (first
 page of 100) and POST /api/instances p95 <= 50 ms; /health and /metrics p99 <= 20 ms under that load.
 """
 

@@ -1,6 +1,6 @@
 """Lifecycle at scale: 200 instances created at once against the emulator, webhooks to a local receiver.
 
-Measures (issue 3/4): readiness detection lag (emulator's app-booted time -> our readyAt) p95 <= 1.5 s;
+Measures: readiness detection lag (emulator's app-booted time -> our readyAt) p95 <= 1.5 s;
 upstream calls while all are steady (list calls only, one page per 100 instances per tick); webhook
 delivery lag (status change -> receiver) p95 <= 1 s with 200 instances changing at once.
 """

@@ -1,4 +1,4 @@
-"""Scale (issue 15): thousands of instances on one process, and three replicas sharing them on PostgreSQL.
+"""Scale: thousands of instances on one process, and three replicas sharing them on PostgreSQL.
 
 One process: `novita-gpu serve` on SQLite against `novita-gpu emulator --speed 20` with room for every
 create (nothing sells out). Creates are offered at a fixed rate (200/s) by 32 concurrent clients. Figures:

@@ -3,7 +3,7 @@
 One `novita-gpu serve` (built-in emulator at EMULATOR_SPEED=20, SQLite) with 500 open streams: its CPU and
 resident memory while they are idle (against the same process with none), then 10 instances created at
 once, each going through 5 statuses, and the time from each status change (its event's timestamp) to its
-arrival at every one of the 500 subscribers. Targets (issue 13): idle subscribers under 5% of a core and
+arrival at every one of the 500 subscribers. Targets: idle subscribers under 5% of a core and
 50 MB, every event at every subscriber within 1 s at p99.
 """
 

@@ -1,4 +1,4 @@
-"""The client distribution alone (issue 23): a fresh virtual environment with only `pip install ./client` is
+"""The client distribution alone: a fresh virtual environment with only `pip install ./client` is
 small and quick to import, its `novita-gpu` says how to get the command line, and with `./client[cli]`
 the quick start runs against a real `novita-gpu serve` (started from the main environment): create, wait
 until ready, stop, once through the SDK and once through the CLI.

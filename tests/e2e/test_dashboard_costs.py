@@ -1,4 +1,4 @@
-"""What the dashboard says things cost (issue 22), in Debian's Chromium against `novita-gpu serve`: each
+"""What the dashboard says things cost, in Debian's Chromium against `novita-gpu serve`: each
 instance's accrued cost (its view's `cost.accruedUsd`), this month's spend (`GET /api/costs`) and the
 budget with its limit and projected month end (`GET /api/budget`), the same figures as the API's answers
 and kept up to date by the event stream.

@@ -1,4 +1,4 @@
-"""The dashboard's usability fixes of issue 22, in Debian's Chromium against `novita-gpu serve`:
+"""The dashboard's usability fixes, in Debian's Chromium against `novita-gpu serve`:
 
 - until the first list answer arrives the page says it is loading, never "No instances yet";
 - the GPU picker starts on the cheapest product that can be had now, or on the user's last choice;

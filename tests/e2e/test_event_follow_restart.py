@@ -5,7 +5,7 @@ The follower reaches the service through a fixed address (a TCP forwarder, as a 
 so the test decides when it can reconnect: the service is killed, restarted (or another replica takes
 over), the status changes are made and committed, and only then is the address opened again. Before the
 fix a follower that had seen no event reconnected without a Last-Event-ID and started again at "now",
-losing exactly those changes (issue 22); now the stream's first message is its position (`id:` only), and
+losing exactly those changes; now the stream's first message is its position (`id:` only), and
 the SDK resumes from it.
 """
 

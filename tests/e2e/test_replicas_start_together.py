@@ -1,5 +1,5 @@
-"""Replicas started at the same moment on a new PostgreSQL database: every one must come up (issue 17
-#5: one of three exited with "Application startup failed", a UniqueViolation creating alembic_version)."""
+"""Replicas started at the same moment on a new PostgreSQL database: every one must come up
+(one of three once exited with "Application startup failed", a UniqueViolation creating alembic_version)."""
 
 from __future__ import annotations
 

@@ -75,7 +75,7 @@ def template_names(emu: Emulator, **params: str) -> set[str]:
 
 
 def test_templates_need_neither_channel_nor_is_my_community(emu: Emulator) -> None:
-    """The reference's own example lists templates with no query at all (issue 16): absent, every channel
+    """The reference's own example lists templates with no query at all: absent, every channel
     and both scopes are listed; each narrows the list when given."""
     everything = template_names(emu)
     assert {"pytorch-jupyter", "comfyui", "my-private-app"} <= everything

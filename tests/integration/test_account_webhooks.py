@@ -1,4 +1,4 @@
-"""budget.exceeded goes through the one webhook outbox (issue 23): the budget worker writes the event and its
+"""budget.exceeded goes through the one webhook outbox: the budget worker writes the event and its
 deliveries with the crossing, and the webhook dispatcher sends them as it sends instance events: signed,
 retried, made due again when their receiver comes back, expired after WEBHOOK_MAX_AGE_SECONDS, counted by
 the webhook metrics and /health's webhooks check, and kept with the costs when retention deletes instances.

@@ -1,5 +1,5 @@
 """Nothing stuck: every non-final status ends by a deadline, refused actions back off, and one slow
-upstream call delays only its own row (issue 17, defects 2 and 7)."""
+upstream call delays only its own row."""
 
 from __future__ import annotations
 

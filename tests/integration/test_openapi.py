@@ -126,7 +126,7 @@ def _query_schema(spec: dict[str, Any], method: str, path: str, name: str) -> di
 
 
 async def test_the_document_refuses_what_the_server_refuses(harness: Harness) -> None:
-    """The six inputs schemathesis found allowed by the document but refused by the server (issue 17):
+    """The six inputs schemathesis found allowed by the document but refused by the server:
     the document now refuses them too, and what it allows of the same fields is taken."""
     spec = (await harness.http.get("/openapi.json")).json()
     create = _body_schema(spec, "post", "/api/instances")
@@ -172,7 +172,7 @@ async def test_the_document_refuses_what_the_server_refuses(harness: Harness) ->
 
 async def test_options_and_405_name_the_documented_methods_of_the_path(harness: Harness) -> None:
     """Allow lists what the document gives the path, a concrete path before a templated one: OPTIONS
-    /api/instances/start once said `Allow: GET` (from /{instance_id}) in a 405 (issue 17)."""
+    /api/instances/start once said `Allow: GET` (from /{instance_id}) in a 405."""
     spec = (await harness.http.get("/openapi.json")).json()
     for path, operations in spec["paths"].items():
         url = path.replace("{instance_id}", "inst_0123456789abcdef0123")

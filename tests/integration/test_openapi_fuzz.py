@@ -1,5 +1,5 @@
 """schemathesis (`--checks all`) against the service: no server error, no answer outside the document,
-no request the document allows refused as malformed, no request it forbids accepted (issue 17, #6).
+no request the document allows refused as malformed, no request it forbids accepted.
 
 The harness's app answers on a loopback port in this process (emulator on a ManualClock, workers off),
 on SQLite and on PostgreSQL; schemathesis runs as its CLI, the documented way to run every check,

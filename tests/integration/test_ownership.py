@@ -1,4 +1,4 @@
-"""One record, at most one billed instance, whatever Novita's timing (issue 17, defect 1).
+"""One record, at most one billed instance, whatever Novita's timing.
 
 The emulator holds each create for `create_delay_seconds` of emulated time and completes it even after
 the service has hung up (its timeout here is a fraction of a real second), as a slow Novita can. A stop

@@ -1,10 +1,10 @@
 """A create in doubt (sent, never answered: its connection dropped or its call timed out) is never sent
 again; only a listing can show its instance. It does not keep the reconciler on fast ticks: at 10,000
 instances each fast tick lists Novita (100 pages), and one such row made it list 30 times per 30 s for the
-15 minutes until the create is given up, where steady instances need one listing per slow tick (issue 15,
-bench scale with 3 replicas). The slow ticks still look for it.
+15 minutes until the create is given up, where steady instances need one listing per slow tick
+(bench scale with 3 replicas). The slow ticks still look for it.
 
-A create whose sender died before any answer (issue 23: a replica killed 1.2 s into a burst left 58 records
+A create whose sender died before any answer (a replica killed 1.2 s into a burst left 58 records
 in `creating` for 15 minutes, then failed, Novita having never received their creates) is looked up until
 its call would have ended and its answer would show, then sent again; should the first one complete after
 all, ownership deletes the duplicate on sight. /health counts the creates in doubt meanwhile."""

@@ -1,5 +1,5 @@
 """The reconciler at scale: creates sent at once, rows leased only when a slot is free, full passes over
-many steady rows in one tick, and rows never judged by a listing older than their last write (issue 15)."""
+many steady rows in one tick, and rows never judged by a listing older than their last write."""
 
 from __future__ import annotations
 

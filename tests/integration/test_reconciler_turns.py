@@ -1,5 +1,5 @@
 """On PostgreSQL a tick's own lease writes (claims, renewals) do not wait for a worker's turn behind the rows'
-writes (issue 15). In a busy replica a hundred rows in flight queue for the few turns, and the tick's claims
+writes. In a busy replica a hundred rows in flight queue for the few turns, and the tick's claims
 and renewals queued with them: ticks 10-30 s apart, leases lapsing under rows still in flight, creates
 waiting for their claim, Novita listed every 20-30 s. Every worker turn is held here while the tick runs."""
 

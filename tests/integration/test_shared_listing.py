@@ -1,6 +1,6 @@
 """Replicas share one listing of Novita through the store (PostgreSQL): whoever needs a newer one lists while
 the others use what is stored; while one lists, the others go on with the latest; a failed listing gives
-the right to list back at once (issue 15)."""
+the right to list back at once."""
 
 from __future__ import annotations
 

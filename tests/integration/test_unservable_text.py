@@ -1,4 +1,4 @@
-"""Every string we store is one we can serve back (issue 17, #3), on SQLite and on PostgreSQL.
+"""Every string we store is one we can serve back, on SQLite and on PostgreSQL.
 
 A lone surrogate (`"\\udc00"`: valid JSON, not Unicode text) once answered 500 after the row was
 stored and the instance created, and then broke every list of that key and its webhooks. Such text,

@@ -1,4 +1,4 @@
-"""The server and the client are two distributions of one repository (issue 23): the server imports what
+"""The server and the client are two distributions of one repository: the server imports what
 the two share from the client (one piece of code each), depends on the very same version of it, and adds
 its commands to the client's `novita-gpu` through entry points instead of a script of its own."""
 

@@ -40,7 +40,7 @@ class ClearIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"cacheName": "products"}, {}]})
 
     # Typed loosely on purpose: a wrong type is reported as UNKNOWN_CACHE with the valid names. The
-    # document states what is accepted (issue 17: it allowed {"cacheName": 0}, which is refused).
+    # document states what is accepted (it allowed {"cacheName": 0}, which is refused).
     cacheName: Annotated[
         Any,
         WithJsonSchema(

@@ -3,7 +3,7 @@ values never leave the store). Every JSON body built from rows is built here.
 
 Values from the row's JSON columns go through `servable`: a JSON column keeps a lone surrogate as an
 escape (rows written before bodies were checked may hold one), which orjson cannot encode, so one such
-row answered 500 to every page showing it and its webhooks never left (issue 17). Text columns cannot
+row answered 500 to every page showing it and its webhooks never left. Text columns cannot
 hold one on SQLite or PostgreSQL (the drivers refuse to write it), so they need no pass.
 """
 

@@ -65,7 +65,7 @@ RootfsSize = Annotated[StrictInt, Field(ge=10, le=6144), BeforeValidator(_whole)
 AutoStopMinutes = Annotated[StrictInt, Field(ge=0, le=43200), BeforeValidator(_whole)]
 MaxRuntimeMinutes = Annotated[StrictInt, Field(ge=0, le=525600), BeforeValidator(_whole)]
 Percent = Annotated[float, Field(strict=True, gt=0, le=100), BeforeValidator(_number)]
-# A finite ceiling: 1e999 parsed as infinity and was accepted (issue 17); no GPU offer costs this much.
+# A finite ceiling: 1e999 parsed as infinity and was accepted; no GPU offer costs this much.
 PricePerHour = Annotated[float, Field(strict=True, gt=0, le=MAX_PRICE_PER_HOUR), BeforeValidator(_number)]
 Name = Annotated[StrictStr, Field(min_length=1, max_length=63, pattern=NAME_PATTERN)]
 # The pattern is stated, not enforced here: the SSRF guard refuses everything it excludes (and more), with

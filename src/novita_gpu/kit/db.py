@@ -314,7 +314,7 @@ def _sqlite_write_lock(path: str) -> asyncio.Lock:
 
 # A worker write holds the loop ~0.2-0.5 ms, so 16 hold it a few ms per pass. With 4, a burst of creates
 # (32 clients, each pass full of their requests) left the workers 4 writes per long pass: upstream creates
-# ran at half the accepted rate (docs/performance.md, issue 15).
+# ran at half the accepted rate (docs/performance.md).
 WORKER_WRITES_PER_PASS = 16
 _worker_turn_semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
     weakref.WeakKeyDictionary()

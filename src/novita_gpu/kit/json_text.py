@@ -2,7 +2,7 @@
 
 Request bodies with text that is not Unicode are refused (web/json_body.py), but rows stored before that
 check may hold some: a lone surrogate kept as a JSON escape. orjson cannot encode it, so one such row
-answered 500 to every page that showed it (issue 17). `servable` swaps each lone surrogate for U+FFFD;
+answered 500 to every page that showed it. `servable` swaps each lone surrogate for U+FFFD;
 the instance views and webhook payloads (instances/rendering.py), the event stream, webhook bodies and
 every JSONResponse (web/responses.py) go through it.
 """

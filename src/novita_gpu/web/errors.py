@@ -187,7 +187,7 @@ def allowed_methods(request: Request, routed: str | None) -> str:
     concrete path before templated ones as OpenAPI does (/api/instances/start, not /{instance_id}).
 
     Starlette's own 405 (`routed`) names only the first route matching the path, so OPTIONS
-    /api/instances/start said `Allow: GET`, from /{instance_id} (issue 17); it stays the answer for the
+    /api/instances/start said `Allow: GET`, from /{instance_id}; it stays the answer for the
     few routes outside the document (/docs, /openapi.json). OPTIONS is answered on every path."""
     path, root = request.scope["path"], request.scope.get("root_path", "")
     if root and path.startswith(root + "/"):

@@ -2,8 +2,8 @@
 
 Every string of a body may end up in the store and be served back (names, labels, env, URLs, paths),
 so a body is refused with 400 before anything is written when it holds what the API cannot store or
-serve: a lone surrogate (`"\\udc00"` is valid JSON but not Unicode text: it made the row unservable,
-issue 17), a NUL character (PostgreSQL text cannot hold one, nor can a process environment), a number
+serve: a lone surrogate (`"\\udc00"` is valid JSON but not Unicode text: it made the row unservable),
+a NUL character (PostgreSQL text cannot hold one, nor can a process environment), a number
 beyond the float range (`1e999` parsed as infinity), NaN/Infinity (not JSON), or a key given twice
 (the last one silently won). The check runs on the parsed value (one walk over a body of at most
 MAX_BODY_BYTES), and FastAPI then reads the parsed value instead of parsing the body again.
