@@ -1,8 +1,9 @@
 """The leased-work runner (kit/runner.py) on a real store, SQLite and PostgreSQL: two runners stand for two
 replicas sharing rows. A lease that lapses mid-work goes to the other runner and the first one's write is
 refused; a renewal during a slow call keeps the row past its first expiry; a runner without a lease owner
-renews and releases only what its own tokens hold; slots bound the rows claimed; rows done are given back,
-and at shutdown every row held is, so the other runner takes them at once."""
+renews and releases only what its own tokens hold; slots bound the rows claimed; rows done are given back
+(unless their work gives them back itself), and at shutdown every row held is, so the other runner takes
+them at once."""
 
 from __future__ import annotations
 
@@ -186,6 +187,25 @@ async def test_rows_done_after_nobody_waits_are_given_back_by_the_runner(store: 
 
     await until(released)
     assert slow.landed == dict.fromkeys(ids, True)
+
+
+async def test_rows_of_a_batch_whose_work_gives_them_back_itself_are_left_to_it(
+    store: tuple[Database, list[str]],
+) -> None:
+    """An outbox row's outcome clears its lease in the same UPDATE: the runner spends no write on it. (This
+    work keeps the lease, to show that the runner leaves it alone.)"""
+    db, ids = store
+    clock = ManualClock(datetime(2026, 1, 1, tzinfo=UTC))
+    a = runner(db, clock, None)
+    slow = SlowWork(db, a, "delivered")
+    batch = a.batch(waited_on=False, release_when_done=False)
+    await a.pump(ids, batch, now=clock.now(), deadline=None, work_for=slow)
+    slow.go.set()
+    await asyncio.wait(batch.running)
+    await asyncio.sleep(0.05)  # time enough for a release the runner would make in the background
+    await a.release_late()
+    assert slow.landed == dict.fromkeys(ids, True)
+    assert set((await leases(db)).values()) == {batch.token}
 
 
 @pytest.mark.parametrize("owner", ["replica-a", None])

@@ -20,7 +20,9 @@ A worker whose rows several replicas share does the same things around its own w
 Rows are claimed in batches (`Batch`): each claim of a batch uses its token. While the claimer waits on a
 batch (a tick waiting for the rows it started), rows that finish are noted and the claimer gives them back
 with `settle`. A row that finishes after nobody waits any more is given back by the runner: all of a
-batch's late rows in one write once its last running row is done, else by the next `release_late`.
+batch's late rows in one write once its last running row is done, else by the next `release_late`. Work
+whose own last write gives its row back (an outbox row's outcome clears its lease in the same UPDATE) runs
+in a batch that the runner never releases (`release_when_done=False`), so no write is spent on it.
 
 On SQLite a claim or renewal takes a worker's turn (`Database.worker_write`), since SQLite runs inline and
 a burst of lease writes would hold the API up; on PostgreSQL it takes none (each statement yields to the
@@ -69,6 +71,7 @@ class Batch:
 
     token: str
     waited_on: bool = True
+    release_when_done: bool = True  # False: each row's work gives its lease back itself
     running: set[asyncio.Task[None]] = field(default_factory=set)
     done: list[str] = field(default_factory=list)  # rows finished while waited on, not given back yet
     started: int = 0
@@ -96,9 +99,9 @@ class LeaseRunner(Generic[RowT]):
 
     # -- batches and slots ------------------------------------------------------------------------
 
-    def batch(self, *, waited_on: bool = True) -> Batch:
+    def batch(self, *, waited_on: bool = True, release_when_done: bool = True) -> Batch:
         """A new batch under a token of its own."""
-        return Batch(uuid.uuid4().hex, waited_on=waited_on)
+        return Batch(uuid.uuid4().hex, waited_on=waited_on, release_when_done=release_when_done)
 
     @property
     def in_flight(self) -> Mapping[str, asyncio.Task[None]]:
@@ -138,7 +141,7 @@ class LeaseRunner(Generic[RowT]):
                 if batch.waited_on:
                     batch.done.append(row_id)
                     batch.changed += changed
-                else:
+                elif batch.release_when_done:
                     self._finished_late.setdefault(batch.token, []).append(row_id)
                     if not batch.running:  # the batch's last row: its leases go back now
                         self._release_soon(batch.token)
@@ -218,6 +221,8 @@ class LeaseRunner(Generic[RowT]):
     async def settle(self, batch: Batch) -> None:
         """Stop waiting on `batch`: give back the rows done; each still running is given back when done."""
         batch.waited_on = False
+        if not batch.release_when_done:
+            return
         if batch.running:
             await self.release(batch.token, batch.done)
         elif batch.started:
