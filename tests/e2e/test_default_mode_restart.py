@@ -33,22 +33,6 @@ def one_ready_one_stopped(processes: Processes, tmp_path: Path) -> tuple[Service
     return service, ready, stopped_id
 
 
-@pytest.mark.parametrize("how", ["kill9", "terminate"])
-def test_instances_survive_a_restart_of_the_default_mode(processes: Processes, tmp_path: Path, how: str) -> None:
-    service, ready, stopped_id = one_ready_one_stopped(processes, tmp_path)
-
-    getattr(service, how)()
-    assert (tmp_path / "data" / "novita-gpu.emulator.db").exists()
-    service.start()
-    httpx.post(f"{service.url}/api/instances/sync", json={}, timeout=30)  # a full pass against the emulator
-
-    after = get(service, ready["instanceId"])
-    assert after["status"] == "ready" and after["novitaInstanceId"] == ready["novitaInstanceId"]
-    assert get(service, stopped_id)["status"] == "stopped"
-    history = httpx.get(f"{service.url}/api/instances/{ready['instanceId']}/events", timeout=5).json()["events"]
-    assert all(event["to"] != "terminated" for event in history), history
-
-
 def _http_urls(instance: dict[str, Any]) -> list[str]:
     ports = (instance.get("connectionDetails") or {}).get("ports", [])
     return [p["endpoint"] for p in ports if p.get("type") == "http" and p.get("endpoint")]
@@ -67,7 +51,8 @@ def _start(service: ServiceProcess, instance_id: str) -> None:
 
 @pytest.mark.parametrize("emulator_port_taken", [False, True], ids=["same-port", "port-taken"])
 def test_urls_answer_after_restarts(processes: Processes, tmp_path: Path, emulator_port_taken: bool) -> None:
-    """Two restarts (kill -9, then SIGTERM) of the default mode, then a start and a create: both reach ready
+    """Two restarts (kill -9, then SIGTERM) of the default mode lose nothing: the ready instance is the same
+    Novita instance, still ready, the stopped one still stopped. Then a start and a create both reach ready,
     and every ready instance's URLs answer, whether the emulator got its old port back or not."""
     service, kept, paused_id = one_ready_one_stopped(processes, tmp_path)
     first_urls = _http_urls(kept)
@@ -82,8 +67,15 @@ def test_urls_answer_after_restarts(processes: Processes, tmp_path: Path, emulat
                 with contextlib.suppress(OSError):
                     blocker.bind(("127.0.0.1", httpx.URL(old).port or 0))
                     blocker.listen()
+            assert (tmp_path / "data" / "novita-gpu.emulator.db").exists()
             service.start()
-            kept = wait_for_status(service, kept["instanceId"], "ready", timeout=60)
+            httpx.post(f"{service.url}/api/instances/sync", json={}, timeout=30)  # a full pass against the emulator
+            after = wait_for_status(service, kept["instanceId"], "ready", timeout=60)
+            assert after["novitaInstanceId"] == kept["novitaInstanceId"]
+            kept = after
+            assert get(service, paused_id)["status"] == "stopped"
+            events = httpx.get(f"{service.url}/api/instances/{kept['instanceId']}/events", timeout=5).json()["events"]
+            assert all(event["to"] != "terminated" for event in events), events
 
         _start(service, paused_id)
         fresh_id = create(service, "fresh")["instanceId"]
