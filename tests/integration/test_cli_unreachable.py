@@ -20,15 +20,13 @@ from tests.e2e.processes import NOVITA_GPU
 
 LIMIT = 10.0  # seconds a command may take, start-up included
 NO_CONFIG = Path(__file__).parent / "no-such-config-dir"
+# One command of each kind: a read, a create (a POST with its own retries) and the service's health. Every
+# command goes through the same SDK call with the same give-up time; more processes at once on two busy
+# cores would time their start-up, not the CLI.
 COMMANDS = [
     ["instances", "list"],
-    ["instances", "get", "job-1"],
-    ["instances", "stop", "job-1"],
     ["instances", "create", "--name", "job-1", "--product", "RTX 4090 24GB", "--template", "pytorch-jupyter"],
     ["health"],
-    ["costs"],
-    ["budget"],
-    ["events"],
 ]
 
 
@@ -77,7 +75,7 @@ def silent() -> Iterator[str]:
 
 
 def run_all(
-    url: str, extra: list[str] | None = None, commands: list[list[str]] = COMMANDS, at_once: int = 4
+    url: str, extra: list[str] | None = None, commands: list[list[str]] = COMMANDS, at_once: int = 3
 ) -> list[tuple[list[str], float, subprocess.CompletedProcess[str]]]:
     """Each command against `url`, `at_once` processes at a time (each one's own, as a user runs it: more at
     once on two busy cores would time their start-up, not the CLI); how long each took, start to exit."""
