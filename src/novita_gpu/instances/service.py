@@ -8,8 +8,6 @@ dies right after answering.
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,11 +16,9 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    Row,
     Select,
     String,
     bindparam,
-    delete,
     exists,
     func,
     insert,
@@ -37,6 +33,7 @@ from novita_gpu.catalog.service import Catalog, CatalogError
 from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.instances.cursor import decode_cursor, encode_cursor
 from novita_gpu.instances.events import change_status, record_change
+from novita_gpu.instances.idempotency import CreateResult, IdempotencyKeys, request_hash
 from novita_gpu.instances.lifecycle import (
     ALREADY_STARTED,
     ALREADY_STOPPED,
@@ -53,7 +50,6 @@ from novita_gpu.instances.schemas import AutoStopIn, CreateInstanceIn, StartIn, 
 from novita_gpu.kit.clock import Clock
 from novita_gpu.kit.db import Database, UTCDateTime, table_of
 from novita_gpu.kit.errors import (
-    IdempotencyConflict,
     InstanceNotFound,
     InvalidInput,
     InvalidTransition,
@@ -63,22 +59,10 @@ from novita_gpu.kit.errors import (
 )
 from novita_gpu.kit.settings import Settings
 from novita_gpu.kit.signals import Signal
-from novita_gpu.kit.tables import IdempotencyRecord, Instance, InstanceEvent, WebhookAttempt, WebhookDelivery
+from novita_gpu.kit.tables import Instance, InstanceEvent, WebhookAttempt, WebhookDelivery
 from novita_gpu.novita import REQUEST_PATIENCE_SECONDS, NovitaError, RateLimited, answer_within
 from novita_gpu.novita.errors import unreachable_message
 from novita_gpu.webhooks.guard import WebhookPolicy, checked_webhook_url
-
-# A create's Idempotency-Key record, read and written in Core: through the ORM's session (`get`, `add`)
-# they were the larger part of a create's CPU (docs/performance.md).
-_IDEMPOTENCY_KEY = (IdempotencyRecord.owner == bindparam("owner"), IdempotencyRecord.key == bindparam("key"))
-_IDEMPOTENCY_RECORD = select(
-    IdempotencyRecord.request_hash,
-    IdempotencyRecord.status_code,
-    IdempotencyRecord.response,
-    IdempotencyRecord.created_at,
-).where(*_IDEMPOTENCY_KEY)
-_DELETE_IDEMPOTENCY_RECORD = delete(IdempotencyRecord).where(*_IDEMPOTENCY_KEY)
-_INSERT_IDEMPOTENCY_RECORD = insert(IdempotencyRecord)
 
 # Checks a key's budget before it spends more: (owner, "create" | "start") -> raises BudgetExceeded when spent.
 BudgetGuard = Callable[[str, str], Awaitable[None]]
@@ -91,15 +75,6 @@ class ActionResult:
 
     answer: dict[str, Any]
     changed: bool
-
-
-@dataclass(frozen=True, slots=True)
-class CreateResult:
-    """A create's answer. `replayed_status` is None for a new instance; for a repeat of an earlier create
-    with the same Idempotency-Key, the status the first answer had (a replay answers as that one did)."""
-
-    answer: dict[str, Any]
-    replayed_status: int | None = None
 
 
 def _auto_stop_policy(
@@ -123,16 +98,6 @@ def _upstream_unavailable(host: str, exc: NovitaError) -> UpstreamUnavailable:
         unreachable_message(host, exc, "look up the catalog") + " Try again shortly.",
         retry_after=exc.retry_after if isinstance(exc, RateLimited) and exc.retry_after else 5.0,
     )
-
-
-def _request_hash(body: CreateInstanceIn) -> str:
-    dumped = body.model_dump(mode="json")
-    # Unset, a body hashes as before these existed (an Idempotency-Key keeps replaying across upgrades).
-    for added in ("image_auth_id", "network_storages", "auto_stop", "max_runtime_minutes"):
-        if not dumped[added]:
-            del dumped[added]
-    canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 _INSTANCE_ATTRIBUTES = tuple(attribute.key for attribute in inspect(Instance).column_attrs)
@@ -188,6 +153,7 @@ class InstanceService:
         self.clock = clock
         self.catalog = catalog
         self.settings = settings
+        self.idempotency = IdempotencyKeys(db, clock, settings.idempotency_ttl_seconds)
         self.webhook_policy = webhook_policy
         self.changes = changes
         # A use-case committed a change to this instance: its goal, its policy (the reconciler acts on it).
@@ -231,9 +197,9 @@ class InstanceService:
     # -- create ----------------------------------------------------------------------------------
 
     async def create(self, owner: str, body: CreateInstanceIn, idempotency_key: str | None) -> CreateResult:
-        request_hash = _request_hash(body)
+        hashed = request_hash(body)
         if idempotency_key is not None:
-            replay = await self._replay_of(owner, idempotency_key, request_hash)
+            replay = await self.idempotency.replay_of(owner, idempotency_key, hashed)
             if replay is not None:
                 return replay
         if self.budget_guard is not None:
@@ -302,25 +268,21 @@ class InstanceService:
             version=1,
         )
         try:
-            return await self._insert(row, owner, idempotency_key, request_hash, now)
+            return await self._insert(row, owner, idempotency_key, hashed, now)
         except IntegrityError as exc:  # the live-name index, or a concurrent request with the same key
             if idempotency_key is not None:
-                replay = await self._replay_of(owner, idempotency_key, request_hash)
+                replay = await self.idempotency.replay_of(owner, idempotency_key, hashed)
                 if replay is not None:
                     return replay
             raise await self._name_taken(owner, body.name) from exc
 
     async def _insert(
-        self, row: Instance, owner: str, idempotency_key: str | None, request_hash: str, now: datetime
+        self, row: Instance, owner: str, idempotency_key: str | None, hashed: str, now: datetime
     ) -> CreateResult:
         async with self.db.write() as session:
             conn = await session.connection()
             if idempotency_key is not None:
-                record_key = {"owner": owner, "key": idempotency_key}
-                stored = (await conn.execute(_IDEMPOTENCY_RECORD, record_key)).one_or_none()
-                if stored is not None and self._expired(stored):
-                    await conn.execute(_DELETE_IDEMPOTENCY_RECORD, record_key)  # this create takes the key anew
-                replay = self._replay(stored, request_hash)
+                replay = await self.idempotency.claim(conn, owner, idempotency_key, hashed)
                 if replay is not None:
                     return replay
             # A plain INSERT of the new row (the ORM's unit of work was the larger part of a create).
@@ -328,9 +290,7 @@ class InstanceService:
             await record_change(session, row, None, now=now, default_webhook_url=self.settings.webhook_url)
             response = {**instance_view(row), "message": "Instance creation started."}
             if idempotency_key is not None:
-                # 201: the first answer's HTTP status, which a replay repeats.
-                record = {"request_hash": request_hash, "status_code": 201, "response": response, "created_at": now}
-                await conn.execute(_INSERT_IDEMPOTENCY_RECORD, {**record_key, **record})
+                await self.idempotency.remember(conn, owner, idempotency_key, hashed, response, now)
         self.notify_changed(row.id)
         self.created.emit(row.id)
         return CreateResult(response)
@@ -343,23 +303,6 @@ class InstanceService:
                 )
             )
         return NameTaken(name, taken)
-
-    async def _replay_of(self, owner: str, key: str, request_hash: str) -> CreateResult | None:
-        """The first answer given to this Idempotency-Key, read outside any write; None if there is none."""
-        found = await self.db.fetch(_IDEMPOTENCY_RECORD, {"owner": owner, "key": key})
-        return self._replay(found[0] if found else None, request_hash)
-
-    def _expired(self, record: Row[Any]) -> bool:
-        return bool(record.created_at < self.clock.now() - timedelta(seconds=self.settings.idempotency_ttl_seconds))
-
-    def _replay(self, record: Row[Any] | None, request_hash: str) -> CreateResult | None:
-        """A stored first answer repeated (IdempotencyConflict if the key came with another body); None when
-        there is none, or it expired."""
-        if record is None or self._expired(record):
-            return None
-        if record.request_hash != request_hash:
-            raise IdempotencyConflict()
-        return CreateResult(record.response, replayed_status=record.status_code)
 
     # -- read ------------------------------------------------------------------------------------
 
