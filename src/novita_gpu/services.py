@@ -93,10 +93,7 @@ class Services:
         ]
         self._tasks = [asyncio.create_task(worker.run(), name=worker.name) for worker in self.workers]
         if self.emulator is None:
-            self._tasks.append(asyncio.create_task(self._announce_upstream(), name="announce_upstream"))
-
-    async def _announce_upstream(self) -> None:
-        await announce_reachability(self.client)
+            self._tasks.append(asyncio.create_task(announce_reachability(self.client), name="announce_upstream"))
 
     async def aclose(self) -> None:
         """Graceful: streams end, workers claim nothing more and finish what is in flight (bounded by
@@ -151,10 +148,10 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics | No
         if emulator is not None:
             await emulator.stop()
         raise
-    if emulator is not None and emulator.previous_url is not None and emulator.moved:
+    if emulator is not None and (moved_from := emulator.moved_from):
         from novita_gpu.emulator.embedded import move_port_urls
 
-        await move_port_urls(db, emulator.previous_url, emulator.url)
+        await move_port_urls(db, moved_from, emulator.url)
     client = NovitaClient(
         base_url,
         api_key,

@@ -26,6 +26,7 @@ NOVITA_GPU = Path(sys.executable).parent / "novita-gpu"
 POLL_SECONDS = 0.05
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
+PORT_TRIES = 3
 
 T = TypeVar("T")
 
@@ -94,21 +95,27 @@ class ManagedProcess(ABC):
         """A path that answers 200 once the process is ready."""
 
     def start(self) -> None:
-        """Start on a fresh free port and return once it answers `ready_path()` with 200."""
+        """Start on a fresh free port and return once it answers `ready_path()` with 200. A port that another
+        process took between `free_port()` and the bind (a restarted built-in emulator takes its old port
+        back, for one) is tried again on another port, at most PORT_TRIES times."""
         assert not self.running, f"{self.label} is already running"
-        self.starts += 1
-        self.port = free_port()
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = {**clean_environment(), **self.extra_env}
-        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
-            self._proc = subprocess.Popen(
-                self.command(), cwd=self.log_dir, env=env, stdout=out, stderr=err, start_new_session=True
-            )
-        try:
-            wait_for(self._answers, timeout=START_TIMEOUT, what=f"{self.label} to answer {self.ready_path()}")
-        except Exception as exc:
-            self.kill9()
-            raise RuntimeError(f"{self.label} did not start: {exc} (logs in {self.log_dir})") from exc
+        for attempt in range(1, PORT_TRIES + 1):
+            self.starts += 1
+            self.port = free_port()
+            with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
+                self._proc = subprocess.Popen(
+                    self.command(), cwd=self.log_dir, env=env, stdout=out, stderr=err, start_new_session=True
+                )
+            try:
+                wait_for(self._answers, timeout=START_TIMEOUT, what=f"{self.label} to answer {self.ready_path()}")
+                return
+            except Exception as exc:
+                self.kill9()
+                if attempt < PORT_TRIES and "Address already in use" in self.stderr_path.read_text(errors="replace"):
+                    continue
+                raise RuntimeError(f"{self.label} did not start: {exc} (logs in {self.log_dir})") from exc
 
     def _answers(self) -> bool | None:
         if self._proc is not None and self._proc.poll() is not None:

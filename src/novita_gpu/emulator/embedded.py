@@ -10,6 +10,7 @@ then moved to the new address before anything reads them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import orjson
 import structlog
@@ -43,21 +44,13 @@ class BuiltinEmulator:
         return f"{self.server.url}{API_PATH}"
 
     @property
-    def moved(self) -> bool:
-        return self.previous_url is not None and self.previous_url != self.url
+    def moved_from(self) -> str | None:
+        """The URL it was served at before, when this start serves it elsewhere (the stored URLs must follow)."""
+        return self.previous_url if self.previous_url not in (None, self.url) else None
 
     async def stop(self) -> None:
         await self.server.stop()
         self.server.app.state.world.close()
-
-
-def _port_of(url: str | None) -> int:
-    if url is None:
-        return 0
-    try:
-        return int(url.rsplit(":", 1)[1].split("/", 1)[0])
-    except (IndexError, ValueError):
-        return 0
 
 
 async def start_builtin_emulator(settings: Settings) -> BuiltinEmulator:
@@ -65,7 +58,7 @@ async def start_builtin_emulator(settings: Settings) -> BuiltinEmulator:
     state = StateFile(settings.emulator_state or default_state_path(settings.database_url))
     previous = state.served_at()
     app = create_emulator_app(EmulatorConfig(speed=settings.emulator_speed, seed=settings.emulator_seed), state=state)
-    wanted = settings.emulator_port or _port_of(previous)
+    wanted = settings.emulator_port or (urlsplit(previous).port if previous else None) or 0
     server = BackgroundServer(app, port=wanted)
     try:
         await server.start()

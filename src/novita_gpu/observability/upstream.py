@@ -54,7 +54,7 @@ class UpstreamHealth:
         return {"status": state, "recentCalls": len(recent), "recentFaults": faults, "recentRateLimited": limited}
 
 
-async def announce_reachability(client: NovitaClient) -> bool:
+async def announce_reachability(client: NovitaClient) -> None:
     """One log line at start-up saying whether Novita answers, naming its URL (never the key): an
     unreachable Novita or a refused key is found out now, not at a user's first create."""
     try:
@@ -67,6 +67,5 @@ async def announce_reachability(client: NovitaClient) -> bool:
             f"until it answers (NOVITA_API_BASE_URL={client.base_url}).",
             url=client.base_url,
         )
-        return False
+        return
     log.info("novita_reachable", message=f"Novita answers at {client.base_url}", url=client.base_url)
-    return True
