@@ -1,6 +1,6 @@
 """Every way `novita-gpu serve` can fail to start, as an operator meets it: one line on stderr starting
 with `error:` (no traceback anywhere on stderr) and a non-zero exit code, 2 for configuration to fix and
-1 for the environment. (A store migrated by a newer version: tests/integration/test_migrations.py.)"""
+1 for the environment. (A store migrated by a newer version: tests/integration/kit/test_migrations.py.)"""
 
 from __future__ import annotations
 

@@ -188,7 +188,7 @@ def test_the_image_exposes_the_service_port_and_checks_its_health_path() -> None
     assert argv[:2] == ["python", "-c"] and "'http://127.0.0.1:%s/health'" in script
     assert f"os.environ.get('PORT', '{default_port}')" in script
     assert create_app(Settings(_env_file=None)).url_path_for("health") == "/health"  # GET /health's handler
-    compile(script, "<healthcheck>", "exec")  # tests/integration/test_deploy_healthcheck.py runs it
+    compile(script, "<healthcheck>", "exec")  # tests/integration/observability/test_deploy_healthcheck.py runs it
 
 
 def dockerignore_includes(path: str) -> bool:

@@ -11,7 +11,7 @@ The meter follows `instances.upstream_status` wherever it is written: a hook on 
 row's old and new Novita status in the same transaction as the change, and opens or closes the billed
 stretch at the row's `updated_at` (the moment the change was observed). So no code path that records a
 status through the ORM can forget the meter (a Core UPDATE of `upstream_status` would bypass it:
-tests/integration/test_costs.py, which checks costs against the emulator's timeline, fails if one does),
+tests/integration/costs/test_costs.py, which checks costs against the emulator's timeline, fails if one does),
 and a crash loses nothing: the open stretch's start is on the row, and a
 closed stretch is a ledger row (`billing_periods`) written in the transaction that closed it. The row's
 `accrued_cost_usd` / `billed_seconds` hold the total as of `accrued_at`; the worker in budgets.py moves

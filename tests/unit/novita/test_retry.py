@@ -1,4 +1,4 @@
-"""Jittered backoff bounds and the retry budget of Novita calls (Retry-After: tests/unit/test_retry_timing.py)."""
+"""Jittered backoff bounds and the retry budget of Novita calls (Retry-After: tests/unit/kit/test_retry_timing.py)."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from novita_gpu.novita.client import OUTCOMES
 from novita_gpu.observability.metrics import AUTOSTOP_ACTIONS, WEBHOOK_OUTCOMES
 from tests.harness import Harness
 
-PROMETHEUS = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
+PROMETHEUS = Path(__file__).resolve().parents[3] / "deploy" / "prometheus"
 # Series the service does not export: Prometheus makes `up` for every target, the blackbox exporter
 # `probe_success` for the /health job.
 EXTERNAL = {"up": set(), "probe_success": set()}

@@ -25,7 +25,7 @@ from novita_gpu.web.auth import owner_id
 from novita_gpu.webhooks.signing import verify
 from tests.fixtures.databases import fresh_database
 from tests.harness import Harness
-from tests.integration.test_account_webhooks import (
+from tests.integration.webhooks.test_account_webhooks import (
     ALICE,
     LIFECYCLE,
     SECRET,

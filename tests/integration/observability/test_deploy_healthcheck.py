@@ -13,7 +13,7 @@ from novita_gpu.kit.db import Database
 from novita_gpu.kit.serving import free_port
 from tests.fixtures.live_service import live_service
 
-DOCKERFILE = Path(__file__).resolve().parents[2] / "Dockerfile"
+DOCKERFILE = Path(__file__).resolve().parents[3] / "Dockerfile"
 
 
 def healthcheck_argv() -> list[str]:

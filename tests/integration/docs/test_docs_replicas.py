@@ -25,7 +25,7 @@ from tests.fixtures.databases import empty_postgres_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 
-GUIDE = Path(__file__).resolve().parents[2] / "docs" / "deployment.md"
+GUIDE = Path(__file__).resolve().parents[3] / "docs" / "deployment.md"
 SECTION = "## 10. Two replicas on PostgreSQL, without containers"
 DATABASE_LINE = "export DATABASE_URL='postgresql://novita:PASSWORD@127.0.0.1:5432/novita'   # the password you chose"
 BIN = Path(sys.executable).parent  # novita-gpu of this environment

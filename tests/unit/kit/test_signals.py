@@ -5,7 +5,7 @@ from __future__ import annotations
 from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.kit.clock import SystemClock
 from novita_gpu.kit.signals import Signal
-from tests.unit.test_workers import Counting
+from tests.unit.kit.test_workers import Counting
 
 
 def test_every_listener_hears_what_the_signal_was_about_in_the_order_it_subscribed() -> None:

@@ -17,7 +17,7 @@ from typer.testing import Result
 from novita_gpu.kit.serving import free_port
 from novita_gpu_client import InstanceFailed, InstanceStopped
 from tests.fixtures.live_service import LiveService, live_service
-from tests.integration.test_cli import invoke, ok
+from tests.integration.cli.test_cli import invoke, ok
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
