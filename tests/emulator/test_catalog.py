@@ -98,6 +98,11 @@ def test_templates_by_channel_with_pagination(emu: Emulator) -> None:
         "/templates", params={"channel": "official,community", "isMyCommunity": "false", "pageSize": 2, "pageNum": 2}
     ).json()
     assert len(page["template"]) == 2 and page["total"] == 4
+    # The older revision of Novita's spec answers the page served too; a typed client requires both.
+    assert (page["pageSize"], page["pageNum"]) == (2, 2)
+    assert (official["pageSize"], official["pageNum"]) == (10, 1)  # absent: the defaults
+    first = emu.api.get("/templates", params={"pageNum": 0}).json()
+    assert type(first["pageSize"]) is int and first["pageNum"] == 1  # 0 means the first page
     fuzzy = emu.api.get("/templates", params={"channel": "community", "isMyCommunity": "false", "name": "COMFY"})
     assert [t["name"] for t in fuzzy.json()["template"]] == ["comfyui"]
 

@@ -162,14 +162,21 @@ async def edit_instance(request: Request) -> dict[str, Any]:
 @router.get("/templates")
 async def templates(request: Request) -> dict[str, Any]:
     """`channel` and `isMyCommunity` are optional: absent, every channel and both scopes (your own and the
-    public templates) are listed, as the reference's own example request (with neither) shows."""
+    public templates) are listed, as the reference's own example request (with neither) shows. The answer
+    carries `pageSize` and `pageNum` (the page served) besides `total`, as the older revision of Novita's
+    spec shows and typed clients generated from it require."""
     params = _params(request)
     size, num = v.page(params)
     found = world_of(request).account.templates(
         av.channels(params), av.optional_bool(params, "isMyCommunity"), params.get("name", ""), params.get("type", "")
     )
     start = (num - 1) * size
-    return {"template": [t.json() for t in found[start : start + size]], "total": len(found)}
+    return {
+        "template": [t.json() for t in found[start : start + size]],
+        "total": len(found),
+        "pageSize": size,
+        "pageNum": num,
+    }
 
 
 @router.get("/template")
