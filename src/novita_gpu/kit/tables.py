@@ -291,3 +291,82 @@ class AccountEvent(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
 
     __table_args__ = (Index("ix_account_events_owner", "owner", "id"),)
+
+
+# -- volumes -----------------------------------------------------------------------------------------
+
+
+class Volume(Base):
+    """A network storage at Novita (a volume): its goal and progress, like an instance's row. Its open
+    billed stretch (`billing_since`, at `price_per_hour`) closes into `volume_billing_periods` at a resize
+    and at its deletion."""
+
+    __tablename__ = "volumes"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(63))
+    upstream_name: Mapped[str] = mapped_column(String(120), unique=True)  # its name at Novita
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    status_message: Mapped[str | None] = mapped_column(Text)
+    storage_id: Mapped[str | None] = mapped_column(String(64), index=True)  # Novita's storageId
+    cluster_id: Mapped[str] = mapped_column(String(64))
+    region: Mapped[str] = mapped_column(String(120))  # the cluster's name
+    size_gb: Mapped[int] = mapped_column(Integer)
+    price_per_hour: Mapped[float | None] = mapped_column(Float)  # USD for the whole volume, from Novita's price
+    adopted: Mapped[bool] = mapped_column(Boolean, default=False)
+    create_attempted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # set: a create may be in flight
+    next_action_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    action_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    billing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    available_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_token: Mapped[str | None] = mapped_column(String(40))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        # Names are unique among an owner's live volumes (deleted and failed ones free theirs).
+        Index(
+            "uq_volumes_owner_live_name",
+            "owner",
+            "name",
+            unique=True,
+            sqlite_where=text("status NOT IN ('deleted', 'failed')"),
+            postgresql_where=text("status NOT IN ('deleted', 'failed')"),
+        ),
+        Index("ix_volumes_owner_created", "owner", "created_at", "id"),
+    )
+
+
+class InstanceVolume(Base):
+    """A volume an instance mounts, and where. Written with the instance; a volume is in use while an
+    instance that mounts it is not terminated."""
+
+    __tablename__ = "instance_volumes"
+
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"), primary_key=True)
+    volume_id: Mapped[str] = mapped_column(String(40), primary_key=True, index=True)
+    mount_point: Mapped[str] = mapped_column(Text)
+
+
+class VolumeBillingPeriod(Base):
+    """One closed stretch of a volume's billing, at the size and price it had then (kept after the volume)."""
+
+    __tablename__ = "volume_billing_periods"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    volume_id: Mapped[str] = mapped_column(String(40), index=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    volume_name: Mapped[str] = mapped_column(String(63))
+    region: Mapped[str] = mapped_column(String(120))
+    size_gb: Mapped[int] = mapped_column(Integer)
+    price_per_hour: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+    __table_args__ = (Index("ix_volume_billing_periods_owner_ended", "owner", "ended_at"),)
