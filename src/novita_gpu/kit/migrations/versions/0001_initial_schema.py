@@ -1,9 +1,4 @@
-"""initial schema
-
-Revision ID: 0001
-Revises:
-Create Date: 2026-11-25 21:40:51.807605
-"""
+"""initial schema"""
 
 import sqlalchemy as sa
 from alembic import op
@@ -12,8 +7,6 @@ import novita_gpu.kit.db
 
 revision = "0001"
 down_revision = None
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

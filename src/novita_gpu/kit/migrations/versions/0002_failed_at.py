@@ -1,9 +1,4 @@
-"""instances.failed_at: when an instance last failed (its idle clock while Novita still runs it)
-
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-11-26 03:40:00.000000
-"""
+"""instances.failed_at: when an instance last failed (its idle clock while Novita still runs it)"""
 
 import sqlalchemy as sa
 from alembic import op
@@ -12,8 +7,6 @@ import novita_gpu.kit.db
 
 revision = "0002"
 down_revision = "0001"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

@@ -2,18 +2,12 @@
 
 Without it every deleted event scans the whole deliveries table to cascade (SQLite and PostgreSQL
 both need an index on the child key).
-
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-11-26 04:00:00.000000
 """
 
 from alembic import op
 
 revision = "0003"
 down_revision = "0002"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

@@ -3,10 +3,6 @@
 The event stream (GET /api/events/stream) sends the same body as the webhook, and a client that resumes
 an hour later must get the body of that moment, not the instance as it is now. Events written before
 this column existed have none; the stream builds theirs from the event and the instance row.
-
-Revision ID: 0004
-Revises: 0003
-Create Date: 2026-11-27 10:00:00.000000
 """
 
 import sqlalchemy as sa
@@ -14,8 +10,6 @@ from alembic import op
 
 revision = "0004"
 down_revision = "0003"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

@@ -2,10 +2,6 @@
 
 Sent to Novita at create, as `imageAuthId` already is. Rows written before this column existed mount
 none.
-
-Revision ID: 0005
-Revises: 0004
-Create Date: 2026-11-27 12:00:00.000000
 """
 
 import sqlalchemy as sa
@@ -13,8 +9,6 @@ from alembic import op
 
 revision = "0005"
 down_revision = "0004"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

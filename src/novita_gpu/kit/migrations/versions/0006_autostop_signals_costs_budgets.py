@@ -11,10 +11,6 @@ account_webhooks: events that belong to a key rather than an instance (budget.ex
 
 Instances billing when this revision is applied start their open stretch at `started_at` (when Novita
 last reported them running), else at their creation: an estimate, in the direction of counting more.
-
-Revision ID: 0006
-Revises: 0005
-Create Date: 2026-11-28 09:00:00.000000
 """
 
 from typing import Any
@@ -26,8 +22,6 @@ import novita_gpu.kit.db
 
 revision = "0006"
 down_revision = "0005"
-branch_labels = None
-depends_on = None
 
 # Novita statuses it bills in (costs/meter.py BILLED, as it was when this revision was written).
 _BILLED = (

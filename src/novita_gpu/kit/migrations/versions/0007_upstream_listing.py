@@ -2,10 +2,6 @@
 
 One row (id 1): the latest listing as the few fields the reconciler compares (zlib-compressed JSON), when
 it began and ended, and a lease on the right to list next (the replica listing now, until when).
-
-Revision ID: 0007
-Revises: 0006
-Create Date: 2026-11-30 12:00:00.000000
 """
 
 import sqlalchemy as sa
@@ -15,8 +11,6 @@ import novita_gpu.kit.db
 
 revision = "0007"
 down_revision = "0006"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

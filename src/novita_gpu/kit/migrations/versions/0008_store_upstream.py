@@ -4,10 +4,6 @@ Replicas share a store only when they share a Novita: an emulator-mode replica (
 account) joining replicas of a real account would see their instances as gone, and they its. The first
 process to start records its Novita here; one of another Novita is refused while the store holds live
 instances (store_upstream.py).
-
-Revision ID: 0008
-Revises: 0007
-Create Date: 2026-12-06 22:00:00.000000
 """
 
 import sqlalchemy as sa
@@ -15,8 +11,6 @@ from alembic import op
 
 revision = "0008"
 down_revision = "0007"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

@@ -12,10 +12,6 @@ transaction), that DROP deletes every row first and the delete cascades into web
 are set aside and put back. A later migration that rebuilds webhook_deliveries on SQLite must do the same.
 
 Downgrading moves the account deliveries back into account_webhooks (their attempts go: 0008 kept none).
-
-Revision ID: 0009
-Revises: 0008
-Create Date: 2026-12-07 09:00:00.000000
 """
 
 from collections.abc import Iterator
@@ -28,8 +24,6 @@ import novita_gpu.kit.db
 
 revision = "0009"
 down_revision = "0008"
-branch_labels = None
-depends_on = None
 
 # As kit/tables.py has it (ONE_EVENT), written out: a migration keeps the schema of its revision.
 ONE_EVENT = (
