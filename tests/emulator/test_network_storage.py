@@ -142,3 +142,88 @@ def test_delete_takes_novita_clis_id_key_too(emu: Emulator) -> None:
     storage_id = create_storage(emu)
     assert emu.api.post("/networkstorage/delete", json={"id": storage_id}).status_code == 200
     assert storages(emu)["total"] == 0
+
+
+def storage_capacity(emu: Emulator) -> dict[str, dict[str, Any]]:
+    body = ok_json(emu.http.get("/_emulator/storage-capacity"))
+    return {c["clusterId"]: c for c in body["storageCapacity"]}
+
+
+def set_storage_capacity(emu: Emulator, cluster: str, gb: int) -> dict[str, Any]:
+    return ok_json(emu.http.put("/_emulator/storage-capacity", json={"clusterId": cluster, "gb": gb}))
+
+
+def test_each_storage_cluster_has_a_seeded_capacity(emu: Emulator) -> None:
+    capacity = storage_capacity(emu)
+    assert SINGAPORE not in capacity  # no network storage there, so no capacity either
+    assert {c: v["gb"] for c, v in capacity.items()} == {"1": 20480, "2": 10240, "3": 2048, "4": 5120, EU: 10240}
+    assert capacity[EU] == {"clusterId": EU, "clusterName": "EU-01", "gb": 10240, "used": 0, "free": 10240}
+    create_storage(emu, size=100)
+    assert storage_capacity(emu)[EU] == {**capacity[EU], "used": 100, "free": 10140}
+
+
+def test_a_create_beyond_what_is_left_is_too_large_and_a_delete_frees_it(emu: Emulator) -> None:
+    assert set_storage_capacity(emu, EU, 100) == {
+        "clusterId": EU,
+        "clusterName": "EU-01",
+        "gb": 100,
+        "used": 0,
+        "free": 100,
+    }
+    first = create_storage(emu, name="a", size=60)
+    refused = emu.api.post("/networkstorage/create", json={"clusterId": EU, "storageName": "b", "storageSize": 50})
+    assert refused.status_code == 400, refused.text
+    body = refused.json()
+    assert body["reason"] == "NETWORK_STORAGE_TOO_LARGE" and "40 GB" in body["message"]
+    # Novita's console renders "Maximum storage(${0} GB) capacity exceeded" from the metadata.
+    assert body["metadata"] == {"0": "40"}
+    assert storages(emu)["total"] == 1
+    create_storage(emu, name="other-cluster", size=50, cluster="4")  # another cluster has its own capacity
+
+    assert emu.api.post("/networkstorage/delete", json={"storageId": first}).status_code == 200
+    assert storage_capacity(emu)[EU]["free"] == 100
+    create_storage(emu, name="b", size=100)  # all of it, now that the first is gone
+    assert storage_capacity(emu)[EU] == {"clusterId": EU, "clusterName": "EU-01", "gb": 100, "used": 100, "free": 0}
+
+
+def test_a_grow_beyond_what_is_left_is_too_large(emu: Emulator) -> None:
+    set_storage_capacity(emu, EU, 100)
+    storage_id = create_storage(emu, size=40)
+    create_storage(emu, name="neighbour", size=30)
+
+    def grow(size: int) -> Any:
+        return emu.api.post(
+            "/networkstorage/update", json={"storageId": storage_id, "storageName": "datasets", "storageSize": size}
+        )
+
+    too_much = grow(71)  # 31 GB more, 30 left
+    assert too_much.status_code == 400 and too_much.json()["reason"] == "NETWORK_STORAGE_TOO_LARGE"
+    assert too_much.json()["metadata"] == {"0": "30"}
+    assert storages(emu, storageId=storage_id)["data"][0]["storageSize"] == 40
+    assert grow(70).status_code == 200  # exactly what is left
+    assert grow(70).status_code == 200  # the same size again needs nothing more
+    assert storage_capacity(emu)[EU]["free"] == 0
+
+
+def test_capacity_set_below_what_is_used_keeps_the_storages(emu: Emulator) -> None:
+    storage_id = create_storage(emu, size=50)
+    assert set_storage_capacity(emu, EU, 20)["free"] == 0
+    assert storages(emu)["data"][0]["storageId"] == storage_id
+    refused = emu.api.post("/networkstorage/create", json={"clusterId": EU, "storageName": "x", "storageSize": 10})
+    assert refused.json()["reason"] == "NETWORK_STORAGE_TOO_LARGE"
+    emu.http.post("/_emulator/reset")
+    assert storage_capacity(emu)[EU]["gb"] == 10240  # reset brings the seeded capacity back
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"clusterId": SINGAPORE, "gb": 100},
+        {"clusterId": "99", "gb": 100},
+        {"clusterId": EU, "gb": -1},
+        {"clusterId": EU},
+    ],
+)
+def test_storage_capacity_control_is_validated(emu: Emulator, body: dict[str, Any]) -> None:
+    response = emu.http.put("/_emulator/storage-capacity", json=body)
+    assert response.status_code == 400 and response.json()["reason"] == "VALIDATOR_PARAM", response.text

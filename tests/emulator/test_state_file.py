@@ -120,3 +120,19 @@ def test_reset_brings_back_the_seeded_account(tmp_path: Path) -> None:
     again = world(tmp_path / "emu.db", clock).account
     assert [a.id for a in again.registry_auths()] == seeded
     assert again.storages(StorageQuery(10, 1)) == ([], 0)
+
+
+def test_storage_capacity_set_is_kept_in_the_file(tmp_path: Path) -> None:
+    clock = ManualClock()
+    first = world(tmp_path / "emu.db", clock)
+    first.account.set_storage_capacity("5", 120)
+    first.account.create_storage("5", "data", 100)
+    # no close(): as after kill -9
+
+    second = world(tmp_path / "emu.db", clock).account
+    capacity = {c["clusterId"]: c for c in second.storage_capacity()}
+    assert (capacity["5"]["gb"], capacity["5"]["free"]) == (120, 20)
+    assert capacity["4"]["gb"] == 5120  # the others keep their seeded capacity
+    with pytest.raises(EmulatedError) as too_large:
+        second.create_storage("5", "more", 30)
+    assert too_large.value.reason == "NETWORK_STORAGE_TOO_LARGE"

@@ -17,16 +17,17 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
-from novita_gpu.emulator.catalog import EmulatedCatalog, RegistryAuth, Template
+from novita_gpu.emulator.catalog import Cluster, EmulatedCatalog, RegistryAuth, Template
 from novita_gpu.emulator.config import EmulatorConfig
-from novita_gpu.emulator.errors import EmulatedError, invalid_param
+from novita_gpu.emulator.errors import EmulatedError, invalid_param, storage_too_large
 from novita_gpu.emulator.state_file import StateFile
 
-TEMPLATE, REGISTRY_AUTH, NETWORK_STORAGE, PREWARM_TASK, META = (
+TEMPLATE, REGISTRY_AUTH, NETWORK_STORAGE, PREWARM_TASK, STORAGE_CAPACITY, META = (
     "template",
     "registry_auth",
     "network_storage",
     "prewarm_task",
+    "storage_capacity",
     "meta",
 )
 STORAGE_PRICE_PER_GB = 10  # per GB and month, Novita's price unit (1/100000 USD), as its example: 10 GB -> "100"
@@ -178,6 +179,7 @@ class Account:
             self.catalog.templates[:] = official + [Template.from_state(b) for b in state.objects(TEMPLATE)]
             self.catalog.registry_auths[:] = [RegistryAuth(**b) for b in state.objects(REGISTRY_AUTH)]
             self._storages = {b["id"]: NetworkStorage(**b) for b in state.objects(NETWORK_STORAGE)}
+            self.catalog.storage_capacity.update((b["id"], int(b["gb"])) for b in state.objects(STORAGE_CAPACITY))
             self._prewarm = {b["id"]: PrewarmTask(**b) for b in state.objects(PREWARM_TASK)}
 
     def _save_meta(self) -> None:
@@ -297,6 +299,47 @@ class Account:
         with self._lock:
             return self._storages.get(storage_id)
 
+    def storage_capacity(self) -> list[dict[str, object]]:
+        """Each cluster that supports network storage: its capacity, what its storages use and what is left (GB)."""
+        with self._lock:
+            return [self._capacity_of(cluster_id) for cluster_id in sorted(self.catalog.storage_capacity)]
+
+    def set_storage_capacity(self, cluster_id: str, gb: int) -> dict[str, object]:
+        """Set the GB of network storage a cluster holds. Below what its storages use already, they stay and
+        nothing more fits (as GPU capacity set below the GPUs in use)."""
+        with self._lock:
+            cluster = self.catalog.cluster(cluster_id)
+            if cluster is None or not cluster.support_network_storage:
+                raise invalid_param(f"cluster {cluster_id!r} does not exist or supports no network storage")
+            if gb < 0:
+                raise invalid_param("gb must be >= 0")
+            self.catalog.storage_capacity[cluster.id] = gb
+            self._save(STORAGE_CAPACITY, cluster.id, {"id": cluster.id, "gb": gb})
+            return self._capacity_of(cluster.id)
+
+    def storage_free(self, cluster_id: str) -> int:
+        """GB of network storage still free in the cluster (0 where it supports none)."""
+        with self._lock:
+            total = self.catalog.storage_capacity.get(cluster_id, 0)
+            return max(0, total - self._storage_used(cluster_id))
+
+    def _storage_used(self, cluster_id: str) -> int:
+        return sum(s.size for s in self._storages.values() if s.cluster_id == cluster_id)
+
+    def _capacity_of(self, cluster_id: str) -> dict[str, object]:
+        cluster = self.catalog.cluster(cluster_id)
+        total, used = self.catalog.storage_capacity.get(cluster_id, 0), self._storage_used(cluster_id)
+        name = cluster.name if cluster is not None else ""
+        return {"clusterId": cluster_id, "clusterName": name, "gb": total, "used": used, "free": max(0, total - used)}
+
+    def _require_storage_room(self, cluster: Cluster, more_gb: int) -> None:
+        free = self.storage_free(cluster.id)
+        if more_gb > free:
+            raise storage_too_large(
+                f"cluster {cluster.name} has {free} GB of network storage left, {more_gb} GB more were asked for",
+                free,
+            )
+
     def create_storage(self, cluster_id: str, name: str, size: int) -> NetworkStorage:
         with self._lock:
             cluster = self.catalog.cluster(cluster_id)
@@ -308,6 +351,7 @@ class Account:
                     "CUR_CLUSTER_NETWORK_STORAGE_NOT_SUPPORT",
                     f"cluster {cluster.name} does not support network storage",
                 )
+            self._require_storage_room(cluster, size)
             while (storage_id := str(uuid.UUID(int=self._rng.getrandbits(128), version=4))) in self._storages:
                 continue
             storage = NetworkStorage(storage_id, name, size, cluster.id, cluster.name, self._now())
@@ -322,6 +366,9 @@ class Account:
                 raise EmulatedError(400, "NETWORK_STORAGE_NOT_FOUND", "network storage not found")
             if size < storage.size:  # Novita's console: a storage only grows
                 raise invalid_param(f"storageSize must be at least the current {storage.size} GB")
+            cluster = self.catalog.cluster(storage.cluster_id)
+            if cluster is not None and size > storage.size:
+                self._require_storage_room(cluster, size - storage.size)
             storage.name, storage.size = name, size
             self._save(NETWORK_STORAGE, storage.id, asdict(storage))
             return storage

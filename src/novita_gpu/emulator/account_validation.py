@@ -8,7 +8,7 @@ from typing import Any
 
 from novita_gpu.emulator.account import PREWARM_STATES, PrewarmQuery, PrewarmRequest, StorageQuery
 from novita_gpu.emulator.catalog import Template
-from novita_gpu.emulator.errors import EmulatedError, invalid_param
+from novita_gpu.emulator.errors import invalid_param, storage_too_large
 from novita_gpu.emulator.validation import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
@@ -170,7 +170,7 @@ def storage_size(body: dict[str, Any]) -> int:
     if value < MIN_STORAGE_GB:
         raise invalid_param(f"storageSize must be at least {MIN_STORAGE_GB} GB")
     if value > MAX_STORAGE_GB:
-        raise EmulatedError(400, "NETWORK_STORAGE_TOO_LARGE", f"storageSize must be at most {MAX_STORAGE_GB} GB")
+        raise storage_too_large(f"storageSize must be at most {MAX_STORAGE_GB} GB", MAX_STORAGE_GB)
     return value
 
 

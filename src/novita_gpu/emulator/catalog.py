@@ -20,6 +20,7 @@ class Cluster:
     name: str
     support_network_storage: bool = True
     support_instance_network: bool = True
+    storage_gb: int = 0  # network storage the cluster can hold, all storages together (seeded capacity)
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,8 @@ class EmulatedCatalog:
     templates: list[Template]
     registry_auths: list[RegistryAuth]
     capacity: dict[tuple[str, str], int] = field(default_factory=dict)  # (cluster id, product id) -> GPUs
+    # cluster id -> GB of network storage it can hold (only clusters that support network storage)
+    storage_capacity: dict[str, int] = field(default_factory=dict)
 
     def cluster(self, cluster_id: str) -> Cluster | None:
         return next((c for c in self.clusters if c.id == cluster_id), None)
@@ -182,12 +185,15 @@ def _inventory_state(free_gpus: int) -> str:
     return "normal" if free_gpus < 64 else "high"
 
 
+# Network storage capacities are [INF]: Novita publishes none. They are large enough that tests never
+# meet them by accident (a storage is at most 10240 GB) and differ, so that a test can tell them apart;
+# a test that wants the limit sets a small one through the control API.
 CLUSTERS = [
-    Cluster("1", "US-CA-06"),
-    Cluster("2", "US-TX-04"),
-    Cluster("3", "CA-MTL-01", support_instance_network=False),
-    Cluster("4", "EU-NL-01"),
-    Cluster("5", "EU-01"),
+    Cluster("1", "US-CA-06", storage_gb=20_480),
+    Cluster("2", "US-TX-04", storage_gb=10_240),
+    Cluster("3", "CA-MTL-01", support_instance_network=False, storage_gb=2_048),
+    Cluster("4", "EU-NL-01", storage_gb=5_120),
+    Cluster("5", "EU-01", storage_gb=10_240),
     Cluster("6", "AS-SGP-02", support_network_storage=False),
 ]
 
@@ -273,7 +279,8 @@ def _token(rng: random.Random, n: int) -> str:
 
 
 def build_catalog(rng: random.Random) -> EmulatedCatalog:
-    """A fresh catalog; capacities start at each product's per-region default."""
+    """A fresh catalog; GPU capacities start at each product's per-region default, network storage
+    capacities at each cluster's `storage_gb`."""
     auths = [
         RegistryAuth(_token(rng, 32), "dockerhub-team", "team-bot", _token(rng, 20)),
         RegistryAuth(_token(rng, 32), "ghcr", "octo-ci", _token(rng, 20)),
@@ -282,4 +289,7 @@ def build_catalog(rng: random.Random) -> EmulatedCatalog:
     for product in catalog.products:
         for cluster in catalog.product_clusters(product):
             catalog.capacity[(cluster.id, product.id)] = product.capacity
+    for cluster in catalog.clusters:
+        if cluster.support_network_storage:
+            catalog.storage_capacity[cluster.id] = cluster.storage_gb
     return catalog

@@ -1,4 +1,5 @@
-"""The control API under /_emulator/ (no auth, never faulted): reset, faults, capacity, reclaim, truth."""
+"""The control API under /_emulator/ (no auth, never faulted): reset, faults, capacity (GPUs and network
+storage), reclaim, utilization, data markers and the truth about instances."""
 
 from __future__ import annotations
 
@@ -57,6 +58,19 @@ async def put_capacity(request: Request) -> dict[str, Any]:
         "gpus": gpus,
         "free": world.free_gpus(cluster_id, product_id),
     }
+
+
+@router.get("/storage-capacity")
+async def get_storage_capacity(request: Request) -> dict[str, Any]:
+    return {"storageCapacity": world_of(request).account.storage_capacity()}
+
+
+@router.put("/storage-capacity")
+async def put_storage_capacity(request: Request) -> dict[str, Any]:
+    """`{clusterId, gb}`: the GB of network storage the cluster holds, all its storages together."""
+    body = parse_json_object(await request.body())
+    cluster_id = text(body, "clusterId", required=True, min_len=1)
+    return world_of(request).account.set_storage_capacity(cluster_id, integer(body, "gb", required=True))
 
 
 @router.post("/instances/{instance_id}/reclaim")
