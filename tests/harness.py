@@ -86,8 +86,10 @@ class Harness:
     # -- driving -------------------------------------------------------------------------------------
 
     async def tick(self, times: int = 1) -> None:
-        """One pass of the reconciler, then of the prober (what the app's workers do on their own)."""
+        """One pass of the volume worker, the reconciler, then the prober (what the app's workers do on
+        their own)."""
         for _ in range(times):
+            await self.services.volume_worker.tick()
             await self.services.reconciler.tick()
             await self.services.prober.tick()
 

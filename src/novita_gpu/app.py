@@ -28,6 +28,7 @@ from novita_gpu.observability.logging import configure_logging, register_secret
 from novita_gpu.observability.metrics import Metrics
 from novita_gpu.observability.router import router as observability_router
 from novita_gpu.services import Services, build_services
+from novita_gpu.volumes.router import router as volumes_router
 from novita_gpu.web.auth import ApiKeys, current_owner
 from novita_gpu.web.docs_page import install_docs_page
 from novita_gpu.web.errors import ERROR_RESPONSES, install_error_handlers
@@ -115,6 +116,7 @@ def create_app(
     app.include_router(catalog_router)
     app.include_router(events_router)
     app.include_router(costs_router)
+    app.include_router(volumes_router)
     app.include_router(cache_router, dependencies=[Depends(current_owner)])
     install_docs_page(app)  # after the API routes, which are matched first
     install_ui(app)  # the dashboard at /ui

@@ -35,6 +35,8 @@ from novita_gpu.observability.logging import register_secret
 from novita_gpu.observability.metrics import Metrics
 from novita_gpu.observability.upstream import UpstreamHealth, announce_reachability
 from novita_gpu.retention import Retention
+from novita_gpu.volumes.service import VolumeService
+from novita_gpu.volumes.worker import VolumeWorker
 from novita_gpu.webhooks.dispatcher import WebhookDispatcher
 from novita_gpu.webhooks.guard import WebhookPolicy
 from novita_gpu.webhooks.sender import WebhookSender
@@ -64,6 +66,8 @@ class Services:
     sweeper: AutoStopSweeper
     gpu_poller: GpuPoller
     budgets: Budgets
+    volumes: VolumeService
+    volume_worker: VolumeWorker
     retention: Retention
     dispatcher: WebhookDispatcher
     webhook_sender: WebhookSender
@@ -88,6 +92,7 @@ class Services:
             self.sweeper,
             self.gpu_poller,
             self.budgets,
+            self.volume_worker,
             self.dispatcher,
             self.retention,
         ]
@@ -165,12 +170,14 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics | No
     prober = Prober(db, clock, settings, changes, on_ready=metrics.observe_ready)
     reconciler = Reconciler(db, clock, client, catalog, settings, changes)
     policy = WebhookPolicy.from_settings(settings)
-    instances = InstanceService(db, clock, catalog, settings, policy, changes)
+    volumes = VolumeService(db, clock, catalog, client)
+    instances = InstanceService(db, clock, catalog, settings, policy, changes, volumes)
     webhook_sender = WebhookSender(policy, settings.webhook_timeout_seconds)
     dispatcher = WebhookDispatcher(db, clock, webhook_sender, settings, metrics, on_instance_change=changes.pulse)
     sweeper = AutoStopSweeper(db, clock, instances, settings, metrics)
     gpu_poller = GpuPoller(db, clock, client, settings, changes)
     budgets = Budgets(db, clock, instances, settings, metrics, policy)
+    volume_worker = VolumeWorker(db, clock, client, settings)
 
     # Who wakes whom: every wake-up of a worker by another part is wired here, and only here (signals.py).
     # Each signal fires on the news its worker acts on, so a create wakes the reconciler and the dispatcher
@@ -183,6 +190,7 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics | No
     gpu_poller.idle_found.subscribe(sweeper.wake)  # an idle verdict may end an instance now
     changes.subscribe(dispatcher.wake)  # every committed write may have queued webhooks: they go out at once
     budgets.exceeded.subscribe(dispatcher.wake)  # budget.exceeded queued its webhooks: out at once
+    volumes.changed.subscribe(volume_worker.wake)  # a volume create or delete recorded: carried out now
     instances.budget_guard = budgets.guard  # creates (and stopAll starts) refused once a budget is spent
     retention = Retention(db, clock, settings, metrics, on_instances_deleted=lambda: changes.pulse(None))
     return Services(
@@ -199,6 +207,8 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics | No
         sweeper=sweeper,
         gpu_poller=gpu_poller,
         budgets=budgets,
+        volumes=volumes,
+        volume_worker=volume_worker,
         retention=retention,
         dispatcher=dispatcher,
         webhook_sender=webhook_sender,

@@ -72,7 +72,16 @@ def instance_view(row: Instance) -> dict[str, Any]:
         "productId": row.product_id,
         "templateId": row.template_id,
         "imageAuthId": row.image_auth_id,
-        "networkStorages": servable(row.network_storages or []),
+        "networkStorages": servable(
+            [{"id": m["id"], "mountPoint": m["mountPoint"]} for m in row.network_storages or ()]
+        ),
+        "volumes": servable(
+            [
+                {"volumeId": m["volumeId"], "name": m["volume"], "mountPoint": m["mountPoint"], "storageId": m["id"]}
+                for m in row.network_storages or ()
+                if "volumeId" in m
+            ]
+        ),
         "gpuNum": row.gpu_num,
         "rootfsSize": row.rootfs_size,
         "region": row.region,

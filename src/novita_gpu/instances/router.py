@@ -8,7 +8,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Path, Query
 from starlette.responses import Response
 
-from novita_gpu.instances.cursor import CURSOR_PATTERN, decode_cursor
 from novita_gpu.instances.lifecycle import Status
 from novita_gpu.instances.rendering import instance_view
 from novita_gpu.instances.schemas import (
@@ -29,6 +28,7 @@ from novita_gpu.instances.schemas import (
     UpdateInstanceIn,
 )
 from novita_gpu.instances.service import ActionResult
+from novita_gpu.kit.cursor import CURSOR_PATTERN, decode_cursor
 from novita_gpu.web.auth import Owner
 from novita_gpu.web.deps import ServicesDep
 from novita_gpu.web.errors import ApiError, method_not_allowed

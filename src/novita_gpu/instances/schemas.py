@@ -32,6 +32,7 @@ from pydantic import (
 
 from novita_gpu.instances.lifecycle import Status
 from novita_gpu.kit.schemas import Answer
+from novita_gpu.volumes.schemas import InstanceVolumeAnswer, VolumeMountIn
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
 NO_NUL = r"^[^\x00]*$"
@@ -186,6 +187,13 @@ class CreateInstanceIn(_Body):
         ),
     ] = None
     network_storages: Annotated[list[NetworkStorageIn], Field(alias="networkStorages", max_length=30)] = []
+    volumes: Annotated[
+        list[VolumeMountIn],
+        Field(
+            max_length=30,
+            description="Volumes to mount, by name or id; the instance is placed in their region only.",
+        ),
+    ] = []
 
     @field_validator("template_id", mode="before")
     @classmethod
@@ -310,6 +318,7 @@ class InstanceAnswer(Answer):
     template_id: str
     image_auth_id: str | None = Field(description="The Novita registry auth the image is pulled with.")
     network_storages: list[NetworkStorageAnswer] = Field(description="Novita network storages it mounts.")
+    volumes: list[InstanceVolumeAnswer] = Field(description="The volumes it mounts: id, name and mount point.")
     gpu_num: int
     rootfs_size: int
     region: str | None

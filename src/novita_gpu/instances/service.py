@@ -31,7 +31,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from novita_gpu.catalog.service import Catalog, CatalogError
 from novita_gpu.instances.changes import ChangeFeed
-from novita_gpu.instances.cursor import decode_cursor, encode_cursor
 from novita_gpu.instances.events import change_status, record_change
 from novita_gpu.instances.idempotency import CreateResult, IdempotencyKeys, request_hash
 from novita_gpu.instances.lifecycle import (
@@ -48,6 +47,7 @@ from novita_gpu.instances.read_cache import CachedView, ListPage, ReadCache, lis
 from novita_gpu.instances.rendering import history_view, instance_view
 from novita_gpu.instances.schemas import AutoStopIn, CreateInstanceIn, StartIn, UpdateInstanceIn
 from novita_gpu.kit.clock import Clock
+from novita_gpu.kit.cursor import decode_cursor, encode_cursor
 from novita_gpu.kit.db import Database, UTCDateTime, table_of
 from novita_gpu.kit.errors import (
     InstanceNotFound,
@@ -62,6 +62,7 @@ from novita_gpu.kit.signals import Signal
 from novita_gpu.kit.tables import Instance, InstanceEvent, WebhookAttempt, WebhookDelivery
 from novita_gpu.novita import REQUEST_PATIENCE_SECONDS, NovitaError, RateLimited, answer_within
 from novita_gpu.novita.errors import unreachable_message
+from novita_gpu.volumes.service import Mount, VolumeService
 from novita_gpu.webhooks.guard import WebhookPolicy, checked_webhook_url
 
 # Checks a key's budget before it spends more: (owner, "create" | "start") -> raises BudgetExceeded when spent.
@@ -148,8 +149,10 @@ class InstanceService:
         settings: Settings,
         webhook_policy: WebhookPolicy,
         changes: ChangeFeed,
+        volumes: VolumeService,
     ) -> None:
         self.db = db
+        self.volumes = volumes
         self.clock = clock
         self.catalog = catalog
         self.settings = settings
@@ -206,18 +209,22 @@ class InstanceService:
             await self.budget_guard(owner, "create")
         webhook_url = checked_webhook_url(body.webhook_url, self.webhook_policy)
         billing_mode = body.billing_mode or self.settings.default_billing_mode
+        mounts = await self.volumes.mounts(owner, body.volumes)
         try:
             with answer_within(REQUEST_PATIENCE_SECONDS):
                 template = await self.catalog.template(body.template_id)
+                region, strict_region = await self._placement(body, mounts)
                 offers = await self.catalog.offers(
                     body.product_name,
                     billing_mode=billing_mode,
                     gpu_num=body.gpu_num,
-                    region=body.region,
-                    strict_region=body.strict_region,
+                    region=region,
+                    strict_region=strict_region,
                     max_price_per_hour=body.max_price_per_hour,
                 )
         except CatalogError as exc:
+            if mounts and exc.code == "NO_OFFER_IN_REGION":
+                raise await self._not_in_volume_region(body, billing_mode, mounts[0]) from exc
             field = {"UNKNOWN_TEMPLATE": "templateId", "UNKNOWN_REGION": "region"}.get(exc.code, "productName")
             raise InvalidInput(exc.code, exc.message, field=field) from exc
         except NovitaError as exc:
@@ -242,14 +249,17 @@ class InstanceService:
             template_id=template.id,
             image_url=template.image,
             image_auth_id=body.image_auth_id or template.image_auth or None,
-            network_storages=[{"id": m.id, "mountPoint": m.mount_point} for m in body.network_storages],
+            network_storages=[
+                *({"id": m.id, "mountPoint": m.mount_point} for m in body.network_storages),
+                *(mount.stored() for mount in mounts),
+            ],
             command=template.start_command or None,
             ports=ports,
             envs=[{"key": k, "value": v} for k, v in envs.items()],
             gpu_num=body.gpu_num,
             rootfs_size=body.rootfs_size or template.rootfs_size or self.settings.default_rootfs_gb,
-            regions=[offers[0].cluster_id] if body.region else [],
-            strict_region=body.strict_region,
+            regions=[offers[0].cluster_id] if region else [],
+            strict_region=strict_region,
             billing_mode=billing_mode,
             max_price_per_hour=body.max_price_per_hour,
             webhook_url=webhook_url,
@@ -276,6 +286,34 @@ class InstanceService:
                     return replay
             raise await self._name_taken(owner, body.name) from exc
 
+    async def _placement(self, body: CreateInstanceIn, mounts: list[Mount]) -> tuple[str | None, bool]:
+        """Where the instance may go: the region asked for, or, with volumes, their region and no other
+        (a network storage mounts only in its own cluster), even where the product is cheaper elsewhere."""
+        if not mounts:
+            return body.region, body.strict_region
+        volume_region = mounts[0]
+        if body.region is not None and (await self.catalog.resolve_region(body.region)).id != volume_region.cluster_id:
+            raise InvalidInput(
+                "VOLUME_REGION_MISMATCH",
+                f"Volume {volume_region.name!r} is in region {volume_region.region!r}; the instance must run there.",
+                field="region",
+            )
+        return volume_region.cluster_id, True
+
+    async def _not_in_volume_region(self, body: CreateInstanceIn, billing_mode: str, mount: Mount) -> InvalidInput:
+        """400 PRODUCT_NOT_IN_VOLUME_REGION, with the regions that do sell the product."""
+        try:
+            offers = await self.catalog.offers(body.product_name, billing_mode=billing_mode, gpu_num=body.gpu_num)
+            regions = sorted({offer.cluster_name for offer in offers})
+        except (CatalogError, NovitaError):
+            regions = []
+        elsewhere = f"; it is sold in {', '.join(regions)}" if regions else ""
+        return InvalidInput(
+            "PRODUCT_NOT_IN_VOLUME_REGION",
+            f"{body.product_name!r} is not sold in region {mount.region!r}, where volume {mount.name!r} is{elsewhere}.",
+            field="productName",
+        )
+
     async def _insert(
         self, row: Instance, owner: str, idempotency_key: str | None, hashed: str, now: datetime
     ) -> CreateResult:
@@ -287,6 +325,7 @@ class InstanceService:
                     return replay
             # A plain INSERT of the new row (the ORM's unit of work was the larger part of a create).
             await session.execute(_INSERT_INSTANCE, {key: getattr(row, key) for key in _INSTANCE_ATTRIBUTES})
+            await self.volumes.record_mounts(session, row.id, row.network_storages)
             await record_change(session, row, None, now=now, default_webhook_url=self.settings.webhook_url)
             response = {**instance_view(row), "message": "Instance creation started."}
             if idempotency_key is not None:

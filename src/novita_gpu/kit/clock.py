@@ -62,3 +62,8 @@ class ManualClock:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def iso(value: datetime | None) -> str | None:
+    """A stored time as the API shows it: ISO 8601 in UTC with a `Z`."""
+    return None if value is None else value.isoformat().replace("+00:00", "Z")

@@ -49,6 +49,15 @@ class InstanceNotFound(DomainError):
         self.ref = ref
 
 
+class VolumeNotFound(DomainError):
+    """No volume of this id or name among the caller's (another key's volume is not found either)."""
+
+    default_code = "VOLUME_NOT_FOUND"
+
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"No volume {ref!r}.")
+
+
 class Forbidden(DomainError):
     """The caller's key may not do this."""
 
@@ -76,6 +85,24 @@ class NameTaken(DomainError):
 
     def __init__(self, name: str, taken_by: str | None) -> None:
         super().__init__(f"An instance named {name!r} already exists ({taken_by}); names are unique.")
+
+
+class VolumeNameTaken(NameTaken):
+    def __init__(self, name: str) -> None:
+        DomainError.__init__(self, f"A volume named {name!r} already exists; names are unique among your volumes.")
+
+
+class VolumeInUse(DomainError):
+    """Instances that are not terminated mount the volume (`details` names each one)."""
+
+    default_code = "VOLUME_IN_USE"
+
+    def __init__(self, name: str, instances: list[tuple[str, str]]) -> None:
+        named = ", ".join(f"{instance_name} ({instance_id})" for instance_id, instance_name in instances)
+        super().__init__(
+            f"Volume {name!r} is mounted by {named}; delete (terminate) those instances first.",
+            details=[{"field": "instanceId", "message": instance_id} for instance_id, _ in instances],
+        )
 
 
 class InvalidTransition(DomainError):

@@ -306,7 +306,8 @@ class Volume(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     owner: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(63))
-    upstream_name: Mapped[str] = mapped_column(String(120), unique=True)  # its name at Novita
+    # Its name at Novita: ours (`<name>-<8 hex>`), or the console's for an adopted storage.
+    upstream_name: Mapped[str] = mapped_column(String(120), index=True)
     status: Mapped[str] = mapped_column(String(20), index=True)
     status_message: Mapped[str | None] = mapped_column(Text)
     storage_id: Mapped[str | None] = mapped_column(String(64), index=True)  # Novita's storageId

@@ -33,6 +33,8 @@ from novita_gpu.kit.errors import (
     ShuttingDown,
     TooManyStreams,
     UpstreamUnavailable,
+    VolumeInUse,
+    VolumeNotFound,
 )
 from novita_gpu.web.responses import JSONResponse
 
@@ -64,6 +66,8 @@ DOMAIN_STATUS: dict[type[DomainError], int] = {
     InvalidInput: 400,
     Forbidden: 403,
     InstanceNotFound: 404,
+    VolumeNotFound: 404,
+    VolumeInUse: 409,
     NameTaken: 409,
     InvalidTransition: 409,
     IdempotencyConflict: 409,

@@ -25,6 +25,7 @@ from novita_gpu.instances.lifecycle import Action, Goal, Reason, Status
 from novita_gpu.instances.reconciler.writes import RowWrites
 from novita_gpu.kit.clock import Clock
 from novita_gpu.kit.db import Database
+from novita_gpu.kit.in_doubt import AMBIGUOUS_CREATE_GRACE, looked_up_until
 from novita_gpu.kit.settings import Settings
 from novita_gpu.kit.tables import Instance
 from novita_gpu.novita import (
@@ -40,23 +41,6 @@ from novita_gpu.novita import (
 )
 
 log = structlog.get_logger(__name__)
-
-# After Novita answered a create with an error, look its name up in the list this long before concluding it
-# was never made and sending it again. (A create Novita never answered is never sent again: see `_create`.)
-AMBIGUOUS_CREATE_GRACE = timedelta(seconds=20)
-
-
-def longest_create_call(settings: Settings) -> timedelta:
-    """The longest a create call lasts: retries of a request never sent, within NOVITA_RETRY_DEADLINE_SECONDS,
-    then one attempt of at most NOVITA_TIMEOUT_SECONDS. Novita cannot receive it later than that."""
-    return timedelta(seconds=settings.novita_retry_deadline_seconds + settings.novita_timeout_seconds)
-
-
-def looked_up_until(sent_at: datetime, settings: Settings) -> datetime:
-    """Until when a create sent at `sent_at` whose sender died before any answer is looked for in Novita's
-    list before it is sent again: once its call would have ended, for AMBIGUOUS_CREATE_GRACE, as a create
-    Novita answered with an error."""
-    return sent_at + longest_create_call(settings) + AMBIGUOUS_CREATE_GRACE
 
 
 class Creating:

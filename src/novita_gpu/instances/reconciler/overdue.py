@@ -18,9 +18,9 @@ from typing import Any
 from sqlalchemy import and_, bindparam, func, or_, select
 
 from novita_gpu.instances.lifecycle import Action, Status
-from novita_gpu.instances.reconciler.creating import longest_create_call
 from novita_gpu.kit.clock import Clock
 from novita_gpu.kit.db import Database, UTCDateTime
+from novita_gpu.kit.in_doubt import longest_create_call
 from novita_gpu.kit.settings import Settings
 from novita_gpu.kit.tables import Instance
 

@@ -48,9 +48,9 @@ def upgrade() -> None:
         sa.Column("lease_token", sa.String(40), nullable=True),
         sa.Column("lease_expires_at", when(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("upstream_name"),
     )
     op.create_index("ix_volumes_status", "volumes", ["status"])
+    op.create_index("ix_volumes_upstream_name", "volumes", ["upstream_name"])
     op.create_index("ix_volumes_storage_id", "volumes", ["storage_id"])
     op.create_index("ix_volumes_owner_created", "volumes", ["owner", "created_at", "id"])
     op.create_index(

@@ -1,4 +1,4 @@
-"""List cursors: the position after a page's last row, as `<created_at in µs since the epoch>.<instance id>`.
+"""List cursors: the position after a page's last row, as `<created_at in µs since the epoch>.<row id>` (instances, volumes).
 
 A cursor only positions a list inside the caller's own instances (the owner filter always applies), and
 both of its values are shown in the page it came from, so it is not signed: a signature would protect
