@@ -106,6 +106,35 @@ def test_an_instance_mounts_storage_in_the_storage_cluster(emu: Emulator) -> Non
     assert emu.api.post("/networkstorage/delete", json={"storageId": storage_id}).status_code == 200
 
 
+def test_placement_follows_the_storage_when_no_cluster_is_given(emu: Emulator) -> None:
+    """RTX 5090 is sold in US-CA-06 and EU-01: every instance mounting an EU-01 storage lands in EU-01,
+    while those without one are spread over both (the choice is random, seeded)."""
+    storage_id = create_storage(emu)
+    mounted = [
+        emu.create(productId="5090.16c92g", networkStorages=[{"Id": storage_id, "mountPoint": f"/d{n}"}])
+        for n in range(6)
+    ]
+    assert {emu.get(i)["clusterId"] for i in mounted} == {EU}
+    free = {emu.get(emu.create(productId="5090.16c92g"))["clusterId"] for _ in range(12)}
+    assert free == {"1", EU}
+    # The same with a CPU instance (cpu.4c8g is sold in US-CA-06 and EU-01).
+    cpu = [
+        emu.create(kind="cpu", productId="cpu.4c8g", gpuNum=None, rootfsSize=None, networkStorages=[{"Id": storage_id}])
+        for _ in range(4)
+    ]
+    assert {emu.get(i)["clusterId"] for i in cpu} == {EU}
+
+
+def test_a_full_storage_cluster_is_insufficient_resource(emu: Emulator) -> None:
+    """Placement never leaves the storage's cluster for another with room: Novita must not either."""
+    storage_id = create_storage(emu)
+    emu.http.put("/_emulator/capacity", json={"clusterId": EU, "productId": "5090.16c92g", "gpus": 0})
+    response = emu.api.post(
+        "/gpu/instance/create", json=create_body(productId="5090.16c92g", networkStorages=[{"Id": storage_id}])
+    )
+    assert response.status_code == 400 and response.json()["reason"] == "INSUFFICIENT_RESOURCE", response.text
+
+
 def test_mount_point_defaults_to_network(emu: Emulator) -> None:
     storage_id = create_storage(emu)
     instance_id = emu.create(productId="4090.16c62g.eu", networkStorages=[{"Id": storage_id}])
@@ -122,12 +151,25 @@ def test_mounts_are_refused_elsewhere_or_unknown(emu: Emulator) -> None:
         return body
 
     mounts = [{"Id": storage_id, "mountPoint": "/data"}]
-    elsewhere = refused(productId="4090.16c62g", networkStorages=mounts)  # offered in US-CA-06 only
-    assert elsewhere["reason"] == "CUR_CLUSTER_NETWORK_STORAGE_NOT_SUPPORT"
+    # No clusterId, and the product is not sold where the storage is (offered in US-CA-06 only).
+    elsewhere = refused(productId="4090.16c62g", networkStorages=mounts)
+    assert elsewhere["reason"] == "NETWORK_STORAGE_UNAVAILABLE" and "EU-01" in elsewhere["message"]
+    # A clusterId other than the storage's (the product is sold in both).
     other_cluster = refused(productId="5090.16c92g", clusterId="1", networkStorages=mounts)
-    assert other_cluster["reason"] == "CUR_CLUSTER_NETWORK_STORAGE_NOT_SUPPORT"
+    assert other_cluster["reason"] == "NETWORK_STORAGE_UNAVAILABLE"
+    assert "EU-01" in other_cluster["message"] and "US-CA-06" in other_cluster["message"]
+    # A clusterId with no network storage at all.
+    no_storage = refused(productId="4090.16c62g.sg", clusterId=SINGAPORE, networkStorages=mounts)
+    assert no_storage["reason"] == "CUR_CLUSTER_NETWORK_STORAGE_NOT_SUPPORT" and "EU-01" in no_storage["message"]
+    assert refused(productId="5090.16c92g", clusterId="99", networkStorages=mounts)["reason"] == "VALIDATOR_PARAM"
+    # The storage's own cluster, but a product not sold there: as without a storage.
+    not_sold = refused(productId="4090.16c62g", clusterId=EU, networkStorages=mounts)
+    assert not_sold["reason"] == "VALIDATOR_PARAM"
     unknown = refused(productId="4090.16c62g.eu", networkStorages=[{"Id": str(uuid.uuid4())}])
     assert unknown["reason"] == "NETWORK_STORAGE_NOT_FOUND"
+    second = create_storage(emu, name="in-nl", cluster="4")
+    both = refused(productId="l4.8c30g", networkStorages=[*mounts, {"Id": second, "mountPoint": "/nl"}])
+    assert both["reason"] == "NETWORK_STORAGE_UNAVAILABLE"
     for bad in (
         [{"id": storage_id}],  # the documented key is Id
         [{"Id": storage_id}, {"Id": storage_id, "mountPoint": "/other"}],

@@ -393,7 +393,8 @@ class World:
     # --- instance construction -------------------------------------------------------------------
 
     def _storage_cluster(self, req: CreateRequest) -> Cluster | None:
-        """The one cluster the mounted network storages are in (the instance must be created there)."""
+        """The one cluster the mounted network storages are in: the instance must be created there (a
+        storage is reachable from its own cluster only), so without a `clusterId` it is placed there."""
         clusters: set[str] = set()
         for storage_id, _ in req.network_storages:
             storage = self.account.storage(storage_id)
@@ -401,15 +402,34 @@ class World:
                 raise EmulatedError(400, "NETWORK_STORAGE_NOT_FOUND", f"network storage {storage_id!r} not found")
             clusters.add(storage.cluster_id)
         if len(clusters) > 1:
+            names = sorted(c.name for i in clusters if (c := self.catalog.cluster(i)) is not None)
             raise EmulatedError(
-                400, "CUR_CLUSTER_NETWORK_STORAGE_NOT_SUPPORT", "the network storages are in different clusters"
+                400,
+                "NETWORK_STORAGE_UNAVAILABLE",
+                f"the network storages are in different clusters ({', '.join(names)}): one instance can mount "
+                "storages of one cluster only",
             )
         if not clusters:
             return None
         cluster = self.catalog.cluster(clusters.pop())
         assert cluster is not None
         if req.cluster_id and req.cluster_id != cluster.id:
-            raise _storage_elsewhere(cluster)
+            wanted = self.catalog.cluster(req.cluster_id)
+            if wanted is None:
+                raise invalid_param(f"clusterId {req.cluster_id!r} not found")
+            if not wanted.support_network_storage:
+                raise EmulatedError(
+                    400,
+                    "CUR_CLUSTER_NETWORK_STORAGE_NOT_SUPPORT",
+                    f"cluster {wanted.name} does not support network storage (the network storage is in "
+                    f"cluster {cluster.name}: the instance must be created there)",
+                )
+            raise EmulatedError(
+                400,
+                "NETWORK_STORAGE_UNAVAILABLE",
+                f"the network storage is in cluster {cluster.name}, not in {wanted.name}: "
+                f"the instance must be created in {cluster.name}",
+            )
         return cluster
 
     def edit(self, instance_id: str, ports: list[tuple[int, str]] | None, expand_root_disk: int) -> EmulatedInstance:
@@ -460,24 +480,24 @@ class World:
         if storage_cluster is not None:
             regions = [c for c in regions if c.id == storage_cluster.id]
             if not regions:
-                raise _storage_elsewhere(storage_cluster)
+                raise _storage_unavailable(storage_cluster, product.id)
         cluster = self._rng.choice(regions)
         size = Sizing(0, product.cpu_num, product.memory_size, product.rootfs_size, product.rootfs_size)
         return self._instance(req, cluster.id, product.id, product.name, size, self.now())
 
     def _choose_cluster(self, product: Product, req: CreateRequest, now: float, storage_cluster: Cluster | None) -> str:
         clusters = self.catalog.product_clusters(product)
-        if storage_cluster is not None:
-            clusters = [c for c in clusters if c.id == storage_cluster.id]
-            if not clusters:
-                raise _storage_elsewhere(storage_cluster)
-        if req.cluster_id:
+        if req.cluster_id:  # a storage's cluster is this one (_storage_cluster)
             if self.catalog.cluster(req.cluster_id) is None:
                 raise invalid_param(f"clusterId {req.cluster_id!r} not found")
             if req.cluster_id not in {c.id for c in clusters}:
                 raise invalid_param(f"product {product.id!r} is not offered in cluster {req.cluster_id!r}")
             self._require_capacity(req.cluster_id, product.id, req.gpu_num, now)
             return req.cluster_id
+        if storage_cluster is not None:
+            clusters = [c for c in clusters if c.id == storage_cluster.id]
+            if not clusters:
+                raise _storage_unavailable(storage_cluster, product.id)
         candidates = [c.id for c in clusters if self._has_room(c.id, product.id, req.gpu_num, now)]
         if not candidates:
             raise EmulatedError(400, "INSUFFICIENT_RESOURCE", "insufficient resource for the requested product")
@@ -529,10 +549,13 @@ class World:
         return "".join(self._rng.choice(string.ascii_letters + string.digits) for _ in range(n))
 
 
-def _storage_elsewhere(cluster: Cluster) -> EmulatedError:
-    """[INF] The reason Novita's table has for a cluster that cannot use the storage asked for."""
+def _storage_unavailable(cluster: Cluster, product_id: str) -> EmulatedError:
+    """No `clusterId`, and the product is not sold where the storage is: the storage cannot be reached
+    from any cluster the instance could be placed in [INF: the reason, "The network storage is
+    unavailable" in Novita's console, fits better than the one for a cluster without network storage]."""
     return EmulatedError(
         400,
-        "CUR_CLUSTER_NETWORK_STORAGE_NOT_SUPPORT",
-        f"the network storage is in cluster {cluster.name}: the instance must be created there",
+        "NETWORK_STORAGE_UNAVAILABLE",
+        f"the network storage is in cluster {cluster.name}, where product {product_id!r} is not offered: "
+        f"the instance must be created in {cluster.name}",
     )
