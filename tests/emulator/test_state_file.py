@@ -136,3 +136,31 @@ def test_storage_capacity_set_is_kept_in_the_file(tmp_path: Path) -> None:
     with pytest.raises(EmulatedError) as too_large:
         second.create_storage("5", "more", 30)
     assert too_large.value.reason == "NETWORK_STORAGE_TOO_LARGE"
+
+
+def test_data_markers_are_kept_in_the_file(tmp_path: Path) -> None:
+    """A storage's marker and an instance's local disk marker are where they were after a restart, and
+    the disk marker still goes when the reloaded instance stops."""
+    clock = ManualClock()
+    first = world(tmp_path / "emu.db", clock)
+    storage = first.account.create_storage("5", "data", 50)
+    first.account.write_storage_data(storage.id, "weights-v1")
+    mounts = [{"Id": storage.id, "mountPoint": "/data"}]
+    body = create_body(productId="4090.16c62g.eu", networkStorages=mounts)
+    instance = first.create(v.create_request(body, first.account.registry_auth_ids()))
+    clock.advance(20)
+    first.write_disk(instance.id, "pip cache")
+    # no close(): as after kill -9
+
+    clock.advance(5)
+    second = world(tmp_path / "emu.db", clock)
+    assert second.account.storage_data(storage.id) == "weights-v1"
+    assert second.disk(instance.id) == "pip cache"
+    assert second.volumes(instance.id) == [{"storageId": storage.id, "mountPoint": "/data", "bytes": "weights-v1"}]
+    second.stop(instance.id)
+    clock.advance(5)
+    assert second.disk(instance.id) == ""
+    second.close()
+
+    third = world(tmp_path / "emu.db", clock)
+    assert third.disk(instance.id) == "" and third.account.storage_data(storage.id) == "weights-v1"

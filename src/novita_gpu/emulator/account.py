@@ -52,6 +52,8 @@ class NetworkStorage:
     cluster_id: str
     cluster_name: str
     created_at: float
+    # The data marker (control API): kept on the storage itself, so it outlives every instance mounting it.
+    data: str = ""
 
     def json(self) -> dict[str, Any]:
         return {
@@ -339,6 +341,25 @@ class Account:
                 f"cluster {cluster.name} has {free} GB of network storage left, {more_gb} GB more were asked for",
                 free,
             )
+
+    def storage_data(self, storage_id: str) -> str:
+        """The storage's data marker (404 for an unknown storage: this is the control API)."""
+        with self._lock:
+            return self._marked_storage(storage_id).data
+
+    def write_storage_data(self, storage_id: str, data: str) -> str:
+        """Write the storage's data marker, as an instance mounting it would write a file there."""
+        with self._lock:
+            storage = self._marked_storage(storage_id)
+            storage.data = data
+            self._save(NETWORK_STORAGE, storage.id, asdict(storage))
+            return storage.data
+
+    def _marked_storage(self, storage_id: str) -> NetworkStorage:
+        storage = self._storages.get(storage_id)
+        if storage is None:
+            raise EmulatedError(404, "NETWORK_STORAGE_NOT_FOUND", "network storage not found")
+        return storage
 
     def create_storage(self, cluster_id: str, name: str, size: int) -> NetworkStorage:
         with self._lock:

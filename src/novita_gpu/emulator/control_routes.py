@@ -14,6 +14,7 @@ from novita_gpu.emulator.novita_shapes import instance_timeline
 from novita_gpu.emulator.validation import integer, parse_json_object, text
 
 router = APIRouter(prefix="/_emulator")
+MAX_MARKER_CHARS = 1_000_000  # a marker stands for data, it is not data: a megabyte is plenty
 
 
 @router.post("/reset")
@@ -91,6 +92,41 @@ async def put_utilization(request: Request, instance_id: str) -> dict[str, Any]:
 @router.get("/instances/{instance_id}/utilization")
 async def get_utilization(request: Request, instance_id: str) -> dict[str, Any]:
     return world_of(request).utilization(instance_id)
+
+
+async def _marker(request: Request) -> str:
+    """The `bytes` of a data marker body `{"bytes": "<string>"}`."""
+    return text(parse_json_object(await request.body()), "bytes", required=True, max_len=MAX_MARKER_CHARS)
+
+
+@router.put("/instances/{instance_id}/disk")
+async def put_disk(request: Request, instance_id: str) -> dict[str, Any]:
+    """Write the data marker on the instance's local disk (container disk and /workspace). 409 while it
+    has none (stopped or deleted)."""
+    return {"bytes": world_of(request).write_disk(instance_id, await _marker(request))}
+
+
+@router.get("/instances/{instance_id}/disk")
+async def get_disk(request: Request, instance_id: str) -> dict[str, Any]:
+    """The marker on its local disk: "" on a new instance and once it has stopped since the write."""
+    return {"bytes": world_of(request).disk(instance_id)}
+
+
+@router.get("/instances/{instance_id}/volumes")
+async def get_volumes(request: Request, instance_id: str) -> list[dict[str, str]]:
+    """`[{storageId, mountPoint, bytes}]`: each mounted network storage's marker, read from the instance."""
+    return world_of(request).volumes(instance_id)
+
+
+@router.put("/volumes/{storage_id}/data")
+async def put_volume_data(request: Request, storage_id: str) -> dict[str, Any]:
+    """Write a network storage's data marker: kept on the storage, whatever its instances do."""
+    return {"bytes": world_of(request).account.write_storage_data(storage_id, await _marker(request))}
+
+
+@router.get("/volumes/{storage_id}/data")
+async def get_volume_data(request: Request, storage_id: str) -> dict[str, Any]:
+    return {"bytes": world_of(request).account.storage_data(storage_id)}
 
 
 @router.get("/instances")

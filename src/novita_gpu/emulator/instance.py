@@ -10,6 +10,14 @@ from dataclasses import dataclass, field
 
 # Statuses in which an instance holds its GPUs (everything but stopped and deleted).
 RELEASED = frozenset({"exited", "removed"})
+# Entering one of these loses the instance's local disk (the container disk and the volume disk at
+# /workspace): only network storage survives a stop on Novita, and a migration moves the instance to another
+# node without its local disks ("new data on the system and local disks is lost"). Migrate is not
+# emulated yet; when it is, the `migrating` phase it schedules wipes the disk through this set, with no
+# more code. Restart (toRestart, restarting) keeps the container and so its disk.
+DISK_WIPING = frozenset({"exited", "migrating", "removed"})
+# The instance has no disk to write to in these (stopped, or being deleted).
+DISKLESS = frozenset({"exited", "toRemove", "removing", "removed"})
 STATUSES = frozenset(
     {
         "toCreate",
@@ -78,6 +86,10 @@ class EmulatedInstance:
     gone_at: float | None = None  # when it stops being visible (set once deletion is scheduled)
     visible_from: float = 0.0  # when its (possibly delayed) create completed
     network_storages: list[dict[str, str]] = field(default_factory=list)  # [{id, mountPoint}]
+    # The data marker on its local disk (control API), and how many phases had begun when it was written:
+    # a disk-wiping phase after those empties it (see disk_at).
+    disk: str = ""
+    disk_since: int = 0
 
     def phase_at(self, now: float) -> Phase:
         current = self.phases[0]
@@ -104,6 +116,19 @@ class EmulatedInstance:
         self.phases = [p for p in self.phases if p.at <= t]
         self.app_boots = [b for b in self.app_boots if b <= t]
         self.gone_at = None
+
+    def disk_at(self, now: float) -> str:
+        """The local disk's data marker at `now`: what was last written, unless the instance has entered a
+        DISK_WIPING status since. Phases are in time order and an action only drops phases after its own
+        time, so the first `disk_since` phases (those begun by the write) never change."""
+        if not self.disk:
+            return ""
+        since_write = (p for p in self.phases[self.disk_since :] if p.at <= now)
+        return "" if any(p.status in DISK_WIPING for p in since_write) else self.disk
+
+    def write_disk(self, data: str, now: float) -> None:
+        self.disk = data
+        self.disk_since = len(self.history_at(now))
 
     def running_since(self, now: float) -> float | None:
         """Start of the current uninterrupted `running` stretch, or None if not running."""

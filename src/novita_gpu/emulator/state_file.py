@@ -1,6 +1,6 @@
 """The emulated account kept on disk, so the built-in emulator survives restarts and kill -9 as the store does.
 
-A small SQLite file: one row per instance (its attributes and timeline as JSON), one per capacity
+A small SQLite file: one row per instance (its attributes, local disk marker and timeline as JSON), one per capacity
 that was changed from the seeded catalog, the URL it was last served at (`meta`), and one per other account object (`objects`: private
 templates, registry auths, network storages, image prewarm tasks, each a `kind` with its JSON body). Every change of the world writes its rows in one transaction
 (WAL, synchronous=NORMAL: a crashed process loses nothing committed). Timelines are absolute times, so

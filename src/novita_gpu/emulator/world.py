@@ -18,7 +18,7 @@ from novita_gpu.emulator.catalog import MONTHLY, SPOT, Cluster, EmulatedCatalog,
 from novita_gpu.emulator.config import EmulatorConfig
 from novita_gpu.emulator.errors import EmulatedError, invalid_param, invalid_state_change
 from novita_gpu.emulator.faults import FaultInjector
-from novita_gpu.emulator.instance import EmulatedInstance, Phase, PortMapping
+from novita_gpu.emulator.instance import DISKLESS, EmulatedInstance, Phase, PortMapping
 from novita_gpu.emulator.state_file import StateFile
 from novita_gpu.emulator.utilization import (
     UTILIZATION,
@@ -264,6 +264,49 @@ class World:
             instance = self._visible(instance_id, now)
             delay = self.config.timings.metrics_delay / self.config.speed
             return metrics_answer(instance, self._utilization.get(instance_id), query, now, delay)
+
+    # --- data markers ----------------------------------------------------------------------------
+
+    def disk(self, instance_id: str) -> str:
+        """The data marker on the instance's local disk: "" on a new instance, and again once it has
+        stopped (or been deleted, or migrated) since the marker was written."""
+        with self._lock:
+            return self._known(instance_id).disk_at(self.now())
+
+    def write_disk(self, instance_id: str, data: str) -> str:
+        """Write the marker on the instance's local disk: only while it has one (not stopped or deleted)."""
+        with self._lock:
+            now = self.now()
+            instance = self._known(instance_id)
+            status = instance.status_at(now)
+            if not instance.visible_at(now) or status in DISKLESS:
+                raise EmulatedError(
+                    409, "CONFLICT", f"the instance is {status}: it has no local disk to write to until it runs"
+                )
+            instance.write_disk(data, now)
+            self._saved(instance)
+            return instance.disk_at(now)
+
+    def volumes(self, instance_id: str) -> list[dict[str, str]]:
+        """The network storages the instance mounts, each with its data marker as the instance reads it
+        ("" for a storage deleted since)."""
+        with self._lock:
+            instance = self._known(instance_id)
+            return [
+                {
+                    "storageId": m["id"],
+                    "mountPoint": m["mountPoint"],
+                    "bytes": storage.data if (storage := self.account.storage(m["id"])) is not None else "",
+                }
+                for m in instance.network_storages
+            ]
+
+    def _known(self, instance_id: str) -> EmulatedInstance:
+        """Any instance since the last reset (the control API's 404 otherwise)."""
+        instance = self._instances.get(instance_id)
+        if instance is None:
+            raise EmulatedError(404, "RESOURCE_NOT_FOUND", "instance not found")
+        return instance
 
     # --- actions ---------------------------------------------------------------------------------
 
