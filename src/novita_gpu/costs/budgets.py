@@ -1,9 +1,11 @@
 """Budgets per API key, and the worker that keeps costs current and enforces budgets.
 
-A budget caps a key's spend per calendar month (UTC). Once spend reaches it, creates are refused (403
-BUDGET_EXCEEDED) whatever `onExceeded` says; with `stopAll` every instance of that key that Novita may
-bill is stopped (reason BUDGET_EXCEEDED), and starts are refused too (a start spends as a create does).
-Other keys' instances are never touched. The crossing is recorded once per month as an account event,
+A budget caps a key's spend per calendar month (UTC), its instances' and its volumes' alike
+(report.month_spend). Once spend reaches it, creates are refused (403 BUDGET_EXCEEDED) whatever
+`onExceeded` says; with `stopAll` every instance of that key that Novita may bill is stopped (reason
+BUDGET_EXCEEDED), and starts are refused too (a start spends as a create does). Other keys' instances are
+never touched, and no volume is: stopping deletes no data, so a key's volumes go on billing (and on
+counting towards its spend). The crossing is recorded once per month as an account event,
 `budget.exceeded`, written with its webhook deliveries (to the budget's own `webhookUrl` and to
 WEBHOOK_URL) in the transaction that marks the budget exceeded. The deliveries are rows of the one outbox,
 `webhook_deliveries`, linked to the account event rather than to an instance: the webhook dispatcher sends

@@ -17,6 +17,12 @@ closed stretch is a ledger row (`billing_periods`) written in the transaction th
 `accrued_cost_usd` / `billed_seconds` hold the total as of `accrued_at`; the worker in budgets.py moves
 that forward every minute for instances still billing (`checkpoint`), so the figure in an instance's view
 is never more than a minute old, and survives restarts.
+
+Volumes (Novita network storages) bill from creation to deletion, mounted or not, at their price for the
+whole volume. The volume service keeps their stretches as the meter keeps instances': the open one on the
+row (`volumes.billing_since`, at `price_per_hour`), closed ones in `volume_billing_periods`, closed and
+reopened at each resize (the new size's price) and closed at deletion. `stretches` reads both kinds, so
+reports and budgets count volumes as they count instances.
 """
 
 from __future__ import annotations
@@ -24,14 +30,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import bindparam, event, inspect, select, update
 from sqlalchemy.orm import Session, UOWTransaction
 
 from novita_gpu.instances.rendering import cost_view
 from novita_gpu.kit.db import Database, table_of
-from novita_gpu.kit.tables import BillingPeriod, Instance
+from novita_gpu.kit.tables import BillingPeriod, Instance, Volume, VolumeBillingPeriod
 
 BILLED = frozenset(
     {
@@ -124,20 +130,30 @@ def install() -> None:
 install()
 
 
+# The product a volume's cost is reported under (`groupBy=product`, a row's `productName`): Novita's own
+# name for the kind of thing, which no GPU product is called.
+VOLUME_PRODUCT = "network-storage"
+
+Kind = Literal["instance", "volume"]
+
+
 @dataclass(frozen=True)
 class Stretch:
-    """A billed stretch, closed (from the ledger) or still open (from an instance row)."""
+    """A billed stretch of an instance or a volume, closed (from a ledger) or still open (from its row)."""
 
-    instance_id: str
+    id: str  # the instance's or the volume's
     owner: str
-    instance_name: str
-    product_name: str
+    name: str
+    product_name: str  # VOLUME_PRODUCT for a volume
     billing_mode: str
-    gpu_num: int
-    price_per_hour: float
+    gpu_num: int  # 0 for a volume
+    price_per_hour: float  # USD for the whole instance or volume
     labels: dict[str, str]
     started_at: datetime
     ended_at: datetime | None  # None: Novita still bills it
+    kind: Kind = "instance"
+    region: str | None = None  # a volume's
+    size_gb: int | None = None  # a volume's, during this stretch
 
     def seconds_within(self, start: datetime, end: datetime, now: datetime) -> float:
         """Billed seconds of this stretch inside [start, end), counting an open one up to `now`."""
@@ -145,16 +161,67 @@ class Stretch:
         return max(0.0, (stop - max(start, self.started_at)).total_seconds())
 
 
+def _volume_stretch(
+    volume_id: str,
+    owner: str,
+    name: str,
+    region: str,
+    size_gb: int,
+    price_per_hour: float | None,
+    started_at: datetime,
+    ended_at: datetime | None,
+) -> Stretch:
+    return Stretch(
+        volume_id,
+        owner,
+        name,
+        VOLUME_PRODUCT,
+        "onDemand",
+        0,
+        price_per_hour or 0.0,
+        {},
+        started_at,
+        ended_at,
+        kind="volume",
+        region=region,
+        size_gb=size_gb,
+    )
+
+
 async def stretches(db: Database, start: datetime, end: datetime, owner: str | None = None) -> list[Stretch]:
-    """Every billed stretch that overlaps [start, end): closed ones from the ledger, open ones from rows."""
+    """Every billed stretch, of instances and of volumes, that overlaps [start, end): closed ones from the
+    ledgers, open ones from rows (read in one transaction, so a stretch closing meanwhile counts once)."""
     closed = select(BillingPeriod).where(BillingPeriod.ended_at > start, BillingPeriod.started_at < end)
     open_rows = select(Instance).where(Instance.billing_since.is_not(None), Instance.billing_since < end)
+    closed_volumes = select(
+        VolumeBillingPeriod.volume_id,
+        VolumeBillingPeriod.owner,
+        VolumeBillingPeriod.volume_name,
+        VolumeBillingPeriod.region,
+        VolumeBillingPeriod.size_gb,
+        VolumeBillingPeriod.price_per_hour,
+        VolumeBillingPeriod.started_at,
+        VolumeBillingPeriod.ended_at,
+    ).where(VolumeBillingPeriod.ended_at > start, VolumeBillingPeriod.started_at < end)
+    open_volumes = select(
+        Volume.id,
+        Volume.owner,
+        Volume.name,
+        Volume.region,
+        Volume.size_gb,
+        Volume.price_per_hour,
+        Volume.billing_since,
+    ).where(Volume.billing_since.is_not(None), Volume.billing_since < end)
     if owner is not None:
         closed = closed.where(BillingPeriod.owner == owner)
         open_rows = open_rows.where(Instance.owner == owner)
+        closed_volumes = closed_volumes.where(VolumeBillingPeriod.owner == owner)
+        open_volumes = open_volumes.where(Volume.owner == owner)
     async with db.read() as session:
         periods: Sequence[BillingPeriod] = (await session.execute(closed)).scalars().all()
         rows: Sequence[Instance] = (await session.execute(open_rows)).scalars().all()
+        volume_periods = (await session.execute(closed_volumes)).all()
+        volumes = (await session.execute(open_volumes)).all()
     found = [
         Stretch(
             p.instance_id,
@@ -185,6 +252,17 @@ async def stretches(db: Database, start: datetime, end: datetime, owner: str | N
                 row.billing_since,
                 None,
             )
+        )
+    for p in volume_periods:
+        found.append(
+            _volume_stretch(
+                p.volume_id, p.owner, p.volume_name, p.region, p.size_gb, p.price_per_hour, p.started_at, p.ended_at
+            )
+        )
+    for v in volumes:
+        assert v.billing_since is not None
+        found.append(
+            _volume_stretch(v.id, v.owner, v.name, v.region, v.size_gb, v.price_per_hour, v.billing_since, None)
         )
     return found
 

@@ -1,8 +1,16 @@
-"""Cost reports: what Novita billed over a period, per instance and grouped (GET /api/costs, the CLI).
+"""Cost reports: what Novita billed over a period, per instance and per volume, and grouped (GET /api/costs,
+the CLI).
 
 A stretch's cost within [from, to) is its billed seconds inside the period times its price per hour
-(the price the instance was created at, for the whole instance); a stretch still open counts up to now.
-Sums are taken from unrounded figures; answers round to a millionth of a dollar.
+(the price the instance was created at, for the whole instance; a volume's price for its size at the
+time, for the whole volume); a stretch still open counts up to now. Sums are taken from unrounded
+figures; answers round to a millionth of a dollar.
+
+Rows are instances and volumes (`kind`), in one list, `instances` (its name from before volumes). A
+volume row carries every field an instance row does, so that a client reading rows as instance rows
+keeps working: `instanceId` is the volume's id (also `volumeId`), `productName` VOLUME_PRODUCT, `gpuNum`
+0, `labels` empty. `billedHours` and `gpuHours` (in totals and groups) stay instance hours, as before
+volumes; volumes' billed hours are `volumeHours`. Costs (`totalUsd`, each group's `costUsd`) count both.
 """
 
 from __future__ import annotations
@@ -37,9 +45,14 @@ def _usd(value: float) -> float:
     return round(value, 6)
 
 
+def _hours(seconds: float) -> float:
+    return round(seconds / 3600.0, 6)
+
+
 @dataclass
 class _Line:
-    """One instance's billed time and cost in the period."""
+    """One instance's or volume's billed time and cost in the period; `stretch` is its latest stretch
+    (a volume's size and price after its last resize)."""
 
     stretch: Stretch
     seconds: float = 0.0
@@ -50,6 +63,14 @@ class _Line:
         self.seconds += seconds
         self.cost += seconds / 3600.0 * stretch.price_per_hour
         self.billing = self.billing or stretch.ended_at is None
+        if stretch.ended_at is None or (
+            self.stretch.ended_at is not None and stretch.started_at > self.stretch.started_at
+        ):
+            self.stretch = stretch
+
+    @property
+    def volume(self) -> bool:
+        return self.stretch.kind == "volume"
 
 
 @dataclass
@@ -57,8 +78,10 @@ class _Group:
     key: str | None
     seconds: float = 0.0
     gpu_seconds: float = 0.0
+    volume_seconds: float = 0.0
     cost: float = 0.0
     instances: set[str] = field(default_factory=set)
+    volumes: set[str] = field(default_factory=set)
 
 
 def _group_key(stretch: Stretch, group_by: str) -> str | None:
@@ -69,74 +92,96 @@ def _group_key(stretch: Stretch, group_by: str) -> str | None:
     return stretch.labels.get(group_by.removeprefix("label:"))
 
 
+def _row(row_id: str, line: _Line, group_by: str) -> dict[str, Any]:
+    stretch = line.stretch
+    row: dict[str, Any] = {
+        "kind": stretch.kind,
+        "instanceId": row_id,
+        "name": stretch.name,
+        "apiKey": stretch.owner,
+        "productName": stretch.product_name,
+        "billingMode": stretch.billing_mode,
+        "gpuNum": stretch.gpu_num,
+        "pricePerHour": stretch.price_per_hour,
+        "labels": stretch.labels,
+        "group": _group_key(stretch, group_by),
+        "billedHours": _hours(line.seconds),
+        "billedSeconds": round(line.seconds, 3),
+        "costUsd": _usd(line.cost),
+        "billingNow": line.billing,
+    }
+    if line.volume:
+        row |= {"volumeId": row_id, "region": stretch.region, "sizeGb": stretch.size_gb}
+    return row
+
+
 async def cost_report(
     db: Database, *, start: datetime, end: datetime, now: datetime, group_by: str, owner: str | None
 ) -> dict[str, Any]:
-    """Totals, groups and per-instance rows over [start, end) (an open stretch counts up to `now`);
-    `owner` None covers every API key (an admin's report)."""
+    """Totals, groups and per-instance and per-volume rows over [start, end) (an open stretch counts up to
+    `now`); `owner` None covers every API key (an admin's report)."""
     lines: dict[str, _Line] = {}
     for stretch in await stretches(db, start, end, owner):
         seconds = stretch.seconds_within(start, end, now)
         if seconds <= 0 and stretch.ended_at is not None:
             continue
-        lines.setdefault(stretch.instance_id, _Line(stretch)).add(stretch, seconds)
+        lines.setdefault(stretch.id, _Line(stretch)).add(stretch, seconds)
     groups: dict[str | None, _Group] = {}
-    for instance_id, line in lines.items():
-        group = groups.setdefault(_group_key(line.stretch, group_by), _Group(_group_key(line.stretch, group_by)))
-        group.seconds += line.seconds
-        group.gpu_seconds += line.seconds * line.stretch.gpu_num
+    for row_id, line in lines.items():
+        key = _group_key(line.stretch, group_by)
+        group = groups.setdefault(key, _Group(key))
         group.cost += line.cost
-        group.instances.add(instance_id)
-    total = sum(line.cost for line in lines.values())
+        if line.volume:
+            group.volume_seconds += line.seconds
+            group.volumes.add(row_id)
+        else:
+            group.seconds += line.seconds
+            group.gpu_seconds += line.seconds * line.stretch.gpu_num
+            group.instances.add(row_id)
+    instances = [line for line in lines.values() if not line.volume]
+    volumes = [line for line in lines.values() if line.volume]
     return {
         "from": iso(start),
         "to": iso(end),
         "asOf": iso(now),
         "groupBy": group_by,
         "currency": "USD",
-        "totalUsd": _usd(total),
-        "billedHours": round(sum(line.seconds for line in lines.values()) / 3600.0, 6),
-        "gpuHours": round(sum(line.seconds * line.stretch.gpu_num for line in lines.values()) / 3600.0, 6),
+        "totalUsd": _usd(sum(line.cost for line in lines.values())),
+        "instancesUsd": _usd(sum(line.cost for line in instances)),
+        "volumesUsd": _usd(sum(line.cost for line in volumes)),
+        "billedHours": _hours(sum(line.seconds for line in instances)),
+        "gpuHours": _hours(sum(line.seconds * line.stretch.gpu_num for line in instances)),
+        "volumeHours": _hours(sum(line.seconds for line in volumes)),
         "groups": [
             {
                 "key": group.key,
                 "costUsd": _usd(group.cost),
-                "billedHours": round(group.seconds / 3600.0, 6),
-                "gpuHours": round(group.gpu_seconds / 3600.0, 6),
+                "billedHours": _hours(group.seconds),
+                "gpuHours": _hours(group.gpu_seconds),
                 "instances": len(group.instances),
+                "volumeHours": _hours(group.volume_seconds),
+                "volumes": len(group.volumes),
             }
             for group in sorted(groups.values(), key=lambda g: (-g.cost, g.key or ""))
         ],
         "instances": [
-            {
-                "instanceId": instance_id,
-                "name": line.stretch.instance_name,
-                "apiKey": line.stretch.owner,
-                "productName": line.stretch.product_name,
-                "billingMode": line.stretch.billing_mode,
-                "gpuNum": line.stretch.gpu_num,
-                "pricePerHour": line.stretch.price_per_hour,
-                "labels": line.stretch.labels,
-                "group": _group_key(line.stretch, group_by),
-                "billedHours": round(line.seconds / 3600.0, 6),
-                "costUsd": _usd(line.cost),
-                "billingNow": line.billing,
-            }
-            for instance_id, line in sorted(lines.items(), key=lambda item: (-item[1].cost, item[0]))
+            _row(row_id, line, group_by)
+            for row_id, line in sorted(lines.items(), key=lambda item: (-item[1].cost, item[0]))
         ],
     }
 
 
 @dataclass(frozen=True)
 class Spend:
-    """A key's spend this month so far, and what its instances billing now cost per hour."""
+    """A key's spend this month so far, and what its instances and volumes billing now cost per hour."""
 
     spent: float
     rate_per_hour: float
 
 
 async def month_spend(db: Database, owner: str | None, now: datetime) -> dict[str, Spend]:
-    """Spend this calendar month by API key (one key, or every key with `owner` None)."""
+    """Spend this calendar month by API key (one key, or every key with `owner` None), instances and
+    volumes: an open stretch of either adds its price to the rate, which budgets project to the month's end."""
     start = month_start(now)
     found: dict[str, list[float]] = {}
     for stretch in await stretches(db, start, now, owner):

@@ -99,7 +99,7 @@ def _target(caller: Caller, api_key: str | None) -> str:
 
 @router.get(
     "/costs",
-    summary="What Novita billed over a period: totals, groups and per-instance rows",
+    summary="What Novita billed over a period: totals, groups and per-instance and per-volume rows",
     response_model=CostsAnswer,
 )
 async def costs(
@@ -122,7 +122,8 @@ async def costs(
         Query(alias="groupBy", pattern=GROUP_BY_PATTERN, description="product, apiKey or label:<key>."),
     ] = "product",
 ) -> JSONResponse:
-    """Your instances' costs; an admin key's report covers every key. A period ending before it starts is empty."""
+    """Your instances' and volumes' costs; an admin key's report covers every key. A period ending before it
+    starts is empty."""
     now = services.clock.now()
     first = _timestamp(start, "from") or month_start(now)
     last = _timestamp(end, "to") or now

@@ -11,26 +11,39 @@ from novita_gpu.kit.schemas import Answer
 
 
 class CostGroupAnswer(Answer):
-    key: str | None = Field(description="The product name, the API key's id, or the label's value (null: unset).")
-    cost_usd: float
-    billed_hours: float
+    key: str | None = Field(
+        description="The product name (network-storage for volumes), the API key's id, or the label's value "
+        "(null: unset; volumes have no labels)."
+    )
+    cost_usd: float = Field(description="Its instances' and volumes' cost.")
+    billed_hours: float = Field(description="Its instances' billed hours.")
     gpu_hours: float
     instances: int
+    volume_hours: float = Field(description="Its volumes' billed hours.")
+    volumes: int
 
 
 class CostLineAnswer(Answer):
-    instance_id: str
+    kind: Literal["instance", "volume"]
+    instance_id: str = Field(description="The instance's id; for a volume row, the volume's id (as volumeId).")
     name: str
     api_key: str = Field(description="The id of the API key that owns it (key-..., never the key itself).")
-    product_name: str
+    product_name: str = Field(description="The instance's product; network-storage for a volume.")
     billing_mode: str
-    gpu_num: int
-    price_per_hour: float = Field(description="USD for the whole instance, the price it was created at.")
+    gpu_num: int = Field(description="0 for a volume.")
+    price_per_hour: float = Field(
+        description="USD for the whole instance, the price it was created at; for a volume, USD for the whole "
+        "volume at its current size."
+    )
     labels: dict[str, str]
     group: str | None
     billed_hours: float = Field(description="Hours Novita billed it within the period.")
+    billed_seconds: float = Field(description="The same in seconds.")
     cost_usd: float
     billing_now: bool
+    volume_id: str | None = Field(default=None, description="Volume rows only.")
+    region: str | None = Field(default=None, description="Volume rows only: the volume's region (cluster).")
+    size_gb: int | None = Field(default=None, description="Volume rows only: its size, after its last resize.")
 
 
 class CostsAnswer(Answer):
@@ -39,11 +52,14 @@ class CostsAnswer(Answer):
     as_of: datetime = Field(description="Stretches still billing count up to this moment.")
     group_by: str
     currency: Literal["USD"]
-    total_usd: float
-    billed_hours: float
+    total_usd: float = Field(description="Instances and volumes.")
+    instances_usd: float
+    volumes_usd: float
+    billed_hours: float = Field(description="Instances' billed hours.")
     gpu_hours: float
+    volume_hours: float = Field(description="Volumes' billed hours.")
     groups: list[CostGroupAnswer]
-    instances: list[CostLineAnswer]
+    instances: list[CostLineAnswer] = Field(description="One row per instance and per volume (kind).")
 
 
 class BudgetAnswer(Answer):
@@ -53,8 +69,8 @@ class BudgetAnswer(Answer):
     webhook_url: str | None
     set_by: Literal["self", "admin"] | None = Field(description="admin: only an admin key may change it.")
     month: str = Field(description="The calendar month (UTC) spend is counted in, e.g. 2026-11.")
-    spent_usd: float
-    rate_per_hour_usd: float = Field(description="What the key's instances billing now cost per hour.")
+    spent_usd: float = Field(description="This month, instances and volumes.")
+    rate_per_hour_usd: float = Field(description="What the key's instances and volumes billing now cost per hour.")
     projected_usd: float = Field(description="Spend so far plus the current rate until the month ends.")
     remaining_usd: float | None
     exceeded: bool
