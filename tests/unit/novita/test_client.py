@@ -32,7 +32,8 @@ from novita_gpu.novita import (
     Unauthorized,
     UpstreamUnavailable,
 )
-from novita_gpu.novita.client import _NOT_SENT, KEEPALIVE_SECONDS
+from novita_gpu.novita.answers import decode
+from novita_gpu.novita.transport import KEEPALIVE_SECONDS, NOT_SENT
 from tests.fixtures.novita_client import Observed, Sleeps
 from tests.unit.novita.fake_novita import DISCONNECT, HANG, Call, FakeNovita, Reply
 
@@ -445,8 +446,8 @@ def test_only_failures_before_sending_count_as_not_sent() -> None:
     key = aiohttp.client_reqrep.ConnectionKey("novita.test", 443, True, True, None, None, None)
     not_sent = [aiohttp.ClientConnectorError(key, OSError(111, "refused")), aiohttp.ConnectionTimeoutError()]
     sent = [aiohttp.ServerDisconnectedError(), aiohttp.SocketTimeoutError(), aiohttp.ClientPayloadError()]
-    assert all(isinstance(exc, _NOT_SENT) for exc in not_sent)
-    assert not any(isinstance(exc, _NOT_SENT) for exc in sent)
+    assert all(isinstance(exc, NOT_SENT) for exc in not_sent)
+    assert not any(isinstance(exc, NOT_SENT) for exc in sent)
 
 
 async def test_create_without_id_in_answer_is_ambiguous(novita: FakeNovita, client: NovitaClient) -> None:
@@ -633,9 +634,7 @@ async def test_get_instance_reads_node_in_either_shape(novita: FakeNovita, clien
 
 def test_text_the_store_cannot_hold_is_replaced_in_novitas_answers() -> None:
     """A lone surrogate or a NUL from Novita (valid JSON) must never make a later write fail."""
-    from novita_gpu.novita.client import _decode
-
-    assert _decode(b'{"a": "\\udc00x", "b": ["x\\u0000y"], "\\ud800": 1, "ok": "\\ud83d\\ude00"}') == {
+    assert decode(b'{"a": "\\udc00x", "b": ["x\\u0000y"], "\\ud800": 1, "ok": "\\ud83d\\ude00"}') == {
         "a": "\ufffdx",
         "b": ["x\ufffdy"],
         "\ufffd": 1,
@@ -649,6 +648,6 @@ async def test_idle_connections_are_dropped_before_the_emulator_server_drops_the
     uvicorn's 5 s): the client gives idle connections up first."""
     server_idle_limit = uvicorn.Config(app=None).timeout_keep_alive  # what the emulator and our service use
     assert server_idle_limit > KEEPALIVE_SECONDS
-    connector = client._http.connector
+    connector = client._transport._http.connector
     assert isinstance(connector, aiohttp.TCPConnector)
     assert connector._keepalive_timeout == KEEPALIVE_SECONDS

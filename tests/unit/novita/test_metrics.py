@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from novita_gpu.novita import InstanceMetrics, NovitaClient, UpstreamUnavailable
-from novita_gpu.novita.client import metrics_root
+from novita_gpu.novita.transport import metrics_root
 from tests.fixtures.novita_client import Sleeps
 from tests.unit.novita.fake_novita import FakeNovita, Reply, Route, Script
 
