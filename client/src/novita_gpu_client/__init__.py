@@ -7,8 +7,11 @@
         ready = client.wait_for(created["instanceId"], timeout=900)
         print(ready["connectionDetails"])
 
-`AsyncClient` has the same methods, to be awaited. Answers are the server's JSON objects. Its one
-dependency is httpx; the `novita-gpu` command needs the `cli` extra (`novita-gpu-client[cli]`).
+Volumes (Novita network storages) have methods of their own: `create_volume` (it waits until the volume
+is available), `list_volumes`, `get_volume`, `resize_volume`, `delete_volume`; `create(...,
+volumes=["datasets"])` mounts them. `AsyncClient` has the same methods, to be awaited. Answers are the
+server's JSON objects. Its one dependency is httpx; the `novita-gpu` command needs the `cli` extra
+(`novita-gpu-client[cli]`).
 """
 
 from novita_gpu_client.async_client import AsyncClient
@@ -21,9 +24,12 @@ from novita_gpu_client.errors import (
     InstanceStopped,
     NovitaGpuError,
     ServiceConnectionError,
+    VolumeFailed,
+    VolumeWaitTimeout,
     WaitTimeout,
 )
 from novita_gpu_client.events import Event
+from novita_gpu_client.mounts import VolumeMount
 from novita_gpu_client.retry import RetryPolicy
 from novita_gpu_client.signing import verify as verify_webhook
 from novita_gpu_client.version import __version__
@@ -43,6 +49,9 @@ __all__ = [
     "RetryPolicy",
     "ServiceConnectionError",
     "Status",
+    "VolumeFailed",
+    "VolumeMount",
+    "VolumeWaitTimeout",
     "WaitTimeout",
     "__version__",
     "verify_webhook",

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 from urllib.parse import quote
 
+from novita_gpu_client.mounts import VolumeMount, volume_mounts
+
 Json = dict[str, Any]
 Action = Literal["start", "stop", "delete"]
 
@@ -61,6 +63,8 @@ class CreateOptions(TypedDict, total=False):
     health_check_path: str | None
     image_auth_id: str | None
     network_storages: Sequence[Mapping[str, str]] | None  # [{"id": ..., "mountPoint": "/network"}]
+    # Volumes by name or id: [{"volume": "datasets", "mountPoint": "/data"}], ("datasets", "/data") or "datasets".
+    volumes: Sequence[VolumeMount] | None
 
 
 _CREATE_FIELDS = {
@@ -104,7 +108,9 @@ def create(
 ) -> Call:
     """A create that is safe to retry: it always carries an Idempotency-Key (a fresh one unless given)."""
     unknown = (
-        set(options) - set(_CREATE_FIELDS) - {"envs", "labels", "health_check_path", "network_storages", "auto_stop"}
+        set(options)
+        - set(_CREATE_FIELDS)
+        - {"envs", "labels", "health_check_path", "network_storages", "auto_stop", "volumes"}
     )
     if unknown:
         raise TypeError(f"unknown create option(s): {', '.join(sorted(unknown))}")
@@ -126,6 +132,8 @@ def create(
     network_storages = options.get("network_storages")
     if network_storages is not None:
         body["networkStorages"] = [dict(storage) for storage in network_storages]
+    if (volumes := options.get("volumes")) is not None:
+        body["volumes"] = volume_mounts(volumes)
     key = idempotency_key or f"sdk-{uuid.uuid4()}"
     return Call("POST", "/api/instances", body=body, headers={"Idempotency-Key": key}, retryable=True)
 

@@ -96,6 +96,34 @@ class WaitTimeout(NovitaGpuError, TimeoutError):
         )
 
 
+class VolumeFailed(NovitaGpuError):
+    """A wait for a volume ended in a status it never leaves for the wanted one: `failed` (Novita refused
+    the create: its `statusMessage` says why), or `deleting`/`deleted` (someone deleted it meanwhile)."""
+
+    def __init__(self, volume: dict[str, Any], wanted: Iterable[str]) -> None:
+        self.volume = volume
+        self.wanted = frozenset(wanted)
+        super().__init__(
+            f"volume {_volume(volume)} is {volume.get('status')}, not {_either(self.wanted)}{_why(volume)}"
+        )
+
+
+class VolumeWaitTimeout(NovitaGpuError, TimeoutError):
+    """A wait for a volume's status ran out of time; `volume` is the last view seen."""
+
+    def __init__(self, volume: dict[str, Any], wanted: Iterable[str], timeout: float) -> None:
+        self.volume = volume
+        super().__init__(
+            f"volume {_volume(volume)} is still {volume.get('status')} after {timeout:g} s "
+            f"(waiting for {_either(wanted)}){_why(volume)}"
+        )
+
+
+def _volume(volume: dict[str, Any]) -> str:
+    name = volume.get("name")
+    return f"{volume.get('volumeId')} ({name})" if name else str(volume.get("volumeId"))
+
+
 def _either(statuses: Iterable[str]) -> str:
     return " or ".join(sorted(statuses))
 
@@ -106,7 +134,7 @@ def _named(instance: dict[str, Any]) -> str:
 
 
 def _why(instance: dict[str, Any]) -> str:
-    """The instance's own account of where it is (`statusMessage`, e.g. no capacity in any region): the
-    status alone does not say what to do about it."""
+    """The instance's (or volume's) own account of where it is (`statusMessage`, e.g. no capacity in any
+    region): the status alone does not say what to do about it."""
     message = instance.get("statusMessage")
     return f": {message}" if message else ""

@@ -17,13 +17,14 @@ from novita_gpu_client.calls import Call, CreateOptions, Json
 from novita_gpu_client.config import DEFAULT_URL, ClientConfig, service_url
 from novita_gpu_client.events import Event
 from novita_gpu_client.retry import RetryPolicy
+from novita_gpu_client.volumes import VolumeMethods
 
 Answer = TypeVar("Answer")  # Json, or an awaitable of it
 Instances = TypeVar("Instances")  # an iterator of Json, or an async one
 Events = TypeVar("Events")  # an iterator of Event, or an async one
 
 
-class Methods(ABC, Generic[Answer, Instances, Events]):
+class Methods(VolumeMethods[Answer, Instances], ABC, Generic[Answer, Instances, Events]):
     def __init__(
         self,
         base_url: str = DEFAULT_URL,
