@@ -70,15 +70,12 @@ class AccountCalls:
         body = await self._transport.call("network_storages.list", "GET", "/networkstorages/list", params=params)
         return parse(NetworkStoragePage, body)
 
-    async def iter_network_storages(
+    def iter_network_storages(
         self, *, storage_name: str | None = None, page_size: int = 100
     ) -> AsyncIterator[NetworkStorage]:
-        async def page(page_no: int) -> tuple[list[NetworkStorage], int]:
-            got = await self.list_network_storages(page_no=page_no, page_size=page_size, storage_name=storage_name)
-            return got.storages, got.total
-
-        async for storage in walk_pages(page, page_size):
-            yield storage
+        return walk_pages(
+            lambda n: self.list_network_storages(page_no=n, page_size=page_size, storage_name=storage_name), page_size
+        )
 
     async def create_network_storage(self, cluster_id: str, name: str, size_gb: int) -> str:
         """Create a network storage and return its id. Novita documents the answer as a bare JSON string

@@ -69,15 +69,9 @@ class CatalogCalls:
         body = await self._transport.call("templates.list", "GET", "/templates", params=params)
         return parse(TemplatePage, body)
 
-    async def iter_templates(self, *, page_size: int = 50, **query: Unpack[TemplateQuery]) -> AsyncIterator[Template]:
+    def iter_templates(self, *, page_size: int = 50, **query: Unpack[TemplateQuery]) -> AsyncIterator[Template]:
         """Every matching template, page by page."""
-
-        async def page(page_num: int) -> tuple[list[Template], int]:
-            got = await self.list_templates(page_size=page_size, page_num=page_num, **query)
-            return got.templates, got.total
-
-        async for template in walk_pages(page, page_size):
-            yield template
+        return walk_pages(lambda n: self.list_templates(page_size=page_size, page_num=n, **query), page_size)
 
     async def get_template(self, template_id: str) -> Template:
         body = await self._transport.call("templates.get", "GET", "/template", params={"templateId": template_id})

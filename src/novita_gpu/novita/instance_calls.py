@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from novita_gpu.novita.errors import AmbiguousCreate, NotFound, NovitaError
 from novita_gpu.novita.models import CreateInstanceRequest, InstanceMetrics, InstancePage, Listed, NovitaInstance
-from novita_gpu.novita.paging import LIST_CONCURRENCY, walk_pages
+from novita_gpu.novita.paging import LIST_CONCURRENCY, Page, walk_pages
 from novita_gpu.novita.parsing import InstanceMemo, describe_validation, invalid_response, parse
 from novita_gpu.novita.transport import Transport
 
@@ -75,32 +75,22 @@ class InstanceCalls:
         page.instances = instances
         return page
 
-    async def iter_instances(
-        self, *, page_size: int = 100, **query: Unpack[InstanceQuery]
-    ) -> AsyncIterator[NovitaInstance]:
+    def iter_instances(self, *, page_size: int = 100, **query: Unpack[InstanceQuery]) -> AsyncIterator[NovitaInstance]:
         """Every matching instance, walking pages until `total` is reached or a page comes back short.
 
         Instances created or deleted meanwhile shift the pages; an id is yielded at most once.
         """
+        return walk_pages(lambda n: self.list_instances_page(page_num=n, page_size=page_size, **query), page_size)
 
-        async def page(page_num: int) -> tuple[list[NovitaInstance], int]:
-            got = await self.list_instances_page(page_num=page_num, page_size=page_size, **query)
-            return got.instances, got.total
-
-        async for instance in walk_pages(page, page_size):
-            yield instance
-
-    async def iter_listed(self, *, page_size: int = 100, concurrency: int = LIST_CONCURRENCY) -> AsyncIterator[Listed]:
+    def iter_listed(self, *, page_size: int = 100, concurrency: int = LIST_CONCURRENCY) -> AsyncIterator[Listed]:
         """Every instance of the account, as the few fields a reconciler compares (`Listed`), pages fetched
         `concurrency` at a time once the first has told the total. Each id at most once (instances created
         or deleted meanwhile shift the pages, as in `iter_instances`)."""
+        return walk_pages(lambda n: self._listed_page(n, page_size), page_size, concurrency)
 
-        async def page(page_num: int) -> tuple[list[Listed], int]:
-            listed, got = await self._instances_page({"pageNum": page_num, "pageSize": page_size}, Listed.parse)
-            return listed, got.total
-
-        async for item in walk_pages(page, page_size, concurrency):
-            yield item
+    async def _listed_page(self, page_num: int, page_size: int) -> Page[Listed]:
+        listed, page = await self._instances_page({"pageNum": page_num, "pageSize": page_size}, Listed.parse)
+        return Page(listed, page.total)
 
     async def _instances_page(
         self, params: dict[str, Any], parse_item: Callable[[Any], T]

@@ -157,6 +157,11 @@ class TemplatePage(NovitaModel):
     )
     total: LooseInt = 0
 
+    @property
+    def items(self) -> list[Template]:
+        """The page's templates, under the name every page gives them (`paging.walk_pages`)."""
+        return self.templates
+
 
 class RegistryAuth(NovitaModel):
     id: LooseStr
@@ -185,6 +190,11 @@ class NetworkStoragePage(NovitaModel):
         default_factory=list, validation_alias=AliasChoices("data", "storages")
     )
     total: LooseInt = 0
+
+    @property
+    def items(self) -> list[NetworkStorage]:
+        """The page's storages, under the name every page gives them (`paging.walk_pages`)."""
+        return self.storages
 
 
 class NetworkStorageMount(NovitaModel):
@@ -350,6 +360,11 @@ class Listed:
 class InstancePage(NovitaModel):
     instances: Annotated[list[NovitaInstance], BeforeValidator(_listish)] = Field(default_factory=list)
     total: LooseInt = 0
+
+    @property
+    def items(self) -> list[NovitaInstance]:
+        """The page's instances, under the name every page gives them (`paging.walk_pages`)."""
+        return self.instances
 
 
 class CreateInstanceRequest(NovitaModel):
