@@ -31,7 +31,7 @@ from novita_gpu.kit.clock import Clock
 from novita_gpu.kit.db import Database
 from novita_gpu.kit.settings import Settings
 from novita_gpu.kit.tables import IdempotencyRecord, Instance, WebhookDelivery
-from novita_gpu.kit.workers import PeriodicWorker
+from novita_gpu.kit.workers import StoreWorker
 from novita_gpu.observability.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -45,7 +45,7 @@ _has_pending_webhooks = (
 BATCH_ROWS = 100
 
 
-class Retention(PeriodicWorker):
+class Retention(StoreWorker):
     name = "retention"
     pauses_on_clock = True
 
@@ -58,17 +58,10 @@ class Retention(PeriodicWorker):
         on_instances_deleted: Callable[[], None],
         batch_rows: int = BATCH_ROWS,
     ) -> None:
-        super().__init__(clock)
-        self.db = db
-        self.settings = settings
+        super().__init__(db, clock, settings, settings.retention_check_seconds)
         self.metrics = metrics
-        self.retry_seconds = settings.retention_check_seconds
         self.on_instances_deleted = on_instances_deleted  # cached views of deleted rows must go
         self.batch_rows = batch_rows
-
-    @property
-    def allowed_gap(self) -> float:
-        return self.settings.retention_check_seconds * 3 + 30
 
     async def step(self) -> float:
         await self.sweep()

@@ -41,7 +41,7 @@ from novita_gpu.kit.db import Database
 from novita_gpu.kit.settings import Settings
 from novita_gpu.kit.signals import Signal
 from novita_gpu.kit.tables import Instance
-from novita_gpu.kit.workers import PeriodicWorker
+from novita_gpu.kit.workers import StoreWorker
 from novita_gpu.novita import MetricPoint, NovitaClient, NovitaError
 
 log = structlog.get_logger(__name__)
@@ -127,7 +127,7 @@ class _Bucket:
         return max(0.0, (1 - self.tokens) / self.rate)
 
 
-class GpuPoller(PeriodicWorker):
+class GpuPoller(StoreWorker):
     name = "gpu_poller"
     pauses_on_clock = True  # it sleeps until the next window is due
 
@@ -140,20 +140,13 @@ class GpuPoller(PeriodicWorker):
         changes: ChangeFeed,
         rng: random.Random | None = None,
     ) -> None:
-        super().__init__(clock)
-        self.db = db
+        super().__init__(db, clock, settings, settings.auto_stop_check_seconds)
         self.client = client
-        self.settings = settings
         self.changes = changes
         self.idle_found: Signal[str] = Signal()  # an idle verdict was written: the sweeper may end it now
         self.rng = rng or random.Random()
-        self.retry_seconds = settings.auto_stop_check_seconds
         self.bucket = _Bucket(clock, settings.gpu_poll_calls_per_minute)
         self.calls = 0  # metrics calls made (for tests and /health's curious)
-
-    @property
-    def allowed_gap(self) -> float:
-        return self.settings.auto_stop_check_seconds * 3 + 30
 
     async def step(self) -> float:
         self.last_run_at = self.clock.now()

@@ -38,7 +38,7 @@ from novita_gpu.kit.clock import Clock
 from novita_gpu.kit.db import Database
 from novita_gpu.kit.settings import Settings
 from novita_gpu.kit.tables import Instance
-from novita_gpu.kit.workers import PeriodicWorker
+from novita_gpu.kit.workers import StoreWorker
 from novita_gpu.observability.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -103,24 +103,17 @@ class _Swept:
     acted: bool
 
 
-class AutoStopSweeper(PeriodicWorker):
+class AutoStopSweeper(StoreWorker):
     name = "autostop"
     pauses_on_clock = True  # it sleeps until the earliest deadline
 
     def __init__(
         self, db: Database, clock: Clock, instances: InstanceService, settings: Settings, metrics: Metrics
     ) -> None:
-        super().__init__(clock)
-        self.db = db
+        super().__init__(db, clock, settings, settings.auto_stop_check_seconds)
         self.instances = instances
-        self.settings = settings
         self.metrics = metrics
-        self.retry_seconds = settings.auto_stop_check_seconds
         self.next_run_at: datetime | None = None
-
-    @property
-    def allowed_gap(self) -> float:
-        return self.settings.auto_stop_check_seconds * 3 + 30
 
     async def step(self) -> float:
         self.next_run_at = self.clock.now() + timedelta(seconds=self.settings.auto_stop_check_seconds)

@@ -27,7 +27,7 @@ from novita_gpu.kit.clock import Clock
 from novita_gpu.kit.db import Database
 from novita_gpu.kit.settings import Settings
 from novita_gpu.kit.tables import Instance
-from novita_gpu.kit.workers import PeriodicWorker
+from novita_gpu.kit.workers import StoreWorker
 
 log = structlog.get_logger(__name__)
 
@@ -46,7 +46,7 @@ def _errors(report: dict[str, Any] | None) -> list[Any] | None:
     return None if report is None else [e["error"] for e in report.get("endpoints", [])]
 
 
-class Prober(PeriodicWorker):
+class Prober(StoreWorker):
     name = "prober"
 
     def __init__(
@@ -57,12 +57,9 @@ class Prober(PeriodicWorker):
         changes: ChangeFeed,
         on_ready: Callable[[float | None, float], None] | None = None,
     ) -> None:
-        super().__init__(clock)
-        self.db = db
-        self.settings = settings
+        super().__init__(db, clock, settings, settings.probe_interval_seconds)
         self.changes = changes
         self.on_ready = on_ready
-        self.retry_seconds = settings.probe_interval_seconds
 
     @property
     def allowed_gap(self) -> float:

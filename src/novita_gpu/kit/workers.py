@@ -4,7 +4,9 @@ The reconciler, the prober, the webhook dispatcher, the auto-stop sweeper and th
 say what one step does and how long to pause after it; this base runs the loop, wakes it early on
 `wake()`, keeps `last_run_at` for /health, and on `stop()` lets the step in progress finish and then
 calls `finish()` (work in flight ends or is handed back, leases are released), so a replica shutting
-down leaves nothing for the others to wait out.
+down leaves nothing for the others to wait out. A worker that looks at the store every so many seconds
+of its settings starts from `StoreWorker`, which holds the store and the settings and derives its retry
+and its /health allowance from that cadence.
 
 A worker is woken one way: `services.py` subscribes its `wake` to a `Signal` (signals.py).
 """
@@ -15,11 +17,15 @@ import asyncio
 import contextlib
 from abc import ABC, abstractmethod
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from novita_gpu.kit.clock import Clock
+
+if TYPE_CHECKING:
+    from novita_gpu.kit.db import Database
+    from novita_gpu.kit.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -108,6 +114,23 @@ class PeriodicWorker(ABC):
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(sleeper, waker, return_exceptions=True)
+
+
+class StoreWorker(PeriodicWorker):
+    """A worker over the store that looks again every `check_seconds` (a setting) when nothing sooner is
+    due: it holds the store and the settings, retries a step that raised one check later, and /health
+    calls it stalled after three checks and half a minute more without a step."""
+
+    def __init__(self, db: Database, clock: Clock, settings: Settings, check_seconds: float) -> None:
+        super().__init__(clock)
+        self.db = db
+        self.settings = settings
+        self.check_seconds = check_seconds
+        self.retry_seconds = check_seconds
+
+    @property
+    def allowed_gap(self) -> float:
+        return self.check_seconds * 3 + 30
 
 
 async def stop_workers(workers: list[PeriodicWorker], tasks: list[asyncio.Task[None]], grace: float) -> None:

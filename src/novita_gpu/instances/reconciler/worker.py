@@ -47,7 +47,7 @@ from novita_gpu.kit.runner import Batch, LeaseRunner, Work
 from novita_gpu.kit.settings import Settings
 from novita_gpu.kit.signals import Signal
 from novita_gpu.kit.tables import Instance
-from novita_gpu.kit.workers import PeriodicWorker
+from novita_gpu.kit.workers import StoreWorker
 from novita_gpu.novita import Listed, NovitaClient, NovitaError
 from novita_gpu.novita.client import MAX_CONNECTIONS
 
@@ -73,7 +73,7 @@ class TickResult:
     busy: bool = False
 
 
-class Reconciler(PeriodicWorker):
+class Reconciler(StoreWorker):
     name = "reconciler"
 
     def __init__(
@@ -85,10 +85,9 @@ class Reconciler(PeriodicWorker):
         settings: Settings,
         changes: ChangeFeed,
     ) -> None:
-        super().__init__(clock)
-        self.db = db
+        super().__init__(db, clock, settings, settings.reconcile_slow_seconds)
+        self.retry_seconds = settings.reconcile_fast_seconds  # a tick that raised is retried at the fast pace
         self.client = client
-        self.settings = settings
         self.changes = changes
         self.health_checking: Signal[str] = Signal()  # a row reached health_checking: the prober may probe it
         # The pid says which process of a host holds a row's lease (lease_owner), e.g. after a kill -9.
@@ -124,18 +123,10 @@ class Reconciler(PeriodicWorker):
     # -- loop ------------------------------------------------------------------------------------
 
     @property
-    def allowed_gap(self) -> float:
-        return self.settings.reconcile_slow_seconds * 3 + 30
-
-    @property
     def min_gap_seconds(self) -> float:  # type: ignore[override]
         # Every create or action wakes the worker; a burst of them shares one tick (and one listing of
         # Novita's instances) per half fast interval, rather than listing once per request.
         return self.settings.reconcile_fast_seconds / 2
-
-    @property
-    def retry_seconds(self) -> float:  # type: ignore[override]
-        return self.settings.reconcile_fast_seconds
 
     async def step(self) -> float:
         busy = (await self.tick()).busy
