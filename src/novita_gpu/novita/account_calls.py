@@ -3,12 +3,14 @@ network storages. Their creates answer with little or no id, so each looks the n
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
+from novita_gpu.novita.errors import NovitaError
 from novita_gpu.novita.models import NetworkStorage, NetworkStoragePage, RegistryAuth
 from novita_gpu.novita.paging import walk_pages
 from novita_gpu.novita.parsing import invalid_response, parse, parse_list
-from novita_gpu.novita.transport import Transport, as_is
+from novita_gpu.novita.transport import Transport
 
 ACCOUNT_ENDPOINTS: tuple[str, ...] = (
     "registry_auths.list",
@@ -34,13 +36,8 @@ class AccountCalls:
         """Save registry credentials and return them with their id. Novita answers the save with `{}`,
         so the id is the one auth with this name and username that the list did not hold before."""
         before = {auth.id for auth in await self.list_registry_auths()}
-        await self._transport.call(
-            "registry_auths.create",
-            "POST",
-            "/repository/auth/save",
-            json_body={"name": name, "username": username, "password": password},
-            ambiguous=as_is,
-        )
+        credentials = {"name": name, "username": username, "password": password}
+        await self._write_once("registry_auths.create", "/repository/auth/save", credentials)
         new = [
             auth
             for auth in await self.list_registry_auths()
@@ -81,13 +78,8 @@ class AccountCalls:
         """Create a network storage and return its id. Novita documents the answer as a bare JSON string
         (the id); an object with `storageId`/`id` is taken too, and an answer without one is resolved by
         the only storage of that name in that cluster."""
-        body = await self._transport.call(
-            "network_storages.create",
-            "POST",
-            "/networkstorage/create",
-            json_body={"clusterId": cluster_id, "storageName": name, "storageSize": size_gb},
-            ambiguous=as_is,
-        )
+        wanted = {"clusterId": cluster_id, "storageName": name, "storageSize": size_gb}
+        body = await self._write_once("network_storages.create", "/networkstorage/create", wanted)
         if isinstance(body, dict):
             body = body.get("storageId") or body.get("id") or body.get("data")
         if isinstance(body, str) and body.strip():
@@ -103,15 +95,19 @@ class AccountCalls:
 
     async def update_network_storage(self, storage_id: str, name: str, size_gb: int) -> None:
         """Rename and/or grow (Novita refuses to shrink). Sent once: a repeat could meet a changed size."""
-        await self._transport.call(
-            "network_storages.update",
-            "POST",
-            "/networkstorage/update",
-            json_body={"storageId": storage_id, "storageName": name, "storageSize": size_gb},
-            ambiguous=as_is,
-        )
+        wanted = {"storageId": storage_id, "storageName": name, "storageSize": size_gb}
+        await self._write_once("network_storages.update", "/networkstorage/update", wanted)
 
     async def delete_network_storage(self, storage_id: str) -> None:
         await self._transport.call(
             "network_storages.delete", "POST", "/networkstorage/delete", json_body={"storageId": storage_id}
         )
+
+    async def _write_once(self, endpoint: str, path: str, body: Mapping[str, Any]) -> Any:
+        """POST a create or update that is not sent again once Novita may have acted on it (a repeat could
+        make a second object or meet a changed one): its failure is raised as it came."""
+        return await self._transport.call(endpoint, "POST", path, json_body=body, ambiguous=_as_is)
+
+
+def _as_is(error: NovitaError) -> NovitaError:
+    return error

@@ -66,11 +66,6 @@ class CallObserver(Protocol):
 Ambiguous = Callable[[NovitaError], NovitaError]
 
 
-def as_is(error: NovitaError) -> NovitaError:
-    """For a write that must not be repeated once sent: its failure is raised as it came."""
-    return error
-
-
 def api_root(base_url: str) -> str:
     root = base_url.rstrip("/")
     root = root.removesuffix("/v1")
