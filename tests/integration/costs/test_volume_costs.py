@@ -6,6 +6,8 @@ the harness's clock; then a user asks over HTTP."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -16,7 +18,9 @@ import pytest
 from novita_gpu.costs.schemas import BudgetAnswer, CostsAnswer
 from novita_gpu.kit.tables import Volume, VolumeBillingPeriod
 from novita_gpu.web.auth import owner_id
+from tests.fixtures.live_service import live_service
 from tests.harness import SEED_BODY, Harness
+from tests.integration.cli.test_cli import invoke, ok
 
 ALICE, BOB, ROOT = "alice-key-0123456789", "bob-key-0123456789", "root-key-0123456789"
 HOUR = 3600.0
@@ -281,3 +285,27 @@ async def test_budget_spend_projection_and_exceeded_count_volumes(keyed: Harness
     assert (await h.http.get("/api/budget", headers=key(BOB))).json()["exceeded"] is False
     h.clock.advance(HOUR)
     assert close_to_the_cent((await h.http.get("/api/budget", headers=key(ALICE))).json()["spentUsd"], 0.2)
+
+
+async def test_novita_gpu_costs_lists_volumes_with_their_kind_within_80_columns(tmp_path: Path) -> None:
+    async with live_service(tmp_path) as live:
+        h = live.harness
+        name = "a-very-long-instance-name-for-a-narrow-terminal-xxxxxxxxxxxxxx"
+        created = await h.create(name=name, gpuNum=2, autoStopMinutes=0, labels={"team": "machine-learning"})
+        instance = await h.until_status(created["instanceId"], "ready")
+        await add_volume(h, "vol_00000000000000000005", size_gb=1000, price="10000", since=h.clock.now())
+        h.clock.advance(100 * HOUR)  # costs of a few dollars: wide cells
+
+        async def run(*args: str) -> str:
+            return ok(await asyncio.to_thread(invoke, live.url, "costs", "--group-by", "label:team", *args))
+
+        report = json.loads(await run("--json"))
+        shown = (await run()).splitlines()
+        assert not [line for line in shown if len(line) > 80], shown
+        assert "1 instances, 1 volumes ($10.00)" in "\n".join(shown)
+        rows = {r["instanceId"]: r for r in report["instances"]}
+        for row_id, kind in ((instance["instanceId"], "instance"), ("vol_00000000000000000005", "volume")):
+            [line] = [line for line in shown if row_id in line]
+            assert line.split()[1] == kind and f"${rows[row_id]['costUsd']:,.2f}" in line
+            assert f"${rows[row_id]['pricePerHour']:.4f}" in line
+        assert "VOLUMES" in next(line for line in shown if line.startswith("LABEL:TEAM"))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -10,7 +11,7 @@ import typer
 from rich.console import Group, RenderableType
 from rich.text import Text
 
-from novita_gpu_client import ApiError, Json
+from novita_gpu_client import ApiError, Client, Json
 from novita_gpu_client.cli.output import Col, Layout, deliveries, delivery_details, price, show, text, when
 from novita_gpu_client.cli.session import ApiKey, AsJson, Url, client_for
 
@@ -46,7 +47,7 @@ def costs(
         str, typer.Option("--group-by", metavar="product|apiKey|label:KEY", help="How to group the costs.")
     ] = "product",
 ) -> None:
-    """What Novita billed over a period: the total, by group and by instance (and your budget)."""
+    """What Novita billed over a period: the total, by group and by instance and volume (and your budget)."""
     with client_for(url, api_key) as client:
         report = client.costs(start=start, end=end, group_by=group_by)
         try:
@@ -55,30 +56,29 @@ def costs(
             budget = None
 
     def render(report: Json) -> RenderableType:
+        # Rows are instances and volumes (`kind`; a server from before volumes sends instances only).
+        volumes = sum(1 for i in report["instances"] if i.get("kind") == "volume")
         summary = (
             f"{_usd(report['totalUsd'])} from {when(report['from'])} to {when(report['to'])}\n"
             f"{_hours(report['billedHours'])} billed hours, {_hours(report['gpuHours'])} GPU-hours, "
-            f"{len(report['instances'])} instances"
-        )
+            f"{len(report['instances']) - volumes} instances"
+        ) + (f", {volumes} volumes ({_usd(report.get('volumesUsd'))})" if volumes else "")
         parts: list[RenderableType] = [Text(summary)]
         if (line := _budget_line(budget)) is not None:
             parts.append(Text(line))
+        # With volumes in the report, their counts and a KIND column; without, the tables are as before them.
         if report["groups"]:
-            groups = Layout(
-                Col(report["groupBy"].upper(), cut=10),
-                Col("COST", right=True),
-                Col("HOURS", right=True),
-                Col("GPU-H", right=True),
-                Col("INSTANCES", right=True),
-            )
+            group_cols = [Col(report["groupBy"].upper(), cut=10), Col("COST", right=True)]
+            group_cols += [Col("HOURS", right=True), Col("GPU-H", right=True), Col("INSTANCES", right=True)]
+            groups = Layout(*group_cols, *([Col("VOLUMES", right=True)] if volumes else []))
             for g in report["groups"]:
-                groups.add_row(
-                    g["key"], _usd(g["costUsd"]), _hours(g["billedHours"]), _hours(g["gpuHours"]), g["instances"]
-                )
+                cells = [g["key"], _usd(g["costUsd"]), _hours(g["billedHours"]), _hours(g["gpuHours"]), g["instances"]]
+                groups.add_row(*cells, *([g.get("volumes", 0)] if volumes else []))
             parts += [Text(""), groups]
         if report["instances"]:
             lines = Layout(
                 Col("ID"),
+                *([Col("KIND")] if volumes else []),
                 Col("NAME", cut=8),
                 Col("GROUP", cut=6, drop=1),
                 Col("$/H", right=True),
@@ -89,11 +89,18 @@ def costs(
                 # The star has a place of its own, after the cost: a name cut to fit would lose it.
                 cost = _usd(i["costUsd"]) + (" *" if i.get("billingNow") else "  ")
                 lines.add_row(
-                    i["instanceId"], i["name"], i["group"], price(i["pricePerHour"]), _hours(i["billedHours"]), cost
+                    i.get("volumeId") or i["instanceId"],
+                    *([i.get("kind", "instance")] if volumes else []),
+                    i["name"],
+                    i["group"],
+                    price(i["pricePerHour"]),
+                    _hours(i["billedHours"]),
+                    cost,
                 )
             parts += [Text(""), lines]
             if any(i.get("billingNow") for i in report["instances"]):
-                parts.append(Text("* still billing: its cost grows until it stops"))
+                until = "it stops" + (" (a volume: until it is deleted)" if volumes else "")
+                parts.append(Text(f"* still billing: its cost grows until {until}"))
         return Group(*parts)
 
     show(report, as_json, render)
@@ -163,6 +170,22 @@ def _inherited(ctx: typer.Context, as_json: bool, key_id: str | None) -> tuple[b
     return as_json or bool(group.get("as_json")), key_id or group.get("key_id")
 
 
+def _answer_shown(
+    ctx: typer.Context,
+    key_id: str | None,
+    url: str | None,
+    api_key: str | None,
+    as_json: bool,
+    call: Callable[[Client, str | None], Json],
+    render: Callable[[Json], RenderableType],
+) -> None:
+    """A budget subcommand that makes one call about the key (`--key-id`, else the caller's) and shows it."""
+    as_json, key_id = _inherited(ctx, as_json, key_id)
+    with client_for(url, api_key) as client:
+        answer = call(client, key_id)
+    show(answer, as_json, render)
+
+
 @budget_app.callback(invoke_without_command=True)
 def budget(
     ctx: typer.Context,
@@ -229,10 +252,7 @@ def clear_budget(
     ctx: typer.Context, key_id: KeyId = None, url: Url = None, api_key: ApiKey = None, as_json: AsJson = False
 ) -> None:
     """Remove the budget (spend goes on being counted and shown)."""
-    as_json, key_id = _inherited(ctx, as_json, key_id)
-    with client_for(url, api_key) as client:
-        answer = client.clear_budget(api_key=key_id)
-    show(answer, as_json, budget_text)
+    _answer_shown(ctx, key_id, url, api_key, as_json, lambda client, key: client.clear_budget(api_key=key), budget_text)
 
 
 @budget_app.command("events")
@@ -240,34 +260,31 @@ def budget_events(
     ctx: typer.Context, key_id: KeyId = None, url: Url = None, api_key: ApiKey = None, as_json: AsJson = False
 ) -> None:
     """The budget.exceeded events, newest first, with their webhook deliveries."""
-    as_json, key_id = _inherited(ctx, as_json, key_id)
-    with client_for(url, api_key) as client:
-        answer = client.budget_events(api_key=key_id)
+    _answer_shown(ctx, key_id, url, api_key, as_json, lambda client, key: client.budget_events(api_key=key), _events)
 
-    def render(answer: Json) -> Layout | str:
-        if not answer["events"]:
-            return "No budget events."
-        table = Layout(
-            Col("AT"),
-            Col("MONTH"),
-            Col("SPENT", right=True),
-            Col("LIMIT", right=True),
-            Col("ACTION", drop=2),
-            Col("STOPPED", right=True, drop=1),
-            Col("WEBHOOKS", cut=9, drop=3),
+
+def _events(answer: Json) -> Layout | str:
+    if not answer["events"]:
+        return "No budget events."
+    table = Layout(
+        Col("AT"),
+        Col("MONTH"),
+        Col("SPENT", right=True),
+        Col("LIMIT", right=True),
+        Col("ACTION", drop=2),
+        Col("STOPPED", right=True, drop=1),
+        Col("WEBHOOKS", cut=9, drop=3),
+    )
+    for event in answer["events"]:
+        data = (event.get("payload") or {}).get("data") or {}
+        table.add_row(
+            when(event.get("at")),
+            data.get("month"),
+            _usd(data.get("spentUsd")),
+            _usd(data.get("monthlyLimitUsd")),
+            data.get("onExceeded"),
+            len(data.get("stoppedInstances") or []),
+            deliveries(event.get("webhooks") or []),
+            details=delivery_details(event.get("webhooks") or []),
         )
-        for event in answer["events"]:
-            data = (event.get("payload") or {}).get("data") or {}
-            table.add_row(
-                when(event.get("at")),
-                data.get("month"),
-                _usd(data.get("spentUsd")),
-                _usd(data.get("monthlyLimitUsd")),
-                data.get("onExceeded"),
-                len(data.get("stoppedInstances") or []),
-                deliveries(event.get("webhooks") or []),
-                details=delivery_details(event.get("webhooks") or []),
-            )
-        return table
-
-    show(answer, as_json, render)
+    return table
