@@ -40,6 +40,7 @@ from novita_gpu_client.cli.session import (
     client_for,
     fail,
 )
+from novita_gpu_client.cli.volumes import volume_mount
 from novita_gpu_client.vocabulary import Status
 
 app = typer.Typer(help="Create, inspect, start, stop and delete instances.", no_args_is_help=True)
@@ -172,6 +173,10 @@ def create_instance(
         list[str] | None,
         typer.Option(metavar="ID[:MOUNT]", help="Network storage to mount (at /network by default; repeatable)."),
     ] = None,
+    volume: Annotated[
+        list[str] | None,
+        typer.Option(metavar="NAME[:/PATH]", help="A volume to mount (at /network by default; repeatable)."),
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait until the instance is ready.")] = False,
     timeout: Annotated[float, typer.Option(metavar="SECONDS", help="With --wait: how long at most.")] = 900,
     url: Url = DEFAULT_URL,
@@ -197,6 +202,7 @@ def create_instance(
         "health_check_path": health_check_path,
         "image_auth_id": image_auth_id,
         "network_storages": [_storage(item) for item in network_storage or []] or None,
+        "volumes": [volume_mount(item) for item in volume or []] or None,
     }
     with client_for(url, api_key) as client:
         view = client.create(name, product, template, **options)

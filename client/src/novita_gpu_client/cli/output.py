@@ -279,6 +279,8 @@ def instance_table(view: Json) -> Layout:
     }
     if view.get("labels"):
         rows["labels"] = labels_of(view)
+    if view.get("volumes"):
+        rows["volumes"] = ", ".join(f"{v.get('name')} at {v.get('mountPoint')}" for v in view["volumes"])
     rows.update(connection_rows(view))
     for field, value in rows.items():
         table.add_row(field, value)

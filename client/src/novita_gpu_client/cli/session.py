@@ -27,6 +27,8 @@ from novita_gpu_client import (
     InstanceStopped,
     RetryPolicy,
     ServiceConnectionError,
+    VolumeFailed,
+    VolumeWaitTimeout,
     WaitTimeout,
 )
 from novita_gpu_client.cli.config import ConfigError, ConfigFile, Profile, config_path, exposure_warning, load
@@ -210,7 +212,7 @@ def client_for(url: str | None, api_key: str | None) -> Iterator[Client]:
         name = exc.instance.get("name") or exc.instance.get("instanceId")
         action = "start" if exc.needs == "started" else "delete"
         raise fail(f"{exc} (novita-gpu instances {action} {name})", 1) from exc
-    except (InstanceFailed, WaitTimeout) as exc:
+    except (InstanceFailed, WaitTimeout, VolumeFailed, VolumeWaitTimeout) as exc:
         raise fail(str(exc), 1) from exc
     except ServiceConnectionError as exc:
         raise fail(
