@@ -309,3 +309,44 @@ async def test_novita_gpu_costs_lists_volumes_with_their_kind_within_80_columns(
             assert line.split()[1] == kind and f"${rows[row_id]['costUsd']:,.2f}" in line
             assert f"${rows[row_id]['pricePerHour']:.4f}" in line
         assert "VOLUMES" in next(line for line in shown if line.startswith("LABEL:TEAM"))
+
+
+async def test_a_volume_made_over_http_bills_at_the_emulators_price_until_deleted(harness: Harness) -> None:
+    """The volumes API end to end: created in a region, grown, deleted; its row follows Novita's price."""
+    h = harness
+    start = h.clock.now()
+    created = await h.http.post("/api/volumes", json={"name": "datasets", "region": "US-TX-04", "sizeGb": 1000})
+    assert created.status_code == 201, created.text
+    volume_id = created.json()["volumeId"]
+
+    async def has(status: str) -> bool:
+        return bool((await h.http.get(f"/api/volumes/{volume_id}")).json()["status"] == status)
+
+    async def available() -> bool:
+        return await has("available")
+
+    await h.run_until(available, max_seconds=120)
+    view = (await h.http.get(f"/api/volumes/{volume_id}")).json()
+    assert view["pricePerHour"] == per_hour("10000")  # the emulator's "10000" for 1000 GB: $0.10 an hour
+    h.clock.advance(HOUR)
+    line = row(await costs(h, **{"from": iso(start), "to": iso(h.clock.now())}), volume_id)
+    assert (line["kind"], line["name"], line["region"], line["sizeGb"]) == ("volume", "datasets", "US-TX-04", 1000)
+    assert close_to_the_cent(line["costUsd"], 0.10) and line["billingNow"] is True
+
+    grown = await h.http.patch(f"/api/volumes/{volume_id}", json={"sizeGb": 2000})
+    assert grown.status_code == 200, grown.text
+    h.clock.advance(HOUR)
+    line = row(await costs(h, **{"from": iso(start), "to": iso(h.clock.now())}), volume_id)
+    assert close_to_the_cent(line["costUsd"], 0.10 + 0.20) and line["sizeGb"] == 2000
+
+    assert (await h.http.delete(f"/api/volumes/{volume_id}")).status_code == 202
+
+    async def deleted() -> bool:
+        return await has("deleted")
+
+    await h.run_until(deleted, max_seconds=120)
+    gone = row(await costs(h, **{"from": iso(start), "to": iso(h.clock.now())}), volume_id)
+    h.clock.advance(5 * HOUR)  # deleted: nothing more
+    later = row(await costs(h, **{"from": iso(start), "to": iso(h.clock.now())}), volume_id)
+    assert later["costUsd"] == gone["costUsd"] and later["billingNow"] is False
+    assert close_to_the_cent(later["costUsd"], 0.30)
