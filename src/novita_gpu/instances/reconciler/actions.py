@@ -9,6 +9,7 @@ the row wants stopped or deleted, the action is owed again (`reissue`): the reco
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
 import structlog
@@ -46,12 +47,12 @@ def action_done(row: Instance, upstream: Listed | None) -> bool:
     return upstream is None or is_leaving(upstream.status)
 
 
+@dataclass(eq=False)
 class Actions:
-    def __init__(self, writes: RowWrites, client: NovitaClient, clock: Clock, settings: Settings) -> None:
-        self.writes = writes
-        self.client = client
-        self.clock = clock
-        self.settings = settings
+    writes: RowWrites
+    client: NovitaClient
+    clock: Clock
+    settings: Settings
 
     async def act(self, row: Instance, upstream: Listed | None) -> bool:
         """Send the start, stop or delete the row owes, and write what came of it."""

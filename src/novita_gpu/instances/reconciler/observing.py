@@ -10,6 +10,7 @@ one Novita passed between two looks. Only the upstream status is noted when noth
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -40,28 +41,19 @@ def connection_details(upstream: NovitaInstance) -> dict[str, Any]:
     return details
 
 
+@dataclass(eq=False)
 class Observing:
-    def __init__(
-        self,
-        writes: RowWrites,
-        actions: Actions,
-        client: NovitaClient,
-        clock: Clock,
-        settings: Settings,
-        shared: SharedListing | None,
-        health_checking: Signal[str],
-    ) -> None:
-        """`shared`: the listing replicas share through the store (PostgreSQL); None when this process
-        lists on its own (SQLite). `health_checking` is emitted with a row's id when it reaches
-        `health_checking`."""
-        self.writes = writes
-        self.actions = actions
-        self.client = client
-        self.clock = clock
-        self.settings = settings
-        self.shared = shared
-        self.health_checking = health_checking
-        self._previous_tick_at: datetime | None = None
+    """`shared`: the listing replicas share through the store (PostgreSQL); None when this process lists on
+    its own (SQLite). `health_checking` is emitted with a row's id when it reaches `health_checking`."""
+
+    writes: RowWrites
+    actions: Actions
+    client: NovitaClient
+    clock: Clock
+    settings: Settings
+    shared: SharedListing | None
+    health_checking: Signal[str]
+    _previous_tick_at: datetime | None = field(default=None, init=False)
 
     # -- Novita's listing -------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ webhook rows (events.py) in the same transaction, and every write pulses the cha
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -31,12 +32,12 @@ log = structlog.get_logger(__name__)
 Mutation = Callable[[AsyncSession, Instance], Awaitable[None]]
 
 
+@dataclass(eq=False)
 class RowWrites:
-    def __init__(self, db: Database, clock: Clock, settings: Settings, changes: ChangeFeed) -> None:
-        self.db = db
-        self.clock = clock
-        self.settings = settings
-        self.changes = changes
+    db: Database
+    clock: Clock
+    settings: Settings
+    changes: ChangeFeed
 
     async def apply(self, snap: Instance, mutate: Mutation) -> Instance | None:
         """Apply `mutate` to the current row if nobody changed it since `snap` was read (and its lease, which
