@@ -172,19 +172,28 @@ def status_of(view: Json) -> str:
     return f"{view['status']} ({reason})" if reason else str(view["status"])
 
 
-def age(value: str | None, now: datetime | None = None) -> str:
-    """How long ago an ISO timestamp was, in its largest unit: 45s, 12m, 3h, 5d."""
+def _seconds_until(value: str | None, now: datetime | None) -> int | None:
+    """Whole seconds from `now` to an ISO timestamp (negative when it has passed); None without one."""
     if not value:
-        return "-"
+        return None
     try:
         then = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        return "-"
-    seconds = max(0, int(((now or datetime.now(UTC)) - then).total_seconds()))
+        return None
+    return int((then - (now or datetime.now(UTC))).total_seconds())
+
+
+def _largest_unit(seconds: int) -> str:
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+def age(value: str | None, now: datetime | None = None) -> str:
+    """How long ago an ISO timestamp was, in its largest unit: 45s, 12m, 3h, 5d."""
+    seconds = _seconds_until(value, now)
+    return "-" if seconds is None else _largest_unit(max(0, -seconds))
 
 
 def product_of(view: Json) -> str:
@@ -199,19 +208,10 @@ def labels_of(view: Json) -> str:
 
 def until(value: str | None, now: datetime | None = None) -> str:
     """How long until an ISO timestamp, in its largest unit: in 12m (now, when it has passed)."""
-    if not value:
+    seconds = _seconds_until(value, now)
+    if seconds is None:
         return "-"
-    try:
-        then = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return "-"
-    seconds = int((then - (now or datetime.now(UTC))).total_seconds())
-    if seconds <= 0:
-        return "now"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"in {seconds // size}{unit}"
-    return f"in {seconds}s"
+    return "now" if seconds <= 0 else f"in {_largest_unit(seconds)}"
 
 
 def instances_table(items: Sequence[Json], wide: bool = False) -> Layout | str:

@@ -2,59 +2,59 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
 from rich.console import Group, RenderableType
 from rich.text import Text
 
-from novita_gpu_client import DEFAULT_URL, Json
+from novita_gpu_client import DEFAULT_URL, Client, Json
 from novita_gpu_client.cli.output import Col, Layout, price, show, text, when
 from novita_gpu_client.cli.session import ApiKey, AsJson, Url, client_for
 
 autostop = typer.Typer(help="Auto-stop figures and on-demand sweeps.", no_args_is_help=True)
 
 
-def products(
-    url: Url = DEFAULT_URL,
-    api_key: ApiKey = None,
-    as_json: AsJson = False,
-    name: Annotated[str | None, typer.Option(metavar="TEXT", help="Only products whose name contains this.")] = None,
-) -> None:
-    """GPU products with their cheapest price and regions."""
-    with client_for(url, api_key) as client:
-        answer = client.products(name)
-
-    def render(answer: Json) -> Layout:
-        table = Layout(Col("PRODUCT", cut=12), Col("FROM $/H"), Col("AVAILABLE"), Col("REGIONS", cut=10))
-        for p in answer["products"]:
-            regions = ", ".join(o["region"] for o in p["offers"] if o["available"])
-            table.add_row(
-                p["productName"], price(p["cheapestPricePerHour"]), "yes" if p["available"] else "no", regions
-            )
-        return table
-
-    show(answer, as_json, render)
+NameContains = Annotated[
+    str | None, typer.Option("--name", metavar="TEXT", help="Only the ones whose name contains this.")
+]
 
 
-def templates(
-    url: Url = DEFAULT_URL,
-    api_key: ApiKey = None,
-    as_json: AsJson = False,
-    name: Annotated[str | None, typer.Option(metavar="TEXT", help="Only templates whose name contains this.")] = None,
-) -> None:
-    """Templates usable as --template (by id or name)."""
-    with client_for(url, api_key) as client:
-        answer = client.templates(name)
+def _catalog_command(
+    call: Callable[[Client, str | None], Json], render: Callable[[Json], Layout], summary: str
+) -> Callable[..., None]:
+    """The command that lists one of the catalog's kinds (products, templates), filtered by name."""
 
-    def render(answer: Json) -> Layout:
-        table = Layout(Col("ID"), Col("NAME", cut=12), Col("IMAGE", cut=12, drop=1), Col("PORTS", cut=10))
-        for t in answer["templates"]:
-            ports = ", ".join(f"{p}/{group['type']}" for group in t["ports"] for p in group["ports"])
-            table.add_row(t["id"], t["name"], t["image"], ports)
-        return table
+    def command(
+        url: Url = DEFAULT_URL, api_key: ApiKey = None, as_json: AsJson = False, name: NameContains = None
+    ) -> None:
+        with client_for(url, api_key) as client:
+            answer = call(client, name)
+        show(answer, as_json, render)
 
-    show(answer, as_json, render)
+    command.__doc__ = summary
+    return command
+
+
+def _products_table(answer: Json) -> Layout:
+    table = Layout(Col("PRODUCT", cut=12), Col("FROM $/H"), Col("AVAILABLE"), Col("REGIONS", cut=10))
+    for p in answer["products"]:
+        regions = ", ".join(o["region"] for o in p["offers"] if o["available"])
+        table.add_row(p["productName"], price(p["cheapestPricePerHour"]), "yes" if p["available"] else "no", regions)
+    return table
+
+
+def _templates_table(answer: Json) -> Layout:
+    table = Layout(Col("ID"), Col("NAME", cut=12), Col("IMAGE", cut=12, drop=1), Col("PORTS", cut=10))
+    for t in answer["templates"]:
+        ports = ", ".join(f"{p}/{group['type']}" for group in t["ports"] for p in group["ports"])
+        table.add_row(t["id"], t["name"], t["image"], ports)
+    return table
+
+
+products = _catalog_command(Client.products, _products_table, "GPU products with their cheapest price and regions.")
+templates = _catalog_command(Client.templates, _templates_table, "Templates usable as --template (by id or name).")
 
 
 def health(url: Url = DEFAULT_URL, api_key: ApiKey = None, as_json: AsJson = False) -> None:
