@@ -47,7 +47,7 @@ def costs(
         str, typer.Option("--group-by", metavar="product|apiKey|label:KEY", help="How to group the costs.")
     ] = "product",
 ) -> None:
-    """What Novita billed over a period: the total, by group and by instance (and your budget)."""
+    """What Novita billed over a period: the total, by group and by instance and volume (and your budget)."""
     with client_for(url, api_key) as client:
         report = client.costs(start=start, end=end, group_by=group_by)
         try:
@@ -56,30 +56,29 @@ def costs(
             budget = None
 
     def render(report: Json) -> RenderableType:
+        # Rows are instances and volumes (`kind`; a server from before volumes sends instances only).
+        volumes = sum(1 for i in report["instances"] if i.get("kind") == "volume")
         summary = (
             f"{_usd(report['totalUsd'])} from {when(report['from'])} to {when(report['to'])}\n"
             f"{_hours(report['billedHours'])} billed hours, {_hours(report['gpuHours'])} GPU-hours, "
-            f"{len(report['instances'])} instances"
-        )
+            f"{len(report['instances']) - volumes} instances"
+        ) + (f", {volumes} volumes ({_usd(report.get('volumesUsd'))})" if volumes else "")
         parts: list[RenderableType] = [Text(summary)]
         if (line := _budget_line(budget)) is not None:
             parts.append(Text(line))
+        # With volumes in the report, their counts and a KIND column; without, the tables are as before them.
         if report["groups"]:
-            groups = Layout(
-                Col(report["groupBy"].upper(), cut=10),
-                Col("COST", right=True),
-                Col("HOURS", right=True),
-                Col("GPU-H", right=True),
-                Col("INSTANCES", right=True),
-            )
+            group_cols = [Col(report["groupBy"].upper(), cut=10), Col("COST", right=True)]
+            group_cols += [Col("HOURS", right=True), Col("GPU-H", right=True), Col("INSTANCES", right=True)]
+            groups = Layout(*group_cols, *([Col("VOLUMES", right=True)] if volumes else []))
             for g in report["groups"]:
-                groups.add_row(
-                    g["key"], _usd(g["costUsd"]), _hours(g["billedHours"]), _hours(g["gpuHours"]), g["instances"]
-                )
+                cells = [g["key"], _usd(g["costUsd"]), _hours(g["billedHours"]), _hours(g["gpuHours"]), g["instances"]]
+                groups.add_row(*cells, *([g.get("volumes", 0)] if volumes else []))
             parts += [Text(""), groups]
         if report["instances"]:
             lines = Layout(
                 Col("ID"),
+                *([Col("KIND")] if volumes else []),
                 Col("NAME", cut=8),
                 Col("GROUP", cut=6, drop=1),
                 Col("$/H", right=True),
@@ -90,11 +89,18 @@ def costs(
                 # The star has a place of its own, after the cost: a name cut to fit would lose it.
                 cost = _usd(i["costUsd"]) + (" *" if i.get("billingNow") else "  ")
                 lines.add_row(
-                    i["instanceId"], i["name"], i["group"], price(i["pricePerHour"]), _hours(i["billedHours"]), cost
+                    i.get("volumeId") or i["instanceId"],
+                    *([i.get("kind", "instance")] if volumes else []),
+                    i["name"],
+                    i["group"],
+                    price(i["pricePerHour"]),
+                    _hours(i["billedHours"]),
+                    cost,
                 )
             parts += [Text(""), lines]
             if any(i.get("billingNow") for i in report["instances"]):
-                parts.append(Text("* still billing: its cost grows until it stops"))
+                until = "it stops" + (" (a volume: until it is deleted)" if volumes else "")
+                parts.append(Text(f"* still billing: its cost grows until {until}"))
         return Group(*parts)
 
     show(report, as_json, render)
