@@ -1,10 +1,11 @@
 """The dashboard at /ui in a real browser: Debian's Chromium driven by Playwright against `novita-gpu serve`
 (built-in emulator at EMULATOR_SPEED=20, instances ready in about a second).
 
-Creates an instance through the page and sees it reach `ready` without a reload (the event stream), stops
-and deletes it (with the confirmation), checks that HTML in user data renders as text and never runs,
-and that with API keys the page asks for one and shows only that key's instances. Screenshots go to
-test-artifacts/screenshots/ (SCREENSHOT_DIR overrides), for people to look at.
+Creates an instance through the page and sees it reach `ready` without a reload (the event stream), sees a
+volume made meanwhile in the volumes panel and an instance's mount of it, stops and deletes the instance
+(with the confirmation), checks that HTML in user data renders as text and never runs, and that with API
+keys the page asks for one and shows only that key's instances. Screenshots go to test-artifacts/screenshots/
+(SCREENSHOT_DIR overrides), for people to look at.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ PRODUCT = "RTX 4090 24GB"
 TIMEOUT_MS = 30_000
 KEY_ONE = "dashboard-key-one-0123456789"
 KEY_TWO = "dashboard-key-two-0123456789"
+SMALL = {"productName": PRODUCT, "templateId": "ubuntu-ssh"}
 
 
 def _require_browser() -> Any:
@@ -116,6 +118,29 @@ def test_create_watch_ready_stop_and_delete_from_the_page(processes: Processes, 
     expect(row).to_contain_text(PRODUCT)
     expect(row.locator(".autostop")).to_contain_text("in ")
     watched.shot("dashboard-ready")
+
+    # A volume made while the page is open shows up and becomes available; an instance that mounts it shows
+    # the mount, and the volume who mounts it.
+    made = httpx.post(
+        f"{service.url}/api/volumes", json={"name": "datasets", "region": "US-TX-04", "sizeGb": 50}, timeout=10
+    )
+    assert made.status_code == 201, made.text
+    volume = page.locator("#volume-rows tr", has_text="datasets")
+    expect(volume.locator(".badge")).to_have_text("available", timeout=TIMEOUT_MS)
+    expect(volume).to_contain_text("US-TX-04")
+    expect(volume.locator(".size")).to_have_text("50 GB")
+    expect(volume).to_contain_text("$0.0730")  # USD per GB-month: the emulator's 10 units a GB an hour
+    mounting = httpx.post(
+        f"{service.url}/api/instances",
+        json={**SMALL, "name": "mounting", "volumes": [{"volume": "datasets", "mountPoint": "/data"}]},
+        timeout=10,
+    )
+    assert mounting.status_code == 201, mounting.text
+    expect(page.locator("#rows tr", has_text="mounting").locator(".mount")).to_have_text(
+        "datasets → /data", timeout=TIMEOUT_MS
+    )
+    expect(volume.locator(".mounted-by")).to_have_text("mounting → /data", timeout=TIMEOUT_MS)
+    watched.shot("dashboard-volumes")
 
     row.get_by_role("button", name="History").click()
     expect(page.locator("#history-rows tr").first).to_contain_text("health_checking → ready")

@@ -1,4 +1,5 @@
-// novita-gpu dashboard: the instance table, live from the event stream, a create form and actions.
+// novita-gpu dashboard: the instance table, live from the event stream, a create form and actions, and
+// the volumes (Novita network storages) with the instances that mount them.
 // Every value from the API is written with textContent (never innerHTML), and the API key, when the
 // service asks for one, lives in this tab's sessionStorage and travels in a header only.
 'use strict';
@@ -9,6 +10,7 @@ const LIVE = new Set(['starting', 'running', 'health_checking', 'ready']);
 const CAN_STOP = new Set(['creating', 'starting', 'running', 'health_checking', 'ready', 'failed']);
 const CAN_START = new Set(['stopped', 'failed']);
 const GONE = new Set(['terminating', 'terminated']);
+const VOLUME_PENDING = new Set(['creating', 'deleting']);  // the volume worker finishes these in seconds
 const REASONS = {
   USER: 'by request', AUTO_STOP: 'stopped when idle', NO_CAPACITY: 'no capacity in any region',
   STARTUP_TIMEOUT: 'did not start in time', HEALTH_CHECK_TIMEOUT: 'ports never answered',
@@ -22,6 +24,11 @@ const state = {
   loadError: null,
   lastEventId: null,
   historyOf: null,
+  volumes: new Map(),
+  volumesLoaded: false,
+  volumesError: null,
+  volumesAt: 0,  // when the volumes were last read (Date.now())
+  volumesShown: null,  // what the volume table shows, to redraw it only when that changes
   stream: null,
   timers: [],
 };
@@ -198,7 +205,8 @@ function row(view) {
     status,
     el('td', {},
       el('div', { className: 'product', text: view.gpuNum > 1 ? `${view.gpuNum}× ${view.productName}` : view.productName }),
-      el('div', { className: 'region muted small', text: view.region || '—' })),
+      el('div', { className: 'region muted small', text: view.region || '—' }),
+      ...mounts(view)),
     el('td', { className: 'num', text: money(view.pricePerHour, 2) }),
     costCell(view),
     el('td', { className: 'uptime col-uptime', text: uptime(view) }),
@@ -206,6 +214,13 @@ function row(view) {
     actions);
   if (GONE.has(view.status)) tr.classList.add('gone');
   return tr;
+}
+
+function mounts(view) {
+  // The volumes the instance mounts, one line each: name → mount point.
+  return (view.volumes || []).map((v) => el('div', {
+    className: 'mount small', text: `${v.name} → ${v.mountPoint}`, title: `Volume ${v.name} (${v.volumeId}) at ${v.mountPoint}`,
+  }));
 }
 
 function rowButton(instanceId, ...labels) {
@@ -302,6 +317,94 @@ function refresh(instanceId) {
       refreshing.delete(instanceId);
     }
   })();
+}
+
+// -- the volume table -------------------------------------------------------------------------------
+
+function volumeRow(view) {
+  const users = el('td', { className: 'mounted-by small' });
+  for (const m of view.mountedBy || []) {
+    users.append(el('div', { className: 'mount', text: `${m.name} → ${m.mountPoint}`, title: `${m.name} (${m.instanceId}) mounts it at ${m.mountPoint}` }));
+  }
+  if (!users.childNodes.length) users.textContent = '—';
+  const price = el('td', { className: 'num', text: money(view.pricePerGbMonth, 4) });
+  if (view.pricePerHour !== null && view.pricePerHour !== undefined) price.title = `${money(view.pricePerHour, 4)}/h for its ${view.sizeGb} GB`;
+  const tr = el('tr', { data: { id: view.volumeId } },
+    el('td', { className: 'name' },
+      el('div', { className: 'iname strong', text: view.name, title: view.name }),
+      idButton(view.volumeId)),
+    el('td', {},
+      el('span', { className: `badge st-${view.status}`, text: view.status, data: { status: view.status } }),
+      el('div', { className: 'muted small message', text: view.statusMessage || '' })),
+    el('td', { className: 'region', text: view.region || '—' }),
+    el('td', { className: 'num size', text: `${view.sizeGb} GB` }),
+    price,
+    users);
+  if (view.status === 'deleted') tr.classList.add('gone');
+  return tr;
+}
+
+function volumesEmptyText(hidden) {
+  if (!state.volumesLoaded) return state.volumesError ? `Volumes could not be loaded: ${state.volumesError} Retrying…` : 'Loading volumes…';
+  if (hidden) return `No live volumes (${hidden} deleted: tick "show deleted" to see ${hidden === 1 ? 'it' : 'them'}).`;
+  return 'No volumes yet: novita-gpu volumes create NAME --region REGION --size GB makes one.';
+}
+
+function renderVolumes() {
+  const showDeleted = $('show-deleted').checked;
+  const all = [...state.volumes.values()];
+  const views = all
+    .filter((v) => showDeleted || v.status !== 'deleted')
+    .sort((a, b) => (b.createdAt || '').localeCompare(a.createdAt || ''));
+  const shown = JSON.stringify(views);
+  if (shown !== state.volumesShown) {  // a reload that changed nothing leaves the rows (and the focus) alone
+    state.volumesShown = shown;
+    $('volume-rows').replaceChildren(...views.map(volumeRow));
+  }
+  const empty = $('volumes-empty');
+  empty.textContent = volumesEmptyText(all.length - views.length);
+  empty.classList.toggle('loading', !state.volumesLoaded);
+  empty.hidden = state.volumesLoaded && views.length > 0;
+}
+
+async function loadVolumes() {
+  const found = new Map();
+  let cursor = null;
+  do {
+    const query = new URLSearchParams({ limit: '100' });
+    if (cursor) query.set('cursor', cursor);
+    const page = await api('GET', `/api/volumes?${query}`);
+    for (const view of page.volumes) found.set(view.volumeId, view);
+    cursor = page.nextCursor;
+  } while (cursor);
+  state.volumes = found;
+  state.volumesLoaded = true;
+  state.volumesError = null;
+  renderVolumes();
+}
+
+function loadVolumesShowingErrors() {
+  if (loadVolumesShowingErrors.busy) return loadVolumesShowingErrors.busy;
+  state.volumesAt = Date.now();
+  loadVolumesShowingErrors.busy = loadVolumes().catch((error) => {
+    if (state.volumesLoaded) return;
+    state.volumesError = errorText(error);
+    renderVolumes();
+  }).finally(() => { loadVolumesShowingErrors.busy = null; });
+  return loadVolumesShowingErrors.busy;
+}
+
+function volumesDue() {
+  // Volumes send no events: read again every 2 s while one is being created or deleted (the worker is
+  // done within seconds), else every 10 s (one small query), and after instance events (volumesSoon).
+  const pending = [...state.volumes.values()].some((v) => VOLUME_PENDING.has(v.status));
+  if (!state.volumesLoaded || pending || Date.now() - state.volumesAt >= 10000) loadVolumesShowingErrors();
+}
+
+function volumesSoon() {
+  // An instance created, stopped or deleted changes what mounts a volume: one read after a burst of events.
+  clearTimeout(volumesSoon.timer);
+  volumesSoon.timer = setTimeout(() => loadVolumesShowingErrors(), 1000);
 }
 
 async function loadStats() {
@@ -514,6 +617,7 @@ function onEvent(message) {
   }
   refresh(body.instanceId);
   spendSoon();
+  volumesSoon();
   if (state.historyOf === body.instanceId) showHistory(body.instanceId).catch(() => {});
 }
 
@@ -612,9 +716,10 @@ async function start() {
   loadCatalog().catch((error) => toast(`Products and templates could not be loaded: ${errorText(error)}`));
   loadStats();
   loadSpend();
+  loadVolumesShowingErrors();
   follow();
   state.timers.push(setInterval(tick, 1000), setInterval(loadStats, 30000), setInterval(loadSpend, 30000),
-    setInterval(() => loadInstances().catch(() => {}), 60000));
+    setInterval(() => loadInstances().catch(() => {}), 60000), setInterval(volumesDue, 2000));
 }
 
 document.addEventListener('DOMContentLoaded', () => {
@@ -628,6 +733,7 @@ document.addEventListener('DOMContentLoaded', () => {
   $('sign-out').addEventListener('click', () => { askKey(null); location.reload(); });
   $('create-form').addEventListener('submit', create);
   $('show-terminated').addEventListener('change', render);
+  $('show-deleted').addEventListener('change', renderVolumes);
   $('history-close').addEventListener('click', closeHistory);
   $('f-product').addEventListener('change', rememberProduct);
   document.addEventListener('keydown', (event) => {
