@@ -31,7 +31,7 @@ from pydantic import (
 )
 
 from novita_gpu.instances.lifecycle import Status
-from novita_gpu.kit.schemas import Answer
+from novita_gpu.kit.schemas import Answer, whole
 from novita_gpu.volumes.schemas import InstanceVolumeAnswer, VolumeMountIn
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
@@ -46,13 +46,6 @@ TEMPLATE_PATTERN = rf"^[{_SPACE}]*[^{_SPACE}\x00](?:[^\x00]{{0,253}}[^{_SPACE}\x
 WEBHOOK_URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\x00-\x20\x7f\\/?#][^\x00-\x20\x7f\\]*$"
 
 
-def _whole(value: Any) -> Any:
-    """A JSON number with no fraction is an integer (JSON Schema's rule: 8.0 is an integer)."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
 def _number(value: Any) -> Any:
     """Integers are numbers; booleans are not (a float field in strict mode takes neither)."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -61,10 +54,10 @@ def _number(value: Any) -> Any:
 
 
 # Bounds go before the validator, inside: after it pydantic states them as "ge"/"le", no JSON Schema words.
-GpuNum = Annotated[StrictInt, Field(ge=1, le=8), BeforeValidator(_whole)]
-RootfsSize = Annotated[StrictInt, Field(ge=10, le=6144), BeforeValidator(_whole)]
-AutoStopMinutes = Annotated[StrictInt, Field(ge=0, le=43200), BeforeValidator(_whole)]
-MaxRuntimeMinutes = Annotated[StrictInt, Field(ge=0, le=525600), BeforeValidator(_whole)]
+GpuNum = Annotated[StrictInt, Field(ge=1, le=8), BeforeValidator(whole)]
+RootfsSize = Annotated[StrictInt, Field(ge=10, le=6144), BeforeValidator(whole)]
+AutoStopMinutes = Annotated[StrictInt, Field(ge=0, le=43200), BeforeValidator(whole)]
+MaxRuntimeMinutes = Annotated[StrictInt, Field(ge=0, le=525600), BeforeValidator(whole)]
 Percent = Annotated[float, Field(strict=True, gt=0, le=100), BeforeValidator(_number)]
 # A finite ceiling: 1e999 parsed as infinity and was accepted; no GPU offer costs this much.
 PricePerHour = Annotated[float, Field(strict=True, gt=0, le=MAX_PRICE_PER_HOUR), BeforeValidator(_number)]
@@ -198,7 +191,7 @@ class CreateInstanceIn(_Body):
     @field_validator("template_id", mode="before")
     @classmethod
     def _template_id(cls, value: Any) -> str:
-        value = _whole(value)
+        value = whole(value)
         if isinstance(value, bool) or not isinstance(value, str | int):
             raise ValueError("templateId must be a template id (string or number) or a template name")
         if isinstance(value, int) and not 0 <= value <= MAX_TEMPLATE_NUMBER:

@@ -3,6 +3,8 @@ instances/schemas.py); below the web layer, so services may use their package's 
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
@@ -12,3 +14,10 @@ class Answer(BaseModel):
     fails on any key the model does not show, so the document cannot drift from the API."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+def whole(value: Any) -> Any:
+    """A JSON number with no fraction is an integer (JSON Schema's rule: 8.0 is an integer)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value

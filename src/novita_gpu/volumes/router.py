@@ -20,13 +20,18 @@ from novita_gpu.volumes.schemas import (
 )
 from novita_gpu.web.auth import CallerDep, Owner
 from novita_gpu.web.deps import ServicesDep
-from novita_gpu.web.errors import ApiError
+from novita_gpu.web.errors import ApiError, method_not_allowed
 from novita_gpu.web.json_body import StrictJSONRoute
 from novita_gpu.web.responses import JSONResponse
 
 router = APIRouter(prefix="/api/volumes", tags=["volumes"], route_class=StrictJSONRoute)
 
 VolumeRef = Annotated[str, Path(pattern=VOLUME_REF_PATTERN, description="A volume id (vol_…) or name.")]
+
+
+# /unmanaged and /adopt own their paths: a verb they do not take is 405, not a volume called "adopt".
+for _path, _methods in (("/unmanaged", ["PATCH", "DELETE"]), ("/adopt", ["GET", "PATCH", "DELETE"])):
+    router.add_api_route(_path, method_not_allowed, methods=_methods, include_in_schema=False, response_model=None)
 
 
 def _admin_only(admin: bool, doing: str) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
 
-from novita_gpu.kit.schemas import Answer
+from novita_gpu.kit.schemas import Answer, whole
 from novita_gpu.volumes.lifecycle import MAX_SIZE_GB, MIN_SIZE_GB
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
@@ -21,7 +21,10 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
-SizeGb = Annotated[StrictInt, Field(alias="sizeGb", ge=MIN_SIZE_GB, le=MAX_SIZE_GB, description="GB, at least 10.")]
+SizeGb = Annotated[
+    Annotated[StrictInt, Field(ge=MIN_SIZE_GB, le=MAX_SIZE_GB), BeforeValidator(whole)],
+    Field(alias="sizeGb", description="GB, at least 10."),
+]
 
 
 class CreateVolumeIn(_Body):

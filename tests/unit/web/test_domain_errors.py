@@ -25,6 +25,9 @@ from novita_gpu.kit.errors import (
     ShuttingDown,
     TooManyStreams,
     UpstreamUnavailable,
+    VolumeInUse,
+    VolumeNameTaken,
+    VolumeNotFound,
 )
 from novita_gpu.web.errors import domain_status, install_error_handlers
 
@@ -56,6 +59,23 @@ EXAMPLES: list[tuple[DomainError, int, str, str, list[dict[str, str]] | None, st
         "NAME_TAKEN",
         "An instance named 'web' already exists (inst_1); names are unique.",
         None,
+        None,
+    ),
+    (VolumeNotFound("data"), 404, "VOLUME_NOT_FOUND", "No volume 'data'.", None, None),
+    (
+        VolumeNameTaken("data"),
+        409,
+        "NAME_TAKEN",
+        "A volume named 'data' already exists; names are unique among your volumes.",
+        None,
+        None,
+    ),
+    (
+        VolumeInUse("data", [("inst_1", "trainer")]),
+        409,
+        "VOLUME_IN_USE",
+        "Volume 'data' is mounted by trainer (inst_1); delete (terminate) those instances first.",
+        [{"field": "instanceId", "message": "inst_1"}],
         None,
     ),
     (InvalidTransition("Instance is terminated."), 409, "INVALID_STATE", "Instance is terminated.", None, None),
