@@ -21,6 +21,7 @@ from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.instances.rendering import typical_view_json
 from novita_gpu.kit.clock import Clock
 
+_K = TypeVar("_K", bound=Hashable)
 _T = TypeVar("_T")
 _COST = b'"cost":{"accruedUsd":'
 
@@ -143,21 +144,20 @@ class ReadCache:
             return None
         return entry[1]
 
-    def _expiry(self) -> float:
-        return float("inf") if self._ttl is None else self._clock.monotonic() + self._ttl
+    def _put(self, table: dict[_K, tuple[float, _T]], most: int, key: _K, value: _T) -> None:
+        """Keep `value` until the ttl passes; a table at `most` entries is emptied first."""
+        if len(table) >= most:
+            table.clear()
+        table[key] = (float("inf") if self._ttl is None else self._clock.monotonic() + self._ttl, value)
 
     def view(self, instance_id: str) -> CachedView | None:
         return self._fresh(self._views.get(instance_id))
 
     def put_view(self, instance_id: str, value: CachedView) -> None:
-        if len(self._views) >= self._max_views:
-            self._views.clear()
-        self._views[instance_id] = (self._expiry(), value)
+        self._put(self._views, self._max_views, instance_id, value)
 
     def list(self, key: Hashable) -> ListPage | None:
         return self._fresh(self._lists.get(key))
 
     def put_list(self, key: Hashable, value: ListPage) -> None:
-        if len(self._lists) >= self._max_lists:
-            self._lists.clear()
-        self._lists[key] = (self._expiry(), value)
+        self._put(self._lists, self._max_lists, key, value)

@@ -76,6 +76,12 @@ def _values(metric: MetricWrapperBase, suffix: str = "") -> Iterable[tuple[dict[
                 yield sample.labels, sample.value
 
 
+def _counts(counter: MetricWrapperBase, label: str, names: dict[str, str]) -> dict[str, int]:
+    """A labelled counter's totals by `label`, under `names` (label value -> key), 0 for a value not counted yet."""
+    totals = {labels[label]: int(value) for labels, value in _values(counter, "_total")}
+    return {name: totals.get(value, 0) for value, name in names.items()}
+
+
 class _TextExposition:
     """prometheus-client's text format (what `generate_latest` gives), each series' name and labels
     formatted once: they never change, and formatting them again on every scrape was half of its CPU.
@@ -377,14 +383,11 @@ class Metrics:
         return {"total": sum(by_status.values()), "byStatus": dict(sorted(by_status.items()))}
 
     def _webhooks_summary(self) -> dict[str, Any]:
-        outcomes = {labels["outcome"]: int(v) for labels, v in _values(self._webhook_deliveries, "_total")}
+        names = {"delivered": "delivered", "failed_attempt": "failedAttempts", "gone": "gone", "expired": "expired"}
         backlog = next(iter(_values(self._webhook_backlog)), ({}, 0.0))[1]
         oldest = next(iter(_values(self._webhook_oldest)), ({}, 0.0))[1]
         return {
-            "delivered": outcomes.get("delivered", 0),
-            "failedAttempts": outcomes.get("failed_attempt", 0),
-            "gone": outcomes.get("gone", 0),
-            "expired": outcomes.get("expired", 0),
+            **_counts(self._webhook_deliveries, "outcome", names),
             "backlog": int(backlog),
             "oldestPendingSeconds": round(oldest, 3),
             "lag": {
@@ -394,21 +397,16 @@ class Metrics:
         }
 
     def _autostop_summary(self) -> dict[str, int]:
-        actions = {labels["action"]: int(v) for labels, v in _values(self._autostop, "_total")}
-        return {
-            "stopped": actions.get("stopped", 0),
-            "deleted": actions.get("deleted", 0),
-            "wouldStop": actions.get("would_stop", 0),
-            "failed": actions.get("failed", 0),
-        }
+        names = {"stopped": "stopped", "deleted": "deleted", "would_stop": "wouldStop", "failed": "failed"}
+        return _counts(self._autostop, "action", names)
 
     def _retention_summary(self) -> dict[str, int]:
-        deleted = {labels["kind"]: int(v) for labels, v in _values(self._retention, "_total")}
-        return {
-            "instances": deleted.get("instances", 0),
-            "webhookDeliveries": deleted.get("webhook_deliveries", 0),
-            "idempotencyKeys": deleted.get("idempotency_keys", 0),
+        names = {
+            "instances": "instances",
+            "webhook_deliveries": "webhookDeliveries",
+            "idempotency_keys": "idempotencyKeys",
         }
+        return _counts(self._retention, "kind", names)
 
     def _cache_summary(self) -> dict[str, Any]:
         per_cache: dict[str, dict[str, int]] = {}

@@ -116,18 +116,12 @@ def request_id_of(request: Request) -> str:
     return str(getattr(request.state, "request_id", "") or request.headers.get("x-request-id", ""))
 
 
-def error_response(
-    request: Request,
-    status: int,
-    code: str,
-    message: str,
-    details: Sequence[dict[str, str]] | None = None,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    body: dict[str, Any] = {"code": code, "message": message, "requestId": request_id_of(request)}
-    if details:
-        body["details"] = list(details)
-    return JSONResponse({"error": body}, status_code=status, headers=headers)
+def error_response(request: Request, error: ApiError) -> JSONResponse:
+    """The envelope of `error`: every handler below answers what it caught as an ApiError."""
+    body: dict[str, Any] = {"code": error.code, "message": error.message, "requestId": request_id_of(request)}
+    if error.details:
+        body["details"] = error.details
+    return JSONResponse({"error": body}, status_code=error.status, headers=error.headers)
 
 
 _HTTP_CODES = {
@@ -232,13 +226,13 @@ def unexpected(exc: Exception) -> tuple[int, str, str, dict[str, str]]:
 
 def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     status, code, message, headers = unexpected(exc)
-    return error_response(request, status, code, message, headers=headers or None)
+    return error_response(request, ApiError(status, code, message, headers=headers))
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(request, exc.status, exc.code, exc.message, exc.details, exc.headers)
+        return error_response(request, exc)
 
     @app.exception_handler(DomainError)
     async def _domain_error(request: Request, exc: DomainError) -> JSONResponse:
@@ -246,12 +240,12 @@ def install_error_handlers(app: FastAPI) -> None:
         if status is None:
             return _unexpected_error(request, exc)
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
-        return error_response(request, status, exc.code, exc.message, exc.details, headers)
+        return error_response(request, ApiError(status, exc.code, exc.message, details=exc.details, headers=headers))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         code, message, details = _validation_details(exc)
-        return error_response(request, 400, code, message, details)
+        return error_response(request, ApiError(400, code, message, details=details))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
@@ -264,7 +258,7 @@ def install_error_handlers(app: FastAPI) -> None:
             if request.method == "OPTIONS":
                 return Response(status_code=204, headers=allow)
             headers = {**(headers or {}), **allow}
-        return error_response(request, exc.status_code, code, message, headers=headers)
+        return error_response(request, ApiError(exc.status_code, code, message, headers=headers))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
