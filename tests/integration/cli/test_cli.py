@@ -9,12 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from typer.testing import CliRunner, Result
 
 from novita_gpu.cli import app
@@ -26,12 +24,6 @@ PRODUCT, TEMPLATE = "RTX 4090 24GB", "pytorch-jupyter"
 API_KEY = "sk-cli-test-key-0123456789"
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def live(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LiveService]:
-    async with live_service(tmp_path_factory.mktemp("cli")) as service:
-        yield service
 
 
 NO_CONFIG = Path(__file__).parent / "no-such-config-dir"  # never created: no config file is read

@@ -6,24 +6,16 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 from typer.testing import Result
 
 from novita_gpu.kit.serving import free_port
-from tests.fixtures.live_service import LiveService, live_service
+from tests.fixtures.live_service import LiveService
 from tests.integration.cli.test_cli import invoke, ok
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 HOUR = 3600.0
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def live(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LiveService]:
-    async with live_service(tmp_path_factory.mktemp("cli-budget")) as service:
-        yield service
 
 
 async def cli(live: LiveService, *args: str) -> Result:

@@ -6,12 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from typer.testing import Result
 
 from novita_gpu.kit.serving import free_port
@@ -20,12 +18,6 @@ from tests.fixtures.live_service import LiveService, live_service
 from tests.integration.cli.test_cli import invoke, ok
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def live(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LiveService]:
-    async with live_service(tmp_path_factory.mktemp("cli-first-hour")) as service:
-        yield service
 
 
 async def cli(live: LiveService, *args: str, **env: str) -> Result:

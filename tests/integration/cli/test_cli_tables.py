@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,19 +14,13 @@ import pytest_asyncio
 from typer.testing import Result
 
 from novita_gpu_client.cli.output import when
-from tests.fixtures.live_service import LiveService, live_service
+from tests.fixtures.live_service import LiveService
 from tests.integration.cli.test_cli import invoke, ok
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 LONG_NAME = "a-very-long-instance-name-for-a-narrow-terminal-" + "x" * 14
 LABELS = {"team": "machine-learning-research", "project": "a-long-project-label-value"}
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def live(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LiveService]:
-    async with live_service(tmp_path_factory.mktemp("cli-tables")) as service:
-        yield service
 
 
 async def run(live: LiveService, *args: str, columns: int = 80) -> str:

@@ -7,13 +7,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 from typer.testing import Result
 
-from tests.fixtures.live_service import LiveService, live_service
+from tests.fixtures.live_service import LiveService
 from tests.integration.cli.test_cli import invoke, ok
 
 PRODUCT, TEMPLATE = "RTX 4090 24GB", "pytorch-jupyter"
@@ -21,12 +19,6 @@ TX = "US-TX-04"  # supports network storage
 CREATE = ("instances", "create", "--product", PRODUCT, "--template", TEMPLATE)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def live(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LiveService]:
-    async with live_service(tmp_path_factory.mktemp("cli-volumes")) as service:
-        yield service
 
 
 async def cli(live: LiveService, *args: str, columns: int = 80, **kw: object) -> Result:

@@ -8,11 +8,9 @@ need other settings start their own.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from novita_gpu.kit.serving import free_port
 from novita_gpu_client import (
@@ -32,18 +30,6 @@ PRODUCT, TEMPLATE = "RTX 4090 24GB", "pytorch-jupyter"
 API_KEY = "sk-sdk-test-key-0123456789"
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def live(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LiveService]:
-    async with live_service(tmp_path_factory.mktemp("sdk")) as service:
-        yield service
-
-
-@pytest.fixture(scope="module")
-def client(live: LiveService) -> Iterator[Client]:
-    with live.client() as sync_client:
-        yield sync_client
 
 
 async def test_create_wait_for_ready_then_get_by_id_and_name(live: LiveService, client: Client) -> None:

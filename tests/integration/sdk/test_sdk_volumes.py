@@ -9,12 +9,11 @@ The sync client runs in a worker thread while the harness drives the volume work
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-import pytest_asyncio
 
 from novita_gpu_client import ApiError, Client, VolumeFailed
 from tests.fixtures.live_service import LiveService, live_service
@@ -24,18 +23,6 @@ TX = "US-TX-04"  # supports network storage
 T = TypeVar("T")
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def live(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LiveService]:
-    async with live_service(tmp_path_factory.mktemp("sdk-volumes")) as service:
-        yield service
-
-
-@pytest.fixture(scope="module")
-def client(live: LiveService) -> Iterator[Client]:
-    with live.client() as sync_client:
-        yield sync_client
 
 
 async def driving(live: LiveService, work: Awaitable[T]) -> T:
