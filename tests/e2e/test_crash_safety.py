@@ -108,3 +108,44 @@ def test_stop_accepted_then_killed_still_stops_upstream(service: ServiceProcess,
     upstream = only_upstream_instance(emulator, "crash-stopping")
     assert upstream["status"] == "exited"
     assert upstream["id"] == stopped["novitaInstanceId"]
+
+
+def test_killed_during_a_volume_create_leaves_exactly_one_storage(
+    processes: Processes, emulator: EmulatorProcess, sqlite_url: str
+) -> None:
+    """kill -9 while Novita is making the storage (the create is slow): after the restart the volume is
+    available on one storage, the first create's if it landed, else one sent again once that call has
+    surely ended (kit/in_doubt.py; tests/integration/volumes covers a create that lands unanswered)."""
+    # A short call timeout bounds how long the restarted service looks for a create in doubt before sending it again.
+    service = processes.service(
+        sqlite_url,
+        emulator=emulator,
+        env={**SERVICE_ENV, "NOVITA_TIMEOUT_SECONDS": "3", "NOVITA_RETRY_DEADLINE_SECONDS": "2"},
+    )
+    slow = httpx.put(f"{emulator.url}/_emulator/faults", json={"latency_ms": 1500, "paths": ["/networkstorage/create"]})
+    assert slow.status_code == 200, slow.text
+    created = httpx.post(
+        f"{service.url}/api/volumes", json={"name": "crash-volume", "region": "US-TX-04", "sizeGb": 10}, timeout=10.0
+    )
+    assert created.status_code == 201, created.text
+    sent = "POST /networkstorage/create"
+    wait_for(lambda: httpx.get(f"{emulator.url}/_emulator/stats").json().get(sent), timeout=30, what="the create sent")
+    service.kill9()  # (the emulator drops a create whose caller is gone: the restarted service sends it again)
+    httpx.put(f"{emulator.url}/_emulator/faults", json={"latency_ms": 0}).raise_for_status()
+
+    service.start()
+
+    def available() -> dict[str, Any] | None:
+        volume: dict[str, Any] = httpx.get(f"{service.url}/api/volumes/crash-volume", timeout=5.0).json()
+        assert volume["status"] in ("creating", "available"), volume
+        return volume if volume["status"] == "available" else None
+
+    volume = wait_for(available, timeout=SETTLE_TIMEOUT, what="the volume to be available")
+    listed = httpx.get(
+        f"{emulator.api_base_url}/v1/networkstorages/list",
+        params={"pageNo": 1, "pageSize": 100},
+        headers={"Authorization": "Bearer e2e-test-key"},
+        timeout=5.0,
+    ).json()["data"]
+    ours = [s for s in listed if str(s["storageName"]).startswith("crash-volume-")]
+    assert [s["storageId"] for s in ours] == [volume["storageId"]]

@@ -189,13 +189,11 @@ class VolumeWorker(PeriodicWorker):
         made = listing.named(row.upstream_name, row.cluster_id)
         if made:  # an earlier create landed though its answer never came
             return await self._made(row.id, token, made[0])
-        if row.create_attempted_at is not None and now < (
-            until := looked_up_until(row.create_attempted_at, self.settings)
-        ):
-            return await self._save(row.id, token, lambda _, r: _wait(r, until, r.status_message or ""))
+        if row.create_attempted_at is not None and now < looked_up_until(row.create_attempted_at, self.settings):
+            return False  # in doubt: looked for at every pass (one listing) until its call has surely ended
 
         def sending(_: AsyncSession, r: Volume) -> None:
-            r.create_attempted_at, r.next_action_at = now, looked_up_until(now, self.settings)
+            r.create_attempted_at, r.next_action_at = now, None
             r.action_attempts += 1
 
         if not await self._save(row.id, token, sending):
@@ -204,17 +202,17 @@ class VolumeWorker(PeriodicWorker):
             storage_id = await self.client.create_network_storage(row.cluster_id, row.upstream_name, row.size_gb)
         except RateLimited as exc:  # surely not made
             retry_at = now + timedelta(seconds=exc.retry_after or _RETRY.total_seconds())
-            return await self._save(row.id, token, lambda _, r: _wait(r, retry_at, "Rate limited by Novita; retrying."))
+
+            def not_made(_: AsyncSession, r: Volume) -> None:
+                r.create_attempted_at = None
+                _wait(r, retry_at, "Rate limited by Novita; retrying.")
+
+            return await self._save(row.id, token, not_made)
         except NovitaError as exc:
             if _in_doubt(exc):
                 log.warning("volume_create_in_doubt", volume_id=row.id, reason=exc.reason)
-                return await self._save(
-                    row.id,
-                    token,
-                    lambda _, r: _wait(
-                        r, r.next_action_at, "Novita did not answer the create; looking for the storage."
-                    ),
-                )
+                doubt = "Novita did not answer the create; looking for the storage before sending it again."
+                return await self._save(row.id, token, lambda _, r: _wait(r, None, doubt))
             refused = f"Novita refused the create: {exc.message}"
             return await self._save(row.id, token, lambda _, r: _failed(r, refused, now))
         storage = NetworkStorage(storage_id=storage_id, storage_name=row.upstream_name, storage_size=row.size_gb)
