@@ -30,7 +30,9 @@ TEMPLATE, REGISTRY_AUTH, NETWORK_STORAGE, PREWARM_TASK, STORAGE_CAPACITY, META =
     "storage_capacity",
     "meta",
 )
-STORAGE_PRICE_PER_GB = 10  # per GB and month, Novita's price unit (1/100000 USD), as its example: 10 GB -> "100"
+STORAGE_PRICE_PER_GB = (
+    10  # per GB and hour in Novita's price unit (1/100000 USD), as its example: 10 GB -> "100" (docs/costs.md)
+)
 PREWARM_LIMIT = 10  # tasks per account [INF: the quota's `limit`; Novita's value is not documented]
 PREWARM_MAX_IMAGE_GB = 50  # the quota's `perImageSize`
 PrewarmState = Literal["Pending", "Running", "Succeeded", "Failed"]

@@ -171,7 +171,7 @@ class RegistryAuth(NovitaModel):
 
 
 class NetworkStorage(NovitaModel):
-    """A network storage (cloud volume). `price` is in Novita's unit (1/100000 USD), per month [INF]."""
+    """A network storage (cloud volume). `price` is in Novita's unit (1/100000 USD) per hour for the whole storage [INF: docs/costs.md]."""
 
     storage_id: LooseStr
     storage_name: LooseStr = ""
