@@ -9,7 +9,8 @@ A worker whose rows several replicas share does the same things around its own w
 - **Slots** (`slots`, `free_slots`, `pump`): at most `slots` rows are in flight. A row is claimed when a
   slot is free, not when it was found, so rows beyond wait unleased, for a later pump or another replica.
 - **Renew** (`renew`): the leases of every row still in flight are extended, so a slow call (an upstream
-  request that hangs until its timeout) never loses its row to another replica.
+  request that hangs until its timeout) never loses its row to another replica. A worker that looks often
+  (`renew(ahead=...)`) extends only the leases that run low, and spends no write while none does.
 - **Release** (`settle`, `release_late`, `aclose`): rows done are given back, so another replica may take
   them at once rather than after the lease period; at shutdown (`drain`, then `aclose`) the work still in
   flight is cancelled and every row held is given back.
@@ -93,6 +94,7 @@ class LeaseRunner(Generic[RowT]):
         self.name = name
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._token_of: dict[str, str] = {}  # the batch token each row in flight was claimed under
+        self._leased_until: dict[str, datetime] = {}  # when each row in flight's lease ends, as last set here
         self._finished_late: dict[str, list[str]] = {}  # token -> rows done after their batch stopped waiting
         self._releasing: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -125,9 +127,9 @@ class LeaseRunner(Generic[RowT]):
             found = await session.execute(select(model).where(model.id.in_(ids), self.leases.held(token)))
             return cast(list[RowT], list(found.scalars()))
 
-    def start(self, row_id: str, work: Work, batch: Batch) -> None:
-        """Run `work` on a row claimed under `batch` in a task of its own (named after the row), which
-        outlives whoever started it if it is slow."""
+    def start(self, row_id: str, work: Work, batch: Batch, *, leased_until: datetime) -> None:
+        """Run `work` on a row claimed under `batch` (its lease ending at `leased_until`) in a task of its
+        own (named after the row), which outlives whoever started it if it is slow."""
 
         async def run() -> None:
             changed = False
@@ -138,6 +140,7 @@ class LeaseRunner(Generic[RowT]):
             finally:
                 batch.running.discard(self._in_flight.pop(row_id))
                 self._token_of.pop(row_id, None)
+                self._leased_until.pop(row_id, None)
                 if batch.waited_on:
                     batch.done.append(row_id)
                     batch.changed += changed
@@ -149,6 +152,7 @@ class LeaseRunner(Generic[RowT]):
         task = asyncio.create_task(run(), name=row_id)
         self._in_flight[row_id] = task
         self._token_of[row_id] = batch.token
+        self._leased_until[row_id] = leased_until
         batch.running.add(task)
         batch.started += 1
 
@@ -193,18 +197,24 @@ class LeaseRunner(Generic[RowT]):
             for row in await self.claim(chunk, *where, now=now, token=batch.token):
                 row_id = cast(str, row.id)  # (an instance's attribute: the column's value)
                 if row_id not in self._in_flight:  # else started meanwhile under another batch
-                    self.start(row_id, work_for(row), batch)
+                    self.start(row_id, work_for(row), batch, leased_until=now + self.lease)
         return position
 
     # -- keeping and giving back ------------------------------------------------------------------
 
-    async def renew(self) -> None:
-        """Extend the leases of every row in flight by a lease period from now, so no replica takes one
-        over while its work is slow."""
-        ids = list(self._in_flight)
+    async def renew(self, *, ahead: float | None = None) -> None:
+        """Extend the leases of the rows in flight by a lease period from now, so no replica takes one over
+        while its work is slow: every one of them, or with `ahead` only those whose lease ends within
+        `ahead` seconds (no write at all while none does, so a worker may call this at every pass)."""
+        now = self.clock.now()
+        if ahead is None:
+            ids = list(self._in_flight)
+        else:
+            soon = now + timedelta(seconds=ahead)
+            ids = [row_id for row_id, until in self._leased_until.items() if until <= soon]
         if not ids:
             return
-        until = self.clock.now() + self.lease
+        until = now + self.lease
         if self.leases.owner is not None:  # this worker's rows, whatever their batch
             batches: dict[str | None, list[str]] = {None: ids}
         else:
@@ -217,6 +227,9 @@ class LeaseRunner(Generic[RowT]):
                     await session.execute(
                         self.leases.renew(rows[start : start + CLAIM_CHUNK], until=until, token=token)
                     )
+        for row_id in ids:
+            if row_id in self._leased_until:  # (not finished meanwhile)
+                self._leased_until[row_id] = until
 
     async def settle(self, batch: Batch) -> None:
         """Stop waiting on `batch`: give back the rows done; each still running is given back when done."""

@@ -1,6 +1,7 @@
 """The leased-work runner (kit/runner.py) on a real store, SQLite and PostgreSQL: two runners stand for two
 replicas sharing rows. A lease that lapses mid-work goes to the other runner and the first one's write is
-refused; a renewal during a slow call keeps the row past its first expiry; a runner without a lease owner
+refused; a renewal during a slow call keeps the row past its first expiry, and a renewal ahead of expiry
+extends only the leases that run low; a runner without a lease owner
 renews and releases only what its own tokens hold; slots bound the rows claimed; rows done are given back
 (unless their work gives them back itself), and at shutdown every row held is, so the other runner takes
 them at once."""
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,7 @@ from novita_gpu.kit.db import Database
 from novita_gpu.kit.leases import LeasedTable
 from novita_gpu.kit.runner import LeaseRunner, Work
 from novita_gpu.kit.tables import Instance
-from tests.fixtures.databases import fresh_database
-from tests.harness import Harness
+from tests.harness import store_with_instances
 
 LEASE_SECONDS = 30.0
 
@@ -29,17 +29,8 @@ LEASE_SECONDS = 30.0
 @pytest.fixture(params=["sqlite", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[Database, list[str]]]:
     """A store holding three instance rows, made through the API (the harness), and their ids."""
-    async with fresh_database(request.param, tmp_path) as url:
-        harness = await Harness(tmp_path, database_url=url).start()
-        try:
-            ids = sorted([(await harness.create())["instanceId"] for _ in range(3)])
-        finally:
-            await harness.stop()
-        db = Database(url)
-        try:
-            yield db, ids
-        finally:
-            await db.dispose()
+    async with store_with_instances(request.param, tmp_path, 3) as (db, ids):
+        yield db, sorted(ids)
 
 
 def runner(db: Database, clock: ManualClock, owner: str | None, *, slots: int = 8) -> LeaseRunner[Instance]:
@@ -76,6 +67,11 @@ class SlowWork:
 async def leases(db: Database) -> dict[str, str | None]:
     async with db.read() as session:
         return dict((await session.execute(select(Instance.id, Instance.lease_token))).tuples().all())
+
+
+async def lease_ends(db: Database) -> dict[str, datetime | None]:
+    async with db.read() as session:
+        return dict((await session.execute(select(Instance.id, Instance.lease_expires_at))).tuples().all())
 
 
 async def message(db: Database, row_id: str) -> str | None:
@@ -132,6 +128,40 @@ async def test_a_renewal_during_a_slow_call_keeps_the_row_past_its_first_expiry(
     await asyncio.wait(batch.running)
     assert slow.landed == {row: True}
     assert await message(db, row) == "a"
+
+
+@pytest.mark.parametrize("owner", ["replica-a", None])
+async def test_renewing_ahead_extends_only_the_leases_that_run_low(
+    store: tuple[Database, list[str]], owner: str | None
+) -> None:
+    """A worker that renews at every pass (`ahead`) writes only for the rows whose lease ends within
+    `ahead` seconds; those it renews are kept past their first expiry."""
+    db, [early, late, _] = store
+    clock = ManualClock(datetime(2026, 1, 1, tzinfo=UTC))
+    a, b = runner(db, clock, owner), runner(db, clock, "replica-b" if owner else None)
+    slow = SlowWork(db, a, "a")
+    start = clock.now()
+    await a.pump([early], a.batch(), now=clock.now(), deadline=None, work_for=slow)
+    clock.advance(15)
+    await a.pump([late], a.batch(), now=clock.now(), deadline=None, work_for=slow)
+    claimed = await lease_ends(db)
+    assert (claimed[early], claimed[late]) == (start + timedelta(seconds=30), start + timedelta(seconds=45))
+
+    clock.advance(4)  # `early`'s lease ends in 11 s, `late`'s in 26 s
+    await a.renew(ahead=10)
+    assert await lease_ends(db) == claimed  # none runs low: nothing written
+    clock.advance(1)
+    await a.renew(ahead=10)  # `early`'s ends in 10 s: renewed, `late`'s left as it was
+    renewed = await lease_ends(db)
+    assert (renewed[early], renewed[late]) == (clock.now() + timedelta(seconds=LEASE_SECONDS), claimed[late])
+    await a.renew(ahead=10)  # each lease now ends over 10 s from now
+    assert await lease_ends(db) == renewed
+
+    clock.advance(LEASE_SECONDS - 20 + 1)  # past `early`'s lease as first claimed
+    assert await b.claim([early], now=clock.now(), token=b.batch().token) == []
+    slow.go.set()
+    await a.drain(5)
+    assert slow.landed == {early: True, late: True}
 
 
 async def test_a_runner_without_an_owner_renews_and_releases_only_under_its_own_tokens(
