@@ -4,11 +4,15 @@ instance status change and with each event of an API key (`budget.exceeded`, cos
 At least once, in order per (instance, url): only the oldest pending delivery of a pair is eligible,
 so a later event waits until the earlier one is delivered, gone or expired. An account event's delivery
 (`account_event_id`, no instance) is a pair of its own: it waits for nothing and nothing waits for it.
-Rows are leased with a compare-and-set (claimable when the lease is free or expired), so replicas share
-the outbox and the rows of a crashed worker are retried once its lease runs out. Each attempt runs as its own task, at
-most `concurrency` at a time, and the loop keeps claiming while attempts are in flight: a slow or
-dead receiver holds only its own pair. No write transaction is open during an HTTP call; the result
-is written afterwards, guarded by the lease token, so a worker that lost its lease changes nothing.
+The attempts run on the leased-work runner (kit/runner.py): the due rows are claimed under a lease (a
+compare-and-set, claimable when the lease is free or expired), so replicas share the outbox and the rows
+of a crashed worker are retried once its lease runs out. Each attempt runs as its own task, at most
+`concurrency` at a time (the runner's slots), and the loop keeps claiming while attempts are in flight:
+a slow or dead receiver holds only its own pair. At each pass the loop renews the leases that run low,
+so an attempt still waiting on its receiver is never taken over by another replica. No write
+transaction is open during an HTTP call; the outcome is written afterwards in the runner's guarded write,
+which lands only while the lease holds and gives the lease back in the same UPDATE (the runner spends no
+release on it), so a worker that lost its lease changes nothing.
 
 A receiver that stops answering (connection refused, timeout, 502/504) would leave each of its pairs
 waiting out its own backoff, up to a minute after an outage of a minute. So the first 2xx from a
@@ -22,7 +26,6 @@ or asked for a pause.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
@@ -40,6 +43,7 @@ from novita_gpu.kit.db import Database, UTCDateTime
 from novita_gpu.kit.json_text import dump_json
 from novita_gpu.kit.leases import LeasedTable
 from novita_gpu.kit.retry_timing import full_jitter
+from novita_gpu.kit.runner import LeaseRunner, Work
 from novita_gpu.kit.settings import Settings
 from novita_gpu.kit.tables import Instance, WebhookAttempt, WebhookDelivery
 from novita_gpu.kit.workers import PeriodicWorker
@@ -55,7 +59,8 @@ BATCH_SECONDS = 0.01
 DEFAULT_CONCURRENCY = 64
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 600.0
-# The lease covers one attempt (bounded by WEBHOOK_TIMEOUT_SECONDS) plus the writes around it.
+# The lease covers one attempt (bounded by WEBHOOK_TIMEOUT_SECONDS) plus the writes around it; the loop
+# renews it once half of it is gone and the attempt is still in flight.
 LEASE_MARGIN_SECONDS = 5.0
 EXPIRE_BATCH = 500
 # Deliveries live for WEBHOOK_MAX_AGE (hours): looking for expired ones every few seconds is plenty.
@@ -172,12 +177,14 @@ class WebhookDispatcher(PeriodicWorker):
         self.sender = sender
         self.settings = settings
         self.metrics = metrics
-        self.concurrency = concurrency
         self.on_instance_change = on_instance_change
-        self.lease = timedelta(seconds=settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS)
+        lease_seconds = settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS
+        self.runner: LeaseRunner[WebhookDelivery] = LeaseRunner(
+            db, clock, _LEASES, lease_seconds=lease_seconds, slots=concurrency, name="webhook"
+        )
+        self._renew_ahead = lease_seconds / 2
         self.max_age = timedelta(seconds=settings.webhook_max_age_seconds)
         self._claim_lock = asyncio.Lock()
-        self._in_flight: set[asyncio.Task[None]] = set()
         self._next_expiry_check = datetime.min.replace(tzinfo=UTC)
         # Receivers whose last attempt here found them unavailable: their next 2xx resumes their queue.
         self._unavailable_receivers: set[str] = set()
@@ -189,21 +196,23 @@ class WebhookDispatcher(PeriodicWorker):
         return 30.0
 
     async def step(self) -> float:
-        """Claim and start what is due; attempts run in the background. Wake-ups that arrive together
-        (deliveries finishing, events written) share one claim (`min_gap_seconds`)."""
+        """Renew the leases of slow attempts, claim and start what is due; attempts run in the background.
+        Wake-ups that arrive together (deliveries finishing, events written) share one claim
+        (`min_gap_seconds`)."""
         await self._launch()
         return POLL_SECONDS
 
     async def finish(self) -> None:
-        """Attempts in flight get one attempt's time to finish, then are cancelled (their leases expire
-        and another worker retries them)."""
-        await self._drain()
+        """Attempts in flight get one attempt's time to finish, then are cancelled and their leases given
+        back, so another replica retries them at once."""
+        await self.runner.drain(self.settings.webhook_timeout_seconds + 1)
+        await self.runner.aclose()
 
     async def tick(self) -> int:
         """Claim what is due, attempt it, and return once those attempts are recorded."""
-        tasks = await self._launch()
-        await asyncio.gather(*tasks)
-        return len(tasks)
+        started, running = await self._launch()
+        await asyncio.gather(*running)
+        return started
 
     async def backlog(self) -> tuple[int, float]:
         """Pending deliveries and the age in seconds of the oldest one (0 when none); also sets the gauges."""
@@ -220,31 +229,29 @@ class WebhookDispatcher(PeriodicWorker):
         rows = await self.db.fetch(_OLDEST_DUE, {"now": now})
         return max(0.0, (now - rows[0][0]).total_seconds()) if rows else 0.0
 
-    async def _launch(self) -> list[asyncio.Task[None]]:
+    async def _launch(self) -> tuple[int, list[asyncio.Task[None]]]:
+        """Claim the due deliveries, as many as slots are free, and start an attempt on each: how many
+        were started, and those still running."""
         async with self._claim_lock:
             now = self.clock.now()
             self.last_run_at = now
+            await self.runner.renew(ahead=self._renew_ahead)
             if now >= self._next_expiry_check:
                 await self._expire(now)
                 self._next_expiry_check = now + EXPIRY_CHECK_INTERVAL
-            free = self.concurrency - len(self._in_flight)
-            token = uuid.uuid4().hex
-            rows = await self._claim(now, free, token) if free > 0 else []
-            tasks = [asyncio.create_task(self._deliver(row, token), name=f"webhook:{row.id}") for row in rows]
-            for task in tasks:
-                self._in_flight.add(task)
-                task.add_done_callback(self._in_flight.discard)
-        return tasks
+            free = self.runner.free_slots()
+            if free <= 0:
+                return 0, []
+            # On a plain connection: every committed change wakes this worker, and most find nothing due.
+            ids = [row[0] for row in await self.db.fetch(_DUE.limit(free), {"now": now})]
+            # Nobody waits on the batch, and each attempt's outcome gives its lease back.
+            batch = self.runner.batch(waited_on=False, release_when_done=False)
+            await self.runner.pump(
+                ids, batch, now=now, where=(WebhookDelivery.status == PENDING,), deadline=None, work_for=self._attempt
+            )
+        return batch.started, list(batch.running)
 
-    async def _drain(self) -> None:
-        if not self._in_flight:
-            return
-        _, unfinished = await asyncio.wait(set(self._in_flight), timeout=self.settings.webhook_timeout_seconds + 1)
-        for task in unfinished:
-            task.cancel()
-        await asyncio.gather(*unfinished, return_exceptions=True)
-
-    # -- leases ----------------------------------------------------------------------------------
+    # -- expiry ----------------------------------------------------------------------------------
 
     async def _expire(self, now: datetime) -> None:
         """Give up on pending deliveries older than WEBHOOK_MAX_AGE (none of them is in flight)."""
@@ -278,31 +285,23 @@ class WebhookDispatcher(PeriodicWorker):
         if expired:
             log.warning("webhooks_expired", count=expired)
 
-    async def _claim(self, now: datetime, limit: int, token: str) -> list[WebhookDelivery]:
-        """Lease up to `limit` due deliveries, each the oldest pending one of its (instance, url)."""
-        # On a plain connection: every committed change wakes this worker, and most find nothing due.
-        ids = [row[0] for row in await self.db.fetch(_DUE.limit(limit), {"now": now})]
-        if not ids:
-            return []
-        async with self.db.write() as session:
-            await session.execute(
-                _LEASES.claim(ids, WebhookDelivery.status == PENDING, now=now, token=token, until=now + self.lease)
-            )
-        async with self.db.read() as session:
-            return list(
-                await session.scalars(select(WebhookDelivery).where(WebhookDelivery.id.in_(ids), _LEASES.held(token)))
-            )
-
     # -- one attempt -----------------------------------------------------------------------------
 
-    async def _deliver(self, delivery: WebhookDelivery, token: str) -> None:
-        try:
+    def _attempt(self, delivery: WebhookDelivery) -> Work:
+        """One attempt at a claimed delivery, run by the runner in a task of its own (a fault in it is
+        logged there; the lease then runs out and the delivery is retried)."""
+        token = delivery.lease_token
+        assert token is not None, "a claimed row holds its token"
+
+        async def attempt() -> bool:
             attempted_at = self.clock.now()
             result = await self._send(delivery, attempted_at)
-            if await self._record(delivery, token, attempted_at, result):
+            finished = await self._record(delivery, token, attempted_at, result)
+            if finished:
                 self.wake()  # the next delivery of this (instance, url) is due now
-        except Exception:  # the lease expires and the delivery is retried
-            log.exception("webhook_delivery_error", delivery_id=delivery.id, **_about(delivery))
+            return finished
+
+        return attempt
 
     async def _send(self, delivery: WebhookDelivery, now: datetime) -> SendResult:
         body = dump_json(delivery.payload)  # a payload stored with odd text still goes out
@@ -357,17 +356,7 @@ class WebhookDispatcher(PeriodicWorker):
                     duration_ms=result.duration * 1000,
                 )
             )
-            updated = await session.execute(
-                update(WebhookDelivery)
-                .where(
-                    WebhookDelivery.id == snap.id,
-                    WebhookDelivery.status == PENDING,
-                    _LEASES.held(token),
-                )
-                .values(**values)
-                .execution_options(synchronize_session=False)
-            )
-            if cast(CursorResult[Any], updated).rowcount == 0:
+            if not await self.runner.update_held(session, snap.id, token, values, WebhookDelivery.status == PENDING):
                 log.info("webhook_lease_lost", delivery_id=snap.id)
                 return False
             if result.gone:

@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -28,7 +29,8 @@ from starlette.routing import Route
 from novita_gpu.emulator import EmulatorConfig
 from novita_gpu.kit.db import Database
 from novita_gpu.kit.serving import BackgroundServer, free_port
-from novita_gpu.webhooks.dispatcher import WebhookDispatcher
+from novita_gpu.kit.tables import WebhookDelivery
+from novita_gpu.webhooks.dispatcher import LEASE_MARGIN_SECONDS, POLL_SECONDS, WebhookDispatcher
 from novita_gpu.webhooks.guard import WebhookPolicy
 from novita_gpu.webhooks.sender import WebhookSender
 from novita_gpu.webhooks.signing import verify
@@ -523,3 +525,75 @@ async def test_two_replicas_share_the_outbox_each_message_once_in_order(
     assert len(receiver.hits) == 20
     for instance_id in ids:
         assert receiver.statuses(instance_id) == LIFECYCLE
+
+
+async def test_two_replicas_never_send_a_message_twice_while_its_receiver_is_slow(
+    rig: Callable[..., Awaitable[Rig]], receivers: Callable[..., Awaitable[Receiver]], store_url: str
+) -> None:
+    """The receiver takes longer than the lease to answer (the clock runs on while it waits): the replica
+    waiting on it renews the lease once half of it is gone, so the other replica, looking all along, never
+    takes the message over and sends it again, not even once the lease as first claimed has run out."""
+    answer = asyncio.Event()
+
+    async def slow(_: int) -> Response:
+        await answer.wait()
+        return Response("OK")
+
+    receiver = await receivers(slow)
+    r = await rig(database_url=store_url, webhook_timeout_seconds=30)  # the call outlives any lease below
+    services, clock = r.harness.services, r.harness.clock
+    lease = timedelta(seconds=services.settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS)
+    instance_id = (await r.harness.create(webhookUrl=receiver.url))["instanceId"]
+    other_db = Database(store_url)
+    other_sender = WebhookSender(WebhookPolicy(allow_loopback=True), 30.0)
+    other = WebhookDispatcher(other_db, clock, other_sender, services.settings, services.metrics)
+
+    async def until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
+        deadline = asyncio.get_running_loop().time() + 10
+        while not await condition():
+            assert asyncio.get_running_loop().time() < deadline, what
+            await asyncio.sleep(0.01)
+
+    async def sent() -> bool:
+        return len(receiver.hits) == 1
+
+    workers = [asyncio.create_task(r.dispatcher.run()), asyncio.create_task(other.run())]
+    try:
+        await until(sent, "the message sent")
+        delivery_id = receiver.hits[0].headers["webhook-id"]
+
+        async def lease_ends() -> datetime | None:
+            [row] = await services.db.fetch(
+                select(WebhookDelivery.lease_expires_at).where(WebhookDelivery.id == delivery_id)
+            )
+            ends: datetime | None = row[0]
+            return ends
+
+        async def renewed() -> bool:
+            return await lease_ends() == clock.now() + lease
+
+        first_lease_ends = await lease_ends()
+        assert first_lease_ends is not None
+        for _ in range(4):  # never past the lease as it stands, but well past the first one
+            clock.advance((lease * 0.6).total_seconds())
+            await until(renewed, "the lease renewed while the receiver is slow")
+        assert clock.now() > first_lease_ends + lease
+        await asyncio.sleep(POLL_SECONDS * 4)  # both replicas look again, the clock standing still
+        assert r.dispatcher.last_run_at == other.last_run_at == clock.now()
+        assert len(receiver.hits) == 1, "sent again by the replica that did not wait on it"
+        answer.set()
+
+        async def delivered() -> bool:
+            return [d["status"] for d in await r.deliveries(instance_id)] == ["delivered"]
+
+        await until(delivered, "the message delivered")
+    finally:
+        answer.set()
+        for dispatcher in (r.dispatcher, other):  # as a replica shuts down: the attempt in flight finishes
+            dispatcher.stop()
+        await asyncio.gather(*workers, return_exceptions=True)
+        await other_sender.close()
+        await other_db.dispose()
+    [delivery] = await r.deliveries(instance_id)
+    assert delivery["attempts"] == 1 and [a["statusCode"] for a in delivery["history"]] == [200]
+    assert len(receiver.hits) == 1
