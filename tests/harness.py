@@ -19,6 +19,7 @@ from sqlalchemy import select
 from novita_gpu.app import create_app
 from novita_gpu.emulator import EmulatorConfig, create_emulator_app
 from novita_gpu.kit.clock import ManualClock
+from novita_gpu.kit.db import Database
 from novita_gpu.kit.serving import BackgroundServer
 from novita_gpu.kit.settings import Settings
 from novita_gpu.kit.tables import Instance
@@ -203,3 +204,20 @@ async def harness_on(store: str, tmp_path: Path, **settings: Any) -> AsyncIterat
     the real server, dropped afterwards)."""
     async with fresh_database(store, tmp_path) as url, Harness(tmp_path, database_url=url, **settings) as harness:
         yield harness
+
+
+@asynccontextmanager
+async def store_with_instances(store: str, tmp_path: Path, count: int) -> AsyncIterator[tuple[Database, list[str]]]:
+    """A fresh database (as `harness_on`) holding `count` instance rows, made through the API by a harness
+    stopped before the caller runs: the store, open, and the rows' ids in the order they were created."""
+    async with fresh_database(store, tmp_path) as url:
+        harness = await Harness(tmp_path, database_url=url).start()
+        try:
+            ids = [(await harness.create())["instanceId"] for _ in range(count)]
+        finally:
+            await harness.stop()
+        db = Database(url)
+        try:
+            yield db, ids
+        finally:
+            await db.dispose()

@@ -13,14 +13,13 @@ from pathlib import Path
 
 import pytest
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
 
-from novita_gpu.kit.db import Database
 from novita_gpu.kit.migrations import alembic_config
 from novita_gpu.sdk import Client
 from tests.e2e.conftest import Processes
 from tests.e2e.processes import NOVITA_GPU, ServiceProcess, clean_environment, wait_for
 from tests.e2e.test_crash_safety import create
+from tests.fixtures.databases import set_revision
 
 pytestmark = pytest.mark.e2e
 
@@ -73,18 +72,8 @@ def test_upgrade_then_current_says_up_to_date(store: tuple[str, str], tmp_path: 
     assert ok(db("upgrade", url=url, cwd=tmp_path)) == f"store {shown} at revision {HEAD}: already up to date"
 
 
-def _set_revision(url: str, revision: str | None) -> None:
-    """Move a migrated store to another revision, as an older or a newer release would have left it."""
-
-    async def move() -> None:
-        store = Database(url)
-        try:
-            async with store.engine.begin() as conn:
-                await conn.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": revision})
-        finally:
-            await store.dispose()
-
-    asyncio.run(move())
+def _set_revision(url: str, revision: str) -> None:
+    asyncio.run(set_revision(url, revision))
 
 
 def test_current_says_what_to_do_with_an_older_or_a_newer_store(tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 import orjson
-import pytest
 from sqlalchemy import insert, select
 
 from novita_gpu.kit.db import table_of
@@ -113,12 +112,6 @@ async def store_ids(live: LiveService, instance_id: str | None = None) -> list[i
     if instance_id is not None:
         query = query.where(InstanceEvent.instance_id == instance_id)
     return [row[0] for row in await live.harness.services.db.fetch(query)]
-
-
-@pytest.fixture
-async def live(tmp_path: Path) -> AsyncIterator[LiveService]:
-    async with live_service(tmp_path) as service:
-        yield service
 
 
 async def test_each_status_change_is_one_event_with_the_webhook_body(tmp_path: Path, receiver_url: str) -> None:

@@ -5,6 +5,9 @@ stream back once its transaction has ended. Polls are driven by hand, so each st
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
@@ -55,39 +58,52 @@ async def manual_hub(harness: Harness) -> tuple[EventHub, Subscription]:
     return hub, sub
 
 
-async def test_a_later_id_waits_for_an_earlier_one_still_in_its_transaction(harness: Harness) -> None:
+@dataclass
+class OutOfOrder:
+    """An event inserted in a transaction still open (`held`, id `earlier`), and a `later` one committed
+    meanwhile by another connection; the hub is polled by hand."""
+
+    instance_id: str
+    hub: EventHub
+    sub: Subscription
+    held: AsyncConnection
+    earlier: int
+    later: int
+
+
+@asynccontextmanager
+async def out_of_order(harness: Harness) -> AsyncIterator[OutOfOrder]:
+    """The test ends the held transaction (commit or rollback) inside the block."""
     instance_id = (await harness.create())["instanceId"]
     hub, sub = await manual_hub(harness)
     engine = harness.services.db.engine
-    async with engine.connect() as slow, engine.connect() as fast:
-        await slow.begin()
-        earlier = await insert_event(slow, instance_id)
+    async with engine.connect() as held, engine.connect() as fast:
+        await held.begin()
+        earlier = await insert_event(held, instance_id)
         async with fast.begin():
             later = await insert_event(fast, instance_id)
-        assert later > earlier
+        yield OutOfOrder(instance_id, hub, sub, held, earlier, later)
+
+
+async def test_a_later_id_waits_for_an_earlier_one_still_in_its_transaction(harness: Harness) -> None:
+    async with out_of_order(harness) as case:
+        assert case.later > case.earlier
         for _ in range(3):  # visible, but held: the transaction holding `earlier` may still commit
-            await hub.poll()
-            assert drained(sub) == []
-        await slow.commit()
-    await hub.poll()
-    assert drained(sub) == [earlier, later]
+            await case.hub.poll()
+            assert drained(case.sub) == []
+        await case.held.commit()
+    await case.hub.poll()
+    assert drained(case.sub) == [case.earlier, case.later]
 
 
 async def test_a_rolled_back_id_holds_nothing_back_once_its_transaction_ended(harness: Harness) -> None:
-    instance_id = (await harness.create())["instanceId"]
-    hub, sub = await manual_hub(harness)
-    engine = harness.services.db.engine
-    async with engine.connect() as doomed, engine.connect() as fast:
-        await doomed.begin()
-        await insert_event(doomed, instance_id)
-        async with fast.begin():
-            later = await insert_event(fast, instance_id)
-        await hub.poll()
-        assert drained(sub) == []
-        await doomed.rollback()
-    await hub.poll()  # the writer has ended: what is still missing never comes
-    assert drained(sub) == [later]
-    async with engine.connect() as conn, conn.begin():
-        after = await insert_event(conn, instance_id)
-    await hub.poll()
-    assert drained(sub) == [after]
+    async with out_of_order(harness) as case:
+        await case.hub.poll()
+        assert drained(case.sub) == []
+        await case.held.rollback()
+    await case.hub.poll()  # the writer has ended: what is still missing never comes
+    assert drained(case.sub) == [case.later]
+    async with harness.services.db.engine.connect() as conn, conn.begin():
+        after = await insert_event(conn, case.instance_id)
+    await case.hub.poll()
+    assert drained(case.sub) == [after]

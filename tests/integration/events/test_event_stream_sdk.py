@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from novita_gpu_client import ApiError, AsyncClient, Client, Event
-from tests.fixtures.live_service import FAST_RETRY, LiveService, live_service
+from tests.fixtures.live_service import FAST_RETRY, LiveService
 
 STATUSES = ["creating", "starting", "running", "health_checking", "ready"]
 
@@ -56,12 +55,6 @@ class CuttableProxy:
         self.cut()
         if self.server is not None:
             self.server.close()
-
-
-@pytest.fixture
-async def live(tmp_path: Path) -> AsyncIterator[LiveService]:
-    async with live_service(tmp_path) as service:
-        yield service
 
 
 @pytest.fixture

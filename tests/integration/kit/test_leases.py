@@ -13,8 +13,7 @@ from sqlalchemy import func, select, update
 from novita_gpu.kit.db import Database
 from novita_gpu.kit.leases import LeasedTable
 from novita_gpu.kit.tables import Instance
-from tests.fixtures.databases import fresh_database
-from tests.harness import Harness
+from tests.harness import store_with_instances
 
 LEASE = timedelta(seconds=30)
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -23,17 +22,8 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 @pytest.fixture(params=["sqlite", "postgres"])
 async def rows(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[Database, str]]:
     """A store holding one instance row, made through the API (the harness), and its id."""
-    async with fresh_database(request.param, tmp_path) as url:
-        harness = await Harness(tmp_path, database_url=url).start()
-        try:
-            instance_id = (await harness.create())["instanceId"]
-        finally:
-            await harness.stop()
-        db = Database(url)
-        try:
-            yield db, instance_id
-        finally:
-            await db.dispose()
+    async with store_with_instances(request.param, tmp_path, 1) as (db, [instance_id]):
+        yield db, instance_id
 
 
 async def claim(db: Database, leases: LeasedTable, row: str, token: str, now: datetime) -> bool:

@@ -16,7 +16,7 @@ from novita_gpu.kit.db import Database
 from novita_gpu.kit.migrations import StoreTooNew
 from novita_gpu.kit.serving import free_port
 from tests.e2e.processes import NOVITA_GPU, clean_environment
-from tests.fixtures.databases import fresh_database
+from tests.fixtures.databases import fresh_database, set_revision
 from tests.unit.test_docs_revisions import head
 
 REPLICAS = 4
@@ -87,12 +87,7 @@ async def test_migrations_started_together_in_one_process_all_succeed(tmp_path: 
 async def _migrated_by_a_newer_version(url: str) -> None:
     """A store at head, then moved to a revision no script of ours has (as a newer release would)."""
     await _migrate(url)
-    db = Database(url)
-    try:
-        async with db.engine.begin() as conn:
-            await conn.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": FUTURE})
-    finally:
-        await db.dispose()
+    await set_revision(url, FUTURE)
 
 
 async def test_a_store_migrated_by_a_newer_version_is_refused_and_left_alone(store_url: str) -> None:
@@ -110,18 +105,23 @@ async def test_a_store_migrated_by_a_newer_version_is_refused_and_left_alone(sto
     assert await _revisions(store_url) == [FUTURE]
 
 
-async def test_serve_refuses_a_newer_store_with_one_line_and_a_non_zero_exit(store_url: str, tmp_path: Path) -> None:
-    """The operator's view: one line on stderr saying what to do, no traceback, exit code 2."""
-    await _migrated_by_a_newer_version(store_url)
-    result = await asyncio.to_thread(
+async def _serve(database_url: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`novita-gpu serve` on a free port against `database_url`, until it exits (here: refusing to start)."""
+    return await asyncio.to_thread(
         subprocess.run,
         [str(NOVITA_GPU), "serve", "--host", "127.0.0.1", "--port", str(free_port())],
-        env={**clean_environment(), "DATABASE_URL": store_url, "LOG_FORMAT": "json"},
+        env={**clean_environment(), "DATABASE_URL": database_url, "LOG_FORMAT": "json"},
         capture_output=True,
         text=True,
         timeout=MIGRATE_TIMEOUT,
-        cwd=tmp_path,
+        cwd=cwd,
     )
+
+
+async def test_serve_refuses_a_newer_store_with_one_line_and_a_non_zero_exit(store_url: str, tmp_path: Path) -> None:
+    """The operator's view: one line on stderr saying what to do, no traceback, exit code 2."""
+    await _migrated_by_a_newer_version(store_url)
+    result = await _serve(store_url, tmp_path)
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert result.stderr.splitlines() == [
         f"error: the store at {store_url} was migrated by a newer novita-gpu (revision {FUTURE}); upgrade this one"
@@ -131,15 +131,7 @@ async def test_serve_refuses_a_newer_store_with_one_line_and_a_non_zero_exit(sto
 
 async def test_serve_that_cannot_reach_its_store_says_so_in_one_line(tmp_path: Path) -> None:
     url = f"postgresql+asyncpg://novita:secret@127.0.0.1:{free_port()}/nothing"
-    result = await asyncio.to_thread(
-        subprocess.run,
-        [str(NOVITA_GPU), "serve", "--host", "127.0.0.1", "--port", str(free_port())],
-        env={**clean_environment(), "DATABASE_URL": url, "LOG_FORMAT": "json"},
-        capture_output=True,
-        text=True,
-        timeout=MIGRATE_TIMEOUT,
-        cwd=tmp_path,
-    )
+    result = await _serve(url, tmp_path)
     assert result.returncode == 1, (result.stdout, result.stderr)
     [line] = result.stderr.splitlines()
     assert line.startswith("error: cannot use the store at postgresql+asyncpg://novita:***@127.0.0.1:"), line

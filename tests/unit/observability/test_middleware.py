@@ -185,18 +185,22 @@ async def test_a_database_out_of_connections_answers_503_with_retry_after_not_50
     ]
 
 
+async def streamed(chunks: int, chunk: bytes, pulled: list[int] | None = None) -> AsyncIterator[bytes]:
+    """A request body sent in `chunks` pieces; `pulled` records each piece's index as it is read."""
+    for i in range(chunks):
+        if pulled is not None:
+            pulled.append(i)
+        yield chunk
+
+
 async def test_a_body_over_the_limit_by_content_length_is_refused_unread(
     client: httpx.AsyncClient, handled: list[str]
 ) -> None:
     pulled: list[int] = []
-
-    async def body() -> AsyncIterator[bytes]:
-        for i in range(8):
-            pulled.append(i)
-            yield b"x" * 512
-
     response = await client.post(
-        "/echo", content=body(), headers={"Content-Length": str(8 * 512), "X-Request-ID": "big-1"}
+        "/echo",
+        content=streamed(8, b"x" * 512, pulled),
+        headers={"Content-Length": str(8 * 512), "X-Request-ID": "big-1"},
     )
 
     assert response.status_code == 413
@@ -212,13 +216,9 @@ async def test_a_chunked_body_is_cut_off_once_it_passes_the_limit(
     client: httpx.AsyncClient, handled: list[str], path: str
 ) -> None:
     pulled: list[int] = []
-
-    async def body() -> AsyncIterator[bytes]:
-        for i in range(100):
-            pulled.append(i)
-            yield b"y" * 300
-
-    response = await client.post(path, content=body(), headers={"Content-Type": "application/json"})
+    response = await client.post(
+        path, content=streamed(100, b"y" * 300, pulled), headers={"Content-Type": "application/json"}
+    )
 
     assert response.status_code == 413
     error = response.json()["error"]
@@ -229,11 +229,7 @@ async def test_a_chunked_body_is_cut_off_once_it_passes_the_limit(
 
 
 async def test_a_chunked_body_within_the_limit_passes(client: httpx.AsyncClient) -> None:
-    async def body() -> AsyncIterator[bytes]:
-        for _ in range(3):
-            yield b"z" * 300
-
-    response = await client.post("/echo", content=body())
+    response = await client.post("/echo", content=streamed(3, b"z" * 300))
 
     assert response.status_code == 200
     assert response.json() == {"size": 900}
