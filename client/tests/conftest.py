@@ -8,15 +8,19 @@ that ends by closing the connection.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+
+from novita_gpu_client import AsyncClient, Client, RetryPolicy
 
 
 @dataclass
@@ -111,3 +115,49 @@ def service() -> Iterator[FakeService]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# Each scenario of test_both_clients.py and test_volumes.py runs through both clients (`run`).
+FAST = RetryPolicy(attempts=3, backoff=0.01, max_delay=0.05)
+Scenario = Callable[[Any], Coroutine[Any, Any, None]]
+
+
+async def answer(value: Any) -> Any:
+    """What a method gives: the answer (blocking client) or the awaitable of it (asyncio client)."""
+    return await value if inspect.isawaitable(value) else value
+
+
+async def items(iterable: Iterable[Any] | AsyncIterator[Any], at_most: int | None = None) -> list[Any]:
+    """The items of a plain or async iterator (the first `at_most`, then the iterator is closed)."""
+    got: list[Any] = []
+    if isinstance(iterable, AsyncIterator):
+        async for item in iterable:
+            got.append(item)
+            if at_most is not None and len(got) == at_most:
+                await iterable.aclose()  # type: ignore[attr-defined]
+                break
+        return got
+    for item in iterable:
+        got.append(item)
+        if at_most is not None and len(got) == at_most:
+            iterable.close()  # type: ignore[attr-defined]
+            break
+    return got
+
+
+@pytest.fixture(params=["blocking", "asyncio"])
+def run(request: pytest.FixtureRequest, service: FakeService) -> Callable[[Scenario], None]:
+    """Run a scenario with a client of the kind this test is parametrized with."""
+
+    def runner(scenario: Scenario) -> None:
+        async def main() -> None:
+            if request.param == "blocking":
+                with Client(service.url, api_key="sk-test", retry=FAST, timeout=5) as client:
+                    await scenario(client)
+            else:
+                async with AsyncClient(service.url, api_key="sk-test", retry=FAST, timeout=5) as client:
+                    await scenario(client)
+
+        asyncio.run(main())
+
+    return runner

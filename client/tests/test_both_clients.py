@@ -8,68 +8,22 @@ The blocking client runs inside the test's event loop on purpose: it must never 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import socket
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from conftest import FakeService, Request
+from conftest import FAST, FakeService, Request, Scenario, answer, items
 from novita_gpu_client import (
     ApiError,
     AsyncClient,
     Client,
     InstanceStopped,
-    RetryPolicy,
     ServiceConnectionError,
     Status,
 )
-
-FAST = RetryPolicy(attempts=3, backoff=0.01, max_delay=0.05)
-Scenario = Callable[[Any], Coroutine[Any, Any, None]]
-
-
-async def answer(value: Any) -> Any:
-    """What a method gives: the answer (blocking client) or the awaitable of it (asyncio client)."""
-    return await value if inspect.isawaitable(value) else value
-
-
-async def items(iterable: Iterable[Any] | AsyncIterator[Any], at_most: int | None = None) -> list[Any]:
-    """The items of a plain or async iterator (the first `at_most`, then the iterator is closed)."""
-    got: list[Any] = []
-    if isinstance(iterable, AsyncIterator):
-        async for item in iterable:
-            got.append(item)
-            if at_most is not None and len(got) == at_most:
-                await iterable.aclose()  # type: ignore[attr-defined]
-                break
-        return got
-    for item in iterable:
-        got.append(item)
-        if at_most is not None and len(got) == at_most:
-            iterable.close()  # type: ignore[attr-defined]
-            break
-    return got
-
-
-@pytest.fixture(params=["blocking", "asyncio"])
-def run(request: pytest.FixtureRequest, service: FakeService) -> Callable[[Scenario], None]:
-    """Run a scenario with a client of the kind this test is parametrized with."""
-
-    def runner(scenario: Scenario) -> None:
-        async def main() -> None:
-            if request.param == "blocking":
-                with Client(service.url, api_key="sk-test", retry=FAST, timeout=5) as client:
-                    await scenario(client)
-            else:
-                async with AsyncClient(service.url, api_key="sk-test", retry=FAST, timeout=5) as client:
-                    await scenario(client)
-
-        asyncio.run(main())
-
-    return runner
 
 
 def view(instance_id: str, status: str, **more: Any) -> dict[str, Any]:

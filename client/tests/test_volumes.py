@@ -3,51 +3,18 @@ what it gives back, one scenario per test run through each client (as test_both_
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from conftest import FakeService, Request
+from conftest import FakeService, Request, Scenario, answer, items
 from novita_gpu_client import (
     ApiError,
-    AsyncClient,
     Client,
-    RetryPolicy,
     VolumeFailed,
     VolumeWaitTimeout,
 )
-
-FAST = RetryPolicy(attempts=3, backoff=0.01, max_delay=0.05)
-Scenario = Callable[[Any], Coroutine[Any, Any, None]]
-
-
-async def answer(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
-
-
-async def items(iterable: Iterator[Any] | AsyncIterator[Any]) -> list[Any]:
-    if isinstance(iterable, AsyncIterator):
-        return [item async for item in iterable]
-    return list(iterable)
-
-
-@pytest.fixture(params=["blocking", "asyncio"])
-def run(request: pytest.FixtureRequest, service: FakeService) -> Callable[[Scenario], None]:
-    def runner(scenario: Scenario) -> None:
-        async def main() -> None:
-            if request.param == "blocking":
-                with Client(service.url, api_key="sk-test", retry=FAST, timeout=5) as client:
-                    await scenario(client)
-            else:
-                async with AsyncClient(service.url, api_key="sk-test", retry=FAST, timeout=5) as client:
-                    await scenario(client)
-
-        asyncio.run(main())
-
-    return runner
 
 
 def volume(status: str, volume_id: str = "vol_1", name: str = "datasets", **more: Any) -> dict[str, Any]:

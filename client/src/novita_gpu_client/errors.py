@@ -90,10 +90,7 @@ class WaitTimeout(NovitaGpuError, TimeoutError):
 
     def __init__(self, instance: dict[str, Any], wanted: Iterable[str], timeout: float) -> None:
         self.instance = instance
-        super().__init__(
-            f"instance {_named(instance)} is still {instance.get('status')} after {timeout:g} s "
-            f"(waiting for {_either(wanted)}){_why(instance)}"
-        )
+        super().__init__(_still(f"instance {_named(instance)}", instance, wanted, timeout))
 
 
 class VolumeFailed(NovitaGpuError):
@@ -113,10 +110,7 @@ class VolumeWaitTimeout(NovitaGpuError, TimeoutError):
 
     def __init__(self, volume: dict[str, Any], wanted: Iterable[str], timeout: float) -> None:
         self.volume = volume
-        super().__init__(
-            f"volume {_volume(volume)} is still {volume.get('status')} after {timeout:g} s "
-            f"(waiting for {_either(wanted)}){_why(volume)}"
-        )
+        super().__init__(_still(f"volume {_volume(volume)}", volume, wanted, timeout))
 
 
 def _volume(volume: dict[str, Any]) -> str:
@@ -131,6 +125,11 @@ def _either(statuses: Iterable[str]) -> str:
 def _named(instance: dict[str, Any]) -> str:
     name = instance.get("name")
     return f"{instance.get('instanceId')} ({name})" if name else str(instance.get("instanceId"))
+
+
+def _still(what: str, view: dict[str, Any], wanted: Iterable[str], timeout: float) -> str:
+    """A wait's timeout, said of an instance or a volume (`what`: its kind and name) and its last view."""
+    return f"{what} is still {view.get('status')} after {timeout:g} s (waiting for {_either(wanted)}){_why(view)}"
 
 
 def _why(instance: dict[str, Any]) -> str:
