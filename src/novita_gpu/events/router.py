@@ -116,9 +116,7 @@ class EventStreamResponse(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(
-        self, hub: EventHub, sub: Subscription, after: int | None, upto: int, heartbeat: float, follow: bool
-    ) -> None:
+    def __init__(self, hub: EventHub, sub: Subscription, after: int | None, upto: int, follow: bool) -> None:
         super().__init__(
             media_type=self.media_type,
             headers={"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"},
@@ -129,9 +127,8 @@ class EventStreamResponse(Response):
         self.sub = sub
         self.after = after
         self.upto = upto
-        self.heartbeat = heartbeat
         self.follow = follow
-        self.stall_seconds = max(60.0, 4 * heartbeat)
+        self.stall_seconds = max(60.0, 4 * hub.heartbeat)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -176,7 +173,7 @@ class EventStreamResponse(Response):
             return
         while True:
             try:
-                event = await self.sub.next(self.heartbeat)
+                event = await self.sub.next(self.hub.heartbeat)
             except StreamClosed as closed:
                 body = orjson.dumps({"code": closed.code, "message": closed.message})
                 await self._write(send, b"event: close\ndata: " + body + b"\n\n")
@@ -228,8 +225,7 @@ async def _open(
     except BaseException:
         hub.unsubscribe(sub)
         raise
-    heartbeat = services.settings.event_stream_heartbeat_seconds
-    return EventStreamResponse(hub, sub, int(resume) if resume is not None else None, upto, heartbeat, follow)
+    return EventStreamResponse(hub, sub, int(resume) if resume is not None else None, upto, follow)
 
 
 # What both streams answer and the Last-Event-ID header they read, as the document states them.
