@@ -136,6 +136,13 @@ async def test_spot_reclaim_is_recorded_as_stopped(harness: Harness) -> None:
     assert response.status_code == 200, response.text
     stopped = await harness.until_status(created["instanceId"], "stopped", max_seconds=60)
     assert stopped["statusReason"] == "SPOT_RECLAIMED"
+    assert "reclaimed" in stopped["statusMessage"]
+    # Every event says what happened, and the documented step before `stopped` is shown.
+    events = await harness.events(created["instanceId"])
+    stopping, last = events[-2:]
+    assert (stopping["to"], last["to"]) == ("stopping", "stopped"), events
+    for event in (stopping, last):
+        assert event["reason"] == "SPOT_RECLAIMED" and "reclaimed this spot instance" in (event["message"] or ""), event
 
 
 @pytest.mark.parametrize(

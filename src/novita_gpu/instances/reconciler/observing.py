@@ -41,6 +41,19 @@ def connection_details(upstream: NovitaInstance) -> dict[str, Any]:
     return details
 
 
+def _stopped_outside(reason: Reason, now: datetime) -> str | None:
+    """What an event says of a stop nobody asked the service for (None: the service's own stop)."""
+    seen = now.strftime("%Y-%m-%d %H:%M:%S UTC")
+    if reason == Reason.SPOT_RECLAIMED:
+        return (
+            f"Novita reclaimed this spot instance for its capacity (seen at {seen}): it is stopped and no longer "
+            "billed. Start it to run it again, or create it with billingMode onDemand."
+        )
+    if reason == Reason.UPSTREAM_STOPPED:
+        return f"Stopped outside the service, at Novita (seen at {seen}). Start it to run it again."
+    return None
+
+
 @dataclass(eq=False)
 class Observing:
     """`shared`: the listing replicas share through the store (PostgreSQL); None when this process lists on
@@ -104,7 +117,10 @@ class Observing:
         if phase == Status.STOPPING:
             if row.status == Status.STOPPING:
                 return await self._note_upstream_status(row, upstream.status)
-            return await self._move(row, upstream, Status.STOPPING, reason=self._stop_reason(row, upstream))
+            reason = self._stop_reason(row, upstream)
+            return await self._move(
+                row, upstream, Status.STOPPING, reason=reason, message=_stopped_outside(reason, now)
+            )
         if phase == Status.STOPPED:
             return await self._exited(row, upstream, now)
         return await self._running(row, upstream, now)
@@ -164,15 +180,19 @@ class Observing:
         if row.status == Status.CREATING and upstream.error:
             return await self.writes.fail(row, Reason.UPSTREAM_ERROR, upstream.error)
         reason = self._stop_reason(row, upstream)
+        message = _stopped_outside(reason, now)
 
         async def stopped(session: AsyncSession, r: Instance) -> None:
             r.desired_state = Goal.STOPPED if r.desired_state == Goal.RUNNING else r.desired_state
             r.stopped_at = r.stopped_at if r.status == Status.STOPPED else now
             r.health_check = None
+            if message is not None and r.status not in (Status.STOPPING, Status.STOPPED):
+                # Novita stopped it between two looks: still show the documented step, for webhook receivers.
+                await self.writes.change(session, r, Status.STOPPING, reason=reason, message=message)
 
         if row.status == Status.STOPPED:
             return await self._note_upstream_status(row, upstream.status)
-        return await self._move(row, upstream, Status.STOPPED, reason=reason, extra=stopped)
+        return await self._move(row, upstream, Status.STOPPED, reason=reason, message=message, extra=stopped)
 
     async def _running(self, row: Instance, upstream: Listed, now: datetime) -> bool:
         if row.desired_state == Goal.STOPPED and row.status == Status.STOPPING:
