@@ -70,6 +70,8 @@ def test_without_cluster_id_a_cluster_with_room_is_chosen(emu: Emulator) -> None
 
 
 def test_spot_reclaim(emu: Emulator) -> None:
+    """Novita's warning first: `notified` for the notice (30 s), the instance still running and
+    `spotReclaimTime` the stop to come; then `reclaiming` (stopping), then `terminated` (exited)."""
     instance_id = emu.create(billingMode="spot")
     on_demand = emu.create()
     emu.advance(10)
@@ -77,13 +79,14 @@ def test_spot_reclaim(emu: Emulator) -> None:
     response = emu.http.post(f"/_emulator/instances/{instance_id}/reclaim")
     assert response.status_code == 200 and response.json()["spotStatus"] == "notified"
     reclaim_time = emu.get(instance_id)["spotReclaimTime"]
-    assert reclaim_time == str(int(emu.clock.now().timestamp()))
+    assert reclaim_time == str(int(emu.clock.now().timestamp()) + 30)
     seen = []
-    for delay in (0, 3, 2):
+    for delay in (0, 29.9, 0.1, 2):
         emu.advance(delay)
         instance = emu.get(instance_id)
         seen.append((instance["spotStatus"], instance["status"], instance["spotReclaimTime"]))
     assert seen == [
+        ("notified", "running", reclaim_time),
         ("notified", "running", reclaim_time),
         ("reclaiming", "stopping", reclaim_time),
         ("terminated", "exited", reclaim_time),
@@ -92,6 +95,17 @@ def test_spot_reclaim(emu: Emulator) -> None:
     emu.advance(5)
     instance = emu.get(instance_id)
     assert (instance["status"], instance["spotStatus"], instance["spotReclaimTime"]) == ("running", "running", "0")
+
+
+def test_a_spot_create_beyond_the_capacity_set_is_refused(emu: Emulator) -> None:
+    """Spot instances draw on the (cluster, product) GPUs that `PUT /_emulator/capacity` sets, as every
+    billing mode does [INF: Novita publishes no separate spot pool]."""
+    set_capacity(emu, "1", "4090.16c62g", 2)
+    emu.create(billingMode="spot", gpuNum=2, clusterId="1")
+    refused = emu.api.post("/gpu/instance/create", json={**_body(), "billingMode": "spot", "clusterId": "1"})
+    assert refused.status_code == 400 and refused.json()["reason"] == "INSUFFICIENT_RESOURCE"
+    capacity = emu.http.get("/_emulator/capacity").json()["capacity"]
+    assert {"clusterId": "1", "productId": "4090.16c62g", "gpus": 2, "used": 2} in capacity
 
 
 def test_random_spot_reclaim_rate(make_emulator: Callable[..., Emulator]) -> None:

@@ -7,11 +7,13 @@ from typing import Any
 
 import pytest
 
+from novita_gpu.emulator import EmulatorConfig
 from tests.emulator.conftest import Emulator, ok_json
 from tests.emulator.test_network_storage import EU, create_storage
 
 BOOT = 20  # seconds from create (or start) to running, at speed 1
 STOP = 5  # seconds from stop to exited
+RECLAIM = EmulatorConfig().timings.spot_notice + EmulatorConfig().timings.spot_reclaiming  # reclaim to exited
 
 
 def write_volume(emu: Emulator, storage_id: str, data: str) -> None:
@@ -122,7 +124,9 @@ def test_a_spot_reclaim_loses_the_local_disk_too(emu: Emulator) -> None:
     emu.advance(BOOT)
     write_disk(emu, instance_id, "unsaved")
     assert emu.http.post(f"/_emulator/instances/{instance_id}/reclaim").status_code == 200
-    emu.advance(10)
+    emu.advance(RECLAIM - 0.1)
+    assert emu.status(instance_id) == "stopping" and disk(emu, instance_id) == "unsaved"  # not yet gone
+    emu.advance(0.1)
     assert emu.status(instance_id) == "exited" and disk(emu, instance_id) == ""
 
 

@@ -108,7 +108,9 @@ async def get_instance(request: Request) -> dict[str, Any]:
         raise invalid_param("instanceId is required")
     instance = world.get(instance_id)
     sizes = world.account.storage_sizes()
-    return instance_detail(instance, world.now(), str(request.base_url), sizes, world.config.node_shape)
+    body = instance_detail(instance, world.now(), str(request.base_url), sizes, world.config.node_shape)
+    body["jobs"] = world.running_jobs(instance.id)
+    return body
 
 
 @router.post("/gpu/instance/create")
@@ -148,6 +150,27 @@ def _action_route(action: str) -> Callable[[Request], Awaitable[dict[str, Any]]]
 
 for _action in ("start", "stop", "restart", "delete"):
     router.add_api_route(f"/gpu/instance/{_action}", _action_route(_action), methods=["POST"])
+
+
+@router.post("/gpu/instance/migrate")
+async def migrate_instance(request: Request) -> dict[str, Any]:
+    """`{instanceId}` of an exited instance -> `{instanceId, state, jobId}`, plus `newInstanceId` when the
+    instance comes back under a new id [INF: the answer is undocumented; a third-party client reads
+    `newInstanceId` (else `instanceId`) and `message` from it, and Novita's other job-making calls answer
+    `{jobId}`]."""
+    world = world_of(request)
+    instance_id = v.instance_id(v.parse_json_object(await request.body()))
+    target, job = world.migrate(instance_id)
+    answer: dict[str, Any] = {"instanceId": instance_id, "state": target.status_at(world.now()), "jobId": job.id}
+    if target.id != instance_id:
+        answer["newInstanceId"] = target.id
+    return answer
+
+
+@router.get("/jobs")
+async def jobs(request: Request) -> dict[str, Any]:
+    found, total = world_of(request).jobs(v.job_query(_params(request)))
+    return {"jobs": found, "total": total}
 
 
 @router.post("/gpu/instance/edit")

@@ -1,4 +1,4 @@
-"""Emulator settings: speed, seed, accepted keys, not-found status, timings and faults."""
+"""Emulator settings: speed, seed, accepted keys, not-found status, migrate ids, timings and faults."""
 
 from __future__ import annotations
 
@@ -31,8 +31,12 @@ class Timings(BaseModel):
     restarting: float = Field(default=3.0, ge=0)
     to_remove: float = Field(default=1.0, ge=0)
     removing: float = Field(default=1.0, ge=0)
-    spot_notice: float = Field(default=3.0, ge=0)
+    # A reclaim's notice (spotStatus `notified`, status still `running`) before the stop; 0: none. The
+    # control API's `PUT /_emulator/spot {"noticeSeconds"}` changes it at run time.
+    spot_notice: float = Field(default=30.0, ge=0)
     spot_reclaiming: float = Field(default=2.0, ge=0)
+    # A migrate: `migrating` this long, then `running` on another node (the app boots app_boot_after_start later).
+    migrating: float = Field(default=10.0, ge=0)
     prewarm_pending: float = Field(default=2.0, ge=0)
     prewarm_running: float = Field(default=30.0, ge=0)
     # How far behind the clock the metrics endpoint's latest sample is (Novita documents about a minute).
@@ -50,6 +54,9 @@ class EmulatorConfig(BaseModel):
     # `node` in an instance's detail: Novita's reference types it as an array of {maxRootfsSize}, while
     # Novita's console and typed clients read one object (docs/emulator.md). "list" serves the array.
     node_shape: Literal["object", "list"] = "object"
+    # A migrated instance keeps its id (False), or comes back under a new id with the same name and spec, the
+    # old id `removed` (True). Novita documents neither; `PUT /_emulator/spot {"migrateNewId"}` changes it.
+    migrate_new_id: bool = False
     timings: Timings = Field(default_factory=Timings)
     faults: FaultConfig = Field(default_factory=FaultConfig)
 

@@ -1,5 +1,5 @@
 """The control API under /_emulator/ (no auth, never faulted): reset, faults, capacity (GPUs and network
-storage), reclaim, utilization, data markers and the truth about instances."""
+storage), reclaim, spot settings, utilization, data markers and the truth about instances."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from novita_gpu.emulator.api_routes import world_of
 from novita_gpu.emulator.errors import EmulatedError, invalid_param
 from novita_gpu.emulator.novita_shapes import instance_timeline
 from novita_gpu.emulator.validation import integer, parse_json_object, text
+from novita_gpu.emulator.world import World
 
 router = APIRouter(prefix="/_emulator")
 MAX_MARKER_CHARS = 1_000_000  # a marker stands for data, it is not data: a megabyte is plenty
@@ -34,8 +35,45 @@ async def put_faults(request: Request) -> dict[str, Any]:
     try:
         return world_of(request).faults.update(changes).model_dump()
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise invalid_param(problems) from exc
+        raise _invalid(exc) from exc
+
+
+def _invalid(exc: ValidationError) -> EmulatedError:
+    return invalid_param("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+
+
+@router.get("/spot")
+async def get_spot(request: Request) -> dict[str, Any]:
+    """`{noticeSeconds, migrateNewId}`: the reclaim notice and whether a migrated instance gets a new id."""
+    return world_of(request).spot_settings().model_dump(by_alias=True)
+
+
+@router.put("/spot")
+async def put_spot(request: Request) -> dict[str, Any]:
+    changes = parse_json_object(await request.body())
+    try:
+        return world_of(request).set_spot_settings(changes).model_dump(by_alias=True)
+    except ValidationError as exc:
+        raise _invalid(exc) from exc
+
+
+@router.post("/reclaim")
+async def reclaim_many(request: Request) -> dict[str, Any]:
+    """`{"count": N}` (the N oldest running spot instances, fewer if fewer run) or `{"ids": [...]}` (all
+    of them or none): reclaimed now, as the fault `spot_reclaim_per_hour` does. Answers `{"reclaimed": [ids]}`."""
+    body = parse_json_object(await request.body())
+    if ("count" in body) == ("ids" in body):
+        raise invalid_param("give either count or ids")
+    world: World = world_of(request)
+    if "ids" in body:
+        ids = body["ids"]
+        if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
+            raise invalid_param("ids must be a list of instance ids")
+        return {"reclaimed": world.reclaim_many(ids=ids)}
+    count = integer(body, "count", required=True)
+    if count < 0:
+        raise invalid_param("count must be >= 0")
+    return {"reclaimed": world.reclaim_many(count=count)}
 
 
 @router.get("/capacity")

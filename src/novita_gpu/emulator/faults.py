@@ -67,6 +67,8 @@ class FaultConfig(BaseModel):
     create_delay_seconds: float = Field(default=0.0, ge=0)
     stuck_in_pulling: bool = False
     spot_reclaim_per_hour: float = Field(default=0.0, ge=0)
+    # The next N migrates are accepted, but their `instanceMigrate` job ends `fail` and the instance exited.
+    migrate_job_fails: int = Field(default=0, ge=0)
     # API paths (below the prefix) the rate-based faults above are limited to; empty: every path.
     paths: list[str] = Field(default_factory=list)
     failures: list[PathFailure] = Field(default_factory=list)
@@ -124,6 +126,14 @@ class FaultInjector:
             if self._config.create_failures <= 0 or self._config.create_failure_mode != mode:
                 return False
             self._config = self._config.model_copy(update={"create_failures": self._config.create_failures - 1})
+            return True
+
+    def take_migrate_failure(self) -> bool:
+        """Consume one pending migrate job failure, if any."""
+        with self._lock:
+            if self._config.migrate_job_fails <= 0:
+                return False
+            self._config = self._config.model_copy(update={"migrate_job_fails": self._config.migrate_job_fails - 1})
             return True
 
     def failure_for(self, method: str, path: str) -> PathFailure | None:

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 RELEASED = frozenset({"exited", "removed"})
 # Entering one of these loses the instance's local disk (the container disk and the volume disk at
 # /workspace): only network storage survives a stop on Novita, and a migration moves the instance to another
-# node without its local disks ("new data on the system and local disks is lost"). Migrate is not
-# emulated yet; when it is, the `migrating` phase it schedules wipes the disk through this set, with no
-# more code. Restart (toRestart, restarting) keeps the container and so its disk.
+# node without its local disks ("new data on the system and local disks is lost"): the `migrating` phase a
+# migrate schedules wipes the disk through this set. Restart (toRestart, restarting) keeps the container and
+# so its disk.
 DISK_WIPING = frozenset({"exited", "migrating", "removed"})
-# The instance has no disk to write to in these (stopped, or being deleted).
-DISKLESS = frozenset({"exited", "toRemove", "removing", "removed"})
+# The instance has no disk to write to in these (stopped, being moved to another node, or deleted).
+DISKLESS = frozenset({"exited", "migrating", "toRemove", "removing", "removed"})
 STATUSES = frozenset(
     {
         "toCreate",
@@ -48,6 +48,9 @@ class Phase:
     status: str
     at: float  # unix seconds (emulator clock)
     spot_status: str = ""
+    # On a reclaim's `notified` phase: when the reclaim proper (`reclaiming`, the stop) is due, the notice's
+    # end, which `spotReclaimTime` shows from the notice on. None on other phases (and in older state files).
+    reclaim_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,8 @@ class EmulatedInstance:
     # a disk-wiping phase after those empties it (see disk_at).
     disk: str = ""
     disk_since: int = 0
+    # Which node of its cluster it runs on: 0 at create, one more at each migration (control API only).
+    node: int = 0
 
     def phase_at(self, now: float) -> Phase:
         current = self.phases[0]
@@ -156,11 +161,12 @@ class EmulatedInstance:
         return max((b for b in self.app_boots if b <= now), default=None)
 
     def spot_reclaim_time(self, now: float) -> float | None:
-        """When the latest reclaim began, if the instance has not run normally since."""
-        started: float | None = None
+        """When the latest reclaim takes (or took) the instance: the end of its notice, shown from the
+        notice on, until the instance runs normally again (a start or a migration)."""
+        due: float | None = None
         for phase in self.history_at(now):
-            if phase.spot_status == "notified" and started is None:
-                started = phase.at
+            if phase.spot_status == "notified" and due is None:
+                due = phase.reclaim_at if phase.reclaim_at is not None else phase.at
             elif phase.spot_status == "running":
-                started = None
-        return started
+                due = None
+        return due

@@ -123,6 +123,7 @@ def instance_timeline(instance: EmulatedInstance, now: float) -> dict[str, Any]:
         "productId": instance.product_id,
         "gpuNum": instance.gpu_num,
         "billingMode": instance.billing_mode,
+        "node": instance.node,
         "imageAuthId": instance.image_auth_id,
         "networkStorages": [dict(m) for m in instance.network_storages],
         "rootfsSize": instance.rootfs_size,

@@ -8,6 +8,7 @@ from typing import Any
 from novita_gpu.emulator.catalog import MONTHLY, ON_DEMAND, SPOT
 from novita_gpu.emulator.errors import EmulatedError, invalid_param
 from novita_gpu.emulator.instance import STATUSES
+from novita_gpu.emulator.jobs import JOB_STATES, JOB_TYPES, JobQuery
 from novita_gpu.emulator.world import CreateRequest, InstanceQuery
 
 RESERVED_PORTS = frozenset({2222, 2223, 2224})
@@ -88,6 +89,21 @@ def instance_query(params: dict[str, str]) -> InstanceQuery:
     if status and status not in STATUSES:
         raise invalid_param(f"unknown status {status!r}")
     return InstanceQuery(size, num, params.get("name", ""), params.get("productName", ""), status)
+
+
+def job_query(params: dict[str, str]) -> JobQuery:
+    """`GET /jobs`'s query: pageSize, pageNum, jobId, state, type, startTime, endTime (unix s, 0 = none),
+    creators (comma-joined user ids [INF: the reference names the parameter only])."""
+    size, num = page(params)
+    state, kind = params.get("state", ""), params.get("type", "")
+    if state and state not in JOB_STATES:
+        raise invalid_param(f"state must be one of {', '.join(JOB_STATES)}")
+    if kind and kind not in JOB_TYPES:
+        raise invalid_param(f"type must be one of {', '.join(JOB_TYPES)}")
+    start = query_int(params, "startTime", default=0, low=0, high=2**40)
+    end = query_int(params, "endTime", default=0, low=0, high=2**40)
+    creators = frozenset(filter(None, (c.strip() for c in params.get("creators", "").split(","))))
+    return JobQuery(size, num, params.get("jobId", ""), state, kind, start, end, creators)
 
 
 def instance_id(body: dict[str, Any]) -> str:

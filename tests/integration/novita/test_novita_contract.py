@@ -241,7 +241,7 @@ async def test_spot_reclaim_fields(emu: Emulator, client: NovitaClient) -> None:
     emu.clock.advance(t.to_create + t.creating + t.pulling)
     assert (await client.get_instance(instance_id)).spot_status == "running"
 
-    reclaimed_at = int(emu.clock.now().timestamp())
+    reclaimed_at = int(emu.clock.now().timestamp() + t.spot_notice)  # the stop to come, shown from the notice on
     emu.reclaim(instance_id)
     notified = await client.get_instance(instance_id)
     assert (notified.status, notified.spot_status, notified.spot_reclaim_time) == ("running", "notified", reclaimed_at)
