@@ -14,7 +14,6 @@ A worker is woken one way: `services.py` subscribes its `wake` to a `Signal` (si
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from abc import ABC, abstractmethod
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -112,8 +111,9 @@ class PeriodicWorker(ABC):
         finally:
             for task in (sleeper, waker):
                 task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(sleeper, waker, return_exceptions=True)
+            # Their own cancellations come back as results; a cancel of this worker's task goes on up, so a
+            # worker cancelled while it was waking up is not left running.
+            await asyncio.gather(sleeper, waker, return_exceptions=True)
 
 
 class StoreWorker(PeriodicWorker):

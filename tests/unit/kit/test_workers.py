@@ -84,3 +84,21 @@ async def test_a_pause_on_the_clock_lasts_until_the_clock_moves() -> None:
     clock.advance(60)
     await until(lambda: worker.steps == 2)
     await stop_workers([worker], [task], grace=1.0)
+
+
+async def test_a_worker_cancelled_while_it_wakes_up_ends() -> None:
+    """A cancel that lands at any point of a wake-up (including while the pause's own tasks are being
+    reaped) ends the worker: it is never swallowed, leaving a loop nobody can stop."""
+    for yields in range(8):
+        worker = Counting(pause=60)
+        task = asyncio.create_task(worker.run())
+        await until(lambda w=worker: w.steps == 1)
+        for _ in range(3):
+            await asyncio.sleep(0)  # the worker is now pausing
+        worker.wake()
+        for _ in range(yields):
+            await asyncio.sleep(0)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=2)
+        assert done, f"still running after a cancel {yields} loop turns into a wake-up"
+        assert worker.finished == 1
