@@ -187,7 +187,7 @@ class Metrics:
         )
         self._cost_rate = Gauge(
             "cost_rate_usd_per_hour",
-            "What the instances Novita bills now cost per hour, by API key",
+            "What the instances and volumes Novita bills now cost per hour, by API key",
             ["api_key"],
             registry=r,
         )
