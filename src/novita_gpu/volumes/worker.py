@@ -227,13 +227,14 @@ class VolumeWorker(PeriodicWorker):
         now = self.clock.now()
 
         def available(_: AsyncSession, r: Volume) -> None:
-            r.status, r.status_message = VolumeStatus.AVAILABLE, None
             r.storage_id, r.available_at, r.next_action_at = storage.storage_id, now, None
             r.create_attempted_at = None
             if storage.price:
                 r.price_per_hour = price_per_hour(storage)
             r.billing_since = now
-            log.info("volume_available", volume_id=r.id, storage_id=storage.storage_id)
+            if r.status == VolumeStatus.CREATING:  # (a delete asked meanwhile stays asked: the storage goes)
+                r.status, r.status_message = VolumeStatus.AVAILABLE, None
+            log.info("volume_made", volume_id=r.id, storage_id=storage.storage_id, status=r.status)
 
         return await self._save(row_id, token, available)
 
@@ -328,7 +329,10 @@ def _wait(row: Volume, until: datetime | None, message: str) -> None:
 
 
 def _failed(row: Volume, message: str, now: datetime) -> None:
-    row.status, row.status_message, row.failed_at = VolumeStatus.FAILED, message, now
+    if row.status == VolumeStatus.DELETING:  # deleted while its create was refused: nothing was made
+        row.status, row.status_message, row.deleted_at = VolumeStatus.DELETED, message, now
+    else:
+        row.status, row.status_message, row.failed_at = VolumeStatus.FAILED, message, now
     row.create_attempted_at = row.next_action_at = None
 
 

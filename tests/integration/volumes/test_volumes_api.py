@@ -288,3 +288,25 @@ async def test_http_client_sees_the_routes_in_the_openapi_document(harness: Harn
     for path in ("/api/volumes", "/api/volumes/{volume}", "/api/volumes/unmanaged", "/api/volumes/adopt"):
         assert path in document["paths"]
     assert isinstance(harness.http, httpx.AsyncClient)
+
+
+async def test_a_delete_asked_while_the_create_is_in_flight_wins(harness: Harness) -> None:
+    """The user deletes a volume while Novita is still making its storage: the storage made is deleted,
+    the volume ends deleted, never available."""
+    import asyncio
+
+    harness.faults(latency_ms=500, paths=["/networkstorage/create"])
+    answer = await harness.http.post("/api/volumes", json={"name": "regret", "region": TX, "sizeGb": 10})
+    volume_id = answer.json()["volumeId"]
+    creating = asyncio.create_task(harness.services.volume_worker.tick())
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while not harness.stats().get("POST /networkstorage/create"):
+        assert loop.time() < deadline, "the create was never sent"
+        await asyncio.sleep(0.01)
+    deleting = await harness.http.delete(f"/api/volumes/{volume_id}")
+    assert deleting.status_code == 202 and deleting.json()["status"] == "deleting"
+    await creating
+    deleted = await until_volume(harness, volume_id, "deleted")
+    assert deleted["availableAt"] is not None  # it was made, and then deleted
+    assert storages(harness) == []
