@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from novita_gpu.novita.errors import NovitaError
 from novita_gpu.novita.models import NetworkStorage, NetworkStoragePage, RegistryAuth
 from novita_gpu.novita.paging import walk_pages
 from novita_gpu.novita.parsing import invalid_response, parse, parse_list
@@ -106,8 +105,4 @@ class AccountCalls:
     async def _write_once(self, endpoint: str, path: str, body: Mapping[str, Any]) -> Any:
         """POST a create or update that is not sent again once Novita may have acted on it (a repeat could
         make a second object or meet a changed one): its failure is raised as it came."""
-        return await self._transport.call(endpoint, "POST", path, json_body=body, ambiguous=_as_is)
-
-
-def _as_is(error: NovitaError) -> NovitaError:
-    return error
+        return await self._transport.send_once(endpoint, path, body)

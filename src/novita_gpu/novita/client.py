@@ -1,13 +1,14 @@
 """Async client for Novita's GPU-instance v1 API (`.../gpu-instance/openapi/v1`).
 
 Idempotent calls (reads, start/stop/restart/delete and the other deletes) are retried on 429, 5xx,
-network errors and timeouts. Creates and updates are retried only when Novita cannot have acted on the
-request (429, or the connection was never made); `create_instance` then raises `AmbiguousCreate`, and the
-caller looks the instance up by name, while the other writes raise the error itself. The API key never
-appears in errors, reprs or logs.
+network errors and timeouts. Creates, updates and migrates are retried only when Novita cannot have acted
+on the request (429, or the connection was never made); `create_instance` then raises `AmbiguousCreate`,
+and the caller looks the instance up by name, while the other writes raise the error itself. The API key
+never appears in errors, reprs or logs.
 
 `NovitaClient` only assembles the parts: sending and retrying (`transport`), the calls by subject
-(`catalog_calls`, `account_calls`, `instance_calls`); the names other modules import stay importable here.
+(`catalog_calls`, `account_calls`, `instance_calls`, `job_calls`); the names other modules import stay
+importable here.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from novita_gpu.novita.account_calls import ACCOUNT_ENDPOINTS, AccountCalls
 from novita_gpu.novita.answers import OUTCOMES, Outcome
 from novita_gpu.novita.catalog_calls import CATALOG_ENDPOINTS, CatalogCalls, TemplateQuery
 from novita_gpu.novita.instance_calls import INSTANCE_ENDPOINTS, InstanceCalls, InstanceQuery
+from novita_gpu.novita.job_calls import JOB_ENDPOINTS, JobCalls, JobQuery
 from novita_gpu.novita.paging import LIST_CONCURRENCY
 from novita_gpu.novita.parsing import InstanceMemo
 from novita_gpu.novita.transport import (
@@ -43,6 +45,7 @@ __all__ = [
     "REQUEST_PATIENCE_SECONDS",
     "CallObserver",
     "InstanceQuery",
+    "JobQuery",
     "NovitaClient",
     "Outcome",
     "TemplateQuery",
@@ -51,10 +54,10 @@ __all__ = [
 ]
 
 # Every endpoint name the observer can be told about.
-ENDPOINTS: tuple[str, ...] = (*CATALOG_ENDPOINTS, *ACCOUNT_ENDPOINTS, *INSTANCE_ENDPOINTS)
+ENDPOINTS: tuple[str, ...] = (*CATALOG_ENDPOINTS, *ACCOUNT_ENDPOINTS, *INSTANCE_ENDPOINTS, *JOB_ENDPOINTS)
 
 
-class NovitaClient(CatalogCalls, AccountCalls, InstanceCalls):
+class NovitaClient(CatalogCalls, AccountCalls, InstanceCalls, JobCalls):
     """One client per process; safe to share between tasks. Use as `async with` or call `aclose()`."""
 
     def __init__(

@@ -1,4 +1,4 @@
-"""The instance calls of `NovitaClient`: create, list, read, the lifecycle actions and utilization.
+"""The instance calls of `NovitaClient`: create, list, read, the lifecycle actions, migrate and utilization.
 
 A create is never sent twice once Novita may have acted on it: its failures then become `AmbiguousCreate`,
 and the caller looks the instance up by name. Listings reuse instances already parsed (`InstanceMemo`).
@@ -12,7 +12,14 @@ from typing import Any, TypedDict, TypeVar, Unpack
 from pydantic import ValidationError
 
 from novita_gpu.novita.errors import AmbiguousCreate, NotFound, NovitaError
-from novita_gpu.novita.models import CreateInstanceRequest, InstanceMetrics, InstancePage, Listed, NovitaInstance
+from novita_gpu.novita.models import (
+    CreateInstanceRequest,
+    InstanceMetrics,
+    InstancePage,
+    Listed,
+    Migration,
+    NovitaInstance,
+)
 from novita_gpu.novita.paging import LIST_CONCURRENCY, Page, walk_pages
 from novita_gpu.novita.parsing import InstanceMemo, describe_validation, invalid_response, parse
 from novita_gpu.novita.transport import Transport
@@ -25,6 +32,7 @@ INSTANCE_ENDPOINTS: tuple[str, ...] = (
     "instances.stop",
     "instances.restart",
     "instances.delete",
+    "instances.migrate",
     "metrics.gpu",
 )
 
@@ -130,6 +138,19 @@ class InstanceCalls:
 
     async def delete_instance(self, instance_id: str) -> None:
         await self._action("delete", instance_id)
+
+    async def migrate_instance(self, instance_id: str) -> Migration:
+        """Move an exited instance (a reclaimed spot instance) to another node: Novita makes an
+        `instanceMigrate` job (`list_jobs`), the instance goes `migrating`, then `running` or back to
+        `exited`, its system and local disks lost (network storage stays). Sent once: a repeat could start a
+        second migration, so a failure after the request may have arrived (a timeout, a 5xx) is raised as it
+        came, and the caller looks at the instance (and its jobs) before asking again. `moved_to` is the id
+        the instance runs under afterwards: the same, unless Novita answers a `newInstanceId`."""
+        body = await self._transport.send_once(
+            "instances.migrate", "/gpu/instance/migrate", {"instanceId": instance_id}
+        )
+        answer = parse(Migration, body) if isinstance(body, dict) else Migration()
+        return answer if answer.instance_id else answer.model_copy(update={"instance_id": instance_id})
 
     async def _action(self, action: str, instance_id: str) -> None:
         """Lifecycle actions answer `{}`, `{instanceId, state}`, a bare string or nothing: all mean done."""

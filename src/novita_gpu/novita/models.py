@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 
@@ -326,6 +326,7 @@ class _ListedFields(NovitaModel):
     name: LooseStr = ""
     status: LooseStr = ""
     status_error: OptionalStatusError = None
+    spot_status: LooseStr = ""
     spot_reclaim_time: ReclaimTime = 0
 
 
@@ -339,22 +340,35 @@ class Listed:
     name: str
     status: str
     error: str  # Novita's statusError message, "" without one
-    spot_reclaimed: bool
+    spot_reclaimed: bool  # a reclaim has begun (`spotReclaimTime` set): notified, reclaiming or done
+    # Novita's spot fields as listed: `spotStatus` ("" for non-spot; `notified` during the notice before a
+    # reclaim) and `spotReclaimTime` (unix seconds, 0 until a reclaim). Defaults, so that a `Listed` built
+    # from the five fields above (the stored shared listing) still is one.
+    spot_status: str = ""
+    spot_reclaim_time: int = 0
 
     @classmethod
     def parse(cls, item: Any) -> Listed:
-        fields = _ListedFields.model_validate(item)
-        return cls._of(fields.id, fields.name, fields.status, fields.status_error, fields.spot_reclaim_time)
+        f = _ListedFields.model_validate(item)
+        return cls._of(f.id, f.name, f.status, f.status_error, f.spot_status, f.spot_reclaim_time)
 
     @classmethod
     def of(cls, instance: NovitaInstance) -> Listed:
         """The same view of an instance read by id."""
-        return cls._of(instance.id, instance.name, instance.status, instance.status_error, instance.spot_reclaim_time)
+        i = instance
+        return cls._of(i.id, i.name, i.status, i.status_error, i.spot_status, i.spot_reclaim_time)
 
     @classmethod
-    def _of(cls, id: str, name: str, status: str, error: StatusError | None, reclaim: int) -> Listed:
+    def _of(cls, id: str, name: str, status: str, error: StatusError | None, spot: str, reclaim: int) -> Listed:
         # Statuses are a few words repeated across every instance: one string each, not one per instance.
-        return cls(id, name, sys.intern(status), error.message if error is not None else "", reclaim > 0)
+        message = error.message if error is not None else ""
+        return cls(id, name, sys.intern(status), message, reclaim > 0, sys.intern(spot), reclaim)
+
+    @property
+    def spot_notified(self) -> bool:
+        """Novita has given notice of a reclaim that has not begun: the instance still runs until
+        `spot_reclaim_time`."""
+        return self.spot_status == "notified"
 
 
 class InstancePage(NovitaModel):
@@ -365,6 +379,85 @@ class InstancePage(NovitaModel):
     def items(self) -> list[NovitaInstance]:
         """The page's instances, under the name every page gives them (`paging.walk_pages`)."""
         return self.instances
+
+
+class Migration(NovitaModel):
+    """Novita's answer to a migrate. Undocumented [INF]: the emulator answers `{instanceId, state, jobId}`
+    plus `newInstanceId` when the instance comes back under a new id; a third-party client reads
+    `newInstanceId` (else `instanceId`) and `message`. Whatever is missing reads as ""."""
+
+    model_config = ConfigDict(frozen=True)
+
+    instance_id: LooseStr = ""  # the instance the migrate was asked for
+    new_instance_id: LooseStr = ""  # set when the instance comes back under another id
+    job_id: LooseStr = ""
+    state: LooseStr = ""
+    message: LooseStr = ""
+
+    @property
+    def moved_to(self) -> str:
+        """The id the migrated instance runs under from now on."""
+        return self.new_instance_id or self.instance_id
+
+
+JOB_TYPES = ("saveImage", "instanceMigrate", "autoInstanceMigrate")
+JOB_STATES = ("pulling", "running", "fail", "success", "break")
+JOB_FINISHED = frozenset({"fail", "success", "break"})
+
+
+def _flat_job_state(value: Any) -> Any:
+    """`state: {state, error, errorMessage}` read into the job's own `state`, `error` and `errorMessage`
+    (a bare string is the state itself)."""
+    if not isinstance(value, dict):
+        return value
+    state = value.get("state")
+    if isinstance(state, dict):
+        value = {**value, "state": state.get("state"), "error": state.get("error")}
+        value["errorMessage"] = state.get("errorMessage", state.get("error_message"))
+    return value
+
+
+class Job(NovitaModel):
+    """One of `GET /jobs`: `Id` with a capital I, its `state` (`pulling`, `running`, `fail`, `success`,
+    `break`), and when it failed, Novita's `error` and `errorMessage`. `updated_at` is `updateAt`, which
+    the reference does not list but Novita's own job answers carry [3P]."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: LooseStr = Field(default="", validation_alias=AliasChoices("Id", "id", "jobId"))
+    user: LooseStr = ""
+    type: LooseStr = ""
+    state: LooseStr = ""
+    error: LooseStr = ""
+    error_message: LooseStr = ""
+    log_address: LooseStr = ""
+    created_at: UnixTime = None
+    updated_at: UnixTime = Field(default=None, validation_alias=AliasChoices("updateAt", "updatedAt"))
+    instance_id: LooseStr = ""
+    envs: Annotated[list[EnvVar], BeforeValidator(_listish)] = Field(default_factory=list, repr=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flatten(cls, value: Any) -> Any:
+        return _flat_job_state(value)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in JOB_FINISHED
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state == "success"
+
+
+class JobPage(NovitaModel):
+    jobs: Annotated[list[Job], BeforeValidator(_listish)] = Field(default_factory=list)
+    total: LooseInt = 0
+
+    @property
+    def items(self) -> list[Job]:
+        """The page's jobs, under the name every page gives them (`paging.walk_pages`)."""
+        return self.jobs
 
 
 class CreateInstanceRequest(NovitaModel):

@@ -232,6 +232,12 @@ class Transport:
             error = UpstreamUnavailable(0, reason, message)
             return Failure(error, outcome, sent=not isinstance(exc, NOT_SENT))
 
+    async def send_once(self, endpoint: str, path: str, body: Mapping[str, Any]) -> Any:
+        """POST a write that is not sent again once Novita may have acted on it (a repeat could make a second
+        object, meet a changed one or start a second migration): its failure is raised as it came. Retried
+        only when Novita cannot have acted on it (429, or no connection was made)."""
+        return await self.call(endpoint, "POST", path, json_body=body, ambiguous=_as_is)
+
     def _redact(self, text: str) -> str:
         return text.replace(self._key.get_secret_value(), "***")
 
@@ -242,3 +248,7 @@ class Transport:
             self._observer(endpoint, outcome, seconds)
         except Exception:
             log.exception("novita.observer_failed", endpoint=endpoint)
+
+
+def _as_is(error: NovitaError) -> NovitaError:
+    return error

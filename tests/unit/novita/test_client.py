@@ -273,13 +273,15 @@ async def test_listed_reads_novita_loose_types_as_instance_does(novita: FakeNovi
     items = [
         {"id": 17, "name": None, "status": "exited", "statusError": {"state": "", "message": "disk full"}},
         {"id": "b", "name": "x-1", "status": "running", "statusError": {}, "spotReclaimTime": "1764000000"},
-        {"id": "c", "status": "", "statusError": "", "spotReclaimTime": "-1"},
+        {"id": "c", "status": "", "statusError": "", "spotStatus": None, "spotReclaimTime": "-1"},
+        {"id": "d", "status": "running", "spotStatus": "notified", "spotReclaimTime": 1764000030},
     ]
-    novita.route("GET", "/gpu/instances", Reply(json={"instances": items, "total": "3"}))
+    novita.route("GET", "/gpu/instances", Reply(json={"instances": items, "total": "4"}))
     assert [i async for i in client.iter_listed()] == [
         Listed("17", "", "exited", "disk full", False),
-        Listed("b", "x-1", "running", "", True),
+        Listed("b", "x-1", "running", "", True, "", 1764000000),
         Listed("c", "", "", "", False),
+        Listed("d", "", "running", "", True, "notified", 1764000030),
     ]
     full = [i async for i in client.iter_instances()]
     assert [Listed.of(i) for i in full] == [i async for i in client.iter_listed()]
@@ -651,3 +653,71 @@ async def test_idle_connections_are_dropped_before_the_emulator_server_drops_the
     connector = client._transport._http.connector
     assert isinstance(connector, aiohttp.TCPConnector)
     assert connector._keepalive_timeout == KEEPALIVE_SECONDS
+
+
+# ---- migrate and jobs -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answer", "moved_to", "job_id"),
+    [
+        (Reply(json={"instanceId": "abc", "state": "migrating", "jobId": "j1"}), "abc", "j1"),
+        (Reply(json={"instanceId": "abc", "newInstanceId": "def", "message": "ok"}), "def", ""),
+        (Reply(json={}), "abc", ""),
+        (Reply(), "abc", ""),  # no body at all
+        (Reply(json="accepted"), "abc", ""),  # a bare string
+    ],
+)
+async def test_migrate_reads_whatever_novita_answers(
+    novita: FakeNovita, client: NovitaClient, answer: Reply, moved_to: str, job_id: str
+) -> None:
+    route = novita.route("POST", "/gpu/instance/migrate", answer)
+    migration = await client.migrate_instance("abc")
+    assert (migration.instance_id, migration.moved_to, migration.job_id) == ("abc", moved_to, job_id)
+    assert route.calls[-1].json() == {"instanceId": "abc"}
+
+
+@pytest.mark.parametrize("failure", [envelope(503, "SERVICE_UNAVAILABLE", "busy"), DISCONNECT])
+async def test_migrate_is_not_sent_again_once_novita_may_have_acted(
+    novita: FakeNovita, client: NovitaClient, sleeps: Sleeps, failure: Reply
+) -> None:
+    route = novita.route("POST", "/gpu/instance/migrate", [failure, Reply(json={})])
+    with pytest.raises(UpstreamUnavailable):
+        await client.migrate_instance("abc")
+    assert len(route.calls) == 1 and sleeps == []
+
+
+async def test_migrate_is_retried_after_a_429(novita: FakeNovita, client: NovitaClient, sleeps: Sleeps) -> None:
+    route = novita.route(
+        "POST", "/gpu/instance/migrate", [envelope(429, "RATE_LIMIT_EXCEEDED", "slow down"), Reply(json={})]
+    )
+    assert (await client.migrate_instance("abc")).moved_to == "abc"
+    assert len(route.calls) == 2 and len(sleeps) == 1
+
+
+async def test_list_jobs_sends_the_documented_query(novita: FakeNovita, client: NovitaClient) -> None:
+    job = {"Id": "j1", "type": "instanceMigrate", "state": {"state": "success"}, "instanceId": "abc"}
+    route = novita.route("GET", "/jobs", Reply(json={"jobs": [job], "total": 1}))
+    page = await client.list_jobs(
+        page_num=2,
+        page_size=20,
+        job_id="j1",
+        state="success",
+        type="instanceMigrate",
+        start_time=1711995567.9,
+        end_time=1711999999,
+        creators=["u1", "u2"],
+    )
+    assert [(j.id, j.state, j.instance_id) for j in page.jobs] == [("j1", "success", "abc")]
+    assert route.calls[-1].params == {
+        "pageNum": "2",
+        "pageSize": "20",
+        "jobId": "j1",
+        "state": "success",
+        "type": "instanceMigrate",
+        "startTime": "1711995567",
+        "endTime": "1711999999",
+        "creators": "u1,u2",
+    }
+    assert [j.id async for j in client.iter_jobs()] == ["j1"]
+    assert route.calls[-1].params == {"pageNum": "1", "pageSize": "100"}

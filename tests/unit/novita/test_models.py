@@ -13,6 +13,10 @@ from novita_gpu.novita import (
     CreateInstanceRequest,
     EnvVar,
     InstancePage,
+    Job,
+    JobPage,
+    Listed,
+    Migration,
     NetworkStorageMount,
     NetworkStoragePage,
     NovitaInstance,
@@ -298,3 +302,79 @@ def test_network_storage_page() -> None:
         100,
         1,
     )
+
+
+def test_listed_carries_the_spot_fields_of_a_notice() -> None:
+    item = {**LIST_ITEM, "billingMode": "spot", "spotStatus": "notified", "spotReclaimTime": "1711999999"}
+    listed = Listed.parse(item)
+    assert (listed.status, listed.spot_status, listed.spot_reclaim_time) == ("running", "notified", 1711999999)
+    assert listed.spot_notified and listed.spot_reclaimed
+    assert Listed.of(NovitaInstance.model_validate(item)) == listed
+    plain = Listed.parse(LIST_ITEM)
+    assert (plain.spot_status, plain.spot_reclaim_time, plain.spot_notified, plain.spot_reclaimed) == (
+        "",
+        0,
+        False,
+        False,
+    )
+
+
+def test_listed_built_from_its_first_five_fields_still_works() -> None:
+    """The shared listing stores and rebuilds `Listed` from id, name, status, error and reclaimed only."""
+    listed = Listed("a", "job-1", "exited", "", True)
+    assert (listed.spot_status, listed.spot_reclaim_time, listed.spot_notified) == ("", 0, False)
+
+
+def test_job_state_is_read_from_its_nested_object() -> None:
+    job = Job.model_validate(
+        {
+            "Id": "10wi9visv0rqt57w",
+            "user": "u-1",
+            "type": "instanceMigrate",
+            "envs": [{"key": "K", "value": "secret"}],
+            "state": {"state": "fail", "error": "MIGRATE_FAILED", "errorMessage": "no node"},
+            "logAddress": "",
+            "createdAt": "1711995567",
+            "updateAt": "1711995600",
+            "instanceId": "3560b7fec915bbf9",
+            "someFutureField": 1,
+        }
+    )
+    assert (job.id, job.type, job.state, job.error, job.error_message) == (
+        "10wi9visv0rqt57w",
+        "instanceMigrate",
+        "fail",
+        "MIGRATE_FAILED",
+        "no node",
+    )
+    assert job.created_at == datetime.fromtimestamp(1711995567, UTC)
+    assert job.updated_at == datetime.fromtimestamp(1711995600, UTC)
+    assert (job.instance_id, job.finished, job.succeeded) == ("3560b7fec915bbf9", True, False)
+    assert "secret" not in repr(job)
+
+
+@pytest.mark.parametrize(
+    ("payload", "state"),
+    [({"id": "j", "state": "success"}, "success"), ({"id": "j", "state": None}, ""), ({"id": "j"}, "")],
+)
+def test_job_tolerates_a_bare_or_missing_state(payload: dict[str, Any], state: str) -> None:
+    job = Job.model_validate(payload)
+    assert (job.id, job.state, job.error, job.created_at, job.updated_at) == ("j", state, "", None, None)
+
+
+def test_job_page() -> None:
+    page = JobPage.model_validate({"jobs": [{"Id": "a", "state": {"state": "running"}}], "total": "3"})
+    assert ([j.id for j in page.items], page.total, page.jobs[0].finished) == (["a"], 3, False)
+    assert JobPage.model_validate({"jobs": None}).items == []
+
+
+@pytest.mark.parametrize(
+    ("payload", "moved_to"),
+    [
+        ({"instanceId": "a", "state": "migrating", "jobId": "j"}, "a"),
+        ({"instanceId": "a", "newInstanceId": "b", "message": "ok"}, "b"),
+        ({}, ""),
+    ],
+)
+def test_migration_answer(payload: dict[str, Any], moved_to: str) -> None:
+    assert Migration.model_validate(payload).moved_to == moved_to
