@@ -3,7 +3,8 @@
 One pass: list Novita's storages once, then claim the volumes that wait for something (the leased-work
 runner, kit/runner.py, so replicas share them) and move each one; on a full pass (every
 RECONCILE_SLOW_SECONDS) every available volume too, so a storage deleted or grown outside shows. Last,
-storages left behind under our names are deleted ("nothing left behind").
+storages left behind under our names are deleted ("nothing left behind"). A service without live volumes
+never lists Novita's storages.
 
 A create is sent once: `create_attempted_at` is written before the call, and a create whose answer never
 came (the process died, the connection broke after sending) is looked for in the list under its unique
@@ -118,7 +119,7 @@ class VolumeWorker(PeriodicWorker):
             if full is None:
                 full = monotonic >= self._next_full_pass
             due = await self._due(now, full)
-            if not due and not full:
+            if not due:  # no live volume (a full pass takes every one): Novita's storages are not listed
                 return False
             try:
                 listing = StorageListing([s async for s in self.client.iter_network_storages()])

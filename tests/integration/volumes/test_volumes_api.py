@@ -310,3 +310,11 @@ async def test_a_delete_asked_while_the_create_is_in_flight_wins(harness: Harnes
     deleted = await until_volume(harness, volume_id, "deleted")
     assert deleted["availableAt"] is not None  # it was made, and then deleted
     assert storages(harness) == []
+
+
+async def test_without_volumes_novitas_storages_are_never_listed(harness: Harness) -> None:
+    created = await harness.create()
+    await harness.until_status(created["instanceId"], "ready")
+    harness.clock.advance(harness.settings.reconcile_slow_seconds * 3)
+    await harness.tick(3)
+    assert "GET /networkstorages/list" not in harness.stats()
