@@ -51,7 +51,16 @@ async def create_all(url: str) -> list[str]:
 
         async def one(i: int) -> str:
             body = {"name": f"bench-{i}", "productName": "RTX 4090 24GB", "templateId": "pytorch-jupyter"}
-            response = await client.post("/api/instances", json=body)
+            # As a careful client does: a connection closed under the request (a keep-alive the server
+            # dropped as it was reused, on a loaded machine) is sent again under the same Idempotency-Key.
+            headers = {"Idempotency-Key": f"bench-{i}"}
+            for attempt in range(3):
+                try:
+                    response = await client.post("/api/instances", json=body, headers=headers)
+                    break
+                except httpx.TransportError:
+                    if attempt == 2:
+                        raise
             response.raise_for_status()
             return str(response.json()["instanceId"])
 
