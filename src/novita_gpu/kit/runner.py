@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -98,6 +99,20 @@ class LeaseRunner(Generic[RowT]):
         self._finished_late: dict[str, list[str]] = {}  # token -> rows done after their batch stopped waiting
         self._releasing: set[asyncio.Task[None]] = set()
         self._stopping = False
+
+    @classmethod
+    def for_worker(
+        cls, db: Database, clock: Clock, model: Any, worker: str, *, lease_seconds: float, slots: int, name: str
+    ) -> LeaseRunner[Any]:
+        """A runner whose leases name this process, `<worker>-<pid>-<8 hex>` in `lease_owner` (which process
+        of a host holds a row, e.g. after a kill -9), so that all it holds is given back in one statement."""
+        owner = f"{worker}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        return cls(db, clock, LeasedTable(model, owner=owner), lease_seconds=lease_seconds, slots=slots, name=name)
+
+    @property
+    def owner(self) -> str:
+        """The `lease_owner` this runner's claims write."""
+        return self.leases.owner or ""
 
     # -- batches and slots ------------------------------------------------------------------------
 

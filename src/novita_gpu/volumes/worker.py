@@ -15,8 +15,6 @@ second is a stray under a volume's name and is deleted at the next pass.
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -28,11 +26,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from novita_gpu.kit.clock import Clock
 from novita_gpu.kit.db import Database
 from novita_gpu.kit.in_doubt import looked_up_until
-from novita_gpu.kit.leases import LeasedTable
 from novita_gpu.kit.runner import LeaseRunner, Work
 from novita_gpu.kit.settings import Settings
 from novita_gpu.kit.tables import Volume
-from novita_gpu.kit.workers import PeriodicWorker
+from novita_gpu.kit.workers import StoreWorker
 from novita_gpu.novita import NetworkStorage, NovitaClient, NovitaError, RateLimited
 from novita_gpu.volumes.billing import close_stretch, reprice
 from novita_gpu.volumes.lifecycle import PENDING, VolumeStatus
@@ -68,29 +65,18 @@ def _in_doubt(error: NovitaError) -> bool:
     return error.status == 0 or error.status >= 500
 
 
-class VolumeWorker(PeriodicWorker):
+class VolumeWorker(StoreWorker):
     name = "volumes"
 
     def __init__(self, db: Database, clock: Clock, client: NovitaClient, settings: Settings) -> None:
-        super().__init__(clock)
-        self.db = db
+        super().__init__(db, clock, settings, settings.reconcile_slow_seconds)
+        self.retry_seconds = settings.reconcile_fast_seconds  # a pass that raised is retried at the fast pace
         self.client = client
-        self.settings = settings
-        self.worker_id = f"volumes-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.runner: LeaseRunner[Volume] = LeaseRunner(
-            db,
-            clock,
-            LeasedTable(Volume, owner=self.worker_id),
-            lease_seconds=settings.lease_seconds,
-            slots=SLOTS,
-            name="volumes",
+        self.runner: LeaseRunner[Volume] = LeaseRunner.for_worker(
+            db, clock, Volume, "volumes", lease_seconds=settings.lease_seconds, slots=SLOTS, name="volumes"
         )
         self._next_full_pass = float("-inf")
         self._tick_lock = asyncio.Lock()
-
-    @property
-    def allowed_gap(self) -> float:
-        return self.settings.reconcile_slow_seconds * 3 + 30
 
     async def step(self) -> float:
         busy = await self.tick()

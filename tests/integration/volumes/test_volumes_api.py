@@ -47,6 +47,14 @@ async def until_volume(harness: Harness, ref: str, status: str) -> dict[str, Any
     return view
 
 
+async def post_instance(
+    harness: Harness, name: str, headers: dict[str, str] | None = None, **fields: Any
+) -> httpx.Response:
+    """POST /api/instances of an RTX 4090 from the seed's template, with `fields` (volumes, region, ...)."""
+    body = {"name": name, "productName": "RTX 4090 24GB", "templateId": "pytorch-jupyter", **fields}
+    return await harness.http.post("/api/instances", json=body, headers=headers)
+
+
 def storages(harness: Harness) -> list[dict[str, Any]]:
     listed: list[dict[str, Any]] = harness.emulator.get(
         "/gpu-instance/openapi/v1/networkstorages/list",
@@ -116,41 +124,17 @@ async def test_a_volume_grows_and_never_shrinks(harness: Harness) -> None:
 
 async def test_products_and_regions_follow_the_volume(harness: Harness) -> None:
     await create_volume(harness, name="eu-data", region="EU-01")
-    answer = await harness.http.post(
-        "/api/instances",
-        json={
-            "name": "three",
-            "productName": "RTX 3090 24GB",
-            "templateId": "pytorch-jupyter",
-            "volumes": [{"volume": "eu-data"}],
-        },
-    )
+    answer = await post_instance(harness, "three", productName="RTX 3090 24GB", volumes=[{"volume": "eu-data"}])
     assert answer.status_code == 400, answer.text
     error = answer.json()["error"]
     assert error["code"] == "PRODUCT_NOT_IN_VOLUME_REGION"
     assert "EU-01" in error["message"] and "US-CA-06" in error["message"] and "US-TX-04" in error["message"]
 
     await create_volume(harness, name="tx-data", region=TX)
-    two_regions = await harness.http.post(
-        "/api/instances",
-        json={
-            "name": "both",
-            "productName": "RTX 4090 24GB",
-            "templateId": "pytorch-jupyter",
-            "volumes": [{"volume": "eu-data", "mountPoint": "/a"}, {"volume": "tx-data", "mountPoint": "/b"}],
-        },
-    )
+    both = [{"volume": "eu-data", "mountPoint": "/a"}, {"volume": "tx-data", "mountPoint": "/b"}]
+    two_regions = await post_instance(harness, "both", volumes=both)
     assert two_regions.status_code == 400 and two_regions.json()["error"]["code"] == "VOLUMES_IN_DIFFERENT_REGIONS"
-    elsewhere = await harness.http.post(
-        "/api/instances",
-        json={
-            "name": "mismatch",
-            "productName": "RTX 4090 24GB",
-            "templateId": "pytorch-jupyter",
-            "region": TX,
-            "volumes": [{"volume": "eu-data"}],
-        },
-    )
+    elsewhere = await post_instance(harness, "mismatch", region=TX, volumes=[{"volume": "eu-data"}])
     assert elsewhere.status_code == 400 and elsewhere.json()["error"]["code"] == "VOLUME_REGION_MISMATCH"
     assert harness.upstream_instances() == []
 
@@ -205,16 +189,7 @@ async def test_another_key_neither_sees_nor_mounts_a_volume(two_keys: Harness) -
         assert (await harness.http.get(path, headers=as_b)).status_code == 404
         assert (await harness.http.delete(path, headers=as_b)).status_code == 404
         assert (await harness.http.patch(path, json={"sizeGb": 100}, headers=as_b)).status_code == 404
-    mount = await harness.http.post(
-        "/api/instances",
-        json={
-            "name": "thief",
-            "productName": "RTX 4090 24GB",
-            "templateId": "pytorch-jupyter",
-            "volumes": [{"volume": volume["volumeId"]}],
-        },
-        headers=as_b,
-    )
+    mount = await post_instance(harness, "thief", headers=as_b, volumes=[{"volume": volume["volumeId"]}])
     assert mount.status_code == 400 and mount.json()["error"]["code"] == "VOLUME_NOT_FOUND"
     # B may use the same name for a volume of its own.
     mine = await harness.http.post("/api/volumes", json={"name": "private", "region": TX, "sizeGb": 10}, headers=as_b)

@@ -11,8 +11,6 @@ actions.py (a start, stop or delete owed, or overdue), observing.py (what Novita
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -41,7 +39,6 @@ from novita_gpu.instances.reconciler.ownership import remove_strays
 from novita_gpu.instances.reconciler.writes import RowWrites
 from novita_gpu.kit.clock import Clock
 from novita_gpu.kit.db import Database
-from novita_gpu.kit.leases import LeasedTable
 from novita_gpu.kit.memory import release_free_memory
 from novita_gpu.kit.runner import Batch, LeaseRunner, Work
 from novita_gpu.kit.settings import Settings
@@ -90,16 +87,16 @@ class Reconciler(StoreWorker):
         self.client = client
         self.changes = changes
         self.health_checking: Signal[str] = Signal()  # a row reached health_checking: the prober may probe it
-        # The pid says which process of a host holds a row's lease (lease_owner), e.g. after a kill -9.
-        self.worker_id = f"reconciler-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.runner: LeaseRunner[Instance] = LeaseRunner(
+        self.runner: LeaseRunner[Instance] = LeaseRunner.for_worker(
             db,
             clock,
-            LeasedTable(Instance, owner=self.worker_id),
+            Instance,
+            "reconciler",
             lease_seconds=settings.lease_seconds,
             slots=MAX_ROWS_IN_FLIGHT,
             name="reconcile",
         )
+        self.worker_id = self.runner.owner
         self._creating: set[str] = set()  # rows in flight that are creates
         self._full_pass = FullPass()
         self._tick_lock = asyncio.Lock()
