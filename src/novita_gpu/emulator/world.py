@@ -2,24 +2,27 @@
 
 Thread-safe: the app may be served from a uvicorn thread while a test advances a shared clock from
 another thread. Every method takes the lock; instance states are computed from the clock on demand.
+Two jobs live in mixins of their own: spot reclaims, migrations and jobs (spot.py), and where a new
+instance goes and what it is made of (placement.py).
 """
 
 from __future__ import annotations
 
 import itertools
 import random
-import string
 import threading
 from collections import Counter
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 
 from novita_gpu.emulator.account import NETWORK_STORAGE, REGISTRY_AUTH, Account
-from novita_gpu.emulator.catalog import MONTHLY, SPOT, Cluster, EmulatedCatalog, Product, build_catalog
+from novita_gpu.emulator.catalog import MONTHLY, SPOT, EmulatedCatalog, build_catalog
 from novita_gpu.emulator.config import EmulatorConfig
 from novita_gpu.emulator.errors import EmulatedError, invalid_param, invalid_state_change
 from novita_gpu.emulator.faults import FaultInjector
 from novita_gpu.emulator.instance import DISKLESS, EmulatedInstance, Phase, PortMapping
-from novita_gpu.emulator.jobs import INSTANCE_MIGRATE, JOB, SPOT_SETTINGS, Job, JobQuery, SpotSettings
+from novita_gpu.emulator.jobs import JOB, SPOT_SETTINGS, Job, SpotSettings
+from novita_gpu.emulator.placement import PlacementMixin
+from novita_gpu.emulator.spot import SpotMixin
 from novita_gpu.emulator.state_file import StateFile
 from novita_gpu.emulator.utilization import (
     UTILIZATION,
@@ -29,9 +32,6 @@ from novita_gpu.emulator.utilization import (
     parse_utilization,
 )
 from novita_gpu.kit.clock import Clock, SystemClock
-
-MONTH_SECONDS = 30 * 24 * 3600
-_BASE36 = string.ascii_lowercase + string.digits
 
 
 @dataclass(frozen=True)
@@ -56,15 +56,6 @@ class CreateRequest:
 
 
 @dataclass(frozen=True)
-class Sizing:
-    gpu_num: int
-    cpu_num: int
-    memory: int  # GB
-    rootfs_size: int  # GB
-    max_rootfs: int  # GB, what the node allows the system disk to grow to
-
-
-@dataclass(frozen=True)
 class InstanceQuery:
     page_size: int
     page_num: int
@@ -73,7 +64,7 @@ class InstanceQuery:
     status: str
 
 
-class World:
+class World(SpotMixin, PlacementMixin):
     def __init__(self, config: EmulatorConfig, clock: Clock | None = None, state: StateFile | None = None) -> None:
         """`state`: a file the world is kept in (loaded now, written on every change); None keeps it in memory."""
         self.config = config
@@ -402,150 +393,24 @@ class World:
             instance.gone_at = t + self.config.removed_visible_seconds / self.config.speed
             return self._saved(instance)
 
-    def reclaim(self, instance_id: str) -> EmulatedInstance:
-        """Start a spot reclaim now: notified (the notice) -> reclaiming -> terminated (status exited)."""
+    def edit(self, instance_id: str, ports: list[tuple[int, str]] | None, expand_root_disk: int) -> EmulatedInstance:
+        """Replace the exposed ports (None keeps them) and grow the system disk by `expand_root_disk` GB,
+        up to the node's maxRootfsSize. Its status does not change [INF]."""
         with self._lock:
             now = self.now()
             instance = self._visible(instance_id, now)
-            if not self._reclaimable(instance, now):
+            if instance.status_at(now) in ("toRemove", "removing", "removed"):
                 raise invalid_state_change()
-            instance.truncate_after(now)
-            self._schedule_reclaim(instance, now)
+            if instance.rootfs_size + expand_root_disk > instance.max_rootfs:
+                raise invalid_param(f"the system disk can grow to at most {instance.max_rootfs} GB")
+            instance.rootfs_size += expand_root_disk
+            if ports is not None:
+                kept = {(m.port, m.type): m for m in instance.ports}
+                instance.ports = [
+                    kept.get((port, kind)) or PortMapping(port, kind, self._rng.randint(20000, 59999))
+                    for port, kind in ports
+                ]
             return self._saved(instance)
-
-    def reclaim_many(self, count: int | None = None, ids: list[str] | None = None) -> list[str]:
-        """Reclaim these running spot instances now (all or none: an id that cannot be reclaimed refuses the
-        lot), or the `count` oldest (fewer if fewer run); the ids reclaimed, as the reclaim fault does."""
-        with self._lock:
-            now = self.now()
-            if ids is not None:
-                chosen = [self._visible(i, now) for i in dict.fromkeys(ids)]
-                for instance in chosen:
-                    if not self._reclaimable(instance, now):
-                        raise EmulatedError(
-                            400, "CONFLICT", f"invalid state change: {instance.id} is not a running spot instance"
-                        )
-            else:
-                eligible = (i for i in self._instances.values() if i.visible_at(now) and self._reclaimable(i, now))
-                chosen = list(itertools.islice(eligible, count or 0))
-            for instance in chosen:
-                instance.truncate_after(now)
-                self._schedule_reclaim(instance, now)
-                self._saved(instance)
-            return [i.id for i in chosen]
-
-    @staticmethod
-    def _reclaimable(instance: EmulatedInstance, now: float) -> bool:
-        phase = instance.phase_at(now)
-        return instance.billing_mode == SPOT and phase.status == "running" and phase.spot_status == "running"
-
-    # --- migration and jobs ----------------------------------------------------------------------
-
-    def migrate(self, instance_id: str) -> tuple[EmulatedInstance, Job]:
-        """Move an exited instance to another node of its cluster: `migrating`, then `running` (or back to
-        `exited` when the job fails), its local disk lost, its network storages still mounted. Holds its
-        GPUs from now on, as a start does. Under the same id, or (`migrateNewId`) under a new one with the
-        same name and spec, the old id `removed` at once. Returns the instance that moves and its job."""
-        with self._lock:
-            now = self.now()
-            old = self._visible(instance_id, now)
-            phase = old.phase_at(now)
-            if phase.status != "exited":
-                raise invalid_state_change()
-            if old.kind == "gpu" and not self._has_room(old.cluster_id, old.product_id, old.gpu_num, now):
-                raise EmulatedError(
-                    400, "MIGRATE_INSUFFICIENT_RESOURCE", "insufficient resource to migrate the instance"
-                )
-            fails = self.faults.take_migrate_failure()
-            old.truncate_after(now)
-            new_ports = [
-                PortMapping(m.port, m.type, self._rng.randint(20000, 59999)) if m.type == "tcp" else m
-                for m in old.ports
-            ]
-            if self._spot.migrate_new_id:
-                target = replace(
-                    old,
-                    id=self._unique_id(),
-                    ports=new_ports,
-                    envs=[dict(e) for e in old.envs],
-                    network_storages=[dict(m) for m in old.network_storages],
-                    created_at=now,
-                    visible_from=now,
-                    phases=[],
-                    app_boots=[],
-                    gone_at=None,
-                    disk="",
-                    disk_since=0,
-                    node=old.node + 1,
-                )
-                old.phases.append(Phase("removed", now, phase.spot_status))
-                old.gone_at = now + self.config.removed_visible_seconds / self.config.speed
-                self._saved(old)
-                self._instances[target.id] = target
-            else:
-                target = old
-                target.ports, target.node = new_ports, old.node + 1
-            target.phases.append(Phase("migrating", now, phase.spot_status))
-            arrives = now + self._seconds("migrating")
-            if fails:
-                target.phases.append(Phase("exited", arrives, phase.spot_status))
-            else:
-                self._run(target, arrives, "app_boot_after_start")
-            job = Job(
-                id=self._job_id(),
-                type=INSTANCE_MIGRATE,
-                user=self._user,
-                instance_id=old.id,
-                target_id=target.id,
-                created_at=now,
-                fail_message="no node could take the instance (fault migrate_job_fails)" if fails else "",
-            )
-            self._jobs[job.id] = job
-            if self._state is not None:
-                self._state.save_object(JOB, job.id, asdict(job))
-            return self._saved(target), job
-
-    def jobs(self, query: JobQuery) -> tuple[list[dict[str, object]], int]:
-        """`GET /jobs`: the matching jobs as Novita shapes them, newest first, and how many match."""
-        with self._lock:
-            now = self.now()
-            found = []
-            for job in reversed(self._jobs.values()):
-                target = self._instances.get(job.target_id)
-                if query.matches(job, job.outcome(target, now)[0]):
-                    found.append(job.json(target, now))
-            start = (query.page_num - 1) * query.page_size
-            return found[start : start + query.page_size], len(found)
-
-    def running_jobs(self, instance_id: str) -> list[dict[str, str]]:
-        """The instance detail's `jobs`: `[{id, type}]` of the jobs running on it."""
-        with self._lock:
-            now = self.now()
-            target = self._instances.get(instance_id)
-            return [
-                {"id": job.id, "type": job.type}
-                for job in self._jobs.values()
-                if job.target_id == instance_id and job.outcome(target, now)[0] == "running"
-            ]
-
-    def spot_settings(self) -> SpotSettings:
-        with self._lock:
-            return self._spot.model_copy()
-
-    def set_spot_settings(self, changes: dict[str, object]) -> SpotSettings:
-        """Apply a partial update (camelCase fields); raises pydantic.ValidationError on bad fields or values.
-        Kept in the state file, as capacities changed through the control API are."""
-        with self._lock:
-            self._spot = SpotSettings.model_validate({**self._spot.model_dump(by_alias=True), **changes})
-            if self._state is not None:
-                self._state.save_object(SPOT_SETTINGS, "spot", {"id": "spot", **self._spot.model_dump()})
-            return self._spot.model_copy()
-
-    def _job_id(self) -> str:
-        """16 lowercase letters and digits, as Novita's job ids (e.g. `10wi9visv0rqt57w`)."""
-        while (candidate := "".join(self._rng.choice(_BASE36) for _ in range(16))) in self._jobs:
-            continue
-        return candidate
 
     # --- timeline building -----------------------------------------------------------------------
 
@@ -567,181 +432,3 @@ class World:
         rate = self.faults.config.spot_reclaim_per_hour
         if spot and rate > 0:
             self._schedule_reclaim(instance, at + self._rng.expovariate(rate / 3600) / self.config.speed)
-
-    def _schedule_reclaim(self, instance: EmulatedInstance, at: float) -> None:
-        """Novita's warning first: `notified` (still running, `spotReclaimTime` the stop to come) for the
-        notice, then `reclaiming` (status `stopping`), then `terminated` (status `exited`)."""
-        due = at + self._spot.notice_seconds / self.config.speed
-        instance.phases.append(Phase("running", at, "notified", reclaim_at=due))
-        instance.phases.append(Phase("stopping", due, "reclaiming"))
-        instance.phases.append(Phase("exited", due + self._seconds("spot_reclaiming"), "terminated"))
-
-    # --- instance construction -------------------------------------------------------------------
-
-    def _storage_cluster(self, req: CreateRequest) -> Cluster | None:
-        """The one cluster the mounted network storages are in: the instance must be created there (a
-        storage is reachable from its own cluster only), so without a `clusterId` it is placed there."""
-        clusters: set[str] = set()
-        for storage_id, _ in req.network_storages:
-            storage = self.account.storage(storage_id)
-            if storage is None:
-                raise EmulatedError(400, "NETWORK_STORAGE_NOT_FOUND", f"network storage {storage_id!r} not found")
-            clusters.add(storage.cluster_id)
-        if len(clusters) > 1:
-            names = sorted(c.name for i in clusters if (c := self.catalog.cluster(i)) is not None)
-            raise EmulatedError(
-                400,
-                "NETWORK_STORAGE_UNAVAILABLE",
-                f"the network storages are in different clusters ({', '.join(names)}): one instance can mount "
-                "storages of one cluster only",
-            )
-        if not clusters:
-            return None
-        cluster = self.catalog.cluster(clusters.pop())
-        assert cluster is not None
-        if req.cluster_id and req.cluster_id != cluster.id:
-            wanted = self.catalog.cluster(req.cluster_id)
-            if wanted is None:
-                raise invalid_param(f"clusterId {req.cluster_id!r} not found")
-            if not wanted.support_network_storage:
-                raise EmulatedError(
-                    400,
-                    "CUR_CLUSTER_NETWORK_STORAGE_NOT_SUPPORT",
-                    f"cluster {wanted.name} does not support network storage (the network storage is in "
-                    f"cluster {cluster.name}: the instance must be created there)",
-                )
-            raise EmulatedError(
-                400,
-                "NETWORK_STORAGE_UNAVAILABLE",
-                f"the network storage is in cluster {cluster.name}, not in {wanted.name}: "
-                f"the instance must be created in {cluster.name}",
-            )
-        return cluster
-
-    def edit(self, instance_id: str, ports: list[tuple[int, str]] | None, expand_root_disk: int) -> EmulatedInstance:
-        """Replace the exposed ports (None keeps them) and grow the system disk by `expand_root_disk` GB,
-        up to the node's maxRootfsSize. Its status does not change [INF]."""
-        with self._lock:
-            now = self.now()
-            instance = self._visible(instance_id, now)
-            if instance.status_at(now) in ("toRemove", "removing", "removed"):
-                raise invalid_state_change()
-            if instance.rootfs_size + expand_root_disk > instance.max_rootfs:
-                raise invalid_param(f"the system disk can grow to at most {instance.max_rootfs} GB")
-            instance.rootfs_size += expand_root_disk
-            if ports is not None:
-                kept = {(m.port, m.type): m for m in instance.ports}
-                instance.ports = [
-                    kept.get((port, kind)) or PortMapping(port, kind, self._rng.randint(20000, 59999))
-                    for port, kind in ports
-                ]
-            return self._saved(instance)
-
-    def _new_gpu_instance(self, req: CreateRequest, now: float, storage_cluster: Cluster | None) -> EmulatedInstance:
-        product = self.catalog.product(req.product_id)
-        if product is None:
-            raise invalid_param(f"productId {req.product_id!r} not found")
-        if req.rootfs_size > product.max_rootfs:
-            raise invalid_param(f"rootfsSize must be at most {product.max_rootfs} for this product")
-        if req.gpu_num > product.max_gpus:
-            raise invalid_param(f"gpuNum must be at most {product.max_gpus} for this product")
-        if req.billing_mode == SPOT and not product.spot_price:
-            raise EmulatedError(400, "UNSUPPORTED_BILLING_MODE", "spot is not offered for this product")
-        cluster_id = self._choose_cluster(product, req, now, storage_cluster)
-        n = req.gpu_num
-        size = Sizing(n, product.cpu_per_gpu * n, product.memory_per_gpu * n, req.rootfs_size, product.max_rootfs)
-        return self._instance(req, cluster_id, product.id, product.name, size, now)
-
-    def _new_cpu_instance(self, req: CreateRequest, storage_cluster: Cluster | None) -> EmulatedInstance:
-        product = self.catalog.cpu_product(req.product_id)
-        if product is None:
-            raise invalid_param(f"productId {req.product_id!r} not found")
-        if req.billing_mode == SPOT:
-            raise EmulatedError(400, "UNSUPPORTED_BILLING_MODE", "spot is not offered for CPU instances")
-        regions = [c for c in self.catalog.clusters if c.name in product.regions]
-        if req.cluster_id:
-            regions = [c for c in regions if c.id == req.cluster_id]
-            if not regions:
-                raise invalid_param(f"product {product.id!r} is not offered in cluster {req.cluster_id!r}")
-        if storage_cluster is not None:
-            regions = [c for c in regions if c.id == storage_cluster.id]
-            if not regions:
-                raise _storage_unavailable(storage_cluster, product.id)
-        cluster = self._rng.choice(regions)
-        size = Sizing(0, product.cpu_num, product.memory_size, product.rootfs_size, product.rootfs_size)
-        return self._instance(req, cluster.id, product.id, product.name, size, self.now())
-
-    def _choose_cluster(self, product: Product, req: CreateRequest, now: float, storage_cluster: Cluster | None) -> str:
-        clusters = self.catalog.product_clusters(product)
-        if req.cluster_id:  # a storage's cluster is this one (_storage_cluster)
-            if self.catalog.cluster(req.cluster_id) is None:
-                raise invalid_param(f"clusterId {req.cluster_id!r} not found")
-            if req.cluster_id not in {c.id for c in clusters}:
-                raise invalid_param(f"product {product.id!r} is not offered in cluster {req.cluster_id!r}")
-            self._require_capacity(req.cluster_id, product.id, req.gpu_num, now)
-            return req.cluster_id
-        if storage_cluster is not None:
-            clusters = [c for c in clusters if c.id == storage_cluster.id]
-            if not clusters:
-                raise _storage_unavailable(storage_cluster, product.id)
-        candidates = [c.id for c in clusters if self._has_room(c.id, product.id, req.gpu_num, now)]
-        if not candidates:
-            raise EmulatedError(400, "INSUFFICIENT_RESOURCE", "insufficient resource for the requested product")
-        return self._rng.choice(candidates)
-
-    def _instance(
-        self,
-        req: CreateRequest,
-        cluster_id: str,
-        product_id: str,
-        product_name: str,
-        size: Sizing,
-        now: float,
-    ) -> EmulatedInstance:
-        cluster = self.catalog.cluster(cluster_id)
-        assert cluster is not None
-        end_time = str(int(now + req.month * MONTH_SECONDS)) if req.billing_mode == MONTHLY else "-1"
-        return EmulatedInstance(
-            id=self._unique_id(),
-            name=req.name,
-            cluster_id=cluster_id,
-            cluster_name=cluster.name,
-            product_id=product_id,
-            product_name=product_name,
-            kind=req.kind,
-            gpu_num=size.gpu_num,
-            cpu_num=size.cpu_num,
-            memory=size.memory,
-            rootfs_size=size.rootfs_size,
-            max_rootfs=size.max_rootfs,
-            image_url=req.image_url,
-            image_auth_id=req.image_auth_id,
-            command=req.command,
-            entrypoint=req.entrypoint,
-            ports=[PortMapping(port, kind, self._rng.randint(20000, 59999)) for port, kind in req.ports],
-            envs=req.envs,
-            billing_mode=req.billing_mode,
-            end_time=end_time,
-            ssh_password=self._secret(16),
-            created_at=now,
-        )
-
-    def _unique_id(self) -> str:
-        while (candidate := f"{self._rng.getrandbits(64):016x}") in self._instances:
-            continue
-        return candidate
-
-    def _secret(self, n: int) -> str:
-        return "".join(self._rng.choice(string.ascii_letters + string.digits) for _ in range(n))
-
-
-def _storage_unavailable(cluster: Cluster, product_id: str) -> EmulatedError:
-    """No `clusterId`, and the product is not sold where the storage is: the storage cannot be reached
-    from any cluster the instance could be placed in [INF: the reason, "The network storage is
-    unavailable" in Novita's console, fits better than the one for a cluster without network storage]."""
-    return EmulatedError(
-        400,
-        "NETWORK_STORAGE_UNAVAILABLE",
-        f"the network storage is in cluster {cluster.name}, where product {product_id!r} is not offered: "
-        f"the instance must be created in {cluster.name}",
-    )
