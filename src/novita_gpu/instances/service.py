@@ -43,6 +43,7 @@ from novita_gpu.instances.lifecycle import (
     Reason,
     Status,
 )
+from novita_gpu.instances.placement import place
 from novita_gpu.instances.read_cache import CachedView, ListPage, ReadCache, list_key
 from novita_gpu.instances.rendering import history_view, instance_view
 from novita_gpu.instances.schemas import AutoStopIn, CreateInstanceIn, StartIn, UpdateInstanceIn
@@ -62,7 +63,7 @@ from novita_gpu.kit.signals import Signal
 from novita_gpu.kit.tables import Instance, InstanceEvent, WebhookAttempt, WebhookDelivery
 from novita_gpu.novita import REQUEST_PATIENCE_SECONDS, NovitaError, RateLimited, answer_within
 from novita_gpu.novita.errors import unreachable_message
-from novita_gpu.volumes.service import Mount, VolumeService
+from novita_gpu.volumes.service import VolumeService
 from novita_gpu.webhooks.guard import WebhookPolicy, checked_webhook_url
 
 # Checks a key's budget before it spends more: (owner, "create" | "start") -> raises BudgetExceeded when spent.
@@ -213,18 +214,8 @@ class InstanceService:
         try:
             with answer_within(REQUEST_PATIENCE_SECONDS):
                 template = await self.catalog.template(body.template_id)
-                region, strict_region = await self._placement(body, mounts)
-                offers = await self.catalog.offers(
-                    body.product_name,
-                    billing_mode=billing_mode,
-                    gpu_num=body.gpu_num,
-                    region=region,
-                    strict_region=strict_region,
-                    max_price_per_hour=body.max_price_per_hour,
-                )
+                placed = await place(self.catalog, body, billing_mode, mounts)
         except CatalogError as exc:
-            if mounts and exc.code == "NO_OFFER_IN_REGION":
-                raise await self._not_in_volume_region(body, billing_mode, mounts[0]) from exc
             field = {"UNKNOWN_TEMPLATE": "templateId", "UNKNOWN_REGION": "region"}.get(exc.code, "productName")
             raise InvalidInput(exc.code, exc.message, field=field) from exc
         except NovitaError as exc:
@@ -245,7 +236,7 @@ class InstanceService:
             status=Status.CREATING,
             status_reason=None,
             status_message="Waiting for Novita to create the instance.",
-            product_name=offers[0].product_name,
+            product_name=placed.offers[0].product_name,
             template_id=template.id,
             image_url=template.image,
             image_auth_id=body.image_auth_id or template.image_auth or None,
@@ -258,8 +249,8 @@ class InstanceService:
             envs=[{"key": k, "value": v} for k, v in envs.items()],
             gpu_num=body.gpu_num,
             rootfs_size=body.rootfs_size or template.rootfs_size or self.settings.default_rootfs_gb,
-            regions=[offers[0].cluster_id] if region else [],
-            strict_region=strict_region,
+            regions=[placed.offers[0].cluster_id] if placed.region else [],
+            strict_region=placed.strict_region,
             billing_mode=billing_mode,
             max_price_per_hour=body.max_price_per_hour,
             webhook_url=webhook_url,
@@ -285,34 +276,6 @@ class InstanceService:
                 if replay is not None:
                     return replay
             raise await self._name_taken(owner, body.name) from exc
-
-    async def _placement(self, body: CreateInstanceIn, mounts: list[Mount]) -> tuple[str | None, bool]:
-        """Where the instance may go: the region asked for, or, with volumes, their region and no other
-        (a network storage mounts only in its own cluster), even where the product is cheaper elsewhere."""
-        if not mounts:
-            return body.region, body.strict_region
-        volume_region = mounts[0]
-        if body.region is not None and (await self.catalog.resolve_region(body.region)).id != volume_region.cluster_id:
-            raise InvalidInput(
-                "VOLUME_REGION_MISMATCH",
-                f"Volume {volume_region.name!r} is in region {volume_region.region!r}; the instance must run there.",
-                field="region",
-            )
-        return volume_region.cluster_id, True
-
-    async def _not_in_volume_region(self, body: CreateInstanceIn, billing_mode: str, mount: Mount) -> InvalidInput:
-        """400 PRODUCT_NOT_IN_VOLUME_REGION, with the regions that do sell the product."""
-        try:
-            offers = await self.catalog.offers(body.product_name, billing_mode=billing_mode, gpu_num=body.gpu_num)
-            regions = sorted({offer.cluster_name for offer in offers})
-        except (CatalogError, NovitaError):
-            regions = []
-        elsewhere = f"; it is sold in {', '.join(regions)}" if regions else ""
-        return InvalidInput(
-            "PRODUCT_NOT_IN_VOLUME_REGION",
-            f"{body.product_name!r} is not sold in region {mount.region!r}, where volume {mount.name!r} is{elsewhere}.",
-            field="productName",
-        )
 
     async def _insert(
         self, row: Instance, owner: str, idempotency_key: str | None, hashed: str, now: datetime

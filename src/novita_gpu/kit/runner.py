@@ -84,9 +84,20 @@ class LeaseRunner(Generic[RowT]):
     """Runs work on rows of one leased table, at most `slots` rows at once (see the module's doc)."""
 
     def __init__(
-        self, db: Database, clock: Clock, leases: LeasedTable, *, lease_seconds: float, slots: int, name: str
+        self,
+        db: Database,
+        clock: Clock,
+        leases: LeasedTable,
+        *,
+        lease_seconds: float,
+        slots: int,
+        name: str,
+        lease_writes_take_turns: bool = True,
     ) -> None:
-        """`name` prefixes this runner's log events (`<name>_row_failed`, `<name>_release_failed`)."""
+        """`name` prefixes this runner's log events (`<name>_row_failed`, `<name>_release_failed`).
+        `lease_writes_take_turns=False`: a claim or renewal does not wait for a worker's turn on SQLite, for
+        a runner whose few lease writes (one claim per pass) are latency a user sees (webhooks)."""
+        self.lease_writes_take_turns = lease_writes_take_turns
         self.db = db
         self.clock = clock
         self.leases = leases
@@ -343,4 +354,4 @@ class LeaseRunner(Generic[RowT]):
     def _lease_write(self) -> contextlib.AbstractAsyncContextManager[AsyncSession]:
         """A write of this runner's own leases (a claim, a renewal): a worker's turn on SQLite only (see the
         module's doc)."""
-        return self.db.worker_write() if self.db.is_sqlite else self.db.write()
+        return self.db.worker_write() if self.db.is_sqlite and self.lease_writes_take_turns else self.db.write()

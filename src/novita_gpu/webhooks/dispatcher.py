@@ -179,8 +179,15 @@ class WebhookDispatcher(PeriodicWorker):
         self.metrics = metrics
         self.on_instance_change = on_instance_change
         lease_seconds = settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS
+        # A delivery's claim is one statement per pass and its latency is the receiver's: no worker turn.
         self.runner: LeaseRunner[WebhookDelivery] = LeaseRunner(
-            db, clock, _LEASES, lease_seconds=lease_seconds, slots=concurrency, name="webhook"
+            db,
+            clock,
+            _LEASES,
+            lease_seconds=lease_seconds,
+            slots=concurrency,
+            name="webhook",
+            lease_writes_take_turns=False,
         )
         self._renew_ahead = lease_seconds / 2
         self.max_age = timedelta(seconds=settings.webhook_max_age_seconds)
