@@ -18,8 +18,27 @@ from novita_gpu.emulator.catalog import MONTHLY, SPOT, Cluster, EmulatedCatalog,
 from novita_gpu.emulator.errors import EmulatedError, invalid_param
 from novita_gpu.emulator.instance import EmulatedInstance, PortMapping
 
-if TYPE_CHECKING:
-    from novita_gpu.emulator.world import CreateRequest
+
+@dataclass(frozen=True)
+class CreateRequest:
+    """A validated create body (see validation.py)."""
+
+    name: str
+    product_id: str
+    gpu_num: int
+    rootfs_size: int
+    image_url: str
+    image_auth_id: str
+    ports: list[tuple[int, str]]
+    envs: list[dict[str, str]]
+    command: str
+    entrypoint: str
+    cluster_id: str
+    kind: str
+    billing_mode: str
+    month: int
+    network_storages: tuple[tuple[str, str], ...] = ()  # (storage id, mount point)
+
 
 MONTH_SECONDS = 30 * 24 * 3600
 

@@ -9,7 +9,8 @@ from novita_gpu.emulator.catalog import MONTHLY, ON_DEMAND, SPOT
 from novita_gpu.emulator.errors import EmulatedError, invalid_param
 from novita_gpu.emulator.instance import STATUSES
 from novita_gpu.emulator.jobs import JOB_STATES, JOB_TYPES, JobQuery
-from novita_gpu.emulator.world import CreateRequest, InstanceQuery
+from novita_gpu.emulator.placement import CreateRequest
+from novita_gpu.emulator.world import InstanceQuery
 
 RESERVED_PORTS = frozenset({2222, 2223, 2224})
 MAX_PORTS = 15

@@ -21,7 +21,7 @@ from novita_gpu.emulator.errors import EmulatedError, invalid_param, invalid_sta
 from novita_gpu.emulator.faults import FaultInjector
 from novita_gpu.emulator.instance import DISKLESS, EmulatedInstance, Phase, PortMapping
 from novita_gpu.emulator.jobs import JOB, SPOT_SETTINGS, Job, SpotSettings
-from novita_gpu.emulator.placement import PlacementMixin
+from novita_gpu.emulator.placement import CreateRequest, PlacementMixin
 from novita_gpu.emulator.spot import SpotMixin
 from novita_gpu.emulator.state_file import StateFile
 from novita_gpu.emulator.utilization import (
@@ -32,27 +32,6 @@ from novita_gpu.emulator.utilization import (
     parse_utilization,
 )
 from novita_gpu.kit.clock import Clock, SystemClock
-
-
-@dataclass(frozen=True)
-class CreateRequest:
-    """A validated create body (see validation.py)."""
-
-    name: str
-    product_id: str
-    gpu_num: int
-    rootfs_size: int
-    image_url: str
-    image_auth_id: str
-    ports: list[tuple[int, str]]
-    envs: list[dict[str, str]]
-    command: str
-    entrypoint: str
-    cluster_id: str
-    kind: str
-    billing_mode: str
-    month: int
-    network_storages: tuple[tuple[str, str], ...] = ()  # (storage id, mount point)
 
 
 @dataclass(frozen=True)
