@@ -230,7 +230,8 @@ class VolumeWorker(StoreWorker):
     async def _delete(self, row: Volume, listing: StorageListing, token: str) -> bool:
         now = self.clock.now()
         targets = [s.storage_id for s in listing.named(row.upstream_name, row.cluster_id)] if not row.adopted else []
-        if row.storage_id is not None and row.storage_id not in targets and listing.by_id(row.storage_id):
+        if row.storage_id is not None and row.storage_id not in targets:
+            # Deleted by id even when the listing does not show it (yet): Novita's NOT_FOUND says it is gone.
             targets.append(row.storage_id)
         if not targets:
             if row.create_attempted_at is not None and now < looked_up_until(row.create_attempted_at, self.settings):

@@ -293,3 +293,15 @@ async def test_without_volumes_novitas_storages_are_never_listed(harness: Harnes
     harness.clock.advance(harness.settings.reconcile_slow_seconds * 3)
     await harness.tick(3)
     assert "GET /networkstorages/list" not in harness.stats()
+
+
+async def test_a_delete_of_a_storage_already_gone_at_novita_ends_deleted(harness: Harness) -> None:
+    """The storage went in the console, then the user deletes the volume before the worker noticed: the
+    delete by id meets Novita's NOT_FOUND, which says it is gone."""
+    volume = await create_volume(harness, name="gone-first")
+    await harness.services.client.delete_network_storage(volume["storageId"])
+    accepted = await harness.http.delete("/api/volumes/gone-first")
+    assert accepted.status_code == 202
+    await harness.services.volume_worker.tick(full=False)
+    deleted = (await harness.http.get(f"/api/volumes/{volume['volumeId']}")).json()
+    assert deleted["status"] == "deleted" and deleted["statusMessage"] is None
