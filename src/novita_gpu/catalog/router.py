@@ -8,21 +8,16 @@ from fastapi import APIRouter, Query
 
 from novita_gpu.catalog.schemas import ProductsAnswer, TemplatesAnswer
 from novita_gpu.catalog.service import CatalogError
-from novita_gpu.kit.errors import UpstreamUnavailable
 from novita_gpu.novita import REQUEST_PATIENCE_SECONDS, NovitaError, answer_within
-from novita_gpu.novita.errors import unreachable_message
+from novita_gpu.novita.errors import unavailable_for
 from novita_gpu.web.auth import Owner
 from novita_gpu.web.deps import ServicesDep
 from novita_gpu.web.responses import JSONResponse
 
 if TYPE_CHECKING:
-    from novita_gpu.services import Services
+    pass
 
 router = APIRouter(prefix="/api", tags=["catalog"])
-
-
-def _unavailable(services: Services, exc: NovitaError) -> UpstreamUnavailable:
-    return UpstreamUnavailable(unreachable_message(services.catalog.host, exc, "read the catalog"), retry_after=5)
 
 
 @router.get(
@@ -66,7 +61,7 @@ async def products(
                     }
                 )
     except NovitaError as exc:
-        raise _unavailable(services, exc) from exc
+        raise unavailable_for(services.catalog.host, exc, "read the catalog") from exc
     return JSONResponse({"billingMode": billing_mode, "gpuNum": gpu_num, "products": items})
 
 
@@ -82,7 +77,7 @@ async def templates(
         with answer_within(REQUEST_PATIENCE_SECONDS):
             found = await services.catalog.templates()
     except NovitaError as exc:
-        raise _unavailable(services, exc) from exc
+        raise unavailable_for(services.catalog.host, exc, "read the catalog") from exc
     if name:
         found = [t for t in found if name.lower() in t.name.lower()]
     return JSONResponse(

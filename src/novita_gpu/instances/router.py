@@ -11,7 +11,6 @@ from starlette.responses import Response
 from novita_gpu.instances.lifecycle import Status
 from novita_gpu.instances.rendering import instance_view
 from novita_gpu.instances.schemas import (
-    NAME_PATTERN,
     ActionAnswer,
     CreatedAnswer,
     CreateInstanceIn,
@@ -34,6 +33,7 @@ from novita_gpu.web.deps import ServicesDep
 from novita_gpu.web.errors import ApiError, method_not_allowed
 from novita_gpu.web.json_body import StrictJSONRoute
 from novita_gpu.web.responses import JSONResponse
+from novita_gpu_client.vocabulary import NAME_PATTERN
 
 # A list page's size: what the route allows, and what the cached-reads shortcut answers (cached_reads.py).
 DEFAULT_LIST_LIMIT = 100

@@ -31,11 +31,10 @@ from pydantic import (
 )
 
 from novita_gpu.instances.lifecycle import Status
-from novita_gpu.kit.schemas import Answer, whole
+from novita_gpu.kit.schemas import NO_NUL, Answer, Body, whole
 from novita_gpu.volumes.schemas import InstanceVolumeAnswer, VolumeMountIn
+from novita_gpu_client.vocabulary import NAME_PATTERN
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
-NO_NUL = r"^[^\x00]*$"
 MAX_PRICE_PER_HOUR = 100_000  # USD per hour for the whole instance
 MAX_TEMPLATE_NUMBER = 2**53 - 1  # exact as a float too: validators that compare floats agree at the bound
 # A template id or name, surrounding ASCII whitespace ignored, 1-255 characters left.
@@ -85,11 +84,7 @@ _LABELS_SCHEMA = {
 }
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-class EnvVarIn(_Body):
+class EnvVarIn(Body):
     key: Annotated[StrictStr, Field(min_length=1, max_length=511, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$")]
     value: Annotated[StrictStr, Field(max_length=4095, pattern=NO_NUL)]
 
@@ -99,11 +94,11 @@ class EnvVarIn(_Body):
 PROBE_PATH_PATTERN = r"^/[^\x00\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$"
 
 
-class HealthCheckIn(_Body):
+class HealthCheckIn(Body):
     path: Annotated[StrictStr, Field(min_length=1, max_length=512, pattern=PROBE_PATH_PATTERN)] = "/"
 
 
-class NetworkStorageIn(_Body):
+class NetworkStorageIn(Body):
     """A Novita network storage to mount; it must be in the cluster the instance lands in (pass its
     `region` with `strictRegion: true`), or Novita refuses the create."""
 
@@ -113,7 +108,7 @@ class NetworkStorageIn(_Body):
     ] = "/network"
 
 
-class AutoStopIn(_Body):
+class AutoStopIn(Body):
     """An instance's auto-stop policy (docs/autostop.md). A field left out (or null) takes the server's
     default at create (AUTO_STOP_* settings) and keeps its current value in a PATCH."""
 
@@ -135,7 +130,7 @@ class AutoStopIn(_Body):
     ] = None
 
 
-class CreateInstanceIn(_Body):
+class CreateInstanceIn(Body):
     name: Name
     product_name: Annotated[StrictStr, Field(alias="productName", min_length=1, max_length=120, pattern=NO_NUL)]
     template_id: Annotated[
@@ -202,7 +197,7 @@ class CreateInstanceIn(_Body):
         return text
 
 
-class UpdateInstanceIn(_Body):
+class UpdateInstanceIn(Body):
     """Body of PATCH /api/instances/{id}: the auto-stop policy and runtime limit (each field optional)."""
 
     auto_stop: Annotated[AutoStopIn | None, Field(alias="autoStop")] = None
@@ -212,11 +207,11 @@ class UpdateInstanceIn(_Body):
     max_runtime_minutes: Annotated[MaxRuntimeMinutes | None, Field(alias="maxRuntimeMinutes")] = None
 
 
-class InstanceNameIn(_Body):
+class InstanceNameIn(Body):
     instance_name: Annotated[Name, Field(alias="instanceName")]
 
 
-class StartIn(_Body):
+class StartIn(Body):
     """Optional body of POST /api/instances/{id}/start."""
 
     webhook_url: WebhookUrl = None
@@ -227,11 +222,11 @@ class StartByNameIn(StartIn):
     instance_name: Annotated[Name, Field(alias="instanceName")]
 
 
-class LastUsedIn(_Body):
+class LastUsedIn(Body):
     """Optional body of PUT /last-used: nothing is required."""
 
 
-class SyncIn(_Body):
+class SyncIn(Body):
     dry_run: Annotated[StrictBool, Field(alias="dryRun")] = False
 
 

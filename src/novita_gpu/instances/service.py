@@ -56,13 +56,12 @@ from novita_gpu.kit.errors import (
     InvalidTransition,
     NameTaken,
     NotYourInstance,
-    UpstreamUnavailable,
 )
 from novita_gpu.kit.settings import Settings
 from novita_gpu.kit.signals import Signal
 from novita_gpu.kit.tables import Instance, InstanceEvent, WebhookAttempt, WebhookDelivery
-from novita_gpu.novita import REQUEST_PATIENCE_SECONDS, NovitaError, RateLimited, answer_within
-from novita_gpu.novita.errors import unreachable_message
+from novita_gpu.novita import REQUEST_PATIENCE_SECONDS, NovitaError, answer_within
+from novita_gpu.novita.errors import unavailable_for
 from novita_gpu.volumes.service import VolumeService
 from novita_gpu.webhooks.guard import WebhookPolicy, checked_webhook_url
 
@@ -93,13 +92,6 @@ def _auto_stop_policy(
         "auto_stop_action": policy.action or settings.auto_stop_action,
         "max_runtime_minutes": max_runtime if max_runtime is not None else settings.auto_stop_max_runtime_minutes,
     }
-
-
-def _upstream_unavailable(host: str, exc: NovitaError) -> UpstreamUnavailable:
-    return UpstreamUnavailable(
-        unreachable_message(host, exc, "look up the catalog") + " Try again shortly.",
-        retry_after=exc.retry_after if isinstance(exc, RateLimited) and exc.retry_after else 5.0,
-    )
 
 
 _INSTANCE_ATTRIBUTES = tuple(attribute.key for attribute in inspect(Instance).column_attrs)
@@ -219,7 +211,7 @@ class InstanceService:
             field = {"UNKNOWN_TEMPLATE": "templateId", "UNKNOWN_REGION": "region"}.get(exc.code, "productName")
             raise InvalidInput(exc.code, exc.message, field=field) from exc
         except NovitaError as exc:
-            raise _upstream_unavailable(self.catalog.host, exc) from exc
+            raise unavailable_for(self.catalog.host, exc, "look up the catalog") from exc
 
         if self.room_for_create is not None:  # valid: it waits while a burst is being sent (backpressure)
             await self.room_for_create()

@@ -8,6 +8,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
+# A string holding no NUL: no request body may (web/json_body.py); PostgreSQL refuses it in text.
+NO_NUL = r"^[^\x00]*$"
+
+
+class Body(BaseModel):
+    """The base of every request body: an unknown field is 400, and fields take their camelCase aliases."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
 
 class Answer(BaseModel):
     """camelCase keys, as the API sends them. extra="forbid": validating a real answer (the tests do)

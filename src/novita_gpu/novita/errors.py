@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from novita_gpu.kit import errors as domain
+
 
 class NovitaError(Exception):
     """An error answered by (or on the way to) Novita. `status` is 0 when no HTTP response arrived."""
@@ -184,3 +186,12 @@ def unreachable_message(host: str, error: NovitaError, purpose: str = "") -> str
     if isinstance(error, Unauthorized | Forbidden):
         return f"Novita ({host}) refused the API key (HTTP {error.status}): check NOVITA_API_KEY."
     return f"Novita ({host}) could not be reached{doing}: {describe_fault(error)}."
+
+
+def unavailable_for(host: str, error: NovitaError, purpose: str) -> domain.UpstreamUnavailable:
+    """The answer to a request that needed Novita now and could not have it: 503 naming the host and what
+    was being done, Retry-After Novita's own when it rate-limited, else 5 s."""
+    retry_after = error.retry_after if isinstance(error, RateLimited) and error.retry_after else 5.0
+    return domain.UpstreamUnavailable(
+        unreachable_message(host, error, purpose) + " Try again shortly.", retry_after=retry_after
+    )

@@ -7,9 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from novita_gpu.kit.cursor import CURSOR_PATTERN, decode_cursor
+from novita_gpu.kit.schemas import NO_NUL
 from novita_gpu.volumes.schemas import (
-    NAME_PATTERN,
-    NO_NUL,
     VOLUME_REF_PATTERN,
     AdoptVolumeIn,
     CreateVolumeIn,
@@ -23,6 +22,7 @@ from novita_gpu.web.deps import ServicesDep
 from novita_gpu.web.errors import ApiError, method_not_allowed
 from novita_gpu.web.json_body import StrictJSONRoute
 from novita_gpu.web.responses import JSONResponse
+from novita_gpu_client.vocabulary import NAME_PATTERN
 
 router = APIRouter(prefix="/api/volumes", tags=["volumes"], route_class=StrictJSONRoute)
 

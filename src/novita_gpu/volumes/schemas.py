@@ -4,21 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BeforeValidator, Field, StrictInt, StrictStr
 
-from novita_gpu.kit.schemas import Answer, whole
+from novita_gpu.kit.schemas import NO_NUL, Answer, Body, whole
 from novita_gpu.volumes.lifecycle import MAX_SIZE_GB, MIN_SIZE_GB
+from novita_gpu_client.vocabulary import NAME_PATTERN
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
-NO_NUL = r"^[^\x00]*$"
 # A volume id (vol_ + 20 hex digits) or a name: what a path or a mount may name.
 VOLUME_REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 MOUNT_POINT_PATTERN = r"^/[^\x00]*$"
 DEFAULT_MOUNT_POINT = "/network"  # Novita's default
-
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 SizeGb = Annotated[
@@ -27,7 +22,7 @@ SizeGb = Annotated[
 ]
 
 
-class CreateVolumeIn(_Body):
+class CreateVolumeIn(Body):
     name: Annotated[StrictStr, Field(pattern=NAME_PATTERN, description="Unique among your live volumes.")]
     region: Annotated[
         StrictStr,
@@ -41,16 +36,16 @@ class CreateVolumeIn(_Body):
     size_gb: SizeGb
 
 
-class ResizeVolumeIn(_Body):
+class ResizeVolumeIn(Body):
     size_gb: SizeGb
 
 
-class AdoptVolumeIn(_Body):
+class AdoptVolumeIn(Body):
     storage_id: Annotated[StrictStr, Field(alias="storageId", min_length=1, max_length=64, pattern=NO_NUL)]
     name: Annotated[StrictStr, Field(pattern=NAME_PATTERN)]
 
 
-class VolumeMountIn(_Body):
+class VolumeMountIn(Body):
     """A volume an instance mounts, by name or id; the instance is placed in the volume's region."""
 
     volume: Annotated[StrictStr, Field(pattern=VOLUME_REF_PATTERN, description="The volume's name or id.")]

@@ -24,7 +24,6 @@ from novita_gpu.kit.db import Database
 from novita_gpu.kit.errors import (
     InvalidInput,
     InvalidTransition,
-    UpstreamUnavailable,
     VolumeInUse,
     VolumeNameTaken,
     VolumeNotFound,
@@ -33,7 +32,7 @@ from novita_gpu.kit.signals import Signal
 from novita_gpu.kit.tables import Instance, InstanceVolume, Volume
 from novita_gpu.novita import Cluster, NetworkStorage, NovitaClient, NovitaError, RateLimited
 from novita_gpu.novita.client import REQUEST_PATIENCE_SECONDS, answer_within
-from novita_gpu.novita.errors import unreachable_message
+from novita_gpu.novita.errors import unavailable_for
 from novita_gpu.volumes.billing import reprice
 from novita_gpu.volumes.lifecycle import LIVE, VolumeStatus
 from novita_gpu.volumes.rendering import price_per_hour, unmanaged_view, volume_view
@@ -63,13 +62,6 @@ class VolumePage:
     volumes: list[dict[str, Any]]
     total: int
     next_cursor: str | None
-
-
-def _upstream_unavailable(host: str, exc: NovitaError, doing: str) -> UpstreamUnavailable:
-    return UpstreamUnavailable(
-        unreachable_message(host, exc, doing) + " Try again shortly.",
-        retry_after=exc.retry_after if isinstance(exc, RateLimited) and exc.retry_after else 5.0,
-    )
 
 
 def _is_id(ref: str) -> bool:
@@ -158,7 +150,7 @@ class VolumeService:
         except CatalogError as exc:
             raise InvalidInput(exc.code, exc.message, field="region") from exc
         except NovitaError as exc:
-            raise _upstream_unavailable(self.catalog.host, exc, "look up the regions") from exc
+            raise unavailable_for(self.catalog.host, exc, "look up the regions") from exc
         if not cluster.support_network_storage:
             able = sorted(c.name for c in clusters if c.support_network_storage)
             raise InvalidInput(
@@ -229,7 +221,7 @@ class VolumeService:
                 raise InvalidInput(
                     exc.reason or "NOVITA_REFUSED", f"Novita refused: {exc.message}", field="sizeGb"
                 ) from exc
-            raise _upstream_unavailable(self.client.host, exc, "grow the storage") from exc
+            raise unavailable_for(self.client.host, exc, "grow the storage") from exc
         found = [s for s in page.storages if s.storage_id == storage_id]
         return found[0] if found else NetworkStorage(storage_id=storage_id, storage_size=size_gb)
 
@@ -260,7 +252,7 @@ class VolumeService:
             with answer_within(REQUEST_PATIENCE_SECONDS):
                 storages = [s async for s in self.client.iter_network_storages()]
         except NovitaError as exc:
-            raise _upstream_unavailable(self.client.host, exc, "list network storages") from exc
+            raise unavailable_for(self.client.host, exc, "list network storages") from exc
         async with self.db.read() as session:
             known = await session.execute(
                 select(Volume.storage_id, Volume.upstream_name, Volume.adopted).where(Volume.status.in_(LIVE))

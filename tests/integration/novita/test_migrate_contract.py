@@ -3,8 +3,6 @@ spot fields during a reclaim's notice, `migrate_instance` (sent once), and `list
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-
 import pytest
 
 from novita_gpu.emulator import EmulatorConfig
@@ -19,32 +17,13 @@ from novita_gpu.novita import (
     UpstreamUnavailable,
 )
 from tests.fixtures.novita_client import Observed, Sleeps
-from tests.integration.novita.test_novita_contract import KEY, Emulator, request, serve
+from tests.fixtures.novita_emulator import Emulator
+from tests.integration.novita.test_novita_contract import request
 
 T = EmulatorConfig().timings
 BOOT = T.to_create + T.creating + T.pulling
 RECLAIM = T.spot_notice + T.spot_reclaiming
 MIGRATE_PATH = "POST /gpu/instance/migrate"
-
-
-@pytest.fixture(scope="module")
-def shared_emulator() -> Iterator[Emulator]:
-    server, emulator = serve(EmulatorConfig(api_keys=[KEY]))
-    yield emulator
-    emulator.control.close()
-    server.stop_thread()
-
-
-@pytest.fixture
-def emu(shared_emulator: Emulator) -> Emulator:
-    assert shared_emulator.control.post("/_emulator/reset").status_code == 200
-    return shared_emulator
-
-
-@pytest.fixture
-async def client(emu: Emulator, sleeps: Sleeps, observed: Observed) -> AsyncIterator[NovitaClient]:
-    async with NovitaClient(emu.base_url, KEY, timeout=5, max_attempts=4, observer=observed, sleep=sleeps) as c:
-        yield c
 
 
 async def listed(client: NovitaClient, instance_id: str) -> Listed:

@@ -7,17 +7,12 @@ repeated once Novita may have acted on it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import httpx
 import pytest
 
-from novita_gpu.emulator import EmulatorConfig, create_emulator_app
-from novita_gpu.kit.clock import ManualClock
-from novita_gpu.kit.serving import BackgroundServer
+from novita_gpu.emulator import EmulatorConfig
 from novita_gpu.novita import (
     AmbiguousCreate,
     BadRequest,
@@ -33,65 +28,10 @@ from novita_gpu.novita import (
     UpstreamUnavailable,
 )
 from tests.fixtures.novita_client import Observed, Sleeps
+from tests.fixtures.novita_emulator import KEY, Emulator, serve
 
-KEY = "sk_contract_test_key_0123456789"
 TIMINGS = EmulatorConfig().timings
 CREATE_PATH = "POST /gpu/instance/create"
-
-
-@dataclass
-class Emulator:
-    url: str
-    clock: ManualClock
-    control: httpx.Client
-
-    @property
-    def base_url(self) -> str:
-        return f"{self.url}/gpu-instance/openapi"
-
-    def faults(self, **changes: Any) -> None:
-        response = self.control.put("/_emulator/faults", json=changes)
-        assert response.status_code == 200, response.text
-
-    def stats(self) -> dict[str, int]:
-        body: dict[str, int] = self.control.get("/_emulator/stats").json()
-        return body
-
-    def set_capacity(self, cluster_id: str, product_id: str, gpus: int) -> None:
-        response = self.control.put(
-            "/_emulator/capacity", json={"clusterId": cluster_id, "productId": product_id, "gpus": gpus}
-        )
-        assert response.status_code == 200, response.text
-
-    def reclaim(self, instance_id: str) -> None:
-        assert self.control.post(f"/_emulator/instances/{instance_id}/reclaim").status_code == 200
-
-
-def serve(config: EmulatorConfig) -> tuple[BackgroundServer, Emulator]:
-    clock = ManualClock()
-    server = BackgroundServer(create_emulator_app(config, clock))
-    server.start_in_thread()
-    return server, Emulator(server.url, clock, httpx.Client(base_url=server.url, timeout=5))
-
-
-@pytest.fixture(scope="module")
-def shared_emulator() -> Iterator[Emulator]:
-    server, emulator = serve(EmulatorConfig(api_keys=[KEY]))
-    yield emulator
-    emulator.control.close()
-    server.stop_thread()
-
-
-@pytest.fixture
-def emu(shared_emulator: Emulator) -> Emulator:
-    assert shared_emulator.control.post("/_emulator/reset").status_code == 200
-    return shared_emulator
-
-
-@pytest.fixture
-async def client(emu: Emulator, sleeps: Sleeps, observed: Observed) -> AsyncIterator[NovitaClient]:
-    async with NovitaClient(emu.base_url, KEY, timeout=5, max_attempts=4, observer=observed, sleep=sleeps) as c:
-        yield c
 
 
 def request(name: str = "ng-contract", **overrides: Any) -> CreateInstanceRequest:
