@@ -24,6 +24,7 @@ from novita_gpu.events.stream import EventHub
 from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.instances.readiness import Prober
 from novita_gpu.instances.reconciler import Reconciler
+from novita_gpu.instances.recovery import fill_policies
 from novita_gpu.instances.service import InstanceService
 from novita_gpu.instances.store_upstream import MixedUpstreams, claim_store, emulator_upstream, novita_upstream
 from novita_gpu.kit.clock import Clock
@@ -146,6 +147,7 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics | No
 
     db = Database(settings.database_url, pool_size=settings.database_pool_size)
     await db.migrate()
+    await fill_policies(db, settings)
     try:
         await claim_store(db, emulator_upstream(emulator.state.account()) if emulator else novita_upstream())
     except MixedUpstreams:
@@ -167,8 +169,8 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics | No
     caches = CacheRegistry(build_cache_backend(settings, clock))
     catalog = Catalog(client, caches, settings.catalog_cache_ttl_seconds, on_lookup=metrics.observe_cache)
     changes = ChangeFeed()
-    prober = Prober(db, clock, settings, changes, on_ready=metrics.observe_ready)
-    reconciler = Reconciler(db, clock, client, catalog, settings, changes)
+    prober = Prober(db, clock, settings, changes, on_ready=metrics.observe_ready, observer=metrics)
+    reconciler = Reconciler(db, clock, client, catalog, settings, changes, metrics)
     policy = WebhookPolicy.from_settings(settings)
     volumes = VolumeService(db, clock, catalog, client)
     instances = InstanceService(db, clock, catalog, settings, policy, changes, volumes)
@@ -191,6 +193,7 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics | No
     changes.subscribe(dispatcher.wake)  # every committed write may have queued webhooks: they go out at once
     budgets.exceeded.subscribe(dispatcher.wake)  # budget.exceeded queued its webhooks: out at once
     volumes.changed.subscribe(volume_worker.wake)  # a volume create or delete recorded: carried out now
+    instances.recovery_observer = metrics
     instances.budget_guard = budgets.guard  # creates (and stopAll starts) refused once a budget is spent
     retention = Retention(db, clock, settings, metrics, on_instances_deleted=lambda: changes.pulse(None))
     return Services(

@@ -11,6 +11,7 @@ from enum import StrEnum
 
 class Status(StrEnum):
     CREATING = "creating"
+    RECOVERING = "recovering"  # a reclaimed spot instance coming back (migrated or recreated)
     STARTING = "starting"
     RUNNING = "running"
     HEALTH_CHECKING = "health_checking"

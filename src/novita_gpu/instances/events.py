@@ -36,22 +36,30 @@ async def change_status(
     default_webhook_url: str | None,
     reason: str | None = None,
     message: str | None = None,
+    event: str | None = None,
 ) -> None:
-    """Move `row` to `to`, record why, and queue one webhook per target (the outbox)."""
+    """Move `row` to `to`, record why, and queue one webhook per target (the outbox). `event`: its name
+    when not `instance.<to>` (also for an event that changes no status: `to` is the current one)."""
     previous = row.status or None
     row.status = to
     row.status_reason = reason
     row.status_message = message
     row.updated_at = now
-    await record_change(session, row, previous, now=now, default_webhook_url=default_webhook_url)
+    await record_change(session, row, previous, now=now, default_webhook_url=default_webhook_url, event=event)
 
 
 async def record_change(
-    session: AsyncSession, row: Instance, previous: str | None, *, now: datetime, default_webhook_url: str | None
+    session: AsyncSession,
+    row: Instance,
+    previous: str | None,
+    *,
+    now: datetime,
+    default_webhook_url: str | None,
+    event: str | None = None,
 ) -> None:
     """Write the event of `row`'s move from `previous` to its current status, and its webhook rows."""
     to = Status(row.status)
-    payload = event_payload(row, previous, now)
+    payload = event_payload(row, previous, now, event)
     event_id = await session.scalar(
         _INSERT_EVENT,
         {
@@ -75,7 +83,7 @@ async def record_change(
                 "instance_id": row.id,
                 "event_id": event_id,
                 "url": url,
-                "event": f"instance.{to}",
+                "event": payload["event"],
                 "payload": payload,
                 "status": "pending",
                 "attempts": 0,

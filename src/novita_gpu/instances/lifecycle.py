@@ -22,6 +22,7 @@ class Reason(StrEnum):
     DELETE_TIMEOUT = "DELETE_TIMEOUT"
     UPSTREAM_ERROR = "UPSTREAM_ERROR"
     SPOT_RECLAIMED = "SPOT_RECLAIMED"
+    RECOVERY_FAILED = "RECOVERY_FAILED"  # a reclaimed spot instance could not be brought back
     UPSTREAM_STOPPED = "UPSTREAM_STOPPED"
     UPSTREAM_DELETED = "UPSTREAM_DELETED"
 
@@ -31,6 +32,7 @@ class Action(StrEnum):
     START = "start"
     STOP = "stop"
     DELETE = "delete"
+    MIGRATE = "migrate"  # a reclaimed spot instance moved to another node (recovery.py)
 
 
 class Goal(StrEnum):
@@ -43,6 +45,7 @@ class Goal(StrEnum):
 CHANGING = frozenset(
     {
         Status.CREATING,
+        Status.RECOVERING,
         Status.STARTING,
         Status.RUNNING,
         Status.HEALTH_CHECKING,
@@ -53,7 +56,9 @@ CHANGING = frozenset(
 # Statuses from which a start request is carried out.
 STARTABLE = frozenset({Status.STOPPED, Status.FAILED})
 # Statuses in which a start request is already satisfied (answered 200 with the current status).
-ALREADY_STARTED = frozenset({Status.CREATING, Status.STARTING, Status.RUNNING, Status.HEALTH_CHECKING, Status.READY})
+ALREADY_STARTED = frozenset(
+    {Status.CREATING, Status.RECOVERING, Status.STARTING, Status.RUNNING, Status.HEALTH_CHECKING, Status.READY}
+)
 ALREADY_STOPPED = frozenset({Status.STOPPED, Status.STOPPING})
 GONE = frozenset({Status.TERMINATING, Status.TERMINATED})
 # Statuses of a record that wants no upstream instance unless it already has one: an instance that

@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 from sqlalchemy import select
 
+from novita_gpu.instances import recovery
 from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.instances.events import change_status
 from novita_gpu.instances.guarded_write import reattach_if_current
@@ -56,10 +57,12 @@ class Prober(StoreWorker):
         settings: Settings,
         changes: ChangeFeed,
         on_ready: Callable[[float | None, float], None] | None = None,
+        observer: recovery.Observer | None = None,
     ) -> None:
         super().__init__(db, clock, settings, settings.probe_interval_seconds)
         self.changes = changes
         self.on_ready = on_ready
+        self.observer = observer or recovery.Unobserved()  # a recovery that ends ready is counted there
 
     @property
     def allowed_gap(self) -> float:
@@ -106,8 +109,11 @@ class Prober(StoreWorker):
             row.updated_at = now
             row.version += 1
             if healthy:
-                row.ready_at = now
-                row.last_used_at = now
+                recovered = recovery.active(row)
+                if not recovered or row.ready_at is None:  # maxRuntimeMinutes counts from the first ready
+                    row.ready_at = now
+                if not recovered:  # a recovery does not reset the idle clock
+                    row.last_used_at = now
                 row.phase_deadline_at = None
                 await change_status(
                     session,
@@ -115,8 +121,11 @@ class Prober(StoreWorker):
                     Status.READY,
                     now=now,
                     default_webhook_url=self.settings.webhook_url,
-                    message="Every http port answered.",
+                    message=f"Recovered: every http port answered (attempt {(row.recovery or {}).get('attempt')})."
+                    if recovered
+                    else "Every http port answered.",
                 )
+                recovery.end(row, now, "recovered", "Ready again.", self.settings, self.observer)
             running_since = row.started_at or row.created_at
         self.changes.pulse(snap.id)
         if healthy and self.on_ready is not None:

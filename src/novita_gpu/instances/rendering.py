@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from novita_gpu.autostop.policy import GpuVerdict, idle_action, runtime_deadline, stops_at
+from novita_gpu.instances import recovery
 from novita_gpu.instances.lifecycle import Reason, Status
 from novita_gpu.kit.json_text import servable
 from novita_gpu.kit.tables import Instance, InstanceEvent, OutboxDelivery, WebhookAttempt, WebhookDelivery
@@ -105,6 +106,7 @@ def instance_view(row: Instance) -> dict[str, Any]:
             "lastDecision": servable(row.auto_stop_decision),
         },
         "maxRuntimeMinutes": row.max_runtime_minutes,
+        "recovery": servable(recovery.view(row)),
         "cost": cost_view(row.accrued_cost_usd, row.billed_seconds, row.accrued_at, row.billing_since),
         "envKeys": servable([env["key"] for env in row.envs]),
         "labels": servable(row.labels),
@@ -179,9 +181,14 @@ def webhook_data(row: Instance) -> dict[str, Any]:
     }
 
 
-def event_payload(row: Instance, previous: str | None, at: datetime) -> dict[str, Any]:
-    """The body of a status change's webhook and stream event: `row` as it is just after the change."""
-    return _event(row, str(Status(row.status)), previous, at, webhook_data(row))
+def event_payload(row: Instance, previous: str | None, at: datetime, event: str | None = None) -> dict[str, Any]:
+    """The body of a status change's webhook and stream event: `row` as it is just after the change. `event`
+    names one that is not a status change (`instance.reclaim_notice`) or says more (`instance.reclaimed`);
+    during a spot recovery it says so (`recovered: true` and the attempt)."""
+    payload = _event(row, str(Status(row.status)), previous, at, webhook_data(row))
+    if event is not None:
+        payload["event"] = event
+    return {**payload, **recovery.event_fields(row)}
 
 
 def rebuilt_event_payload(

@@ -130,6 +130,42 @@ class AutoStopIn(Body):
     ] = None
 
 
+class RecoveryIn(Body):
+    """What a reclaim of a spot instance leads to (docs/spot.md). A field left out takes the server's
+    default at create (SPOT_* settings) and keeps its current value in a PATCH."""
+
+    on_reclaim: Annotated[
+        Literal["migrate", "recreate", "stop"] | None,
+        Field(
+            alias="onReclaim",
+            description="migrate: Novita moves it to another node (recreate if that fails); recreate: a new "
+            "instance from the same spec; stop: it stays stopped.",
+        ),
+    ] = None
+    max_recoveries: Annotated[
+        StrictInt | None,
+        Field(alias="maxRecoveries", ge=0, le=100, description="Recoveries allowed per rolling 24 h."),
+        BeforeValidator(whole),
+    ] = None
+    fallback_to_on_demand: Annotated[
+        StrictBool | None,
+        Field(alias="fallbackToOnDemand", description="With no spot capacity anywhere, recreate on-demand."),
+    ] = None
+    keep_reclaimed: Annotated[
+        StrictBool | None,
+        Field(alias="keepReclaimed", description="Keep the reclaimed instance (its disk) after recovering."),
+    ] = None
+
+    def changes(self) -> dict[str, Any]:
+        """The fields set, as stored (camelCase)."""
+        return {
+            "onReclaim": self.on_reclaim,
+            "maxRecoveries": self.max_recoveries,
+            "fallbackToOnDemand": self.fallback_to_on_demand,
+            "keepReclaimed": self.keep_reclaimed,
+        }
+
+
 class CreateInstanceIn(Body):
     name: Name
     product_name: Annotated[StrictStr, Field(alias="productName", min_length=1, max_length=120, pattern=NO_NUL)]
@@ -175,6 +211,7 @@ class CreateInstanceIn(Body):
         ),
     ] = None
     network_storages: Annotated[list[NetworkStorageIn], Field(alias="networkStorages", max_length=30)] = []
+    recovery: RecoveryIn | None = None
     volumes: Annotated[
         list[VolumeMountIn],
         Field(
@@ -205,6 +242,7 @@ class UpdateInstanceIn(Body):
         AutoStopMinutes | None, Field(alias="autoStopMinutes", description="As autoStop.idleMinutes (which wins).")
     ] = None
     max_runtime_minutes: Annotated[MaxRuntimeMinutes | None, Field(alias="maxRuntimeMinutes")] = None
+    recovery: RecoveryIn | None = None
 
 
 class InstanceNameIn(Body):
@@ -234,6 +272,7 @@ class SyncIn(Body):
 
 StatusName = Literal[
     "creating",
+    "recovering",
     "starting",
     "running",
     "health_checking",
@@ -288,6 +327,31 @@ class CostAnswer(Answer):
     billing_since: datetime | None = Field(description="Start of the stretch Novita bills now; null: not billing.")
 
 
+class RecoveryStepAnswer(Answer):
+    attempt: int
+    at: datetime
+    path: Literal["migrate", "recreate"]
+    upstream_id: str | None = Field(description="The Novita instance this step ran on (null: none made yet).")
+    outcome: Literal["in_progress", "recovered", "failed", "abandoned"]
+    message: str | None
+
+
+class RecoveryAnswer(Answer):
+    """The spot recovery policy, the recovery under way (or the last) and every step (docs/spot.md)."""
+
+    on_reclaim: Literal["migrate", "recreate", "stop"]
+    max_recoveries: int
+    fallback_to_on_demand: bool
+    keep_reclaimed: bool
+    in_progress: bool
+    attempt: int = Field(description="Recoveries so far (the current one while inProgress).")
+    path: Literal["migrate", "recreate"] | None
+    started_at: datetime | None
+    on_demand: bool = Field(description="The replacement was created on-demand (no spot capacity left).")
+    kept_instance_ids: list[str] = Field(description="Reclaimed Novita instances kept (keepReclaimed).")
+    history: list[RecoveryStepAnswer]
+
+
 class NetworkStorageAnswer(Answer):
     id: str
     mount_point: str
@@ -323,6 +387,7 @@ class InstanceAnswer(Answer):
     )
     auto_stop: AutoStopAnswer
     max_runtime_minutes: int = Field(description="A hard limit from ready; 0 = none.")
+    recovery: RecoveryAnswer
     cost: CostAnswer
     env_keys: list[str] = Field(description="Names of the instance's environment variables (values never leave).")
     labels: dict[str, str]

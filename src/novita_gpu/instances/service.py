@@ -30,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from novita_gpu.catalog.service import Catalog, CatalogError
+from novita_gpu.instances import recovery
 from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.instances.events import change_status, record_change
 from novita_gpu.instances.idempotency import CreateResult, IdempotencyKeys, request_hash
@@ -161,6 +162,8 @@ class InstanceService:
         self.budget_guard: BudgetGuard | None = None  # set by build_services (costs/budgets.py)
         # Returns once a new create may be accepted (the reconciler's backpressure); set by build_services.
         self.room_for_create: Callable[[], Awaitable[None]] | None = None
+        # Where a recovery a stop or delete ends is counted; set by build_services (the metrics).
+        self.recovery_observer: recovery.Observer = recovery.Unobserved()
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -250,6 +253,10 @@ class InstanceService:
             billed_seconds=0.0,
             accrued_cost_usd=0.0,
             labels=body.labels,
+            recovery_policy=recovery.merged_policy(
+                recovery.default_policy(self.settings), body.recovery.changes() if body.recovery else {}
+            ),
+            upstream_generation=0,
             health_check_path=body.health_check.path if body.health_check else None,
             desired_state=Goal.RUNNING,
             pending_action=Action.CREATE,
@@ -446,6 +453,7 @@ class InstanceService:
             return ActionResult(self._answer(row, "Instance is already stopped or stopping."), changed=False)
         if row.status in GONE:
             raise InvalidTransition(f"Instance is {row.status}; it cannot be stopped.")
+        self._abandon_recovery(row, "Stopped during the recovery.")
         if row.novita_instance_id is None and row.create_attempted_at is None:
             # Nothing exists upstream yet: stopping means not creating it at all.
             row.pending_action = None
@@ -490,6 +498,7 @@ class InstanceService:
         """Record a delete in the caller's transaction (also used by the auto-stop sweeper)."""
         if row.status in GONE:
             return ActionResult(self._answer(row, f"Instance is already {row.status}."), changed=False)
+        self._abandon_recovery(row, "Deleted during the recovery.")
         row.desired_state = Goal.TERMINATED
         row.operation_id = f"op_{uuid.uuid4().hex[:16]}"
         row.action_attempts = 0
@@ -505,21 +514,36 @@ class InstanceService:
             await self._change(session, row, Status.TERMINATING, reason=reason, message=message or "Delete requested.")
         return ActionResult(self._answer(row, "Instance deletion initiated."), changed=True)
 
+    def _abandon_recovery(self, row: Instance, message: str) -> None:
+        """A stop or delete asked during a spot recovery wins: the recovery ends, and a record left without
+        a replacement goes back to its reclaimed instance, which the stop or delete then acts on (a create
+        of the replacement that completes later is deleted on sight: ownership.py)."""
+        if recovery.active(row):
+            recovery.end(row, self.clock.now(), "abandoned", message, self.settings, self.recovery_observer)
+            if row.pending_action in (Action.CREATE, Action.MIGRATE):
+                row.pending_action = None
+            row.next_action_at = None
+
     async def update(self, owner: str, instance_id: str, body: UpdateInstanceIn) -> dict[str, Any]:
-        """Change the auto-stop policy or runtime limit; the GPU poller looks again under the new policy."""
+        """Change the auto-stop policy, runtime limit or recovery policy; the GPU poller looks again under
+        the new auto-stop policy."""
         async with self.db.write() as session:
             row = await self._load(session, owner, instance_id, by_name=False, lock=True)
             if row.status in GONE:
                 raise InvalidTransition(f"Instance is {row.status}; its policy no longer matters.")
             policy = body.auto_stop or AutoStopIn()
             idle = policy.idle_minutes if policy.idle_minutes is not None else body.auto_stop_minutes
-            changes = {
+            changes: dict[str, Any] = {
                 "auto_stop_minutes": idle,
                 "auto_stop_signal": policy.signal,
                 "auto_stop_gpu_below": policy.gpu_idle_below_percent,
                 "auto_stop_action": policy.action,
                 "max_runtime_minutes": body.max_runtime_minutes,
             }
+            if body.recovery is not None:
+                changes["recovery_policy"] = recovery.merged_policy(
+                    recovery.policy_of(row, self.settings), body.recovery.changes()
+                )
             changed = False
             for column, value in changes.items():
                 if value is not None and getattr(row, column) != value:

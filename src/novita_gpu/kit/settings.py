@@ -101,6 +101,12 @@ class Settings(BaseSettings):
         default=600.0, validation_alias=AliasChoices("CAPACITY_WAIT_SECONDS", "CAPACITY_WAIT")
     )
     startup_timeout_seconds: float = 900.0
+    # What a reclaim of a spot instance leads to, unless its create said otherwise (docs/spot.md): migrate
+    # it (then recreate it if that fails), recreate it, or leave it stopped; at most this many recoveries
+    # per record in a rolling 24 h; on-demand when no spot capacity is left anywhere.
+    spot_on_reclaim: Literal["migrate", "recreate", "stop"] = "migrate"
+    spot_max_recoveries: int = Field(default=3, ge=0, le=100)
+    spot_fallback_to_on_demand: bool = False
     health_check_timeout_seconds: float = 600.0
     # How long a stop or a delete may take at Novita before the instance ends `failed` (or, for a stop
     # Novita refuses because the instance never finished booting, is deleted instead).

@@ -90,6 +90,12 @@ class Instance(Base):
     accrued_cost_usd: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
     accrued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
+    # Spot recovery (instances/recovery.py): the policy (null: the server's SPOT_* defaults), the recovery
+    # under way and those before it, and which of the record's upstream names the next create uses.
+    recovery_policy: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    recovery: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    upstream_generation: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+
     # Where it landed and what we saw.
     cluster_id: Mapped[str | None] = mapped_column(String(64))
     region: Mapped[str | None] = mapped_column(String(120))

@@ -176,6 +176,17 @@ class Metrics:
             "webhook_oldest_pending_seconds", "Age of the oldest pending webhook delivery", registry=r
         )
         self._autostop = Counter("autostop_actions_total", "Auto-stop actions taken", ["action"], registry=r)
+        # Spot recovery (docs/spot.md): reclaims seen, recoveries ended by path and outcome, reclaim to ready.
+        self._reclaims = Counter("reclaims_total", "Spot reclaims seen by the reconciler", registry=r)
+        self._recoveries = Counter(
+            "recoveries_total", "Spot recoveries ended, by path and outcome", ["path", "outcome"], registry=r
+        )
+        self._reclaim_to_ready = Histogram(
+            "reclaim_to_ready_seconds",
+            "Time from a spot reclaim seen to the recovered instance ready",
+            buckets=_READY_BUCKETS,
+            registry=r,
+        )
         self._cache = Counter("cache_lookups_total", "Cache lookups", ["cache", "result"], registry=r)
         self._retention = Counter("retention_deleted_total", "Rows deleted by history retention", ["kind"], registry=r)
         # Spend by API key (its owner id, never the key): few series, one per key.
@@ -283,6 +294,15 @@ class Metrics:
             raise ValueError(f"unknown auto-stop action {action!r}")
         self._autostop.labels(action).inc()
 
+    def observe_reclaim(self) -> None:
+        self._reclaims.inc()
+
+    def observe_recovery(self, path: str, outcome: str, reclaim_to_ready: float | None = None) -> None:
+        """A recovery ended: path migrate | recreate, outcome recovered | failed | abandoned | gave_up."""
+        self._recoveries.labels(path, outcome).inc()
+        if reclaim_to_ready is not None:
+            self._reclaim_to_ready.observe(reclaim_to_ready)
+
     def observe_retention(self, kind: str, deleted: int) -> None:
         """Rows of one kind deleted by a retention sweep: instances | webhook_deliveries | idempotency_keys."""
         if kind not in RETENTION_KINDS:
@@ -336,6 +356,13 @@ class Metrics:
             "autoStop": self._autostop_summary(),
             "cache": self._cache_summary(),
             "retention": self._retention_summary(),
+            "spot": {
+                "reclaims": int(sum(v for _, v in _values(self._reclaims, "_total"))),
+                "recoveries": {
+                    f"{labels['path']}:{labels['outcome']}": int(value)
+                    for labels, value in _values(self._recoveries, "_total")
+                },
+            },
         }
 
     def _requests_summary(self) -> dict[str, Any]:

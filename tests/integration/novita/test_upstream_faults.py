@@ -130,7 +130,7 @@ async def test_tcp_only_template_is_ready_when_running(harness: Harness) -> None
 
 
 async def test_spot_reclaim_is_recorded_as_stopped(harness: Harness) -> None:
-    created = await harness.create(billingMode="spot")
+    created = await harness.create(billingMode="spot", recovery={"onReclaim": "stop"})
     ready = await harness.until_status(created["instanceId"], "ready")
     response = harness.emulator.post(f"/_emulator/instances/{ready['novitaInstanceId']}/reclaim")
     assert response.status_code == 200, response.text
@@ -143,6 +143,7 @@ async def test_spot_reclaim_is_recorded_as_stopped(harness: Harness) -> None:
     assert (stopping["to"], last["to"]) == ("stopping", "stopped"), events
     for event in (stopping, last):
         assert event["reason"] == "SPOT_RECLAIMED" and "reclaimed this spot instance" in (event["message"] or ""), event
+    assert "onReclaim stop" in last["message"]
 
 
 @pytest.mark.parametrize(

@@ -103,7 +103,7 @@ def fresh_create(row: Row[Any], now: datetime) -> bool:
         row.pending_action == Action.CREATE
         and row.novita_instance_id is None
         and row.create_attempted_at is None
-        and row.status == Status.CREATING
+        and row.status in (Status.CREATING, Status.RECOVERING)
         and (row.next_action_at is None or row.next_action_at <= now)
     )
 
@@ -125,7 +125,9 @@ def needs_attention(row: Row[Any], listing: Listing, now: datetime) -> bool:
     upstream = listing.by_id.get(row.novita_instance_id)
     if upstream is None or upstream.status != row.upstream_status:
         return True
-    return bool(upstream.error)
+    # Novita's notice of a reclaim to come changes no status: the row is looked at during the notice (its
+    # event is written once).
+    return bool(upstream.error) or upstream.spot_notified
 
 
 def priority(row: Row[Any]) -> int:

@@ -14,14 +14,17 @@ its instance ends without one.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from novita_gpu.catalog.service import Catalog, CatalogError
+from novita_gpu.instances import recovery
 from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.instances.guarded_write import update_if_current
 from novita_gpu.instances.lifecycle import Action, Goal, Reason, Status
+from novita_gpu.instances.reconciler.recovering import Recovering
 from novita_gpu.instances.reconciler.writes import RowWrites
 from novita_gpu.kit.clock import Clock
 from novita_gpu.kit.db import Database
@@ -53,8 +56,10 @@ class Creating:
         catalog: Catalog,
         clock: Clock,
         settings: Settings,
+        recovering: Recovering,
     ) -> None:
         self.writes = writes
+        self.recovering = recovering
         self.db = db
         self.changes = changes
         self.client = client
@@ -68,6 +73,7 @@ class Creating:
 
         async def mutate(session: AsyncSession, r: Instance) -> None:
             r.novita_instance_id = upstream.id
+            r.recovery = recovery.with_replacement(r.recovery, upstream.id) or r.recovery
             r.create_attempted_at = None
             r.next_action_at = None  # nothing left to send again; a stop or delete asked meanwhile starts now
             if r.pending_action == Action.CREATE:
@@ -92,7 +98,7 @@ class Creating:
                 return False
         if row.desired_state != Goal.RUNNING:
             return await self._settle_without_instance(row, now, message=None)
-        if row.status == Status.CREATING:
+        if row.status in (Status.CREATING, Status.RECOVERING):  # a first create, or a recovery's recreate
             return await self._create(row, now)
         return False
 
@@ -128,13 +134,18 @@ class Creating:
     async def _create(self, row: Instance, now: datetime) -> bool:
         if row.next_action_at is not None and row.next_action_at > now:
             return False
+        region, strict = row.regions[0] if row.regions else None, row.strict_region
+        recovering = recovery.active(row)
+        if recovering:  # the reclaimed instance's cluster first; the only one where its volumes are
+            region = (row.recovery or {}).get("cluster") or region
+            strict = strict or bool(row.network_storages)
         try:
             offers = await self.catalog.offers(
                 row.product_name,
                 billing_mode=row.billing_mode,
                 gpu_num=row.gpu_num,
-                region=row.regions[0] if row.regions else None,
-                strict_region=row.strict_region,
+                region=region,
+                strict_region=strict,
                 max_price_per_hour=row.max_price_per_hour,
             )
         except CatalogError as exc:
@@ -183,6 +194,8 @@ class Creating:
             return True
         if current is None:
             return False
+        if recovering and row.billing_mode == "spot" and recovery.policy_of(row, self.settings).fallback_to_on_demand:
+            return await self.recovering.fall_back_to_on_demand(current)
         if row.capacity_wait_until is not None and now >= row.capacity_wait_until:
             return await self.writes.fail(
                 current, Reason.NO_CAPACITY, f"No capacity for {row.product_name!r} in any allowed region."
@@ -213,7 +226,7 @@ class Creating:
     def _request(self, row: Instance, cluster_id: str) -> CreateInstanceRequest:
         ports = ",".join(f"{p['port']}/{p['type']}" for p in row.ports) or None
         return CreateInstanceRequest(
-            name=row.upstream_name,
+            name=recovery.create_name(row),
             product_id=row.product_id or "",
             gpu_num=row.gpu_num,
             rootfs_size=row.rootfs_size,
@@ -234,7 +247,7 @@ class Creating:
     async def _record_created(self, row: Instance, novita_id: str) -> None:
         """Persist the new upstream id whatever else changed meanwhile (a user's delete stays pending)."""
         now = self.clock.now()
-        created = {
+        created: dict[str, Any] = {
             "novita_instance_id": novita_id,
             "create_attempted_at": None,
             "upstream_status": "toCreate",
@@ -244,6 +257,9 @@ class Creating:
             "phase_deadline_at": now + timedelta(seconds=self.settings.startup_timeout_seconds),
             "updated_at": now,
         }
+        replaced = recovery.with_replacement(row.recovery, novita_id)  # a recovery's replacement
+        if replaced is not None:
+            created["recovery"] = replaced
         async with self.db.worker_write() as session:
             # The row as this worker last wrote it when nobody changed it since (nearly always: one UPDATE);
             # else as it is now.
@@ -254,6 +270,7 @@ class Creating:
                 r = await session.get(Instance, row.id, populate_existing=True, with_for_update=self.db.locks_rows)
                 if r is None or r.novita_instance_id is not None:
                     return
+                created["recovery"] = recovery.with_replacement(r.recovery, novita_id) or r.recovery
                 for key, value in created.items():
                     setattr(r, key, value)
                 if r.pending_action == Action.CREATE:

@@ -17,9 +17,11 @@ from typing import Any
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from novita_gpu.instances import recovery
 from novita_gpu.instances.lifecycle import Action, Goal, Reason, Status, phase_of, stop_reason
 from novita_gpu.instances.listing import Listing, SharedListing
 from novita_gpu.instances.reconciler.actions import Actions
+from novita_gpu.instances.reconciler.recovering import Recovering, stop_note
 from novita_gpu.instances.reconciler.writes import Mutation, RowWrites
 from novita_gpu.kit.clock import Clock
 from novita_gpu.kit.settings import Settings
@@ -41,13 +43,14 @@ def connection_details(upstream: NovitaInstance) -> dict[str, Any]:
     return details
 
 
-def _stopped_outside(reason: Reason, now: datetime) -> str | None:
-    """What an event says of a stop nobody asked the service for (None: the service's own stop)."""
+def _stopped_outside(reason: Reason, now: datetime, then: str = "Start it to run it again.") -> str | None:
+    """What an event says of a stop nobody asked the service for (None: the service's own stop); `then`:
+    what comes next after a reclaim."""
     seen = now.strftime("%Y-%m-%d %H:%M:%S UTC")
     if reason == Reason.SPOT_RECLAIMED:
         return (
             f"Novita reclaimed this spot instance for its capacity (seen at {seen}): it is stopped and no longer "
-            "billed. Start it to run it again, or create it with billingMode onDemand."
+            f"billed. {then}"
         )
     if reason == Reason.UPSTREAM_STOPPED:
         return f"Stopped outside the service, at Novita (seen at {seen}). Start it to run it again."
@@ -66,6 +69,7 @@ class Observing:
     settings: Settings
     shared: SharedListing | None
     health_checking: Signal[str]
+    recovering: Recovering
     _previous_tick_at: datetime | None = field(default=None, init=False)
 
     # -- Novita's listing -------------------------------------------------------------------------
@@ -103,7 +107,16 @@ class Observing:
         if upstream is None:
             upstream = await self.read_upstream(row.novita_instance_id or "")
             if upstream is None:
+                if recovery.path(row) == "migrate" and row.desired_state == Goal.RUNNING:
+                    why = "Novita no longer has the migrated instance."
+                    return await self.recovering.to_recreate(row, why, keep_current=False)
                 return await self.writes.gone_upstream(row)
+        if (
+            upstream.spot_notified
+            and row.desired_state == Goal.RUNNING
+            and not recovery.noticed(row, recovery.notice_key(upstream.id, upstream.spot_reclaim_time))
+        ):
+            return await self.recovering.notice(row, upstream)
         phase = phase_of(upstream.status)
         stop_done_late = row.status == Status.FAILED and row.desired_state == Goal.STOPPED and phase == Status.STOPPED
         if phase is None or (row.status == Status.FAILED and phase != Status.TERMINATED and not stop_done_late):
@@ -115,11 +128,13 @@ class Observing:
         if phase in (Status.CREATING, Status.STARTING):
             return await self._booting(row, upstream, phase, now)
         if phase == Status.STOPPING:
-            if row.status == Status.STOPPING:
+            if row.status in (Status.STOPPING, Status.RECOVERING):
                 return await self._note_upstream_status(row, upstream.status)
             reason = self._stop_reason(row, upstream)
+            if reason == Reason.SPOT_RECLAIMED and self.recovering.recovers(row, now):
+                return await self.recovering.reclaimed(row, upstream, now)
             return await self._move(
-                row, upstream, Status.STOPPING, reason=reason, message=_stopped_outside(reason, now)
+                row, upstream, Status.STOPPING, reason=reason, message=self._stopped_outside(row, reason, now)
             )
         if phase == Status.STOPPED:
             return await self._exited(row, upstream, now)
@@ -127,6 +142,11 @@ class Observing:
 
     def _stop_reason(self, row: Instance, upstream: Listed) -> Reason:
         return stop_reason(row.desired_state, row.pending_reason, upstream.spot_reclaimed)
+
+    def _stopped_outside(self, row: Instance, reason: Reason, now: datetime) -> str | None:
+        if reason == Reason.SPOT_RECLAIMED and row.billing_mode == "spot":
+            return _stopped_outside(reason, now, stop_note(row, self.settings, now))
+        return _stopped_outside(reason, now)
 
     async def _note_upstream_status(self, row: Instance, upstream_status: str) -> bool:
         if row.upstream_status == upstream_status:
@@ -162,27 +182,38 @@ class Observing:
     async def _booting(self, row: Instance, upstream: Listed, phase: Status, now: datetime) -> bool:
         if row.desired_state != Goal.RUNNING:
             return await self._note_upstream_status(row, upstream.status)
+        late = row.phase_deadline_at is not None and now >= row.phase_deadline_at
+        waited = f"Not running after {self.settings.startup_timeout_seconds:.0f} s (Novita says {upstream.status})."
+        if recovery.path(row) == "migrate" and (upstream.error or late):  # the migrated instance may still boot
+            return await self.recovering.to_recreate(row, upstream.error or waited, keep_current=False)
         if upstream.error:
             return await self.writes.fail(row, Reason.UPSTREAM_ERROR, upstream.error)
-        if row.phase_deadline_at is not None and now >= row.phase_deadline_at:
-            return await self.writes.fail(
-                row,
-                Reason.STARTUP_TIMEOUT,
-                f"Not running after {self.settings.startup_timeout_seconds:.0f} s (Novita says {upstream.status}).",
-            )
+        if late:
+            return await self.writes.fail(row, Reason.STARTUP_TIMEOUT, waited)
         to = Status.CREATING if phase == Status.CREATING and row.status == Status.CREATING else Status.STARTING
         return await self._move(row, upstream, to)
 
     async def _exited(self, row: Instance, upstream: Listed, now: datetime) -> bool:
+        if recovery.path(row) == "migrate" and row.desired_state == Goal.RUNNING:
+            return await self.recovering.migrate_ended(row, upstream, now)  # the migrate failed (or lags)
+        if row.status == Status.RECOVERING and row.desired_state == Goal.RUNNING:
+            return await self._note_upstream_status(row, upstream.status)
+        if (
+            upstream.spot_reclaimed
+            and self._stop_reason(row, upstream) == Reason.SPOT_RECLAIMED
+            and self.recovering.recovers(row, now)
+        ):
+            return await self.recovering.reclaimed(row, upstream, now)
         if row.status == Status.STARTING and row.desired_state == Goal.RUNNING and not upstream.spot_reclaimed:
             # A start we asked for may not show yet; only a deadline ends the wait.
             return await self._booting(row, upstream, Status.STARTING, now)
         if row.status == Status.CREATING and upstream.error:
             return await self.writes.fail(row, Reason.UPSTREAM_ERROR, upstream.error)
         reason = self._stop_reason(row, upstream)
-        message = _stopped_outside(reason, now)
+        message = self._stopped_outside(row, reason, now)
 
         async def stopped(session: AsyncSession, r: Instance) -> None:
+            self.writes.end_recovery(r, "failed", message or "Stopped at Novita.")
             r.desired_state = Goal.STOPPED if r.desired_state == Goal.RUNNING else r.desired_state
             r.stopped_at = r.stopped_at if r.status == Status.STOPPED else now
             r.health_check = None

@@ -1,9 +1,12 @@
-"""Ownership: every upstream instance under a record's unique name belongs to that record alone.
+"""Ownership: every upstream instance under a record's unique names belongs to that record alone.
 
-An instance under a record's name that the record does not want is deleted on sight, however late it
-appears: a duplicate (the record holds another instance), or a create that completed after its record
-settled without one (stopped, deleted or failed before Novita answered). Instances under names no record
-has are not ours and are never touched. Each deletion is logged as `reconcile_stray_deleted`.
+A record's names are its upstream name and, after spot recoveries that recreated it, that name with
+`-r<n>` (recovery.py). An instance under one of them that the record does not want is deleted on sight,
+however late it appears: a duplicate (the record holds another instance), a create that completed after
+its record settled without one (stopped, deleted or failed before Novita answered) or under a name the
+record no longer creates under, or the instance a recovery replaced once the replacement is ready (unless
+kept). Instances under names no record has are not ours and are never touched. Each deletion is logged as
+`reconcile_stray_deleted`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 import structlog
 from sqlalchemy import Row, select
 
+from novita_gpu.instances import recovery
 from novita_gpu.instances.lifecycle import SETTLED, Status, is_leaving
 from novita_gpu.instances.listing import Listing
 from novita_gpu.kit.db import Database
@@ -34,23 +38,38 @@ async def remove_strays(db: Database, client: NovitaClient, listing: Listing, wa
     if not unknown:
         return
     owners: dict[str, Row[Any]] = {}
-    names = sorted({u.name for u in unknown})
+    names = sorted({recovery.name_parts(u.name)[0] for u in unknown} | {u.name for u in unknown})
     async with db.read() as session:
         for start in range(0, len(names), _NAMES_PER_QUERY):
             found = await session.execute(
-                select(Instance.id, Instance.upstream_name, Instance.novita_instance_id, Instance.status).where(
-                    Instance.upstream_name.in_(names[start : start + _NAMES_PER_QUERY])
-                )
+                select(
+                    Instance.id,
+                    Instance.upstream_name,
+                    Instance.upstream_generation,
+                    Instance.novita_instance_id,
+                    Instance.status,
+                    Instance.recovery,
+                ).where(Instance.upstream_name.in_(names[start : start + _NAMES_PER_QUERY]))
             )
             owners.update({r.upstream_name: r for r in found})
     for upstream in unknown:
-        owner = owners.get(upstream.name)
+        owner, generation = owners.get(upstream.name), 0
+        if owner is None:
+            root, generation = recovery.name_parts(upstream.name)
+            owner = owners.get(root) if generation else None
         if owner is None:
             continue
-        if owner.novita_instance_id is None and owner.status not in SETTLED:
-            continue  # the record is waiting for its create to show: it adopts this instance
-        if owner.novita_instance_id == upstream.id and owner.status != Status.TERMINATED:
-            continue  # the record's own instance (it was adopted since the watched rows were read)
+        if owner.status != Status.TERMINATED:
+            if (
+                owner.novita_instance_id is None
+                and owner.status not in SETTLED
+                and generation == owner.upstream_generation
+            ):
+                continue  # the record is waiting for its create to show: it adopts this instance
+            if owner.novita_instance_id == upstream.id:
+                continue  # the record's own instance (it was adopted since the watched rows were read)
+            if upstream.id in recovery.wanted_ids(owner.recovery):
+                continue  # the instance a recovery under way replaces, or one kept (keepReclaimed)
         why = "duplicate" if owner.novita_instance_id else f"unwanted by a {owner.status} record"
         try:
             await client.delete_instance(upstream.id)

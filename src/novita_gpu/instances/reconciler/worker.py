@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from novita_gpu.catalog.service import Catalog
+from novita_gpu.instances import recovery
 from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.instances.lifecycle import Action, Status
 from novita_gpu.instances.listing import Listing, SharedListing
@@ -36,6 +37,7 @@ from novita_gpu.instances.reconciler.new_creates import NewCreates
 from novita_gpu.instances.reconciler.observing import Observing
 from novita_gpu.instances.reconciler.overdue import overdue_report
 from novita_gpu.instances.reconciler.ownership import remove_strays
+from novita_gpu.instances.reconciler.recovering import Recovering
 from novita_gpu.instances.reconciler.writes import RowWrites
 from novita_gpu.kit.clock import Clock
 from novita_gpu.kit.db import Database
@@ -81,6 +83,7 @@ class Reconciler(StoreWorker):
         catalog: Catalog,
         settings: Settings,
         changes: ChangeFeed,
+        observer: recovery.Observer | None = None,
     ) -> None:
         super().__init__(db, clock, settings, settings.reconcile_slow_seconds)
         self.retry_seconds = settings.reconcile_fast_seconds  # a tick that raised is retried at the fast pace
@@ -109,10 +112,13 @@ class Reconciler(StoreWorker):
                 db, clock, self.worker_id, lease_seconds=settings.lease_seconds, gap_seconds=self.min_gap_seconds
             )
         )
-        writes = RowWrites(db, clock, settings, changes)
-        self.creating = Creating(writes, db, changes, client, catalog, clock, settings)
+        writes = RowWrites(db, clock, settings, changes, observer or recovery.Unobserved())
+        self.recovering = Recovering(writes, client, clock, settings)
+        self.creating = Creating(writes, db, changes, client, catalog, clock, settings, self.recovering)
         self.actions = Actions(writes, client, clock, settings)
-        self.observing = Observing(writes, self.actions, client, clock, settings, shared, self.health_checking)
+        self.observing = Observing(
+            writes, self.actions, client, clock, settings, shared, self.health_checking, self.recovering
+        )
         self.new_creates = NewCreates(
             clock, self.runner.in_flight, self._send_new, lambda: self.stopping, patience=_TICK_PATIENCE_SECONDS
         )
@@ -311,7 +317,7 @@ class Reconciler(StoreWorker):
             upstream = (
                 listing.by_id.get(row.novita_instance_id)
                 if row.novita_instance_id
-                else listing.by_name.get(row.upstream_name)
+                else listing.by_name.get(recovery.create_name(row))
             )
         elif row.novita_instance_id is not None:
             if row.pending_action is None and not overdue and row.status not in (Status.STOPPING, Status.TERMINATING):
@@ -326,8 +332,10 @@ class Reconciler(StoreWorker):
             return await self.creating.without_upstream(row, now)
         if row.status in (Status.STOPPING, Status.TERMINATING) and overdue and not action_done(row, upstream):
             return await self.actions.overdue(row, upstream)
-        if row.pending_action in (Action.START, Action.STOP, Action.DELETE):
-            if row.next_action_at is None or row.next_action_at <= now:
-                return await self.actions.act(row, upstream)
-            return False
+        if row.pending_action in (Action.START, Action.STOP, Action.DELETE, Action.MIGRATE):
+            if row.next_action_at is not None and row.next_action_at > now:
+                return False
+            if row.pending_action == Action.MIGRATE:
+                return await self.recovering.migrate(row, upstream, listing)
+            return await self.actions.act(row, upstream)
         return await self.observing.observe(row, upstream, now)

@@ -9,13 +9,14 @@ webhook rows (events.py) in the same transaction, and every write pulses the cha
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from novita_gpu.instances import recovery
 from novita_gpu.instances.changes import ChangeFeed
 from novita_gpu.instances.events import change_status
 from novita_gpu.instances.guarded_write import reattach_if_current, show_written, update_if_current
@@ -38,6 +39,7 @@ class RowWrites:
     clock: Clock
     settings: Settings
     changes: ChangeFeed
+    observer: recovery.Observer = field(default_factory=recovery.Unobserved)
 
     async def apply(self, snap: Instance, mutate: Mutation) -> Instance | None:
         """Apply `mutate` to the current row if nobody changed it since `snap` was read (and its lease, which
@@ -85,16 +87,29 @@ class RowWrites:
 
         return await self.apply(row, mutate) is not None
 
+    def end_recovery(self, r: Instance, outcome: recovery.Outcome, message: str | None) -> None:
+        """Inside a mutation: end `r`'s recovery under way (if any) and count it (recovery.py)."""
+        recovery.end(r, self.clock.now(), outcome, message, self.settings, self.observer)
+
     async def fail(self, row: Instance, reason: Reason, message: str, *, keep_action: bool = False) -> bool:
-        """End the row `failed`; with `keep_action`, its stop or delete is still asked for."""
+        """End the row `failed`; with `keep_action`, its stop or delete is still asked for. A recovery under
+        way ends with it (RECOVERY_FAILED, or NO_CAPACITY), and the record goes back to the reclaimed instance
+        when no replacement exists, so a later start can use it."""
 
         async def mutate(session: AsyncSession, r: Instance) -> None:
+            why, text = reason, message
             if not keep_action:
                 r.pending_action = None
                 r.next_action_at = None
             r.create_attempted_at = None
             r.failed_at = self.clock.now()
-            await self.change(session, r, Status.FAILED, reason=reason, message=message)
+            if recovery.active(r):
+                attempt = (r.recovery or {}).get("attempt")
+                if reason != Reason.NO_CAPACITY:
+                    why = Reason.RECOVERY_FAILED
+                text = f"Recovery attempt {attempt} ({recovery.path(r)}) failed: {message}"
+                self.end_recovery(r, "failed", text)
+            await self.change(session, r, Status.FAILED, reason=why, message=text)
 
         log.warning("instance_failed", instance_id=row.id, reason=str(reason))
         return await self.apply(row, mutate) is not None
@@ -107,6 +122,7 @@ class RowWrites:
                 reason = Reason(r.pending_reason) if r.pending_reason in set(Reason) else Reason.USER
             else:
                 reason = Reason.UPSTREAM_DELETED
+            self.end_recovery(r, "failed", "Novita no longer has the instance.")
             r.pending_action = None
             r.desired_state = Goal.TERMINATED
             r.terminated_at = self.clock.now()
