@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from novita_gpu.emulator.instance import EmulatedInstance, Phase
@@ -31,6 +31,16 @@ class SpotSettings(BaseModel):
 
     notice_seconds: float = Field(default=30.0, ge=0)  # emulated seconds, divided by the speed
     migrate_new_id: bool = False
+    # Spot GPUs each cluster sells (by cluster id), besides its capacity for the product: a cluster absent
+    # here sells spot up to its capacity, as on-demand. `{"<cluster>": 0}`: sold out for spot only.
+    capacity: dict[str, int] = Field(default_factory=dict)
+
+    @field_validator("capacity")
+    @classmethod
+    def _not_negative(cls, value: dict[str, int]) -> dict[str, int]:
+        if any(gpus < 0 for gpus in value.values()):
+            raise ValueError("spot capacity is a number of GPUs, 0 or more")
+        return value
 
 
 @dataclass

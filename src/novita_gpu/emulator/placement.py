@@ -61,8 +61,10 @@ class PlacementMixin:
     if TYPE_CHECKING:  # World's
 
         def now(self) -> float: ...
-        def _has_room(self, cluster_id: str, product_id: str, gpus: int, now: float) -> bool: ...
-        def _require_capacity(self, cluster_id: str, product_id: str, gpus: int, now: float) -> None: ...
+        def _has_room(self, cluster_id: str, product_id: str, gpus: int, now: float, *, spot: bool = False) -> bool: ...
+        def _require_capacity(
+            self, cluster_id: str, product_id: str, gpus: int, now: float, *, spot: bool = False
+        ) -> None: ...
 
     def _storage_cluster(self, req: CreateRequest) -> Cluster | None:
         """The one cluster the mounted network storages are in: the instance must be created there (a
@@ -145,13 +147,14 @@ class PlacementMixin:
                 raise invalid_param(f"clusterId {req.cluster_id!r} not found")
             if req.cluster_id not in {c.id for c in clusters}:
                 raise invalid_param(f"product {product.id!r} is not offered in cluster {req.cluster_id!r}")
-            self._require_capacity(req.cluster_id, product.id, req.gpu_num, now)
+            self._require_capacity(req.cluster_id, product.id, req.gpu_num, now, spot=req.billing_mode == SPOT)
             return req.cluster_id
         if storage_cluster is not None:
             clusters = [c for c in clusters if c.id == storage_cluster.id]
             if not clusters:
                 raise _storage_unavailable(storage_cluster, product.id)
-        candidates = [c.id for c in clusters if self._has_room(c.id, product.id, req.gpu_num, now)]
+        spot = req.billing_mode == SPOT
+        candidates = [c.id for c in clusters if self._has_room(c.id, product.id, req.gpu_num, now, spot=spot)]
         if not candidates:
             raise EmulatedError(400, "INSUFFICIENT_RESOURCE", "insufficient resource for the requested product")
         return self._rng.choice(candidates)

@@ -159,7 +159,17 @@ class World(SpotMixin, PlacementMixin):
             if i.cluster_id == cluster_id and i.product_id == product_id and i.holds_capacity_at(now)
         )
 
-    def _has_room(self, cluster_id: str, product_id: str, gpus: int, now: float) -> bool:
+    def _has_room(self, cluster_id: str, product_id: str, gpus: int, now: float, *, spot: bool = False) -> bool:
+        """Room for `gpus` more in (cluster, product); for spot, also within the cluster's spot capacity."""
+        spot_total = self._spot.capacity.get(cluster_id) if spot else None
+        if spot_total is not None:
+            used = sum(
+                i.gpu_num
+                for i in self._instances.values()
+                if i.cluster_id == cluster_id and i.billing_mode == SPOT and i.holds_capacity_at(now)
+            )
+            if spot_total - used < gpus:
+                return False
         total = self.catalog.capacity.get((cluster_id, product_id), 0)
         if total - self._ever_gpus(cluster_id, product_id) >= gpus:
             return True  # even if every instance ever made there held its GPUs: no need to look at each
@@ -179,8 +189,8 @@ class World(SpotMixin, PlacementMixin):
             self._pool_counted = (instances, len(instances), pools)
         return pools[(cluster_id, product_id)]
 
-    def _require_capacity(self, cluster_id: str, product_id: str, gpus: int, now: float) -> None:
-        if not self._has_room(cluster_id, product_id, gpus, now):
+    def _require_capacity(self, cluster_id: str, product_id: str, gpus: int, now: float, *, spot: bool = False) -> None:
+        if not self._has_room(cluster_id, product_id, gpus, now, spot=spot):
             raise EmulatedError(400, "INSUFFICIENT_RESOURCE", "insufficient resource for the requested product")
 
     # --- queries ---------------------------------------------------------------------------------
@@ -323,7 +333,9 @@ class World(SpotMixin, PlacementMixin):
             if instance.status_at(now) != "exited":
                 raise invalid_state_change()
             if instance.kind == "gpu":
-                self._require_capacity(instance.cluster_id, instance.product_id, instance.gpu_num, now)
+                self._require_capacity(
+                    instance.cluster_id, instance.product_id, instance.gpu_num, now, spot=instance.billing_mode == SPOT
+                )
             instance.truncate_after(now)
             spot = "running" if instance.billing_mode == SPOT else ""
             t = self._schedule(instance, now, [("toStart", "to_start"), ("starting", "starting")], spot)

@@ -191,7 +191,9 @@ class Observing:
         if late:
             return await self.writes.fail(row, Reason.STARTUP_TIMEOUT, waited)
         to = Status.CREATING if phase == Status.CREATING and row.status == Status.CREATING else Status.STARTING
-        return await self._move(row, upstream, to)
+        path = recovery.path(row)
+        message = None if path is None else f"Recovering ({path}): Novita reports the instance {upstream.status}."
+        return await self._move(row, upstream, to, message=message)
 
     async def _exited(self, row: Instance, upstream: Listed, now: datetime) -> bool:
         if recovery.path(row) == "migrate" and row.desired_state == Goal.RUNNING:
