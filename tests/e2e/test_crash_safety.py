@@ -149,3 +149,65 @@ def test_killed_during_a_volume_create_leaves_exactly_one_storage(
     ).json()["data"]
     ours = [s for s in listed if str(s["storageName"]).startswith("crash-volume-")]
     assert [s["storageId"] for s in ours] == [volume["storageId"]]
+
+
+@pytest.mark.parametrize("path", ["migrate", "recreate"])
+def test_killed_during_a_spot_recovery_resumes_it_exactly_once(
+    processes: Processes, emulator: EmulatorProcess, sqlite_url: str, path: str
+) -> None:
+    """kill -9 while the recovery's call (the migrate, or the replacement's create) is at Novita: after the
+    restart the record is ready again, recovered once, with one Novita instance running."""
+    service = processes.service(
+        sqlite_url,
+        emulator=emulator,
+        env={**SERVICE_ENV, "NOVITA_TIMEOUT_SECONDS": "3", "NOVITA_RETRY_DEADLINE_SECONDS": "2"},
+    )
+    httpx.put(f"{emulator.url}/_emulator/spot", json={"noticeSeconds": 2}).raise_for_status()
+    response = httpx.post(
+        f"{service.url}/api/instances",
+        json={
+            "name": f"spot-{path}",
+            "productName": "RTX 4090 24GB",
+            "templateId": "pytorch-jupyter",
+            "billingMode": "spot",
+            "recovery": {"onReclaim": path},
+        },
+        timeout=10.0,
+    )
+    assert response.status_code == 201, response.text
+    instance_id = response.json()["instanceId"]
+    ready = wait_for_status(service, instance_id, "ready", SETTLE_TIMEOUT)
+    endpoint = "/gpu/instance/migrate" if path == "migrate" else "/gpu/instance/create"
+    sent = f"POST {endpoint}"
+    before = httpx.get(f"{emulator.url}/_emulator/stats").json().get(sent, 0)
+    httpx.put(f"{emulator.url}/_emulator/faults", json={"latency_ms": 1500, "paths": [endpoint]}).raise_for_status()
+    httpx.post(f"{emulator.url}/_emulator/reclaim", json={"ids": [ready["novitaInstanceId"]]}).raise_for_status()
+    wait_for(
+        lambda: httpx.get(f"{emulator.url}/_emulator/stats").json().get(sent, 0) > before,
+        timeout=SETTLE_TIMEOUT,
+        what="the recovery's call sent",
+    )
+    service.kill9()
+    httpx.put(f"{emulator.url}/_emulator/faults", json={"latency_ms": 0}).raise_for_status()
+    service.start()
+
+    def recovered() -> dict[str, Any] | None:
+        view = get(service, instance_id)
+        assert view["status"] != "failed", view
+        done = view["status"] == "ready" and view["recovery"]["attempt"] == 1 and not view["recovery"]["inProgress"]
+        return view if done else None
+
+    back = wait_for(recovered, timeout=SETTLE_TIMEOUT * 2, what="the record ready again")
+    assert [s["outcome"] for s in back["recovery"]["history"]] == ["recovered"]
+    assert httpx.get(f"{emulator.url}/_emulator/stats").json().get(sent, 0) == before + 1
+
+    def one_running() -> list[dict[str, Any]] | None:
+        ours = [
+            i
+            for i in emulator.upstream_instances()
+            if str(i["name"]).startswith(f"spot-{path}-") and i["status"] not in ("removed", "removing", "toRemove")
+        ]
+        return ours if len(ours) == 1 else None
+
+    [live] = wait_for(one_running, timeout=SETTLE_TIMEOUT, what="one Novita instance left")
+    assert live["id"] == back["novitaInstanceId"] and live["status"] == "running"
