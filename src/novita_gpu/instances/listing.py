@@ -57,14 +57,21 @@ class Listing:
         return updated_at <= self.taken_at
 
     def dump(self) -> bytes:
-        rows = [[u.id, u.name, u.status, u.error, u.spot_reclaimed] for u in self.by_id.values()]
+        rows = [
+            [u.id, u.name, u.status, u.error, u.spot_reclaimed, u.spot_status, u.spot_reclaim_time]
+            for u in self.by_id.values()
+        ]
         return zlib.compress(orjson.dumps(rows), 1)
 
     @classmethod
     def load(cls, taken_at: datetime, body: bytes) -> Listing:
         listing = cls(taken_at)
-        for id_, name, status, error, reclaimed in orjson.loads(zlib.decompress(body)):
-            listing.add(Listed(id_, name, sys.intern(status), error, bool(reclaimed)))
+        for id_, name, status, error, reclaimed, *spot in orjson.loads(zlib.decompress(body)):
+            # Spot status and reclaim time (the notice of a reclaim): absent from listings stored before.
+            spot_status, reclaim_time = [*spot, "", 0][:2]
+            listing.add(
+                Listed(id_, name, sys.intern(status), error, bool(reclaimed), sys.intern(spot_status), reclaim_time)
+            )
         return listing
 
 

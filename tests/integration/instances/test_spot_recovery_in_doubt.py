@@ -139,5 +139,8 @@ async def test_two_replicas_on_postgresql_recover_a_record_once(tmp_path: Path, 
         for record in records:
             view = await harness.instance(record["instanceId"])
             assert len(view["recovery"]["history"]) == 1
+            # The notice came through the listing the replicas share through the store.
+            events = await harness.events(record["instanceId"])
+            assert any("checkpoint" in (e["message"] or "") for e in events), events
             name = await harness.upstream_name(record["instanceId"])
             assert (await only_live(harness, view, name))["id"] == view["novitaInstanceId"]
