@@ -81,4 +81,4 @@ class MetricsAnswer(Answer):
     auto_stop: dict[str, int] = Field(description="stopped, deleted, wouldStop, failed")
     cache: dict[str, Any] = Field(description="hits, misses, hitRatio, byCache")
     retention: dict[str, int] = Field(description="instances, webhookDeliveries, idempotencyKeys deleted")
-    spot: dict[str, Any] = Field(description="reclaims seen, and recoveries ended by \"path:outcome\"")
+    spot: dict[str, Any] = Field(description='reclaims seen, and recoveries ended by "path:outcome"')
