@@ -19,9 +19,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import select
+
 from novita_gpu.costs.meter import Stretch, stretches
 from novita_gpu.instances.rendering import iso
 from novita_gpu.kit.db import Database
+from novita_gpu.kit.tables import Instance
 
 GROUP_BY_PATTERN = r"^(product|apiKey|label:[^\x00]{1,63})$"
 
@@ -58,10 +61,13 @@ class _Line:
     seconds: float = 0.0
     cost: float = 0.0
     billing: bool = False
+    by_mode: dict[str, float] = field(default_factory=dict)  # cost by billing mode (a spot recovery's on-demand)
 
     def add(self, stretch: Stretch, seconds: float) -> None:
+        cost = seconds / 3600.0 * stretch.price_per_hour
         self.seconds += seconds
-        self.cost += seconds / 3600.0 * stretch.price_per_hour
+        self.cost += cost
+        self.by_mode[stretch.billing_mode] = self.by_mode.get(stretch.billing_mode, 0.0) + cost
         self.billing = self.billing or stretch.ended_at is None
         if stretch.ended_at is None or (
             self.stretch.ended_at is not None and stretch.started_at > self.stretch.started_at
@@ -92,7 +98,7 @@ def _group_key(stretch: Stretch, group_by: str) -> str | None:
     return stretch.labels.get(group_by.removeprefix("label:"))
 
 
-def _row(row_id: str, line: _Line, group_by: str) -> dict[str, Any]:
+def _row(row_id: str, line: _Line, group_by: str, recoveries: int) -> dict[str, Any]:
     stretch = line.stretch
     row: dict[str, Any] = {
         "kind": stretch.kind,
@@ -109,7 +115,10 @@ def _row(row_id: str, line: _Line, group_by: str) -> dict[str, Any]:
         "billedSeconds": round(line.seconds, 3),
         "costUsd": _usd(line.cost),
         "billingNow": line.billing,
+        "costByBillingMode": {mode: _usd(cost) for mode, cost in sorted(line.by_mode.items())},
     }
+    if not line.volume:
+        row["recoveries"] = recoveries  # spot recoveries so far: each replacement bills at its own price
     if line.volume:
         row |= {"volumeId": row_id, "region": stretch.region, "sizeGb": stretch.size_gb}
     return row
@@ -140,6 +149,7 @@ async def cost_report(
             group.instances.add(row_id)
     instances = [line for line in lines.values() if not line.volume]
     volumes = [line for line in lines.values() if line.volume]
+    recoveries = await _recoveries(db, [row_id for row_id, line in lines.items() if not line.volume])
     return {
         "from": iso(start),
         "to": iso(end),
@@ -164,11 +174,23 @@ async def cost_report(
             }
             for group in sorted(groups.values(), key=lambda g: (-g.cost, g.key or ""))
         ],
+        "recoveries": sum(recoveries.values()),
         "instances": [
-            _row(row_id, line, group_by)
+            _row(row_id, line, group_by, recoveries.get(row_id, 0))
             for row_id, line in sorted(lines.items(), key=lambda item: (-item[1].cost, item[0]))
         ],
     }
+
+
+async def _recoveries(db: Database, instance_ids: list[str]) -> dict[str, int]:
+    """Spot recoveries each instance has been through (instances/recovery.py)."""
+    found: dict[str, int] = {}
+    async with db.read() as session:
+        for start in range(0, len(instance_ids), 500):
+            chunk = instance_ids[start : start + 500]
+            rows = await session.execute(select(Instance.id, Instance.recovery).where(Instance.id.in_(chunk)))
+            found.update((row_id, int((recovery or {}).get("attempt", 0))) for row_id, recovery in rows)
+    return found
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,12 @@ class CostLineAnswer(Answer):
     billed_seconds: float = Field(description="The same in seconds.")
     cost_usd: float
     billing_now: bool
+    cost_by_billing_mode: dict[str, float] = Field(
+        description="costUsd by the billing mode of each stretch: a spot instance recovered on-demand has both."
+    )
+    recoveries: int | None = Field(
+        default=None, description="Instance rows only: spot recoveries so far (each replacement at its own price)."
+    )
     volume_id: str | None = Field(default=None, description="Volume rows only.")
     region: str | None = Field(default=None, description="Volume rows only: the volume's region (cluster).")
     size_gb: int | None = Field(default=None, description="Volume rows only: its size, after its last resize.")
@@ -59,6 +65,7 @@ class CostsAnswer(Answer):
     gpu_hours: float
     volume_hours: float = Field(description="Volumes' billed hours.")
     groups: list[CostGroupAnswer]
+    recoveries: int = Field(description="Spot recoveries of the instances in the report.")
     instances: list[CostLineAnswer] = Field(description="One row per instance and per volume (kind).")
 
 

@@ -176,3 +176,36 @@ async def test_novita_gpu_costs_prints_the_report(tmp_path: Any) -> None:
         assert close_to_the_cent(report["totalUsd"], expected)
         refused = await asyncio.to_thread(run, "--group-by", "team")
         assert refused.exit_code == 1 and "VALIDATION_ERROR" in refused.stderr
+
+
+async def test_a_recovered_spot_instance_costs_each_stretch_at_its_own_price(harness: Harness) -> None:
+    """Reclaimed after 2 h, recreated on-demand (no spot left), run 1 h more: one record, two prices."""
+    h = harness
+    start = h.clock.now()
+    spot = await ready(h, billingMode="spot", recovery={"onReclaim": "recreate", "fallbackToOnDemand": True})
+    h.clock.advance(2 * HOUR)
+    await h.tick()
+    h.emulator.put("/_emulator/spot", json={"capacity": {c: 0 for c in ("1", "2", "3", "5")}}).raise_for_status()
+    h.emulator.post(f"/_emulator/instances/{spot['novitaInstanceId']}/reclaim").raise_for_status()
+
+    async def recovered() -> bool:
+        view = await h.instance(spot["instanceId"])
+        return view["status"] == "ready" and view["recovery"]["attempt"] == 1 and not view["recovery"]["inProgress"]
+
+    await h.run_until(recovered)
+    back = await h.instance(spot["instanceId"])
+    assert back["billingMode"] == "onDemand" and back["pricePerHour"] > spot["pricePerHour"]
+    h.clock.advance(HOUR)
+    assert (await h.http.delete(f"/api/instances/{spot['instanceId']}")).status_code == 202
+    await h.until_status(spot["instanceId"], "terminated")
+
+    report = await costs(h, **{"from": iso(start), "to": iso(h.clock.now())})
+    spot_cost = billed_seconds(h, spot["novitaInstanceId"]) / HOUR * spot["pricePerHour"]
+    on_demand_cost = billed_seconds(h, back["novitaInstanceId"]) / HOUR * back["pricePerHour"]
+    row = line(report, spot["instanceId"])
+    assert close_to_the_cent(row["costByBillingMode"]["spot"], spot_cost)
+    assert close_to_the_cent(row["costByBillingMode"]["onDemand"], on_demand_cost)
+    assert close_to_the_cent(row["costUsd"], spot_cost + on_demand_cost)
+    assert row["recoveries"] == 1 and report["recoveries"] == 1
+    final = await h.instance(spot["instanceId"])
+    assert close_to_the_cent(final["cost"]["accruedUsd"], spot_cost + on_demand_cost)
