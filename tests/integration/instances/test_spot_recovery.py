@@ -298,3 +298,17 @@ async def test_bad_recovery_policies_are_400_in_the_envelope(harness: Harness) -
         )
         assert answer.status_code == 400, (policy, answer.text)
         assert answer.json()["error"]["code"] == "VALIDATION_ERROR"
+
+
+async def test_a_replacement_novita_refuses_ends_recovery_failed_on_the_reclaimed_instance(harness: Harness) -> None:
+    ready = await ready_spot(harness, recovery={"onReclaim": "recreate"})
+    harness.faults(failures=[{"path": "/gpu/instance/create", "status": 400, "reason": "INVALID_IMAGE", "count": 5}])
+    reclaim(harness, ready["novitaInstanceId"])
+    failed = await harness.until_status(ready["instanceId"], "failed")
+    assert failed["statusReason"] == "RECOVERY_FAILED"
+    assert failed["statusMessage"].startswith("Recovery attempt 1 (recreate) failed: Novita refused the create")
+    assert failed["novitaInstanceId"] == ready["novitaInstanceId"]  # back on the reclaimed one, to start later
+    sent = [w["event"] for w in await webhooks(harness, ready["instanceId"])]
+    assert sent[-1] == "instance.failed"
+    metrics = (await harness.http.get("/api/metrics")).json()["spot"]
+    assert metrics["recoveries"] == {"recreate:failed": 1}
