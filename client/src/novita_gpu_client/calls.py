@@ -65,6 +65,9 @@ class CreateOptions(TypedDict, total=False):
     network_storages: Sequence[Mapping[str, str]] | None  # [{"id": ..., "mountPoint": "/network"}]
     # Volumes by name or id: [{"volume": "datasets", "mountPoint": "/data"}], ("datasets", "/data") or "datasets".
     volumes: Sequence[VolumeMount] | None
+    # What a spot reclaim leads to, as the API takes it: {"onReclaim", "maxRecoveries", "fallbackToOnDemand",
+    # "keepReclaimed"}, each optional (docs/spot.md).
+    recovery: Mapping[str, Any] | None
 
 
 _CREATE_FIELDS = {
@@ -110,7 +113,7 @@ def create(
     unknown = (
         set(options)
         - set(_CREATE_FIELDS)
-        - {"envs", "labels", "health_check_path", "network_storages", "auto_stop", "volumes"}
+        - {"envs", "labels", "health_check_path", "network_storages", "auto_stop", "volumes", "recovery"}
     )
     if unknown:
         raise TypeError(f"unknown create option(s): {', '.join(sorted(unknown))}")
@@ -134,6 +137,8 @@ def create(
         body["networkStorages"] = [dict(storage) for storage in network_storages]
     if (volumes := options.get("volumes")) is not None:
         body["volumes"] = volume_mounts(volumes)
+    if (recovery := options.get("recovery")) is not None:
+        body["recovery"] = dict(recovery)
     key = idempotency_key or f"sdk-{uuid.uuid4()}"
     return Call("POST", "/api/instances", body=body, headers={"Idempotency-Key": key}, retryable=True)
 

@@ -35,14 +35,24 @@ def _instance_id(client: Client, ref: str) -> str:
             raise exc from None
 
 
+# Events that are not (only) a change of status, by their name: what the line says of them.
+NAMED = {"instance.reclaim_notice": "reclaim notice", "instance.reclaimed": "reclaimed"}
+
+
 def line(event: Event) -> str:
-    """`2026-01-01T00:02:10Z  my-instance  health_checking -> ready  Every http port answered.`"""
+    """`2026-01-01T00:02:10Z  my-instance  health_checking -> ready  Every http port answered.` An event
+    named otherwise than its status says so (`ready  reclaim notice  [SPOT_RECLAIMED]  ...`), and one during
+    a spot recovery names its attempt and path (`recovering -> running  recovery 1 (migrate)  ...`)."""
     data = event.data
     inner = data.get("data") or {}
-    move = f"{data.get('previousStatus') or '-'} -> {data.get('status')}"
-    reason = inner.get("statusReason")
+    status, previous = data.get("status"), data.get("previousStatus")
+    move = str(status) if previous == status else f"{previous or '-'} -> {status}"
     parts = [when(data.get("timestamp")), str(data.get("name")), move]
-    if reason:
+    if (named := NAMED.get(event.type)) is not None:
+        parts.append(named)
+    if data.get("recovered"):
+        parts.append(f"recovery {data.get('attempt')} ({data.get('recoveryPath')})")
+    if reason := inner.get("statusReason"):
         parts.append(f"[{reason}]")
     if inner.get("statusMessage"):
         parts.append(str(inner["statusMessage"]))

@@ -24,12 +24,12 @@ from novita_gpu_client.cli.output import (
     answer_line,
     deliveries,
     delivery_details,
-    instance_table,
     instances_table,
     show,
     text,
     when,
 )
+from novita_gpu_client.cli.recovery import instance_detail
 from novita_gpu_client.cli.session import (
     ApiKey,
     AsJson,
@@ -55,6 +55,12 @@ class AutoStopSignal(StrEnum):
 class IdleAction(StrEnum):
     STOP = "stop"
     DELETE = "delete"
+
+
+class OnReclaim(StrEnum):
+    MIGRATE = "migrate"
+    RECREATE = "recreate"
+    STOP = "stop"
 
 
 # What `list` shows without --all or --status: terminated instances are history (`--all` shows them).
@@ -107,7 +113,7 @@ def get_instance(ref: InstanceRef, url: Url = DEFAULT_URL, api_key: ApiKey = Non
     """Show one instance, by id or name."""
     with client_for(url, api_key) as client:
         view = refs.view(client, ref)
-    show(view, as_json, instance_table)
+    show(view, as_json, instance_detail)
 
 
 @app.command("create")
@@ -177,6 +183,19 @@ def create_instance(
         list[str] | None,
         typer.Option(metavar="NAME[:/PATH]", help="A volume to mount (at /network by default; repeatable)."),
     ] = None,
+    on_reclaim: Annotated[
+        OnReclaim | None,
+        typer.Option(help="What a spot reclaim leads to (default: the server's)."),
+    ] = None,
+    max_recoveries: Annotated[
+        int | None, typer.Option(metavar="N", help="Spot recoveries allowed in a rolling 24 h.")
+    ] = None,
+    fallback_to_on_demand: Annotated[
+        bool, typer.Option("--fallback-to-on-demand", help="Recreate on-demand when spot is sold out.")
+    ] = False,
+    keep_reclaimed: Annotated[
+        bool, typer.Option("--keep-reclaimed", help="Keep a reclaimed instance (its disk) once recovered.")
+    ] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Wait until the instance is ready.")] = False,
     timeout: Annotated[float, typer.Option(metavar="SECONDS", help="With --wait: how long at most.")] = 900,
     url: Url = DEFAULT_URL,
@@ -203,12 +222,13 @@ def create_instance(
         "image_auth_id": image_auth_id,
         "network_storages": [_storage(item) for item in network_storage or []] or None,
         "volumes": [volume_mount(item) for item in volume or []] or None,
+        "recovery": _recovery_policy(on_reclaim, max_recoveries, fallback_to_on_demand, keep_reclaimed),
     }
     with client_for(url, api_key) as client:
         view = client.create(name, product, template, **options)
         if wait:
             view = _wait_showing(client, view["instanceId"], ["ready"], timeout, quiet=as_json)
-    show(view, as_json, instance_table)
+    show(view, as_json, instance_detail)
 
 
 def _wait_showing(client: Client, instance_id: str, wanted: list[str], timeout: float, *, quiet: bool) -> Json:
@@ -234,6 +254,19 @@ def _auto_stop_policy(
         "action": action.value if action else None,
     }
     return {key: value for key, value in given.items() if value is not None}
+
+
+def _recovery_policy(
+    on_reclaim: OnReclaim | None, max_recoveries: int | None, fallback: bool, keep: bool
+) -> dict[str, Any] | None:
+    """The API's `recovery` object with the flags given (a switch left off is the server's default)."""
+    given = {
+        "onReclaim": on_reclaim.value if on_reclaim else None,
+        "maxRecoveries": max_recoveries,
+        "fallbackToOnDemand": fallback or None,
+        "keepReclaimed": keep or None,
+    }
+    return {key: value for key, value in given.items() if value is not None} or None
 
 
 def _envs(values: list[str] | None) -> dict[str, str]:
@@ -334,7 +367,7 @@ def wait_instance(
     wanted = [s.strip() for s in status.split(",") if s.strip()]
     with client_for(url, api_key) as client:
         view = _wait_showing(client, refs.instance_id(client, ref), wanted, timeout, quiet=as_json)
-    show(view, as_json, instance_table)
+    show(view, as_json, instance_detail)
 
 
 @app.command("touch")

@@ -6,7 +6,7 @@ import json
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -259,7 +259,8 @@ def instances_table(items: Sequence[Json], wide: bool = False) -> Layout | str:
     return table
 
 
-def instance_table(view: Json) -> Layout:
+def instance_table(view: Json, more: Mapping[str, Any] | None = None) -> Layout:
+    """An instance's fields, one a line; `more` after its auto-stop (cli/recovery.py: its spot recovery)."""
     table = Layout(Col("FIELD"), Col("VALUE", wrap=True))
     auto_stop = view.get("autoStop") or {}
     idle = auto_stop.get("idleMinutes")
@@ -274,6 +275,7 @@ def instance_table(view: Json) -> Layout:
         "price": price(view.get("pricePerHour")) + "/h",
         "template": view.get("templateId"),
         "auto-stop": "never" if not idle else f"after {idle} idle min, at {when(auto_stop.get('stopsAt'))}",
+        **(more or {}),
         "created": when(view.get("createdAt")),
         "ready": when(view.get("readyAt")),
     }
