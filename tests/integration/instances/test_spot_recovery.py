@@ -312,3 +312,18 @@ async def test_a_replacement_novita_refuses_ends_recovery_failed_on_the_reclaime
     assert sent[-1] == "instance.failed"
     metrics = (await harness.http.get("/api/metrics")).json()["spot"]
     assert metrics["recoveries"] == {"recreate:failed": 1}
+
+
+async def test_a_migrate_done_between_two_looks_still_shows_starting(harness: Harness) -> None:
+    ready = await ready_spot(harness)
+    reclaim(harness, ready["novitaInstanceId"])
+
+    async def migrating() -> bool:
+        [truth] = [i for i in harness.upstream_instances() if i["id"] == ready["novitaInstanceId"]]
+        return bool(truth["status"] == "migrating")
+
+    await harness.run_until(migrating, max_seconds=120)
+    harness.clock.advance(300)  # the next look finds it running already
+    await harness.until_status(ready["instanceId"], "ready")
+    steps = [e["to"] for e in await harness.events(ready["instanceId"])]
+    assert steps[steps.index("recovering") :][-5:] == ["recovering", "starting", "running", "health_checking", "ready"]

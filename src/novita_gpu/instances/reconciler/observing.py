@@ -250,7 +250,7 @@ class Observing:
             r.upstream_status = upstream.status
             r.connection_details = details
             r.health_check = None
-            if r.status == Status.CREATING:
+            if r.status in (Status.CREATING, Status.RECOVERING):
                 # Novita booted it between two looks: still show the documented step, for webhook receivers.
                 await self.writes.change(session, r, Status.STARTING, message="Novita reports the instance booting.")
             if r.status != Status.RUNNING:
