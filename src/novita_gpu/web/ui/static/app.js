@@ -7,14 +7,14 @@
 const KEY_STORAGE = 'novita-gpu.api-key';
 const PRODUCT_STORAGE = 'novita-gpu.product';  // the GPU last picked (not secret: localStorage)
 const LIVE = new Set(['starting', 'running', 'health_checking', 'ready']);
-const CAN_STOP = new Set(['creating', 'starting', 'running', 'health_checking', 'ready', 'failed']);
+const CAN_STOP = new Set(['creating', 'recovering', 'starting', 'running', 'health_checking', 'ready', 'failed']);
 const CAN_START = new Set(['stopped', 'failed']);
 const GONE = new Set(['terminating', 'terminated']);
 const VOLUME_PENDING = new Set(['creating', 'deleting']);  // the volume worker finishes these in seconds
 const REASONS = {
   USER: 'by request', AUTO_STOP: 'stopped when idle', NO_CAPACITY: 'no capacity in any region',
   STARTUP_TIMEOUT: 'did not start in time', HEALTH_CHECK_TIMEOUT: 'ports never answered',
-  SPOT_RECLAIMED: 'spot instance reclaimed', UPSTREAM_ERROR: 'Novita error',
+  SPOT_RECLAIMED: 'spot instance reclaimed', RECOVERY_FAILED: 'spot recovery failed', UPSTREAM_ERROR: 'Novita error',
 };
 
 const state = {
@@ -89,6 +89,7 @@ function duration(seconds) {
 
 const money = (value, digits = 2) => (value === null || value === undefined ? '—' : `$${Number(value).toFixed(digits)}`);
 const secondsSince = (iso) => (Date.now() - Date.parse(iso)) / 1000;
+const stamp = (iso) => (iso || '').replace('T', ' ').replace(/\.\d+Z$|Z$/, '');  // an ISO time, to the second
 
 function uptime(view) {
   if (!LIVE.has(view.status)) return '—';
@@ -194,7 +195,8 @@ function row(view) {
   }
   const status = el('td', {},
     el('span', { className: `badge st-${view.status}`, text: view.status.replace('_', ' '), data: { status: view.status } }),
-    el('div', { className: 'muted small message', text: [view.statusMessage, REASONS[view.statusReason] || view.statusReason].filter(Boolean).join(' · ') }));
+    el('div', { className: 'muted small message', text: [view.statusMessage, REASONS[view.statusReason] || view.statusReason].filter(Boolean).join(' · ') }),
+    recoveryLine(view));
   const actions = el('td', { className: 'actions' });
   if (CAN_START.has(view.status)) actions.append(actionButton('Start', 'small', () => act(view, 'start')));
   if (CAN_STOP.has(view.status)) actions.append(actionButton('Stop', 'small', () => act(view, 'stop')));
@@ -214,6 +216,55 @@ function row(view) {
     actions);
   if (GONE.has(view.status)) tr.classList.add('gone');
   return tr;
+}
+
+// -- spot recovery (the view's `recovery`) ----------------------------------------------------------
+
+function recoveryPolicy(recovery) {
+  if (recovery.onReclaim === 'stop') return 'On reclaim: stays stopped';
+  const parts = [
+    `On reclaim: ${recovery.onReclaim === 'migrate' ? 'migrate (else recreate)' : recovery.onReclaim}`,
+    `at most ${recovery.maxRecoveries} per 24 h`,
+  ];
+  if (recovery.fallbackToOnDemand) parts.push('on-demand when spot is sold out');
+  if (recovery.keepReclaimed) parts.push('reclaimed instances kept');
+  return parts.join(' · ');
+}
+
+function recoveryLine(view) {
+  // Under the status of an instance that is or was recovered: the attempt under way, or the last one.
+  const recovery = view.recovery;
+  const steps = (recovery && recovery.history) || [];
+  if (!recovery || (!recovery.inProgress && !steps.length)) return null;
+  const last = steps[steps.length - 1] || {};
+  const text = recovery.inProgress
+    ? `recovery ${recovery.attempt}/${recovery.maxRecoveries} · ${recovery.path}${recovery.onDemand ? ' · on-demand' : ''} · in progress`
+    : `recovery ${last.attempt} · ${last.path} · ${last.outcome.replace('_', ' ')}`;
+  const title = [recoveryPolicy(recovery), ...steps.map((s) => `#${s.attempt} ${stamp(s.at)} ${s.path}: ${s.outcome}${s.message ? ` (${s.message})` : ''}`)];
+  return el('div', {
+    className: `recovery small ${recovery.inProgress ? 'in_progress' : last.outcome}`, text, title: title.join('\n'),
+  });
+}
+
+function showRecovery(view) {
+  // The history panel's recovery block: shown for spot instances, and for any that was ever recovered.
+  const recovery = view && view.recovery;
+  const steps = (recovery && recovery.history) || [];
+  $('history-recovery').hidden = !recovery || (view.billingMode !== 'spot' && !steps.length && !recovery.inProgress);
+  if ($('history-recovery').hidden) return;
+  const now = recovery.inProgress
+    ? ` · recovering now: attempt ${recovery.attempt} (${recovery.path}) since ${stamp(recovery.startedAt)}${recovery.onDemand ? ', on-demand' : ''}`
+    : '';
+  $('recovery-policy').textContent = recoveryPolicy(recovery) + now;
+  $('recovery-kept').textContent = (recovery.keptInstanceIds || []).length ? `Reclaimed instances kept: ${recovery.keptInstanceIds.join(', ')}` : '';
+  $('recovery-steps').hidden = !steps.length;
+  $('recovery-rows').replaceChildren(...steps.slice().reverse().map((s) => el('tr', {},
+    el('td', { className: 'num', text: s.attempt }),
+    el('td', { className: 'mono small at', text: stamp(s.at) }),
+    el('td', { text: s.path }),
+    el('td', { className: 'mono small', text: s.upstreamId || '—' }),
+    el('td', {}, el('span', { className: `chip outcome-${s.outcome}`, text: s.outcome.replace('_', ' ') })),
+    el('td', { className: 'small', text: s.message || '' }))));
 }
 
 function mounts(view) {
@@ -308,8 +359,10 @@ function refresh(instanceId) {
     try {
       do {
         refreshing.set(instanceId, false);
-        state.instances.set(instanceId, await api('GET', `/api/instances/${encodeURIComponent(instanceId)}`));
+        const view = await api('GET', `/api/instances/${encodeURIComponent(instanceId)}`);
+        state.instances.set(instanceId, view);
         render();
+        if (state.historyOf === instanceId) showRecovery(view);
       } while (refreshing.get(instanceId));
     } catch (error) {
       if (!(error instanceof ApiError && error.status === 404)) toast(errorText(error));
@@ -557,6 +610,7 @@ async function showHistory(instanceId) {
   state.historyOf = instanceId;
   const view = state.instances.get(instanceId);
   $('history-name').textContent = view ? view.name : instanceId;
+  showRecovery(view);
   const answer = await api('GET', `/api/instances/${encodeURIComponent(instanceId)}/events`);
   if (state.historyOf !== instanceId) return;
   $('history-rows').replaceChildren(...answer.events.slice().reverse().map((e) => {
@@ -567,8 +621,8 @@ async function showHistory(instanceId) {
     }
     if (!e.webhooks.length) hooks.textContent = '—';
     return el('tr', {},
-      el('td', { className: 'mono small at', text: (e.at || '').replace('T', ' ').replace(/\.\d+Z$|Z$/, '') }),
-      el('td', { text: `${e.from || '—'} → ${e.to}` }),
+      el('td', { className: 'mono small at', text: stamp(e.at) }),
+      el('td', { text: e.from === e.to ? e.to : `${e.from || '—'} → ${e.to}` }),  // same: a notice, not a change
       el('td', { text: e.reason || '—' }),
       el('td', { className: 'small', text: e.message || '' }),
       hooks);
