@@ -98,7 +98,7 @@ def _group_key(stretch: Stretch, group_by: str) -> str | None:
     return stretch.labels.get(group_by.removeprefix("label:"))
 
 
-def _row(row_id: str, line: _Line, group_by: str, recoveries: int) -> dict[str, Any]:
+def _row(row_id: str, line: _Line, group_by: str, recoveries: int = 0) -> dict[str, Any]:
     stretch = line.stretch
     row: dict[str, Any] = {
         "kind": stretch.kind,

@@ -175,12 +175,21 @@ def begin(row: Instance, now: datetime, chosen: Path, *, reclaimed_at: datetime)
         "reclaimedAt": iso(reclaimed_at),
         "reclaimedId": reclaimed,
         "cluster": row.cluster_id,
+        # Where the instance kept runs, to show again should the record go back to it (`finish`).
+        "placement": current.get("placement") if current.get("active") else _placement(row),
         "onDemand": False,
         "migrateSentAt": None,
         "jobId": None,
         "history": history[-_HISTORY_KEPT:],
     }
     return attempt
+
+
+_PLACEMENT = ("cluster_id", "region", "product_id", "price_per_hour", "billing_mode")
+
+
+def _placement(row: Instance) -> dict[str, Any]:
+    return {column: getattr(row, column) for column in _PLACEMENT}
 
 
 def _entry(attempt: int, at: datetime, chosen: str, upstream_id: str | None) -> dict[str, Any]:
@@ -249,6 +258,8 @@ def finish(row: Instance, now: datetime, outcome: Outcome, message: str | None, 
         row.novita_instance_id = reclaimed
         row.upstream_status = "exited"
         row.create_attempted_at = None
+        for column, value in (current.get("placement") or {}).items():
+            setattr(row, column, value)  # where the reclaimed instance is, not where a replacement was tried
     elif reclaimed and reclaimed != row.novita_instance_id and keep_reclaimed and reclaimed not in kept:
         kept.append(reclaimed)
     _update(

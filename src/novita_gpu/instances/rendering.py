@@ -255,6 +255,7 @@ def history_view(
         "events": [
             {
                 "id": e.id,
+                "event": (e.payload or {}).get("event") or f"instance.{e.to_status}",
                 "at": iso(e.created_at),
                 "from": e.from_status,
                 "to": e.to_status,

@@ -448,6 +448,10 @@ class EventAnswer(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
     id: int
+    event: str = Field(
+        description="Its webhook and stream name: instance.<to>, or instance.reclaim_notice, "
+        "instance.reclaimed (a change that says more, or none)."
+    )
     at: datetime
     from_: StatusName | None = Field(alias="from")
     to: StatusName

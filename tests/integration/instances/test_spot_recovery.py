@@ -124,7 +124,9 @@ async def test_a_reclaimed_instance_is_migrated_under_its_id_and_every_step_is_t
     ], names
     notice = sent[names.index("instance.reclaim_notice")]
     assert "checkpoint" in notice["data"]["statusMessage"] and "UTC" in notice["data"]["statusMessage"]
-    assert notice["status"] == "ready"
+    assert notice["status"] == "ready" and notice["data"]["statusReason"] is None  # nothing reclaimed yet
+    history = await harness.events(ready["instanceId"])
+    assert [e["event"] for e in history[-7:]] == after_ready  # the history names them as webhooks do
     reclaimed = sent[names.index("instance.reclaimed")]
     assert "reclaimed this spot instance" in reclaimed["data"]["statusMessage"]
     assert "attempt 1 of 3" in reclaimed["data"]["statusMessage"]
@@ -327,3 +329,26 @@ async def test_a_migrate_done_between_two_looks_still_shows_starting(harness: Ha
     await harness.until_status(ready["instanceId"], "ready")
     steps = [e["to"] for e in await harness.events(ready["instanceId"])]
     assert steps[steps.index("recovering") :][-5:] == ["recovering", "starting", "running", "health_checking", "ready"]
+
+
+async def test_a_stop_while_the_replacement_waits_for_capacity_goes_back_to_the_reclaimed_instance(
+    harness: Harness,
+) -> None:
+    ready = await ready_spot(harness, recovery={"onReclaim": "recreate"})
+    spot_settings(harness, capacity=dict.fromkeys(SPOT_CLUSTERS, 0))
+    reclaim(harness, ready["novitaInstanceId"])
+
+    async def waiting() -> bool:
+        view = await harness.instance(ready["instanceId"])
+        return view["status"] == "recovering" and "waiting" in (view["statusMessage"] or "")
+
+    await harness.run_until(waiting, max_seconds=120)
+    assert (await harness.http.post(f"/api/instances/{ready['instanceId']}/stop")).status_code == 202
+    view = await harness.until_status(ready["instanceId"], "stopped")
+    assert view["novitaInstanceId"] == ready["novitaInstanceId"]  # shown where it is, not where a create was tried
+    assert (view["clusterId"], view["region"], view["pricePerHour"], view["billingMode"]) == (
+        ready["clusterId"],
+        ready["region"],
+        ready["pricePerHour"],
+        "spot",
+    )

@@ -121,13 +121,8 @@ class Recovering:
 
         async def mutate(session: AsyncSession, r: Instance) -> None:
             recovery.note_notice(r, key)
-            await self.writes.change(
-                session,
-                r,
-                Status(r.status),
-                reason=Reason.SPOT_RECLAIMED,
-                message=message,
-                event="instance.reclaim_notice",
+            await self.writes.change(  # a notice changes neither the status nor why it is so
+                session, r, Status(r.status), reason=r.status_reason, message=message, event="instance.reclaim_notice"
             )
 
         return await self.writes.apply(row, mutate) is not None
@@ -264,7 +259,7 @@ class Recovering:
                 r,
                 Status.RECOVERING,
                 reason=Reason.SPOT_RECLAIMED,
-                message=f"{why} Creating a replacement instead ({self._where(r)}).",
+                message=f"{why.rstrip('.')}. Creating a replacement instead ({self._where(r)}).",
             )
 
         log.warning("reconcile_migrate_failed_recreating", instance_id=row.id, why=why)
