@@ -318,7 +318,11 @@ def test_migrations_jobs_and_settings_survive_a_restart(tmp_path: Path) -> None:
     # no close(): as after kill -9
 
     second = World(EmulatorConfig(), clock, StateFile(path))
-    assert second.spot_settings().model_dump(by_alias=True) == {"noticeSeconds": 5.0, "migrateNewId": True}
+    assert second.spot_settings().model_dump(by_alias=True) == {
+        "noticeSeconds": 5.0,
+        "migrateNewId": True,
+        "capacity": {},
+    }
     assert second.get(moved.id).status_at(second.now()) == "migrating"
     assert second.get(instance.id).status_at(second.now()) == "removed"
     assert second.running_jobs(moved.id) == [{"id": job.id, "type": "instanceMigrate"}]
@@ -335,4 +339,8 @@ def test_migrations_jobs_and_settings_survive_a_restart(tmp_path: Path) -> None:
     second.reset()
     third = World(EmulatorConfig(), clock, StateFile(path))
     assert third.jobs(v.job_query({})) == ([], 0)
-    assert third.spot_settings().model_dump(by_alias=True) == {"noticeSeconds": 30.0, "migrateNewId": False}
+    assert third.spot_settings().model_dump(by_alias=True) == {
+        "noticeSeconds": 30.0,
+        "migrateNewId": False,
+        "capacity": {},
+    }

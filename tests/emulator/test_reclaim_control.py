@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.emulator.conftest import Emulator, ok_json
+from tests.emulator.conftest import Emulator, create_body, ok_json
 
 NOTICE = 30.0  # the default notice, emulated seconds
 RECLAIMING = 2.0
@@ -130,16 +130,33 @@ def test_random_reclaims_go_through_the_notice_too(make_emulator: Callable[..., 
 
 
 def test_spot_settings_are_read_changed_validated_and_reset(emu: Emulator) -> None:
-    assert ok_json(emu.http.get("/_emulator/spot")) == {"noticeSeconds": 30.0, "migrateNewId": False}
+    assert ok_json(emu.http.get("/_emulator/spot")) == {"noticeSeconds": 30.0, "migrateNewId": False, "capacity": {}}
     changed = ok_json(emu.http.put("/_emulator/spot", json={"migrateNewId": True}))
-    assert changed == {"noticeSeconds": 30.0, "migrateNewId": True}
-    for bad in ({"noticeSeconds": -1}, {"unknown": 1}, {"migrateNewId": "perhaps"}):
+    assert changed == {"noticeSeconds": 30.0, "migrateNewId": True, "capacity": {}}
+    sold_out = ok_json(emu.http.put("/_emulator/spot", json={"capacity": {"5": 0}}))
+    assert sold_out["capacity"] == {"5": 0}
+    for bad in ({"noticeSeconds": -1}, {"unknown": 1}, {"migrateNewId": "perhaps"}, {"capacity": {"5": -1}}):
         response = emu.http.put("/_emulator/spot", json=bad)
         assert response.status_code == 400 and response.json()["reason"] == "VALIDATOR_PARAM", bad
     assert emu.http.post("/_emulator/reset").status_code == 200
-    assert ok_json(emu.http.get("/_emulator/spot")) == {"noticeSeconds": 30.0, "migrateNewId": False}
+    assert ok_json(emu.http.get("/_emulator/spot")) == {"noticeSeconds": 30.0, "migrateNewId": False, "capacity": {}}
 
 
 def test_configured_spot_settings_are_the_defaults(make_emulator: Callable[..., Emulator]) -> None:
     emu = make_emulator(migrate_new_id=True, timings={"spot_notice": 5})
-    assert ok_json(emu.http.get("/_emulator/spot")) == {"noticeSeconds": 5.0, "migrateNewId": True}
+    assert ok_json(emu.http.get("/_emulator/spot")) == {"noticeSeconds": 5.0, "migrateNewId": True, "capacity": {}}
+
+
+def test_a_cluster_sold_out_of_spot_still_sells_on_demand(emu: Emulator) -> None:
+    """`PUT /_emulator/spot {"capacity": {cluster: gpus}}` caps spot alone (4090.16c62g is in cluster 1)."""
+    ok_json(emu.http.put("/_emulator/spot", json={"capacity": {"1": 1}}))
+    first = emu.create(name="spot-1", billingMode="spot")
+    refused = emu.api.post("/gpu/instance/create", json=create_body(name="spot-2", billingMode="spot"))
+    assert refused.status_code == 400 and refused.json()["reason"] == "INSUFFICIENT_RESOURCE", refused.text
+    assert emu.create(name="on-demand")  # the cluster's GPUs are still there for on-demand
+    emu.advance(20)
+    [reclaimed] = reclaim(emu, ids=[first])
+    emu.advance(40)  # exited: its spot GPU is free again, and a migrate may take it
+    assert emu.api.post("/gpu/instance/migrate", json={"instanceId": reclaimed}).status_code == 200
+    ok_json(emu.http.put("/_emulator/spot", json={"capacity": {}}))
+    assert emu.create(name="spot-3", billingMode="spot")
