@@ -4,14 +4,23 @@ Issue 17's "done when": one service process on a SQLite store, driven by a few c
 with an Idempotency-Key, stops and deletes by id of what they created) for about a minute, while the
 emulator's faults change in phases (slow creates that outlast the service's upstream timeout, storms of
 5xx, 429, dropped connections and latency, failed and ambiguous creates, calm) and the service is killed
-with SIGKILL every 5-15 s and restarted at once on the same store. Then faults off; once every record is
-final and the webhook backlog is empty (bounded wait), it counts:
+with SIGKILL every 5-15 s and restarted at once on the same store. Issue 25 adds spot recovery: half the
+creates are spot instances (onReclaim migrate, recreate, or now and then stop), and the faults add reclaim
+storms of running spot instances (`POST /_emulator/reclaim`), migrates whose job fails
+(`migrate_job_fails`) and migrates refused or left unanswered (scripted `failures` on
+`/gpu/instance/migrate`, 400 or 5xx, before or after Novita acts); some other phases reclaim a few
+instances too, and each reclaim phase picks whether a migrated instance keeps its id. Then faults off;
+once every record is final and the webhook backlog is empty (bounded wait), it counts:
 
 - lost: a create answered 201 whose record is missing, or a record that does not end where the last
   action accepted for it leads (create: ready; stop: stopped or terminated; delete: terminated). A
-  `failed` record with a reason has ended (it is counted by reason, not as lost);
-- duplicated: upstream instances beyond one under a record's unique upstream name, alive at the end (must
-  be 0) or created and removed since;
+  `failed` record with a reason has ended (it is counted by reason, not as lost), and so has a spot record
+  left `stopped` / `SPOT_RECLAIMED` by its policy (onReclaim stop, or maxRecoveries reached: reported);
+- duplicated: Novita instances of a record (its upstream name and the `-r<n>` names of its recreates)
+  alive beyond one at the end (must be 0); and, reported, instances beyond one under one name that were
+  created and removed since (a migrated instance under a new id is not one);
+- recovered too often: a record with more recovery attempts than reclaims of its instances (kill -9 at any
+  step of a recovery must resume it once, not start another);
 - orphaned: live upstream instances no record wants (no record of that name, a terminated record, a record
   without an instance or holding another one), and records whose instance is not in the state they show
   (stopped: `exited`, ready: `running`);
@@ -43,15 +52,22 @@ from typing import Any
 import httpx
 
 from bench.common import Delivery, emulator, make_room, serve_command, show, spawn, wait_http, webhook_receiver
+from novita_gpu.instances.recovery import name_parts
 from novita_gpu.kit.serving import free_port
 
 CLIENTS = 4
 DRIVE_SECONDS = 75.0
-SETTLE_SECONDS = 90.0  # every path ends within the service's deadlines (45 s) plus a full reconcile pass
+# Every path ends within the service's deadlines (45 s) plus a full reconcile pass; a recovery may take two
+# (a migrate not running by its deadline, then a recreate) after its reclaim is seen.
+SETTLE_SECONDS = 120.0
 DEADLINE_SECONDS = 45  # STARTUP/ACTION/HEALTH_CHECK_TIMEOUT_SECONDS of the service under test
 KILL_EVERY = (5.0, 15.0)
 PHASE_SECONDS = (6.0, 9.0)
 PAUSE = (0.2, 1.0)  # a client's pause between two actions
+SPOT_SHARE = 0.5  # of the creates, spot instances
+POLICIES = ("migrate", "migrate", "recreate", "recreate", "stop")  # their onReclaim, drawn at random
+RECLAIM_ALSO = 0.6  # a phase of another kind reclaims a few spot instances too, this often
+NO_RECLAIMS_BEFORE_END = 10.0  # seconds: the last reclaims leave room for their recoveries before the end
 FINAL = {"ready", "stopped", "terminated", "failed"}
 LEAVING = {"toRemove", "removing", "removed"}
 EXPECTED = {"create": {"ready"}, "stop": {"stopped", "terminated"}, "delete": {"terminated"}}
@@ -66,6 +82,8 @@ FAULTS_OFF: dict[str, Any] = {
     "create_failures": 0,
     "create_failure_mode": "before",
     "create_delay_seconds": 0.0,
+    "migrate_job_fails": 0,
+    "failures": [],
 }
 PHASES = [
     "slow_creates",
@@ -76,8 +94,12 @@ PHASES = [
     "create_failures_after",
     "create_failures_before",
     "slow_creates_and_storm",
+    "reclaims",
+    "migrate_job_fails",
+    "migrate_refused",
     "calm",
 ]
+RECLAIMING = {"reclaims": (4, 10), "migrate_job_fails": (3, 6), "migrate_refused": (3, 6)}  # spot instances reclaimed
 
 
 def phase_faults(kind: str, rng: random.Random) -> dict[str, Any]:
@@ -98,12 +120,40 @@ def phase_faults(kind: str, rng: random.Random) -> dict[str, Any]:
     if kind.startswith("create_failures"):
         faults["create_failures"] = rng.randint(2, 6)
         faults["create_failure_mode"] = kind.rsplit("_", 1)[1]
+    if kind == "migrate_job_fails":
+        faults["migrate_job_fails"] = rng.randint(1, 4)
+    if kind == "migrate_refused":
+        # 400: Novita refuses (the service recreates); 5xx before: not made, after: made but answered 5xx
+        # (the service looks at what Novita did before sending it again).
+        status = rng.choice([400, 400, 500, 503])
+        reason = "MIGRATE_INSUFFICIENT_RESOURCE" if status == 400 else ""
+        mode = "before" if status == 400 else rng.choice(["before", "after"])
+        faults["failures"] = [
+            {
+                "path": "/gpu/instance/migrate",
+                "status": status,
+                "reason": reason,
+                "count": rng.randint(1, 4),
+                "mode": mode,
+            }
+        ]
     return {**FAULTS_OFF, **faults}
 
 
 def upstream_name(name: str, instance_id: str) -> str:
-    """A record's unique name at Novita (src/novita_gpu/instances/service.py)."""
+    """A record's unique name at Novita (src/novita_gpu/instances/service.py); its recreates after spot
+    reclaims go out under this name with `-r<n>` (instances/recovery.py)."""
     return f"{name.replace('_', '-')}-{instance_id[5:13]}"
+
+
+def root_of(instance: dict[str, Any]) -> str:
+    """The upstream name of the record a Novita instance belongs to (its name without `-r<n>`)."""
+    return name_parts(instance["name"])[0]
+
+
+def migration_target(instance: dict[str, Any]) -> bool:
+    """An instance a migrate made under a new id (its timeline begins `migrating`): not a duplicate."""
+    return bool(instance["history"]) and instance["history"][0]["status"] == "migrating"
 
 
 @dataclass
@@ -138,6 +188,7 @@ class Drive:
     in_flight: Counter[str] = field(default_factory=Counter)
     kills: list[dict[str, Any]] = field(default_factory=list)
     exits: list[dict[str, Any]] = field(default_factory=list)  # the service ended by itself (it must not)
+    reclaims: list[dict[str, Any]] = field(default_factory=list)  # {at, phase, ids}: spot reclaims sent
     phases: list[dict[str, Any]] = field(default_factory=list)
 
     def now(self) -> float:
@@ -225,7 +276,10 @@ async def client(n: int, http: httpx.AsyncClient, drive: Drive, rng: random.Rand
         if not mine or roll < 0.45:
             created += 1
             name = f"chaos_{n}_{created}"
-            body = {"name": name, "productName": "RTX 4090 24GB", "templateId": "pytorch-jupyter"}
+            body: dict[str, Any] = {"name": name, "productName": "RTX 4090 24GB", "templateId": "pytorch-jupyter"}
+            if rng.random() < SPOT_SHARE:
+                body["billingMode"] = "spot"
+                body["recovery"] = {"onReclaim": rng.choice(POLICIES)}
             key = str(uuid.uuid4())
             sent = drive.now()
             response, attempts = await send(
@@ -266,7 +320,12 @@ async def client(n: int, http: httpx.AsyncClient, drive: Drive, rng: random.Rand
         await asyncio.sleep(rng.uniform(*PAUSE))
 
 
-MOVING = {"creating": "creating,starting", "stopping": "stopping", "terminating": "terminating"}
+MOVING = {
+    "creating": "creating,starting",
+    "recovering": "recovering",
+    "stopping": "stopping",
+    "terminating": "terminating",
+}
 
 
 async def in_motion(http: httpx.AsyncClient) -> dict[str, int]:
@@ -302,6 +361,33 @@ async def killer(
         drive.kills.append({"at": drive.now(), "pid": pid, "phase": phase, "moving": moving, "requests": requests})
 
 
+async def reclaim_some(http: httpx.AsyncClient, drive: Drive, rng: random.Random, count: int, phase: str) -> None:
+    """Reclaim `count` running spot instances chosen at random (Novita's notice, then the stop)."""
+    listing = await http.get("/_emulator/instances")
+    running = [
+        i["id"]
+        for i in listing.json()["instances"]
+        if i["billingMode"] == "spot"
+        and i["visible"]
+        and i["status"] == "running"
+        and i["history"]
+        and i["history"][-1]["spotStatus"] == "running"
+    ]
+    chosen = rng.sample(running, min(count, len(running)))
+    if not chosen:
+        return
+    answer = await http.post("/_emulator/reclaim", json={"ids": chosen})
+    if answer.status_code != 200:  # one of them changed meanwhile (the lot is refused): one by one
+        reclaimed = []
+        for one in chosen:
+            if (await http.post("/_emulator/reclaim", json={"ids": [one]})).status_code == 200:
+                reclaimed.append(one)
+    else:
+        reclaimed = answer.json()["reclaimed"]
+    if reclaimed:
+        drive.reclaims.append({"at": drive.now(), "phase": phase, "ids": reclaimed})
+
+
 async def phaser(emu: str, drive: Drive, rng: random.Random, drive_until: float) -> None:
     async with httpx.AsyncClient(base_url=emu, timeout=10) as http:
         order = ["calm"]  # a calm start, then every kind of phase once in a random order, and again
@@ -313,7 +399,21 @@ async def phaser(emu: str, drive: Drive, rng: random.Random, drive_until: float)
             (await http.put("/_emulator/faults", json=faults)).raise_for_status()
             changed = {k: v for k, v in faults.items() if v != FAULTS_OFF[k]}
             drive.phases.append({"at": drive.now(), "phase": kind, "faults": changed})
-            await asyncio.sleep(max(0.0, min(rng.uniform(*PHASE_SECONDS), drive_until - time.monotonic())))
+            length = max(0.0, min(rng.uniform(*PHASE_SECONDS), drive_until - time.monotonic()))
+            reclaims = RECLAIMING.get(kind) or ((1, 4) if rng.random() < RECLAIM_ALSO else None)
+            if reclaims is not None and time.monotonic() + NO_RECLAIMS_BEFORE_END < drive_until:
+                if kind in RECLAIMING:
+                    spot = {"migrateNewId": rng.random() < 0.5}
+                    (await http.put("/_emulator/spot", json=spot)).raise_for_status()
+                    drive.phases[-1]["faults"] = {**drive.phases[-1]["faults"], **spot}
+                # In two waves: at once, and halfway through the phase.
+                first = rng.randint(*reclaims)
+                await reclaim_some(http, drive, rng, (first + 1) // 2, kind)
+                await asyncio.sleep(length / 2)
+                await reclaim_some(http, drive, rng, first // 2, kind)
+                await asyncio.sleep(length / 2)
+            else:
+                await asyncio.sleep(length)
         (await http.put("/_emulator/faults", json=FAULTS_OFF)).raise_for_status()
 
 
@@ -362,10 +462,12 @@ def end_state(http: httpx.Client, emu: str) -> EndState:
 
 
 def upstream_findings(state: EndState) -> dict[str, list[dict[str, Any]]]:
-    """Duplicates (alive, removed), orphans and state mismatches from the emulator's truth."""
-    by_name: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    """Duplicates (alive, removed), orphans and state mismatches from the emulator's truth. A record's instances
+    are those under its upstream name and its recreates' `-r<n>` names; those it keeps (keepReclaimed) are its
+    own too."""
+    by_root: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for inst in state.upstream:
-        by_name[inst["name"]].append(inst)
+        by_root[root_of(inst)].append(inst)
     owners = {upstream_name(r["name"], r["instanceId"]): r for r in state.records}
     found: dict[str, list[dict[str, Any]]] = {
         "duplicated_alive": [],
@@ -377,13 +479,18 @@ def upstream_findings(state: EndState) -> dict[str, list[dict[str, Any]]]:
     def live(inst: dict[str, Any]) -> bool:
         return bool(inst["visible"]) and inst["status"] not in LEAVING
 
-    for name, record in owners.items():
-        instances = by_name.get(name, [])
-        alive = [i for i in instances if live(i)]
+    def kept(record: dict[str, Any]) -> set[str]:
+        return set(record.get("recovery", {}).get("keptInstanceIds", ()))
+
+    for root, record in owners.items():
+        instances = by_root.get(root, [])
+        alive = [i for i in instances if live(i) and i["id"] not in kept(record)]
         extra_alive = max(0, len(alive) - 1)
         for _ in range(extra_alive):
             found["duplicated_alive"].append({"record": record["instanceId"], "upstream": instances})
-        for _ in range(max(0, len(instances) - 1) - extra_alive):
+        by_name = Counter(i["name"] for i in instances if not migration_target(i))
+        extra_made = sum(max(0, n - 1) for n in by_name.values())
+        for _ in range(max(0, extra_made - extra_alive)):
             found["duplicated_removed"].append({"record": record["instanceId"], "upstream": instances})
         wanted = next((i for i in instances if i["id"] == record["novitaInstanceId"]), None)
         status = record["status"]
@@ -398,12 +505,14 @@ def upstream_findings(state: EndState) -> dict[str, list[dict[str, Any]]]:
     for inst in state.upstream:
         if not live(inst):
             continue
-        owner = owners.get(inst["name"])
+        owner = owners.get(root_of(inst))
         why = None
         if owner is None:
             why = "no record has this name"
         elif owner["status"] == "terminated":
             why = "its record is terminated"
+        elif inst["id"] in kept(owner):
+            why = None
         elif owner["novitaInstanceId"] is None:
             why = f"its {owner['status']} record holds no instance"
         elif owner["novitaInstanceId"] != inst["id"]:
@@ -413,6 +522,35 @@ def upstream_findings(state: EndState) -> dict[str, list[dict[str, Any]]]:
                 {"upstream": inst, "why": why, "record": owner["instanceId"] if owner is not None else None}
             )
     return found
+
+
+def recovery_findings(state: EndState, drive: Drive) -> dict[str, Any]:
+    """What the spot recoveries did, and records recovered more often than their instances were reclaimed (a
+    kill -9 during a recovery must resume it, not begin another)."""
+    root_of_id = {i["id"]: root_of(i) for i in state.upstream}
+    reclaims_of: Counter[str] = Counter(root_of_id.get(i, "") for r in drive.reclaims for i in r["ids"])
+    too_often: list[dict[str, Any]] = []
+    outcomes: Counter[str] = Counter()
+    attempts: Counter[str] = Counter()
+    for record in state.records:
+        recovery = record.get("recovery") or {}
+        history = recovery.get("history", ())
+        for step in history:
+            outcomes[f"{step['path']} {step['outcome']}"] += 1
+        if recovery.get("attempt"):
+            attempts[recovery["onReclaim"]] += 1
+        reclaimed = reclaims_of[upstream_name(record["name"], record["instanceId"])]
+        if int(recovery.get("attempt", 0)) > reclaimed:
+            too_often.append(
+                {"record": record["instanceId"], "reclaims": reclaimed, "attempts": recovery.get("attempt")}
+            )
+    return {
+        "too_often": too_often,
+        "reclaims_sent": sum(len(r["ids"]) for r in drive.reclaims),
+        "records_reclaimed": sum(1 for n in reclaims_of.values() if n),
+        "records_recovering_at_least_once": dict(attempts),
+        "steps": dict(sorted(outcomes.items())),
+    }
 
 
 def settled(state: EndState) -> bool:
@@ -527,6 +665,9 @@ def lost_and_failed(
         if status == "failed" and record["statusReason"]:
             failed[record["statusReason"]].append(tracked.instance_id)
             continue
+        if status == "stopped" and record["statusReason"] == "SPOT_RECLAIMED" and by_policy(record):
+            failed["SPOT_RECLAIMED (stopped by its recovery policy)"].append(tracked.instance_id)
+            continue
         lost.append(
             {
                 "record": tracked.instance_id,
@@ -535,6 +676,14 @@ def lost_and_failed(
             }
         )
     return lost, dict(failed), stuck
+
+
+def by_policy(record: dict[str, Any]) -> bool:
+    """A reclaimed spot record its policy leaves stopped: onReclaim stop, or its recoveries used up."""
+    recovery = record.get("recovery") or {}
+    return recovery.get("onReclaim") == "stop" or int(recovery.get("attempt", 0)) >= int(
+        recovery.get("maxRecoveries", 0)
+    )
 
 
 def failed_findings(state: EndState, failed: dict[str, list[str]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -546,7 +695,7 @@ def failed_findings(state: EndState, failed: dict[str, list[str]]) -> tuple[list
         for record_id in ids:
             record = next(r for r in state.records if r["instanceId"] == record_id)
             name = upstream_name(record["name"], record_id)
-            mine = [i for i in state.upstream if i["name"] == name]
+            mine = [i for i in state.upstream if root_of(i) == name]
             own = next((i for i in mine if i["id"] == record["novitaInstanceId"]), None)
             brief = {
                 "record": record_id,
@@ -580,12 +729,15 @@ def evidence(
     if record is None:
         return {"record": record_id, "view": None}
     name = upstream_name(record["name"], record["instanceId"])
-    upstream = [i for i in state.upstream if i["name"] == name]
+    upstream = [i for i in state.upstream if root_of(i) == name]
     tracked = drive.records.get(record["instanceId"])
     return {
         "record": record["instanceId"],
         "upstreamName": name,
-        "view": {k: record[k] for k in ("status", "statusReason", "statusMessage", "novitaInstanceId", "createdAt")},
+        "view": {
+            k: record[k]
+            for k in ("status", "statusReason", "statusMessage", "novitaInstanceId", "createdAt", "recovery")
+        },
         "driverActions": [vars(a) for a in tracked.actions] if tracked else None,
         "events": [
             {k: e[k] for k in ("id", "at", "from", "to", "reason", "message")} for e in events_of.get(record_id, [])
@@ -663,6 +815,7 @@ def report(
     """Prints the figures and findings, writes report.json; returns (passed, nothing to look into)."""
     lost, failed, stuck = lost_and_failed(drive, state.records)
     upstream = upstream_findings(state)
+    recoveries = recovery_findings(state, drive)
     instances_health = state.health.get("services", {}).get("instances", {})
     past_deadline = int(instances_health.get("pastDeadline", 0))
     statuses = Counter(r["status"] for r in state.records)
@@ -670,6 +823,7 @@ def report(
         "lost": len(lost),
         "duplicated_alive": len(upstream["duplicated_alive"]),
         "duplicated_removed": len(upstream["duplicated_removed"]),
+        "recovered_too_often": len(recoveries["too_often"]),
         "orphaned": len(upstream["orphaned"]),
         "wrong_upstream_state": len(upstream["wrong_state"]),
         "stuck": len(stuck),
@@ -685,6 +839,7 @@ def report(
     failing = [
         "lost",
         "duplicated_alive",
+        "recovered_too_often",
         "orphaned",
         "wrong_upstream_state",
         "stuck",
@@ -708,6 +863,8 @@ def report(
             "final_statuses": dict(sorted(statuses.items())),
             "failed_by_reason": {k: len(v) for k, v in sorted(failed.items())},
             "upstream_instances": len(state.upstream),
+            "reclaims": drive.reclaims,
+            "recoveries": {k: v for k, v in recoveries.items() if k != "too_often"},
             "events": sum(len(e) for e in events_of.values()),
             "webhooks_received": received,
             "counts": counts,
@@ -735,6 +892,15 @@ def report(
     counts["failed_though_done_upstream"] = len(done_upstream)
     counts["failed_though_created_upstream"] = len(made_upstream)
     show("upstream instances", {"created": len(state.upstream)})
+    show(
+        "spot reclaims",
+        {
+            "sent": recoveries["reclaims_sent"],
+            "records reclaimed": recoveries["records_reclaimed"],
+            "recovering at least once (by policy)": recoveries["records_recovering_at_least_once"],
+        },
+    )
+    show("   recovery steps (path outcome)", recoveries["steps"])
     show("webhooks", {"events": results["events"], "received": received})
     print(f"{'check':32s} {'count':>6s}  verdict", flush=True)
     for name, count in counts.items():
@@ -744,6 +910,7 @@ def report(
         "lost": lost,
         "duplicated_alive": upstream["duplicated_alive"],
         "duplicated_removed": upstream["duplicated_removed"],
+        "recovered_too_often": recoveries["too_often"],
         "orphaned": upstream["orphaned"],
         "wrong_upstream_state": upstream["wrong_state"],
         "stuck": stuck,
