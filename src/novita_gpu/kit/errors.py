@@ -141,3 +141,21 @@ class ShuttingDown(DomainError):
 
     def __init__(self) -> None:
         super().__init__("The server is shutting down; reconnect.", retry_after=1)
+
+
+class TeamNotFound(DomainError):
+    """No team of this id or name that the caller may see (another team is not found either)."""
+
+    default_code = "TEAM_NOT_FOUND"
+
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"No team {ref!r}.")
+
+
+class KeyNotFound(DomainError):
+    """No API key of this id that the caller may manage."""
+
+    default_code = "KEY_NOT_FOUND"
+
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"No API key {ref!r}.")
