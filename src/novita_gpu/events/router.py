@@ -26,7 +26,6 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from novita_gpu.events.stream import EventHub, StreamClosed, Subscription
-from novita_gpu.kit.errors import InstanceNotFound, NotYourInstance
 from novita_gpu.web.auth import Owner
 from novita_gpu.web.deps import ServicesDep
 from novita_gpu.web.errors import ApiError
@@ -262,9 +261,5 @@ async def stream_one(
     follow: Follow = True,
 ) -> Response:
     last_event_id = _last_event_id(request)
-    try:
-        await services.instances.get(owner, instance_id)
-    except NotYourInstance as exc:
-        # Another key's instance is not found either: its existence is not this caller's to learn.
-        raise InstanceNotFound(instance_id) from exc
+    await services.instances.get(owner, instance_id)  # another key's instance is not found either
     return await _open(services, owner, instance_id, after, last_event_id, follow)

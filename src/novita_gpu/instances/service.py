@@ -56,7 +56,6 @@ from novita_gpu.kit.errors import (
     InvalidInput,
     InvalidTransition,
     NameTaken,
-    NotYourInstance,
 )
 from novita_gpu.kit.settings import Settings
 from novita_gpu.kit.signals import Signal
@@ -176,10 +175,8 @@ class InstanceService:
         if lock:
             query = self.db.locked(query)
         row = (await session.execute(query)).scalar_one_or_none()
-        if row is None:
+        if row is None or row.owner != owner:  # another key's instance is not found either: no existence leaks
             raise InstanceNotFound(ref)
-        if row.owner != owner:
-            raise NotYourInstance()
         return row
 
     async def _change(self, session: AsyncSession, row: Instance, to: Status, **kwargs: Any) -> None:
@@ -319,7 +316,7 @@ class InstanceService:
             cached = CachedView(row.owner, instance_view(row))
             self.reads.put_view(instance_id, cached)
         if cached.owner != owner:
-            raise NotYourInstance()
+            raise InstanceNotFound(instance_id)
         return cached
 
     async def wait_for(self, owner: str, instance_id: str, wanted: set[str], timeout: float) -> Instance:

@@ -42,6 +42,8 @@ class InvalidInput(DomainError):
 
 
 class InstanceNotFound(DomainError):
+    """No instance of this id or name among the caller's (another key's instance is not found either)."""
+
     default_code = "INSTANCE_NOT_FOUND"
 
     def __init__(self, ref: str) -> None:
@@ -62,11 +64,6 @@ class Forbidden(DomainError):
     """The caller's key may not do this."""
 
     default_code = "FORBIDDEN"
-
-
-class NotYourInstance(Forbidden):
-    def __init__(self) -> None:
-        super().__init__("This instance belongs to another API key.")
 
 
 class BudgetLocked(Forbidden):

@@ -46,8 +46,8 @@ async def test_instances_belong_to_the_key_that_created_them(keyed: Harness) -> 
     assert created.status_code == 201
     instance_id = created.json()["instanceId"]
     other = await keyed.http.get(f"/api/instances/{instance_id}", headers=bearer(KEY_B))
-    assert other.status_code == 403 and other.json()["error"]["code"] == "FORBIDDEN"
-    assert (await keyed.http.post(f"/api/instances/{instance_id}/stop", headers=bearer(KEY_B))).status_code == 403
+    assert other.status_code == 404 and other.json()["error"]["code"] == "INSTANCE_NOT_FOUND"  # existence never leaks
+    assert (await keyed.http.post(f"/api/instances/{instance_id}/stop", headers=bearer(KEY_B))).status_code == 404
     assert (await keyed.http.get("/api/instances", headers=bearer(KEY_B))).json()["total"] == 0
     # names are per key: B may use the same name
     same_name = await keyed.http.post("/api/instances", json=SEED_BODY, headers=bearer(KEY_B))
@@ -64,7 +64,7 @@ async def test_a_cached_instance_is_still_shown_only_to_its_key(keyed: Harness) 
     for _ in range(2):  # the second read is answered from the read cache
         assert (await keyed.http.get(path, headers=bearer(KEY_A))).status_code == 200
     assert (await keyed.http.get(path, headers={"X-API-Key": KEY_A})).status_code == 200
-    assert (await keyed.http.get(path, headers=bearer(KEY_B))).status_code == 403
+    assert (await keyed.http.get(path, headers=bearer(KEY_B))).status_code == 404
     for headers in ({}, bearer("wrong"), {"X-API-Key": KEY_A[:-1]}):
         response = await keyed.http.get(path, headers=headers)
         assert response.status_code == 401 and response.json()["error"]["code"] == "UNAUTHORIZED"

@@ -21,7 +21,6 @@ from novita_gpu.kit.errors import (
     InvalidInput,
     InvalidTransition,
     NameTaken,
-    NotYourInstance,
     ShuttingDown,
     TooManyStreams,
     UpstreamUnavailable,
@@ -43,7 +42,6 @@ EXAMPLES: list[tuple[DomainError, int, str, str, list[dict[str, str]] | None, st
     ),
     (InstanceNotFound("inst_1"), 404, "INSTANCE_NOT_FOUND", "No instance 'inst_1'.", None, None),
     (Forbidden("Only an admin key may."), 403, "FORBIDDEN", "Only an admin key may.", None, None),
-    (NotYourInstance(), 403, "FORBIDDEN", "This instance belongs to another API key.", None, None),
     (
         BudgetLocked(),
         403,
