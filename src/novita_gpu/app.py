@@ -28,6 +28,7 @@ from novita_gpu.observability.logging import configure_logging, register_secret
 from novita_gpu.observability.metrics import Metrics
 from novita_gpu.observability.router import router as observability_router
 from novita_gpu.services import Services, build_services
+from novita_gpu.teams.router import router as teams_router
 from novita_gpu.volumes.router import router as volumes_router
 from novita_gpu.web.auth import ApiKeys, current_owner
 from novita_gpu.web.docs_page import install_docs_page
@@ -47,6 +48,7 @@ def _register_secrets(settings: Settings) -> None:
     for secret in [
         settings.novita_api_key,
         settings.upstash_redis_rest_token,
+        settings.metrics_token,
         *settings.api_keys,
         *settings.admin_api_keys,
         *settings.webhook_secret,
@@ -112,6 +114,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(instances_router)  # first: its GET by id is the hottest route
     app.include_router(autostop_router)
+    app.include_router(teams_router)
     app.include_router(observability_router)
     app.include_router(catalog_router)
     app.include_router(events_router)
@@ -129,4 +132,5 @@ def create_app(
 
 def _attach(app: FastAPI, services: Services) -> None:
     app.state.services = services
+    app.state.api_keys.store = services.keys  # keys kept in the store (teams/keys.py)
     app.state.caches = services.caches

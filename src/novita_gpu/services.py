@@ -36,6 +36,8 @@ from novita_gpu.observability.logging import register_secret
 from novita_gpu.observability.metrics import Metrics
 from novita_gpu.observability.upstream import UpstreamHealth, announce_reachability
 from novita_gpu.retention import Retention
+from novita_gpu.teams.keys import KeyStore, environment_key_id
+from novita_gpu.teams.service import TeamService, ensure_teams
 from novita_gpu.volumes.service import VolumeService
 from novita_gpu.volumes.worker import VolumeWorker
 from novita_gpu.webhooks.dispatcher import WebhookDispatcher
@@ -67,6 +69,8 @@ class Services:
     sweeper: AutoStopSweeper
     gpu_poller: GpuPoller
     budgets: Budgets
+    keys: KeyStore
+    teams: TeamService
     volumes: VolumeService
     volume_worker: VolumeWorker
     retention: Retention
@@ -148,6 +152,9 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics | No
     db = Database(settings.database_url, pool_size=settings.database_pool_size)
     await db.migrate()
     await fill_policies(db, settings)
+    keys = KeyStore(db, clock)
+    environment = [*settings.api_keys, *settings.admin_api_keys]
+    await ensure_teams(db, clock, sorted({environment_key_id(k.get_secret_value()) for k in environment} | {"default"}))
     try:
         await claim_store(db, emulator_upstream(emulator.state.account()) if emulator else novita_upstream())
     except MixedUpstreams:
@@ -180,6 +187,7 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics | No
     gpu_poller = GpuPoller(db, clock, client, settings, changes)
     budgets = Budgets(db, clock, instances, settings, metrics, policy)
     volume_worker = VolumeWorker(db, clock, client, settings)
+    teams = TeamService(db, clock, settings, keys, budgets)
 
     # Who wakes whom: every wake-up of a worker by another part is wired here, and only here (signals.py).
     # Each signal fires on the news its worker acts on, so a create wakes the reconciler and the dispatcher
@@ -210,6 +218,8 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics | No
         sweeper=sweeper,
         gpu_poller=gpu_poller,
         budgets=budgets,
+        keys=keys,
+        teams=teams,
         volumes=volumes,
         volume_worker=volume_worker,
         retention=retention,

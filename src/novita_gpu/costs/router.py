@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from novita_gpu.costs.report import GROUP_BY_PATTERN, cost_report, month_start
 from novita_gpu.costs.schemas import AccountEventsAnswer, BudgetAnswer, CostsAnswer
 from novita_gpu.instances.schemas import WebhookUrl
-from novita_gpu.web.auth import Caller, CallerDep
+from novita_gpu.web.auth import Caller, CallerDep, require
 from novita_gpu.web.deps import ServicesDep
 from novita_gpu.web.errors import ApiError
 from novita_gpu.web.json_body import StrictJSONRoute
@@ -93,7 +93,7 @@ def _target(caller: Caller, api_key: str | None) -> str:
     if api_key is None or api_key == caller.owner:
         return caller.owner
     if not caller.admin:
-        raise ApiError(403, "FORBIDDEN", "Only an admin key (ADMIN_API_KEYS) may act on another key's budget.")
+        raise ApiError(403, "FORBIDDEN", "Only an owner key (ADMIN_API_KEYS, or a stored key of role owner) may act on another team's budget.")
     return api_key
 
 
@@ -148,6 +148,7 @@ async def put_budget(
     caller: CallerDep, services: ServicesDep, body: BudgetIn, api_key: ApiKeyId = None
 ) -> JSONResponse:
     target = _target(caller, api_key)
+    require(caller, "admin", "set the team's budget")
     answer = await services.budgets.put(
         target,
         limit=body.monthly_limit_usd,
@@ -160,7 +161,9 @@ async def put_budget(
 
 @router.delete("/budget", summary="Remove a budget", response_model=BudgetAnswer)
 async def delete_budget(caller: CallerDep, services: ServicesDep, api_key: ApiKeyId = None) -> JSONResponse:
-    return JSONResponse(await services.budgets.delete(_target(caller, api_key), by_admin=caller.admin))
+    target = _target(caller, api_key)
+    require(caller, "admin", "remove the team's budget")
+    return JSONResponse(await services.budgets.delete(target, by_admin=caller.admin))
 
 
 @router.get(

@@ -72,15 +72,15 @@ class Prober(StoreWorker):
         await self.tick()
         return self.settings.probe_interval_seconds
 
-    async def tick(self) -> int:
-        """Probe every instance in health_checking; returns how many became ready."""
+    async def tick(self) -> list[str]:
+        """Probe every instance in health_checking; returns the ids of those that became ready."""
         self.last_run_at = self.clock.now()
         async with self.db.read() as session:
             rows = list(
                 (await session.execute(select(Instance).where(Instance.status == Status.HEALTH_CHECKING))).scalars()
             )
         if not rows:
-            return 0
+            return []
         semaphore = asyncio.Semaphore(CONCURRENCY)
 
         async def probe(row: Instance) -> bool:
@@ -89,7 +89,8 @@ class Prober(StoreWorker):
                 results = await probe_http_ports(ports, row.health_check_path, self.settings.probe_timeout_seconds)
             return await self._record(row, results)
 
-        return sum(await asyncio.gather(*(probe(row) for row in rows)))
+        became_ready = await asyncio.gather(*(probe(row) for row in rows))
+        return [row.id for row, ready in zip(rows, became_ready, strict=True) if ready]
 
     async def _record(self, snap: Instance, results: list[ProbeResult]) -> bool:
         now = self.clock.now()

@@ -27,6 +27,7 @@ from novita_gpu.instances.schemas import (
     UpdateInstanceIn,
 )
 from novita_gpu.instances.service import ActionResult
+from novita_gpu.instances.sync import sync_for
 from novita_gpu.kit.cursor import CURSOR_PATTERN, decode_cursor
 from novita_gpu.web.auth import Owner
 from novita_gpu.web.deps import ServicesDep
@@ -226,13 +227,9 @@ async def delete_by_name(body: InstanceNameIn, owner: Owner, services: ServicesD
     return _acted(await services.instances.delete(owner, body.instance_name, by_name=True))
 
 
-@router.post("/sync", summary="Reconcile with Novita now", response_model=SyncAnswer)
+@router.post("/sync", summary="Reconcile with Novita now (the counts are the caller's own)", response_model=SyncAnswer)
 async def sync(owner: Owner, services: ServicesDep, body: Annotated[SyncIn | None, Body()] = None) -> JSONResponse:
-    result = await services.reconciler.tick(full=True)
-    became_ready = await services.prober.tick()
-    return _json(
-        200, {"claimed": result.claimed, "changed": result.changed, "ready": became_ready, "busy": result.busy}
-    )
+    return _json(200, await sync_for(services, owner))
 
 
 @router.post("/{instance_id}/start", summary="Start an instance by id", **_ACTION_ROUTE)

@@ -466,7 +466,9 @@ class EventsAnswer(Answer):
 
 
 class SyncAnswer(Answer):
-    claimed: int
-    changed: int
-    ready: int
-    busy: bool
+    """What a sync did to the caller's own instances (never another key's)."""
+
+    claimed: int = Field(description="The caller's instances the pass looked at.")
+    changed: int = Field(description="The caller's instances whose record the pass changed.")
+    ready: int = Field(description="The caller's instances that passed their health check.")
+    busy: bool = Field(description="Some instance of the caller's is still changing: sync again for more.")

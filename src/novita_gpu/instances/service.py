@@ -62,6 +62,7 @@ from novita_gpu.kit.signals import Signal
 from novita_gpu.kit.tables import Instance, InstanceEvent, WebhookAttempt, WebhookDelivery
 from novita_gpu.novita import REQUEST_PATIENCE_SECONDS, NovitaError, answer_within
 from novita_gpu.novita.errors import unavailable_for
+from novita_gpu.teams import quotas
 from novita_gpu.volumes.service import VolumeService
 from novita_gpu.webhooks.guard import WebhookPolicy, checked_webhook_url
 
@@ -244,6 +245,8 @@ class InstanceService:
             regions=[placed.offers[0].cluster_id] if placed.region else [],
             strict_region=placed.strict_region,
             billing_mode=billing_mode,
+            # The first offer's price until the reconciler places it: what the team's quota counts meanwhile.
+            price_per_hour=round(placed.offers[0].price_per_hour, 6),
             max_price_per_hour=body.max_price_per_hour,
             webhook_url=webhook_url,
             **_auto_stop_policy(self.settings, body.auto_stop, body.auto_stop_minutes, body.max_runtime_minutes),
@@ -282,6 +285,7 @@ class InstanceService:
                 replay = await self.idempotency.claim(conn, owner, idempotency_key, hashed)
                 if replay is not None:
                     return replay
+            await quotas.enforce(session, owner, row.gpu_num, row.price_per_hour or 0.0, lock=self.db.locks_rows)
             # A plain INSERT of the new row (the ORM's unit of work was the larger part of a create).
             await session.execute(_INSERT_INSTANCE, {key: getattr(row, key) for key in _INSTANCE_ATTRIBUTES})
             await self.volumes.record_mounts(session, row.id, row.network_storages)
@@ -419,6 +423,7 @@ class InstanceService:
                 raise InvalidTransition(f"Instance is {row.status}; it cannot be started.")
             if row.status not in STARTABLE or row.novita_instance_id is None:
                 raise InvalidTransition(f"Instance is {row.status}; start it once it has stopped.")
+            await quotas.enforce(session, owner, row.gpu_num, row.price_per_hour or 0.0, lock=self.db.locks_rows)
             now = self.clock.now()
             if webhook_url is not None:
                 row.webhook_url = webhook_url

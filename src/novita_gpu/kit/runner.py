@@ -76,8 +76,16 @@ class Batch:
     release_when_done: bool = True  # False: each row's work gives its lease back itself
     running: set[asyncio.Task[None]] = field(default_factory=set)
     done: list[str] = field(default_factory=list)  # rows finished while waited on, not given back yet
-    started: int = 0
-    changed: int = 0  # rows whose work changed something, while waited on
+    started_ids: list[str] = field(default_factory=list)  # rows started under this batch
+    changed_ids: list[str] = field(default_factory=list)  # rows whose work changed something, while waited on
+
+    @property
+    def started(self) -> int:
+        return len(self.started_ids)
+
+    @property
+    def changed(self) -> int:
+        return len(self.changed_ids)
 
 
 class LeaseRunner(Generic[RowT]):
@@ -169,7 +177,8 @@ class LeaseRunner(Generic[RowT]):
                 self._leased_until.pop(row_id, None)
                 if batch.waited_on:
                     batch.done.append(row_id)
-                    batch.changed += changed
+                    if changed:
+                        batch.changed_ids.append(row_id)
                 elif batch.release_when_done:
                     self._finished_late.setdefault(batch.token, []).append(row_id)
                     if not batch.running:  # the batch's last row: its leases go back now
@@ -180,7 +189,7 @@ class LeaseRunner(Generic[RowT]):
         self._token_of[row_id] = batch.token
         self._leased_until[row_id] = leased_until
         batch.running.add(task)
-        batch.started += 1
+        batch.started_ids.append(row_id)
 
     async def pump(
         self,

@@ -90,6 +90,13 @@ class Settings(BaseSettings):
     # Keys that may also set (and read) other keys' budgets; each is an API key of its own too.
     admin_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     allow_unauthenticated: bool = False
+    # The operator's credential for GET /metrics, which shows every key's spend: Prometheus sends it as
+    # `Authorization: Bearer <token>`. An admin key reads /metrics too; with no keys at all, anybody.
+    metrics_token: SecretStr | None = None
+    # Keys kept in the store (docs/teams.md): a rotated key's old secret keeps working this long, and the
+    # audit trail is kept this many days.
+    key_rotation_grace_seconds: float = Field(default=86400.0, ge=0)
+    audit_retention_days: float = Field(default=365.0, ge=0)
     # Host names answered besides loopback ones (empty: any name with API keys, loopback only without).
     allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_body_bytes: int = 64 * 1024

@@ -377,3 +377,57 @@ class VolumeBillingPeriod(Base):
     ended_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
     __table_args__ = (Index("ix_volume_billing_periods_owner_ended", "owner", "ended_at"),)
+
+
+class Team(Base):
+    """A team: what instances, volumes, budgets and costs belong to (their `owner` is its id). A key of
+    API_KEYS is a team of its own whose id is that key's owner id (`key-...`), so rows written before teams
+    existed belong to the team of the key that made them (teams/, docs/teams.md)."""
+
+    __tablename__ = "teams"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    # {maxGpus, maxUsdPerHour}: null fields are no limit (the monthly budget is the team's `budgets` row).
+    quotas: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default=text("'{}'"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ApiKey(Base):
+    """An API key kept in the store: only the SHA-256 of its secret (a high-entropy random string, so a
+    fast hash is enough), and after a rotation the previous one's until its grace ends."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id"), index=True)
+    name: Mapped[str] = mapped_column(String(63))
+    role: Mapped[str] = mapped_column(String(16))  # viewer | member | admin | owner
+    prefix: Mapped[str] = mapped_column(String(16))  # the secret's first characters, to recognise it
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    previous_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    previous_valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditEvent(Base):
+    """One mutating request, or one action a worker took on its own: who, on what, with what outcome."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    team: Mapped[str | None] = mapped_column(String(64), index=True)
+    actor: Mapped[str] = mapped_column(String(64))  # a key id (key-..., ak_...), or system:<worker>
+    actor_name: Mapped[str | None] = mapped_column(String(63))
+    action: Mapped[str] = mapped_column(String(80))
+    target: Mapped[str | None] = mapped_column(String(120), index=True)
+    outcome: Mapped[str] = mapped_column(String(40))
+    request_id: Mapped[str | None] = mapped_column(String(40))
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)

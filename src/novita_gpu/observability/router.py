@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse, Response
 from sqlalchemy import func, select
 
 from novita_gpu.kit.tables import Instance
+from novita_gpu.observability.access import metrics_reader
 from novita_gpu.observability.health import check_health
 from novita_gpu.observability.schemas import HealthAnswer, MetricsAnswer
 from novita_gpu.web.auth import Owner
@@ -51,8 +52,14 @@ async def _refresh_instance_counts(services: Services) -> None:
     await services.budgets.refresh_gauges()  # spend and budgets by API key
 
 
-@router.get("/metrics", tags=["observability"], summary="Prometheus metrics", response_class=PlainTextResponse)
-async def prometheus_metrics(owner: Owner, services: ServicesDep) -> Response:
+@router.get(
+    "/metrics",
+    tags=["observability"],
+    summary="Prometheus metrics (METRICS_TOKEN or an admin key: they show every key's spend)",
+    response_class=PlainTextResponse,
+    dependencies=[Depends(metrics_reader)],
+)
+async def prometheus_metrics(services: ServicesDep) -> Response:
     await _refresh_instance_counts(services)
     body, content_type = services.metrics.render()
     return Response(body, media_type=content_type)

@@ -1,55 +1,107 @@
-"""API keys: `Authorization: Bearer <key>` or `X-API-Key: <key>`.
+"""API keys: `Authorization: Bearer <key>` or `X-API-Key: <key>`, and who each one is (docs/teams.md).
 
-Each key is its own owner (instances are scoped to the key that created them). With no keys configured
-every caller is the single owner "default" — the server then only listens on loopback (see settings).
-ADMIN_API_KEYS are keys too (each its own owner) that may also act on other keys' budgets; with no keys
-at all the one caller is the administrator of the only owner there is.
+A key is a `Principal`: the team it acts for (the `owner` of the instances, volumes and budgets it sees),
+its id and name, and its role: viewer (reads), member (also acts on instances and volumes), admin (also
+manages the team's keys, budget and quotas), owner (everything, in every team).
+
+- Keys of API_KEYS each act as today: a team of their own (its id is the key's owner id, `key-...`),
+  with role admin of it (as before teams, such a key set its own budget).
+- Keys of ADMIN_API_KEYS are owners (a team of their own too).
+- Keys kept in the store (teams/keys.py): their team and role.
+- With no key anywhere (none in the environment, none ever made in the store), every caller is the
+  owner of the one team "default": the server then listens on loopback only (settings).
+
+An owner key acts in another team with `X-Team: <team id or name>`. A viewer's request that would change
+anything is refused (403 FORBIDDEN).
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy import or_, select
 from starlette.datastructures import Headers
 
+from novita_gpu.kit.tables import Team
+from novita_gpu.teams.keys import OPEN_KEY_ID, KeyStore, Principal, Role, digest, environment_key_id
 from novita_gpu.web.errors import ApiError
 
 DEFAULT_OWNER = "default"
+_OPEN = Principal(DEFAULT_OWNER, OPEN_KEY_ID, DEFAULT_OWNER, "owner")
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def owner_id(key: str) -> str:
-    """The owner id of an API key: shown in cost reports and named by an admin, never the key itself."""
-    return f"key-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    """The owner id of an environment key: its team's id, shown in cost reports, never the key itself."""
+    return environment_key_id(key)
 
 
 class ApiKeys:
-    def __init__(self, keys: list[str], admin_keys: list[str] | None = None) -> None:
+    def __init__(self, keys: list[str], admin_keys: list[str] | None = None, store: KeyStore | None = None) -> None:
         admins = admin_keys or []
-        self._keys = {hashlib.sha256(k.encode()).hexdigest(): owner_id(k) for k in [*keys, *admins]}
+        self._environment: dict[str, Principal] = {}
+        for key in keys:
+            self._environment[digest(key)] = Principal(owner_id(key), owner_id(key), owner_id(key), "admin")
+        for key in admins:
+            self._environment[digest(key)] = Principal(owner_id(key), owner_id(key), owner_id(key), "owner")
         self._admins = {owner_id(k) for k in admins}
+        self.store = store  # set once the store is open (build_services)
+
+    @property
+    def teams(self) -> list[str]:
+        """The teams of the environment's keys (made at start-up when missing)."""
+        return sorted({p.team for p in self._environment.values()})
+
+    def _open(self) -> bool | None:
+        """No key anywhere: every caller is the one owner (None: not known without a store read)."""
+        if self._environment:
+            return False
+        if self.store is None:
+            return True
+        found = self.store.any_cached()
+        return None if found is None else not found
 
     def is_admin(self, owner: str) -> bool:
-        return not self._keys or owner in self._admins
+        """Whether `owner` is an environment owner key's team, or there are no keys at all."""
+        return bool(self._open()) or owner in self._admins
 
-    def owner_of(self, presented: str | None) -> str | None:
-        if presented is None:
-            return None
-        digest = hashlib.sha256(presented.encode()).hexdigest()
-        for known, owner in self._keys.items():
-            if hmac.compare_digest(known, digest):
-                return owner
+    def _environment_key(self, presented: str) -> Principal | None:
+        wanted = digest(presented)
+        for known, principal in self._environment.items():
+            if hmac.compare_digest(known, wanted):
+                return principal
         return None
 
+    def cached_principal(self, headers: Headers) -> Principal | None:
+        """Who the headers' key is, from memory only (None: unknown, or not known without a store read)."""
+        if self._open():
+            return _OPEN
+        presented = presented_key(headers)
+        if presented is None:
+            return None
+        found = self._environment_key(presented)
+        if found is None and self.store is not None:
+            found = self.store.cached(digest(presented))[1]
+        return found
+
+    async def principal(self, headers: Headers) -> Principal | None:
+        """Who the headers' key is; None when the key is missing, unknown, revoked or expired."""
+        if not self._environment and (self.store is None or not await self.store.any_keys()):
+            return _OPEN
+        presented = presented_key(headers)
+        if presented is None:
+            return None
+        found = self._environment_key(presented)
+        if found is None and self.store is not None:
+            found = await self.store.find(digest(presented))
+        return found
+
     def owner_for(self, headers: Headers) -> str | None:
-        """The owner a request's headers identify: "default" when no keys are configured, None when the
-        key is missing or unknown."""
-        if not self._keys:
-            return DEFAULT_OWNER
-        return self.owner_of(presented_key(headers))
+        """The team a request's headers identify, from memory (the read cache's check)."""
+        found = self.cached_principal(headers)
+        return None if found is None else found.team
 
 
 def presented_key(headers: Headers) -> str | None:
@@ -61,33 +113,49 @@ def presented_key(headers: Headers) -> str | None:
     return headers.get("x-api-key") or None
 
 
-async def current_owner(request: Request) -> str:
+_UNAUTHORIZED = (
+    "A valid API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>' (a revoked or "
+    "expired key is refused too)."
+)
+
+
+async def current_principal(request: Request) -> Principal:
+    """The request's principal (kept on `request.state.principal` for the audit trail); 401 without one."""
     keys: ApiKeys = request.app.state.api_keys
-    owner = keys.owner_for(request.headers)
-    if owner is None:
-        raise ApiError(
-            401,
-            "UNAUTHORIZED",
-            "A valid API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'.",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    return owner
+    principal = await keys.principal(request.headers)
+    if principal is None:
+        raise ApiError(401, "UNAUTHORIZED", _UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
+    team = request.headers.get("x-team")
+    if team and principal.admin and team != principal.team:
+        principal = Principal(await _team_id(request, team), principal.key_id, principal.key_name, principal.role)
+    request.state.principal = principal
+    return principal
+
+
+async def _team_id(request: Request, ref: str) -> str:
+    services = request.app.state.services
+    async with services.db.read() as session:
+        found: str | None = await session.scalar(select(Team.id).where(or_(Team.id == ref, Team.name == ref)))
+    if found is None:
+        raise ApiError(404, "TEAM_NOT_FOUND", f"No team {ref!r} (X-Team).")
+    return found
+
+
+def require(principal: Principal, role: Role, doing: str) -> None:
+    if not principal.may(role):
+        raise ApiError(403, "FORBIDDEN", f"This key's role ({principal.role}) may not {doing}; it takes {role}.")
+
+
+async def current_owner(request: Request) -> str:
+    """The team the request acts for; a viewer may only read."""
+    principal = await current_principal(request)
+    if request.method not in _READS:
+        require(principal, "member", "change anything")
+    return principal.team
 
 
 Owner = Annotated[str, Depends(current_owner)]
 
-
-@dataclass(frozen=True)
-class Caller:
-    owner: str
-    admin: bool
-
-
-async def current_caller(request: Request) -> Caller:
-    """The owner of the request's key, and whether that key is an admin key."""
-    owner = await current_owner(request)
-    keys: ApiKeys = request.app.state.api_keys
-    return Caller(owner, keys.is_admin(owner))
-
-
-CallerDep = Annotated[Caller, Depends(current_caller)]
+# Who is calling, with the role: `caller.owner` is its team, `caller.admin` whether it is an owner key.
+Caller = Principal
+CallerDep = Annotated[Principal, Depends(current_principal)]

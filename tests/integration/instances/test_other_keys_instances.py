@@ -122,3 +122,25 @@ async def test_another_keys_instance_by_name_is_not_found(two_keys: Harness, cal
     assert _shape(theirs, mine["name"]) == _shape(unknown, UNKNOWN_NAME)
     after = (await harness.http.get(f"/api/instances/{mine['instanceId']}", headers=bearer(KEY_A))).json()
     assert after["status"] == "ready"
+
+
+async def test_a_sync_counts_only_the_callers_own_instances(two_keys: Harness) -> None:
+    harness = two_keys
+    created = await harness.http.post("/api/instances", json=SEED_BODY, headers=bearer(KEY_A))
+    assert created.status_code == 201, created.text
+    # B has no instance: a full pass that sends A's create and looks at it says nothing of it to B.
+    synced_b = await harness.http.post("/api/instances/sync", headers=bearer(KEY_B))
+    assert synced_b.status_code == 200, synced_b.text
+    assert synced_b.json() == {"claimed": 0, "changed": 0, "ready": 0, "busy": False}
+    synced_a = (await harness.http.post("/api/instances/sync", headers=bearer(KEY_A))).json()
+    assert synced_a["claimed"] == 1 and synced_a["busy"] is True  # A's instance is on its way
+    instance_id = created.json()["instanceId"]
+    # A's instance goes all the way to ready driven by B's syncs alone, and B hears of none of it.
+    for _ in range(1200):
+        synced_b = (await harness.http.post("/api/instances/sync", headers=bearer(KEY_B))).json()
+        assert synced_b == {"claimed": 0, "changed": 0, "ready": 0, "busy": False}
+        if (await harness.http.get(f"/api/instances/{instance_id}", headers=bearer(KEY_A))).json()["status"] == "ready":
+            break
+        harness.clock.advance(0.5)
+    else:
+        raise AssertionError("A's instance never became ready")

@@ -139,7 +139,7 @@ def test_the_scrape_config_asks_what_the_service_serves() -> None:
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     service = jobs["novita-gpu"]
     assert service["metrics_path"] == "/metrics"
-    assert service["authorization"]["type"] == "Bearer"  # /metrics wants an API key
+    assert service["authorization"]["type"] == "Bearer"  # /metrics wants the METRICS_TOKEN (or an admin key)
     assert set(service["authorization"]) & {"credentials", "credentials_file"}
     assert all(target.endswith(":3000") for target in service["static_configs"][0]["targets"])
     health = jobs["novita-gpu-health"]

@@ -20,14 +20,18 @@ from novita_gpu.kit.errors import (
     InstanceNotFound,
     InvalidInput,
     InvalidTransition,
+    KeyNotFound,
     NameTaken,
     ShuttingDown,
+    TeamNotFound,
     TooManyStreams,
     UpstreamUnavailable,
     VolumeInUse,
     VolumeNameTaken,
     VolumeNotFound,
 )
+from novita_gpu.teams.quotas import QuotaExceeded
+from novita_gpu.teams.service import TeamNameTaken
 from novita_gpu.web.errors import domain_status, install_error_handlers
 
 # One of each class, and the status, code, message, details and Retry-After the API answers with.
@@ -88,6 +92,17 @@ EXAMPLES: list[tuple[DomainError, int, str, str, list[dict[str, str]] | None, st
     (TooManyStreams("Close one."), 429, "TOO_MANY_STREAMS", "Close one.", None, "5"),
     (UpstreamUnavailable("Try again.", retry_after=2.6), 503, "UPSTREAM_UNAVAILABLE", "Try again.", None, "3"),
     (ShuttingDown(), 503, "SHUTTING_DOWN", "The server is shutting down; reconnect.", None, "1"),
+    (TeamNotFound("ml"), 404, "TEAM_NOT_FOUND", "No team 'ml'.", None, None),
+    (KeyNotFound("ak_1"), 404, "KEY_NOT_FOUND", "No API key 'ak_1'.", None, None),
+    (TeamNameTaken("ml"), 409, "NAME_TAKEN", "A team named 'ml' already exists; team names are unique.", None, None),
+    (
+        QuotaExceeded("maxGpus", 4, 4, 1),
+        403,
+        "QUOTA_EXCEEDED",
+        "The team's quota maxGpus is 4: it holds 4 and this asks for 1 more.",
+        [{"field": "maxGpus", "message": "limit 4, in use 4, requested 1"}],
+        None,
+    ),
 ]
 
 

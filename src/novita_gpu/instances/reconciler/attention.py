@@ -90,10 +90,12 @@ async def read_candidates(db: Database) -> list[Row[Any]]:
         await asyncio.sleep(0)
 
 
-async def work_left(db: Database) -> bool:
-    """Whether some row is changing or owes an upstream call (a create in doubt does not count)."""
+async def work_left(db: Database, owner: str | None = None) -> bool:
+    """Whether some row (of `owner`, when given) is changing or owes an upstream call (a create in doubt
+    does not count)."""
+    query = _WORK_LEFT if owner is None else _WORK_LEFT.where(Instance.owner == owner)
     async with db.read() as session:
-        return await session.scalar(_WORK_LEFT) is not None
+        return await session.scalar(query) is not None
 
 
 def fresh_create(row: Row[Any], now: datetime) -> bool:

@@ -11,7 +11,7 @@ actions.py (a start, stop or delete owed, or overdue), observing.py (what Novita
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -70,6 +70,9 @@ class TickResult:
     claimed: int = 0
     changed: int = 0
     busy: bool = False
+    # Which rows (every key's): POST /api/instances/sync answers in the caller's own (instances/sync.py).
+    claimed_ids: list[str] = field(default_factory=list)
+    changed_ids: list[str] = field(default_factory=list)
 
 
 class Reconciler(StoreWorker):
@@ -245,6 +248,7 @@ class Reconciler(StoreWorker):
                 await asyncio.wait(batch.running | sent_early, timeout=max(0.0, deadline - self.clock.monotonic()))
         finally:
             result.claimed, result.changed = batch.started, batch.changed
+            result.claimed_ids, result.changed_ids = list(batch.started_ids), list(batch.changed_ids)
             # From here on, a row that finishes leaves its lease to the runner's release.
             await self.runner.settle(batch)
         if result.busy:

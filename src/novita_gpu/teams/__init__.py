@@ -1,0 +1,1 @@
+"""Teams and their keys, roles and quotas (docs/teams.md)."""
