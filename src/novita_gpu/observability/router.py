@@ -25,11 +25,10 @@ router = APIRouter()
 _INSTANCES_BY_STATUS = select(Instance.status, func.count()).group_by(Instance.status)
 
 
-def _is_administrator(request: Request) -> bool:
-    """The caller may see every key's receivers: an admin key, or anybody when the service has no keys."""
-    keys = request.app.state.api_keys
-    owner = keys.owner_for(request.headers)
-    return owner is not None and bool(keys.is_admin(owner))
+async def _is_administrator(request: Request) -> bool:
+    """The caller may see every key's receivers: an owner key, or anybody when the service has no keys."""
+    principal = await request.app.state.api_keys.principal(request.headers)
+    return principal is not None and bool(principal.admin)
 
 
 @router.get(
@@ -40,7 +39,7 @@ def _is_administrator(request: Request) -> bool:
     responses={503: {"model": HealthAnswer, "description": "Unhealthy (the same report)"}},
 )
 async def health(request: Request, services: ServicesDep) -> JSONResponse:
-    code, body = await check_health(services, detailed=_is_administrator(request))
+    code, body = await check_health(services, detailed=await _is_administrator(request))
     return JSONResponse(body, status_code=code)
 
 
