@@ -2,10 +2,10 @@
 `/api/costs` shows a key only for itself, so it is an operator's read, not any key's.
 
 Allowed: the METRICS_TOKEN (`Authorization: Bearer <token>`: what Prometheus sends, docs/observability.md),
-an admin key (ADMIN_API_KEYS), or anybody when the service has no keys at all (it then listens on loopback
+an owner key (ADMIN_API_KEYS, or a key of role owner kept in the store), or anybody when the service has no keys at all (it then listens on loopback
 only, and every caller is already the administrator of the one owner there is). Anything else is refused
 in the error envelope: 401 without a credential the service knows, 403 with an API key that is not an
-admin's.
+owner's.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import hmac
 
 from fastapi import Request
 
-from novita_gpu.web.auth import current_owner, presented_key
+from novita_gpu.web.auth import current_principal, presented_key
 from novita_gpu.web.errors import ApiError
 
 
@@ -36,7 +36,7 @@ async def metrics_reader(request: Request) -> None:
     if is_metrics_token(request, presented_key(request.headers)):
         return
     try:
-        owner = await current_owner(request)  # who the key is, as every other route finds out
+        caller = await current_principal(request)  # who the key is, as every other route finds out
     except ApiError as exc:
         if exc.status != 401:
             raise
@@ -47,7 +47,7 @@ async def metrics_reader(request: Request) -> None:
             "(ADMIN_API_KEYS).",
             headers={"WWW-Authenticate": "Bearer"},
         ) from exc
-    if not request.app.state.api_keys.is_admin(owner):
+    if not caller.admin:
         raise ApiError(
             403,
             "FORBIDDEN",
