@@ -17,7 +17,20 @@ from novita_gpu_client.__main__ import MISSING_EXTRA
 from novita_gpu_client.cli import app
 from novita_gpu_client.cli.plugins import GROUP, add_commands, command_names
 
-CLIENT_COMMANDS = {"instances", "volumes", "events", "products", "templates", "health", "autostop", "costs", "budget"}
+CLIENT_COMMANDS = {
+    "instances",
+    "volumes",
+    "events",
+    "products",
+    "templates",
+    "health",
+    "autostop",
+    "costs",
+    "budget",
+    "me",
+    "teams",
+    "audit",
+}
 NO_CONFIG = {"NOVITA_GPU_CONFIG": str(Path(__file__).parent / "no-such-config.toml"), "NOVITA_GPU_PROFILE": None}
 
 

@@ -9,8 +9,11 @@
 
 Volumes (Novita network storages) have methods of their own: `create_volume` (it waits until the volume
 is available), `list_volumes`, `get_volume`, `resize_volume`, `delete_volume`; `create(...,
-volumes=["datasets"])` mounts them. `AsyncClient` has the same methods, to be awaited. Answers are the
-server's JSON objects. Its one dependency is httpx; the `novita-gpu` command needs the `cli` extra
+volumes=["datasets"])` mounts them. Teams: `me` (who this key is: its team and role), `list_teams`,
+`get_team` (quotas and their use), `create_team`, `update_team`; the team's keys: `list_keys`, `create_key`
+and `rotate_key` (the secret is in their answer, this once), `revoke_key`; the audit trail: `audit` (a
+page) and `iter_audit` (every event, page after page). `AsyncClient` has the same methods, to be
+awaited. Answers are the server's JSON objects. Its one dependency is httpx; the `novita-gpu` command needs the `cli` extra
 (`novita-gpu-client[cli]`).
 """
 
@@ -32,11 +35,13 @@ from novita_gpu_client.events import Event
 from novita_gpu_client.mounts import VolumeMount
 from novita_gpu_client.retry import RetryPolicy
 from novita_gpu_client.signing import verify as verify_webhook
+from novita_gpu_client.teams import KEEP, Role
 from novita_gpu_client.version import __version__
 from novita_gpu_client.vocabulary import Status
 
 __all__ = [
     "DEFAULT_URL",
+    "KEEP",
     "ApiError",
     "AsyncClient",
     "Client",
@@ -47,6 +52,7 @@ __all__ = [
     "Json",
     "NovitaGpuError",
     "RetryPolicy",
+    "Role",
     "ServiceConnectionError",
     "Status",
     "VolumeFailed",

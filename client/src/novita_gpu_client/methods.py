@@ -17,6 +17,7 @@ from novita_gpu_client.calls import Call, CreateOptions, Json
 from novita_gpu_client.config import DEFAULT_URL, ClientConfig, service_url
 from novita_gpu_client.events import Event
 from novita_gpu_client.retry import RetryPolicy
+from novita_gpu_client.teams import TeamMethods
 from novita_gpu_client.volumes import VolumeMethods
 
 Answer = TypeVar("Answer")  # Json, or an awaitable of it
@@ -24,7 +25,9 @@ Instances = TypeVar("Instances")  # an iterator of Json, or an async one
 Events = TypeVar("Events")  # an iterator of Event, or an async one
 
 
-class Methods(VolumeMethods[Answer, Instances], ABC, Generic[Answer, Instances, Events]):
+class Methods(
+    VolumeMethods[Answer, Instances], TeamMethods[Answer, Instances], ABC, Generic[Answer, Instances, Events]
+):
     def __init__(
         self,
         base_url: str = DEFAULT_URL,

@@ -22,7 +22,8 @@ from typing import Annotated, Any, get_args
 import typer
 from typer.core import TyperArgument, TyperGroup, TyperOption
 
-from novita_gpu_client.cli import costs, instances, plugins, service, session, volumes
+from novita_gpu_client.cli import costs, instances, plugins, service, session, teams, volumes
+from novita_gpu_client.cli.audit import audit
 from novita_gpu_client.cli.events import events as follow_events
 from novita_gpu_client.version import __version__
 
@@ -132,5 +133,8 @@ app.add_typer(service.autostop, name="autostop")
 app.command("costs")(costs.costs)
 app.add_typer(costs.budget_app, name="budget")
 app.add_typer(volumes.app, name="volumes")
+app.command("me")(teams.me)
+app.add_typer(teams.app, name="teams")
+app.command("audit")(audit)
 # Last: what other distributions add (the server: serve, emulator, db) never replaces a command above.
 plugins.add_commands(app)
