@@ -3,7 +3,8 @@ nothing from a CDN, so it works offline and on air-gapped hosts).
 
 The page only calls this service's public API with the caller's key (kept in the tab's sessionStorage,
 sent as a header, never in a URL) and reads the event stream with fetch() (EventSource cannot send a
-header). Its Content-Security-Policy allows scripts, styles and connections to this origin only: no
+header). It asks GET /api/me who the key is and shows only what its role may do: no actions for a viewer;
+the team's quotas and keys and the audit trail for admins and owners. Its Content-Security-Policy allows scripts, styles and connections to this origin only: no
 inline script or style, so an instance name holding HTML can never run, and the script writes every
 value with textContent.
 """

@@ -1,7 +1,10 @@
 // novita-gpu dashboard: the instance table, live from the event stream, a create form and actions, and
-// the volumes (Novita network storages) with the instances that mount them.
+// the volumes (Novita network storages) with the instances that mount them; for admin keys, the team's
+// quotas and keys, and the audit trail.
 // Every value from the API is written with textContent (never innerHTML), and the API key, when the
-// service asks for one, lives in this tab's sessionStorage and travels in a header only.
+// service asks for one, lives in this tab's sessionStorage and travels in a header only (the event
+// stream too: it is read with fetch(), which can send one, not EventSource, which cannot).
+// What the key's role may not do is not shown (GET /api/me says the role); the server refuses it anyway.
 'use strict';
 
 const KEY_STORAGE = 'novita-gpu.api-key';
@@ -11,6 +14,8 @@ const CAN_STOP = new Set(['creating', 'recovering', 'starting', 'running', 'heal
 const CAN_START = new Set(['stopped', 'failed']);
 const GONE = new Set(['terminating', 'terminated']);
 const VOLUME_PENDING = new Set(['creating', 'deleting']);  // the volume worker finishes these in seconds
+const ROLES = ['viewer', 'member', 'admin', 'owner'];
+const AUDIT_PAGE = 50;
 const REASONS = {
   USER: 'by request', AUTO_STOP: 'stopped when idle', NO_CAPACITY: 'no capacity in any region',
   STARTUP_TIMEOUT: 'did not start in time', HEALTH_CHECK_TIMEOUT: 'ports never answered',
@@ -31,6 +36,14 @@ const state = {
   volumesShown: null,  // what the volume table shows, to redraw it only when that changes
   stream: null,
   timers: [],
+  me: null,  // GET /api/me: {team, teamName, keyId, keyName, role}; null from a service without it
+  started: false,  // the app is shown with a key the service took (a 401 now means it was revoked)
+  everStarted: false,
+  teams: [],  // owner keys: every team (GET /api/teams), for the team pickers
+  teamShown: null,  // the id of the team the Team panel shows
+  team: null,
+  keys: [],
+  audit: { events: [], cursor: null, pages: 0, missing: false, error: null },
 };
 
 const $ = (id) => document.getElementById(id);
@@ -67,9 +80,17 @@ async function api(method, path, body) {
   const response = await fetch(path, init);
   let data = null;
   try { data = await response.json(); } catch (_) { data = null; }
+  if (response.status === 401 && state.started) askKey('The service refused this key: it was revoked, or it expired.');
   if (!response.ok) throw new ApiError(response.status, data);
   return data;
 }
+
+// What the key's role may do: viewer < member < admin < owner. A service without /api/me (older than
+// roles) lets every key act, as it did.
+const rank = (role) => ROLES.indexOf(role);
+const may = (role) => !state.me || rank(state.me.role) >= rank(role);
+const isAdmin = () => Boolean(state.me) && rank(state.me.role) >= rank('admin');
+const isOwner = () => Boolean(state.me) && state.me.role === 'owner';
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -131,7 +152,7 @@ function copyByCommand(text, returnTo) {
   return done;
 }
 
-async function copy(text, node) {
+async function copy(text, node, label = text) {
   let done = false;
   try {
     await navigator.clipboard.writeText(text);
@@ -139,7 +160,7 @@ async function copy(text, node) {
   } catch (_) {
     done = copyByCommand(text, node);
   }
-  toast(done ? `Copied ${text}` : `${text} could not be copied: this browser refuses.`, done ? 'info' : 'error');
+  toast(done ? `Copied ${label}` : `${label} could not be copied: this browser refuses.`, done ? 'info' : 'error');
 }
 
 function toast(message, kind = 'error') {
@@ -198,10 +219,11 @@ function row(view) {
     el('div', { className: 'muted small message', text: [view.statusMessage, REASONS[view.statusReason] || view.statusReason].filter(Boolean).join(' · ') }),
     recoveryLine(view));
   const actions = el('td', { className: 'actions' });
-  if (CAN_START.has(view.status)) actions.append(actionButton('Start', 'small', () => act(view, 'start')));
-  if (CAN_STOP.has(view.status)) actions.append(actionButton('Stop', 'small', () => act(view, 'stop')));
+  const acts = may('member');  // a viewer reads: its rows have History only
+  if (acts && CAN_START.has(view.status)) actions.append(actionButton('Start', 'small', () => act(view, 'start')));
+  if (acts && CAN_STOP.has(view.status)) actions.append(actionButton('Stop', 'small', () => act(view, 'stop')));
   actions.append(actionButton('History', 'small ghost', () => openHistory(view.instanceId)));
-  if (!GONE.has(view.status)) actions.append(actionButton('Delete', 'small danger-ghost', () => remove(view)));
+  if (acts && !GONE.has(view.status)) actions.append(actionButton('Delete', 'small danger-ghost', () => remove(view)));
   const tr = el('tr', { data: { id: view.instanceId } },
     name,
     status,
@@ -292,7 +314,7 @@ function focusRow(instanceId, ...labels) {
 function emptyText(hidden) {
   if (!state.loaded) return state.loadError ? `Instances could not be loaded: ${state.loadError} Retrying…` : 'Loading instances…';
   if (hidden) return `No live instances (${hidden} terminated: tick "show terminated" to see ${hidden === 1 ? 'it' : 'them'}).`;
-  return 'No instances yet. Create one below.';
+  return may('member') ? 'No instances yet. Create one below.' : 'No instances yet.';
 }
 
 function render() {
@@ -647,6 +669,319 @@ function closeHistory() {
   if (instanceId && lost) focusRow(instanceId, 'History');
 }
 
+// -- who is calling, and the team's quotas and keys (admin and owner keys) ------------------------------
+
+function showWho() {
+  const me = state.me;
+  $('whoami').hidden = !me;
+  $('create-card').hidden = !may('member');
+  $('team-card').hidden = !isAdmin();
+  $('audit-card').hidden = !isAdmin();
+  $('team-pick-label').hidden = !isOwner();
+  $('a-team-label').hidden = !isOwner();
+  $('k-role').querySelector('option[value="owner"]').hidden = !isOwner();
+  document.body.classList.toggle('owner', isOwner());
+  if (!me) return;
+  const team = me.teamName || me.team;
+  const key = me.keyName || me.keyId;
+  // A key of API_KEYS or ADMIN_API_KEYS is a team of its own, of the same name: said once.
+  $('whoami').textContent = [team, key === team ? null : key, me.role].filter(Boolean).join(' · ');
+  $('whoami').title = `Team ${team} (${me.team}), key ${key} (${me.keyId}), role ${me.role}`;
+}
+
+function keyStatus(key) {
+  const past = (iso) => Boolean(iso) && Date.parse(iso) <= Date.now();
+  if (key.revokedAt) return 'revoked';
+  if (past(key.expiresAt)) return 'expired';
+  if (key.previousValidUntil && !past(key.previousValidUntil)) return 'rotating';
+  return 'active';
+}
+
+function ago(iso) {
+  return iso ? `${duration(secondsSince(iso))} ago` : 'never';
+}
+
+function renderQuota(id, use, format) {
+  const node = $(id);
+  const used = use ? use.used : null;
+  const limit = use ? use.limit : null;
+  node.querySelector('.quota-value').textContent = limit === null || limit === undefined
+    ? format(used) : `${format(used)} of ${format(limit)}`;
+  const share = limit ? Math.min(1, (used || 0) / limit) : (limit === 0 ? 1 : 0);
+  node.querySelector('.meter span').style.width = `${Math.round(share * 100)}%`;
+  node.classList.toggle('over', limit !== null && limit !== undefined && (used || 0) >= limit);
+  node.querySelector('.stat-sub').textContent = limit === null || limit === undefined
+    ? 'no limit' : `${format(Math.max(0, limit - (used || 0)))} left`;
+}
+
+function renderTeam() {
+  const team = state.team;
+  if (!team) return;
+  $('team-title').textContent = team.name;
+  $('team-title').title = team.id;
+  const use = team.use || {};
+  renderQuota('quota-gpus', use.gpus, (v) => String(v ?? 0));
+  renderQuota('quota-usd', use.usdPerHour, (v) => money(v, 2));
+  renderQuota('quota-month', use.monthUsd, (v) => money(v, 2));
+}
+
+async function loadTeam() {
+  const team = await api('GET', `/api/teams/${encodeURIComponent(state.teamShown)}`);
+  if (team.id !== state.teamShown && team.name !== state.teamShown) return;  // another team picked meanwhile
+  state.team = team;
+  renderTeam();
+}
+
+function teamSoon() {
+  // An instance that starts or stops changes what the team holds: one read after a burst of events.
+  clearTimeout(teamSoon.timer);
+  teamSoon.timer = setTimeout(() => loadTeam().catch(() => {}), 1500);
+}
+
+function keyRow(key) {
+  const status = keyStatus(key);
+  const actions = el('td', { className: 'actions' });
+  // An admin manages keys up to its own role; a revoked key is done with.
+  if (status !== 'revoked' && rank(key.role) <= rank(state.me.role)) {
+    actions.append(actionButton('Rotate', 'small', () => rotateKey(key)));
+    actions.append(actionButton('Revoke', 'small danger-ghost', () => revokeKey(key)));
+  }
+  const name = el('td', { className: 'name' },
+    el('div', { className: 'iname strong', text: key.name, title: key.name }), idButton(key.id));
+  if (state.me && key.id === state.me.keyId) name.append(el('div', { className: 'muted small', text: 'the key of this page' }));
+  const expires = el('td', { className: 'at small col-expires', text: key.expiresAt ? stamp(key.expiresAt) : 'never' });
+  const tr = el('tr', { data: { id: key.id } },
+    name,
+    el('td', { text: key.role }),
+    el('td', { className: 'mono small col-prefix', text: key.prefix }),
+    el('td', { className: 'at small', text: ago(key.lastUsedAt), title: key.lastUsedAt ? stamp(key.lastUsedAt) : '' }),
+    expires,
+    el('td', {}, el('span', {
+      className: `badge ks-${status}`, text: status, data: { status },
+      title: status === 'rotating' ? `The old secret works until ${stamp(key.previousValidUntil)} UTC` : '',
+    })),
+    actions);
+  if (status === 'revoked' || status === 'expired') tr.classList.add('gone');
+  return tr;
+}
+
+function renderKeys() {
+  const showRevoked = $('show-revoked').checked;
+  const shown = state.keys.filter((k) => showRevoked || !k.revokedAt);
+  $('key-rows').replaceChildren(...shown.map(keyRow));
+  const hidden = state.keys.length - shown.length;
+  $('keys-empty').hidden = shown.length > 0;
+  // Without any key (the service answers every local caller as the owner), the first key is made on the
+  // server: the API refuses it (docs/teams.md).
+  const keyless = !state.key && state.me && state.me.keyId === 'default';
+  $('new-key-form').hidden = keyless;
+  $('keys-empty').textContent = keyless
+    ? 'This service has no API keys yet: make the first one on the server (novita-gpu keys create --team NAME --role admin --name NAME).'
+    : hidden
+      ? `No live keys (${hidden} revoked: tick "show revoked" to see ${hidden === 1 ? 'it' : 'them'}).`
+      : 'No keys in the store for this team yet: create one below.';
+}
+
+async function loadKeys() {
+  const answer = await api('GET', `/api/keys?${new URLSearchParams({ team: state.teamShown })}`);
+  state.keys = answer.keys;
+  renderKeys();
+}
+
+function showTeam() {
+  $('quota-form').hidden = true;
+  loadTeam().catch((error) => toast(`The team could not be loaded: ${errorText(error)}`));
+  loadKeys().catch((error) => toast(`The keys could not be loaded: ${errorText(error)}`));
+}
+
+async function startTeamPanel() {
+  state.teamShown = state.me.team;
+  if (isOwner()) {
+    try {
+      state.teams = (await api('GET', '/api/teams')).teams;
+    } catch (_) { state.teams = []; }
+    const option = (team) => { const node = el('option', { text: team.name }); node.value = team.id; return node; };
+    $('team-pick').replaceChildren(...state.teams.map(option));
+    $('team-pick').value = state.teamShown;
+    $('a-team').replaceChildren($('a-team').options[0], ...state.teams.map(option));
+  }
+  showTeam();
+}
+
+function editQuotas() {
+  const quotas = (state.team && state.team.quotas) || {};
+  const value = (v) => (v === null || v === undefined ? '' : String(v));
+  $('q-gpus').value = value(quotas.maxGpus);
+  $('q-usd').value = value(quotas.maxUsdPerHour);
+  $('q-month').value = value(quotas.monthlyBudgetUsd);
+  $('quota-error').hidden = true;
+  $('quota-form').hidden = false;
+  $('q-gpus').focus();
+}
+
+async function saveQuotas(event) {
+  event.preventDefault();
+  // Only what changed is sent: a quota left out keeps its value; an empty field is no limit (null).
+  const current = (state.team && state.team.quotas) || {};
+  const quotas = {};
+  for (const [field, input] of [['maxGpus', 'q-gpus'], ['maxUsdPerHour', 'q-usd'], ['monthlyBudgetUsd', 'q-month']]) {
+    const raw = $(input).value.trim();
+    const value = raw === '' ? null : Number(raw);
+    if (value !== (current[field] ?? null)) quotas[field] = value;
+  }
+  $('quota-save').disabled = true;
+  try {
+    if (Object.keys(quotas).length) {
+      state.team = await api('PATCH', `/api/teams/${encodeURIComponent(state.teamShown)}`, { quotas });
+      renderTeam();
+      toast(`Quotas of ${state.team.name} saved.`, 'info');
+      auditSoon();
+    }
+    $('quota-form').hidden = true;
+  } catch (error) {
+    $('quota-error').textContent = errorText(error);
+    $('quota-error').hidden = false;
+  } finally {
+    $('quota-save').disabled = false;
+  }
+}
+
+function showSecret(key, made) {
+  $('secret-title').textContent = made
+    ? `Key ${key.name} (${key.role} of ${key.teamName}) created.`
+    : `Key ${key.name} rotated: the old secret works until ${stamp(key.previousValidUntil)} UTC.`;
+  $('secret-value').textContent = key.secret;
+  $('secret-box').hidden = false;
+  $('secret-copy').focus();
+}
+
+function hideSecret() {
+  // The secret is never kept: gone from the page once read.
+  $('secret-value').textContent = '';
+  $('secret-box').hidden = true;
+}
+
+async function createKey(event) {
+  event.preventDefault();
+  const error = $('key-form-error');
+  error.hidden = true;
+  const button = $('k-create');
+  button.disabled = true;
+  try {
+    const body = { name: $('k-name').value.trim(), role: $('k-role').value, team: state.teamShown };
+    const key = await api('POST', '/api/keys', body);
+    $('k-name').value = '';
+    showSecret(key, true);
+    loadKeys().catch(() => {});
+    loadTeam().catch(() => {});
+    auditSoon();
+  } catch (failure) {
+    error.textContent = errorText(failure);
+    error.hidden = false;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function rotateKey(key) {
+  const sure = await confirmDialog(
+    `Rotate ${key.name}? A new secret is shown once; the old one keeps working for a grace period (a day by default).`,
+    'Rotate');
+  if (!sure) return;
+  const rotated = await api('POST', `/api/keys/${encodeURIComponent(key.id)}/rotate`);
+  showSecret(rotated, false);
+  loadKeys().catch(() => {});
+  auditSoon();
+}
+
+async function revokeKey(key) {
+  const own = state.me && key.id === state.me.keyId;
+  const sure = await confirmDialog(
+    `Revoke ${key.name}? Whatever uses it is refused from now on.${own ? ' It is the key of this page: it will ask for another.' : ''}`,
+    'Revoke');
+  if (!sure) return;
+  await api('DELETE', `/api/keys/${encodeURIComponent(key.id)}`);
+  toast(`${key.name} is revoked.`, 'info');
+  if (own) { start(); return; }  // the service now refuses it: the page asks for a key
+  loadKeys().catch(() => {});
+  loadTeam().catch(() => {});
+  auditSoon();
+}
+
+// -- the audit trail (admin keys: the team's; owner keys: every team's) ----------------------------------
+
+function auditQuery(more) {
+  const query = new URLSearchParams({ limit: String(AUDIT_PAGE) });
+  for (const [name, id] of [['actor', 'a-actor'], ['action', 'a-action'], ['target', 'a-target']]) {
+    const value = $(id).value.trim();
+    if (value) query.set(name, value);
+  }
+  if (isOwner() && $('a-team').value) query.set('team', $('a-team').value);
+  for (const [name, id] of [['from', 'a-from'], ['to', 'a-to']]) {
+    const value = $(id).value;  // local time, as the browser shows it: sent as UTC
+    if (value) query.set(name, new Date(value).toISOString());
+  }
+  if (more && state.audit.cursor) query.set('cursor', state.audit.cursor);
+  return query;
+}
+
+function teamName(id) {
+  const found = state.teams.find((t) => t.id === id);
+  if (found) return found.name;
+  return state.me && id === state.me.team ? (state.me.teamName || id) : id;
+}
+
+function auditRow(e) {
+  const system = (e.actor || '').startsWith('system:');
+  const outcome = e.outcome || '—';
+  return el('tr', {},
+    el('td', { className: 'mono small at', text: stamp(e.at) }),
+    el('td', { className: 'small' }, el('div', {
+      className: `iname${system ? ' muted' : ''}`, text: system ? e.actor : (e.actorName || e.actor), title: e.actor,
+    })),
+    el('td', { className: 'mono small', text: e.action }),
+    el('td', { className: 'small' }, el('div', { className: 'id-text mono', text: e.target || '—', title: e.target || '' })),
+    el('td', {}, el('span', { className: `chip ${outcome === 'ok' ? 'outcome-recovered' : 'outcome-failed'}`, text: outcome })),
+    el('td', { className: 'small col-team', text: teamName(e.team), title: e.team }),
+    el('td', { className: 'small col-request' }, el('div', { className: 'id-text mono muted', text: e.requestId || '—', title: e.requestId || '' })));
+}
+
+function renderAudit() {
+  const audit = state.audit;
+  $('audit-rows').replaceChildren(...audit.events.map(auditRow));
+  const empty = $('audit-empty');
+  empty.classList.remove('loading');
+  $('audit-filters').hidden = audit.missing;
+  $('audit-more').hidden = !audit.cursor;
+  if (audit.missing) empty.textContent = 'This service keeps no audit trail (GET /api/audit is not there): upgrade it.';
+  else if (audit.error) empty.textContent = `The audit trail could not be loaded: ${audit.error}`;
+  else empty.textContent = 'No audit events match.';
+  empty.hidden = !audit.missing && !audit.error && audit.events.length > 0;
+}
+
+async function loadAudit(more = false) {
+  const audit = state.audit;
+  try {
+    const page = await api('GET', `/api/audit?${auditQuery(more)}`);
+    audit.events = more ? [...audit.events, ...page.events] : page.events;
+    audit.pages = more ? audit.pages + 1 : 1;
+    audit.cursor = page.nextCursor;
+    audit.error = null;
+  } catch (error) {
+    audit.missing = error instanceof ApiError && error.code === 'NOT_FOUND';  // the route, not a team
+    audit.error = audit.missing ? null : errorText(error);
+    if (!more) audit.events = [];
+  }
+  renderAudit();
+}
+
+function auditSoon() {
+  // New rows after an event or an action of this page; a reader who paged back is left where they are.
+  if (!isAdmin() || state.audit.missing || state.audit.pages > 1) return;
+  clearTimeout(auditSoon.timer);
+  auditSoon.timer = setTimeout(() => loadAudit(), 1500);
+}
+
 // -- the event stream -------------------------------------------------------------------------------
 
 function setLive(on, text) {
@@ -673,6 +1008,8 @@ function onEvent(message) {
   spendSoon();
   volumesSoon();
   if (state.historyOf === body.instanceId) showHistory(body.instanceId).catch(() => {});
+  auditSoon();
+  if (isAdmin()) teamSoon();
 }
 
 async function readStream(response, onConnected) {
@@ -746,9 +1083,13 @@ function askKey(message) {
   state.timers = [];
   sessionStorage.removeItem(KEY_STORAGE);
   state.key = null;
+  state.started = false;
+  state.me = null;
   $('app').hidden = true;
   $('key-panel').hidden = false;
   $('sign-out').hidden = true;
+  $('whoami').hidden = true;
+  hideSecret();
   setLive(false, 'no key');
   $('key-error').hidden = !message;
   $('key-error').textContent = message || '';
@@ -756,16 +1097,23 @@ function askKey(message) {
 }
 
 async function start() {
+  const hadKey = Boolean(state.key);
+  state.me = null;
   try {
-    await api('GET', '/api/instances?limit=1');
+    state.me = await api('GET', '/api/me');
   } catch (error) {
-    if (error instanceof ApiError && error.status === 401) { askKey(state.key ? 'The service refused this key.' : null); return; }
-    setLive(false, 'service unreachable');
-    toast(errorText(error));
+    if (error instanceof ApiError && error.status === 401) { askKey(hadKey ? 'The service refused this key.' : null); return; }
+    if (!(error instanceof ApiError && error.status === 404)) {  // 404: a service from before roles
+      setLive(false, 'service unreachable');
+      toast(errorText(error));
+    }
   }
+  state.started = true;
+  state.everStarted = true;
   $('key-panel').hidden = true;
   $('app').hidden = false;
   $('sign-out').hidden = !state.key;
+  showWho();
   api('GET', '/health').then((h) => { $('mode').textContent = h.mode === 'emulator' ? 'emulator' : ''; }).catch(() => {});
   loadCatalog().catch((error) => toast(`Products and templates could not be loaded: ${errorText(error)}`));
   loadStats();
@@ -774,6 +1122,11 @@ async function start() {
   follow();
   state.timers.push(setInterval(tick, 1000), setInterval(loadStats, 30000), setInterval(loadSpend, 30000),
     setInterval(() => loadInstances().catch(() => {}), 60000), setInterval(volumesDue, 2000));
+  if (isAdmin()) {
+    startTeamPanel();
+    loadAudit();
+    state.timers.push(setInterval(() => loadTeam().catch(() => {}), 30000));
+  }
 }
 
 document.addEventListener('DOMContentLoaded', () => {
@@ -782,7 +1135,9 @@ document.addEventListener('DOMContentLoaded', () => {
     state.key = $('key-input').value.trim();
     sessionStorage.setItem(KEY_STORAGE, state.key);
     $('key-input').value = '';
-    start();
+    // A key asked for again (the last one was refused): a fresh page, so nothing of the last one runs on.
+    if (state.everStarted) location.reload();
+    else start();
   });
   $('sign-out').addEventListener('click', () => { askKey(null); location.reload(); });
   $('create-form').addEventListener('submit', create);
@@ -790,6 +1145,18 @@ document.addEventListener('DOMContentLoaded', () => {
   $('show-deleted').addEventListener('change', renderVolumes);
   $('history-close').addEventListener('click', closeHistory);
   $('f-product').addEventListener('change', rememberProduct);
+  $('team-pick').addEventListener('change', () => { state.teamShown = $('team-pick').value; showTeam(); });
+  $('quota-edit').addEventListener('click', editQuotas);
+  $('quota-cancel').addEventListener('click', () => { $('quota-form').hidden = true; $('quota-error').hidden = true; });
+  $('quota-form').addEventListener('submit', saveQuotas);
+  $('show-revoked').addEventListener('change', renderKeys);
+  $('new-key-form').addEventListener('submit', createKey);
+  $('secret-copy').addEventListener('click', () => copy($('secret-value').textContent, $('secret-copy'), 'the secret'));
+  $('secret-done').addEventListener('click', hideSecret);
+  $('audit-filters').addEventListener('submit', (event) => { event.preventDefault(); loadAudit(); });
+  $('audit-clear').addEventListener('click', () => { $('audit-filters').reset(); loadAudit(); });
+  $('audit-refresh').addEventListener('click', () => loadAudit());
+  $('audit-more').addEventListener('click', () => loadAudit(true));
   document.addEventListener('keydown', (event) => {
     // Escape in the open dialog is the dialog's (it cancels and closes); otherwise it closes the history.
     if (event.key !== 'Escape' || event.defaultPrevented || $('confirm').open) return;
