@@ -49,6 +49,7 @@ def test_the_server_depends_on_this_very_client_and_owns_no_script() -> None:
         "serve": "novita_gpu.cli.server:serve",
         "emulator": "novita_gpu.cli.server:emulator",
         "db": "novita_gpu.cli.db:app",
+        "keys": "novita_gpu.cli.keys:app",
     }
     # As installed here: the client's command finds them.
     installed = {
