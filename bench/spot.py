@@ -1,17 +1,21 @@
 """`python -m bench spot` (issue 25): a reclaim storm on spot instances, one kill -9 in the middle of it.
 
-One `novita-gpu serve` on a SQLite file against `novita-gpu emulator --speed 20` (room for every create),
-webhooks to a local receiver. 100 spot instances are created at once, half with `onReclaim: migrate`, half
-with `recreate`, and brought to `ready`; then 50 of them (half of each path) are reclaimed within 10 s
-through the emulator's `POST /_emulator/reclaim {"ids"}` (Novita's notice, 30 emulated s, then the stop),
-in batches one second apart. Once a quarter of the reclaimed records are recovering, the service is killed
-with SIGKILL and restarted at once on the same store. Then it waits (bounded) until every record is `ready`
-with no recovery under way, Novita holds one live instance per record and no webhook is owed, and prints:
+One `novita-gpu serve` (its settings' defaults) on a SQLite file against `novita-gpu emulator --speed 20`
+(room for every create), webhooks to a local receiver. 100 spot instances are created at once, half with
+`onReclaim: migrate`, half with `recreate`, and brought to `ready`; then 50 of them (half of each path) are
+reclaimed within 10 s through the emulator's `POST /_emulator/reclaim {"ids"}`, in batches one second
+apart: Novita's notice first (30 real seconds: the emulator's 30 emulated seconds would last 1.5 s at speed
+20, shorter than the service's steady listing interval, which Novita's notice is not), then the stop. While
+recoveries are under way, once a quarter of the reclaimed records are recovering at once or half have
+recovered already, the service is killed with SIGKILL and restarted at once on the same store. Then it
+waits (bounded) until every record is `ready` with no recovery under way, Novita holds one live instance
+per record and no webhook is owed, and prints:
 
-- reclaim-to-ready per path, p50/p95/max: from the reclaim request to the record's next `ready` event, and
-  its two parts: the request to the `instance.reclaimed` event (Novita's notice, the stop, the service's
-  next listing), and that event to `ready` (the migrate or the recreate, the boot, the health check);
-  the same for the records whose recovery the kill interrupted;
+- reclaim-to-ready per path, p50/p95/max: from the reclaim request to the record's next `ready` event
+  (so Novita's notice included), from Novita's stop (the notice over: the emulator's timeline) to that
+  `ready`, and its two parts: the stop to the `instance.reclaimed` event (the service's next listing),
+  and that event to `ready` (the migrate or the recreate, the boot, the health check); how many notices
+  the service saw (`instance.reclaim_notice`); the same for the records whose recovery the kill spanned;
 - the upstream calls from the first reclaim until settled, by endpoint (the emulator's request counters,
   which a kill of the service does not reset), and the service's own counters (`reclaims_total`,
   `recoveries_total`) summed over the two processes;
@@ -24,8 +28,9 @@ with no recovery under way, Novita holds one live instance per record and no web
   service's 5xx answers to the bench's polls, and its error log lines.
 
 Exits non-zero (through `python -m bench`) when any of these checks fails; the logs, the store and a
-report.json then stay in a temp dir. `python -m bench.spot --help` for the counts, the speed, the
-emulator's migrate answering with a new id, no kill, and service settings (`--env KEY=VALUE`).
+report.json then stay in a temp dir (`SPOT_KEEP=1` keeps them anyway). `python -m bench.spot --help` for
+the counts, the speed, the notice, the kill's moment or none, the emulator's migrate answering with a new
+id, and service settings (`--env KEY=VALUE`). About 50 s.
 """
 
 from __future__ import annotations
@@ -57,7 +62,13 @@ RECLAIM = 50
 RECLAIM_SECONDS = 10.0
 BATCHES = 10
 SPEED = 20.0
-KILL_WHEN = 0.25  # the kill: once this share of the reclaimed records is recovering
+# The kill: while some reclaimed records are recovering, once a quarter of them are (a wave seen at once) or
+# half of them have recovered already (recoveries spread out).
+KILL_RECOVERING = 0.25
+KILL_RECOVERED = 0.5
+# Novita's reclaim notice, in real seconds: the emulator's 30 emulated seconds, not divided by its speed, so
+# that the notice outlasts the service's steady listing interval (15 s) as it does on Novita.
+NOTICE_SECONDS = 30.0
 SETTLE_SECONDS = 240.0
 PATHS = ("migrate", "recreate")
 IN_MOTION = ("recovering", "starting", "running", "health_checking")
@@ -134,8 +145,11 @@ def wait_all_ready(http: httpx.Client, count: int, seconds: float = 180) -> list
 
 def service_counters(url: str) -> dict[str, float]:
     """The service's spot and upstream counters from /metrics (a process's own: a kill resets them)."""
-    text = httpx.get(f"{url}/metrics", timeout=5).text
+    answer = httpx.get(f"{url}/metrics", timeout=5)
     found: dict[str, float] = defaultdict(float)
+    if answer.status_code != 200:  # e.g. /metrics kept for an operator key
+        return {}
+    text = answer.text
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "reclaims_total":
@@ -168,9 +182,10 @@ async def reclaimer(emu: str, targets: list[tuple[str, str]], storm: Storm, seco
 async def monitor(
     service: Service, reclaimed: set[str], storm: Storm, kill: bool, kill_delay: float, until: float
 ) -> list[dict[str, Any]]:
-    """Poll the records four times a second; kill -9 and restart the service `kill_delay` seconds after a
-    quarter of the reclaimed records are recovering. Returns when every record is ready with no recovery under way (or at `until`)."""
-    threshold = max(1, round(len(reclaimed) * KILL_WHEN))
+    """Poll the records four times a second; kill -9 and restart the service `kill_delay` seconds after the
+    moment KILL_RECOVERING / KILL_RECOVERED describe. Returns when every record is ready with no recovery under way (or at `until`)."""
+    in_progress = max(1, round(len(reclaimed) * KILL_RECOVERING))
+    recovered = max(1, round(len(reclaimed) * KILL_RECOVERED))
     records: list[dict[str, Any]] = []
     armed: float | None = None
     async with httpx.AsyncClient(base_url=service.url, timeout=10) as http:
@@ -190,7 +205,8 @@ async def monitor(
             records = page.json()["instances"]
             mine = [r for r in records if r["instanceId"] in reclaimed]
             recovering = [r for r in mine if r["recovery"]["inProgress"]]
-            if kill and armed is None and len(recovering) >= threshold:
+            done = sum(1 for r in mine if r["recovery"]["attempt"] and not r["recovery"]["inProgress"])
+            if kill and armed is None and recovering and (len(recovering) >= in_progress or done >= recovered):
                 armed = time.monotonic()
             if armed is not None and storm.kill is None and time.monotonic() >= armed + kill_delay:
                 with contextlib.suppress(httpx.HTTPError, ValueError):
@@ -323,9 +339,9 @@ def timings(
         if sent is None:
             continue
         after = [e for e in events if epoch(e["at"]) >= sent]
-        seen = next((epoch(e["at"]) for e in after if e["to"] == "recovering"), None)
+        seen = next((epoch(e["at"]) for e in after if e["to"] == "recovering"), None)  # instance.reclaimed
         ready = next((epoch(e["at"]) for e in after if e["to"] == "ready" and epoch(e["at"]) >= (seen or sent)), None)
-        notice = any(e["from"] == e["to"] and (e["message"] or "").startswith("Novita will reclaim") for e in after)
+        notice = any(e.get("event") == "instance.reclaim_notice" for e in after)
         history = record["recovery"]["history"]
         stop = stops.get(rid)
         found.append(
@@ -396,7 +412,7 @@ def run(
     speed: float = SPEED,
     kill: bool = True,
     migrate_new_id: bool = False,
-    notice_seconds: float | None = None,
+    notice_seconds: float | None = NOTICE_SECONDS,
     kill_delay: float = 0.0,
     env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
@@ -613,13 +629,14 @@ def main() -> None:
     parser.add_argument("--speed", type=float, default=SPEED, help="the emulator's speed")
     parser.add_argument("--no-kill", action="store_true", help="no kill -9 during the recoveries")
     parser.add_argument(
-        "--kill-delay", type=float, default=0.0, help="seconds from a quarter recovering to the kill (default 0)"
+        "--kill-delay", type=float, default=0.0, help="seconds from the kill's moment (see KILL_*) to the kill"
     )
     parser.add_argument("--migrate-new-id", action="store_true", help="a migrated instance gets a new id")
     parser.add_argument(
         "--notice-seconds",
         type=float,
-        help="Novita's reclaim notice in real seconds (default: the emulator's 30 emulated seconds, 1.5 s at speed 20)",
+        default=NOTICE_SECONDS,
+        help="Novita's reclaim notice in real seconds (default 30; 1.5 is the emulator's own at speed 20, 0 none)",
     )
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="a service setting")
     args = parser.parse_args()
