@@ -229,7 +229,7 @@ async def delete_by_name(body: InstanceNameIn, owner: Owner, services: ServicesD
 
 @router.post("/sync", summary="Reconcile with Novita now (the counts are the caller's own)", response_model=SyncAnswer)
 async def sync(owner: Owner, services: ServicesDep, body: Annotated[SyncIn | None, Body()] = None) -> JSONResponse:
-    return _json(200, await sync_for(services, owner))
+    return _json(200, await sync_for(services.db, services.reconciler, services.prober, owner))
 
 
 @router.post("/{instance_id}/start", summary="Start an instance by id", **_ACTION_ROUTE)

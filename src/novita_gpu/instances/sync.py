@@ -16,22 +16,23 @@ from novita_gpu.instances.reconciler.attention import work_left
 from novita_gpu.kit.tables import Instance
 
 if TYPE_CHECKING:
+    from novita_gpu.instances.readiness import Prober
+    from novita_gpu.instances.reconciler.worker import Reconciler
     from novita_gpu.kit.db import Database
-    from novita_gpu.services import Services
 
 _CHUNK = 500  # ids per look-up (a full pass may touch thousands of rows)
 
 
-async def sync_for(services: Services, owner: str) -> dict[str, Any]:
+async def sync_for(db: Database, reconciler: Reconciler, prober: Prober, owner: str) -> dict[str, Any]:
     """One full reconciler pass and one readiness probe, then the caller's share of what they did."""
-    result = await services.reconciler.tick(full=True)
-    became_ready = await services.prober.tick()
-    own = await owned(services.db, owner, {*result.claimed_ids, *result.changed_ids, *became_ready})
+    result = await reconciler.tick(full=True)
+    became_ready = await prober.tick()
+    own = await owned(db, owner, {*result.claimed_ids, *result.changed_ids, *became_ready})
     return {
         "claimed": len(own.intersection(result.claimed_ids)),
         "changed": len(own.intersection(result.changed_ids)),
         "ready": len(own.intersection(became_ready)),
-        "busy": result.busy and await work_left(services.db, owner),
+        "busy": result.busy and await work_left(db, owner),
     }
 
 

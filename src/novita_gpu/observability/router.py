@@ -10,11 +10,11 @@ from fastapi.responses import PlainTextResponse, Response
 from sqlalchemy import func, select
 
 from novita_gpu.kit.tables import Instance
-from novita_gpu.observability.access import metrics_reader
 from novita_gpu.observability.health import check_health
 from novita_gpu.observability.schemas import HealthAnswer, MetricsAnswer
 from novita_gpu.web.auth import Owner
 from novita_gpu.web.deps import ServicesDep
+from novita_gpu.web.metrics_access import metrics_reader
 from novita_gpu.web.responses import JSONResponse
 
 if TYPE_CHECKING:
