@@ -100,6 +100,7 @@ def serve(
     port: int = typer.Option(None, help="Port to listen on (default: PORT or 3000)."),
 ) -> None:
     """Run the service (against the built-in emulator unless NOVITA_API_KEY is set)."""
+    from novita_gpu.kit.connections import ConnectionLimits
     from novita_gpu.kit.serving import CannotListen, StartupFailed, bound_socket, serve_forever
     from novita_gpu.kit.settings import InsecureConfiguration
 
@@ -119,7 +120,12 @@ def serve(
     app = create_app(settings)  # before the store: it configures logging
     _prepare_store(settings.database_url)
     try:
-        serve_forever(app, sock, on_started=lambda: _log_listening(settings, host, int(sock.getsockname()[1])))
+        serve_forever(
+            app,
+            sock,
+            on_started=lambda: _log_listening(settings, host, int(sock.getsockname()[1])),
+            limits=ConnectionLimits.from_settings(settings),
+        )
     except StartupFailed as exc:
         _startup_failed(exc.__cause__ or exc)
 

@@ -110,8 +110,10 @@ def _last_event_id(request: Request) -> str | None:
 class EventStreamResponse(Response):
     """A stream of one subscription: its past from the store, then its queue, with heartbeats.
 
-    A client that stops reading blocks the writes: after `stall_seconds` the connection is dropped (its
-    queue was already closed at EVENT_STREAM_BUFFER events), so a stuck client holds no slot for ever."""
+    A client that stops reading blocks the writes (the server's send waits while its socket is full).
+    Each write is bounded by SEND_TIMEOUT_SECONDS: past it the stream ends and its slot is freed. The
+    service's own server resets such a connection at that same deadline (kit/connections.py), which
+    ends the write first; this bound holds under any other server too."""
 
     media_type = "text/event-stream"
 
@@ -127,7 +129,7 @@ class EventStreamResponse(Response):
         self.after = after
         self.upto = upto
         self.follow = follow
-        self.stall_seconds = max(60.0, 4 * hub.heartbeat)
+        self.stall_seconds = hub.send_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -152,7 +154,7 @@ class EventStreamResponse(Response):
         try:
             await self._stream(send)
         except TimeoutError:
-            # The client has read nothing for stall_seconds; the server closes the connection.
+            # The client has read nothing for stall_seconds: the stream ends, and its slot with it.
             log.warning("event_stream_stalled", owner=self.sub.owner, seconds=self.stall_seconds)
 
     async def _stream(self, send: Send) -> None:

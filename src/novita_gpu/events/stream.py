@@ -234,6 +234,7 @@ class EventHub:
         self.buffer = settings.event_stream_buffer
         self.poll_seconds = settings.event_stream_poll_seconds
         self.heartbeat = settings.event_stream_heartbeat_seconds  # a stream idle this long sends a comment
+        self.send_timeout = settings.send_timeout_seconds  # a write to a client that reads nothing ends there
         # A batch is queued to every stream in one pass of the loop, before any reader can drain: at most
         # half a buffer, so a reader that keeps up is never taken for a slow one.
         self.read_batch = max(1, min(READ_BATCH, self.buffer // 2))

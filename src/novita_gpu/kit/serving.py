@@ -17,6 +17,8 @@ from typing import Any
 import structlog
 import uvicorn
 
+from novita_gpu.kit.connections import ConnectionLimits, protocol_class
+
 log = structlog.get_logger(__name__)
 
 
@@ -62,13 +64,19 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return _listen(bound_socket(host, port))
 
 
-def serve_forever(app: Any, sock: socket.socket, on_started: Callable[[], None] | None = None) -> None:
+def serve_forever(
+    app: Any,
+    sock: socket.socket,
+    on_started: Callable[[], None] | None = None,
+    limits: ConnectionLimits | None = None,
+) -> None:
     """Run `app` on the bound `sock` until SIGINT/SIGTERM (graceful shutdown finishes in-flight work).
-    `on_started` runs once the app has started and the socket listens. If the app's start-up fails this
-    raises `StartupFailed` (its cause's traceback goes to the log at debug, not uvicorn's at error)."""
+    `on_started` runs once the app has started and the socket listens; `limits` bound each connection
+    (kit/connections.py). If the app's start-up fails this raises `StartupFailed` (its cause's traceback
+    goes to the log at debug, not uvicorn's at error)."""
     guarded = _StartupGuard(app)
     host, port = sock.getsockname()[:2]
-    config = _config(guarded, host, port)
+    config = _config(guarded, host, port, limits)
     config.timeout_graceful_shutdown = 10
     server = _Server(config, on_started)
     try:
@@ -122,7 +130,8 @@ class _StartupGuard:
             log.debug("startup_failed", exc_info=exc)
 
 
-def _config(app: Any, host: str, port: int) -> uvicorn.Config:
+def _config(app: Any, host: str, port: int, limits: ConnectionLimits | None = None) -> uvicorn.Config:
+    """uvicorn's configuration; with `limits`, its HTTP protocol is kit/connections.py's (else its own)."""
     return uvicorn.Config(
         app,
         host=host,
@@ -136,6 +145,7 @@ def _config(app: Any, host: str, port: int) -> uvicorn.Config:
         lifespan="on",
         timeout_graceful_shutdown=5,
         backlog=2048,
+        http="auto" if limits is None else protocol_class(limits),
     )
 
 
@@ -149,11 +159,13 @@ class _EmbeddedServer(uvicorn.Server):
 
 @dataclass
 class BackgroundServer:
-    """A uvicorn server started with `start()` (in this loop) or `start_in_thread()`."""
+    """A uvicorn server started with `start()` (in this loop) or `start_in_thread()`; `limits` bound each
+    connection as the service's own server does (kit/connections.py), none when not given."""
 
     app: Any
     host: str = "127.0.0.1"
     port: int = 0
+    limits: ConnectionLimits | None = None
     _server: uvicorn.Server | None = field(default=None, init=False)
     _task: asyncio.Task[None] | None = field(default=None, init=False)
     _thread: threading.Thread | None = field(default=None, init=False)
@@ -163,10 +175,15 @@ class BackgroundServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def connections(self) -> int:
+        """The connections open now (tests: a connection the server dropped is gone from here)."""
+        return 0 if self._server is None else len(self._server.server_state.connections)
+
     def _prepare(self) -> uvicorn.Server:
         self._sock = listening_socket(self.host, self.port)
         self.port = int(self._sock.getsockname()[1])
-        self._server = _EmbeddedServer(_config(self.app, self.host, self.port))
+        self._server = _EmbeddedServer(_config(self.app, self.host, self.port, self.limits))
         return self._server
 
     async def start(self) -> None:

@@ -100,6 +100,13 @@ class Settings(BaseSettings):
     # Host names answered besides loopback ones (empty: any name with API keys, loopback only without).
     allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_body_bytes: int = 64 * 1024
+    # What one client connection may hold (kit/connections.py, docs/deployment.md): its request headers
+    # complete within this many seconds (from a request's first byte, or the connection's opening), its
+    # socket left full by a client that does not read for this long at most (then the connection is
+    # reset: an event stream frees its slot), and connections open at once.
+    header_read_timeout_seconds: float = Field(default=10.0, gt=0)
+    send_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_connections: int = Field(default=1000, ge=1)
 
     # Instance defaults and lifecycle limits.
     default_billing_mode: BillingMode = "onDemand"
