@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
@@ -16,6 +14,7 @@ from novita_gpu.web.auth import Caller, CallerDep, require
 from novita_gpu.web.deps import ServicesDep
 from novita_gpu.web.errors import ApiError
 from novita_gpu.web.json_body import StrictJSONRoute
+from novita_gpu.web.query_params import date_time
 from novita_gpu.web.responses import JSONResponse
 
 router = APIRouter(prefix="/api", tags=["costs"], route_class=StrictJSONRoute)
@@ -52,48 +51,16 @@ class BudgetIn(BaseModel):
     webhook_url: WebhookUrl = None
 
 
-# RFC 3339 date-time, what the document's `format: date-time` means (a number is not one: "0.5" is refused).
-_DATE_TIME = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))", re.ASCII
-)
-
-
-def _timestamp(value: str | None, name: str) -> datetime | None:
-    """An RFC 3339 date-time in UTC; a leap second counts as the end of its minute, and instants outside
-    Python's years 1-9999 as the nearest one inside (a period that far out holds no cost anyway)."""
-    if value is None:
-        return None
-    found = _DATE_TIME.fullmatch(value)
-    invalid = ApiError(
-        400,
-        "VALIDATION_ERROR",
-        f"{name} must be an RFC 3339 date-time, e.g. 2026-11-01T00:00:00Z.",
-        details=[{"field": name, "message": "not an RFC 3339 date-time"}],
-    )
-    if found is None:
-        raise invalid
-    year, month, day, hour, minute, second = (int(found.group(i)) for i in range(1, 7))
-    micro = int((found.group(7) or "0")[:6].ljust(6, "0"))
-    offset = timedelta(0)
-    if found.group(9):
-        offset = timedelta(hours=int(found.group(10)), minutes=int(found.group(11)))
-        offset = -offset if found.group(9) == "-" else offset
-    try:
-        local = datetime(max(1, year), month, day, hour, minute, min(second, 59), micro)
-    except ValueError:
-        raise invalid from None
-    try:
-        return (local - offset).replace(tzinfo=UTC)
-    except OverflowError:
-        return datetime.min.replace(tzinfo=UTC) if offset > timedelta(0) else datetime.max.replace(tzinfo=UTC)
-
-
 def _target(caller: Caller, api_key: str | None) -> str:
     """Whose budget a request is about: the caller's own, or (admin keys only) the one named."""
     if api_key is None or api_key == caller.owner:
         return caller.owner
     if not caller.admin:
-        raise ApiError(403, "FORBIDDEN", "Only an owner key (ADMIN_API_KEYS, or a stored key of role owner) may act on another team's budget.")
+        raise ApiError(
+            403,
+            "FORBIDDEN",
+            "Only an owner key (ADMIN_API_KEYS, or a stored key of role owner) may act on another team's budget.",
+        )
     return api_key
 
 
@@ -125,8 +92,8 @@ async def costs(
     """Your instances' and volumes' costs; an admin key's report covers every key. A period ending before it
     starts is empty."""
     now = services.clock.now()
-    first = _timestamp(start, "from") or month_start(now)
-    last = _timestamp(end, "to") or now
+    first = date_time(start, "from") or month_start(now)
+    last = date_time(end, "to") or now
     report = await cost_report(
         services.db,
         start=first,

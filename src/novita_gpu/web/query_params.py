@@ -5,11 +5,15 @@ if the filter had been applied and matched everything. One app-level dependency 
 query keys with the parameters the matched route declares (the same ones /openapi.json lists, both being
 read from the route's dependency tree), so the document stays the whole truth: what it does not list is
 refused. A request without a query string costs one dictionary look-up.
+
+`date_time` reads a date-time parameter (`from`, `to`) as the document states it: RFC 3339, else 400.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
+from datetime import UTC, datetime, timedelta
 
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
@@ -65,3 +69,39 @@ async def refuse_unknown_query(request: Request) -> None:
         f"Unknown query parameter(s) {', '.join(repr(k) for k in unknown)} for this route; {takes}.",
         details=details,
     )
+
+
+# RFC 3339 date-time, what the document's `format: date-time` means (a number is not one: "0.5" is refused).
+_DATE_TIME = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))", re.ASCII
+)
+
+
+def date_time(value: str | None, name: str) -> datetime | None:
+    """An RFC 3339 date-time in UTC; a leap second counts as the end of its minute, and instants outside
+    Python's years 1-9999 as the nearest one inside (a period that far out holds nothing anyway). `name` is the parameter, named in the 400."""
+    if value is None:
+        return None
+    found = _DATE_TIME.fullmatch(value)
+    invalid = ApiError(
+        400,
+        "VALIDATION_ERROR",
+        f"{name} must be an RFC 3339 date-time, e.g. 2026-11-01T00:00:00Z.",
+        details=[{"field": name, "message": "not an RFC 3339 date-time"}],
+    )
+    if found is None:
+        raise invalid
+    year, month, day, hour, minute, second = (int(found.group(i)) for i in range(1, 7))
+    micro = int((found.group(7) or "0")[:6].ljust(6, "0"))
+    offset = timedelta(0)
+    if found.group(9):
+        offset = timedelta(hours=int(found.group(10)), minutes=int(found.group(11)))
+        offset = -offset if found.group(9) == "-" else offset
+    try:
+        local = datetime(max(1, year), month, day, hour, minute, min(second, 59), micro)
+    except ValueError:
+        raise invalid from None
+    try:
+        return (local - offset).replace(tzinfo=UTC)
+    except OverflowError:
+        return datetime.min.replace(tzinfo=UTC) if offset > timedelta(0) else datetime.max.replace(tzinfo=UTC)
