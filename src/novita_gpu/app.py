@@ -15,6 +15,7 @@ import structlog
 from fastapi import Depends, FastAPI
 
 from novita_gpu import __version__
+from novita_gpu.audit.router import router as audit_router
 from novita_gpu.autostop.router import router as autostop_router
 from novita_gpu.cache.router import router as cache_router
 from novita_gpu.catalog.router import router as catalog_router
@@ -30,6 +31,7 @@ from novita_gpu.observability.router import router as observability_router
 from novita_gpu.services import Services, build_services
 from novita_gpu.teams.router import router as teams_router
 from novita_gpu.volumes.router import router as volumes_router
+from novita_gpu.web.audit_middleware import AuditMiddleware
 from novita_gpu.web.auth import ApiKeys, current_owner
 from novita_gpu.web.docs_page import install_docs_page
 from novita_gpu.web.errors import ERROR_RESPONSES, install_error_handlers
@@ -120,6 +122,7 @@ def create_app(
     app.include_router(events_router)
     app.include_router(costs_router)
     app.include_router(volumes_router)
+    app.include_router(audit_router)
     app.include_router(cache_router, dependencies=[Depends(current_owner)])
     install_docs_page(app)  # after the API routes, which are matched first
     install_ui(app)  # the dashboard at /ui
@@ -127,6 +130,7 @@ def create_app(
     app.add_middleware(CachedInstanceReads)  # inside the request middleware: ids, metrics, access log
     app.add_middleware(HostGuard, answered=answered_hosts(settings))  # before any answer, cached ones too
     app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(AuditMiddleware)  # outermost: a row for each mutating request, as its answer went
     return app
 
 

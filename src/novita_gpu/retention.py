@@ -10,6 +10,8 @@ without bound.
 - Nothing of an API key's events (budget.exceeded): they and their deliveries, which reference no
   instance, stay with the cost history (one event per key and month at most), whatever instances go.
 - Idempotency keys: IDEMPOTENCY_TTL_SECONDS after the create they recorded; they replay nothing later.
+- Audit rows: AUDIT_RETENTION_DAYS after they were written (0 keeps them all). Each sweep that deletes
+  anything records it in the audit trail: one `retention.purge` row per kind, with the count.
 
 A live instance keeps its whole status history. Rows go in batches of 100, each its own short transaction
 taken as a worker's turn: SQLite runs inline, and deleting months of rows at once would hold every request
@@ -20,17 +22,19 @@ may sweep; deleting what another replica deleted first is harmless.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy import ColumnElement, and_, delete, exists, func, select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute
 
+from novita_gpu.audit import actions, recorder
 from novita_gpu.instances.lifecycle import Status
 from novita_gpu.kit.clock import Clock
 from novita_gpu.kit.db import Database
 from novita_gpu.kit.settings import Settings
-from novita_gpu.kit.tables import IdempotencyRecord, Instance, WebhookDelivery
+from novita_gpu.kit.tables import AuditEvent, IdempotencyRecord, Instance, WebhookDelivery
 from novita_gpu.kit.workers import StoreWorker
 from novita_gpu.observability.metrics import Metrics
 
@@ -77,6 +81,7 @@ class Retention(StoreWorker):
             ),
             "webhook_deliveries": 0,
             "instances": 0,
+            "audit_events": 0,
         }
         if self.settings.history_retention_days > 0:
             cutoff = now - timedelta(days=self.settings.history_retention_days)
@@ -96,7 +101,11 @@ class Retention(StoreWorker):
                     ~_has_pending_webhooks,  # still owed to a receiver (WEBHOOK_MAX_AGE above the retention)
                 ),
             )
+        if self.settings.audit_retention_days > 0:
+            cutoff = now - timedelta(days=self.settings.audit_retention_days)
+            deleted["audit_events"] = await self._purge((AuditEvent.id,), AuditEvent.at < cutoff)
         self.last_run_at = now
+        await self._audit(deleted, now)
         for kind, count in deleted.items():
             if count:
                 self.metrics.observe_retention(kind, count)
@@ -106,7 +115,19 @@ class Retention(StoreWorker):
             log.info("retention_swept", **deleted)
         return deleted
 
-    async def _purge(self, key: tuple[InstrumentedAttribute[str], ...], condition: ColumnElement[bool]) -> int:
+    async def _audit(self, deleted: dict[str, int], now: datetime) -> None:
+        """One audit row per kind of rows deleted, with the count."""
+        purged = {kind: count for kind, count in deleted.items() if count}
+        if not purged:
+            return
+        async with self.db.worker_write() as session:
+            for kind, count in purged.items():
+                entry = recorder.system(
+                    actions.RETENTION, "retention.purge", team=None, target=kind, details={"deleted": count}
+                )
+                recorder.add(session, entry, now)
+
+    async def _purge(self, key: tuple[InstrumentedAttribute[Any], ...], condition: ColumnElement[bool]) -> int:
         """Delete the rows matching `condition`, `batch_rows` at a time; how many were deleted."""
         table = key[0].class_.__table__
         total = 0

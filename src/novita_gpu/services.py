@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from novita_gpu.audit.recorder import AuditRecorder
 from novita_gpu.autostop.gpu_poller import GpuPoller
 from novita_gpu.autostop.sweeper import AutoStopSweeper
 from novita_gpu.cache.registry import CacheRegistry, build_cache_backend
@@ -78,6 +79,7 @@ class Services:
     webhook_sender: WebhookSender
     upstream_health: UpstreamHealth
     events: EventHub
+    audit: AuditRecorder
     started_monotonic: float
     emulator: BuiltinEmulator | None = None
     workers: list[PeriodicWorker] = field(default_factory=list)
@@ -227,6 +229,7 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics | No
         webhook_sender=webhook_sender,
         upstream_health=upstream_health,
         events=EventHub(db, changes, settings),
+        audit=AuditRecorder(db, clock),
         started_monotonic=clock.monotonic(),
         emulator=emulator,
     )

@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 from sqlalchemy import or_, select
 
+from novita_gpu.audit import actions, recorder
 from novita_gpu.autostop.policy import (
     SIGNALS,
     Decision,
@@ -217,6 +218,12 @@ class AutoStopSweeper(StoreWorker):
             }
             end = self.instances.stop_row if decision.action == "stop" else self.instances.delete_row
             result = await end(session, row, decision.reason, message=decision.message())
+            if result.changed:  # the audit row commits with the stop or delete
+                action = "instance.stop" if decision.action == "stop" else "instance.delete"
+                entry = recorder.system(
+                    actions.AUTO_STOP, action, team=row.owner, target=row.id, details=row.auto_stop_decision
+                )
+                recorder.add(session, entry, self.clock.now())
         log.info(
             "autostop_ended",
             instance_id=candidate.instance_id,

@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 from sqlalchemy import Row, and_, bindparam, or_, select
 
+from novita_gpu.audit import actions, recorder
 from novita_gpu.costs.meter import checkpoint
 from novita_gpu.costs.report import Spend, month_key, month_spend, next_month_start
 from novita_gpu.instances.lifecycle import Reason, Status
@@ -233,7 +234,7 @@ class Budgets(PeriodicWorker):
             budget.exceeded_at = now
             if budget.on_exceeded == "stopAll":
                 stopped = await self._stop_all(session, owner, budget, spend)
-            payload = {
+            payload: dict[str, Any] = {
                 "event": BUDGET_EXCEEDED,
                 "apiKey": owner,
                 "timestamp": iso(now),
@@ -247,6 +248,7 @@ class Budgets(PeriodicWorker):
             }
             event = AccountEvent(owner=owner, event=BUDGET_EXCEEDED, created_at=now, payload=payload)
             session.add(event)
+            self._audit(session, owner, payload["data"], now)
             await session.flush()
             targets = dict.fromkeys(url for url in (budget.webhook_url, self.settings.webhook_url) if url)
             for url in targets:
@@ -267,6 +269,17 @@ class Budgets(PeriodicWorker):
         for instance_id in stopped:
             self.instances.notify_changed(instance_id)
         self.exceeded.emit(owner)
+
+    @staticmethod
+    def _audit(session: Any, owner: str, data: dict[str, Any], now: datetime) -> None:
+        """The crossing and each stop of its stopAll, as audit rows of the same transaction."""
+        for instance_id in data["stoppedInstances"]:
+            why = {"reason": str(Reason.BUDGET_EXCEEDED), "month": data["month"]}
+            stop = recorder.system(actions.BUDGET, "instance.stop", team=owner, target=instance_id, details=why)
+            recorder.add(session, stop, now)
+        summary = {**data, "stoppedInstances": len(data["stoppedInstances"])}
+        crossed = recorder.system(actions.BUDGET, BUDGET_EXCEEDED, team=owner, target=owner, details=summary)
+        recorder.add(session, crossed, now)
 
     async def _stop_all(self, session: Any, owner: str, budget: Budget, spend: Spend) -> list[str]:
         query = select(Instance).where(

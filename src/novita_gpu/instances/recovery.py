@@ -23,6 +23,8 @@ from typing import Any, Literal, Protocol
 
 from sqlalchemy import update
 
+from novita_gpu.audit.actions import OK, SPOT_RECOVERY
+from novita_gpu.audit.recorder import add_beside, system
 from novita_gpu.kit.clock import iso
 from novita_gpu.kit.db import Database
 from novita_gpu.kit.settings import Settings
@@ -276,13 +278,19 @@ def finish(row: Instance, now: datetime, outcome: Outcome, message: str | None, 
 def end(
     row: Instance, now: datetime, outcome: Outcome, message: str | None, settings: Settings, observer: Observer
 ) -> None:
-    """End `row`'s recovery under way (if any), as `finish`, and count it."""
+    """End `row`'s recovery under way (if any), as `finish`, count it, and record it in the audit trail in the
+    transaction the row is loaded in (every ending passes here: ready, failed, gone, stopped, abandoned)."""
     ended = path(row)
     if ended is None:
         return
     took = took_seconds(row, now) if outcome == "recovered" else None
+    attempt = state(row).get("attempt")
     finish(row, now, outcome, message, keep_reclaimed=policy_of(row, settings).keep_reclaimed)
     observer.observe_recovery(ended, outcome, took)
+    result = OK if outcome == "recovered" else f"RECOVERY_{outcome.upper()}"
+    details = {"path": ended, "attempt": attempt, "outcome": outcome, "message": message, "seconds": took}
+    entry = system(SPOT_RECOVERY, "recovery.end", team=row.owner, target=row.id, outcome=result, details=details)
+    add_beside(row, entry, now)
 
 
 def took_seconds(row: Instance, now: datetime) -> float | None:

@@ -33,7 +33,7 @@ UNMATCHED_ROUTE = "unmatched"
 UPSTREAM_OK = "ok"
 WEBHOOK_OUTCOMES = frozenset({"delivered", "failed_attempt", "gone", "expired"})
 AUTOSTOP_ACTIONS = frozenset({"stopped", "deleted", "would_stop", "failed"})
-RETENTION_KINDS = frozenset({"instances", "webhook_deliveries", "idempotency_keys"})
+RETENTION_KINDS = frozenset({"instances", "webhook_deliveries", "idempotency_keys", "audit_events"})
 
 _READY_BUCKETS = (5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0)
 _LAG_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0)
@@ -304,7 +304,8 @@ class Metrics:
             self._reclaim_to_ready.observe(reclaim_to_ready)
 
     def observe_retention(self, kind: str, deleted: int) -> None:
-        """Rows of one kind deleted by a retention sweep: instances | webhook_deliveries | idempotency_keys."""
+        """Rows of one kind deleted by a retention sweep: instances | webhook_deliveries | idempotency_keys |
+        audit_events."""
         if kind not in RETENTION_KINDS:
             raise ValueError(f"unknown retention kind {kind!r}")
         self._retention.labels(kind).inc(deleted)
@@ -432,6 +433,7 @@ class Metrics:
             "instances": "instances",
             "webhook_deliveries": "webhookDeliveries",
             "idempotency_keys": "idempotencyKeys",
+            "audit_events": "auditEvents",
         }
         return _counts(self._retention, "kind", names)
 

@@ -80,5 +80,5 @@ class MetricsAnswer(Answer):
     webhooks: dict[str, Any] = Field(description="delivered, failedAttempts, gone, expired, backlog, lag")
     auto_stop: dict[str, int] = Field(description="stopped, deleted, wouldStop, failed")
     cache: dict[str, Any] = Field(description="hits, misses, hitRatio, byCache")
-    retention: dict[str, int] = Field(description="instances, webhookDeliveries, idempotencyKeys deleted")
+    retention: dict[str, int] = Field(description="instances, webhookDeliveries, idempotencyKeys, auditEvents deleted")
     spot: dict[str, Any] = Field(description='reclaims seen, and recoveries ended by "path:outcome"')

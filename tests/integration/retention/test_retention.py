@@ -48,7 +48,12 @@ async def test_a_terminated_instance_is_kept_for_the_retention_period_then_forgo
     retention = harness.services.retention
     assert harness.settings.history_retention_days == 30
     harness.clock.advance(30 * DAY - 60)
-    assert await retention.sweep() == {"idempotency_keys": 0, "webhook_deliveries": 0, "instances": 0}
+    assert await retention.sweep() == {
+        "idempotency_keys": 0,
+        "webhook_deliveries": 0,
+        "instances": 0,
+        "audit_events": 0,
+    }
     assert (await harness.instance(gone))["status"] == "terminated"
     assert [e["to"] for e in await harness.events(gone)][-1] == "terminated"
 
@@ -81,7 +86,7 @@ async def test_a_live_instance_keeps_its_history_and_pending_deliveries_are_neve
 
     harness.clock.advance(31 * DAY)
     swept = await harness.services.retention.sweep()
-    assert swept == {"idempotency_keys": 0, "webhook_deliveries": delivered, "instances": 0}
+    assert swept == {"idempotency_keys": 0, "webhook_deliveries": delivered, "instances": 0, "audit_events": 0}
     assert await count(harness, WebhookDelivery) == pending
     flow = [e["to"] for e in await harness.events(live)]
     assert flow == ["creating", "starting", "running", "health_checking", "ready", "stopping", "stopped"]
@@ -111,13 +116,18 @@ async def test_rows_go_in_batches_until_none_is_left(store: str, tmp_path: Path,
         retention = Retention(
             services.db, harness.clock, harness.settings, services.metrics, lambda: None, batch_rows=2
         )
-        assert await retention.sweep() == {"idempotency_keys": 1, "webhook_deliveries": 5 * 7, "instances": 5}
+        assert await retention.sweep() == {
+            "idempotency_keys": 1,
+            "webhook_deliveries": 5 * 7,
+            "instances": 5,
+            "audit_events": 0,
+        }
         assert await count(harness, Instance, Instance.id.in_(ids)) == 0
         assert await count(harness, Instance) == 1  # the keyed one: live, so kept
 
 
 async def test_zero_days_keeps_all_history(tmp_path: Path, receiver_url: str) -> None:
-    harness = await Harness(tmp_path, history_retention_days=0).start()
+    harness = await Harness(tmp_path, history_retention_days=0, audit_retention_days=0).start()
     try:
         gone = await terminated(harness, receiver_url)
         harness.clock.advance(3650 * DAY)
@@ -125,6 +135,7 @@ async def test_zero_days_keeps_all_history(tmp_path: Path, receiver_url: str) ->
             "idempotency_keys": 0,
             "webhook_deliveries": 0,
             "instances": 0,
+            "audit_events": 0,
         }
         assert (await harness.instance(gone))["status"] == "terminated"
     finally:

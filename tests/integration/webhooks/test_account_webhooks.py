@@ -411,4 +411,9 @@ async def test_budget_events_and_costs_outlive_the_instances_retention_deletes(
     assert (await h.http.get(f"/api/instances/{instance_id}", headers=key(ALICE))).status_code == 404
     assert await budget_events(h) == events  # the event and its delivery stay
     assert (await h.http.get("/api/costs", params=period, headers=key(ALICE))).json()["totalUsd"] == spent["totalUsd"]
-    assert await h.services.retention.sweep() == {"idempotency_keys": 0, "webhook_deliveries": 0, "instances": 0}
+    assert await h.services.retention.sweep() == {
+        "idempotency_keys": 0,
+        "webhook_deliveries": 0,
+        "instances": 0,
+        "audit_events": 0,
+    }

@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from novita_gpu.audit import actions, recorder
 from novita_gpu.instances import recovery
 from novita_gpu.instances.lifecycle import Action, Goal, Reason, Status, is_leaving, phase_of
 from novita_gpu.instances.listing import Listing
@@ -100,6 +101,9 @@ class Recovering:
                 session, r, Status.RECOVERING, reason=Reason.SPOT_RECLAIMED, message=reclaim, event="instance.reclaimed"
             )
             await self.writes.change(session, r, Status.RECOVERING, reason=Reason.SPOT_RECLAIMED, message=then)
+            began = {"path": chosen, "attempt": attempt, "reclaimedAt": recovery.state(r).get("reclaimedAt")}
+            entry = recorder.system(actions.SPOT_RECOVERY, "recovery.begin", team=r.owner, target=r.id, details=began)
+            recorder.add(session, entry, now)
 
         log.warning("instance_reclaimed_recovering", instance_id=row.id, path=chosen)
         if await self.writes.apply(row, begin) is None:
