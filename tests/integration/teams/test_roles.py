@@ -128,6 +128,8 @@ def routes(w: World) -> list[tuple[str, str, Any, set[str], dict[str, str]]]:
         ("PATCH", "/api/teams/ml", {"quotas": {"maxUsdPerHour": 1000}}, (TEAM_ML & ADMINS) | {"owner"}, {}),
         ("POST", "/api/teams", {"name": "probe"}, {"owner"}, {}),
         ("GET", "/api/volumes/unmanaged", None, {"owner"}, {}),
+        ("GET", "/api/audit", None, ADMINS | {"other team"}, {}),
+        ("GET", "/api/audit?team=ml", None, (TEAM_ML & ADMINS) | {"owner"}, {}),
         ("GET", "/metrics", None, {"owner"}, {}),
         ("DELETE", f"/api/volumes/{v}", None, TEAM_ML - {"viewer"}, {}),
         ("DELETE", f"/api/instances/{i}", None, TEAM_ML - {"viewer"}, {}),
@@ -148,7 +150,7 @@ async def test_each_route_answers_each_caller_as_its_role_allows(world: World) -
     h = world.harness
     wrong: list[str] = []
     for method, path, body, allowed, headers in routes(world):
-        team_only = any(x in path for x in (world.instance, world.volume, "/api/teams/ml"))
+        team_only = any(x in path for x in (world.instance, world.volume, "/api/teams/ml", "team=ml"))
         for who in WHO:
             answer = await call(h, world.keys[who], method, path, body, **headers)
             if who in allowed:
