@@ -10,15 +10,15 @@ budget and quotas and reads its audit trail; an owner does everything in every t
 from __future__ import annotations
 
 import enum
-from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Coroutine
+from collections.abc import AsyncGenerator
 from datetime import datetime
-from typing import Any, Final, Generic, Literal, TypeVar
+from typing import Any, Final, Literal
 from urllib.parse import quote
 
 from novita_gpu_client import core
 from novita_gpu_client.calls import Call, Json
 from novita_gpu_client.config import ClientConfig
+from novita_gpu_client.mixins import Answer, CallMethods, Items
 
 Role = Literal["viewer", "member", "admin", "owner"]
 ROLES: tuple[Role, ...] = ("viewer", "member", "admin", "owner")
@@ -145,45 +145,30 @@ async def iter_audit(
 
 # -- the methods ------------------------------------------------------------------------------------------
 
-Answer = TypeVar("Answer")  # Json, or an awaitable of it
-Items = TypeVar("Items")  # an iterator of Json, or an async one
 
-
-class TeamMethods(ABC, Generic[Answer, Items]):
+class TeamMethods(CallMethods[Answer, Items]):
     """The methods of `Client` and `AsyncClient` (through `Methods`) for who a key is, teams, their keys
     and the audit trail: answers as the client gives them, at once (blocking) or to be awaited."""
 
-    _config: ClientConfig
-    _transport: core.Transport
-
-    @abstractmethod
-    def _answer(self, work: Coroutine[Any, Any, Json]) -> Answer: ...
-
-    @abstractmethod
-    def _instances(self, items: AsyncGenerator[Json, None]) -> Items: ...
-
-    def _team_answer(self, call: Call) -> Answer:
-        return self._answer(core.send(self._transport, self._config, call))
-
     def me(self) -> Answer:
         """Who this key is: `{team, teamName, keyId, keyName, role}` (role viewer, member, admin or owner)."""
-        return self._team_answer(me())
+        return self._send(me())
 
     # -- teams -------------------------------------------------------------------------------------
 
     def list_teams(self) -> Answer:
         """`{teams: [...]}`: this key's team, or every team for an owner key; each as `get_team` gives it."""
-        return self._team_answer(list_teams())
+        return self._send(list_teams())
 
     def get_team(self, ref: str) -> Answer:
         """A team by id (team_...) or name: `{id, name, quotas: {maxGpus, maxUsdPerHour, monthlyBudgetUsd},
         use: {gpus, usdPerHour, monthUsd: {limit, used}}, keys, createdAt, updatedAt}` (null: no limit).
         Another team is 404 TEAM_NOT_FOUND unless this is an owner key."""
-        return self._team_answer(get_team(ref))
+        return self._send(get_team(ref))
 
     def create_team(self, name: str) -> Answer:
         """Owner keys: make a team (201); a name taken is 409."""
-        return self._team_answer(create_team(name))
+        return self._send(create_team(name))
 
     def update_team(
         self,
@@ -197,7 +182,7 @@ class TeamMethods(ABC, Generic[Answer, Items]):
         """Admin keys (of the team) and owner keys: rename a team or change its quotas. A quota left out
         (`KEEP`) keeps its value; None removes the limit. `monthly_budget_usd` is the team's budget
         (`budget()`), kept with its current onExceeded and webhook. Answers the team as `get_team`."""
-        return self._team_answer(update_team(ref, name, max_gpus, max_usd_per_hour, monthly_budget_usd))
+        return self._send(update_team(ref, name, max_gpus, max_usd_per_hour, monthly_budget_usd))
 
     # -- keys ----------------------------------------------------------------------------------------
 
@@ -205,7 +190,7 @@ class TeamMethods(ABC, Generic[Answer, Items]):
         """Admin keys: `{keys: [{id, name, prefix, team, teamName, role, createdAt, createdBy, rotatedAt,
         lastUsedAt, expiresAt, revokedAt, previousValidUntil}]}`, newest first, revoked ones too, never a
         secret. The key's team by default (every team's for an owner key); `team` (id or name) names one."""
-        return self._team_answer(list_keys(team))
+        return self._send(list_keys(team))
 
     def create_key(
         self, name: str, role: Role, *, team: str | None = None, expires_at: str | datetime | None = None
@@ -213,16 +198,16 @@ class TeamMethods(ABC, Generic[Answer, Items]):
         """Admin keys: make a key of `role` (up to this key's own) in `team` (this key's by default), valid
         until `expires_at` (ISO 8601 or a datetime with its time zone; never by default). The answer is the
         key's view and its `secret`, shown this once: the service keeps only a hash."""
-        return self._team_answer(create_key(name, role, team, expires_at))
+        return self._send(create_key(name, role, team, expires_at))
 
     def rotate_key(self, key_id: str) -> Answer:
         """Admin keys: a new `secret` for the key (shown this once); the old one keeps working until the
         answer's `previousValidUntil` (the server's KEY_ROTATION_GRACE_SECONDS, a day by default)."""
-        return self._team_answer(rotate_key(key_id))
+        return self._send(rotate_key(key_id))
 
     def revoke_key(self, key_id: str) -> Answer:
         """Admin keys: revoke a key; every replica refuses it within a second or two. Answers its view."""
-        return self._team_answer(revoke_key(key_id))
+        return self._send(revoke_key(key_id))
 
     # -- the audit trail -------------------------------------------------------------------------------
 
@@ -243,7 +228,7 @@ class TeamMethods(ABC, Generic[Answer, Items]):
         details}], nextCursor}`. `actor` is a key id (or `system:<worker>`), `target` an instance, volume,
         key or team id; `start`/`end` bound `at` (ISO 8601 or datetimes). Pass `nextCursor` as `cursor`
         for the next page; `iter_audit` does that for you."""
-        return self._team_answer(audit_page(team, actor, target, action, start, end, limit, cursor))
+        return self._send(audit_page(team, actor, target, action, start, end, limit, cursor))
 
     def iter_audit(
         self,

@@ -9,15 +9,14 @@ first (a create is usually available within a second or two), doubling up to `po
 from __future__ import annotations
 
 import time
-from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Coroutine, Iterable
-from typing import Any, Generic, TypeVar
+from collections.abc import AsyncGenerator, Iterable
 from urllib.parse import quote
 
 from novita_gpu_client import core
 from novita_gpu_client.calls import Call, Json
 from novita_gpu_client.config import ClientConfig
 from novita_gpu_client.errors import VolumeFailed, VolumeWaitTimeout
+from novita_gpu_client.mixins import Answer, CallMethods, Items
 
 AVAILABLE, DELETED, FAILED = "available", "deleted", "failed"
 # Where a volume can still go from each status (creating → available → deleting → deleted, or failed).
@@ -188,27 +187,12 @@ async def every_volume(
 
 # -- the methods ------------------------------------------------------------------------------------------
 
-Answer = TypeVar("Answer")  # Json, or an awaitable of it
-Items = TypeVar("Items")  # an iterator of Json, or an async one
 
-
-class VolumeMethods(ABC, Generic[Answer, Items]):
+class VolumeMethods(CallMethods[Answer, Items]):
     """The volume methods of `Client` and `AsyncClient` (through `Methods`): answers as the client gives
     them, at once (blocking) or to be awaited. Views: `{volumeId, name, status, statusMessage, region,
     sizeGb, storageId, pricePerHour, pricePerGbMonth, mountedBy, ...}`; statuses creating, available,
     deleting, deleted and failed."""
-
-    _config: ClientConfig
-    _transport: core.Transport
-
-    @abstractmethod
-    def _answer(self, work: Coroutine[Any, Any, Json]) -> Answer: ...
-
-    @abstractmethod
-    def _instances(self, items: AsyncGenerator[Json, None]) -> Items: ...
-
-    def _volume_answer(self, call: Call) -> Answer:
-        return self._answer(core.send(self._transport, self._config, call))
 
     def create_volume(
         self,
@@ -237,7 +221,7 @@ class VolumeMethods(ABC, Generic[Answer, Items]):
 
     def get_volume(self, ref: str) -> Answer:
         """One volume by id (vol_...) or name (the live volume of that name); `ApiError` 404 VOLUME_NOT_FOUND."""
-        return self._volume_answer(get(ref))
+        return self._send(get(ref))
 
     def wait_for_volume(
         self,
@@ -252,7 +236,7 @@ class VolumeMethods(ABC, Generic[Answer, Items]):
 
     def resize_volume(self, ref: str, size_gb: int) -> Answer:
         """Grow an available volume to `size_gb` GB (Novita cannot shrink one: 400 VOLUME_SHRINK)."""
-        return self._volume_answer(resize(ref, size_gb))
+        return self._send(resize(ref, size_gb))
 
     def delete_volume(
         self, ref: str, *, wait: bool = False, timeout: float = WAIT_TIMEOUT, poll_interval: float = POLL_INTERVAL
@@ -265,8 +249,8 @@ class VolumeMethods(ABC, Generic[Answer, Items]):
     def unmanaged_storages(self) -> Answer:
         """Admin keys: network storages at Novita that no volume stands for (made in Novita's console):
         `{storages: [{storageId, name, region, clusterId, sizeGb, pricePerHour}]}`."""
-        return self._volume_answer(unmanaged())
+        return self._send(unmanaged())
 
     def adopt_volume(self, storage_id: str, name: str) -> Answer:
         """Admin keys: make an unmanaged storage a volume called `name`, owned by this key."""
-        return self._volume_answer(adopt(storage_id, name))
+        return self._send(adopt(storage_id, name))
