@@ -52,6 +52,10 @@ class Listing:
         if upstream.name and not is_leaving(upstream.status):
             self.by_name.setdefault(upstream.name, upstream)
 
+    def next_reclaim(self) -> int | None:
+        """When the earliest reclaim Novita has given notice of is due (unix seconds), None without one."""
+        return min((u.spot_reclaim_time for u in self.by_id.values() if u.spot_notified), default=None)
+
     def knows(self, updated_at: datetime) -> bool:
         """Whether this listing began after a row's last write, so it is at least as new as the row."""
         return updated_at <= self.taken_at

@@ -352,3 +352,19 @@ async def test_a_stop_while_the_replacement_waits_for_capacity_goes_back_to_the_
         ready["pricePerHour"],
         "spot",
     )
+
+
+async def test_after_a_notice_the_reconciler_looks_again_just_after_the_reclaim_is_due(harness: Harness) -> None:
+    """The stop is seen a second after Novita's deadline, not at the next slow tick (up to 15 s later)."""
+    ready = await ready_spot(harness)
+    spot_settings(harness, noticeSeconds=20)
+    reclaim(harness, ready["novitaInstanceId"])
+    harness.clock.advance(12)  # the notice is seen on a steady tick, 8 s before the stop
+    wait = await harness.services.reconciler.step()
+    assert 8.0 <= wait <= 9.5, wait  # the deadline and a second, not RECONCILE_SLOW_SECONDS (15)
+    events = await harness.events(ready["instanceId"])
+    assert "checkpoint" in (events[-1]["message"] or "")
+    harness.clock.advance(wait)
+    assert await harness.services.reconciler.step() <= 15
+    await harness.services.reconciler.tick()
+    assert (await harness.instance(ready["instanceId"]))["status"] == "recovering"

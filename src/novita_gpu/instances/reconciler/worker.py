@@ -63,6 +63,8 @@ MAX_ROWS_IN_FLIGHT = MAX_CONNECTIONS
 # accepted ones (docs/performance.md). Status changes catch up once the burst is sent.
 _MAX_OTHERS_IN_FLIGHT = MAX_ROWS_IN_FLIGHT * 3 // 4
 _OTHERS_BESIDE_CREATES = 8
+# How long after a noticed reclaim is due the reconciler looks again (Novita's stop takes a moment to show).
+_AFTER_RECLAIM_SECONDS = 1.0
 
 
 @dataclass
@@ -107,6 +109,7 @@ class Reconciler(StoreWorker):
         self._full_pass = FullPass()
         self._tick_lock = asyncio.Lock()
         self._next_full_pass = float("-inf")
+        self._reclaim_due: int | None = None  # the earliest reclaim Novita gave notice of (unix seconds)
         # Replicas (PostgreSQL) share one listing of Novita through the store; one process lists on its own.
         shared = (
             None
@@ -136,7 +139,16 @@ class Reconciler(StoreWorker):
 
     async def step(self) -> float:
         busy = (await self.tick()).busy
-        return self.settings.reconcile_fast_seconds if busy else self.settings.reconcile_slow_seconds
+        wait = self.settings.reconcile_fast_seconds if busy else self.settings.reconcile_slow_seconds
+        if self._reclaim_due is not None:
+            # Novita gave notice of a reclaim: look again just after it is due, so the stop is seen then
+            # (and the recovery starts) rather than at the next slow tick. One listing per reclaim wave.
+            until = self._reclaim_due - self.clock.now().timestamp() + _AFTER_RECLAIM_SECONDS
+            if until > 0:
+                wait = min(wait, max(self.settings.reconcile_fast_seconds, until))
+            else:  # this tick looked after it was due
+                self._reclaim_due = None
+        return wait
 
     def stop(self) -> None:
         self.runner.stop()
@@ -223,6 +235,8 @@ class Reconciler(StoreWorker):
                 log.warning("reconcile_list_failed", error=type(exc).__name__)
                 result.busy = True
             else:
+                if listing.by_id:  # (an empty one: Novita was not listed this tick)
+                    self._reclaim_due = listing.next_reclaim()
                 if listed_here:  # (a listing another replica made had its strays removed by it)
                     await remove_strays(self.db, self.client, listing, candidates)
                 watched = {c.id for c in candidates}
