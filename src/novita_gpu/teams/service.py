@@ -56,13 +56,20 @@ def key_view(key: ApiKey, team_name: str) -> dict[str, Any]:
 
 
 async def ensure_teams(db: Database, clock: Clock, team_ids: list[str]) -> None:
-    """Make the teams of the environment's keys (and "default") that the store does not have yet."""
+    """Make the teams of the environment's keys (and "default") that the store does not have yet. Replicas
+    starting together may race: one makes them, and the others find them made."""
     now = clock.now()
-    async with db.write() as session:
-        known = set(await session.scalars(select(Team.id).where(Team.id.in_(team_ids))))
-        for team_id in team_ids:
-            if team_id not in known:
-                session.add(Team(id=team_id, name=team_id, quotas={}, created_at=now, updated_at=now))
+    try:
+        async with db.write() as session:
+            known = set(await session.scalars(select(Team.id).where(Team.id.in_(team_ids))))
+            for team_id in team_ids:
+                if team_id not in known:
+                    session.add(Team(id=team_id, name=team_id, quotas={}, created_at=now, updated_at=now))
+    except IntegrityError:
+        async with db.read() as session:
+            made = set(await session.scalars(select(Team.id).where(Team.id.in_(team_ids))))
+        if made != set(team_ids):  # not a race: a team of that name exists (made by a user)
+            raise
 
 
 async def new_key(

@@ -139,3 +139,13 @@ async def test_a_revoked_key_is_refused_by_both_replicas_within_two_seconds(
         await asyncio.sleep(0.05)  # polling a real-time cache (teams/keys.py CACHE_SECONDS), not waiting for state
     assert set(refused) == {0, 1} and max(refused.values()) < 2.0, refused
     assert (await call(other, member, "GET", "/api/me")).status_code == 200
+
+
+async def test_the_services_own_team_names_are_refused_and_replicas_may_start_together(tmp_path: Path) -> None:
+    async with Harness(tmp_path, admin_api_keys=OWNER_KEY) as h:
+        for name in ("default", "key-0123456789ab"):
+            refused = await call(h.http, OWNER_KEY, "POST", "/api/teams", {"name": name})
+            assert refused.status_code == 400 and refused.json()["error"]["code"] == "VALIDATION_ERROR", refused.text
+        # A second process on the same store finds the environment's teams made and starts.
+        services = await build_services(h.settings, h.clock)
+        await services.aclose()
