@@ -54,16 +54,16 @@ async def _create(url: str, team_name: str, role: str, name: str, expires: datet
 
 
 async def _list(url: str, team: str | None) -> list[dict[str, Any]]:
-    from sqlalchemy import or_, select
+    from sqlalchemy import or_
 
     from novita_gpu.kit.db import Database
     from novita_gpu.kit.tables import ApiKey, Team
-    from novita_gpu.teams.service import key_view
+    from novita_gpu.teams.service import key_view, keys_query
 
     db = Database(url)
     try:
         await db.migrate()
-        query = select(ApiKey, Team.name).join(Team, Team.id == ApiKey.team_id).order_by(ApiKey.created_at)
+        query = keys_query().order_by(ApiKey.created_at)
         if team is not None:
             query = query.where(or_(Team.id == team, Team.name == team))
         async with db.read() as session:
@@ -73,28 +73,21 @@ async def _list(url: str, team: str | None) -> list[dict[str, Any]]:
 
 
 async def _revoke(url: str, key_id: str) -> dict[str, Any] | None:
-    from sqlalchemy import select
-
     from novita_gpu.kit.clock import SystemClock
     from novita_gpu.kit.db import Database
-    from novita_gpu.kit.tables import ApiKey, Team
-    from novita_gpu.teams.service import key_view
+    from novita_gpu.kit.tables import ApiKey
+    from novita_gpu.teams.service import key_view, keys_query
+    from novita_gpu.teams.service import revoke as revoke_key
 
     db = Database(url)
     try:
         await db.migrate()
         async with db.write() as session:
-            found = (
-                await session.execute(
-                    select(ApiKey, Team.name).join(Team, Team.id == ApiKey.team_id).where(ApiKey.id == key_id)
-                )
-            ).first()
+            found = (await session.execute(keys_query().where(ApiKey.id == key_id))).first()
             if found is None:
                 return None
             key, team_name = found
-            if key.revoked_at is None:
-                key.revoked_at = SystemClock().now()
-                key.previous_valid_until = None
+            revoke_key(key, SystemClock().now())
             return key_view(key, team_name)
     finally:
         await db.dispose()

@@ -9,10 +9,10 @@ not see answers as if it did not exist.
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -97,6 +97,18 @@ async def new_key(
     )
     session.add(key)
     return key, secret
+
+
+def keys_query() -> Select[tuple[ApiKey, str]]:
+    """Keys with their team's name, oldest first (the API and `novita-gpu keys` list them so)."""
+    return select(ApiKey, Team.name).join(Team, Team.id == ApiKey.team_id)
+
+
+def revoke(key: ApiKey, now: datetime) -> None:
+    """Refuse the key from now on, its rotated secret's grace included (a second revoke changes nothing)."""
+    if key.revoked_at is None:
+        key.revoked_at = now
+        key.previous_valid_until = None
 
 
 class TeamService:
@@ -232,7 +244,7 @@ class TeamService:
     async def list_keys(self, principal: Principal, team: str | None) -> dict[str, Any]:
         if not principal.may("admin"):
             raise _forbid(principal, "see the team's keys", "admin")
-        query = select(ApiKey, Team.name).join(Team, Team.id == ApiKey.team_id).order_by(ApiKey.created_at.desc())
+        query = keys_query().order_by(ApiKey.created_at.desc())
         async with self.db.read() as session:
             if team is not None:
                 query = query.where(ApiKey.team_id == (await self._team(session, principal, team)).id)
@@ -242,11 +254,7 @@ class TeamService:
         return {"keys": [key_view(key, name) for key, name in rows]}
 
     async def _key(self, session: AsyncSession, principal: Principal, key_id: str) -> tuple[ApiKey, str]:
-        found = (
-            await session.execute(
-                select(ApiKey, Team.name).join(Team, Team.id == ApiKey.team_id).where(ApiKey.id == key_id)
-            )
-        ).first()
+        found = (await session.execute(keys_query().where(ApiKey.id == key_id))).first()
         if not principal.may("admin") or found is None:
             raise KeyNotFound(key_id)
         key, team_name = found
@@ -278,9 +286,7 @@ class TeamService:
         now = self.clock.now()
         async with self.db.write() as session:
             key, team_name = await self._key(session, principal, key_id)
-            if key.revoked_at is None:
-                key.revoked_at = now
-                key.previous_valid_until = None
+            revoke(key, now)
             view = key_view(key, team_name)
         self.keys.forget()
         return view

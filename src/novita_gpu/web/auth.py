@@ -46,13 +46,7 @@ class ApiKeys:
             self._environment[digest(key)] = Principal(owner_id(key), owner_id(key), owner_id(key), "admin")
         for key in admins:
             self._environment[digest(key)] = Principal(owner_id(key), owner_id(key), owner_id(key), "owner")
-        self._admins = {owner_id(k) for k in admins}
         self.store = store  # set once the store is open (build_services)
-
-    @property
-    def teams(self) -> list[str]:
-        """The teams of the environment's keys (made at start-up when missing)."""
-        return sorted({p.team for p in self._environment.values()})
 
     def _open(self) -> bool | None:
         """No key anywhere: every caller is the one owner (None: not known without a store read)."""
@@ -62,10 +56,6 @@ class ApiKeys:
             return True
         found = self.store.any_cached()
         return None if found is None else not found
-
-    def is_admin(self, owner: str) -> bool:
-        """Whether `owner` is an environment owner key's team, or there are no keys at all."""
-        return bool(self._open()) or owner in self._admins
 
     def _environment_key(self, presented: str) -> Principal | None:
         wanted = digest(presented)

@@ -141,7 +141,7 @@ async def test_a_revoked_key_is_refused_by_both_replicas_within_two_seconds(
     assert (await call(other, member, "GET", "/api/me")).status_code == 200
 
 
-async def test_the_services_own_team_names_are_refused_and_replicas_may_start_together(tmp_path: Path) -> None:
+async def test_the_services_own_team_names_are_refused_and_a_second_process_starts_on_the_store(tmp_path: Path) -> None:
     async with Harness(tmp_path, admin_api_keys=OWNER_KEY) as h:
         for name in ("default", "key-0123456789ab"):
             refused = await call(h.http, OWNER_KEY, "POST", "/api/teams", {"name": name})
