@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from novita_gpu.emulator.catalog import Cluster, EmulatedCatalog, RegistryAuth, Template
-from novita_gpu.emulator.config import EmulatorConfig
+from novita_gpu.emulator.config import EmulatorConfig, ImageSettings
 from novita_gpu.emulator.errors import EmulatedError, invalid_param, storage_too_large
 from novita_gpu.emulator.state_file import StateFile
 
@@ -152,13 +152,16 @@ class Account:
         now: Callable[[], float],
         config: EmulatorConfig,
         in_use: InUse,
+        images: Callable[[], ImageSettings] | None = None,
     ) -> None:
+        """`images`: the image settings in force (the world's, which the control API changes)."""
         self.catalog = catalog
         self._rng = rng
         self._lock = lock
         self._now = now
         self._config = config
         self._in_use = in_use
+        self._images = images or (lambda: config.images)
         self._state: StateFile | None = None
         self._storages: dict[str, NetworkStorage] = {}
         self._prewarm: dict[str, PrewarmTask] = {}
@@ -419,6 +422,21 @@ class Account:
             ]
             return _page(found, query.page_size, query.page_num), len(found)
 
+    def prewarmed_at(self, cluster_id: str, image_url: str, product_id: str) -> float | None:
+        """When the image is (or will be) prewarmed for this product in the cluster: the earliest end of a
+        task for it there (one naming products counts for those only); None when no task exists."""
+        with self._lock:
+            return min(
+                (
+                    t.done_at
+                    for t in self._prewarm.values()
+                    if t.cluster_id == cluster_id
+                    and t.image_url == image_url
+                    and (not t.products or any(p["productId"] == product_id for p in t.products))
+                ),
+                default=None,
+            )
+
     def prewarm_quota(self) -> dict[str, int]:
         with self._lock:
             return {"total": len(self._prewarm), "limit": PREWARM_LIMIT, "perImageSize": PREWARM_MAX_IMAGE_GB}
@@ -441,7 +459,17 @@ class Account:
             while (task_id := _token(self._rng, 16)) in self._prewarm:
                 continue
             now, timings, speed = self._now(), self._config.timings, self._config.speed
+            images = self._images()
+            size_gb = images.size_gb(req.image_url)
+            if size_gb is not None and size_gb > PREWARM_MAX_IMAGE_GB:
+                raise EmulatedError(
+                    400, "IMAGE_TOO_LARGE", f"images above {PREWARM_MAX_IMAGE_GB} GB cannot be prewarmed ({size_gb} GB)"
+                )
             running_at = now + timings.prewarm_pending / speed
+            if size_gb is None:  # unsized: a seeded size, and the fixed time
+                image_size, pulling = self._rng.randint(1, 20) * 1024**3, timings.prewarm_running / speed
+            else:  # the pull a cold create of the image takes
+                image_size, pulling = int(size_gb * 1024**3), size_gb / images.pull_gb_per_second / speed
             task = PrewarmTask(
                 id=task_id,
                 image_url=req.image_url,
@@ -450,10 +478,10 @@ class Account:
                 cluster_name=cluster.name,
                 products=products,
                 note=req.note,
-                image_size=self._rng.randint(1, 20) * 1024**3,
+                image_size=image_size,
                 created_at=now,
                 running_at=running_at,
-                done_at=running_at + timings.prewarm_running / speed,
+                done_at=running_at + pulling,
             )
             self._prewarm[task.id] = task
             self._save(PREWARM_TASK, task.id, asdict(task))

@@ -1,10 +1,11 @@
-"""Emulator settings: speed, seed, accepted keys, not-found status, migrate ids, timings and faults."""
+"""Emulator settings: speed, seed, accepted keys, not-found status, migrate ids, timings, images and faults."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
 
 from novita_gpu.emulator.faults import FaultConfig
 
@@ -43,6 +44,36 @@ class Timings(BaseModel):
     metrics_delay: float = Field(default=60.0, ge=0)
 
 
+class ImageSettings(BaseModel):
+    """How long an image takes to pull (docs/emulator.md, Images and nodes). Snake case in the configuration,
+    camelCase on the control API (`GET/PUT /_emulator/images`); seconds are emulated, divided by the speed.
+
+    An image (by its exact URL) with a size pulls in size / `pull_gb_per_second` seconds, or in
+    `cached_pull_seconds` when it is already on the instance's node or prewarmed in its cluster. An image
+    without one (neither in `sizes_gb` nor a `default_size_gb`) pulls in `timings.pulling`, wherever it goes.
+    """
+
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, validate_by_name=True, validate_by_alias=True)
+
+    sizes_gb: dict[str, float] = Field(default_factory=dict)  # image URL -> GB
+    default_size_gb: float | None = Field(default=None, gt=0)  # for images not in sizes_gb; None: unsized
+    pull_gb_per_second: float = Field(default=0.1, gt=0)  # at speed 1: 15 GB in 150 s
+    cached_pull_seconds: float = Field(default=1.0, ge=0)
+    # Creates land on the nodes of their cluster in turn (round robin), so the image is on a node once one
+    # of the first `nodes_per_cluster` creates in the cluster has pulled it there.
+    nodes_per_cluster: int = Field(default=16, ge=1)
+
+    @field_validator("sizes_gb")
+    @classmethod
+    def _positive(cls, value: dict[str, float]) -> dict[str, float]:
+        if any(not url for url in value) or any(not gb > 0 for gb in value.values()):
+            raise ValueError("each image URL needs a size in GB above 0")
+        return value
+
+    def size_gb(self, image_url: str) -> float | None:
+        return self.sizes_gb.get(image_url, self.default_size_gb)
+
+
 class EmulatorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -58,6 +89,7 @@ class EmulatorConfig(BaseModel):
     # old id `removed` (True). Novita documents neither; `PUT /_emulator/spot {"migrateNewId"}` changes it.
     migrate_new_id: bool = False
     timings: Timings = Field(default_factory=Timings)
+    images: ImageSettings = Field(default_factory=ImageSettings)
     faults: FaultConfig = Field(default_factory=FaultConfig)
 
     def __repr__(self) -> str:

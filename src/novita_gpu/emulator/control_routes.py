@@ -1,5 +1,6 @@
 """The control API under /_emulator/ (no auth, never faulted): reset, faults, capacity (GPUs and network
-storage), reclaim, spot settings, utilization, data markers and the truth about instances."""
+storage), reclaim, spot settings, image pulls and nodes, start refusals, utilization, data markers and the
+truth about instances."""
 
 from __future__ import annotations
 
@@ -55,6 +56,41 @@ async def put_spot(request: Request) -> dict[str, Any]:
         return world_of(request).set_spot_settings(changes).model_dump(by_alias=True)
     except ValidationError as exc:
         raise _invalid(exc) from exc
+
+
+@router.get("/images")
+async def get_images(request: Request) -> dict[str, Any]:
+    """`{sizesGb, defaultSizeGb, pullGbPerSecond, cachedPullSeconds, nodesPerCluster}`: how long images pull."""
+    return world_of(request).image_settings().model_dump(by_alias=True)
+
+
+@router.put("/images")
+async def put_images(request: Request) -> dict[str, Any]:
+    """A partial update of the image settings (`sizesGb` replaces the whole map); answers them all."""
+    changes = parse_json_object(await request.body())
+    try:
+        return world_of(request).set_image_settings(changes).model_dump(by_alias=True)
+    except ValidationError as exc:
+        raise _invalid(exc) from exc
+
+
+@router.get("/node-images")
+async def get_node_images(request: Request) -> dict[str, Any]:
+    """`{"nodeImages": [{clusterId, node, imageUrl, readyAt}]}`: the images each node has pulled."""
+    return {"nodeImages": world_of(request).node_images()}
+
+
+@router.get("/start-refusals")
+async def get_start_refusals(request: Request) -> dict[str, Any]:
+    return world_of(request).start_refusals()
+
+
+@router.put("/start-refusals")
+async def put_start_refusals(request: Request) -> dict[str, Any]:
+    """`{instanceIds?, next?}`: refuse the next start of each of these instances, and the next `next` starts
+    of any instance, with Novita's `INSUFFICIENT_RESOURCE`; each refusal is used up by the start it refuses.
+    Answers `{instanceIds, next}`: the refusals still to come."""
+    return world_of(request).set_start_refusals(parse_json_object(await request.body()))
 
 
 @router.post("/reclaim")

@@ -44,6 +44,8 @@ class SpotMixin:
         def _seconds(self, timing: str) -> float: ...
         def _run(self, instance: EmulatedInstance, at: float, boot_timing: str) -> None: ...
         def _unique_id(self) -> str: ...
+        def _next_node(self, node: int) -> int: ...
+        def _pulled(self, instance: EmulatedInstance, ready_at: float) -> None: ...
 
     # --- reclaims --------------------------------------------------------------------------------
 
@@ -130,7 +132,7 @@ class SpotMixin:
                     gone_at=None,
                     disk="",
                     disk_since=0,
-                    node=old.node + 1,
+                    node=self._next_node(old.node),
                 )
                 old.phases.append(Phase("removed", now, phase.spot_status))
                 old.gone_at = now + self.config.removed_visible_seconds / self.config.speed
@@ -138,12 +140,13 @@ class SpotMixin:
                 self._instances[target.id] = target
             else:
                 target = old
-                target.ports, target.node = new_ports, old.node + 1
+                target.ports, target.node = new_ports, self._next_node(old.node)
             target.phases.append(Phase("migrating", now, phase.spot_status))
             arrives = now + self._seconds("migrating")
             if fails:
                 target.phases.append(Phase("exited", arrives, phase.spot_status))
             else:
+                self._pulled(target, arrives)  # the new node has its image from then on
                 self._run(target, arrives, "app_boot_after_start")
             job = Job(
                 id=self._job_id(),

@@ -2,8 +2,8 @@
 
 Thread-safe: the app may be served from a uvicorn thread while a test advances a shared clock from
 another thread. Every method takes the lock; instance states are computed from the clock on demand.
-Two jobs live in mixins of their own: spot reclaims, migrations and jobs (spot.py), and where a new
-instance goes and what it is made of (placement.py).
+Three jobs live in mixins of their own: spot reclaims, migrations and jobs (spot.py), where a new
+instance goes and what it is made of (placement.py), and its node, image pulls and start refusals (images.py).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from novita_gpu.emulator.catalog import MONTHLY, SPOT, EmulatedCatalog, build_ca
 from novita_gpu.emulator.config import EmulatorConfig
 from novita_gpu.emulator.errors import EmulatedError, invalid_param, invalid_state_change
 from novita_gpu.emulator.faults import FaultInjector
+from novita_gpu.emulator.images import ImageMixin, no_capacity_to_start
 from novita_gpu.emulator.instance import DISKLESS, EmulatedInstance, Phase, PortMapping
 from novita_gpu.emulator.jobs import JOB, SPOT_SETTINGS, Job, SpotSettings
 from novita_gpu.emulator.placement import CreateRequest, PlacementMixin
@@ -43,7 +44,7 @@ class InstanceQuery:
     status: str
 
 
-class World(SpotMixin, PlacementMixin):
+class World(SpotMixin, PlacementMixin, ImageMixin):
     def __init__(self, config: EmulatorConfig, clock: Clock | None = None, state: StateFile | None = None) -> None:
         """`state`: a file the world is kept in (loaded now, written on every change); None keeps it in memory."""
         self.config = config
@@ -59,6 +60,7 @@ class World(SpotMixin, PlacementMixin):
             self._jobs.update((b["id"], Job(**b)) for b in state.objects(JOB))
             for settings in state.objects(SPOT_SETTINGS):  # set through the control API before the restart
                 self._spot = SpotSettings.model_validate({k: v for k, v in settings.items() if k != "id"})
+            self._load_images(state)
 
     def reset(self) -> None:
         """A fresh world from the same seed: catalog, capacities, instances, faults and stats."""
@@ -91,7 +93,10 @@ class World(SpotMixin, PlacementMixin):
         # it moves no other seeded id.
         self._user = f"{random.Random(self.config.seed + 2).getrandbits(128):032x}"
         self._stats: Counter[str] = Counter()
-        self.account: Account = Account(self.catalog, self._rng, self._lock, self.now, self.config, self._in_use)
+        self._fresh_images()
+        self.account: Account = Account(
+            self.catalog, self._rng, self._lock, self.now, self.config, self._in_use, lambda: self._images
+        )
 
     def _in_use(self, kind: str, object_id: str) -> bool:
         """Whether an instance that is not (being) deleted uses this registry auth or network storage."""
@@ -315,18 +320,19 @@ class World(SpotMixin, PlacementMixin):
             instance.created_at = instance.visible_from = now
             instance.network_storages = [{"id": i, "mountPoint": m} for i, m in req.network_storages]
             self._instances[instance.id] = instance
+            self._place(instance)
             spot = "running" if instance.billing_mode == SPOT else ""
-            t = self._schedule(
-                instance,
-                now,
-                [("toCreate", "to_create"), ("creating", "creating"), ("pulling", "pulling")],
-                spot,
-            )
+            t = self._schedule(instance, now, [("toCreate", "to_create"), ("creating", "creating")], spot)
+            instance.phases.append(Phase("pulling", t, spot))
             if not self.faults.config.stuck_in_pulling:
-                self._run(instance, t, "app_boot_after_create")
+                pulled = t + self._pull_seconds(instance, t)
+                self._pulled(instance, pulled)
+                self._run(instance, pulled, "app_boot_after_create")
             return self._saved(instance)
 
     def start(self, instance_id: str) -> EmulatedInstance:
+        """Start an exited instance on the node it ran on, where its image still is: no `pulling`, only
+        `toStart` and `starting`. Refused for capacity when its GPUs are taken, or the control API says so."""
         with self._lock:
             now = self.now()
             instance = self._visible(instance_id, now)
@@ -336,6 +342,8 @@ class World(SpotMixin, PlacementMixin):
                 self._require_capacity(
                     instance.cluster_id, instance.product_id, instance.gpu_num, now, spot=instance.billing_mode == SPOT
                 )
+            if self._take_start_refusal(instance.id):
+                raise no_capacity_to_start()
             instance.truncate_after(now)
             spot = "running" if instance.billing_mode == SPOT else ""
             t = self._schedule(instance, now, [("toStart", "to_start"), ("starting", "starting")], spot)
