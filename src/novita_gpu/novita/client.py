@@ -7,7 +7,7 @@ and the caller looks the instance up by name, while the other writes raise the e
 never appears in errors, reprs or logs.
 
 `NovitaClient` only assembles the parts: sending and retrying (`transport`), the calls by subject
-(`catalog_calls`, `account_calls`, `instance_calls`, `job_calls`); the names other modules import stay
+(`catalog_calls`, `account_calls`, `instance_calls`, `job_calls`, `image_calls`); the names other modules import stay
 importable here.
 """
 
@@ -20,6 +20,7 @@ from types import TracebackType
 from novita_gpu.novita.account_calls import ACCOUNT_ENDPOINTS, AccountCalls
 from novita_gpu.novita.answers import OUTCOMES, Outcome
 from novita_gpu.novita.catalog_calls import CATALOG_ENDPOINTS, CatalogCalls, TemplateQuery
+from novita_gpu.novita.image_calls import IMAGE_ENDPOINTS, ImageCalls
 from novita_gpu.novita.instance_calls import INSTANCE_ENDPOINTS, InstanceCalls, InstanceQuery
 from novita_gpu.novita.job_calls import JOB_ENDPOINTS, JobCalls, JobQuery
 from novita_gpu.novita.paging import LIST_CONCURRENCY
@@ -54,10 +55,16 @@ __all__ = [
 ]
 
 # Every endpoint name the observer can be told about.
-ENDPOINTS: tuple[str, ...] = (*CATALOG_ENDPOINTS, *ACCOUNT_ENDPOINTS, *INSTANCE_ENDPOINTS, *JOB_ENDPOINTS)
+ENDPOINTS: tuple[str, ...] = (
+    *CATALOG_ENDPOINTS,
+    *ACCOUNT_ENDPOINTS,
+    *INSTANCE_ENDPOINTS,
+    *JOB_ENDPOINTS,
+    *IMAGE_ENDPOINTS,
+)
 
 
-class NovitaClient(CatalogCalls, AccountCalls, InstanceCalls, JobCalls):
+class NovitaClient(CatalogCalls, AccountCalls, InstanceCalls, JobCalls, ImageCalls):
     """One client per process; safe to share between tasks. Use as `async with` or call `aclose()`."""
 
     def __init__(

@@ -460,6 +460,65 @@ class JobPage(NovitaModel):
         return self.jobs
 
 
+PREWARM_STATES = ("Pending", "Running", "Succeeded", "Failed")
+
+
+class PrewarmProduct(NovitaModel):
+    product_id: LooseStr = ""
+    product_name: LooseStr = ""
+
+
+class PrewarmTask(NovitaModel):
+    """An image prewarm task (`GET /image/prewarm`): Novita pulls `image_url` onto the nodes of `cluster_id`
+    (for `products`, or all when empty) so creates there skip most of the pull. `state` is `Pending`,
+    `Running`, `Succeeded` or `Failed` (`reason` then says why); `image_size` is in bytes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: LooseStr
+    image_name: LooseStr = ""
+    image_url: LooseStr = ""
+    repository_auth: LooseStr = ""
+    cluster_id: LooseStr = ""
+    cluster_name: LooseStr = ""
+    products: Annotated[list[PrewarmProduct], BeforeValidator(_listish)] = Field(default_factory=list)
+    image_size: LooseInt = 0
+    create_time: UnixTime = None
+    state: LooseStr = ""
+    complete_time: UnixTime = None
+    note: LooseStr = ""
+    reason: Annotated[list[str], BeforeValidator(_listish)] = Field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("Succeeded", "Failed")
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state == "Succeeded"
+
+
+class PrewarmTaskPage(NovitaModel):
+    tasks: Annotated[list[PrewarmTask], BeforeValidator(_listish)] = Field(
+        default_factory=list, validation_alias=AliasChoices("data", "tasks")
+    )
+    total: LooseInt = 0
+
+    @property
+    def items(self) -> list[PrewarmTask]:
+        """The page's tasks, under the name every page gives them (`paging.walk_pages`)."""
+        return self.tasks
+
+
+class PrewarmQuota(NovitaModel):
+    """`GET /image/prewarm/quota`: tasks held (`total`), the most allowed (`limit`), and the largest image
+    a task may prewarm (`per_image_size`, GB [INF: the unit])."""
+
+    total: LooseInt = 0
+    limit: LooseInt = 0
+    per_image_size: LooseInt = 0
+
+
 class CreateInstanceRequest(NovitaModel):
     """Body of `POST /gpu/instance/create`; `to_payload()` gives Novita's field names."""
 
