@@ -87,9 +87,10 @@ class Harness:
     # -- driving -------------------------------------------------------------------------------------
 
     async def tick(self, times: int = 1) -> None:
-        """One pass of the volume worker, the reconciler, then the prober (what the app's workers do on
+        """One pass of the pool keeper, the volume worker, the reconciler, then the prober (what the app's workers do on
         their own)."""
         for _ in range(times):
+            await self.services.pool_keeper.tick()
             await self.services.volume_worker.tick()
             await self.services.reconciler.tick()
             await self.services.prober.tick()

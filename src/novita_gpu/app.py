@@ -28,6 +28,7 @@ from novita_gpu.kit.settings import Settings
 from novita_gpu.observability.logging import configure_logging, register_secret
 from novita_gpu.observability.metrics import Metrics
 from novita_gpu.observability.router import router as observability_router
+from novita_gpu.pools.router import router as pools_router
 from novita_gpu.services import Services, build_services
 from novita_gpu.teams.router import router as teams_router
 from novita_gpu.volumes.router import router as volumes_router
@@ -122,6 +123,7 @@ def create_app(
     app.include_router(events_router)
     app.include_router(costs_router)
     app.include_router(volumes_router)
+    app.include_router(pools_router)
     app.include_router(audit_router)
     app.include_router(cache_router, dependencies=[Depends(current_owner)])
     install_docs_page(app)  # after the API routes, which are matched first

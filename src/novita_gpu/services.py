@@ -36,6 +36,8 @@ from novita_gpu.novita import NovitaClient
 from novita_gpu.observability.logging import register_secret
 from novita_gpu.observability.metrics import Metrics
 from novita_gpu.observability.upstream import UpstreamHealth, announce_reachability
+from novita_gpu.pools.keeper import PoolKeeper
+from novita_gpu.pools.service import PoolService
 from novita_gpu.retention import Retention
 from novita_gpu.teams.keys import KeyStore, environment_key_id
 from novita_gpu.teams.service import TeamService, ensure_teams
@@ -74,6 +76,8 @@ class Services:
     teams: TeamService
     volumes: VolumeService
     volume_worker: VolumeWorker
+    pools: PoolService
+    pool_keeper: PoolKeeper
     retention: Retention
     dispatcher: WebhookDispatcher
     webhook_sender: WebhookSender
@@ -100,6 +104,7 @@ class Services:
             self.gpu_poller,
             self.budgets,
             self.volume_worker,
+            self.pool_keeper,
             self.dispatcher,
             self.retention,
         ]
@@ -190,6 +195,11 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics | No
     budgets = Budgets(db, clock, instances, settings, metrics, policy)
     volume_worker = VolumeWorker(db, clock, client, settings)
     teams = TeamService(db, clock, settings, keys, budgets)
+    audit = AuditRecorder(db, clock)
+    pools = PoolService(db, clock, settings, instances)
+    pool_keeper = PoolKeeper(db, clock, settings, pools, client, audit)
+    instances.pool_returns = pools.take_back  # a stop that returns a claimed member to its pool
+    reconciler.actions.start_refused = pools.start_refused  # a member's start refused for capacity moves on
 
     # Who wakes whom: every wake-up of a worker by another part is wired here, and only here (signals.py).
     # Each signal fires on the news its worker acts on, so a create wakes the reconciler and the dispatcher
@@ -203,6 +213,7 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics | No
     changes.subscribe(dispatcher.wake)  # every committed write may have queued webhooks: they go out at once
     budgets.exceeded.subscribe(dispatcher.wake)  # budget.exceeded queued its webhooks: out at once
     volumes.changed.subscribe(volume_worker.wake)  # a volume create or delete recorded: carried out now
+    pools.changed.subscribe(pool_keeper.wake)  # a claim, return or new target: the pool refills now
     instances.recovery_observer = metrics
     instances.budget_guard = budgets.guard  # creates (and stopAll starts) refused once a budget is spent
     retention = Retention(db, clock, settings, metrics, on_instances_deleted=lambda: changes.pulse(None))
@@ -224,12 +235,14 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics | No
         teams=teams,
         volumes=volumes,
         volume_worker=volume_worker,
+        pools=pools,
+        pool_keeper=pool_keeper,
         retention=retention,
         dispatcher=dispatcher,
         webhook_sender=webhook_sender,
         upstream_health=upstream_health,
         events=EventHub(db, changes, settings),
-        audit=AuditRecorder(db, clock),
+        audit=audit,
         started_monotonic=clock.monotonic(),
         emulator=emulator,
     )

@@ -78,7 +78,11 @@ def accrue(row: Instance, at: datetime) -> None:
     row.accrued_at = at
 
 
-def _period(row: Instance, ended_at: datetime) -> BillingPeriod:
+# The parts of an idle pool member (pools/): its GPU time and, while stopped, its kept disk are the pool's.
+IDLE_IN_POOL = frozenset({"ready", "stopped"})
+
+
+def _period(row: Instance, ended_at: datetime, pool: str | None) -> BillingPeriod:
     assert row.billing_since is not None
     return BillingPeriod(
         instance_id=row.id,
@@ -91,18 +95,41 @@ def _period(row: Instance, ended_at: datetime) -> BillingPeriod:
         labels=dict(row.labels or {}),
         started_at=row.billing_since,
         ended_at=ended_at,
+        pool=pool,
+        kind="gpu",
     )
 
 
-def _observe(session: Session, row: Instance) -> None:
-    history = inspect(row).attrs.upstream_status.history
+def _before(history: Any, current: Any) -> Any:
+    """A column's value before this flush (its current one when unchanged)."""
     if not history.has_changes():
+        return current
+    return history.deleted[0] if history.deleted else None
+
+
+def _pool_of(state: str | None, pool_id: str | None) -> str | None:
+    return pool_id if state in IDLE_IN_POOL else None
+
+
+def _observe(session: Session, row: Instance) -> None:
+    attrs = inspect(row).attrs
+    status_history, state_history = attrs.upstream_status.history, attrs.pool_state.history
+    if not status_history.has_changes() and not state_history.has_changes():
         return
-    before = history.deleted[0] if history.deleted else None
+    before = _before(status_history, row.upstream_status)
+    old_pool = _pool_of(_before(state_history, row.pool_state), _before(attrs.pool_id.history, row.pool_id))
+    new_pool = _pool_of(row.pool_state, row.pool_id)
+    at = row.updated_at or datetime.now(UTC)
+    _observe_disk(session, row, before, old_pool, new_pool, at)
     now_billed, was_billed = billed(row.upstream_status), billed(before)
+    if now_billed and was_billed and old_pool != new_pool and row.billing_since is not None:
+        # Claimed from a pool, or returned to one: the stretch so far is the old side's.
+        accrue(row, at)
+        session.add(_period(row, at, old_pool))
+        row.billing_since = at
+        return
     if now_billed == was_billed:
         return
-    at = row.updated_at or datetime.now(UTC)
     if now_billed:
         if row.billing_since is None:
             row.billing_since = at
@@ -111,8 +138,37 @@ def _observe(session: Session, row: Instance) -> None:
     if row.billing_since is None:
         return
     accrue(row, at)
-    session.add(_period(row, at))
+    session.add(_period(row, at, old_pool))
     row.billing_since = None
+
+
+def _observe_disk(
+    session: Session, row: Instance, before: str | None, old_pool: str | None, new_pool: str | None, at: datetime
+) -> None:
+    """A stopped idle member's kept disk bills its pool while it is `exited` (no Novita price for it: the
+    member's `disk_price_per_hour` comes from STOPPED_DISK_USD_PER_GB_MONTH, docs/pools.md)."""
+    was_disk = old_pool is not None and before == "exited"
+    now_disk = new_pool is not None and row.upstream_status == "exited"
+    if now_disk and not was_disk and row.disk_since is None:
+        row.disk_since = at
+    elif was_disk and not now_disk and row.disk_since is not None:
+        session.add(
+            BillingPeriod(
+                instance_id=row.id,
+                owner=row.owner,
+                instance_name=row.name,
+                product_name=row.product_name,
+                billing_mode=row.billing_mode,
+                gpu_num=0,
+                price_per_hour=row.disk_price_per_hour or 0.0,
+                labels={},
+                started_at=row.disk_since,
+                ended_at=at,
+                pool=old_pool,
+                kind="disk",
+            )
+        )
+        row.disk_since = None
 
 
 def _before_flush(session: Session, _flush: UOWTransaction, _instances: Iterable[Any] | None) -> None:
@@ -134,7 +190,7 @@ install()
 # name for the kind of thing, which no GPU product is called.
 VOLUME_PRODUCT = "network-storage"
 
-Kind = Literal["instance", "volume"]
+Kind = Literal["instance", "volume", "disk"]  # disk: a stopped idle pool member's kept disk
 
 
 @dataclass(frozen=True)
@@ -154,6 +210,7 @@ class Stretch:
     kind: Kind = "instance"
     region: str | None = None  # a volume's
     size_gb: int | None = None  # a volume's, during this stretch
+    pool: str | None = None  # the pool's id, while this was an idle member of it (the pool's idle cost)
 
     def seconds_within(self, start: datetime, end: datetime, now: datetime) -> float:
         """Billed seconds of this stretch inside [start, end), counting an open one up to `now`."""
@@ -193,6 +250,16 @@ async def stretches(db: Database, start: datetime, end: datetime, owner: str | N
     ledgers, open ones from rows (read in one transaction, so a stretch closing meanwhile counts once)."""
     closed = select(BillingPeriod).where(BillingPeriod.ended_at > start, BillingPeriod.started_at < end)
     open_rows = select(Instance).where(Instance.billing_since.is_not(None), Instance.billing_since < end)
+    open_disks = select(
+        Instance.id,
+        Instance.owner,
+        Instance.name,
+        Instance.product_name,
+        Instance.billing_mode,
+        Instance.disk_price_per_hour,
+        Instance.disk_since,
+        Instance.pool_id,
+    ).where(Instance.disk_since.is_not(None), Instance.disk_since < end)
     closed_volumes = select(
         VolumeBillingPeriod.volume_id,
         VolumeBillingPeriod.owner,
@@ -215,11 +282,13 @@ async def stretches(db: Database, start: datetime, end: datetime, owner: str | N
     if owner is not None:
         closed = closed.where(BillingPeriod.owner == owner)
         open_rows = open_rows.where(Instance.owner == owner)
+        open_disks = open_disks.where(Instance.owner == owner)
         closed_volumes = closed_volumes.where(VolumeBillingPeriod.owner == owner)
         open_volumes = open_volumes.where(Volume.owner == owner)
     async with db.read() as session:
         periods: Sequence[BillingPeriod] = (await session.execute(closed)).scalars().all()
         rows: Sequence[Instance] = (await session.execute(open_rows)).scalars().all()
+        disks = (await session.execute(open_disks)).all()
         volume_periods = (await session.execute(closed_volumes)).all()
         volumes = (await session.execute(open_volumes)).all()
     found = [
@@ -234,6 +303,8 @@ async def stretches(db: Database, start: datetime, end: datetime, owner: str | N
             dict(p.labels or {}),
             p.started_at,
             p.ended_at,
+            kind="disk" if p.kind == "disk" else "instance",
+            pool=p.pool,
         )
         for p in periods
     ]
@@ -251,6 +322,25 @@ async def stretches(db: Database, start: datetime, end: datetime, owner: str | N
                 dict(row.labels or {}),
                 row.billing_since,
                 None,
+                pool=_pool_of(row.pool_state, row.pool_id),
+            )
+        )
+    for d in disks:
+        assert d.disk_since is not None
+        found.append(
+            Stretch(
+                d.id,
+                d.owner,
+                d.name,
+                d.product_name,
+                d.billing_mode,
+                0,
+                d.disk_price_per_hour or 0.0,
+                {},
+                d.disk_since,
+                None,
+                kind="disk",
+                pool=d.pool_id,
             )
         )
     for p in volume_periods:

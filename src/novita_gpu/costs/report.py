@@ -11,6 +11,10 @@ volume row carries every field an instance row does, so that a client reading ro
 keeps working: `instanceId` is the volume's id (also `volumeId`), `productName` VOLUME_PRODUCT, `gpuNum`
 0, `labels` empty. `billedHours` and `gpuHours` (in totals and groups) stay instance hours, as before
 volumes; volumes' billed hours are `volumeHours`. Costs (`totalUsd`, each group's `costUsd`) count both.
+
+A stopped idle pool member's kept disk (a stretch of kind `disk`) adds to its instance's cost (`diskUsd`)
+but not to its billed hours. What idle members cost is also told per pool (`pools`): their GPU time and
+disks while they waited in the pool, and what the pool's idle members cost per hour now.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from sqlalchemy import select
 from novita_gpu.costs.meter import Stretch, stretches
 from novita_gpu.instances.rendering import iso
 from novita_gpu.kit.db import Database
-from novita_gpu.kit.tables import Instance
+from novita_gpu.kit.tables import Instance, Pool
 
 GROUP_BY_PATTERN = r"^(product|apiKey|label:[^\x00]{1,63})$"
 
@@ -62,9 +66,14 @@ class _Line:
     cost: float = 0.0
     billing: bool = False
     by_mode: dict[str, float] = field(default_factory=dict)  # cost by billing mode (a spot recovery's on-demand)
+    disk_cost: float = 0.0
 
     def add(self, stretch: Stretch, seconds: float) -> None:
         cost = seconds / 3600.0 * stretch.price_per_hour
+        if stretch.kind == "disk":  # an idle member's kept disk: money, not billed GPU time
+            self.cost += cost
+            self.disk_cost += cost
+            return
         self.seconds += seconds
         self.cost += cost
         self.by_mode[stretch.billing_mode] = self.by_mode.get(stretch.billing_mode, 0.0) + cost
@@ -119,6 +128,7 @@ def _row(row_id: str, line: _Line, group_by: str, recoveries: int = 0) -> dict[s
     }
     if not line.volume:
         row["recoveries"] = recoveries  # spot recoveries so far: each replacement bills at its own price
+        row["diskUsd"] = _usd(line.disk_cost)
     if line.volume:
         row |= {"volumeId": row_id, "region": stretch.region, "sizeGb": stretch.size_gb}
     return row
@@ -130,11 +140,15 @@ async def cost_report(
     """Totals, groups and per-instance and per-volume rows over [start, end) (an open stretch counts up to
     `now`); `owner` None covers every API key (an admin's report)."""
     lines: dict[str, _Line] = {}
+    pools: dict[str, _PoolIdle] = {}
     for stretch in await stretches(db, start, end, owner):
         seconds = stretch.seconds_within(start, end, now)
         if seconds <= 0 and stretch.ended_at is not None:
             continue
         lines.setdefault(stretch.id, _Line(stretch)).add(stretch, seconds)
+        if stretch.pool is not None:
+            idle = pools.setdefault(stretch.pool, _PoolIdle())
+            idle.add(stretch, seconds)
     groups: dict[str | None, _Group] = {}
     for row_id, line in lines.items():
         key = _group_key(line.stretch, group_by)
@@ -175,11 +189,46 @@ async def cost_report(
             for group in sorted(groups.values(), key=lambda g: (-g.cost, g.key or ""))
         ],
         "recoveries": sum(recoveries.values()),
+        "pools": await _pools_view(db, pools),
         "instances": [
             _row(row_id, line, group_by, recoveries.get(row_id, 0))
             for row_id, line in sorted(lines.items(), key=lambda item: (-item[1].cost, item[0]))
         ],
     }
+
+
+@dataclass
+class _PoolIdle:
+    """What a pool's idle members cost in the period, and cost per hour now."""
+
+    gpu: float = 0.0
+    disk: float = 0.0
+    per_hour: float = 0.0
+
+    def add(self, stretch: Stretch, seconds: float) -> None:
+        cost = seconds / 3600.0 * stretch.price_per_hour
+        if stretch.kind == "disk":
+            self.disk += cost
+        else:
+            self.gpu += cost
+        if stretch.ended_at is None:
+            self.per_hour += stretch.price_per_hour
+
+
+async def _pools_view(db: Database, pools: dict[str, _PoolIdle]) -> list[dict[str, Any]]:
+    async with db.read() as session:
+        names = dict((await session.execute(select(Pool.id, Pool.name).where(Pool.id.in_(list(pools))))).tuples().all())
+    return [
+        {
+            "poolId": pool_id,
+            "pool": names.get(pool_id),
+            "idleUsd": _usd(idle.gpu + idle.disk),
+            "idleGpuUsd": _usd(idle.gpu),
+            "idleDiskUsd": _usd(idle.disk),
+            "idleUsdPerHour": _usd(idle.per_hour),
+        }
+        for pool_id, idle in sorted(pools.items(), key=lambda item: (-(item[1].gpu + item[1].disk), item[0]))
+    ]
 
 
 async def _recoveries(db: Database, instance_ids: list[str]) -> dict[str, int]:

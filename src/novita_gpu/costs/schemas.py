@@ -47,9 +47,23 @@ class CostLineAnswer(Answer):
     recoveries: int | None = Field(
         default=None, description="Instance rows only: spot recoveries so far (each replacement at its own price)."
     )
+    disk_usd: float | None = Field(
+        default=None,
+        description="Instance rows only: the part of costUsd that is the instance's kept disk while it waited "
+        "stopped in a warm pool (STOPPED_DISK_USD_PER_GB_MONTH); not in billedHours.",
+    )
     volume_id: str | None = Field(default=None, description="Volume rows only.")
     region: str | None = Field(default=None, description="Volume rows only: the volume's region (cluster).")
     size_gb: int | None = Field(default=None, description="Volume rows only: its size, after its last resize.")
+
+
+class PoolIdleCostAnswer(Answer):
+    pool_id: str
+    pool: str | None = Field(description="The pool's name (null: a pool no longer in the store).")
+    idle_usd: float = Field(description="What its idle members cost in the period: GPU time and kept disks.")
+    idle_gpu_usd: float
+    idle_disk_usd: float
+    idle_usd_per_hour: float = Field(description="What its idle members cost per hour now.")
 
 
 class CostsAnswer(Answer):
@@ -66,6 +80,9 @@ class CostsAnswer(Answer):
     volume_hours: float = Field(description="Volumes' billed hours.")
     groups: list[CostGroupAnswer]
     recoveries: int = Field(description="Spot recoveries of the instances in the report.")
+    pools: list[PoolIdleCostAnswer] = Field(
+        description="Per warm pool: what its idle members (ready GPUs, stopped disks) cost; already in the totals."
+    )
     instances: list[CostLineAnswer] = Field(description="One row per instance and per volume (kind).")
 
 

@@ -46,7 +46,7 @@ class CreateResult:
 def request_hash(body: CreateInstanceIn) -> str:
     dumped = body.model_dump(mode="json")
     # Unset, a body hashes as before these existed (an Idempotency-Key keeps replaying across upgrades).
-    for added in ("image_auth_id", "network_storages", "auto_stop", "max_runtime_minutes", "volumes"):
+    for added in ("image_auth_id", "network_storages", "auto_stop", "max_runtime_minutes", "volumes", "pool"):
         if not dumped[added]:
             del dumped[added]
     canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))

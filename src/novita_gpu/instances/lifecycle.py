@@ -23,6 +23,7 @@ class Reason(StrEnum):
     UPSTREAM_ERROR = "UPSTREAM_ERROR"
     SPOT_RECLAIMED = "SPOT_RECLAIMED"
     RECOVERY_FAILED = "RECOVERY_FAILED"  # a reclaimed spot instance could not be brought back
+    POOL = "POOL"  # its warm pool parked, replaced or drained it, or took it back (pools/)
     UPSTREAM_STOPPED = "UPSTREAM_STOPPED"
     UPSTREAM_DELETED = "UPSTREAM_DELETED"
 

@@ -60,6 +60,13 @@ def cost_view(
     }
 
 
+def _pool_view(row: Instance) -> dict[str, Any] | None:
+    """The warm pool it belongs to (pools/): `ready`/`stopped` for an idle member, `claimed` once handed out."""
+    if row.pool_id is None:
+        return None
+    return {"poolId": row.pool_id, "name": row.pool_name, "state": row.pool_state}
+
+
 def instance_view(row: Instance) -> dict[str, Any]:
     return {
         "instanceId": row.id,
@@ -107,6 +114,7 @@ def instance_view(row: Instance) -> dict[str, Any]:
         },
         "maxRuntimeMinutes": row.max_runtime_minutes,
         "recovery": servable(recovery.view(row)),
+        "pool": _pool_view(row),
         "cost": cost_view(row.accrued_cost_usd, row.billed_seconds, row.accrued_at, row.billing_since),
         "envKeys": servable([env["key"] for env in row.envs]),
         "labels": servable(row.labels),

@@ -21,6 +21,8 @@ from novita_gpu.instances.schemas import (
     LastUsedIn,
     StartByNameIn,
     StartIn,
+    StopByNameIn,
+    StopIn,
     SyncAnswer,
     SyncIn,
     TouchAnswer,
@@ -146,7 +148,10 @@ async def create_instance(
         ),
     ] = None,
 ) -> JSONResponse:
-    created = await services.instances.create(owner, body, idempotency_key)
+    if body.pool is not None:
+        created = await services.pools.claim_by_create(owner, body, idempotency_key)
+    else:
+        created = await services.instances.create(owner, body, idempotency_key)
     return _json(201 if created.replayed_status is None else created.replayed_status, created.answer)
 
 
@@ -218,8 +223,10 @@ async def start_by_name(body: StartByNameIn, owner: Owner, services: ServicesDep
 
 
 @router.post("/stop", summary="Stop an instance by name", **_ACTION_ROUTE)
-async def stop_by_name(body: InstanceNameIn, owner: Owner, services: ServicesDep) -> JSONResponse:
-    return _acted(await services.instances.stop(owner, body.instance_name, by_name=True))
+async def stop_by_name(body: StopByNameIn, owner: Owner, services: ServicesDep) -> JSONResponse:
+    return _acted(
+        await services.instances.stop(owner, body.instance_name, by_name=True, return_to_pool=body.return_to_pool)
+    )
 
 
 @router.post("/delete", summary="Delete an instance by name", **_ACTION_ROUTE)
@@ -240,8 +247,11 @@ async def start_by_id(
 
 
 @router.post("/{instance_id}/stop", summary="Stop an instance by id", **_ACTION_ROUTE)
-async def stop_by_id(instance_id: InstanceId, owner: Owner, services: ServicesDep) -> JSONResponse:
-    return _acted(await services.instances.stop(owner, instance_id, by_name=False))
+async def stop_by_id(
+    instance_id: InstanceId, owner: Owner, services: ServicesDep, body: Annotated[StopIn | None, Body()] = None
+) -> JSONResponse:
+    back = body is not None and body.return_to_pool
+    return _acted(await services.instances.stop(owner, instance_id, by_name=False, return_to_pool=back))
 
 
 @router.delete("/{instance_id}", summary="Delete an instance (the record is kept)", **_ACTION_ROUTE)

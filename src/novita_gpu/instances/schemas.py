@@ -42,6 +42,8 @@ _WHITESPACE = " \t\n\r\f\v"  # what the server strips; the pattern's class names
 _SPACE = r" \t\n\r\f\v"
 TEMPLATE_PATTERN = rf"^[{_SPACE}]*[^{_SPACE}\x00](?:[^\x00]{{0,253}}[^{_SPACE}\x00])?[{_SPACE}]*$"
 # What the SSRF guard reads as an http(s) URL with a host (it may still refuse the target).
+# A warm pool's name (pools/): an instance name's characters, short enough for `<pool>-<8 hex>` members.
+POOL_REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$"
 WEBHOOK_URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\x00-\x20\x7f\\/?#][^\x00-\x20\x7f\\]*$"
 
 
@@ -166,22 +168,38 @@ class RecoveryIn(Body):
         }
 
 
+def template_ref(value: Any) -> str:
+    """A templateId as given: a template id (string or number) or a template's exact name, stripped."""
+    value = whole(value)
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError("templateId must be a template id (string or number) or a template name")
+    if isinstance(value, int) and not 0 <= value <= MAX_TEMPLATE_NUMBER:
+        raise ValueError(f"a numeric templateId is from 0 to {MAX_TEMPLATE_NUMBER}")
+    text = str(value).strip(_WHITESPACE)
+    if not text or len(text) > 255:
+        raise ValueError("templateId must be a template id or name (1-255 characters)")
+    return text
+
+
+TemplateRef = Annotated[
+    str,
+    Field(alias="templateId"),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": TEMPLATE_PATTERN},
+                {"type": "integer", "minimum": 0, "maximum": MAX_TEMPLATE_NUMBER},
+            ],
+            "description": "A template id (string or number) or a template's exact name.",
+        }
+    ),
+]
+
+
 class CreateInstanceIn(Body):
     name: Name
     product_name: Annotated[StrictStr, Field(alias="productName", min_length=1, max_length=120, pattern=NO_NUL)]
-    template_id: Annotated[
-        str,
-        Field(alias="templateId"),
-        WithJsonSchema(
-            {
-                "anyOf": [
-                    {"type": "string", "pattern": TEMPLATE_PATTERN},
-                    {"type": "integer", "minimum": 0, "maximum": MAX_TEMPLATE_NUMBER},
-                ],
-                "description": "A template id (string or number) or a template's exact name.",
-            }
-        ),
-    ]
+    template_id: TemplateRef
     gpu_num: Annotated[GpuNum, Field(alias="gpuNum")] = 1
     rootfs_size: Annotated[RootfsSize | None, Field(alias="rootfsSize")] = None
     region: Annotated[StrictStr | None, Field(max_length=120, pattern=NO_NUL)] = None
@@ -219,19 +237,18 @@ class CreateInstanceIn(Body):
             description="Volumes to mount, by name or id; the instance is placed in their region only.",
         ),
     ] = []
+    pool: Annotated[
+        StrictStr | None,
+        Field(
+            min_length=1,
+            max_length=40,
+            pattern=POOL_REF_PATTERN,
+            description="Claim from this warm pool (docs/pools.md): its productName and templateId must be the "
+            "pool's, and the spec fields the pool sets (gpuNum, region, volumes, envs, ...) left out.",
+        ),
+    ] = None
 
-    @field_validator("template_id", mode="before")
-    @classmethod
-    def _template_id(cls, value: Any) -> str:
-        value = whole(value)
-        if isinstance(value, bool) or not isinstance(value, str | int):
-            raise ValueError("templateId must be a template id (string or number) or a template name")
-        if isinstance(value, int) and not 0 <= value <= MAX_TEMPLATE_NUMBER:
-            raise ValueError(f"a numeric templateId is from 0 to {MAX_TEMPLATE_NUMBER}")
-        text = str(value).strip(_WHITESPACE)
-        if not text or len(text) > 255:
-            raise ValueError("templateId must be a template id or name (1-255 characters)")
-        return text
+    _template_id = field_validator("template_id", mode="before")(template_ref)
 
 
 class UpdateInstanceIn(Body):
@@ -254,6 +271,23 @@ class StartIn(Body):
 
     webhook_url: WebhookUrl = None
     health_check: Annotated[HealthCheckIn | None, Field(alias="healthCheck")] = None
+
+
+class StopIn(Body):
+    """Optional body of POST /api/instances/{id}/stop."""
+
+    return_to_pool: Annotated[
+        StrictBool,
+        Field(
+            alias="returnToPool",
+            description="A claimed pool instance goes back to its pool as a stopped member if the pool wants more "
+            "idle members, else it is deleted (docs/pools.md). Ignored for other instances.",
+        ),
+    ] = False
+
+
+class StopByNameIn(StopIn):
+    instance_name: Annotated[Name, Field(alias="instanceName")]
 
 
 class StartByNameIn(StartIn):
@@ -357,6 +391,14 @@ class NetworkStorageAnswer(Answer):
     mount_point: str
 
 
+class InstancePoolAnswer(Answer):
+    pool_id: str
+    name: str | None
+    state: Literal["ready", "stopped", "claimed"] = Field(
+        description="ready or stopped: an idle member the pool keeps so; claimed: handed out (returnable)."
+    )
+
+
 class InstanceAnswer(Answer):
     instance_id: str
     name: str
@@ -388,6 +430,7 @@ class InstanceAnswer(Answer):
     auto_stop: AutoStopAnswer
     max_runtime_minutes: int = Field(description="A hard limit from ready; 0 = none.")
     recovery: RecoveryAnswer
+    pool: InstancePoolAnswer | None = Field(description="The warm pool it belongs to (docs/pools.md); null: none.")
     cost: CostAnswer
     env_keys: list[str] = Field(description="Names of the instance's environment variables (values never leave).")
     labels: dict[str, str]

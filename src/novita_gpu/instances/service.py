@@ -11,7 +11,7 @@ import functools
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -79,7 +79,12 @@ class ActionResult:
     changed: bool
 
 
-def _auto_stop_policy(
+# A stop of a claimed pool member that may return it: (session, row, reason, asked) -> the result, or None
+# for a plain stop.
+PoolReturns = Callable[[AsyncSession, Instance, Reason, bool | None], Awaitable[ActionResult | None]]
+
+
+def auto_stop_policy(
     settings: Settings, auto_stop: AutoStopIn | None, minutes: int | None, max_runtime: int | None
 ) -> dict[str, Any]:
     """The policy columns of a new instance: what the body says, else the AUTO_STOP_* defaults.
@@ -162,6 +167,8 @@ class InstanceService:
         self.budget_guard: BudgetGuard | None = None  # set by build_services (costs/budgets.py)
         # Returns once a new create may be accepted (the reconciler's backpressure); set by build_services.
         self.room_for_create: Callable[[], Awaitable[None]] | None = None
+        # Takes a claimed pool member back on a stop that returns it; set by build_services (pools/service.py).
+        self.pool_returns: PoolReturns | None = None
         # Where a recovery a stop or delete ends is counted; set by build_services (the metrics).
         self.recovery_observer: recovery.Observer = recovery.Unobserved()
 
@@ -180,7 +187,7 @@ class InstanceService:
             raise InstanceNotFound(ref)
         return row
 
-    async def _change(self, session: AsyncSession, row: Instance, to: Status, **kwargs: Any) -> None:
+    async def change(self, session: AsyncSession, row: Instance, to: Status, **kwargs: Any) -> None:
         await change_status(
             session, row, to, now=self.clock.now(), default_webhook_url=self.settings.webhook_url, **kwargs
         )
@@ -201,6 +208,20 @@ class InstanceService:
                 return replay
         if self.budget_guard is not None:
             await self.budget_guard(owner, "create")
+        row = await self.prepare(owner, body)
+        if self.room_for_create is not None:  # valid: it waits while a burst is being sent (backpressure)
+            await self.room_for_create()
+        try:
+            return await self._insert(row, owner, idempotency_key, hashed)
+        except IntegrityError as exc:  # the live-name index, or a concurrent request with the same key
+            if idempotency_key is not None:
+                replay = await self.idempotency.replay_of(owner, idempotency_key, hashed)
+                if replay is not None:
+                    return replay
+            raise await self.name_taken(owner, body.name) from exc
+
+    async def prepare(self, owner: str, body: CreateInstanceIn) -> Instance:
+        """The row of a new instance as `body` asks for it (validated, placed), not yet stored."""
         webhook_url = checked_webhook_url(body.webhook_url, self.webhook_policy)
         billing_mode = body.billing_mode or self.settings.default_billing_mode
         mounts = await self.volumes.mounts(owner, body.volumes)
@@ -213,15 +234,12 @@ class InstanceService:
             raise InvalidInput(exc.code, exc.message, field=field) from exc
         except NovitaError as exc:
             raise unavailable_for(self.catalog.host, exc, "look up the catalog") from exc
-
-        if self.room_for_create is not None:  # valid: it waits while a burst is being sent (backpressure)
-            await self.room_for_create()
         now = self.clock.now()
         instance_id = f"inst_{uuid.uuid4().hex[:20]}"
         envs = {env.key: env.value for env in template.envs}
         envs.update({env.key: env.value for env in body.envs})
         ports = [{"port": port, "type": group.type} for group in template.ports for port in group.ports]
-        row = Instance(
+        return Instance(
             id=instance_id,
             owner=owner,
             name=body.name,
@@ -249,7 +267,7 @@ class InstanceService:
             price_per_hour=round(placed.offers[0].price_per_hour, 6),
             max_price_per_hour=body.max_price_per_hour,
             webhook_url=webhook_url,
-            **_auto_stop_policy(self.settings, body.auto_stop, body.auto_stop_minutes, body.max_runtime_minutes),
+            **auto_stop_policy(self.settings, body.auto_stop, body.auto_stop_minutes, body.max_runtime_minutes),
             billed_seconds=0.0,
             accrued_cost_usd=0.0,
             labels=body.labels,
@@ -267,37 +285,39 @@ class InstanceService:
             updated_at=now,
             version=1,
         )
-        try:
-            return await self._insert(row, owner, idempotency_key, hashed, now)
-        except IntegrityError as exc:  # the live-name index, or a concurrent request with the same key
-            if idempotency_key is not None:
-                replay = await self.idempotency.replay_of(owner, idempotency_key, hashed)
-                if replay is not None:
-                    return replay
-            raise await self._name_taken(owner, body.name) from exc
 
-    async def _insert(
-        self, row: Instance, owner: str, idempotency_key: str | None, hashed: str, now: datetime
-    ) -> CreateResult:
+    async def _insert(self, row: Instance, owner: str, idempotency_key: str | None, hashed: str) -> CreateResult:
         async with self.db.write() as session:
             conn = await session.connection()
             if idempotency_key is not None:
                 replay = await self.idempotency.claim(conn, owner, idempotency_key, hashed)
                 if replay is not None:
                     return replay
-            await quotas.enforce(session, owner, row.gpu_num, row.price_per_hour or 0.0, lock=self.db.locks_rows)
-            # A plain INSERT of the new row (the ORM's unit of work was the larger part of a create).
-            await session.execute(_INSERT_INSTANCE, {key: getattr(row, key) for key in _INSTANCE_ATTRIBUTES})
-            await self.volumes.record_mounts(session, row.id, row.network_storages)
-            await record_change(session, row, None, now=now, default_webhook_url=self.settings.webhook_url)
+            await self.insert_row(session, row)
             response = {**instance_view(row), "message": "Instance creation started."}
             if idempotency_key is not None:
-                await self.idempotency.remember(conn, owner, idempotency_key, hashed, response, now)
-        self.notify_changed(row.id)
-        self.created.emit(row.id)
+                await self.idempotency.remember(conn, owner, idempotency_key, hashed, response, row.created_at)
+        self.accepted(row.id)
         return CreateResult(response)
 
-    async def _name_taken(self, owner: str, name: str) -> NameTaken:
+    async def insert_row(self, session: AsyncSession, row: Instance) -> None:
+        """Store a prepared row in the caller's transaction, within the team's quotas, with its first event
+        (the caller tells the reconciler with `accepted` once it commits)."""
+        now = self.clock.now()
+        row.created_at = row.updated_at = now
+        row.capacity_wait_until = now + timedelta(seconds=self.settings.capacity_wait_seconds)
+        await quotas.enforce(session, row.owner, row.gpu_num, row.price_per_hour or 0.0, lock=self.db.locks_rows)
+        # A plain INSERT of the new row (the ORM's unit of work was the larger part of a create).
+        await session.execute(_INSERT_INSTANCE, {key: getattr(row, key) for key in _INSTANCE_ATTRIBUTES})
+        await self.volumes.record_mounts(session, row.id, row.network_storages)
+        await record_change(session, row, None, now=now, default_webhook_url=self.settings.webhook_url)
+
+    def accepted(self, instance_id: str) -> None:
+        """After a new row committed: the reconciler sends its create at once."""
+        self.notify_changed(instance_id)
+        self.created.emit(instance_id)
+
+    async def name_taken(self, owner: str, name: str) -> NameTaken:
         async with self.db.read() as session:
             taken = await session.scalar(
                 select(Instance.id).where(
@@ -423,34 +443,55 @@ class InstanceService:
                 raise InvalidTransition(f"Instance is {row.status}; it cannot be started.")
             if row.status not in STARTABLE or row.novita_instance_id is None:
                 raise InvalidTransition(f"Instance is {row.status}; start it once it has stopped.")
-            await quotas.enforce(session, owner, row.gpu_num, row.price_per_hour or 0.0, lock=self.db.locks_rows)
-            now = self.clock.now()
             if webhook_url is not None:
                 row.webhook_url = webhook_url
             if body.health_check is not None:
                 row.health_check_path = body.health_check.path
-            row.desired_state = Goal.RUNNING
-            row.pending_action = Action.START
-            row.pending_reason = Reason.USER
-            row.action_attempts = 0
-            row.next_action_at = None
-            row.operation_id = f"op_{uuid.uuid4().hex[:16]}"
-            row.phase_deadline_at = now + timedelta(seconds=self.settings.startup_timeout_seconds)
-            row.health_check = None
-            row.ready_at = None
-            await self._change(session, row, Status.STARTING, message="Start requested.")
+            await self.start_row(session, row, "Start requested.")
             answer = self._answer(row, "Instance start initiated.")
         self.notify_changed(row.id)
         return ActionResult(answer, changed=True)
 
-    async def stop(self, owner: str, ref: str, *, by_name: bool, reason: Reason = Reason.USER) -> ActionResult:
-        return await self._record(owner, ref, by_name, lambda session, row: self.stop_row(session, row, reason))
+    async def start_row(self, session: AsyncSession, row: Instance, message: str) -> None:
+        """Record a start of a stopped row in the caller's transaction, within the team's quotas (also used by
+        pools: a claim of a stopped member, a refill)."""
+        await quotas.enforce(session, row.owner, row.gpu_num, row.price_per_hour or 0.0, lock=self.db.locks_rows)
+        now = self.clock.now()
+        row.desired_state = Goal.RUNNING
+        row.pending_action = Action.START
+        row.pending_reason = Reason.USER
+        row.action_attempts = 0
+        row.next_action_at = None
+        row.operation_id = f"op_{uuid.uuid4().hex[:16]}"
+        row.phase_deadline_at = now + timedelta(seconds=self.settings.startup_timeout_seconds)
+        row.health_check = None
+        row.ready_at = None
+        await self.change(session, row, Status.STARTING, message=message)
+
+    async def stop(
+        self, owner: str, ref: str, *, by_name: bool, reason: Reason = Reason.USER, return_to_pool: bool = False
+    ) -> ActionResult:
+        return await self._record(
+            owner, ref, by_name, lambda session, row: self.stop_row(session, row, reason, return_to_pool=return_to_pool)
+        )
 
     async def stop_row(
-        self, session: AsyncSession, row: Instance, reason: Reason, *, message: str | None = None
+        self,
+        session: AsyncSession,
+        row: Instance,
+        reason: Reason,
+        *,
+        message: str | None = None,
+        return_to_pool: bool | None = None,
+        pooled: bool = True,
     ) -> ActionResult:
         """Record a stop in the caller's transaction (also used by the auto-stop sweeper and budgets, whose
-        `message` says why)."""
+        `message` says why). A claimed pool member asked to go back (`return_to_pool`; None: as its pool says
+        for an auto-stop) is its pool's to take back (pools/service.py); `pooled=False` is that pool's own stop."""
+        if pooled and self.pool_returns is not None:
+            returned = await self.pool_returns(session, row, reason, return_to_pool)
+            if returned is not None:
+                return returned
         if row.status in ALREADY_STOPPED and row.desired_state == Goal.STOPPED:
             return ActionResult(self._answer(row, "Instance is already stopped or stopping."), changed=False)
         if row.status in GONE:
@@ -460,7 +501,7 @@ class InstanceService:
             # Nothing exists upstream yet: stopping means not creating it at all.
             row.pending_action = None
             row.desired_state = Goal.STOPPED
-            await self._change(
+            await self.change(
                 session, row, Status.STOPPED, reason=reason, message=message or "Stopped before creation."
             )
             row.stopped_at = self.clock.now()
@@ -472,7 +513,7 @@ class InstanceService:
         row.next_action_at = None
         row.phase_deadline_at = self.clock.now() + timedelta(seconds=self.settings.action_timeout_seconds)
         row.operation_id = f"op_{uuid.uuid4().hex[:16]}"
-        await self._change(session, row, Status.STOPPING, reason=reason, message=message or "Stop requested.")
+        await self.change(session, row, Status.STOPPING, reason=reason, message=message or "Stop requested.")
         return ActionResult(self._answer(row, "Instance stop initiated."), changed=True)
 
     async def delete(self, owner: str, ref: str, *, by_name: bool) -> ActionResult:
@@ -508,12 +549,12 @@ class InstanceService:
         if row.novita_instance_id is None and row.create_attempted_at is None:
             row.pending_action = None
             row.terminated_at = self.clock.now()
-            await self._change(session, row, Status.TERMINATED, reason=reason, message=message or "Deleted.")
+            await self.change(session, row, Status.TERMINATED, reason=reason, message=message or "Deleted.")
         else:
             row.pending_action = Action.DELETE
             row.pending_reason = reason
             row.phase_deadline_at = self.clock.now() + timedelta(seconds=self.settings.action_timeout_seconds)
-            await self._change(session, row, Status.TERMINATING, reason=reason, message=message or "Delete requested.")
+            await self.change(session, row, Status.TERMINATING, reason=reason, message=message or "Delete requested.")
         return ActionResult(self._answer(row, "Instance deletion initiated."), changed=True)
 
     def _abandon_recovery(self, row: Instance, message: str) -> None:

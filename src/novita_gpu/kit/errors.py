@@ -156,3 +156,23 @@ class KeyNotFound(DomainError):
 
     def __init__(self, ref: str) -> None:
         super().__init__(f"No API key {ref!r}.")
+
+
+class PoolNotFound(DomainError):
+    """No pool of this name among the caller's team's (another team's pool is not found either)."""
+
+    default_code = "POOL_NOT_FOUND"
+
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"No pool {ref!r}.")
+
+
+class PoolNameTaken(NameTaken):
+    def __init__(self, name: str) -> None:
+        DomainError.__init__(self, f"A pool named {name!r} already exists; names are unique among your pools.")
+
+
+class PoolExhausted(DomainError):
+    """Every member the pool may have is claimed (or being replaced): a claim cannot be served."""
+
+    default_code = "POOL_EXHAUSTED"

@@ -121,6 +121,10 @@ class Settings(BaseSettings):
     spot_on_reclaim: Literal["migrate", "recreate", "stop"] = "migrate"
     spot_max_recoveries: int = Field(default=3, ge=0, le=100)
     spot_fallback_to_on_demand: bool = False
+    # Warm pools (docs/pools.md): what a stopped member's kept disk costs (Novita's API gives no price for
+    # it: set it from your bill), and how often the keeper looks at every pool when nothing wakes it.
+    stopped_disk_usd_per_gb_month: float = Field(default=0.10, ge=0, le=100)
+    pool_check_seconds: float = Field(default=5.0, gt=0)
     health_check_timeout_seconds: float = 600.0
     # How long a stop or a delete may take at Novita before the instance ends `failed` (or, for a stop
     # Novita refuses because the instance never finished booting, is deleted instead).

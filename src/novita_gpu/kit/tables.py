@@ -96,6 +96,15 @@ class Instance(Base):
     recovery: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     upstream_generation: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
+    # Warm pools (pools/): the pool it belongs to, and its part there: `ready` or `stopped` (an idle member
+    # the pool keeps so), `claimed` (handed out: an ordinary instance that may be returned). A stopped idle
+    # member's kept disk is billed from `disk_since` at `disk_price_per_hour` (costs/meter.py).
+    pool_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    pool_name: Mapped[str | None] = mapped_column(String(40))
+    pool_state: Mapped[str | None] = mapped_column(String(16))
+    disk_price_per_hour: Mapped[float | None] = mapped_column(Float)
+    disk_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
     # Where it landed and what we saw.
     cluster_id: Mapped[str | None] = mapped_column(String(64))
     region: Mapped[str | None] = mapped_column(String(120))
@@ -265,6 +274,10 @@ class BillingPeriod(Base):
     labels: Mapped[dict[str, str]] = mapped_column(JSON)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    # The pool (its id) whose idle member this was then: its cost is the pool's idle cost. And what was
+    # billed: `gpu` (the instance) or `disk` (a stopped idle member's kept disk, at `price_per_hour`).
+    pool: Mapped[str | None] = mapped_column(String(40))
+    kind: Mapped[str] = mapped_column(String(8), default="gpu", server_default="gpu")
 
     __table_args__ = (Index("ix_billing_periods_owner_ended", "owner", "ended_at"),)
 
@@ -431,3 +444,56 @@ class AuditEvent(Base):
     outcome: Mapped[str] = mapped_column(String(40))
     request_id: Mapped[str | None] = mapped_column(String(40))
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+# -- pools -------------------------------------------------------------------------------------------
+
+
+class Pool(Base):
+    """A warm pool: a spec, and how many idle members to keep ready and stopped (pools/, docs/pools.md).
+    Its row is the lock that serialises claims, returns and refills of its members across replicas."""
+
+    __tablename__ = "pools"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(40))
+    # {productName, templateId, gpuNum, region, billingMode, volumes, rootfsSize, healthCheck}
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    min_ready: Mapped[int] = mapped_column(Integer)
+    min_stopped: Mapped[int] = mapped_column(Integer)
+    max_members: Mapped[int] = mapped_column(Integer)
+    idle_minutes: Mapped[int] = mapped_column(Integer)
+    return_on_auto_stop: Mapped[bool] = mapped_column(Boolean, default=False)
+    prewarm: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # {enabled, tasks: [{clusterId, id, state}]}
+    status: Mapped[str] = mapped_column(String(16))  # active | draining | deleted (kept: costs name it)
+    refill_blocked: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # {code, message, at}
+    last_claim_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index(
+            "uq_pools_owner_live_name",
+            "owner",
+            "name",
+            unique=True,
+            sqlite_where=text("status != 'deleted'"),
+            postgresql_where=text("status != 'deleted'"),
+        ),
+    )
+
+
+class PoolClaim(Base):
+    """One claim from a pool and where its instance came from (ready, stopped, warming, cold): the pool's
+    claims per hour and hit rates."""
+
+    __tablename__ = "pool_claims"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    pool_id: Mapped[str] = mapped_column(String(40))
+    instance_id: Mapped[str] = mapped_column(String(40))
+    source: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_pool_claims_pool_at", "pool_id", "at"),)

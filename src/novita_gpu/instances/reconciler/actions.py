@@ -9,6 +9,7 @@ the row wants stopped or deleted, the action is owed again (`reissue`): the reco
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -53,6 +54,8 @@ class Actions:
     client: NovitaClient
     clock: Clock
     settings: Settings
+    # A start refused for capacity, in the row's write: True when the row's pool took it over.
+    start_refused: Callable[[AsyncSession, Instance], Awaitable[bool]] | None = None
 
     async def act(self, row: Instance, upstream: Listed | None) -> bool:
         """Send the start, stop or delete the row owes, and write what came of it."""
@@ -77,6 +80,8 @@ class Actions:
         except InsufficientResource:
 
             async def no_capacity(session: AsyncSession, r: Instance) -> None:
+                if action == Action.START and self.start_refused is not None and await self.start_refused(session, r):
+                    return  # a pool member: its pool moves the claim on, or replaces it (pools/service.py)
                 r.pending_action = None
                 r.desired_state = Goal.STOPPED
                 await self.writes.change(

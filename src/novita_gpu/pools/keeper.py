@@ -1,0 +1,235 @@
+"""The pool keeper: keeps each pool's idle members at its targets, drains deleted pools, asks for prewarms.
+
+A pass looks at every pool. For each, under the pool's row lock (pools/service.py), it reads the members,
+plans (members.py) and records the plan as the instances API records intent: member creates, starts,
+stops and deletes that the reconciler then carries out. Member creates are prepared (the catalog) before
+the lock and counted against `max` under it. A refill the team's quota or budget refuses waits, noted on
+the pool (`refillBlocked`); so does one after members failed for want of capacity (REFILL_BACKOFF).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import select, update
+
+from novita_gpu.audit.recorder import AuditRecorder
+from novita_gpu.instances.lifecycle import Reason
+from novita_gpu.kit.clock import Clock
+from novita_gpu.kit.db import Database
+from novita_gpu.kit.errors import DomainError
+from novita_gpu.kit.settings import Settings
+from novita_gpu.kit.tables import Instance, Pool
+from novita_gpu.kit.workers import StoreWorker
+from novita_gpu.novita import NovitaClient, NovitaError
+from novita_gpu.pools import members
+from novita_gpu.pools.members import Census
+from novita_gpu.pools.service import PoolService
+
+log = structlog.get_logger(__name__)
+
+# After members failed for want of capacity, the pool waits this long before it creates more.
+REFILL_BACKOFF = timedelta(seconds=60)
+
+
+class PoolKeeper(StoreWorker):
+    name = "pool_keeper"
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        settings: Settings,
+        pools: PoolService,
+        client: NovitaClient,
+        audit: AuditRecorder | None = None,
+    ) -> None:
+        super().__init__(db, clock, settings, settings.pool_check_seconds)
+        self.pools = pools
+        self.client = client
+        self.audit = audit
+
+    async def step(self) -> float:
+        await self.tick()
+        return self.check_seconds
+
+    async def tick(self) -> None:
+        """One pass over every pool (tests call it as they call the reconciler's tick)."""
+        self.last_run_at = self.clock.now()
+        async with self.db.read() as session:
+            ids = list(await session.scalars(select(Pool.id).where(Pool.status != "deleted").order_by(Pool.id)))
+        for pool_id in ids:
+            try:
+                await self.keep(pool_id)
+            except Exception:  # one pool's fault must not starve the others
+                log.exception("pool_keep_failed", pool_id=pool_id)
+
+    async def keep(self, pool_id: str) -> None:
+        spend = await self._may_spend(pool_id)
+        plan, pool = await self._record(pool_id, [], spend=spend)
+        if pool is None:
+            return
+        wanted = ["ready"] * plan.create_ready + ["stopped"] * plan.create_stopped
+        if wanted and spend:
+            try:
+                prepared = [await self.pools.prepare_member(pool, state) for state in wanted]
+            except DomainError as exc:
+                await self._blocked(pool_id, exc.code, exc.message)
+                return
+            await self._record(pool_id, prepared, spend=spend)
+        if (pool.prewarm or {}).get("enabled"):
+            await self._prewarm(pool_id)
+
+    async def _may_spend(self, pool_id: str) -> bool:
+        """Whether the team's budget lets the pool start or create members (a refused one is noted)."""
+        async with self.db.read() as session:
+            owner = await session.scalar(select(Pool.owner).where(Pool.id == pool_id))
+        try:
+            if owner is not None:
+                await self.pools.check_budget(owner)
+        except DomainError as exc:
+            await self._blocked(pool_id, exc.code, exc.message)
+            return False
+        return True
+
+    async def _record(self, pool_id: str, prepared: list[Instance], *, spend: bool) -> tuple[members.Plan, Pool | None]:
+        """Plan under the pool's lock and record it; with `prepared` rows, store those (within max) too.
+        Without `spend` (the budget is spent), members are stopped and deleted but none started or made."""
+        instances = self.pools.instances
+        touched: list[str] = []
+        created: list[str] = []
+        now = self.clock.now()
+        async with self.db.write() as session:
+            pool = await self.pools.lock(session, pool_id)
+            if pool is None or pool.status == "deleted":
+                return members.Plan(), None
+            found = await self.pools.members_of(session, pool.id)
+            census = Census.of(found)
+            if pool.status == "draining":
+                await self._drain(session, pool, census, touched)
+                return members.Plan(), None
+            plan = members.plan(pool, census, now)
+            blocked_until = (pool.refill_blocked or {}).get("until")
+            if any(row.status_reason == Reason.NO_CAPACITY for row in plan.delete):
+                until = now + REFILL_BACKOFF
+                pool.refill_blocked = {
+                    "code": "NO_CAPACITY",
+                    "message": "Novita had no capacity for a member; the pool tries again later.",
+                    "at": now.isoformat(),
+                    "until": until.isoformat(),
+                }
+                blocked_until = until.isoformat()
+            waiting = not spend or (blocked_until is not None and blocked_until > now.isoformat())
+            for row in plan.delete:
+                await instances.delete_row(session, row, Reason.POOL, message=_why_deleted(row))
+                touched.append(row.id)
+            for row in plan.park:
+                await instances.stop_row(
+                    session, row, Reason.POOL, message=f"Kept stopped by pool {pool.name}.", pooled=False
+                )
+                row.pool_state = "stopped"
+                touched.append(row.id)
+            for row in plan.wake:
+                if waiting:
+                    break
+                try:  # (the quota is checked before anything is written: a refusal leaves the session clean)
+                    await instances.start_row(session, row, f"Started by pool {pool.name} to keep a ready member.")
+                except DomainError as exc:
+                    pool.refill_blocked = {"code": exc.code, "message": exc.message, "at": now.isoformat()}
+                    break
+                row.pool_state = "ready"
+                touched.append(row.id)
+            if prepared and not waiting:
+                room = pool.max_members - census.total + len(plan.delete)
+                for row in prepared[: max(0, room)]:
+                    try:
+                        await instances.insert_row(session, row)
+                    except DomainError as exc:
+                        pool.refill_blocked = {"code": exc.code, "message": exc.message, "at": now.isoformat()}
+                        break
+                    created.append(row.id)
+                else:
+                    pool.refill_blocked = None
+            elif spend and not plan.create_ready and not plan.create_stopped and not waiting:
+                pool.refill_blocked = None
+        for row_id in touched:
+            instances.notify_changed(row_id)
+        for row_id in created:
+            instances.accepted(row_id)
+        if created or touched:
+            log.info("pool_kept", pool=pool.name, created=len(created), changed=len(touched))
+        return plan, pool
+
+    async def _drain(self, session: Any, pool: Pool, census: Census, touched: list[str]) -> None:
+        """A deleted pool: its idle members go; once none is left, the pool is gone and its claimed
+        instances are their claimers' alone."""
+        idle = census.idle()
+        for row in idle:
+            if row.desired_state != "terminated":
+                await self.pools.instances.delete_row(
+                    session, row, Reason.POOL, message=f"Pool {pool.name} was deleted."
+                )
+                touched.append(row.id)
+        if idle:
+            return
+        claimed = update(Instance).where(Instance.pool_id == pool.id, Instance.pool_state == "claimed")
+        await session.execute(claimed.values(pool_state=None, pool_id=None, pool_name=None))
+        pool.status = "deleted"
+        pool.updated_at = self.clock.now()
+        log.info("pool_drained", pool=pool.name)
+
+    async def _blocked(self, pool_id: str, code: str, message: str) -> None:
+        async with self.db.write() as session:
+            pool = await self.pools.lock(session, pool_id)
+            if pool is not None:
+                pool.refill_blocked = {"code": code, "message": message, "at": self.clock.now().isoformat()}
+
+    async def _prewarm(self, pool_id: str) -> None:
+        """Ask Novita once per cluster the pool's members land in (or its region) to prewarm the image, and
+        follow each task's state."""
+        async with self.db.read() as session:
+            pool = await session.get(Pool, pool_id)
+            if pool is None:
+                return
+            image = await session.scalar(select(Instance.image_url).where(Instance.pool_id == pool_id).limit(1))
+            clusters = set(
+                await session.scalars(
+                    select(Instance.cluster_id).where(Instance.pool_id == pool_id, Instance.cluster_id.is_not(None))
+                )
+            )
+        if image is None:
+            return
+        tasks: list[dict[str, Any]] = list((pool.prewarm or {}).get("tasks") or [])
+        known = {t["clusterId"] for t in tasks}
+        changed = False
+        for cluster in sorted(c for c in clusters if c and c not in known):
+            try:
+                task_id = await self.client.create_prewarm(image, cluster)
+            except NovitaError as exc:
+                log.warning("pool_prewarm_failed", pool=pool.name, cluster_id=cluster, error=type(exc).__name__)
+                tasks.append({"clusterId": cluster, "taskId": None, "state": "Failed", "reason": exc.reason})
+            else:
+                tasks.append({"clusterId": cluster, "taskId": task_id, "state": "Pending"})
+            changed = True
+        for task in tasks:
+            if task.get("taskId") and task.get("state") in ("Pending", "Running"):
+                try:
+                    found = await self.client.prewarm_task(task["taskId"])
+                except NovitaError:
+                    continue
+                if found is not None and found.state != task["state"]:
+                    task["state"] = found.state
+                    changed = True
+        if changed:
+            async with self.db.write() as session:
+                row = await self.pools.lock(session, pool_id)
+                if row is not None:
+                    row.prewarm = {**(row.prewarm or {}), "tasks": tasks}
+
+
+def _why_deleted(row: Instance) -> str:
+    if members.is_broken(row):
+        return f"Replaced by its pool: it {row.status} ({row.status_reason or 'no reason given'})."
+    return "Its pool keeps fewer idle members now."
