@@ -30,6 +30,7 @@ from novita_gpu.pools.service import PoolService
 
 log = structlog.get_logger(__name__)
 
+_SETTLED_PREWARM = ("Succeeded", "Failed")
 # After members failed for want of capacity, the pool waits this long before it creates more.
 REFILL_BACKOFF = timedelta(seconds=60)
 
@@ -201,32 +202,31 @@ class PoolKeeper(StoreWorker):
             )
         if image is None:
             return
-        tasks: list[dict[str, Any]] = list((pool.prewarm or {}).get("tasks") or [])
-        known = {t["clusterId"] for t in tasks}
+        tasks: dict[str, dict[str, Any]] = {t["clusterId"]: t for t in (pool.prewarm or {}).get("tasks") or []}
         changed = False
-        for cluster in sorted(c for c in clusters if c and c not in known):
+        for cluster in sorted(c for c in clusters if c):
+            task = tasks.get(cluster)
+            if task is not None and task.get("state") in _SETTLED_PREWARM:
+                continue
             try:
-                task_id = await self.client.create_prewarm(image, cluster)
+                # Novita's own list first: a task asked for before a crash is followed, never asked twice.
+                found = [t async for t in self.client.iter_prewarm_tasks(cluster_id=cluster) if t.image_url == image]
+                if found:
+                    seen = {"clusterId": cluster, "taskId": found[0].id, "state": found[0].state}
+                else:
+                    task_id = await self.client.create_prewarm_task(image, cluster, note=f"pool {pool.name}")
+                    seen = {"clusterId": cluster, "taskId": task_id, "state": "Pending"}
             except NovitaError as exc:
                 log.warning("pool_prewarm_failed", pool=pool.name, cluster_id=cluster, error=type(exc).__name__)
-                tasks.append({"clusterId": cluster, "taskId": None, "state": "Failed", "reason": exc.reason})
-            else:
-                tasks.append({"clusterId": cluster, "taskId": task_id, "state": "Pending"})
-            changed = True
-        for task in tasks:
-            if task.get("taskId") and task.get("state") in ("Pending", "Running"):
-                try:
-                    found = await self.client.prewarm_task(task["taskId"])
-                except NovitaError:
-                    continue
-                if found is not None and found.state != task["state"]:
-                    task["state"] = found.state
-                    changed = True
+                continue
+            if seen != task:
+                tasks[cluster] = seen
+                changed = True
         if changed:
             async with self.db.write() as session:
                 row = await self.pools.lock(session, pool_id)
                 if row is not None:
-                    row.prewarm = {**(row.prewarm or {}), "tasks": tasks}
+                    row.prewarm = {**(row.prewarm or {}), "tasks": list(tasks.values())}
 
 
 def _why_deleted(row: Instance) -> str:
