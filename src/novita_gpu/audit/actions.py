@@ -15,6 +15,7 @@ AUTO_STOP = "system:auto-stop"  # autostop/sweeper.py: an idle instance, or one 
 BUDGET = "system:budget"  # costs/budgets.py: a monthly budget reached, and its stopAll
 SPOT_RECOVERY = "system:spot-recovery"  # a reclaimed spot instance's recovery begun and ended
 RETENTION = "system:retention"  # retention.py: history past its retention deleted
+POOL = "system:pool"  # pools/keeper.py: a pool's members made, started, stopped or deleted to meet its targets
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,10 @@ ROUTE_ACTIONS: dict[tuple[str, str], RouteAction] = {
     ("POST", "/api/volumes/adopt"): RouteAction("volume.adopt", target="volumeId"),
     ("PATCH", "/api/volumes/{volume}"): RouteAction("volume.resize", target="volumeId"),
     ("DELETE", "/api/volumes/{volume}"): RouteAction("volume.delete", target="volumeId"),
+    ("POST", "/api/pools"): RouteAction("pool.create", target="poolId"),
+    ("PATCH", "/api/pools/{name}"): RouteAction("pool.update", target="poolId"),
+    ("DELETE", "/api/pools/{name}"): RouteAction("pool.delete", target="poolId"),
+    ("POST", "/api/pools/{name}/claim"): RouteAction("pool.claim", target="instanceId"),
     ("POST", "/api/teams"): RouteAction("team.create", target="id", team="id"),
     ("PATCH", "/api/teams/{ref}"): RouteAction("team.update", target="id", team="id"),
     ("POST", "/api/keys"): RouteAction("key.create", target="id", team="team"),
@@ -62,6 +67,8 @@ SYSTEM_ACTIONS: tuple[tuple[str, str], ...] = (
     (SPOT_RECOVERY, "recovery.begin"),
     (SPOT_RECOVERY, "recovery.end"),
     (RETENTION, "retention.purge"),
+    (POOL, "pool.refill"),
+    (POOL, "pool.drain"),
 )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 from sqlalchemy import select, update
 
-from novita_gpu.audit.recorder import AuditRecorder
+from novita_gpu.audit import actions, recorder
 from novita_gpu.instances.lifecycle import Reason
 from novita_gpu.kit.clock import Clock
 from novita_gpu.kit.db import Database
@@ -45,12 +45,10 @@ class PoolKeeper(StoreWorker):
         settings: Settings,
         pools: PoolService,
         client: NovitaClient,
-        audit: AuditRecorder | None = None,
     ) -> None:
         super().__init__(db, clock, settings, settings.pool_check_seconds)
         self.pools = pools
         self.client = client
-        self.audit = audit
 
     async def step(self) -> float:
         await self.tick()
@@ -101,6 +99,7 @@ class PoolKeeper(StoreWorker):
         instances = self.pools.instances
         touched: list[str] = []
         created: list[str] = []
+        done: dict[str, list[str]] = {"created": created, "started": [], "stopped": [], "deleted": []}
         now = self.clock.now()
         async with self.db.write() as session:
             pool = await self.pools.lock(session, pool_id)
@@ -126,12 +125,14 @@ class PoolKeeper(StoreWorker):
             for row in plan.delete:
                 await instances.delete_row(session, row, Reason.POOL, message=_why_deleted(row))
                 touched.append(row.id)
+                done["deleted"].append(row.id)
             for row in plan.park:
                 await instances.stop_row(
                     session, row, Reason.POOL, message=f"Kept stopped by pool {pool.name}.", pooled=False
                 )
                 row.pool_state = "stopped"
                 touched.append(row.id)
+                done["stopped"].append(row.id)
             for row in plan.wake:
                 if waiting:
                     break
@@ -142,6 +143,7 @@ class PoolKeeper(StoreWorker):
                     break
                 row.pool_state = "ready"
                 touched.append(row.id)
+                done["started"].append(row.id)
             if prepared and not waiting:
                 room = pool.max_members - census.total + len(plan.delete)
                 for row in prepared[: max(0, room)]:
@@ -155,6 +157,12 @@ class PoolKeeper(StoreWorker):
                     pool.refill_blocked = None
             elif spend and not plan.create_ready and not plan.create_stopped and not waiting:
                 pool.refill_blocked = None
+            if any(done.values()):  # the audit row commits with what it records
+                details: dict[str, Any] = {kind: ids for kind, ids in done.items() if ids}
+                if pool.refill_blocked:
+                    details["blocked"] = pool.refill_blocked.get("code")
+                entry = recorder.system(actions.POOL, "pool.refill", team=pool.owner, target=pool.id, details=details)
+                recorder.add(session, entry, now)
         for row_id in touched:
             instances.notify_changed(row_id)
         for row_id in created:
@@ -179,6 +187,11 @@ class PoolKeeper(StoreWorker):
         await session.execute(claimed.values(pool_state=None, pool_id=None, pool_name=None))
         pool.status = "deleted"
         pool.updated_at = self.clock.now()
+        left = len(census.claimed)
+        entry = recorder.system(
+            actions.POOL, "pool.drain", team=pool.owner, target=pool.id, details={"claimedLeft": left}
+        )
+        recorder.add(session, entry, pool.updated_at)
         log.info("pool_drained", pool=pool.name)
 
     async def _blocked(self, pool_id: str, code: str, message: str) -> None:

@@ -210,7 +210,9 @@ class PoolService:
         )
         return self._view(pool, census, claims, month, now)
 
-    def _view(self, pool: Pool, census: Census, claims: Sequence[Any], month_usd: float, now: datetime) -> dict[str, Any]:
+    def _view(
+        self, pool: Pool, census: Census, claims: Sequence[Any], month_usd: float, now: datetime
+    ) -> dict[str, Any]:
         spec = pool.spec
         day = len(claims)
         ready_rate = sum((r.price_per_hour or 0.0) for r in census.idle() if r.billing_since is not None)

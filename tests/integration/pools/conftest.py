@@ -26,7 +26,9 @@ async def pool_view(harness: Harness, name: str = "gpus") -> dict[str, Any]:
     return view
 
 
-async def until_members(harness: Harness, name: str = "gpus", max_seconds: float = 600, **counts: int) -> dict[str, Any]:
+async def until_members(
+    harness: Harness, name: str = "gpus", max_seconds: float = 600, **counts: int
+) -> dict[str, Any]:
     """Tick until the pool's members are as `counts` says (ready=1, stopped=2, ...)."""
 
     async def there() -> bool:

@@ -7,13 +7,10 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import select
-
 from novita_gpu.emulator import EmulatorConfig
 from novita_gpu.emulator.config import Timings
-from novita_gpu.kit.tables import Instance
 from tests.harness import Harness
-from tests.integration.pools.conftest import claim, make_pool, pool_view, until_members
+from tests.integration.pools.conftest import claim, make_pool, until_members
 
 
 def refuse_starts(harness: Harness, *novita_ids: str, next_starts: int = 0) -> None:
