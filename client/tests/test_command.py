@@ -20,6 +20,7 @@ from novita_gpu_client.cli.plugins import GROUP, add_commands, command_names
 CLIENT_COMMANDS = {
     "instances",
     "volumes",
+    "pools",
     "events",
     "products",
     "templates",

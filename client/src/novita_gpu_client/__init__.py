@@ -12,9 +12,11 @@ is available), `list_volumes`, `get_volume`, `resize_volume`, `delete_volume`; `
 volumes=["datasets"])` mounts them. Teams: `me` (who this key is: its team and role), `list_teams`,
 `get_team` (quotas and their use), `create_team`, `update_team`; the team's keys: `list_keys`, `create_key`
 and `rotate_key` (the secret is in their answer, this once), `revoke_key`; the audit trail: `audit` (a
-page) and `iter_audit` (every event, page after page). `AsyncClient` has the same methods, to be
-awaited. Answers are the server's JSON objects. Its one dependency is httpx; the `novita-gpu` command needs the `cli` extra
-(`novita-gpu-client[cli]`).
+page) and `iter_audit` (every event, page after page). Warm pools: `create_pool`, `list_pools`,
+`get_pool`, `update_pool`, `delete_pool`, and `claim` (an instance from a pool: ready at once from a ready
+member; `create(..., pool="name")` claims too), given back with `stop(id, return_to_pool=True)`.
+`AsyncClient` has the same methods, to be awaited. Answers are the server's JSON objects. Its one
+dependency is httpx; the `novita-gpu` command needs the `cli` extra (`novita-gpu-client[cli]`).
 """
 
 from novita_gpu_client.async_client import AsyncClient

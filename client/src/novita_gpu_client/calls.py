@@ -68,6 +68,9 @@ class CreateOptions(TypedDict, total=False):
     # What a spot reclaim leads to, as the API takes it: {"onReclaim", "maxRecoveries", "fallbackToOnDemand",
     # "keepReclaimed"}, each optional (docs/spot.md).
     recovery: Mapping[str, Any] | None
+    # Claim from this warm pool (pools.py) rather than create: product and template must be the pool's, and
+    # the spec fields the pool sets (gpu_num, region, volumes, envs, ...) left out.
+    pool: str | None
 
 
 _CREATE_FIELDS = {
@@ -81,6 +84,7 @@ _CREATE_FIELDS = {
     "auto_stop_minutes": "autoStopMinutes",
     "image_auth_id": "imageAuthId",
     "max_runtime_minutes": "maxRuntimeMinutes",
+    "pool": "pool",
 }
 
 
@@ -188,17 +192,24 @@ def _start_options(webhook_url: str | None, health_check_path: str | None) -> Js
     return body
 
 
-def stop(instance_id: str) -> Call:
-    return Call("POST", _instance(instance_id, "/stop"), retryable=True)
+def stop(instance_id: str, return_to_pool: bool = False) -> Call:
+    """With `return_to_pool`, a claimed pool instance goes back to its pool (a stopped member) if the pool
+    has room, else it is deleted; other instances just stop."""
+    body = {"returnToPool": True} if return_to_pool else None
+    return Call("POST", _instance(instance_id, "/stop"), body=body, retryable=True)
 
 
 def delete(instance_id: str) -> Call:
     return Call("DELETE", _instance(instance_id), retryable=True)
 
 
-def by_name(action: Literal["stop", "delete"], name: str) -> Call:
-    """POST /api/instances/{stop,delete} with `{"instanceName": name}` (repeats answer 200, so retryable)."""
-    return Call("POST", f"/api/instances/{action}", body={"instanceName": name}, retryable=True)
+def by_name(action: Literal["stop", "delete"], name: str, return_to_pool: bool = False) -> Call:
+    """POST /api/instances/{stop,delete} with `{"instanceName": name}` (repeats answer 200, so retryable);
+    a stop may say `returnToPool` (as `stop`)."""
+    body: Json = {"instanceName": name}
+    if return_to_pool:
+        body["returnToPool"] = True
+    return Call("POST", f"/api/instances/{action}", body=body, retryable=True)
 
 
 def touch(instance_id: str) -> Call:

@@ -16,6 +16,7 @@ from novita_gpu_client import calls, core
 from novita_gpu_client.calls import Call, CreateOptions, Json
 from novita_gpu_client.config import DEFAULT_URL, ClientConfig, service_url
 from novita_gpu_client.events import Event
+from novita_gpu_client.pools import PoolMethods
 from novita_gpu_client.retry import RetryPolicy
 from novita_gpu_client.teams import TeamMethods
 from novita_gpu_client.volumes import VolumeMethods
@@ -26,7 +27,11 @@ Events = TypeVar("Events")  # an iterator of Event, or an async one
 
 
 class Methods(
-    VolumeMethods[Answer, Instances], TeamMethods[Answer, Instances], ABC, Generic[Answer, Instances, Events]
+    VolumeMethods[Answer, Instances],
+    TeamMethods[Answer, Instances],
+    PoolMethods[Answer, Instances],
+    ABC,
+    Generic[Answer, Instances, Events],
 ):
     def __init__(
         self,
@@ -81,7 +86,8 @@ class Methods(
         **options: Unpack[CreateOptions],
     ) -> Answer:
         """Create an instance (201, status "creating"). Each call sends an Idempotency-Key (a fresh one unless
-        given), so its retries never make a second instance."""
+        given), so its retries never make a second instance. With `pool=NAME` it is a claim from that warm
+        pool (as `claim`; the answer carries `claim: {pool, source}`, ready at once from a ready member)."""
         return self._send(calls.create(name, product_name, template_id, options, idempotency_key))
 
     def get(self, instance_id: str) -> Answer:
@@ -155,11 +161,14 @@ class Methods(
     ) -> Answer:
         return self._send(calls.start_by_name(name, webhook_url, health_check_path))
 
-    def stop(self, instance_id: str) -> Answer:
-        return self._send(calls.stop(instance_id))
+    def stop(self, instance_id: str, *, return_to_pool: bool = False) -> Answer:
+        """Stop an instance (its record and disk are kept). With `return_to_pool`, a claimed pool instance
+        goes back to its pool as a stopped member if the pool wants more idle members, else it is deleted:
+        the answer's `message` says which. Other instances just stop."""
+        return self._send(calls.stop(instance_id, return_to_pool))
 
-    def stop_by_name(self, name: str) -> Answer:
-        return self._send(calls.by_name("stop", name))
+    def stop_by_name(self, name: str, *, return_to_pool: bool = False) -> Answer:
+        return self._send(calls.by_name("stop", name, return_to_pool))
 
     def delete(self, instance_id: str) -> Answer:
         """Delete upstream and mark terminated (the record is kept)."""

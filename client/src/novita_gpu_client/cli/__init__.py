@@ -22,7 +22,7 @@ from typing import Annotated, Any, get_args
 import typer
 from typer.core import TyperArgument, TyperGroup, TyperOption
 
-from novita_gpu_client.cli import costs, instances, plugins, service, session, teams, volumes
+from novita_gpu_client.cli import costs, instances, plugins, pools, service, session, teams, volumes
 from novita_gpu_client.cli.audit import audit
 from novita_gpu_client.cli.events import events as follow_events
 from novita_gpu_client.version import __version__
@@ -133,6 +133,7 @@ app.add_typer(service.autostop, name="autostop")
 app.command("costs")(costs.costs)
 app.add_typer(costs.budget_app, name="budget")
 app.add_typer(volumes.app, name="volumes")
+app.add_typer(pools.app, name="pools")
 app.command("me")(teams.me)
 app.add_typer(teams.app, name="teams")
 app.command("audit")(audit)

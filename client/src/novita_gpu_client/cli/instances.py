@@ -29,6 +29,7 @@ from novita_gpu_client.cli.output import (
     text,
     when,
 )
+from novita_gpu_client.cli.pools import claim_detail
 from novita_gpu_client.cli.recovery import instance_detail
 from novita_gpu_client.cli.session import (
     ApiKey,
@@ -119,8 +120,20 @@ def get_instance(ref: InstanceRef, url: Url = DEFAULT_URL, api_key: ApiKey = Non
 @app.command("create")
 def create_instance(
     name: Annotated[str, typer.Option(metavar="NAME", help="A unique name: letters, digits, - and _ (at most 63).")],
-    product: Annotated[str, typer.Option(metavar="NAME", help="GPU product: `novita-gpu products` lists them.")],
-    template: Annotated[str, typer.Option(metavar="ID|NAME", help="Template id or name: `novita-gpu templates`.")],
+    product: Annotated[
+        str | None,
+        typer.Option(metavar="NAME", help="GPU product: `novita-gpu products` lists them (required, but --pool's)."),
+    ] = None,
+    template: Annotated[
+        str | None,
+        typer.Option(metavar="ID|NAME", help="Template id or name: `novita-gpu templates` (required, but --pool's)."),
+    ] = None,
+    pool: Annotated[
+        str | None,
+        typer.Option(
+            metavar="POOL", help="Claim from this warm pool (its product, template and spec): `novita-gpu pools list`."
+        ),
+    ] = None,
     gpus: Annotated[int | None, typer.Option(metavar="N", help="GPUs, 1-8 (default 1).")] = None,
     disk: Annotated[
         int | None, typer.Option(metavar="GB", help="Root disk, 10-6144 GB (default: the template's).")
@@ -204,7 +217,11 @@ def create_instance(
 ) -> None:
     """Create an instance; with --wait, return once it is ready.
 
-    With --wait it exits 1, with the instance's status message, if it fails or is not ready in time."""
+    With --wait it exits 1, with the instance's status message, if it fails or is not ready in time. With
+    --pool it is a claim from that warm pool (as `pools claim`): ready at once from a ready member; the
+    pool sets the product, template and spec, so --product and --template may be left out."""
+    if pool is None and (product is None or template is None):
+        raise typer.BadParameter("give --product and --template (or --pool, to claim from a warm pool).")
     options: dict[str, Any] = {
         "gpu_num": gpus,
         "rootfs_size": disk,
@@ -223,12 +240,20 @@ def create_instance(
         "network_storages": [_storage(item) for item in network_storage or []] or None,
         "volumes": [volume_mount(item) for item in volume or []] or None,
         "recovery": _recovery_policy(on_reclaim, max_recoveries, fallback_to_on_demand, keep_reclaimed),
+        "pool": pool,
     }
     with client_for(url, api_key) as client:
+        if pool is not None and (product is None or template is None or gpus is None):
+            spec = client.get_pool(pool)  # what the claim must name: the pool's own
+            product = product or spec["productName"]
+            template = template or str(spec["templateId"])
+            options["gpu_num"] = gpus or spec["gpuNum"]
+        assert product is not None and template is not None
         view = client.create(name, product, template, **options)
-        if wait:
-            view = _wait_showing(client, view["instanceId"], ["ready"], timeout, quiet=as_json)
-    show(view, as_json, instance_detail)
+        if wait and view.get("status") != "ready":
+            waited = _wait_showing(client, view["instanceId"], ["ready"], timeout, quiet=as_json)
+            view = {**waited, "claim": view["claim"]} if view.get("claim") else waited
+    show(view, as_json, claim_detail if view.get("claim") else instance_detail)
 
 
 def _wait_showing(client: Client, instance_id: str, wanted: list[str], timeout: float, *, quiet: bool) -> Json:
@@ -316,7 +341,39 @@ def _action_command(action: Action, summary: str) -> Callable[..., None]:
 
 
 app.command("start")(_action_command("start", "Start a stopped instance, by id or name."))
-app.command("stop")(_action_command("stop", "Stop an instance, by id or name (its record and disk are kept)."))
+
+
+@app.command("stop")
+def stop_instance(
+    ref: OptionalRef = None,
+    name: ByName = None,
+    return_to_pool: Annotated[
+        bool,
+        typer.Option(
+            "--return-to-pool",
+            help="A claimed pool instance goes back to its pool as a stopped member (deleted if the pool is full).",
+        ),
+    ] = False,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+    as_json: AsJson = False,
+) -> None:
+    """Stop an instance, by id or name (its record and disk are kept).
+
+    With --return-to-pool, an instance claimed from a warm pool goes back to the pool as a stopped member
+    if the pool wants more idle members, else it is deleted; the line printed says which. Other instances
+    just stop."""
+    if (ref is None) == (name is None):
+        raise typer.BadParameter("give an instance id or name (or --name; one of them).")
+    with client_for(url, api_key) as client:
+        answer = refs.act(
+            client,
+            "stop",
+            ref if ref is not None else str(name),
+            by_name=name is not None,
+            return_to_pool=return_to_pool,
+        )
+    show(answer, as_json, answer_line)
 
 
 @app.command("delete")

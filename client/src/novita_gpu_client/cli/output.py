@@ -214,11 +214,27 @@ def until(value: str | None, now: datetime | None = None) -> str:
     return "now" if seconds <= 0 else f"in {_largest_unit(seconds)}"
 
 
+# What an instance's place in its warm pool means (the view's `pool.state`).
+POOL_STATES = {"ready": "idle, ready", "stopped": "idle, stopped", "claimed": "claimed"}
+
+
+def pool_of(view: Json) -> str | None:
+    """`gpus (idle, ready)`, `gpus (claimed)`; None for an instance of no pool."""
+    pool = view.get("pool")
+    if not pool:
+        return None
+    state = str(pool.get("state"))
+    return f"{pool.get('name') or pool.get('poolId')} ({POOL_STATES.get(state, state)})"
+
+
 def instances_table(items: Sequence[Json], wide: bool = False) -> Layout | str:
     """Names, not ids, by default: every command takes either. Each instance is one line: a name too long
-    for the terminal is cut with `…`, and with --wide the columns that do not fit are left out, saying so."""
+    for the terminal is cut with `…`, and with --wide the columns that do not fit are left out, saying so.
+    When any of them belongs to a warm pool, a POOL column says which and whether it is idle or claimed."""
     if not items:
         return "No instances."
+    if any(i.get("pool") for i in items):
+        return _with_pools(items, wide)
     if wide:
         table = Layout(
             Col("ID"),
@@ -259,6 +275,72 @@ def instances_table(items: Sequence[Json], wide: bool = False) -> Layout | str:
     return table
 
 
+def _pool_cell(view: Json) -> str | None:
+    pool = view.get("pool")
+    return f"{pool.get('name')}:{pool.get('state')}" if pool else None
+
+
+def _listed_status(view: Json) -> str:
+    """An idle member's status says it sits in its pool (the POOL reason would say less); others' as ever."""
+    if (view.get("pool") or {}).get("state") in ("ready", "stopped"):
+        return f"{view['status']} (in pool)"
+    return status_of(view)
+
+
+def _with_pools(items: Sequence[Json], wide: bool) -> Layout:
+    """The table with its POOL column: the pool's name (an idle member's status says `in pool`; --wide:
+    `gpus:ready`, `gpus:stopped`, `gpus:claimed`), left out before any other when the terminal is too narrow."""
+    if wide:
+        table = Layout(
+            Col("ID"),
+            Col("NAME", cut=10),
+            Col("STATUS"),
+            Col("REASON", drop=2),
+            Col("POOL", cut=8, drop=6),
+            Col("PRODUCT", cut=8, drop=1),
+            Col("REGION", drop=3),
+            Col("$/H"),
+            Col("AGE"),
+            Col("AUTO-STOP", drop=4),
+            Col("LABELS", cut=10, drop=5),
+        )
+        for i in items:
+            table.add_row(
+                i["instanceId"],
+                i["name"],
+                i["status"],
+                i.get("statusReason"),
+                _pool_cell(i),
+                product_of(i),
+                i.get("region"),
+                price(i.get("pricePerHour")),
+                age(i.get("createdAt")),
+                until((i.get("autoStop") or {}).get("stopsAt")),
+                labels_of(i),
+            )
+        return table
+    table = Layout(
+        Col("NAME", cut=12),
+        Col("STATUS"),
+        Col("POOL", cut=8, drop=2),
+        Col("PRODUCT", cut=8),
+        Col("REGION", drop=1),
+        Col("$/H"),
+        Col("AGE"),
+    )
+    for i in items:
+        table.add_row(
+            i["name"],
+            _listed_status(i),
+            (i.get("pool") or {}).get("name"),
+            product_of(i),
+            i.get("region"),
+            price(i.get("pricePerHour")),
+            age(i.get("createdAt")),
+        )
+    return table
+
+
 def instance_table(view: Json, more: Mapping[str, Any] | None = None) -> Layout:
     """An instance's fields, one a line; `more` after its auto-stop (cli/recovery.py: its spot recovery)."""
     table = Layout(Col("FIELD"), Col("VALUE", wrap=True))
@@ -274,6 +356,7 @@ def instance_table(view: Json, more: Mapping[str, Any] | None = None) -> Layout:
         "region": view.get("region"),
         "price": price(view.get("pricePerHour")) + "/h",
         "template": view.get("templateId"),
+        **({"pool": pool} if (pool := pool_of(view)) else {}),
         "auto-stop": "never" if not idle else f"after {idle} idle min, at {when(auto_stop.get('stopsAt'))}",
         **(more or {}),
         "created": when(view.get("createdAt")),

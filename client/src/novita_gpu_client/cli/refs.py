@@ -85,12 +85,19 @@ def _terminated(name: str, view: Json, action: str) -> Exception:
     )
 
 
-def act(client: Client, action: Action, ref: str, *, by_name: bool) -> Json:
+def act(client: Client, action: Action, ref: str, *, by_name: bool, return_to_pool: bool = False) -> Json:
     """Start, stop or delete by id, or by name through the API's by-name route (see the module's rule for a
-    name whose instances are all terminated)."""
+    name whose instances are all terminated). A stop may return a claimed pool instance to its pool."""
     ref = _checked(ref)
-    by_id = {"start": client.start, "stop": client.stop, "delete": client.delete}[action]
-    named = {"start": client.start_by_name, "stop": client.stop_by_name, "delete": client.delete_by_name}[action]
+
+    def stop(instance_id: str) -> Json:
+        return client.stop(instance_id, return_to_pool=return_to_pool)
+
+    def stop_by_name(name: str) -> Json:
+        return client.stop_by_name(name, return_to_pool=return_to_pool)
+
+    by_id = {"start": client.start, "stop": stop, "delete": client.delete}[action]
+    named = {"start": client.start_by_name, "stop": stop_by_name, "delete": client.delete_by_name}[action]
 
     def by_name_route() -> Json:
         try:
