@@ -176,3 +176,10 @@ class PoolExhausted(DomainError):
     """Every member the pool may have is claimed (or being replaced): a claim cannot be served."""
 
     default_code = "POOL_EXHAUSTED"
+
+
+class PoolSpecConflict(DomainError):
+    """A create naming a pool asks for what the pool's spec says otherwise (409: the pool is as it is)."""
+
+    def __init__(self, code: str, message: str, *, field: str) -> None:
+        super().__init__(message, code=code, details=[{"field": field, "message": message}])

@@ -474,12 +474,12 @@ class Pool(Base):
 
     __table_args__ = (
         Index(
-            "uq_pools_owner_live_name",
+            "uq_pools_owner_active_name",
             "owner",
             "name",
             unique=True,
-            sqlite_where=text("status != 'deleted'"),
-            postgresql_where=text("status != 'deleted'"),
+            sqlite_where=text("status = 'active'"),
+            postgresql_where=text("status = 'active'"),
         ),
     )
 

@@ -13,7 +13,6 @@ from pydantic import (
     StrictStr,
     WithJsonSchema,
     field_validator,
-    model_validator,
 )
 
 from novita_gpu.instances.schemas import (
@@ -65,7 +64,10 @@ class PoolIn(Body):
         Members,
         Field(alias="minStopped", description="Idle members kept created, booted once and stopped (their disk)."),
     ] = 0
-    max: Annotated[MaxMembers, Field(description="Members at most, claimed ones included.")]
+    max: Annotated[
+        MaxMembers,
+        Field(description="Members at most, claimed ones included; it wins over minReady + minStopped."),
+    ]
     idle_minutes: Annotated[
         AutoStopMinutes,
         Field(
@@ -83,12 +85,6 @@ class PoolIn(Body):
     ] = False
 
     _template_id = field_validator("template_id", mode="before")(template_ref)
-
-    @model_validator(mode="after")
-    def _fits(self) -> PoolIn:
-        if self.min_ready + self.min_stopped > self.max:
-            raise ValueError("minReady + minStopped must not exceed max")
-        return self
 
 
 class PoolUpdateIn(Body):

@@ -30,7 +30,7 @@ from novita_gpu.instances.schemas import AutoStopIn, CreateInstanceIn
 from novita_gpu.instances.service import ActionResult, InstanceService, auto_stop_policy
 from novita_gpu.kit.clock import Clock
 from novita_gpu.kit.db import Database
-from novita_gpu.kit.errors import InvalidInput, PoolExhausted, PoolNameTaken, PoolNotFound
+from novita_gpu.kit.errors import PoolExhausted, PoolNameTaken, PoolNotFound, PoolSpecConflict
 from novita_gpu.kit.settings import Settings
 from novita_gpu.kit.signals import Signal
 from novita_gpu.kit.tables import Instance, Pool, PoolClaim
@@ -106,7 +106,7 @@ class PoolService:
     # -- the pool's row ----------------------------------------------------------------------------
 
     async def _pool(self, session: AsyncSession, owner: str, name: str, *, lock: bool) -> Pool:
-        query = select(Pool).where(Pool.owner == owner, Pool.name == name, Pool.status != "deleted")
+        query = select(Pool).where(Pool.owner == owner, Pool.name == name, Pool.status == "active")
         pool = (await session.execute(self.db.locked(query) if lock else query)).scalar_one_or_none()
         if pool is None:
             raise PoolNotFound(name)
@@ -185,7 +185,7 @@ class PoolService:
         async with self.db.read() as session:
             pools = (
                 await session.execute(
-                    select(Pool).where(Pool.owner == owner, Pool.status != "deleted").order_by(Pool.name)
+                    select(Pool).where(Pool.owner == owner, Pool.status == "active").order_by(Pool.name)
                 )
             ).scalars()
             names = [pool.name for pool in pools]
@@ -260,8 +260,6 @@ class PoolService:
     async def update(self, owner: str, name: str, body: PoolUpdateIn) -> dict[str, Any]:
         async with self.db.write() as session:
             pool = await self._pool(session, owner, name, lock=True)
-            if pool.status != "active":
-                raise PoolNotFound(name)
             changes = {
                 "min_ready": body.min_ready,
                 "min_stopped": body.min_stopped,
@@ -272,8 +270,6 @@ class PoolService:
             for column, value in changes.items():
                 if value is not None:
                     setattr(pool, column, value)
-            if pool.min_ready + pool.min_stopped > pool.max_members:
-                raise InvalidInput("VALIDATION_ERROR", "minReady + minStopped must not exceed max.", field="max")
             if body.prewarm is not None and body.prewarm != (pool.prewarm or {}).get("enabled"):
                 pool.prewarm = {**(pool.prewarm or {"tasks": []}), "enabled": body.prewarm}
             pool.refill_blocked = None  # a new target is worth a new try
@@ -282,29 +278,31 @@ class PoolService:
         return await self.view(owner, name)
 
     async def delete(self, owner: str, name: str) -> dict[str, Any]:
-        """Drain: the keeper deletes the idle members; claimed ones stay the claimers' (they leave the pool)."""
+        """Drain: the pool is gone at once (its name free again); the keeper deletes its idle members, and
+        claimed ones stay their claimers' (they leave the pool)."""
+        view = await self.view(owner, name)
         async with self.db.write() as session:
             pool = await self._pool(session, owner, name, lock=True)
             pool.status = "draining"
             pool.updated_at = self.clock.now()
         self.changed.emit(pool.id)
-        return await self.view(owner, name)
+        return {**view, "status": "draining", "updatedAt": iso(pool.updated_at)}
 
     # -- claims ------------------------------------------------------------------------------------
 
     async def claim_by_create(self, owner: str, body: CreateInstanceIn, idempotency_key: str | None) -> CreateResult:
         """POST /api/instances with `pool`: the pool's product and template, no spec fields of its own."""
         assert body.pool is not None
+        async with self.db.read() as session:
+            pool = await self._pool(session, owner, body.pool, lock=False)
         given = body.model_fields_set
         for attribute, alias in _SPEC_FIELDS.items():
             if attribute in given and getattr(body, attribute) not in (None, [], False):
-                raise InvalidInput(
+                raise PoolSpecConflict(
                     "POOL_SPEC_FIELD",
                     f"{alias} is the pool's to set: leave it out when claiming from pool {body.pool!r}.",
                     field=alias,
                 )
-        async with self.db.read() as session:
-            pool = await self._pool(session, owner, body.pool, lock=False)
         spec = pool.spec
         for alias, value, wanted in (
             ("productName", body.product_name, spec["productName"]),
@@ -312,10 +310,8 @@ class PoolService:
             ("gpuNum", body.gpu_num, spec["gpuNum"]),
         ):
             if value != wanted:
-                raise InvalidInput(
-                    "POOL_SPEC_MISMATCH",
-                    f"Pool {pool.name!r} has {alias} {wanted!r}, not {value!r}.",
-                    field=alias,
+                raise PoolSpecConflict(
+                    "POOL_SPEC_MISMATCH", f"Pool {pool.name!r} has {alias} {wanted!r}, not {value!r}.", field=alias
                 )
         return await self.claim(owner, body.pool, ClaimIn.of_create(body), idempotency_key)
 
@@ -364,8 +360,6 @@ class PoolService:
                 if replay is not None:
                     return replay
             pool = await self._pool(session, request.owner, request.pool, lock=True)
-            if pool.status != "active":
-                raise PoolNotFound(request.pool)
             found = await self.members_of(session, pool.id)
             taken = members.claimable(found)
             if taken:

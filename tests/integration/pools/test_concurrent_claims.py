@@ -86,9 +86,9 @@ async def test_a_create_naming_a_pool_is_a_claim_and_spec_fields_are_refused(har
     assert made.json()["status"] == "ready" and made.json()["claim"]["source"] == "ready"
 
     wrong = await harness.http.post("/api/instances", json={**body, "name": "x", "productName": "RTX 3090 24GB"})
-    assert wrong.status_code == 400 and wrong.json()["error"]["code"] == "POOL_SPEC_MISMATCH"
+    assert wrong.status_code == 409 and wrong.json()["error"]["code"] == "POOL_SPEC_MISMATCH"
     extra = await harness.http.post("/api/instances", json={**body, "name": "y", "rootfsSize": 100})
-    assert extra.status_code == 400 and extra.json()["error"]["code"] == "POOL_SPEC_FIELD"
+    assert extra.status_code == 409 and extra.json()["error"]["code"] == "POOL_SPEC_FIELD"
     assert extra.json()["error"]["details"][0]["field"] == "rootfsSize"
     missing = await harness.http.post("/api/instances", json={**body, "name": "z", "pool": "nope"})
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "POOL_NOT_FOUND"
@@ -98,7 +98,7 @@ async def test_a_create_naming_a_pool_is_a_claim_and_spec_fields_are_refused(har
 
 async def test_bad_pool_bodies_are_refused_with_the_field(harness: Harness) -> None:
     cases = [
-        ({"name": "p", "max": 1, "minReady": 1, "minStopped": 1}, "VALIDATION_ERROR"),
+        ({"name": "p", "max": 1, "minReady": 101}, "VALIDATION_ERROR"),
         ({"name": "p", "max": 0}, "VALIDATION_ERROR"),
         ({"name": "p" * 41, "max": 1}, "VALIDATION_ERROR"),
         ({"name": "p", "max": 1, "productName": "No Such GPU"}, None),

@@ -1,5 +1,5 @@
 """What idle members cost: a ready member's GPU time and a stopped member's kept disk, billed to the pool at
-price × time while they wait, in GET /api/pools/{name}, GET /api/costs and the budget; a claim ends the
+price x time while they wait, in GET /api/pools/{name}, GET /api/costs and the budget; a claim ends the
 pool's share and the instance's own cost begins."""
 
 from __future__ import annotations

@@ -115,16 +115,18 @@ async def test_deleting_a_pool_drains_idle_members_and_leaves_claimed_ones(harne
     kept = await claim(harness, name="kept")
     drained = await harness.http.delete("/api/pools/gpus")
     assert drained.status_code == 202 and drained.json()["status"] == "draining"
+    assert (await harness.http.get("/api/pools/gpus")).status_code == 404  # gone at once; it drains behind
+    assert (await harness.http.post("/api/pools/gpus/claim", json={"name": "late"})).status_code == 404
 
-    async def gone() -> bool:
-        return (await harness.http.get("/api/pools/gpus")).status_code == 404
+    async def drained_out() -> bool:
+        return {i["id"] for i in harness.live_upstream()} == {kept["novitaInstanceId"]}
 
-    await harness.run_until(gone, max_seconds=300)
+    await harness.run_until(drained_out, max_seconds=300)
+    await harness.tick()
     listed = (await harness.http.get("/api/instances")).json()["instances"]
     live = [i for i in listed if i["status"] != "terminated"]
     assert [i["name"] for i in live] == ["kept"]
     assert live[0]["status"] == "ready" and live[0]["pool"] is None
-    assert {i["id"] for i in harness.live_upstream()} == {kept["novitaInstanceId"]}
     # The name is free again.
     await make_pool(harness, max=1)
 

@@ -36,12 +36,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index(
-        "uq_pools_owner_live_name",
+        "uq_pools_owner_active_name",
         "pools",
         ["owner", "name"],
         unique=True,
-        sqlite_where=sa.text("status != 'deleted'"),
-        postgresql_where=sa.text("status != 'deleted'"),
+        sqlite_where=sa.text("status = 'active'"),
+        postgresql_where=sa.text("status = 'active'"),
     )
     op.create_table(
         "pool_claims",
@@ -72,5 +72,5 @@ def downgrade() -> None:
         op.drop_column("instances", column)
     op.drop_index("ix_pool_claims_pool_at", "pool_claims")
     op.drop_table("pool_claims")
-    op.drop_index("uq_pools_owner_live_name", "pools")
+    op.drop_index("uq_pools_owner_active_name", "pools")
     op.drop_table("pools")
