@@ -76,6 +76,10 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
             h, keys["member"], "POST", "/api/volumes", {"name": "ml-data", "region": "US-TX-04", "sizeGb": 10}
         )
         assert volume.status_code == 201, volume.text
+        pool = await call(
+            h, keys["admin"], "POST", "/api/pools", {**SEED_BODY, "name": "ml-pool", "max": 20}
+        )
+        assert pool.status_code == 201, pool.text
         h.clock.advance(45)  # the expiring key has expired; the first rotation's grace (60 s) still runs
         yield World(h, keys, created.json()["instanceId"], volume.json()["volumeId"], ml, ids)
         assert cv
@@ -117,6 +121,12 @@ def routes(w: World) -> list[tuple[str, str, Any, set[str], dict[str, str]]]:
         ("GET", "/api/volumes", None, READERS | {"other team"}, {}),
         ("GET", f"/api/volumes/{v}", None, TEAM_ML, {}),
         ("POST", "/api/volumes", {"name": "probe", "region": "US-TX-04", "sizeGb": 10}, MEMBERS | {"other team"}, {}),
+        ("GET", "/api/pools", None, READERS | {"other team"}, {}),
+        ("GET", "/api/pools/ml-pool", None, TEAM_ML, {}),
+        ("POST", "/api/pools", {**SEED_BODY, "name": "probe-pool", "max": 1}, ADMINS | {"other team"}, {}),
+        ("PATCH", "/api/pools/ml-pool", {"minReady": 0}, TEAM_ML & ADMINS, {}),
+        ("PATCH", "/api/pools/ml-pool", {"minReady": 0}, (TEAM_ML & ADMINS) | {"owner"}, x_team),
+        ("POST", "/api/pools/ml-pool/claim", {"name": "claim-probe"}, TEAM_ML - {"viewer"}, {}),
         ("GET", "/api/costs", None, READERS | {"other team"}, {}),
         ("GET", "/api/budget", None, READERS | {"other team"}, {}),
         ("PUT", "/api/budget", {"monthlyLimitUsd": 500, "onExceeded": "refuseCreates"}, ADMINS | {"other team"}, {}),
@@ -150,7 +160,7 @@ async def test_each_route_answers_each_caller_as_its_role_allows(world: World) -
     h = world.harness
     wrong: list[str] = []
     for method, path, body, allowed, headers in routes(world):
-        team_only = any(x in path for x in (world.instance, world.volume, "/api/teams/ml", "team=ml"))
+        team_only = any(x in path for x in (world.instance, world.volume, "/api/teams/ml", "team=ml", "ml-pool"))
         for who in WHO:
             answer = await call(h, world.keys[who], method, path, body, **headers)
             if who in allowed:
