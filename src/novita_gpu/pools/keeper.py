@@ -185,6 +185,7 @@ class PoolKeeper(StoreWorker):
             return
         claimed = update(Instance).where(Instance.pool_id == pool.id, Instance.pool_state == "claimed")
         await session.execute(claimed.values(pool_state=None, pool_id=None, pool_name=None))
+        touched += [row.id for row in census.claimed]  # their views change: the caches hear of it
         pool.status = "deleted"
         pool.updated_at = self.clock.now()
         left = len(census.claimed)

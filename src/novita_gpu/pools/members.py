@@ -47,11 +47,15 @@ def is_warming(row: Instance) -> bool:
 
 
 def is_broken(row: Instance) -> bool:
-    """An idle member that cannot be handed out: failed (a health check, Novita), or stopped for want of
-    capacity. The keeper deletes it and makes another."""
+    """An idle member that cannot be handed out: failed (a health check, Novita), stopped without an
+    instance at Novita, or stopped while it was meant to run (Novita stopped it, a reclaim). The keeper
+    deletes it and makes another."""
     if not is_idle(row):
         return False
-    return row.status == Status.FAILED or (row.status == Status.STOPPED and row.novita_instance_id is None)
+    if row.status == Status.FAILED:
+        return True
+    stopped = row.status == Status.STOPPED and row.pending_action is None
+    return stopped and (row.novita_instance_id is None or row.desired_state == Goal.RUNNING)
 
 
 def claimable(members: Iterable[Instance]) -> list[tuple[str, Instance]]:
@@ -110,8 +114,11 @@ class Census:
         return [*self.ready, *self.stopped, *self.warming, *self.settling, *self.broken]
 
     def keeping(self, state: str) -> list[Instance]:
-        """Idle members the pool keeps as `state` (ready or stopped), on their way there or not."""
-        return [row for row in self.idle() if row.pool_state == state and row not in self.broken]
+        """Idle members the pool keeps as `state` (ready or stopped), on their way there or not. A member
+        kept ready that was stopped (a person's stop, a budget's stopAll) counts as a stopped one."""
+        kept = [row for row in self.idle() if row not in self.broken]
+        running = [row for row in kept if row.pool_state == "ready" and row.desired_state == Goal.RUNNING]
+        return running if state == "ready" else [row for row in kept if row not in running]
 
     def answer(self) -> dict[str, int]:
         return {
@@ -156,8 +163,8 @@ def plan(pool: Pool, census: Census, now: datetime) -> Plan:
     create); create the rest, within max; delete what is beyond every target."""
     want_ready, want_stopped = targets(pool, now)
     out = Plan(delete=list(census.broken))
-    keep_ready = [r for r in census.keeping("ready")]
-    keep_stopped = [r for r in census.keeping("stopped")]
+    keep_ready = census.keeping("ready")
+    keep_stopped = census.keeping("stopped")
     # Members kept stopped that have booted (ready): stop them (the image is on their node now).
     out.park = [r for r in census.ready if r.pool_state == "stopped"]
     surplus_ready = len(keep_ready) - want_ready
@@ -168,13 +175,12 @@ def plan(pool: Pool, census: Census, now: datetime) -> Plan:
         out.delete += spare[room:]
         keep_stopped += spare[:room]
     elif surplus_ready < 0:
-        idle_stopped = [r for r in census.stopped if r.pool_state == "stopped"]
-        out.wake = idle_stopped[:-surplus_ready]
+        out.wake = census.stopped[:-surplus_ready]
         keep_stopped = [r for r in keep_stopped if r not in out.wake]
         out.create_ready = -surplus_ready - len(out.wake)
     surplus_stopped = len(keep_stopped) - want_stopped
     if surplus_stopped > 0:
-        out.delete += [r for r in census.stopped if r.pool_state == "stopped" and r not in out.wake][:surplus_stopped]
+        out.delete += [r for r in census.stopped if r not in out.wake][:surplus_stopped]
     else:
         out.create_stopped = -surplus_stopped
     room = pool.max_members - (census.total - len(out.delete))
