@@ -211,3 +211,44 @@ def test_killed_during_a_spot_recovery_resumes_it_exactly_once(
 
     [live] = wait_for(one_running, timeout=SETTLE_TIMEOUT, what="one Novita instance left")
     assert live["id"] == back["novitaInstanceId"] and live["status"] == "running"
+
+
+def test_killed_while_a_pool_refills_and_claims_land_hands_each_member_out_once(
+    processes: Processes, emulator: EmulatorProcess, sqlite_url: str
+) -> None:
+    """kill -9 while a pool warms its members and claims are answered: after the restart, every claim holds
+    its own Novita instance, the pool meets its targets again, and Novita holds nothing nobody owns."""
+    service = processes.service(sqlite_url, emulator=emulator, env={**SERVICE_ENV, "POOL_CHECK_SECONDS": "0.5"})
+    body = {"name": "warm", "productName": "RTX 4090 24GB", "templateId": "pytorch-jupyter"}
+    made = httpx.post(f"{service.url}/api/pools", json={**body, "minReady": 2, "minStopped": 1, "max": 6}, timeout=10)
+    assert made.status_code == 201, made.text
+
+    def pool() -> dict[str, Any]:
+        answer = httpx.get(f"{service.url}/api/pools/warm", timeout=5.0)
+        assert answer.status_code == 200, answer.text
+        found: dict[str, Any] = answer.json()
+        return found
+
+    wait_for(lambda: pool()["members"]["ready"] or None, timeout=SETTLE_TIMEOUT, what="a ready member")
+    claims = []
+    for n in range(3):  # one ready at once, then whatever is idle or cold, while the pool refills
+        answer = httpx.post(f"{service.url}/api/pools/warm/claim", json={"name": f"job-{n}"}, timeout=10.0)
+        assert answer.status_code == 201, answer.text
+        claims.append(answer.json())
+    service.kill9()
+
+    service.start()
+    held = [wait_for_status(service, c["instanceId"], "ready", SETTLE_TIMEOUT)["novitaInstanceId"] for c in claims]
+    assert len(set(held)) == 3
+
+    def refilled() -> dict[str, Any] | None:
+        view = pool()
+        wanted = {"ready": 2, "stopped": 1, "warming": 0, "claimed": 3, "total": 6}
+        return view if view["members"] == wanted else None
+
+    settled = wait_for(refilled, timeout=SETTLE_TIMEOUT, what="the pool to refill")
+    assert settled["claims"]["lastHour"] == 3
+    listed = httpx.get(f"{service.url}/api/instances?limit=100", timeout=5.0).json()["instances"]
+    owned = {i["novitaInstanceId"] for i in listed if i["status"] not in ("terminated",)}
+    live = {i["id"] for i in emulator.upstream_instances() if i["status"] not in ("removed", "removing", "toRemove")}
+    assert live == owned and len(live) == 6
