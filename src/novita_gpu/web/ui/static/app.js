@@ -1,6 +1,7 @@
 // novita-gpu dashboard: the instance table, live from the event stream, a create form and actions, and
 // the volumes (Novita network storages) with the instances that mount them; for admin keys, the team's
-// quotas and keys, and the audit trail.
+// quotas and keys, and the audit trail. Warm pools: members by state, hit rates and idle cost, a claim for
+// members, making and deleting pools for admins; a claimed instance can be returned to its pool.
 // Every value from the API is written with textContent (never innerHTML), and the API key, when the
 // service asks for one, lives in this tab's sessionStorage and travels in a header only (the event
 // stream too: it is read with fetch(), which can send one, not EventSource, which cannot).
@@ -20,7 +21,11 @@ const REASONS = {
   USER: 'by request', AUTO_STOP: 'stopped when idle', NO_CAPACITY: 'no capacity in any region',
   STARTUP_TIMEOUT: 'did not start in time', HEALTH_CHECK_TIMEOUT: 'ports never answered',
   SPOT_RECLAIMED: 'spot instance reclaimed', RECOVERY_FAILED: 'spot recovery failed', UPSTREAM_ERROR: 'Novita error',
+  POOL: 'by its warm pool',
 };
+// An instance's place in its warm pool (the view's pool.state).
+const POOL_STATES = { ready: 'idle · ready', stopped: 'idle · stopped', claimed: 'claimed' };
+const CLAIM_SOURCES = ['ready', 'stopped', 'warming', 'cold'];
 
 const state = {
   key: sessionStorage.getItem(KEY_STORAGE),
@@ -44,6 +49,12 @@ const state = {
   team: null,
   keys: [],
   audit: { events: [], cursor: null, pages: 0, missing: false, error: null },
+  pools: [],
+  poolsLoaded: false,
+  poolsError: null,
+  poolsAt: 0,  // when the pools were last read (Date.now())
+  poolsShown: null,  // what the pool table shows, to redraw it only when that changes
+  claiming: null,  // the pool the claim dialog is for
 };
 
 const $ = (id) => document.getElementById(id);
@@ -217,11 +228,15 @@ function row(view) {
   const status = el('td', {},
     el('span', { className: `badge st-${view.status}`, text: view.status.replace('_', ' '), data: { status: view.status } }),
     el('div', { className: 'muted small message', text: [view.statusMessage, REASONS[view.statusReason] || view.statusReason].filter(Boolean).join(' · ') }),
-    recoveryLine(view));
+    recoveryLine(view),
+    poolBadge(view));
   const actions = el('td', { className: 'actions' });
   const acts = may('member');  // a viewer reads: its rows have History only
-  if (acts && CAN_START.has(view.status)) actions.append(actionButton('Start', 'small', () => act(view, 'start')));
-  if (acts && CAN_STOP.has(view.status)) actions.append(actionButton('Stop', 'small', () => act(view, 'stop')));
+  const claimed = view.pool && view.pool.state === 'claimed';
+  const idleMember = view.pool && !claimed;  // the pool's to start and stop: a claim hands it out
+  if (acts && !idleMember && CAN_START.has(view.status)) actions.append(actionButton('Start', 'small', () => act(view, 'start')));
+  if (acts && !idleMember && CAN_STOP.has(view.status)) actions.append(actionButton('Stop', 'small', () => act(view, 'stop')));
+  if (acts && claimed && CAN_STOP.has(view.status)) actions.append(actionButton('Return to pool', 'small', () => giveBack(view)));
   actions.append(actionButton('History', 'small ghost', () => openHistory(view.instanceId)));
   if (acts && !GONE.has(view.status)) actions.append(actionButton('Delete', 'small danger-ghost', () => remove(view)));
   const tr = el('tr', { data: { id: view.instanceId } },
@@ -238,6 +253,17 @@ function row(view) {
     actions);
   if (GONE.has(view.status)) tr.classList.add('gone');
   return tr;
+}
+
+function poolBadge(view) {
+  // The warm pool an instance belongs to: its name and whether the pool keeps it idle or handed it out.
+  const pool = view.pool;
+  if (!pool) return null;
+  return el('div', { className: `pool-badge small pool-${pool.state}` },
+    el('span', { className: 'chip', text: `${pool.name || pool.poolId} · ${POOL_STATES[pool.state] || pool.state}`,
+      title: pool.state === 'claimed'
+        ? `Claimed from warm pool ${pool.name}: "Return to pool" gives it back (a stopped member, or deleted if the pool is full)`
+        : `An idle member warm pool ${pool.name} keeps ${pool.state}: a claim hands it out` }));
 }
 
 // -- spot recovery (the view's `recovery`) ----------------------------------------------------------
@@ -526,10 +552,21 @@ function spendSoon() {
 
 // -- actions ----------------------------------------------------------------------------------------
 
-async function act(view, action) {
-  const answer = await api('POST', `/api/instances/${encodeURIComponent(view.instanceId)}/${action}`);
+async function act(view, action, body) {
+  const answer = await api('POST', `/api/instances/${encodeURIComponent(view.instanceId)}/${action}`, body);
   toast(answer.message || `${view.name}: ${answer.status}`, 'info');
   refresh(view.instanceId);
+}
+
+async function giveBack(view) {
+  const pool = (view.pool && view.pool.name) || 'its pool';
+  const sure = await confirmDialog(
+    `Return ${view.name} to ${pool}? It is stopped and kept as an idle member if the pool wants one, else deleted ` +
+    '(its disk with it); either way it is no longer yours.', 'Return to pool');
+  focusRow(view.instanceId, 'Return to pool', 'History');
+  if (!sure) return;
+  await act(view, 'stop', { returnToPool: true });
+  poolsSoon();
 }
 
 function confirmDialog(text, okLabel) {
@@ -624,6 +661,10 @@ async function loadCatalog() {
     option.value = t.id;
     return option;
   }));
+  // The new pool form offers the same GPUs and templates.
+  $('p-product').replaceChildren(...[...productSelect.options].map((o) => o.cloneNode(true)));
+  $('p-product').value = productSelect.value;
+  $('p-template').replaceChildren(...[...templateSelect.options].map((o) => o.cloneNode(true)));
 }
 
 // -- history ----------------------------------------------------------------------------------------
@@ -677,6 +718,7 @@ function showWho() {
   $('create-card').hidden = !may('member');
   $('team-card').hidden = !isAdmin();
   $('audit-card').hidden = !isAdmin();
+  $('pool-form').hidden = !isAdmin();
   $('team-pick-label').hidden = !isOwner();
   $('a-team-label').hidden = !isOwner();
   $('k-role').querySelector('option[value="owner"]').hidden = !isOwner();
@@ -982,6 +1024,185 @@ function auditSoon() {
   auditSoon.timer = setTimeout(() => loadAudit(), 1500);
 }
 
+// -- warm pools -------------------------------------------------------------------------------------
+
+const percent = (fraction) => `${Math.round((fraction || 0) * 100)}%`;
+
+function poolRow(pool) {
+  const m = pool.members || {};
+  const claims = pool.claims || {};
+  const cost = pool.idleCost || {};
+  const spec = `${pool.gpuNum > 1 ? `${pool.gpuNum}× ` : ''}${pool.productName}${pool.region ? ` · ${pool.region}` : ''}`;
+  const name = el('td', { className: 'name' },
+    el('div', { className: 'iname strong', text: pool.name, title: pool.poolId }),
+    el('div', { className: 'muted small product', text: spec, title: `Template ${pool.templateId}` }));
+  if (pool.status === 'draining') name.append(el('span', { className: 'badge st-deleting', text: 'draining' }));
+  else if (pool.dormant) name.append(el('div', { className: 'muted small', text: `dormant: no claim for ${pool.idleMinutes} min` }));
+  const members = el('td', { className: 'members' },
+    ...[['ready', 'st-ready'], ['stopped', 'st-stopped'], ['warming', 'st-starting'], ['claimed', 'st-claimed']].map(([key, style]) =>
+      el('span', { className: `badge member ${style}${m[key] ? '' : ' zero'}`, text: `${m[key] || 0} ${key}`, data: { state: key } })),
+    el('div', { className: 'muted small', text: `${m.total || 0} of at most ${pool.max} · keeps ${pool.minReady} ready, ${pool.minStopped} stopped` }));
+  if (pool.refillBlocked) {
+    members.append(el('div', { className: 'small blocked', text: `refill blocked: ${pool.refillBlocked.message || pool.refillBlocked.code}`,
+      title: `${pool.refillBlocked.code} since ${stamp(pool.refillBlocked.at)}` }));
+  }
+  const day = claims.lastDay || 0;
+  const rates = claims.hitRate || {};
+  const hits = el('td', { className: 'hits small' });
+  if (day) {
+    for (const source of CLAIM_SOURCES) hits.append(el('span', { className: `chip hit-${source}`, text: `${source} ${percent(rates[source])}` }));
+  } else {
+    hits.textContent = '— no claim today';
+  }
+  const tasks = ((pool.prewarm || {}).tasks || []);
+  if ((pool.prewarm || {}).enabled) {
+    hits.append(el('div', { className: 'muted small', text: `prewarm: ${tasks.map((t) => t.state).join(', ') || 'asked'}`,
+      title: tasks.map((t) => `cluster ${t.clusterId}: ${t.state} (${t.taskId})`).join('\n') }));
+  }
+  const idle = el('td', { className: 'num idle-cost' },
+    el('div', { text: `${money(cost.usdPerHour, 4)}/h` }),
+    el('div', { className: 'muted small', text: `${money(cost.monthUsd)} this month` }));
+  idle.title = `Ready GPUs ${money(cost.readyUsdPerHour, 4)}/h + stopped disks ${money(cost.stoppedUsdPerHour, 4)}/h`;
+  const actions = el('td', { className: 'actions' });
+  if (pool.status === 'active' && may('member')) actions.append(actionButton('Claim', 'small', () => openClaim(pool)));
+  if (pool.status === 'active' && isAdmin()) actions.append(actionButton('Delete', 'small danger-ghost', () => removePool(pool)));
+  return el('tr', { data: { pool: pool.name } },
+    name, members,
+    el('td', { className: 'num claims', text: `${claims.lastHour || 0} / ${day}`, title: `${claims.lastHour || 0} in the last hour, ${day} in the last day` }),
+    hits, idle, actions);
+}
+
+function renderPools() {
+  const shown = JSON.stringify([state.pools, state.me && state.me.role]);
+  if (shown !== state.poolsShown) {  // a reload that changed nothing leaves the rows (and the focus) alone
+    state.poolsShown = shown;
+    $('pool-rows').replaceChildren(...state.pools.map(poolRow));
+  }
+  const empty = $('pools-empty');
+  empty.classList.toggle('loading', !state.poolsLoaded);
+  if (!state.poolsLoaded) empty.textContent = state.poolsError ? `Pools could not be loaded: ${state.poolsError} Retrying…` : 'Loading pools…';
+  else empty.textContent = isAdmin() ? 'No warm pools yet: make one below.' : 'No warm pools yet (an admin key makes them).';
+  empty.hidden = state.poolsLoaded && state.pools.length > 0;
+}
+
+async function loadPools() {
+  if (loadPools.busy) return loadPools.busy;
+  state.poolsAt = Date.now();
+  loadPools.busy = api('GET', '/api/pools').then((answer) => {
+    state.pools = answer.pools;
+    state.poolsLoaded = true;
+    state.poolsError = null;
+    renderPools();
+  }).catch((error) => {
+    if (error instanceof ApiError && error.status === 404) {  // a service from before pools: no panel
+      $('pools-card').hidden = true;
+      return;
+    }
+    if (state.poolsLoaded) return;
+    state.poolsError = errorText(error);
+    renderPools();
+  }).finally(() => { loadPools.busy = null; });
+  return loadPools.busy;
+}
+
+function poolsDue() {
+  // Pools send no events of their own: read again every 2 s while one fills or drains, else every 10 s, and
+  // after instance events (poolsSoon: a member changed).
+  const moving = state.pools.some((p) => p.status === 'draining' || (p.members || {}).warming > 0 ||
+    ((p.members || {}).ready || 0) + ((p.members || {}).stopped || 0) + ((p.members || {}).warming || 0) <
+      Math.min(p.minReady + p.minStopped, p.max - ((p.members || {}).claimed || 0)));
+  if (!$('pools-card').hidden && (!state.poolsLoaded || moving || Date.now() - state.poolsAt >= 10000)) loadPools();
+}
+
+function poolsSoon() {
+  clearTimeout(poolsSoon.timer);
+  poolsSoon.timer = setTimeout(() => { if (!$('pools-card').hidden) loadPools(); }, 700);
+}
+
+function openClaim(pool) {
+  state.claiming = pool;
+  $('claim-text').textContent = `Claim an instance from ${pool.name}: ` +
+    ((pool.members || {}).ready ? 'a ready member is handed out at once.' : (pool.members || {}).stopped
+      ? 'a stopped member is started (its image is on its node).' : 'no member is idle, so one is created from its spec.');
+  $('claim-name').value = '';
+  $('claim-error').hidden = true;
+  $('claim-dialog').showModal();
+  $('claim-name').focus();
+}
+
+function closeClaim() {
+  const pool = state.claiming;
+  $('claim-dialog').close();
+  state.claiming = null;
+  const tr = pool && [...$('pool-rows').children].find((node) => node.dataset.pool === pool.name);
+  const button = tr && [...tr.querySelectorAll('button')].find((b) => b.textContent === 'Claim');
+  if (button) button.focus();
+}
+
+async function claim(event) {
+  event.preventDefault();
+  const pool = state.claiming;
+  if (!pool) return;
+  const name = $('claim-name').value.trim();
+  $('claim-ok').disabled = true;
+  try {
+    const view = await api('POST', `/api/pools/${encodeURIComponent(pool.name)}/claim`, { name });
+    state.instances.set(view.instanceId, view);
+    render();
+    closeClaim();
+    const how = { ready: 'ready at once', stopped: 'starting a stopped member', warming: 'a member warming up', cold: 'created cold' };
+    toast(`${view.name} claimed from ${pool.name}: ${how[view.claim.source] || view.claim.source}.`, 'info');
+    refresh(view.instanceId);
+    poolsSoon();
+  } catch (failure) {
+    $('claim-error').textContent = errorText(failure);
+    $('claim-error').hidden = false;
+  } finally {
+    $('claim-ok').disabled = false;
+  }
+}
+
+async function createPool(event) {
+  event.preventDefault();
+  const error = $('pool-error');
+  error.hidden = true;
+  const number = (id) => Number($(id).value);
+  const body = {
+    name: $('p-name').value.trim(), productName: $('p-product').value, templateId: $('p-template').value,
+    minReady: number('p-ready'), minStopped: number('p-stopped'), max: number('p-max'), idleMinutes: number('p-idle'),
+  };
+  $('p-create').disabled = true;
+  try {
+    const pool = await api('POST', '/api/pools', body);
+    state.pools = [...state.pools.filter((p) => p.name !== pool.name), pool];
+    state.poolsLoaded = true;
+    renderPools();
+    $('p-name').value = '';
+    toast(`Pool ${pool.name} made: the service fills it in the background.`, 'info');
+    auditSoon();
+  } catch (failure) {
+    error.textContent = errorText(failure);
+    error.hidden = false;
+  } finally {
+    $('p-create').disabled = false;
+  }
+}
+
+async function removePool(pool) {
+  const m = pool.members || {};
+  const idle = (m.ready || 0) + (m.stopped || 0) + (m.warming || 0);
+  const sure = await confirmDialog(
+    `Delete pool ${pool.name}? Its ${idle} idle member${idle === 1 ? '' : 's'} ${idle === 1 ? 'is' : 'are'} deleted with their disks; ` +
+    `${m.claimed ? `the ${m.claimed} claimed instance${m.claimed === 1 ? '' : 's'} stay${m.claimed === 1 ? 's' : ''} yours.` : 'nothing claimed is touched.'}`,
+    'Delete');
+  if (!sure) return;
+  const answer = await api('DELETE', `/api/pools/${encodeURIComponent(pool.name)}`);
+  state.pools = state.pools.map((p) => (p.name === answer.name ? answer : p));
+  renderPools();
+  toast(`Pool ${pool.name} is draining: its idle members are being deleted.`, 'info');
+  auditSoon();
+}
+
 // -- the event stream -------------------------------------------------------------------------------
 
 function setLive(on, text) {
@@ -1007,6 +1228,7 @@ function onEvent(message) {
   refresh(body.instanceId);
   spendSoon();
   volumesSoon();
+  poolsSoon();
   if (state.historyOf === body.instanceId) showHistory(body.instanceId).catch(() => {});
   auditSoon();
   if (isAdmin()) teamSoon();
@@ -1119,9 +1341,10 @@ async function start() {
   loadStats();
   loadSpend();
   loadVolumesShowingErrors();
+  loadPools();
   follow();
   state.timers.push(setInterval(tick, 1000), setInterval(loadStats, 30000), setInterval(loadSpend, 30000),
-    setInterval(() => loadInstances().catch(() => {}), 60000), setInterval(volumesDue, 2000));
+    setInterval(() => loadInstances().catch(() => {}), 60000), setInterval(volumesDue, 2000), setInterval(poolsDue, 2000));
   if (isAdmin()) {
     startTeamPanel();
     loadAudit();
@@ -1157,9 +1380,13 @@ document.addEventListener('DOMContentLoaded', () => {
   $('audit-clear').addEventListener('click', () => { $('audit-filters').reset(); loadAudit(); });
   $('audit-refresh').addEventListener('click', () => loadAudit());
   $('audit-more').addEventListener('click', () => loadAudit(true));
+  $('pool-form').addEventListener('submit', createPool);
+  $('claim-form').addEventListener('submit', claim);
+  $('claim-cancel').addEventListener('click', closeClaim);
+  $('claim-dialog').addEventListener('cancel', (event) => { event.preventDefault(); closeClaim(); });
   document.addEventListener('keydown', (event) => {
     // Escape in the open dialog is the dialog's (it cancels and closes); otherwise it closes the history.
-    if (event.key !== 'Escape' || event.defaultPrevented || $('confirm').open) return;
+    if (event.key !== 'Escape' || event.defaultPrevented || $('confirm').open || $('claim-dialog').open) return;
     if (!$('history').hidden) { event.preventDefault(); closeHistory(); }
   });
   start();
