@@ -197,6 +197,7 @@ async def build_services(settings: Settings, clock: Clock, metrics: Metrics | No
     teams = TeamService(db, clock, settings, keys, budgets)
     audit = AuditRecorder(db, clock)
     pools = PoolService(db, clock, settings, instances)
+    pools.on_claim = metrics.observe_claim
     pool_keeper = PoolKeeper(db, clock, settings, pools, client)
     instances.pool_returns = pools.take_back  # a stop that returns a claimed member to its pool
     reconciler.actions.start_refused = pools.start_refused  # a member's start refused for capacity moves on

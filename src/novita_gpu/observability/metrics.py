@@ -187,6 +187,10 @@ class Metrics:
             buckets=_READY_BUCKETS,
             registry=r,
         )
+        # Warm pools (docs/pools.md): claims by where the instance came from.
+        self._pool_claims = Counter(
+            "pool_claims_total", "Warm pool claims, by source: ready, stopped, warming, cold", ["source"], registry=r
+        )
         self._cache = Counter("cache_lookups_total", "Cache lookups", ["cache", "result"], registry=r)
         self._retention = Counter("retention_deleted_total", "Rows deleted by history retention", ["kind"], registry=r)
         # Spend by API key (its owner id, never the key): few series, one per key.
@@ -302,6 +306,10 @@ class Metrics:
         self._recoveries.labels(path, outcome).inc()
         if reclaim_to_ready is not None:
             self._reclaim_to_ready.observe(reclaim_to_ready)
+
+    def observe_claim(self, source: str) -> None:
+        """A claim answered: source ready | stopped | warming | cold."""
+        self._pool_claims.labels(source).inc()
 
     def observe_retention(self, kind: str, deleted: int) -> None:
         """Rows of one kind deleted by a retention sweep: instances | webhook_deliveries | idempotency_keys |

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -102,6 +102,8 @@ class PoolService:
         self.instances = instances
         # A claim, a return or a change of targets: the keeper refills now rather than at its next look.
         self.changed: Signal[str] = Signal()
+        # Hears each claim's source (the metrics); set by build_services.
+        self.on_claim: Callable[[str], None] = lambda _source: None
 
     # -- the pool's row ----------------------------------------------------------------------------
 
@@ -342,6 +344,7 @@ class PoolService:
         if isinstance(outcome, CreateResult):
             return outcome
         assert isinstance(outcome, _Claimed)
+        self.on_claim(outcome.source)
         if outcome.source == "cold":
             self.instances.accepted(outcome.instance_id)
         else:

@@ -33,6 +33,8 @@ async def test_a_claim_takes_a_ready_member_at_once_and_the_pool_refills(harness
     refilled = await until_members(harness, ready=1, stopped=1, claimed=1, total=3)
     assert refilled["claims"]["lastHour"] == 1
     assert refilled["claims"]["hitRate"]["ready"] == 1.0
+    scraped = harness.services.metrics.render()[0].decode()
+    assert 'pool_claims_total{source="ready"} 1.0' in scraped
 
 
 async def test_a_claim_starts_a_stopped_member_when_none_is_ready(harness: Harness) -> None:
