@@ -10,7 +10,7 @@ from pathlib import Path
 from novita_gpu.emulator import EmulatorConfig
 from novita_gpu.emulator.config import Timings
 from tests.harness import Harness
-from tests.integration.pools.conftest import claim, make_pool, until_members
+from tests.integration.pools.conftest import claim, make_pool, pool_view, until_members
 
 
 def refuse_starts(harness: Harness, *novita_ids: str, next_starts: int = 0) -> None:
@@ -144,3 +144,58 @@ async def test_an_idle_pool_stops_its_ready_members_and_a_claim_wakes_it(harness
     assert answer["claim"]["source"] == "stopped"
     awake = await until_members(harness, ready=1, claimed=1, total=2)
     assert awake["dormant"] is False
+
+
+async def test_an_auto_stop_returns_the_instance_when_the_pool_says_so(harness: Harness) -> None:
+    await make_pool(harness, minReady=1, minStopped=1, max=3, returnOnAutoStop=True)
+    await until_members(harness, ready=1, stopped=1, total=2)
+    mine = await claim(harness, name="idle-job", autoStop={"idleMinutes": 5})
+    await until_members(harness, ready=1, stopped=1, claimed=1, total=3)
+    # The pool has the idle members it keeps: the auto-stop's return deletes the instance.
+    harness.clock.advance(6 * 60)
+    swept = (await harness.services.sweeper.sweep(dry_run=False))["stopped"]
+    assert [s["instanceId"] for s in swept] == [mine["instanceId"]]
+    ended = await harness.until_status(mine["instanceId"], "terminated")
+    assert ended["statusReason"] == "AUTO_STOP"
+    assert "Returned to pool gpus" in (await harness.events(mine["instanceId"]))[-2]["message"]
+
+    # With room (minStopped raised), the next one goes back as a stopped member.
+    assert (await harness.http.patch("/api/pools/gpus", json={"minStopped": 2})).status_code == 200
+    await until_members(harness, ready=1, stopped=2, total=3)
+    assert (await harness.http.patch("/api/pools/gpus", json={"minStopped": 3})).status_code == 200
+    second = await claim(harness, name="idle-job-2", autoStop={"idleMinutes": 5})
+    harness.clock.advance(6 * 60)
+    await harness.services.sweeper.sweep(dry_run=False)
+    back = await harness.until_status(second["instanceId"], "stopped")
+    assert back["pool"]["state"] == "stopped" and back["name"].startswith("gpus-")
+
+
+async def test_a_prewarmed_pool_makes_cold_creates_pull_fast(harness: Harness) -> None:
+    image = "pytorch/pytorch:2.4.0-cuda12.4-cudnn9-runtime"
+    sized = harness.emulator.put("/_emulator/images", json={"sizesGb": {image: 15}, "nodesPerCluster": 16})
+    assert sized.status_code == 200, sized.text
+    await make_pool(harness, minReady=1, max=20, prewarm=True)
+    first = await until_members(harness, ready=1, total=1, max_seconds=900)
+    [member] = (await harness.http.get("/api/instances")).json()["instances"]
+
+    async def prewarmed() -> bool:
+        tasks = (await pool_view(harness))["prewarm"]["tasks"]
+        return [t["state"] for t in tasks] == ["Succeeded"]
+
+    await harness.run_until(prewarmed, max_seconds=900, step=5)
+    [task] = (await pool_view(harness))["prewarm"]["tasks"]
+    assert task["clusterId"] == member["clusterId"] and first["prewarm"]["enabled"] is True
+    # With no idle member kept, claims are cold creates: they land on other nodes of that cluster, and the
+    # prewarm spares them the 150 s pull (the first member took 150 s in `pulling`).
+    assert (await harness.http.patch("/api/pools/gpus", json={"minReady": 0})).status_code == 200
+    await until_members(harness, total=0)
+    for name in ("cold-a", "cold-b"):
+        cold = await claim(harness, name=name)
+        assert cold["claim"]["source"] == "cold"
+        ready = await harness.until_status(cold["instanceId"], "ready", max_seconds=30)
+        assert ready["clusterId"] == member["clusterId"]
+    tasks_at_novita = harness.emulator.get(
+        "/gpu-instance/openapi/v1/image/prewarm", headers={"Authorization": "Bearer sk_harness_key_123456"}
+    )
+    assert tasks_at_novita.status_code == 200, tasks_at_novita.text
+    assert tasks_at_novita.json()["total"] == 1  # asked once, however many keeper passes
