@@ -178,7 +178,7 @@ class PoolMethods(CallMethods[Answer, Items]):
     ) -> Answer:
         """Admin keys: make a pool (201) whose members are `product_name` x `gpu_num` from `template_id`,
         keeping `min_ready` of them ready and `min_stopped` stopped, `max` members at most (1-100, claimed
-        ones included; `min_ready + min_stopped` must fit). `idle_minutes`: with no claim for this long,
+        ones included; it wins over `min_ready + min_stopped`). `idle_minutes`: with no claim for this long,
         ready members are stopped until the next claim (0, the default, never). `return_on_auto_stop`: a
         claimed instance's auto-stop returns it to the pool. `prewarm`: ask Novita to prewarm the image in
         the pool's clusters. `ApiError` 409 NAME_TAKEN, 400 VALIDATION_ERROR / UNKNOWN_PRODUCT /

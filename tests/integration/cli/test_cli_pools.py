@@ -139,9 +139,11 @@ async def test_create_with_pool_claims_and_errors_print_as_api_errors(live: Live
     assert "region is the pool's to set" in spec_field.stderr
     missing = await cli(live, "pools", "get", "no-such-pool")
     assert missing.exit_code == 1 and missing.stderr.startswith("error: POOL_NOT_FOUND: ")
-    too_many = await cli(live, *CREATE, "cli-bad", "--min-ready", "2", "--max", "1")
-    assert too_many.exit_code == 1 and too_many.stderr.startswith("error: VALIDATION_ERROR: ")
-    assert "minReady + minStopped must not exceed max" in too_many.stderr
+    bad_name = await cli(live, *CREATE, "cli.bad", "--max", "1")
+    assert bad_name.exit_code == 1 and bad_name.stderr.startswith("error: VALIDATION_ERROR: ")
+    assert "name" in bad_name.stderr
+    too_big = await cli(live, *CREATE, "cli-big", "--max", "101")
+    assert too_big.exit_code == 2 and "--max" in too_big.stderr  # refused before any request
     taken = await cli(live, *CREATE, "cli-one", "--max", "1")
     assert taken.exit_code == 1 and taken.stderr.startswith("error: NAME_TAKEN: ")
     unasked = await cli(live, "instances", "create", "--name", "cli-nothing")
