@@ -145,8 +145,11 @@ class PoolKeeper(StoreWorker):
                 touched.append(row.id)
                 done["started"].append(row.id)
             if prepared and not waiting:
-                room = pool.max_members - census.total + len(plan.delete)
-                for row in prepared[: max(0, room)]:
+                # This plan is made under the lock: another replica may have refilled since the rows were
+                # prepared, so only what is still wanted now is stored (the plan holds max too).
+                wanted = {"ready": plan.create_ready, "stopped": plan.create_stopped}
+                still = [row for row in prepared if _take(wanted, row.pool_state)]
+                for row in still:
                     try:
                         await instances.insert_row(session, row)
                     except DomainError as exc:
@@ -241,6 +244,13 @@ class PoolKeeper(StoreWorker):
                 row = await self.pools.lock(session, pool_id)
                 if row is not None:
                     row.prewarm = {**(row.prewarm or {}), "tasks": list(tasks.values())}
+
+
+def _take(wanted: dict[str, int], state: str | None) -> bool:
+    if state is None or wanted.get(state, 0) <= 0:
+        return False
+    wanted[state] -= 1
+    return True
 
 
 def _why_deleted(row: Instance) -> str:

@@ -12,13 +12,13 @@ import httpx
 import pytest
 
 from novita_gpu.app import create_app
-from novita_gpu.services import build_services
+from novita_gpu.services import Services, build_services
 from tests.harness import Harness, harness_on
 from tests.integration.pools.conftest import claim, make_pool, until_members
 
 
 @pytest.fixture
-async def two_replicas(tmp_path: Path) -> AsyncIterator[tuple[Harness, httpx.AsyncClient]]:
+async def two_replicas(tmp_path: Path) -> AsyncIterator[tuple[Harness, httpx.AsyncClient, Services]]:
     """Two services on one PostgreSQL database and one emulator: the harness's, and a second one."""
     async with harness_on("postgres", tmp_path) as h:
         services = await build_services(h.settings, h.clock)
@@ -26,7 +26,7 @@ async def two_replicas(tmp_path: Path) -> AsyncIterator[tuple[Harness, httpx.Asy
             transport=httpx.ASGITransport(app=create_app(services=services)), base_url="http://localhost"
         )
         try:
-            yield h, other
+            yield h, other, services
         finally:
             await other.aclose()
             await services.events.close()
@@ -35,10 +35,13 @@ async def two_replicas(tmp_path: Path) -> AsyncIterator[tuple[Harness, httpx.Asy
 
 @pytest.mark.postgres
 async def test_thirty_concurrent_claims_on_two_replicas_never_share_a_member(
-    two_replicas: tuple[Harness, httpx.AsyncClient],
+    two_replicas: tuple[Harness, httpx.AsyncClient, Services],
 ) -> None:
-    h, other = two_replicas
+    h, other, other_services = two_replicas
     await make_pool(h, minReady=3, minStopped=3, max=10)
+    for _ in range(3):  # both replicas' keepers refill at once: the pool's lock lets one plan at a time
+        await asyncio.gather(h.services.pool_keeper.tick(), other_services.pool_keeper.tick())
+        assert (await h.http.get("/api/pools/gpus")).json()["members"]["total"] == 6
     await until_members(h, ready=3, stopped=3, total=6)
     clients = [h.http, other]
     answers = await asyncio.gather(
