@@ -31,6 +31,7 @@ BENCHMARKS: tuple[tuple[str, str, str], ...] = (  # (name, module in bench/, wha
     ("scale", "scale", "Scale: 10,000 instances on one process, then 3 replicas on PostgreSQL"),
     ("chaos", "chaos", "Chaos: kill -9 every 5-15 s during creates, stops and deletes, under fault storms"),
     ("spot", "spot", "Spot: 100 spot instances, 50 reclaimed within 10 s, kill -9 during the recoveries"),
+    ("pools", "pools", "Warm pools: request to ready, cold, claimed from stopped or ready, prewarmed"),
 )
 
 
