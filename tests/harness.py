@@ -208,6 +208,21 @@ async def harness_on(store: str, tmp_path: Path, **settings: Any) -> AsyncIterat
 
 
 @asynccontextmanager
+async def second_replica(harness: Harness) -> AsyncIterator[tuple[httpx.AsyncClient, Services]]:
+    """Another service on the harness's store, emulator and clock (a second replica, when the store is
+    PostgreSQL): an HTTP client to it, and its services (its workers off, as the harness's are)."""
+    services = await build_services(harness.settings, harness.clock)
+    transport = httpx.ASGITransport(app=create_app(services=services))
+    client = httpx.AsyncClient(transport=transport, base_url="http://localhost")
+    try:
+        yield client, services
+    finally:
+        await client.aclose()
+        await services.events.close()
+        await services.aclose()
+
+
+@asynccontextmanager
 async def store_with_instances(store: str, tmp_path: Path, count: int) -> AsyncIterator[tuple[Database, list[str]]]:
     """A fresh database (as `harness_on`) holding `count` instance rows, made through the API by a harness
     stopped before the caller runs: the store, open, and the rows' ids in the order they were created."""

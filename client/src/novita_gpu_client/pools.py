@@ -67,12 +67,7 @@ def create(
             "rootfsSize": rootfs_size,
             "volumes": volume_mounts(volumes) if volumes is not None else None,
             "healthCheck": {"path": health_check_path} if health_check_path is not None else None,
-            "minReady": min_ready,
-            "minStopped": min_stopped,
-            "max": max,
-            "idleMinutes": idle_minutes,
-            "returnOnAutoStop": return_on_auto_stop,
-            "prewarm": prewarm,
+            **_targets(min_ready, min_stopped, max, idle_minutes, return_on_auto_stop, prewarm),
         }
     )
     # Not retried: a second create of the name is 409 NAME_TAKEN (the first may have been made).
@@ -87,6 +82,25 @@ def get(name: str) -> Call:
     return Call("GET", _pool(name), retryable=True)
 
 
+def _targets(
+    min_ready: int | None,
+    min_stopped: int | None,
+    max: int | None,
+    idle_minutes: int | None,
+    return_on_auto_stop: bool | None,
+    prewarm: bool | None,
+) -> dict[str, object]:
+    """What a pool keeps and how, in the API's words: a create's and an update's alike."""
+    return {
+        "minReady": min_ready,
+        "minStopped": min_stopped,
+        "max": max,
+        "idleMinutes": idle_minutes,
+        "returnOnAutoStop": return_on_auto_stop,
+        "prewarm": prewarm,
+    }
+
+
 def update(
     name: str,
     *,
@@ -97,16 +111,7 @@ def update(
     return_on_auto_stop: bool | None = None,
     prewarm: bool | None = None,
 ) -> Call:
-    body = _given(
-        {
-            "minReady": min_ready,
-            "minStopped": min_stopped,
-            "max": max,
-            "idleMinutes": idle_minutes,
-            "returnOnAutoStop": return_on_auto_stop,
-            "prewarm": prewarm,
-        }
-    )
+    body = _given(_targets(min_ready, min_stopped, max, idle_minutes, return_on_auto_stop, prewarm))
     # The same PATCH again sets the same values: harmless to repeat.
     return Call("PATCH", _pool(name), body=body, retryable=True)
 

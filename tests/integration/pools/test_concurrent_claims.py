@@ -11,26 +11,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from novita_gpu.app import create_app
-from novita_gpu.services import Services, build_services
-from tests.harness import Harness, harness_on
+from novita_gpu.services import Services
+from tests.harness import Harness, harness_on, second_replica
 from tests.integration.pools.conftest import claim, make_pool, until_members
 
 
 @pytest.fixture
 async def two_replicas(tmp_path: Path) -> AsyncIterator[tuple[Harness, httpx.AsyncClient, Services]]:
     """Two services on one PostgreSQL database and one emulator: the harness's, and a second one."""
-    async with harness_on("postgres", tmp_path) as h:
-        services = await build_services(h.settings, h.clock)
-        other = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=create_app(services=services)), base_url="http://localhost"
-        )
-        try:
-            yield h, other, services
-        finally:
-            await other.aclose()
-            await services.events.close()
-            await services.aclose()
+    async with harness_on("postgres", tmp_path) as h, second_replica(h) as (other, services):
+        yield h, other, services
 
 
 @pytest.mark.postgres

@@ -12,9 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from novita_gpu.app import create_app
 from novita_gpu.services import build_services
-from tests.harness import SEED_BODY, Harness, harness_on
+from tests.harness import SEED_BODY, Harness, harness_on, second_replica
 
 OWNER_KEY = "owner-key-0123456789"
 
@@ -62,16 +61,8 @@ async def test_a_create_past_max_gpus_or_max_usd_per_hour_is_refused_with_the_fi
 @pytest.fixture
 async def two_replicas(tmp_path: Path) -> AsyncIterator[tuple[Harness, httpx.AsyncClient]]:
     """Two services on one PostgreSQL database and one emulator: the harness's, and a second one."""
-    async with harness_on("postgres", tmp_path, admin_api_keys=OWNER_KEY) as h:
-        services = await build_services(h.settings, h.clock)
-        app = create_app(services=services)
-        other = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost")
-        try:
-            yield h, other
-        finally:
-            await other.aclose()
-            await services.events.close()
-            await services.aclose()
+    async with harness_on("postgres", tmp_path, admin_api_keys=OWNER_KEY) as h, second_replica(h) as (other, _):
+        yield h, other
 
 
 @pytest.mark.postgres

@@ -76,9 +76,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
             h, keys["member"], "POST", "/api/volumes", {"name": "ml-data", "region": "US-TX-04", "sizeGb": 10}
         )
         assert volume.status_code == 201, volume.text
-        pool = await call(
-            h, keys["admin"], "POST", "/api/pools", {**SEED_BODY, "name": "ml-pool", "max": 20}
-        )
+        pool = await call(h, keys["admin"], "POST", "/api/pools", {**SEED_BODY, "name": "ml-pool", "max": 20})
         assert pool.status_code == 201, pool.text
         h.clock.advance(45)  # the expiring key has expired; the first rotation's grace (60 s) still runs
         yield World(h, keys, created.json()["instanceId"], volume.json()["volumeId"], ml, ids)
