@@ -105,7 +105,7 @@ class PoolKeeper(StoreWorker):
             pool = await self.pools.lock(session, pool_id)
             if pool is None or pool.status == "deleted":
                 return members.Plan(), None
-            found = await self.pools.members_of(session, pool.id)
+            found = await self.pools.members_of(session, pool.id, lock=True)
             census = Census.of(found)
             if pool.status == "draining":
                 await self._drain(session, pool, census, touched)

@@ -119,10 +119,18 @@ class PoolService:
         query = select(Pool).where(Pool.id == pool_id)
         return (await session.execute(self.db.locked(query))).scalar_one_or_none()
 
-    @staticmethod
-    async def members_of(session: AsyncSession, pool_id: str) -> list[Instance]:
-        query = select(Instance).where(Instance.pool_id == pool_id, Instance.status != Status.TERMINATED)
-        return list((await session.execute(query)).scalars())
+    async def members_of(self, session: AsyncSession, pool_id: str, *, lock: bool = False) -> list[Instance]:
+        """The pool's live members. With `lock` (a write under the pool's lock), the idle ones are locked
+        too (FOR UPDATE on PostgreSQL), so a reconciler's write to one waits and then finds it changed,
+        rather than both writing from the same version; claimed ones are read only (their own writes,
+        which may take the pool's lock after theirs, must not wait on this)."""
+        live = select(Instance).where(Instance.pool_id == pool_id, Instance.status != Status.TERMINATED)
+        if not lock or not self.db.locks_rows:
+            return list((await session.execute(live)).scalars())
+        idle = self.db.locked(live.where(Instance.pool_state.in_(members.IDLE)))
+        found = list((await session.execute(idle)).scalars())
+        claimed = live.where(Instance.pool_state.not_in(members.IDLE))
+        return found + list((await session.execute(claimed)).scalars())
 
     def member_body(self, pool: Pool) -> CreateInstanceIn:
         """An idle member's create: the pool's spec, a name of its own, and no auto-stop (the pool decides)."""
@@ -363,7 +371,7 @@ class PoolService:
                 if replay is not None:
                     return replay
             pool = await self._pool(session, request.owner, request.pool, lock=True)
-            found = await self.members_of(session, pool.id)
+            found = await self.members_of(session, pool.id, lock=True)
             taken = members.claimable(found)
             if taken:
                 source, row = taken[0]
@@ -439,7 +447,8 @@ class PoolService:
             await self.instances.delete_row(session, row, Reason.POOL, message=message)
             self.changed.emit(pool.id)
             return True
-        donors = [m for m in await self.members_of(session, pool.id) if members.is_stopped(m) and m.id != row.id]
+        found = await self.members_of(session, pool.id, lock=True)
+        donors = [m for m in found if members.is_stopped(m) and m.id != row.id]
         if donors:
             donor = donors[0]
             refused = {column: getattr(row, column) for column in _UPSTREAM}
@@ -498,7 +507,7 @@ class PoolService:
             return None
         if pool is None or pool.status != "active":
             return None  # a drained pool takes nothing back: a plain stop
-        census = Census.of(await self.members_of(session, pool.id))
+        census = Census.of(await self.members_of(session, pool.id, lock=True))
         want_ready, want_stopped = members.targets(pool, self.clock.now())
         room = len(census.idle()) - len(census.broken) < want_ready + want_stopped
         self.changed.emit(pool.id)
