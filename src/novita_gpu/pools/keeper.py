@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from novita_gpu.audit import actions, recorder
 from novita_gpu.instances.lifecycle import Reason
@@ -99,8 +100,7 @@ class PoolKeeper(StoreWorker):
         instances = self.pools.instances
         touched: list[str] = []
         created: list[str] = []
-        done: dict[str, list[str]] = {"created": created, "started": [], "stopped": [], "deleted": []}
-        now = self.clock.now()
+        plan = members.Plan()
         async with self.db.write() as session:
             pool = await self.pools.lock(session, pool_id)
             if pool is None or pool.status == "deleted":
@@ -109,72 +109,90 @@ class PoolKeeper(StoreWorker):
             census = Census.of(found)
             if pool.status == "draining":
                 await self._drain(session, pool, census, touched)
-                return members.Plan(), None
-            plan = members.plan(pool, census, now)
-            blocked_until = (pool.refill_blocked or {}).get("until")
-            if any(row.status_reason == Reason.NO_CAPACITY for row in plan.delete):
-                until = now + REFILL_BACKOFF
-                pool.refill_blocked = {
-                    "code": "NO_CAPACITY",
-                    "message": "Novita had no capacity for a member; the pool tries again later.",
-                    "at": now.isoformat(),
-                    "until": until.isoformat(),
-                }
-                blocked_until = until.isoformat()
-            waiting = not spend or (blocked_until is not None and blocked_until > now.isoformat())
-            for row in plan.delete:
-                await instances.delete_row(session, row, Reason.POOL, message=_why_deleted(row))
-                touched.append(row.id)
-                done["deleted"].append(row.id)
-            for row in plan.park:
-                await instances.stop_row(
-                    session, row, Reason.POOL, message=f"Kept stopped by pool {pool.name}.", pooled=False
-                )
-                row.pool_state = "stopped"
-                touched.append(row.id)
-                done["stopped"].append(row.id)
-            for row in plan.wake:
-                if waiting:
-                    break
-                try:  # (the quota is checked before anything is written: a refusal leaves the session clean)
-                    await instances.start_row(session, row, f"Started by pool {pool.name} to keep a ready member.")
-                except DomainError as exc:
-                    pool.refill_blocked = {"code": exc.code, "message": exc.message, "at": now.isoformat()}
-                    break
-                row.pool_state = "ready"
-                touched.append(row.id)
-                done["started"].append(row.id)
-            if prepared and not waiting:
-                # This plan is made under the lock: another replica may have refilled since the rows were
-                # prepared, so only what is still wanted now is stored (the plan holds max too).
-                wanted = {"ready": plan.create_ready, "stopped": plan.create_stopped}
-                still = [row for row in prepared if _take(wanted, row.pool_state)]
-                for row in still:
-                    try:
-                        await instances.insert_row(session, row)
-                    except DomainError as exc:
-                        pool.refill_blocked = {"code": exc.code, "message": exc.message, "at": now.isoformat()}
-                        break
-                    created.append(row.id)
-                else:
-                    pool.refill_blocked = None
-            elif spend and not plan.create_ready and not plan.create_stopped and not waiting:
-                pool.refill_blocked = None
-            if any(done.values()):  # the audit row commits with what it records
-                details: dict[str, Any] = {kind: ids for kind, ids in done.items() if ids}
-                if pool.refill_blocked:
-                    details["blocked"] = pool.refill_blocked.get("code")
-                entry = recorder.system(actions.POOL, "pool.refill", team=pool.owner, target=pool.id, details=details)
-                recorder.add(session, entry, now)
+            else:
+                plan = await self._carry_out(session, pool, census, prepared, spend, touched, created)
         for row_id in touched:
             instances.notify_changed(row_id)
         for row_id in created:
             instances.accepted(row_id)
         if created or touched:
             log.info("pool_kept", pool=pool.name, created=len(created), changed=len(touched))
-        return plan, pool
+        return (plan, pool) if pool.status == "active" else (members.Plan(), None)
 
-    async def _drain(self, session: Any, pool: Pool, census: Census, touched: list[str]) -> None:
+    async def _carry_out(
+        self,
+        session: AsyncSession,
+        pool: Pool,
+        census: Census,
+        prepared: list[Instance],
+        spend: bool,
+        touched: list[str],
+        created: list[str],
+    ) -> members.Plan:
+        """Plan the pool's members now and record the plan: the ids it changed go to `touched`, the
+        members it made to `created`."""
+        instances = self.pools.instances
+        done: dict[str, list[str]] = {"created": created, "started": [], "stopped": [], "deleted": []}
+        now = self.clock.now()
+        plan = members.plan(pool, census, now)
+        blocked_until = (pool.refill_blocked or {}).get("until")
+        if any(row.status_reason == Reason.NO_CAPACITY for row in plan.delete):
+            until = now + REFILL_BACKOFF
+            pool.refill_blocked = {
+                "code": "NO_CAPACITY",
+                "message": "Novita had no capacity for a member; the pool tries again later.",
+                "at": now.isoformat(),
+                "until": until.isoformat(),
+            }
+            blocked_until = until.isoformat()
+        waiting = not spend or (blocked_until is not None and blocked_until > now.isoformat())
+        for row in plan.delete:
+            await instances.delete_row(session, row, Reason.POOL, message=_why_deleted(row))
+            touched.append(row.id)
+            done["deleted"].append(row.id)
+        for row in plan.park:
+            await instances.stop_row(
+                session, row, Reason.POOL, message=f"Kept stopped by pool {pool.name}.", pooled=False
+            )
+            row.pool_state = "stopped"
+            touched.append(row.id)
+            done["stopped"].append(row.id)
+        for row in plan.wake:
+            if waiting:
+                break
+            try:  # (the quota is checked before anything is written: a refusal leaves the session clean)
+                await instances.start_row(session, row, f"Started by pool {pool.name} to keep a ready member.")
+            except DomainError as exc:
+                pool.refill_blocked = {"code": exc.code, "message": exc.message, "at": now.isoformat()}
+                break
+            row.pool_state = "ready"
+            touched.append(row.id)
+            done["started"].append(row.id)
+        if prepared and not waiting:
+            # This plan is made under the lock: another replica may have refilled since the rows were
+            # prepared, so only what is still wanted now is stored (the plan holds max too).
+            wanted = {"ready": plan.create_ready, "stopped": plan.create_stopped}
+            still = [row for row in prepared if _take(wanted, row.pool_state)]
+            for row in still:
+                try:
+                    await instances.insert_row(session, row)
+                except DomainError as exc:
+                    pool.refill_blocked = {"code": exc.code, "message": exc.message, "at": now.isoformat()}
+                    break
+                created.append(row.id)
+            else:
+                pool.refill_blocked = None
+        elif spend and not plan.create_ready and not plan.create_stopped and not waiting:
+            pool.refill_blocked = None
+        if any(done.values()):  # the audit row commits with what it records
+            details: dict[str, Any] = {kind: ids for kind, ids in done.items() if ids}
+            if pool.refill_blocked:
+                details["blocked"] = pool.refill_blocked.get("code")
+            entry = recorder.system(actions.POOL, "pool.refill", team=pool.owner, target=pool.id, details=details)
+            recorder.add(session, entry, now)
+        return plan
+
+    async def _drain(self, session: AsyncSession, pool: Pool, census: Census, touched: list[str]) -> None:
         """A deleted pool: its idle members go; once none is left, the pool is gone and its claimed
         instances are their claimers' alone."""
         idle = census.idle()
