@@ -5,23 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Field, StrictFloat, StrictInt, StrictStr
+from pydantic import BeforeValidator, Field, StrictFloat, StrictInt, StrictStr
 
 from novita_gpu.kit.schemas import NO_NUL, Answer, Body, whole
 from novita_gpu.teams.keys import Role
 
-
-def _not_reserved(name: str) -> str:
-    """`default` and `key-...` name the teams the service makes itself (no keys; keys of API_KEYS)."""
-    if name == "default" or name.startswith("key-"):
-        raise ValueError("'default' and names starting with 'key-' are the service's own team names")
-    return name
-
-
 TeamName = Annotated[
     StrictStr,
-    Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"),
-    AfterValidator(_not_reserved),
+    Field(
+        min_length=1,
+        max_length=63,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
+        description="'default' and names starting with 'key-' are the service's own (409 NAME_TAKEN).",
+    ),
 ]
 KeyName = Annotated[StrictStr, Field(min_length=1, max_length=63, pattern=NO_NUL)]
 

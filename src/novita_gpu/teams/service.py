@@ -30,7 +30,17 @@ from novita_gpu.teams.schemas import KeyIn, TeamUpdateIn
 
 class TeamNameTaken(NameTaken):
     def __init__(self, name: str) -> None:
-        DomainError.__init__(self, f"A team named {name!r} already exists; team names are unique.")
+        if reserved(name):
+            message = f"{name!r} is the service's own: 'default' and names starting with 'key-' name its teams."
+        else:
+            message = f"A team named {name!r} already exists; team names are unique."
+        DomainError.__init__(self, message)
+
+
+def reserved(name: str) -> bool:
+    """`default` and `key-...` name the teams the service makes itself (no keys; keys of API_KEYS), so
+    they are taken for every other team, made or renamed, whether or not the service has made them yet."""
+    return name == "default" or name.startswith("key-")
 
 
 def _forbid(principal: Principal, doing: str, role: str) -> Forbidden:
@@ -131,6 +141,8 @@ class TeamService:
     async def create_team(self, principal: Principal, name: str) -> dict[str, Any]:
         if not principal.admin:
             raise _forbid(principal, "make teams", "owner")
+        if reserved(name):
+            raise TeamNameTaken(name)
         now = self.clock.now()
         team = Team(id=f"team_{uuid.uuid4().hex[:16]}", name=name, quotas={}, created_at=now, updated_at=now)
         try:
@@ -184,7 +196,9 @@ class TeamService:
         try:
             async with self.db.write() as session:
                 team = await self._team(session, principal, ref, lock=True)
-                if body.name is not None:
+                if body.name is not None and body.name != team.name:
+                    if reserved(body.name):
+                        raise TeamNameTaken(body.name)
                     team.name = body.name
                 if body.quotas is not None:
                     given = body.quotas.model_fields_set

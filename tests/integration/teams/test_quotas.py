@@ -136,7 +136,8 @@ async def test_the_services_own_team_names_are_refused_and_a_second_process_star
     async with Harness(tmp_path, admin_api_keys=OWNER_KEY) as h:
         for name in ("default", "key-0123456789ab"):
             refused = await call(h.http, OWNER_KEY, "POST", "/api/teams", {"name": name})
-            assert refused.status_code == 400 and refused.json()["error"]["code"] == "VALIDATION_ERROR", refused.text
+            assert refused.status_code == 409 and refused.json()["error"]["code"] == "NAME_TAKEN", refused.text
+            assert "the service's own" in refused.json()["error"]["message"]
         # A second process on the same store finds the environment's teams made and starts.
         services = await build_services(h.settings, h.clock)
         await services.aclose()
