@@ -223,18 +223,21 @@ class PoolKeeper(StoreWorker):
                 pool.refill_blocked = {"code": code, "message": message, "at": self.clock.now().isoformat()}
 
     async def _prewarm(self, pool_id: str) -> None:
-        """Ask Novita once per cluster the pool's members land in (or its region) to prewarm the image, and
+        """Ask Novita once per cluster the pool's members land in (or its region's) to prewarm the image, and
         follow each task's state."""
         async with self.db.read() as session:
             pool = await session.get(Pool, pool_id)
             if pool is None:
                 return
             image = await session.scalar(select(Instance.image_url).where(Instance.pool_id == pool_id).limit(1))
-            clusters = set(
-                await session.scalars(
-                    select(Instance.cluster_id).where(Instance.pool_id == pool_id, Instance.cluster_id.is_not(None))
-                )
-            )
+            # Where members landed, and where those not placed yet will (a pool with a region: from its first
+            # member's create on, before Novita has placed it).
+            placed = (
+                await session.execute(select(Instance.cluster_id, Instance.regions).where(Instance.pool_id == pool_id))
+            ).all()
+            clusters = {
+                cluster for cluster, regions in placed for cluster in (cluster, *(regions or [])[:1]) if cluster
+            }
         if image is None:
             return
         tasks: dict[str, dict[str, Any]] = {t["clusterId"]: t for t in (pool.prewarm or {}).get("tasks") or []}
