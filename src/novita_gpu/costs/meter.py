@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import bindparam, event, inspect, select, update
+from sqlalchemy import bindparam, event, false, inspect, select, update
 from sqlalchemy.orm import Session, UOWTransaction
 
 from novita_gpu.instances.rendering import cost_view
@@ -245,9 +245,12 @@ def _volume_stretch(
     )
 
 
-async def stretches(db: Database, start: datetime, end: datetime, owner: str | None = None) -> list[Stretch]:
+async def stretches(
+    db: Database, start: datetime, end: datetime, owner: str | None = None, *, pool: str | None = None
+) -> list[Stretch]:
     """Every billed stretch, of instances and of volumes, that overlaps [start, end): closed ones from the
-    ledgers, open ones from rows (read in one transaction, so a stretch closing meanwhile counts once)."""
+    ledgers, open ones from rows (read in one transaction, so a stretch closing meanwhile counts once).
+    With `pool` (an id), only what its idle members cost: no volume, no claimed instance."""
     closed = select(BillingPeriod).where(BillingPeriod.ended_at > start, BillingPeriod.started_at < end)
     open_rows = select(Instance).where(Instance.billing_since.is_not(None), Instance.billing_since < end)
     open_disks = select(
@@ -279,6 +282,11 @@ async def stretches(db: Database, start: datetime, end: datetime, owner: str | N
         Volume.price_per_hour,
         Volume.billing_since,
     ).where(Volume.billing_since.is_not(None), Volume.billing_since < end)
+    if pool is not None:
+        idle = (Instance.pool_id == pool) & Instance.pool_state.in_(IDLE_IN_POOL)
+        closed = closed.where(BillingPeriod.pool == pool)
+        open_rows, open_disks = open_rows.where(idle), open_disks.where(idle)
+        closed_volumes, open_volumes = closed_volumes.where(false()), open_volumes.where(false())
     if owner is not None:
         closed = closed.where(BillingPeriod.owner == owner)
         open_rows = open_rows.where(Instance.owner == owner)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -40,6 +40,7 @@ from novita_gpu.pools.schemas import ClaimIn, PoolIn, PoolUpdateIn
 from novita_gpu.webhooks.guard import checked_webhook_url
 
 HOURS_PER_MONTH = 730.0
+_DAY = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -209,14 +210,13 @@ class PoolService:
             claims = (
                 await session.execute(
                     select(PoolClaim.source, PoolClaim.at).where(
-                        PoolClaim.pool_id == pool.id, PoolClaim.at >= now - timedelta(days=1)
+                        PoolClaim.pool_id == pool.id, PoolClaim.at >= now - _DAY
                     )
                 )
             ).all()
         month = sum(
             s.seconds_within(month_start(now), now, now) / 3600.0 * s.price_per_hour
-            for s in await stretches(self.db, month_start(now), now, owner)
-            if s.pool == pool.id
+            for s in await stretches(self.db, month_start(now), now, owner, pool=pool.id)
         )
         return self._view(pool, census, claims, month, now)
 
@@ -388,6 +388,8 @@ class PoolService:
                 self._claimed_fields(row, pool, request.body, request.webhook_url)
                 await self.instances.insert_row(session, row)
             now = self.clock.now()
+            # The pool's claims of the last day are its figures (claims per hour, hit rates); older ones go.
+            await session.execute(delete(PoolClaim).where(PoolClaim.pool_id == pool.id, PoolClaim.at < now - _DAY))
             session.add(PoolClaim(pool_id=pool.id, instance_id=row.id, source=source, at=now))
             pool.last_claim_at = now
             answer = {

@@ -3,7 +3,10 @@ the pool refills behind each, and never counts past max."""
 
 from __future__ import annotations
 
+from sqlalchemy import select
+
 from novita_gpu.instances.schemas import InstanceAnswer
+from novita_gpu.kit.tables import PoolClaim
 from novita_gpu.pools.schemas import ClaimAnswer
 from tests.harness import Harness
 from tests.integration.pools.conftest import claim, make_pool, pool_view, until_members
@@ -62,3 +65,19 @@ async def test_a_claim_creates_cold_when_no_member_is_idle_and_refuses_past_max(
     assert refused.json()["error"]["code"] == "POOL_EXHAUSTED"
     view = await pool_view(harness)
     assert view["members"]["claimed"] == 1 and view["members"]["total"] == 1
+
+
+async def test_claim_figures_cover_the_last_day_and_older_claims_are_let_go(harness: Harness) -> None:
+    await make_pool(harness, max=3)
+    await claim(harness, name="yesterday")
+    harness.clock.advance(25 * 3600)
+    await claim(harness, name="today")
+    view = await pool_view(harness)
+    assert view["claims"] == {
+        "lastHour": 1,
+        "lastDay": 1,
+        "hitRate": {"ready": 0.0, "stopped": 0.0, "warming": 0.0, "cold": 1.0},
+    }
+    async with harness.services.db.read() as session:
+        kept = (await session.scalars(select(PoolClaim.instance_id))).all()
+    assert len(kept) == 1  # the store keeps a day of claims per pool, not every claim ever made
