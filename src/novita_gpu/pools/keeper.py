@@ -24,7 +24,7 @@ from novita_gpu.kit.errors import DomainError
 from novita_gpu.kit.settings import Settings
 from novita_gpu.kit.tables import Instance, Pool
 from novita_gpu.kit.workers import StoreWorker
-from novita_gpu.novita import NovitaClient, NovitaError
+from novita_gpu.novita import NotFound, NovitaClient, NovitaError
 from novita_gpu.pools import members
 from novita_gpu.pools.members import Census
 from novita_gpu.pools.service import PoolService
@@ -69,7 +69,8 @@ class PoolKeeper(StoreWorker):
     async def keep(self, pool_id: str) -> None:
         spend = await self._may_spend(pool_id)
         plan, pool = await self._record(pool_id, [], spend=spend)
-        if pool is None:
+        if pool is None:  # draining or drained: the prewarm tasks it asked for go too (Novita allows ten)
+            await self._release_prewarms(pool_id)
             return
         wanted = ["ready"] * plan.create_ready + ["stopped"] * plan.create_stopped
         if wanted and spend:
@@ -81,6 +82,8 @@ class PoolKeeper(StoreWorker):
             await self._record(pool_id, prepared, spend=spend)
         if (pool.prewarm or {}).get("enabled"):
             await self._prewarm(pool_id)
+        else:
+            await self._release_prewarms(pool_id)
 
     async def _may_spend(self, pool_id: str) -> bool:
         """Whether the team's budget lets the pool start or create members (a refused one is noted)."""
@@ -222,6 +225,28 @@ class PoolKeeper(StoreWorker):
             if pool is not None:
                 pool.refill_blocked = {"code": code, "message": message, "at": self.clock.now().isoformat()}
 
+    async def _release_prewarms(self, pool_id: str) -> None:
+        """Delete at Novita the prewarm tasks a pool asked for, once it no longer wants them (prewarm turned
+        off, the pool deleted), and forget each one deleted (or already gone)."""
+        async with self.db.read() as session:
+            pool = await session.get(Pool, pool_id)
+        if pool is None or not _kept_tasks(pool):
+            return
+        left = []
+        for task in _kept_tasks(pool):
+            if task.get("taskId"):
+                try:
+                    await self.client.delete_prewarm_tasks([task["taskId"]])
+                except NotFound:
+                    pass
+                except NovitaError as exc:
+                    log.warning("pool_prewarm_delete_failed", pool=pool.name, error=type(exc).__name__)
+                    left.append(task)
+        async with self.db.write() as session:
+            row = await self.pools.lock(session, pool_id)
+            if row is not None:
+                row.prewarm = {**(row.prewarm or {}), "tasks": left}
+
     async def _prewarm(self, pool_id: str) -> None:
         """Ask Novita once per cluster the pool's members land in (or its region's) to prewarm the image, and
         follow each task's state."""
@@ -265,6 +290,10 @@ class PoolKeeper(StoreWorker):
                 row = await self.pools.lock(session, pool_id)
                 if row is not None:
                     row.prewarm = {**(row.prewarm or {}), "tasks": list(tasks.values())}
+
+
+def _kept_tasks(pool: Pool) -> list[dict[str, Any]]:
+    return list((pool.prewarm or {}).get("tasks") or [])
 
 
 def _take(wanted: dict[str, int], state: str | None) -> bool:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from novita_gpu.emulator import EmulatorConfig
 from novita_gpu.emulator.config import Timings
-from tests.harness import Harness
+from tests.harness import NOVITA_KEY, Harness
 from tests.integration.pools.conftest import claim, make_pool, pool_view, until_members
 
 
@@ -194,8 +194,13 @@ async def test_a_prewarmed_pool_makes_cold_creates_pull_fast(harness: Harness) -
         assert cold["claim"]["source"] == "cold"
         ready = await harness.until_status(cold["instanceId"], "ready", max_seconds=30)
         assert ready["clusterId"] == member["clusterId"]
-    tasks_at_novita = harness.emulator.get(
-        "/gpu-instance/openapi/v1/image/prewarm", headers={"Authorization": "Bearer sk_harness_key_123456"}
-    )
+    novita_key = {"Authorization": f"Bearer {NOVITA_KEY}"}
+    tasks_at_novita = harness.emulator.get("/gpu-instance/openapi/v1/image/prewarm", headers=novita_key)
     assert tasks_at_novita.status_code == 200, tasks_at_novita.text
     assert tasks_at_novita.json()["total"] == 1  # asked once, however many keeper passes
+
+    # Deleting the pool gives the prewarm task back (Novita allows ten per account).
+    assert (await harness.http.delete("/api/pools/gpus")).status_code == 202
+    await harness.tick()
+    left = harness.emulator.get("/gpu-instance/openapi/v1/image/prewarm", headers=novita_key)
+    assert left.json()["total"] == 0
