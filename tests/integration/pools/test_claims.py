@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from novita_gpu.instances.schemas import InstanceAnswer
-from novita_gpu.kit.tables import PoolClaim
+from novita_gpu.kit.tables import PoolClaim, WebhookDelivery
 from novita_gpu.pools.schemas import ClaimAnswer
 from tests.harness import Harness
 from tests.integration.pools.conftest import claim, make_pool, pool_view, until_members
@@ -32,6 +32,12 @@ async def test_a_claim_takes_a_ready_member_at_once_and_the_pool_refills(harness
     view = await harness.instance(answer["instanceId"])
     InstanceAnswer.model_validate(view)
     assert view["status"] == "ready" and view["webhookUrl"] == "http://127.0.0.1:9/hook"
+    async with harness.services.db.read() as session:
+        sent = (
+            await session.scalars(select(WebhookDelivery).where(WebhookDelivery.url == "http://127.0.0.1:9/hook"))
+        ).all()
+    # The claimer's webhook hears the claim as `ready`, and nothing of the member's life before it.
+    assert [(d.instance_id, d.event) for d in sent] == [(answer["instanceId"], "instance.ready")]
 
     refilled = await until_members(harness, ready=1, stopped=1, claimed=1, total=3)
     assert refilled["claims"]["lastHour"] == 1
