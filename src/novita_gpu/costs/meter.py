@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session, UOWTransaction
 
 from novita_gpu.instances.rendering import cost_view
 from novita_gpu.kit.db import Database, table_of
-from novita_gpu.kit.tables import BillingPeriod, Instance, Volume, VolumeBillingPeriod
+from novita_gpu.kit.tables import POOL_IDLE_STATES, BillingPeriod, Instance, Volume, VolumeBillingPeriod
 
 BILLED = frozenset(
     {
@@ -78,10 +78,6 @@ def accrue(row: Instance, at: datetime) -> None:
     row.accrued_at = at
 
 
-# The parts of an idle pool member (pools/): its GPU time and, while stopped, its kept disk are the pool's.
-IDLE_IN_POOL = frozenset({"ready", "stopped"})
-
-
 def _period(row: Instance, ended_at: datetime, pool: str | None) -> BillingPeriod:
     assert row.billing_since is not None
     return BillingPeriod(
@@ -108,7 +104,7 @@ def _before(history: Any, current: Any) -> Any:
 
 
 def _pool_of(state: str | None, pool_id: str | None) -> str | None:
-    return pool_id if state in IDLE_IN_POOL else None
+    return pool_id if state in POOL_IDLE_STATES else None
 
 
 def _observe(session: Session, row: Instance) -> None:
@@ -283,7 +279,7 @@ async def stretches(
         Volume.billing_since,
     ).where(Volume.billing_since.is_not(None), Volume.billing_since < end)
     if pool is not None:
-        idle = (Instance.pool_id == pool) & Instance.pool_state.in_(IDLE_IN_POOL)
+        idle = (Instance.pool_id == pool) & Instance.pool_state.in_(POOL_IDLE_STATES)
         closed = closed.where(BillingPeriod.pool == pool)
         open_rows, open_disks = open_rows.where(idle), open_disks.where(idle)
         closed_volumes, open_volumes = closed_volumes.where(false()), open_volumes.where(false())

@@ -35,6 +35,10 @@ from novita_gpu.kit.db import Base, UTCDateTime
 # -- instances ---------------------------------------------------------------------------------------
 
 
+# A pool member's `pool_state` while it is idle (the pool keeps it ready or stopped), as against `claimed`.
+POOL_IDLE_STATES = ("ready", "stopped")
+
+
 class Instance(Base):
     __tablename__ = "instances"
 

@@ -12,15 +12,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from novita_gpu.instances.lifecycle import Goal, Status
-from novita_gpu.kit.tables import Instance, Pool
+from novita_gpu.kit.tables import POOL_IDLE_STATES, Instance, Pool
 
-IDLE = ("ready", "stopped")
 # Statuses of a member on its way up (created or started, not yet ready).
 _WARMING = frozenset({Status.CREATING, Status.STARTING, Status.RUNNING, Status.HEALTH_CHECKING, Status.RECOVERING})
 
 
 def is_idle(row: Instance) -> bool:
-    return row.pool_state in IDLE
+    return row.pool_state in POOL_IDLE_STATES
 
 
 def is_ready(row: Instance) -> bool:

@@ -33,7 +33,7 @@ from novita_gpu.kit.db import Database
 from novita_gpu.kit.errors import PoolExhausted, PoolNameTaken, PoolNotFound, PoolSpecConflict
 from novita_gpu.kit.settings import Settings
 from novita_gpu.kit.signals import Signal
-from novita_gpu.kit.tables import Instance, Pool, PoolClaim
+from novita_gpu.kit.tables import POOL_IDLE_STATES, Instance, Pool, PoolClaim
 from novita_gpu.pools import members
 from novita_gpu.pools.members import Census
 from novita_gpu.pools.schemas import ClaimIn, PoolIn, PoolUpdateIn
@@ -128,9 +128,9 @@ class PoolService:
         live = select(Instance).where(Instance.pool_id == pool_id, Instance.status != Status.TERMINATED)
         if not lock or not self.db.locks_rows:
             return list((await session.execute(live)).scalars())
-        idle = self.db.locked(live.where(Instance.pool_state.in_(members.IDLE)))
+        idle = self.db.locked(live.where(Instance.pool_state.in_(POOL_IDLE_STATES)))
         found = list((await session.execute(idle)).scalars())
-        claimed = live.where(Instance.pool_state.not_in(members.IDLE))
+        claimed = live.where(Instance.pool_state.not_in(POOL_IDLE_STATES))
         return found + list((await session.execute(claimed)).scalars())
 
     def member_body(self, pool: Pool) -> CreateInstanceIn:

@@ -28,18 +28,19 @@ async def idle_novita_ids(harness: Harness, state: str) -> list[str]:
 async def test_a_start_refused_for_capacity_moves_on_to_the_next_stopped_member(harness: Harness) -> None:
     await make_pool(harness, minStopped=2, max=4)
     await until_members(harness, stopped=2, total=2)
-    first, second = sorted(await idle_novita_ids(harness, "stopped"))
-    refuse_starts(harness, first, second)  # whichever the claim takes first is refused; the other too
-    refuse_starts(harness, first)
+    members = set(await idle_novita_ids(harness, "stopped"))
+    refuse_starts(harness, next_starts=1)  # the claim's start is refused: its member's node is full
 
     answer = await claim(harness, name="falls-through")
     assert answer["claim"]["source"] == "stopped"
+    refused = answer["novitaInstanceId"]
     ready = await harness.until_status(answer["instanceId"], "ready")
-    assert ready["novitaInstanceId"] == second  # the other stopped member's instance
-    # The refused member is deleted and the pool makes another: two stopped members again.
+    [other] = members - {refused}
+    assert ready["novitaInstanceId"] == other  # the other stopped member's instance, under the same record
+    assert "another stopped member" in " ".join(e["message"] or "" for e in await harness.events(answer["instanceId"]))
+    # The member whose node was full took the refused instance and is deleted; the pool makes another.
     await until_members(harness, stopped=2, claimed=1, total=3)
-    live = {i["id"] for i in harness.live_upstream()}
-    assert first not in live
+    assert refused not in {i["id"] for i in harness.live_upstream()}
 
 
 async def test_a_start_refused_with_no_other_stopped_member_creates_cold(harness: Harness) -> None:
